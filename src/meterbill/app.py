@@ -1,0 +1,129 @@
+"""The FastAPI application: both API families, health, metrics and the embedded outbox worker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from meterbill import __version__
+from meterbill.billing import api as billing_api
+from meterbill.billing import wire as billing_wire
+from meterbill.core import errors
+from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
+from meterbill.core.outbox import OutboxWorker, load_plugins
+from meterbill.core.runtime import Runtime
+from meterbill.metering import api as metering_api
+from meterbill.metering import auth as metering_auth
+from meterbill.metering import wire as metering_wire
+from meterbill.settings import Settings
+
+log = structlog.get_logger("meterbill.app")
+
+
+def build_worker(runtime: Runtime) -> OutboxWorker:
+    s = runtime.settings
+    load_plugins(s.plugins)
+    return OutboxWorker(
+        runtime.db,
+        batch_size=s.outbox_batch_size,
+        poll_seconds=s.outbox_poll_seconds,
+        lease_seconds=s.outbox_lease_seconds,
+        max_attempts=s.outbox_max_attempts,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    configure_logging(settings.log_level, settings.log_json)
+    runtime = Runtime.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = build_worker(runtime) if settings.embedded_worker else None
+        thread = None
+        if worker is not None:
+            thread = threading.Thread(target=worker.run_forever, name="outbox-worker", daemon=True)
+            thread.start()
+        log.info("meterbill_started", version=__version__, database=runtime.db.dialect)
+        yield
+        if worker is not None and thread is not None:
+            worker.stop()
+            thread.join(timeout=10)
+        runtime.db.dispose()
+
+    app = FastAPI(title="meterbill", version=__version__, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.add_middleware(RequestContextMiddleware)
+    _install_error_handlers(app)
+
+    app.include_router(metering_auth.router)
+    # Resource routers go here, before the fallbacks.
+    app.include_router(billing_api.fallback_router)
+    app.include_router(metering_api.fallback_router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        runtime.db.ping()
+        return {"status": "ok", "database": runtime.db.dialect, "version": __version__}
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi/{family}.json", tags=["operations"], include_in_schema=False)
+    def family_openapi(family: str) -> JSONResponse:
+        """One OpenAPI document per API family, for client generators and fuzzers."""
+        if family not in ("billing", "metering"):
+            raise errors.NotFound("no such API family")
+        title = "meterbill billing (Chargebee API v2)" if family == "billing" else "meterbill metering (m3ter API)"
+        document = dict(app.openapi())
+        document["info"] = dict(document["info"], title=title)
+        document["paths"] = {p: ops for p, ops in document["paths"].items() if api_family(p) == family}
+        return JSONResponse(document)
+
+    return app
+
+
+def _render(path: str, status: int, message: str, *, param: str | None = None) -> JSONResponse:
+    """An error in the wire shape of the API family the path belongs to."""
+    family = api_family(path)
+    if family == "billing":
+        code = {400: "param_wrong_value", 404: "resource_not_found", 405: "method_not_allowed"}.get(
+            status, "internal_error" if status >= 500 else "invalid_request"
+        )
+        return billing_wire.error_response(status, code, message, param=param)
+    if family == "metering":
+        return metering_wire.error_response(status, message, field=param)
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.DomainError)
+    async def on_domain_error(request: Request, exc: errors.DomainError) -> JSONResponse:
+        if api_family(request.url.path) == "billing":
+            return billing_wire.domain_error_response(exc)
+        return metering_wire.domain_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        param = ".".join(location) or None
+        message = f"{param}: {first.get('msg', 'invalid value')}" if param else first.get("msg", "invalid request")
+        return _render(request.url.path, 400, message, param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _render(request.url.path, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return _render(request.url.path, 500, "internal error; the request id identifies it in the logs")

@@ -1,0 +1,101 @@
+"""Structured JSON logs with request ids, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from typing import TextIO
+
+import structlog
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUESTS = Counter("meterbill_http_requests_total", "HTTP requests", ["api", "method", "status"])
+LATENCY = Histogram(
+    "meterbill_http_request_seconds",
+    "HTTP request latency",
+    ["api"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO = sys.stdout) -> None:
+    logging.basicConfig(format="%(message)s", stream=stream, level=level.upper(), force=True)
+    # Alembic narrates every migration step at INFO; only its problems matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def api_family(path: str) -> str:
+    if path.startswith("/api/v2"):
+        return "billing"
+    if path.startswith(("/organizations", "/oauth")):
+        return "metering"
+    if path.startswith("/connector"):
+        return "connector"
+    return "other"
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (echoed as X-Request-Id), logs it once, and counts it.
+
+    Only method, path, status and timing are logged: never headers or bodies,
+    which carry API keys and customer data.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = structlog.get_logger("meterbill.http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            family = api_family(scope["path"])
+            REQUESTS.labels(family, scope["method"], str(status)).inc()
+            LATENCY.labels(family).observe(elapsed)
+            self.log.info(
+                "request", method=scope["method"], path=scope["path"], status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin1")[:64]
+            if candidate.replace("-", "").isalnum():
+                return candidate
+    return None

@@ -1,0 +1,40 @@
+"""The process-wide things every request needs, built once from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from meterbill.core.db import Database
+from meterbill.core.security import Vault, load_instance_secret
+from meterbill.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    vault: Vault
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        secret = load_instance_secret(settings.secret_key, settings.secret_key_file)
+        return cls(settings=settings, db=Database(settings.database_url), vault=Vault(secret))
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
+    """One unit of work per request: committed when the endpoint returns normally."""
+    with runtime.db.transaction() as session:
+        yield session
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SessionDep = Annotated[Session, Depends(get_session)]

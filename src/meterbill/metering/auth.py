@@ -1,0 +1,62 @@
+"""OAuth client-credentials tokens and bearer authentication of the m3ter-compatible API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qs
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from meterbill.core.errors import AuthenticationFailed, Forbidden, InvalidInput
+from meterbill.core.runtime import RuntimeDep
+from meterbill.core.security import parse_basic_auth
+from meterbill.metering import organizations
+
+router = APIRouter(tags=["metering"])
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+@router.post("/oauth/token", response_model=TokenResponse)
+async def issue_token(request: Request, runtime: RuntimeDep) -> TokenResponse:
+    credentials = parse_basic_auth(request.headers.get("authorization"))
+    if credentials is None:
+        raise AuthenticationFailed("Basic authentication with the API key and secret is required")
+    grant_type = _grant_type(await request.body(), request.headers.get("content-type", ""))
+    if grant_type != "client_credentials":
+        raise InvalidInput("grant_type must be client_credentials", param="grant_type")
+    ttl = runtime.settings.token_ttl_seconds
+    with runtime.db.transaction() as session:
+        token = organizations.issue_token(session, runtime.vault, credentials.username, credentials.password, ttl)
+    return TokenResponse(access_token=token, expires_in=ttl)
+
+
+def _grant_type(body: bytes, content_type: str) -> str | None:
+    if not body:
+        return None
+    if "json" in content_type:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidInput("request body is not valid JSON") from None
+        return document.get("grant_type") if isinstance(document, dict) else None
+    return (parse_qs(body.decode(errors="replace")).get("grant_type") or [None])[0]
+
+
+def current_organization(orgId: str, request: Request, runtime: RuntimeDep) -> str:  # noqa: N803 - path name
+    header = request.headers.get("authorization", "")
+    if not header[:7].lower() == "bearer ":
+        raise AuthenticationFailed("A bearer token is required")
+    org_id = organizations.organization_of_token(runtime.vault, header[7:].strip())
+    if org_id != orgId:
+        raise Forbidden("This token does not grant access to that organization")
+    return org_id
+
+
+OrgDep = Annotated[str, Depends(current_organization)]

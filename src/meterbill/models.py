@@ -1,0 +1,11 @@
+"""Every table, gathered so migrations see the whole schema."""
+
+from meterbill.billing import models as billing_models
+from meterbill.connector import models as connector_models
+from meterbill.core import outbox
+from meterbill.core.db import Base
+from meterbill.metering import models as metering_models
+
+metadata = Base.metadata
+
+__all__ = ["billing_models", "connector_models", "metadata", "metering_models", "outbox"]

@@ -1,0 +1,49 @@
+"""Runtime configuration, read from `METERBILL_*` environment variables.
+
+Every setting has a default that works with no configuration at all: an SQLite
+file in the working directory, created and migrated on first start.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERBILL_", extra="ignore")
+
+    database_url: str = "sqlite:///./meterbill.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Base URL other systems use to reach us (webhook targets, upload URLs).
+    public_url: str | None = None
+    # Key for signing tokens and encrypting stored credentials. When unset, one is
+    # generated into `secret_key_file` so a single-machine install needs no setup;
+    # several hosts must share an explicit key.
+    secret_key: str | None = Field(default=None, repr=False)
+    secret_key_file: str = "./meterbill.key"
+    log_level: str = "INFO"
+    log_json: bool = True
+    # The in-process outbox worker of `meterbill serve`; turn off when dedicated
+    # `meterbill worker` processes do the draining.
+    embedded_worker: bool = True
+    outbox_batch_size: int = 50
+    outbox_poll_seconds: float = 0.2
+    # A claimed message is offered to another worker once its lease runs out, so a
+    # worker killed mid-batch delays its messages by at most this long.
+    outbox_lease_seconds: float = 60.0
+    outbox_max_attempts: int = 10
+    # Modules imported at start-up that may register extra outbox handlers.
+    plugins: list[str] = Field(default_factory=list)
+    token_ttl_seconds: int = 3600
+
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
