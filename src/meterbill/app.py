@@ -23,6 +23,10 @@ from meterbill.core.runtime import Runtime
 from meterbill.metering import api as metering_api
 from meterbill.metering import auth as metering_auth
 from meterbill.metering import wire as metering_wire
+from meterbill.metering.api import bills as metering_bills_api
+from meterbill.metering.api import config as metering_config_api
+from meterbill.metering.api import events as metering_events_api
+from meterbill.metering.api import measurements as metering_measurements_api
 from meterbill.settings import Settings
 
 log = structlog.get_logger("meterbill.app")
@@ -64,7 +68,10 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
 
     app.include_router(metering_auth.router)
-    # Resource routers go here, before the fallbacks.
+    app.include_router(metering_config_api.router)
+    app.include_router(metering_measurements_api.router)
+    app.include_router(metering_bills_api.router)
+    app.include_router(metering_events_api.router)
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 

@@ -7,6 +7,7 @@ and on PostgreSQL (psycopg 3). Column types that SQLite would silently degrade
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from sqlalchemy import JSON, Dialect, Engine, MetaData, Numeric, String, create_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
+
+from meterbill.core.wirejson import dumps
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -99,10 +102,20 @@ def utcnow() -> datetime:
 READ_ONLY = "meterbill_read_only"
 
 
+def _json_loads(text: str | bytes) -> object:
+    # Numbers come back as exact Decimals, as they were written (see wirejson.dumps).
+    return json.loads(text, parse_float=Decimal)
+
+
+def _json_dumps(value: object) -> str:
+    return dumps(value).decode()
+
+
 def make_engine(url: str) -> Engine:
+    json_options = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
     if url.startswith("sqlite"):
-        # isolation_level=None hands transaction control to us (see _begin_immediate).
-        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
+        # isolation_level=None hands transaction control to us (see _begin).
+        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None}, **json_options)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -122,7 +135,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_options)
 
 
 class Database:

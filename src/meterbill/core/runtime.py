@@ -37,4 +37,6 @@ def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[S
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client never sees a
+# success for a write that is not yet durable (or that then fails to commit).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

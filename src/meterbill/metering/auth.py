@@ -13,6 +13,7 @@ from meterbill.core.errors import AuthenticationFailed, Forbidden, InvalidInput
 from meterbill.core.runtime import RuntimeDep
 from meterbill.core.security import parse_basic_auth
 from meterbill.metering import organizations
+from meterbill.metering.organizations import Caller
 
 router = APIRouter(tags=["metering"])
 
@@ -49,14 +50,14 @@ def _grant_type(body: bytes, content_type: str) -> str | None:
     return (parse_qs(body.decode(errors="replace")).get("grant_type") or [None])[0]
 
 
-def current_organization(orgId: str, request: Request, runtime: RuntimeDep) -> str:  # noqa: N803 - path name
+def current_caller(orgId: str, request: Request, runtime: RuntimeDep) -> Caller:  # noqa: N803 - path name
     header = request.headers.get("authorization", "")
     if not header[:7].lower() == "bearer ":
         raise AuthenticationFailed("A bearer token is required")
-    org_id = organizations.organization_of_token(runtime.vault, header[7:].strip())
-    if org_id != orgId:
+    caller = organizations.caller_of_token(runtime.vault, header[7:].strip())
+    if caller.org_id != orgId:
         raise Forbidden("This token does not grant access to that organization")
-    return org_id
+    return caller
 
 
-OrgDep = Annotated[str, Depends(current_organization)]
+CallerDep = Annotated[Caller, Depends(current_caller)]

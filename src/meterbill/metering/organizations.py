@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
@@ -37,11 +39,19 @@ def issue_token(session: Session, vault: Vault, api_key: str, api_secret: str, t
     return vault.sign_token({"org": record.organization_id, "kid": record.id}, ttl_seconds)
 
 
-def organization_of_token(vault: Vault, token: str) -> str:
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the organization and the service user (API key) acting in it."""
+
+    org_id: str
+    principal: str
+
+
+def caller_of_token(vault: Vault, token: str) -> Caller:
     claims = vault.verify_token(token)
-    if claims is None or not isinstance(claims.get("org"), str):
+    if claims is None or not isinstance(claims.get("org"), str) or not isinstance(claims.get("kid"), str):
         raise AuthenticationFailed("Invalid or expired access token")
-    return claims["org"]  # type: ignore[return-value]
+    return Caller(org_id=claims["org"], principal=claims["kid"])
 
 
 def get_organization(session: Session, org_id: str) -> Organization:

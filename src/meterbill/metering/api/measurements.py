@@ -1,0 +1,87 @@
+"""Measurement ingest endpoint: POST /organizations/{orgId}/measurements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from meterbill.core.errors import InvalidInput, PayloadTooLarge
+from meterbill.core.runtime import RuntimeDep
+from meterbill.metering import ingest
+from meterbill.metering.auth import CallerDep
+
+router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"])
+
+
+class SubmitResult(BaseModel):
+    result: str = "accepted"
+
+
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_NUMBERS = {"type": "object", "additionalProperties": {"type": "number"}}
+_MEASUREMENT = {
+    "type": "object",
+    "required": ["meter", "account", "ts"],
+    "properties": {
+        "uid": {"type": "string"},
+        "meter": {"type": "string"},
+        "account": {"type": "string"},
+        "ts": {"type": "string", "format": "date-time"},
+        "ets": {"type": "string", "format": "date-time"},
+        **{name: _STRINGS for name in ingest.TEXT_CATEGORIES},
+        **{name: _NUMBERS for name in ingest.NUMERIC_CATEGORIES},
+    },
+}
+# Documented by hand: the body is parsed and validated by `ingest.parse_batch` itself,
+# which reports errors by measurement index.
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["measurements"],
+                    "properties": {
+                        "measurements": {"type": "array", "items": _MEASUREMENT, "maxItems": ingest.MAX_MEASUREMENTS}
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/measurements", response_model=SubmitResult, openapi_extra=_REQUEST_BODY)
+async def submit_measurements(request: Request, caller: CallerDep, runtime: RuntimeDep) -> Any:
+    raw = await _read_limited(request)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("request body is not valid JSON") from None
+    await run_in_threadpool(_store, runtime, caller.org_id, payload)
+    return SubmitResult()
+
+
+def _store(runtime, org_id: str, payload: Any) -> None:
+    # The parse and the insert share one transaction, so an accepted batch is
+    # committed (durable) before we answer, and a refused one leaves no trace.
+    with runtime.db.transaction() as session:
+        ingest.store_batch(session, org_id, ingest.parse_batch(session, org_id, payload))
+
+
+async def _read_limited(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) >= ingest.MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"request body must be smaller than {ingest.MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size >= ingest.MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body must be smaller than {ingest.MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

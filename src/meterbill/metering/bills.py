@@ -1,0 +1,206 @@
+"""Bills: listing, approval, locking and their m3ter wire shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meterbill.core.db import utcnow
+from meterbill.core.errors import InvalidInput, InvalidState, NotFound
+from meterbill.metering.events import record_event
+from meterbill.metering.models import Bill, BillJob, BillLineItem
+
+PENDING, APPROVED = "PENDING", "APPROVED"
+
+
+def get(session: Session, org_id: str, bill_id: str) -> Bill:
+    bill = session.get(Bill, bill_id)
+    if bill is None or bill.organization_id != org_id:
+        raise NotFound(f"bill {bill_id} not found")
+    return bill
+
+
+def lines_of(session: Session, bill_id: str) -> list[BillLineItem]:
+    return list(
+        session.scalars(
+            select(BillLineItem).where(BillLineItem.bill_id == bill_id).order_by(BillLineItem.sequence_number)
+        )
+    )
+
+
+def approve(session: Session, org_id: str, principal: str, bill_ids: Sequence[str]) -> list[Bill]:
+    """Approve every listed bill, or none: an unknown or locked bill fails the whole call."""
+    bills = [get(session, org_id, bill_id) for bill_id in dict.fromkeys(bill_ids)]
+    for bill in bills:
+        if bill.locked:
+            raise InvalidState(f"bill {bill.id} is locked")
+    now = utcnow()
+    for bill in bills:
+        if bill.status == APPROVED:
+            continue  # approving twice is harmless and emits nothing new
+        bill.status = APPROVED
+        bill.approved_by = principal
+        bill.approved_at = now
+        bill.version += 1
+        bill.modified_at = now
+        record_event(session, org_id, "billing.bill.updated", account_id=bill.account_id, resource_id=bill.id,
+                     data={"status": APPROVED})
+    session.flush()
+    return bills
+
+
+def set_status(session: Session, org_id: str, principal: str, bill_id: str, status: str) -> Bill:
+    bill = get(session, org_id, bill_id)
+    if status == APPROVED:
+        return approve(session, org_id, principal, [bill_id])[0]
+    if bill.locked:
+        raise InvalidState(f"bill {bill_id} is locked")
+    if bill.status != PENDING:
+        bill.status = PENDING
+        bill.approved_at = None
+        bill.approved_by = None
+        bill.version += 1
+        bill.modified_at = utcnow()
+        record_event(session, org_id, "billing.bill.updated", account_id=bill.account_id, resource_id=bill.id,
+                     data={"status": PENDING})
+    return bill
+
+
+def lock(session: Session, org_id: str, bill_id: str) -> Bill:
+    bill = get(session, org_id, bill_id)
+    if bill.status != APPROVED:
+        raise InvalidState(f"bill {bill_id} must be approved before it is locked")
+    if not bill.locked:
+        bill.locked = True
+        bill.locked_at = utcnow()
+        bill.version += 1
+        bill.modified_at = bill.locked_at
+    return bill
+
+
+def delete(session: Session, org_id: str, bill_id: str) -> Bill:
+    bill = get(session, org_id, bill_id)
+    if bill.status != PENDING or bill.locked:
+        raise InvalidState(f"bill {bill_id} is {bill.status.lower()}; only pending bills can be deleted")
+    record_event(session, org_id, "billing.bill.deleted", account_id=bill.account_id, resource_id=bill.id, data={})
+    session.delete(bill)
+    return bill
+
+
+def list_page(
+    session: Session, org_id: str, *, account_id: str | None, status: str | None, bill_job_id: str | None,
+    ids: Sequence[str], locked: bool | None, page_size: int, next_token: str | None,
+) -> tuple[list[Bill], str | None]:
+    query = select(Bill).where(Bill.organization_id == org_id)
+    if account_id:
+        query = query.where(Bill.account_id == account_id)
+    if status:
+        if status not in (PENDING, APPROVED):
+            raise InvalidInput("status must be PENDING or APPROVED", param="status")
+        query = query.where(Bill.status == status)
+    if bill_job_id:
+        query = query.where(Bill.bill_job_id == bill_job_id)
+    if ids:
+        query = query.where(Bill.id.in_(ids))
+    if locked is not None:
+        query = query.where(Bill.locked == locked)
+    if next_token:
+        query = query.where(Bill.id > next_token)
+    rows = list(session.scalars(query.order_by(Bill.id).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return rows, (rows[-1].id if more else None)
+
+
+def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:
+    refs = line.references
+    wire: dict[str, Any] = {
+        "id": line.id,
+        "billId": bill.id,
+        "sequenceNumber": line.sequence_number,
+        "lineItemType": line.line_item_type,
+        "description": line.description,
+        "quantity": line.quantity,
+        "units": line.quantity,
+        "unit": line.unit,
+        "averageUnitPrice": line.average_unit_price,
+        "subtotal": line.subtotal,
+        "convertedSubtotal": line.subtotal,
+        "conversionRate": 1,
+        "currency": bill.currency,
+        "servicePeriodStartDate": line.service_period_start,
+        "servicePeriodEndDate": line.service_period_end,
+        **{k: refs[k] for k in ("planId", "productId", "aggregationId", "compoundAggregationId", "pricingId",
+                                "meterId", "segment") if refs.get(k) is not None},
+    }
+    if line.bands:
+        wire["usagePerPricingBand"] = [
+            {
+                "lowerLimit": Decimal(band["lowerLimit"]),
+                "unitPrice": Decimal(band["unitPrice"]),
+                "fixedPrice": Decimal(band["fixedPrice"]),
+                "bandUnits": Decimal(band["bandUnits"]),
+                "bandQuantity": Decimal(band["bandUnits"]),
+                "unitSubtotal": Decimal(band["unitSubtotal"]),
+                "bandSubtotal": Decimal(band["bandSubtotal"]),
+                "convertedBandSubtotal": Decimal(band["bandSubtotal"]),
+            }
+            for band in line.bands
+        ]
+    return wire
+
+
+def render(session: Session, bill: Bill, *, with_lines: bool = True) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "id": bill.id,
+        "accountId": bill.account_id,
+        "accountCode": bill.account_code,
+        "billDate": bill.period_end.date().isoformat(),
+        "startDate": bill.period_start.date().isoformat(),
+        "endDate": bill.period_end.date().isoformat(),
+        "startDateTimeUTC": bill.period_start,
+        "endDateTimeUTC": bill.period_end,
+        "billingFrequency": bill.bill_frequency,
+        "billFrequencyInterval": bill.bill_frequency_interval,
+        "billJobId": bill.bill_job_id,
+        "billTotal": bill.total,
+        "currency": bill.currency,
+        "status": bill.status,
+        "locked": bill.locked,
+        "timezone": "UTC",
+        "version": bill.version,
+        "createdBy": bill.created_by,
+        "dtCreated": bill.created_at,
+        "createdDate": bill.created_at,
+        "dtLastModified": bill.modified_at,
+        "lastCalculatedDate": bill.calculated_at,
+    }
+    if bill.approved_at is not None:
+        wire.update(dtApproved=bill.approved_at, approvedBy=bill.approved_by)
+    if bill.locked_at is not None:
+        wire["dtLocked"] = bill.locked_at
+    if with_lines:
+        wire["lineItems"] = [render_line(bill, line) for line in lines_of(session, bill.id)]
+    return wire
+
+
+def render_job(job: BillJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "billDate": job.bill_date.isoformat(),
+        "accountIds": job.account_ids or [],
+        "billIds": job.bill_ids,
+        "status": job.status,
+        "type": "CREATE",
+        "timezone": "UTC",
+        "total": job.total,
+        "pending": job.pending,
+        "version": job.version,
+        "createdBy": job.created_by,
+        "dtCreated": job.created_at,
+        "dtLastModified": job.modified_at,
+    }

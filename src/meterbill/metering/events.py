@@ -1,0 +1,76 @@
+"""m3ter events: a record of state changes (bill created, updated, approved) that
+integrations can list, written in the same transaction as the change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meterbill.core.db import new_id, utcnow
+from meterbill.core.errors import InvalidInput, NotFound
+from meterbill.metering.models import MeteringEvent
+
+EVENT_TYPES = ("billing.bill.created", "billing.bill.updated", "billing.bill.deleted")
+
+
+def record_event(
+    session: Session, org_id: str, event_name: str, *, account_id: str | None, resource_id: str | None,
+    data: dict[str, Any],
+) -> MeteringEvent:
+    event = MeteringEvent(
+        id=new_id(), organization_id=org_id, event_name=event_name, event_time=utcnow(),
+        account_id=account_id, resource_id=resource_id, payload=data,
+    )
+    session.add(event)
+    return event
+
+
+def render(event: MeteringEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "eventName": event.event_name,
+        "eventTime": event.event_time,
+        "dtActioned": event.event_time,
+        "m3terEvent": {
+            "eventName": event.event_name,
+            "eventTime": event.event_time,
+            "eventData": {"accountId": event.account_id, "resourceId": event.resource_id, **event.payload},
+        },
+    }
+
+
+def get(session: Session, org_id: str, event_id: str) -> MeteringEvent:
+    event = session.get(MeteringEvent, event_id)
+    if event is None or event.organization_id != org_id:
+        raise NotFound(f"event {event_id} not found")
+    return event
+
+
+def list_page(
+    session: Session, org_id: str, *, event_name: str | None, account_id: str | None, resource_id: str | None,
+    ids: list[str], page_size: int, next_token: str | None,
+) -> tuple[list[MeteringEvent], str | None]:
+    """Oldest first, so a consumer can follow the stream with nextToken."""
+    query = select(MeteringEvent).where(MeteringEvent.organization_id == org_id)
+    if event_name:
+        query = query.where(MeteringEvent.event_name == event_name)
+    if account_id:
+        query = query.where(MeteringEvent.account_id == account_id)
+    if resource_id:
+        query = query.where(MeteringEvent.resource_id == resource_id)
+    if ids:
+        query = query.where(MeteringEvent.id.in_(ids))
+    if next_token:
+        cursor = session.get(MeteringEvent, next_token)
+        if cursor is None or cursor.organization_id != org_id:
+            raise InvalidInput("nextToken is not valid", param="nextToken")
+        query = query.where(
+            (MeteringEvent.event_time > cursor.event_time)
+            | ((MeteringEvent.event_time == cursor.event_time) & (MeteringEvent.id > cursor.id))
+        )
+    rows = list(session.scalars(query.order_by(MeteringEvent.event_time, MeteringEvent.id).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return rows, (rows[-1].id if more else None)

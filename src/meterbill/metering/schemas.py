@@ -1,0 +1,332 @@
+"""m3ter wire bodies: what each configuration resource accepts, validated field by field.
+
+Field names are m3ter's camelCase (via aliases); numbers arrive as JSON numbers
+and are held as exact Decimals; timestamps are UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from meterbill.core.money import is_known_currency
+
+MIN_YEAR, MAX_YEAR = 1970, 2200
+CODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,199}$"
+FIELD_CODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,79}$"
+
+
+def utc_timestamp(value: object) -> object:
+    """ISO 8601 text (with or without offset, or a bare date) to an aware UTC datetime."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 timestamp") from None
+        value = parsed
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, datetime):
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+        return value
+    raise ValueError("must be an ISO 8601 timestamp")
+
+
+def _calendar_date(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date") from None
+    if isinstance(value, datetime):
+        value = value.date()
+    if isinstance(value, date):
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+        return value
+    raise ValueError("must be an ISO 8601 date")
+
+
+def _currency(value: str) -> str:
+    code = value.upper()
+    if not is_known_currency(code):
+        raise ValueError(f"unknown ISO 4217 currency {value!r}")
+    return code
+
+
+Timestamp = Annotated[datetime, BeforeValidator(utc_timestamp)]
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
+Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
+# Prices and amounts: exact, finite, and of a sane magnitude.
+Amount = Annotated[Decimal, Field(allow_inf_nan=False, ge=Decimal("-1e15"), le=Decimal("1e15"), decimal_places=12)]
+NonNegativeAmount = Annotated[Decimal, Field(allow_inf_nan=False, ge=0, le=Decimal("1e15"), decimal_places=12)]
+Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+CustomFields = dict[Annotated[str, Field(max_length=100)], str | Amount]
+Rounding = Literal["UP", "DOWN", "NEAREST", "NONE"]
+FieldCategory = Literal["WHO", "WHERE", "WHAT", "OTHER", "METADATA", "MEASURE", "INCOME", "COST"]
+NUMERIC_CATEGORIES = frozenset({"MEASURE", "INCOME", "COST"})
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, description="Current version; required on update.")
+
+    @classmethod
+    @cache
+    def model_fields_by_wire(cls) -> frozenset[str]:
+        """The camelCase names this body accepts on the wire."""
+        return frozenset(f.alias or name for name, f in cls.model_fields.items())
+
+
+class ProductBody(WireModel):
+    code: Code
+    name: Name
+    custom_fields: CustomFields | None = None
+
+
+class DataField(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: FieldCategory
+    code: Annotated[str, Field(pattern=FIELD_CODE_PATTERN)]
+    name: Name
+    unit: Annotated[str, Field(max_length=100)] | None = None
+
+
+class DerivedField(DataField):
+    calculation: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class MeterBody(WireModel):
+    code: Code
+    name: Name
+    data_fields: Annotated[list[DataField], Field(max_length=200)]
+    derived_fields: Annotated[list[DerivedField], Field(max_length=200)] = Field(default_factory=list)
+    custom_fields: CustomFields | None = None
+    group_id: Id | None = None
+    product_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _codes_unique(self) -> MeterBody:
+        codes = [f.code for f in self.data_fields] + [f.code for f in self.derived_fields]
+        duplicates = sorted({c for c in codes if codes.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"field codes must be unique within a meter: {', '.join(duplicates)}")
+        return self
+
+    def fields(self) -> dict[str, DataField]:
+        return {f.code: f for f in [*self.data_fields, *self.derived_fields]}
+
+
+class AggregationBody(WireModel):
+    aggregation: Literal["SUM", "MIN", "MAX", "COUNT", "LATEST", "MEAN", "UNIQUE"]
+    meter_id: Id
+    name: Name
+    quantity_per_unit: Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=Decimal("1e12"))]
+    rounding: Rounding
+    target_field: Annotated[str, Field(pattern=FIELD_CODE_PATTERN)]
+    unit: Annotated[str, Field(min_length=1, max_length=100)]
+    accounting_product_id: Id | None = None
+    code: Code | None = None
+    custom_fields: CustomFields | None = None
+    default_value: Amount | None = None
+    segmented_fields: Annotated[list[str], Field(max_length=10)] | None = None
+    segments: Annotated[list[dict[str, str]], Field(max_length=1000)] | None = None
+
+
+class CompoundAggregationBody(WireModel):
+    calculation: Annotated[str, Field(min_length=1, max_length=1000)]
+    name: Name
+    quantity_per_unit: Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=Decimal("1e12"))]
+    rounding: Rounding
+    unit: Annotated[str, Field(min_length=1, max_length=100)]
+    accounting_product_id: Id | None = None
+    code: Code | None = None
+    custom_fields: CustomFields | None = None
+    evaluate_null_aggregations: bool = False
+    product_id: Id | None = None
+
+
+# AD_HOC and MIXED are refused: scheduled bill jobs need periods with fixed boundaries.
+BillFrequency = Literal["DAILY", "WEEKLY", "MONTHLY", "ANNUALLY"]
+
+
+class PlanTemplateBody(WireModel):
+    bill_frequency: BillFrequency
+    currency: Currency
+    name: Name
+    product_id: Id
+    standing_charge: NonNegativeAmount
+    bill_frequency_interval: Annotated[int, Field(ge=1, le=365)] = 1
+    code: Code | None = None
+    custom_fields: CustomFields | None = None
+    minimum_spend: NonNegativeAmount | None = None
+    minimum_spend_bill_in_advance: bool | None = None
+    minimum_spend_description: Annotated[str, Field(max_length=200)] | None = None
+    ordinal: int | None = None
+    standing_charge_bill_in_advance: bool = False
+    standing_charge_description: Annotated[str, Field(max_length=200)] | None = None
+    standing_charge_interval: Annotated[int, Field(ge=1, le=365)] | None = None
+    standing_charge_offset: Annotated[int, Field(ge=0, le=364)] | None = None
+
+
+class PlanBody(WireModel):
+    code: Code
+    name: Name
+    plan_template_id: Id
+    account_id: Id | None = None
+    bespoke: bool | None = None
+    custom_fields: CustomFields | None = None
+    minimum_spend: NonNegativeAmount | None = None
+    minimum_spend_accounting_product_id: Id | None = None
+    minimum_spend_bill_in_advance: bool | None = None
+    minimum_spend_description: Annotated[str, Field(max_length=200)] | None = None
+    ordinal: int | None = None
+    standing_charge: NonNegativeAmount | None = None
+    standing_charge_accounting_product_id: Id | None = None
+    standing_charge_bill_in_advance: bool | None = None
+    standing_charge_description: Annotated[str, Field(max_length=200)] | None = None
+
+
+class PricingBandBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    lower_limit: NonNegativeAmount
+    fixed_price: Amount
+    unit_price: Amount
+    id: Id | None = None
+    credit_type_id: Id | None = None
+
+
+class PricingBody(WireModel):
+    pricing_bands: Annotated[list[PricingBandBody], Field(min_length=1, max_length=100)]
+    start_date: Timestamp
+    accounting_product_id: Id | None = None
+    aggregation_id: Id | None = None
+    code: Code | None = None
+    compound_aggregation_id: Id | None = None
+    cumulative: bool = False
+    description: Annotated[str, Field(max_length=200)] | None = None
+    end_date: Timestamp | None = None
+    minimum_spend: NonNegativeAmount | None = None
+    minimum_spend_bill_in_advance: bool | None = None
+    minimum_spend_description: Annotated[str, Field(max_length=200)] | None = None
+    overage_pricing_bands: list[PricingBandBody] | None = None
+    plan_id: Id | None = None
+    plan_template_id: Id | None = None
+    segment: dict[str, str] | None = None
+    tiers_span_plan: bool | None = None
+    type: Literal["DEBIT", "PRODUCT_CREDIT", "GLOBAL_CREDIT"] = "DEBIT"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PricingBody:
+        if (self.aggregation_id is None) == (self.compound_aggregation_id is None):
+            raise ValueError("exactly one of aggregationId and compoundAggregationId is required")
+        if (self.plan_id is None) == (self.plan_template_id is None):
+            raise ValueError("exactly one of planId and planTemplateId is required")
+        if self.end_date is not None and self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        limits = sorted(b.lower_limit for b in self.pricing_bands)
+        if limits[0] != 0:
+            raise ValueError("the first pricing band must have lowerLimit 0")
+        if len(set(limits)) != len(limits):
+            raise ValueError("pricing bands must have distinct lowerLimit values")
+        return self
+
+
+class AddressBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    address_line1: Annotated[str, Field(max_length=200)] | None = Field(default=None, alias="addressLine1")
+    address_line2: Annotated[str, Field(max_length=200)] | None = Field(default=None, alias="addressLine2")
+    address_line3: Annotated[str, Field(max_length=200)] | None = Field(default=None, alias="addressLine3")
+    address_line4: Annotated[str, Field(max_length=200)] | None = Field(default=None, alias="addressLine4")
+    country: Annotated[str, Field(max_length=100)] | None = None
+    locality: Annotated[str, Field(max_length=200)] | None = None
+    post_code: Annotated[str, Field(max_length=50)] | None = None
+    region: Annotated[str, Field(max_length=200)] | None = None
+
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _email(value: str) -> str:
+    if not EMAIL.match(value):
+        raise ValueError("must be an email address")
+    return value
+
+
+class AccountBody(WireModel):
+    code: Annotated[str, Field(min_length=1, max_length=200)]
+    email_address: Annotated[str, Field(max_length=254), AfterValidator(_email)]
+    name: Name
+    address: AddressBody | None = None
+    auto_generate_statement_mode: Literal["NONE", "JSON", "JSON_AND_CSV"] | None = None
+    bill_epoch: CalendarDate | None = None
+    credit_application_order: list[Literal["PREPAYMENT", "BALANCE"]] | None = None
+    currency: Currency | None = None
+    custom_fields: CustomFields | None = None
+    days_before_bill_due: Annotated[int, Field(ge=0, le=365)] | None = None
+    parent_account_id: Id | None = None
+    purchase_order_number: Annotated[str, Field(max_length=100)] | None = None
+    statement_definition_id: Id | None = None
+
+
+class AccountPlanBody(WireModel):
+    account_id: Id
+    start_date: Timestamp
+    plan_id: Id
+    bill_epoch: CalendarDate | None = None
+    child_billing_mode: Literal["PARENT_SUMMARY", "PARENT_BREAKDOWN", "CHILD"] | None = None
+    code: Code | None = None
+    contract_id: Id | None = None
+    custom_fields: CustomFields | None = None
+    end_date: Timestamp | None = None
+    plan_group_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _dates(self) -> AccountPlanBody:
+        if self.end_date is not None and self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        return self
+
+
+class ExternalMappingBody(WireModel):
+    external_id: Annotated[str, Field(min_length=1, max_length=200)]
+    external_system: Annotated[str, Field(min_length=1, max_length=100)]
+    external_table: Annotated[str, Field(min_length=1, max_length=100)]
+    m3ter_entity: Annotated[str, Field(min_length=1, max_length=100)] = Field(alias="m3terEntity")
+    m3ter_id: Id = Field(alias="m3terId")
+    integration_config_id: Id | None = None
+
+
+class BillJobBody(WireModel):
+    bill_date: CalendarDate
+    account_ids: Annotated[list[Id], Field(max_length=10_000)] | None = None
+    due_date: CalendarDate | None = None
+    external_invoice_date: CalendarDate | None = None
+    timezone: Literal["UTC"] = "UTC"
+
+
+class ApproveBillsBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    bill_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class BillStatusBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["PENDING", "APPROVED"]
