@@ -14,6 +14,7 @@ PROBE_TABLE_DDL = "CREATE TABLE IF NOT EXISTS probe_effects (message_key VARCHAR
 
 @handles("test.probe")
 def record_effect(delivery: Delivery) -> None:
-    time.sleep(delivery.payload.get("sleep", 0))  # stands in for a slow external call
+    # JSON columns hand numbers back as Decimal; sleep wants a float.
+    time.sleep(float(delivery.payload.get("sleep", 0)))  # stands in for a slow external call
     with delivery.commit() as session:
         session.execute(text("INSERT INTO probe_effects (message_key) VALUES (:key)"), {"key": delivery.payload["key"]})
