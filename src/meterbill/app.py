@@ -26,7 +26,9 @@ from meterbill.metering import wire as metering_wire
 from meterbill.metering.api import bills as metering_bills_api
 from meterbill.metering.api import config as metering_config_api
 from meterbill.metering.api import events as metering_events_api
+from meterbill.metering.api import fileuploads as metering_fileuploads_api
 from meterbill.metering.api import measurements as metering_measurements_api
+from meterbill.metering.api import usage as metering_usage_api
 from meterbill.settings import Settings
 
 log = structlog.get_logger("meterbill.app")
@@ -72,6 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metering_measurements_api.router)
     app.include_router(metering_bills_api.router)
     app.include_router(metering_events_api.router)
+    app.include_router(metering_fileuploads_api.router)
+    app.include_router(metering_usage_api.router)
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 

@@ -106,21 +106,26 @@ def parse_batch(session: Session, org_id: str, payload: Any) -> list[ParsedMeasu
     items = payload["measurements"]
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_MEASUREMENTS:
         raise InvalidInput(f"measurements must be a list of 1 to {MAX_MEASUREMENTS} items", param="measurements")
-    meter_codes = {m.get("meter") for m in items if isinstance(m, dict) and isinstance(m.get("meter"), str)}
-    meters = {
+    meters = load_meters(session, org_id, items)
+    return [parse_measurement(index, item, meters) for index, item in enumerate(items)]
+
+
+def load_meters(session: Session, org_id: str, items: Sequence[Any]) -> dict[str, MeterSchema]:
+    """The meters the items name, by code (one query)."""
+    codes = {m.get("meter") for m in items if isinstance(m, dict) and isinstance(m.get("meter"), str)}
+    return {
         e.unique_key: MeterSchema.of(e)
         for e in session.scalars(
             select(ConfigEntity).where(
                 ConfigEntity.organization_id == org_id,
                 ConfigEntity.kind == "meter",
-                ConfigEntity.unique_key.in_(meter_codes),
+                ConfigEntity.unique_key.in_(codes),
             )
         )
     }
-    return [_parse_one(index, item, meters) for index, item in enumerate(items)]
 
 
-def _parse_one(index: int, item: Any, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement:
+def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement:
     if not isinstance(item, dict):
         raise InvalidInput(f"measurements[{index}]: must be an object", param=f"measurements[{index}]")
     unknown = sorted(set(item) - ALLOWED_KEYS)

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
@@ -193,3 +193,47 @@ class MeteringEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
 
     __table_args__ = (Index("ix_metering_events_time", "organization_id", "event_time", "id"),)
+
+
+class FileUploadJob(Base):
+    """A measurements file uploaded through a signed URL and ingested by a worker in batches."""
+
+    __tablename__ = "metering_file_upload_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(36), index=True)
+    file_name: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(100))
+    content_length: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    processed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    failed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FileUploadChunk(Base):
+    """The uploaded bytes, kept in the database so any worker on any host can ingest them."""
+
+    __tablename__ = "metering_file_upload_chunks"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("metering_file_upload_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FileUploadError(Base):
+    __tablename__ = "metering_file_upload_errors"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("metering_file_upload_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    row: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message: Mapped[str] = mapped_column(Text)

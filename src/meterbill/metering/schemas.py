@@ -330,3 +330,56 @@ class BillStatusBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["PENDING", "APPROVED"]
+
+
+class UsageAggregation(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    meter_id: Id
+    field_code: Annotated[str, Field(pattern=FIELD_CODE_PATTERN)]
+    field_type: Literal["DIMENSION", "MEASURE"]
+    function: Literal["SUM", "MIN", "MAX", "COUNT", "LATEST", "MEAN", "UNIQUE"]
+
+
+class DimensionFilter(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    meter_id: Id
+    field_code: Annotated[str, Field(pattern=FIELD_CODE_PATTERN)]
+    values: Annotated[list[str], Field(min_length=1, max_length=1000)]
+
+
+class UsageGroup(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    group_type: Literal["ACCOUNT", "DIMENSION", "TIME"]
+    field_code: Annotated[str, Field(pattern=FIELD_CODE_PATTERN)] | None = None
+    meter_id: Id | None = None
+    frequency: Literal["HOUR", "DAY", "WEEK", "MONTH"] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> UsageGroup:
+        if self.group_type == "DIMENSION" and not self.field_code:
+            raise ValueError("a DIMENSION group needs fieldCode")
+        if self.group_type == "TIME" and not self.frequency:
+            raise ValueError("a TIME group needs frequency (HOUR, DAY, WEEK or MONTH)")
+        return self
+
+
+class UsageQueryBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    start_date: Timestamp
+    end_date: Timestamp
+    account_ids: Annotated[list[Id], Field(max_length=1000)] | None = None
+    meter_ids: Annotated[list[Id], Field(max_length=100)] | None = None
+    aggregations: Annotated[list[UsageAggregation], Field(min_length=1, max_length=20)]
+    dimension_filters: Annotated[list[DimensionFilter], Field(max_length=20)] | None = None
+    groups: Annotated[list[UsageGroup], Field(max_length=3)] | None = None
+    limit: Annotated[int, Field(ge=1, le=20_000)] = 20_000
+
+    @model_validator(mode="after")
+    def _window(self) -> UsageQueryBody:
+        if self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        return self

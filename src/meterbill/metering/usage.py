@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, select, true
 from sqlalchemy.orm import Session
 
+from meterbill.core.errors import InvalidInput
+from meterbill.metering import schemas
 from meterbill.metering.ingest import MICROS
-from meterbill.metering.models import Measurement, MeasurementValue
+from meterbill.metering.models import ConfigEntity, Measurement, MeasurementValue
 
 Segment = tuple[str | None, ...]
 
@@ -129,3 +132,129 @@ def _dimensional(
     return {
         tuple(row[: len(segments)]): Decimal(row[-1]) for row in session.execute(query).all() if row[-1]
     }
+
+
+def _time_bucket(session: Session, column: ColumnElement[datetime], frequency: str) -> ColumnElement[str]:
+    """The start of the bucket a timestamp falls in, as ISO text, computed by the database."""
+    if session.get_bind().dialect.name == "postgresql":
+        unit = {"HOUR": "hour", "DAY": "day", "WEEK": "week", "MONTH": "month"}[frequency]
+        return func.to_char(func.date_trunc(unit, column), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    if frequency == "WEEK":  # ISO weeks start on Monday
+        return func.strftime("%Y-%m-%dT00:00:00Z", column, "-6 days", "weekday 1")
+    pattern = {"HOUR": "%Y-%m-%dT%H:00:00Z", "DAY": "%Y-%m-%dT00:00:00Z", "MONTH": "%Y-%m-01T00:00:00Z"}[frequency]
+    return func.strftime(pattern, column)
+
+
+def query_usage(session: Session, org_id: str, query: schemas.UsageQueryBody) -> tuple[list[dict[str, Any]], bool]:
+    """m3ter's usage query: one row per aggregation and group, totals computed in SQL."""
+    accounts = {
+        e.id: e.unique_key
+        for e in session.scalars(
+            select(ConfigEntity).where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == "account")
+            .where(ConfigEntity.id.in_(query.account_ids) if query.account_ids else true())
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    for aggregation in query.aggregations:
+        if query.meter_ids and aggregation.meter_id not in query.meter_ids:
+            continue
+        rows.extend(_query_one(session, org_id, query, aggregation, accounts))
+        if len(rows) > query.limit:
+            return rows[: query.limit], True
+    return rows, False
+
+
+def _query_one(
+    session: Session, org_id: str, query: schemas.UsageQueryBody, aggregation: schemas.UsageAggregation,
+    accounts: dict[str, str | None],
+) -> list[dict[str, Any]]:
+    numeric = aggregation.field_type == "MEASURE"
+    if not numeric and aggregation.function not in ("COUNT", "UNIQUE"):
+        raise InvalidInput(f"{aggregation.function} needs a MEASURE field; DIMENSION fields allow COUNT and UNIQUE",
+                           param="aggregations")
+    table_ts = MeasurementValue.ts if numeric else Measurement.ts
+    table_account = MeasurementValue.account_id if numeric else Measurement.account_id
+    groups: list[tuple[str, ColumnElement[Any]]] = []
+    for group in query.groups or []:
+        if group.group_type == "ACCOUNT":
+            groups.append(("accountId", table_account))
+        elif group.group_type == "TIME":
+            groups.append(("timestamp", _time_bucket(session, table_ts, group.frequency or "DAY")))
+        elif group.meter_id in (None, aggregation.meter_id):
+            groups.append((f"dimension:{group.field_code}", Measurement.dimensions[group.field_code].as_string()))
+    value = (
+        MeasurementValue.micros if numeric else Measurement.dimensions[aggregation.field_code].as_string()
+    )
+    function = aggregation.function
+    if function == "LATEST":
+        # Rank each group's values newest first; the outer query keeps rank 1.
+        measures = [
+            value.label("m0"),
+            func.row_number().over(
+                partition_by=[column for _, column in groups] or None,
+                order_by=(table_ts.desc(), value.desc()),
+            ).label("rank"),
+        ]
+    elif function == "MEAN":
+        measures = [func.sum(value).label("m0"), func.count(value).label("m1")]
+    elif function == "UNIQUE":
+        measures = [func.count(value.distinct()).label("m0")]
+    elif function == "COUNT":
+        measures = [func.count(value).label("m0")]
+    else:
+        measures = [{"SUM": func.sum, "MIN": func.min, "MAX": func.max}[function](value).label("m0")]
+    base = select(*[column.label(f"g{i}") for i, (_, column) in enumerate(groups)], *measures)
+    if numeric:
+        base = base.select_from(MeasurementValue).where(
+            MeasurementValue.organization_id == org_id,
+            MeasurementValue.meter_id == aggregation.meter_id,
+            MeasurementValue.field == aggregation.field_code,
+        )
+        needs_join = any(name.startswith("dimension:") for name, _ in groups) or query.dimension_filters
+        if needs_join:
+            base = base.join(Measurement, Measurement.id == MeasurementValue.measurement_id)
+    else:
+        base = base.select_from(Measurement).where(
+            Measurement.organization_id == org_id, Measurement.meter_id == aggregation.meter_id
+        )
+    base = base.where(table_ts >= query.start_date, table_ts < query.end_date)
+    if query.account_ids:
+        base = base.where(table_account.in_(query.account_ids))
+    for dimension_filter in query.dimension_filters or []:
+        if dimension_filter.meter_id == aggregation.meter_id:
+            dimension = Measurement.dimensions[dimension_filter.field_code].as_string()
+            base = base.where(dimension.in_(dimension_filter.values))
+    if function == "LATEST":
+        ranked = base.subquery()
+        base = select(*[ranked.c[f"g{i}"] for i in range(len(groups))], ranked.c.m0).where(ranked.c.rank == 1)
+    elif groups:
+        base = base.group_by(*[column for _, column in groups])
+    result = []
+    for row in session.execute(base.limit(query.limit + 1)).all():
+        keys, raw = row[: len(groups)], row[len(groups):]
+        if raw[0] is None or (function == "MEAN" and not raw[1]):
+            continue
+        entry: dict[str, Any] = {
+            "meterId": aggregation.meter_id, "fieldCode": aggregation.field_code, "function": function,
+        }
+        dimensions = {}
+        for (name, _), key in zip(groups, keys, strict=True):
+            if name.startswith("dimension:"):
+                dimensions[name.removeprefix("dimension:")] = key
+            else:
+                entry[name] = key
+                if name == "accountId":
+                    entry["accountCode"] = accounts.get(key)
+        if dimensions:
+            entry["dimensions"] = dimensions
+        entry["value"] = _value(function, numeric, raw)
+        result.append(entry)
+    return result
+
+
+def _value(function: str, numeric: bool, raw: Sequence[Any]) -> Decimal:
+    if function in ("COUNT", "UNIQUE") or not numeric:
+        return Decimal(raw[0])
+    if function == "MEAN":
+        return Decimal(raw[0]) / (Decimal(raw[1]) * MICROS)
+    return Decimal(raw[0]) / MICROS

@@ -1,0 +1,110 @@
+"""File uploads of measurements: upload URL, the upload itself, and job status."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+import anyio.from_thread
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from meterbill.core.runtime import RuntimeDep, SessionDep
+from meterbill.core.wirejson import ExactJSONResponse
+from meterbill.metering import fileuploads
+from meterbill.metering.api.config import NextToken, PageSize
+from meterbill.metering.auth import CallerDep
+from meterbill.metering.config import DEFAULT_PAGE_SIZE
+from meterbill.metering.models import FileUploadJob
+
+router = APIRouter(tags=["metering"], default_response_class=ExactJSONResponse)
+PREFIX = "/organizations/{orgId}/fileuploads/measurements"
+
+
+class UploadUrlRequest(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    file_name: Annotated[str, Field(min_length=1, max_length=500)]
+    content_type: str
+    content_length: Annotated[int, Field(ge=1, le=50 * 1024**3)]
+
+
+@router.post(PREFIX + "/generateUploadUrl", summary="Get a URL to upload a measurements file to")
+def generate_upload_url(
+    body: UploadUrlRequest, caller: CallerDep, session: SessionDep, runtime: RuntimeDep
+) -> ExactJSONResponse:
+    job = fileuploads.create_job(
+        session, caller.org_id, caller.principal,
+        file_name=body.file_name, content_type=body.content_type, content_length=body.content_length,
+    )
+    token = fileuploads.upload_token(runtime.vault, job)
+    url = f"{runtime.settings.base_url()}/organizations/{caller.org_id}/fileuploads/measurements/upload/{job.id}"
+    return ExactJSONResponse(
+        {"jobId": job.id, "url": f"{url}?token={token}", "headers": {"Content-Type": body.content_type}}
+    )
+
+
+@router.put(PREFIX + "/upload/{jobId}", summary="Upload the file (the URL from generateUploadUrl is the credential)")
+async def upload_file(jobId: str, request: Request, runtime: RuntimeDep, token: str = Query()) -> ExactJSONResponse:
+    # Streamed straight into the database in chunks: the file can be larger than memory.
+    chunks = _rechunk(request)
+    job = await run_in_threadpool(
+        fileuploads.receive_upload, runtime.db, runtime.vault, jobId, token, _SyncChunks(chunks)
+    )
+    return ExactJSONResponse(fileuploads.render(job))
+
+
+async def _rechunk(request: Request):
+    buffer = b""
+    async for piece in request.stream():
+        buffer += piece
+        while len(buffer) >= fileuploads.CHUNK_BYTES:
+            yield buffer[: fileuploads.CHUNK_BYTES]
+            buffer = buffer[fileuploads.CHUNK_BYTES:]
+    if buffer:
+        yield buffer
+
+
+class _SyncChunks:
+    """Lets the (threadpool) database code pull chunks from the async request stream."""
+
+    def __init__(self, chunks) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield anyio.from_thread.run(self._chunks.__anext__)
+            except StopAsyncIteration:
+                return
+
+
+@router.get(PREFIX + "/jobs", summary="List file upload jobs")
+def list_jobs(
+    caller: CallerDep, session: SessionDep,
+    page_size: PageSize = DEFAULT_PAGE_SIZE, next_token: NextToken = None,
+) -> ExactJSONResponse:
+    query = select(FileUploadJob).where(FileUploadJob.organization_id == caller.org_id)
+    if next_token:
+        query = query.where(FileUploadJob.id > next_token)
+    rows = list(session.scalars(query.order_by(FileUploadJob.id).limit(page_size + 1)))
+    token = rows[page_size - 1].id if len(rows) > page_size else None
+    return ExactJSONResponse(
+        {"data": [fileuploads.render(j) for j in rows[:page_size]], **({"nextToken": token} if token else {})}
+    )
+
+
+@router.get(PREFIX + "/jobs/{id}", summary="Retrieve a file upload job: status and row counts")
+def retrieve_job(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    return ExactJSONResponse(fileuploads.render(fileuploads.get_job(session, caller.org_id, id)))
+
+
+@router.get(PREFIX + "/jobs/{id}/errors", summary="The rows a file upload job refused, with reasons")
+def job_errors(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    job = fileuploads.get_job(session, caller.org_id, id)
+    return ExactJSONResponse(
+        {"data": [{"row": e.row, "message": e.message} for e in fileuploads.errors_of(session, job)]}
+    )

@@ -1,0 +1,271 @@
+"""Measurement file uploads: a signed upload URL, the bytes kept in the database,
+and a worker that ingests the file in batches with visible progress.
+
+The file is a JSON array of measurements or JSON lines, of any size: it is read as
+a stream of chunks and decoded one measurement at a time. Each bad row is recorded
+with its row number and reason; the good rows around it are stored. Every batch
+commits its measurements, its errors and the resume point together, so a worker
+that dies mid-file resumes where the last batch ended, and rows without a `uid`
+get one derived from the job and row number so a resumed batch cannot double them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from meterbill.core.db import Database, new_id, utcnow
+from meterbill.core.errors import InvalidInput, InvalidState, NotFound
+from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.core.security import Vault
+from meterbill.metering import ingest
+from meterbill.metering.models import FileUploadChunk, FileUploadError, FileUploadJob
+
+log = structlog.get_logger("meterbill.fileuploads")
+
+FILE_UPLOAD_TOPIC = "metering.file_upload"
+CHUNK_BYTES = 1 << 20
+BATCH_ROWS = 1000
+UPLOAD_URL_TTL = timedelta(minutes=15)
+CONTENT_TYPES = ("application/json", "text/json", "application/x-ndjson", "application/jsonl")
+NOT_UPLOADED, RUNNING, FAILED, SUCCEEDED = "notUploaded", "running", "failed", "succeeded"
+
+
+def create_job(
+    session: Session, org_id: str, principal: str, *, file_name: str, content_type: str, content_length: int
+) -> FileUploadJob:
+    if content_type not in CONTENT_TYPES:
+        raise InvalidInput(f"contentType must be one of {', '.join(CONTENT_TYPES)}", param="contentType")
+    now = utcnow()
+    job = FileUploadJob(
+        id=new_id(), organization_id=org_id, file_name=file_name, content_type=content_type,
+        content_length=content_length, status=NOT_UPLOADED, version=1, created_by=principal,
+        created_at=now, modified_at=now,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def upload_token(vault: Vault, job: FileUploadJob) -> str:
+    return vault.sign_token({"upload": job.id, "org": job.organization_id}, int(UPLOAD_URL_TTL.total_seconds()))
+
+
+def get_job(session: Session, org_id: str, job_id: str) -> FileUploadJob:
+    job = session.get(FileUploadJob, job_id)
+    if job is None or job.organization_id != org_id:
+        raise NotFound(f"file upload job {job_id} not found")
+    return job
+
+
+def receive_upload(db: Database, vault: Vault, job_id: str, token: str, chunks: Iterator[bytes]) -> FileUploadJob:
+    """Store the uploaded bytes and queue the ingest; the token is the upload URL's signature."""
+    claims = vault.verify_token(token)
+    if claims is None or claims.get("upload") != job_id:
+        raise InvalidInput("the upload URL is invalid or has expired", param="token")
+    with db.transaction() as session:
+        job = session.get(FileUploadJob, job_id)
+        if job is None:
+            raise NotFound(f"file upload job {job_id} not found")
+        if job.status != NOT_UPLOADED:
+            raise InvalidState(f"file upload job {job_id} already has its file")
+        size = 0
+        for sequence, chunk in enumerate(chunks):
+            size += len(chunk)
+            session.add(FileUploadChunk(job_id=job_id, sequence=sequence, data=chunk))
+            session.flush()
+        if size == 0:
+            raise InvalidInput("the uploaded file is empty")
+        job.content_length = size
+        job.status = RUNNING
+        job.uploaded_at = utcnow()
+        job.modified_at = job.uploaded_at
+        job.version += 1
+        enqueue(session, FILE_UPLOAD_TOPIC, {"job_id": job_id})
+        return job
+
+
+def errors_of(session: Session, job: FileUploadJob, limit: int = 1000) -> list[FileUploadError]:
+    return list(
+        session.scalars(
+            select(FileUploadError).where(FileUploadError.job_id == job.id).order_by(FileUploadError.row).limit(limit)
+        )
+    )
+
+
+def render(job: FileUploadJob) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "id": job.id,
+        "fileName": job.file_name,
+        "contentLength": job.content_length,
+        "status": job.status,
+        "totalRows": job.total_rows,
+        "processedRows": job.processed_rows,
+        "failedRows": job.failed_rows,
+        "version": job.version,
+    }
+    if job.uploaded_at is not None:
+        wire["uploadDate"] = job.uploaded_at.isoformat().replace("+00:00", "Z")
+    if job.error:
+        wire["error"] = job.error
+    return wire
+
+
+# --- the worker side ---------------------------------------------------------------------
+
+
+def _byte_chunks(db: Database, job_id: str) -> Iterator[bytes]:
+    with db.read() as session:
+        count = session.scalar(select(func.count()).where(FileUploadChunk.job_id == job_id)) or 0
+    for sequence in range(count):
+        with db.read() as session:
+            yield session.get(FileUploadChunk, (job_id, sequence)).data
+
+
+_SEPARATORS = re.compile(r"[\s,]*")
+
+
+def _text_chunks(chunks: Iterator[bytes]) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for chunk in chunks:
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+
+
+def _rows(chunks: Iterator[bytes]) -> Iterator[tuple[int, Any]]:
+    """(row number from 1, decoded value or a ValueError) for a JSON array or JSON lines stream."""
+    texts = _text_chunks(chunks)
+    buffer = ""
+    for text in texts:
+        buffer += text
+        if buffer.strip():
+            break
+    buffer = buffer.lstrip()
+    if buffer.startswith("["):
+        yield from _array_rows(buffer[1:], texts)
+    else:
+        yield from _line_rows(buffer, texts)
+
+
+def _line_rows(buffer: str, texts: Iterator[str]) -> Iterator[tuple[int, Any]]:
+    row = 0
+    for text in itertools.chain([""], texts):
+        buffer += text
+        *lines, buffer = buffer.split("\n")
+        for line in lines:
+            if line.strip():
+                row += 1
+                yield row, _decode_line(line)
+    if buffer.strip():
+        yield row + 1, _decode_line(buffer)
+
+
+def _array_rows(buffer: str, texts: Iterator[str]) -> Iterator[tuple[int, Any]]:
+    decoder = json.JSONDecoder()
+    row, pos, exhausted = 0, 0, False
+    while True:
+        pos = _SEPARATORS.match(buffer, pos).end()
+        if buffer.startswith("]", pos):
+            return
+        try:
+            value, pos = decoder.raw_decode(buffer, pos)
+        except json.JSONDecodeError as exc:
+            if exhausted:
+                if buffer[pos:].strip():
+                    yield row + 1, ValueError(f"invalid JSON: {exc.msg}")
+                return
+            # The value may continue in the next chunk: read more, dropping what is consumed.
+            buffer = buffer[pos:]
+            pos = 0
+            more = next(texts, None)
+            if more is None:
+                exhausted = True
+            else:
+                buffer += more
+            continue
+        row += 1
+        yield row, value
+
+
+def _decode_line(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return ValueError(f"invalid JSON: {exc.msg}")
+
+
+@handles(FILE_UPLOAD_TOPIC)
+def ingest_file(delivery: Delivery) -> None:
+    db = delivery.db
+    job_id = delivery.payload["job_id"]
+    with db.read() as session:
+        job = session.get(FileUploadJob, job_id)
+        if job is None or job.status != RUNNING:
+            return
+        org_id, resume_after = job.organization_id, job.total_rows
+    batch: list[tuple[int, Any]] = []
+    try:
+        for row, value in _rows(_byte_chunks(db, job_id)):
+            if row <= resume_after:
+                continue  # committed by an earlier, interrupted attempt
+            batch.append((row, value))
+            if len(batch) == BATCH_ROWS:
+                _ingest_batch(db, org_id, job_id, batch)
+                batch = []
+    except Exception as exc:  # a failure must show on the job, not only in the logs
+        log.exception("file_upload_failed", job_id=job_id)
+        with delivery.commit() as session:
+            _finish(session, job_id, FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+        return
+    with delivery.commit() as session:
+        if batch:
+            _store_rows(session, org_id, job_id, batch)
+        _finish(session, job_id, SUCCEEDED)
+
+
+def _finish(session: Session, job_id: str, status: str, error: str | None = None) -> None:
+    job = session.get(FileUploadJob, job_id)
+    job.status = status
+    job.error = error
+    job.version += 1
+    job.modified_at = utcnow()
+
+
+def _ingest_batch(db: Database, org_id: str, job_id: str, batch: list[tuple[int, Any]]) -> None:
+    with db.transaction() as session:
+        _store_rows(session, org_id, job_id, batch)
+
+
+def _store_rows(session: Session, org_id: str, job_id: str, batch: list[tuple[int, Any]]) -> None:
+    items = [value for _, value in batch if isinstance(value, dict)]
+    meters = ingest.load_meters(session, org_id, items)
+    good: list[ingest.ParsedMeasurement] = []
+    failures: list[FileUploadError] = []
+    for row, value in batch:
+        if isinstance(value, ValueError):
+            failures.append(FileUploadError(job_id=job_id, row=row, message=str(value)))
+            continue
+        if isinstance(value, dict) and value.get("uid") is None:
+            value = {**value, "uid": f"{job_id}:{row}"}
+        try:
+            good.append(ingest.parse_measurement(row - 1, value, meters))
+        except InvalidInput as exc:
+            message = exc.message.replace(f"measurements[{row - 1}]", f"row {row}", 1)
+            failures.append(FileUploadError(job_id=job_id, row=row, message=message))
+    if good:
+        ingest.store_batch(session, org_id, good)
+    session.add_all(failures)
+    job = session.get(FileUploadJob, job_id)
+    job.total_rows = batch[-1][0]
+    job.processed_rows += len(good)
+    job.failed_rows += len(failures)
+    job.modified_at = utcnow()
