@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import re
+from typing import Any
+
 from fastapi.responses import JSONResponse
 
 from meterbill.core import errors
@@ -49,3 +54,103 @@ def domain_error_response(exc: errors.DomainError) -> JSONResponse:
             status, code, type_ = _ERROR_CODES[cls]
             return error_response(status, code, exc.message, type_=type_, param=exc.param)
     return error_response(500, "internal_error", "internal error", type_=None)
+
+
+# --- requests: bracket-notation forms -----------------------------------------------------
+
+_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\[\]]*\])*)$")
+MAX_PARAMS = 2000
+MAX_INDEX = 500
+
+
+def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Chargebee's bracket notation to nested values, in every shape the SDK produces:
+
+    `name=v`; `addr[city]=v` (object); `items[item_price_id][0]=v` (list of objects,
+    index last); `events[0]=v` (list of scalars); `status[is]=v` (filter operators).
+    Malformed keys, clashing shapes and absurd indices are refused naming the key.
+    """
+    if len(pairs) > MAX_PARAMS:
+        raise errors.InvalidInput(f"too many parameters (at most {MAX_PARAMS})")
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        match = _KEY.match(key)
+        if match is None:
+            raise errors.InvalidInput(f"malformed parameter name {key!r}", param=key)
+        name, brackets = match.group(1), match.group(2)
+        parts = re.findall(r"\[([^\[\]]*)\]", brackets)
+        if len(parts) > 2:
+            raise errors.InvalidInput(f"parameter {key!r} is nested too deeply", param=key)
+        try:
+            _place(result, name, parts, value)
+        except ValueError as exc:
+            raise errors.InvalidInput(f"parameter {key!r}: {exc}", param=key) from None
+    return {k: _lists(v) for k, v in result.items()}
+
+
+def _index(token: str) -> int | None:
+    if token.isdigit():
+        index = int(token)
+        if index > MAX_INDEX:
+            raise ValueError(f"index {index} is larger than {MAX_INDEX}")
+        return index
+    return None
+
+
+def _place(result: dict[str, Any], name: str, parts: list[str], value: str) -> None:
+    if not parts:
+        if name in result:
+            raise ValueError("given twice")
+        result[name] = value
+        return
+    if len(parts) == 1:
+        index = _index(parts[0])
+        container = result.setdefault(name, {})
+        if not isinstance(container, dict):
+            raise ValueError("mixes a value and an object")
+        slot: Any = index if index is not None else parts[0]
+        if slot in container:
+            raise ValueError("given twice")
+        container[slot] = value
+        return
+    field, index_token = parts
+    index = _index(index_token)
+    if index is None or _index(field) is not None:
+        raise ValueError("expected name[field][index]")
+    container = result.setdefault(name, {})
+    if not isinstance(container, dict):
+        raise ValueError("mixes a value and a list")
+    row = container.setdefault(index, {})
+    if not isinstance(row, dict):
+        raise ValueError("mixes a value and a list")
+    if field in row:
+        raise ValueError("given twice")
+    row[field] = value
+
+
+def _lists(value: Any) -> Any:
+    """{0: a, 1: b} -> [a, b] (gaps are refused: the SDK never sends them)."""
+    if isinstance(value, dict) and value and all(isinstance(k, int) for k in value):
+        indices = sorted(value)
+        if indices != list(range(len(indices))):
+            raise errors.InvalidInput("list indices must be 0, 1, 2 ... without gaps")
+        return [_lists(value[i]) for i in indices]
+    if isinstance(value, dict):
+        if any(isinstance(k, int) for k in value):
+            raise errors.InvalidInput("a parameter mixes list indices and names")
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
+def parse_list_value(text: str) -> list[str]:
+    """`id[in]` values: the SDK sends Python list text (`['a', 'b']`); JSON works too."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]")
+    try:
+        parsed = ast.literal_eval(text) if "'" in text else json.loads(text)
+    except (ValueError, SyntaxError):
+        raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]") from None
+    if not isinstance(parsed, list) or len(parsed) > 200:
+        raise errors.InvalidInput("expected a list of at most 200 values")
+    return [str(v) for v in parsed]

@@ -56,15 +56,19 @@ def run_bill_job(delivery: Delivery) -> None:
         job = session.get(BillJob, delivery.payload["job_id"])
         if job is None or job.status != "PENDING":
             return  # cancelled, or already run
-        accounts = (
-            [a for a in (session.get(ConfigEntity, i) for i in job.account_ids) if a is not None]
-            if job.account_ids
-            else all_of(session, job.organization_id, "account")
-        )
+        # Ids of other organizations count as missing: a job reveals nothing about them.
+        accounts = [
+            account
+            for account in (
+                (session.get(ConfigEntity, i) for i in job.account_ids)
+                if job.account_ids
+                else all_of(session, job.organization_id, "account")
+            )
+            if account is not None and account.organization_id == job.organization_id and account.kind == "account"
+        ]
         bills: list[Bill] = []
         for account in accounts:
-            if account.organization_id == job.organization_id and account.kind == "account":
-                bills.extend(bill_account(session, account, midnight(job.bill_date), job))
+            bills.extend(bill_account(session, account, midnight(job.bill_date), job))
         job.bill_ids = [b.id for b in bills]
         job.total = len(accounts)
         job.pending = 0

@@ -32,6 +32,8 @@ class BillingPeriod:
 
 def _period_index_at(anchor: datetime, unit: str, interval: int, at: datetime) -> int:
     """Index n of the period [anchor + n, anchor + n + 1) containing `at` (n may be negative)."""
+    if interval < 1:
+        raise ValueError(f"billing interval must be at least 1, got {interval}")
     n = 0
     step = 64
     # Gallop to bracket `at`, then walk: periods are stepped from the anchor each
