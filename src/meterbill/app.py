@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from meterbill import __version__
 from meterbill.billing import api as billing_api
 from meterbill.billing import wire as billing_wire
+from meterbill.billing.api import catalog as billing_catalog_api
+from meterbill.billing.api import customers as billing_customers_api
 from meterbill.core import errors
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
@@ -43,6 +45,7 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         poll_seconds=s.outbox_poll_seconds,
         lease_seconds=s.outbox_lease_seconds,
         max_attempts=s.outbox_max_attempts,
+        context={"vault": runtime.vault, "settings": s},
     )
 
 
@@ -70,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
 
     app.include_router(metering_auth.router)
+    app.include_router(billing_customers_api.router)
+    app.include_router(billing_catalog_api.router)
     app.include_router(metering_config_api.router)
     app.include_router(metering_measurements_api.router)
     app.include_router(metering_bills_api.router)

@@ -1,13 +1,16 @@
-"""Billing storage: sites (tenants of the Chargebee-compatible API) and their API keys."""
+"""Billing storage: sites and keys, the catalog, customers, subscriptions, usages,
+invoices, credit notes, events, webhook endpoints and idempotent responses."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from meterbill.core.db import Base, UTCDateTime
+from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
 
 
 class Site(Base):
@@ -17,6 +20,11 @@ class Site(Base):
     # Only test sites may travel in time; their clock is frozen at this instant.
     test_mode: Mapped[bool] = mapped_column(default=True)
     time_machine_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    time_machine_genesis: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    time_travel_status: Mapped[str] = mapped_column(String(20), default="succeeded")
+    time_travel_error: Mapped[str | None] = mapped_column(String(2000))
+    # Ids are sequential per site and kind, Chargebee-style; events are ordered by this too.
+    sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -30,3 +38,152 @@ class SiteApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BillingRecord:
+    """Columns every Chargebee resource row shares: the site, the id, timestamps and
+    the resource_version (milliseconds) the API reports. Fields the server only stores
+    and echoes back live in `data`, keyed by their wire names."""
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resource_version: Mapped[int] = mapped_column(BigInteger)
+
+
+class Customer(BillingRecord, Base):
+    __tablename__ = "billing_customers"
+
+    email: Mapped[str | None] = mapped_column(String(200))
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class ItemFamily(BillingRecord, Base):
+    __tablename__ = "billing_item_families"
+
+    status: Mapped[str] = mapped_column(String(20))
+
+
+class Item(BillingRecord, Base):
+    __tablename__ = "billing_items"
+
+    type: Mapped[str] = mapped_column(String(10))
+    item_family_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    metered: Mapped[bool] = mapped_column(default=False)
+    usage_calculation: Mapped[str | None] = mapped_column(String(20))
+
+
+class ItemPrice(BillingRecord, Base):
+    __tablename__ = "billing_item_prices"
+
+    item_id: Mapped[str] = mapped_column(String(100))
+    item_type: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    pricing_model: Mapped[str] = mapped_column(String(20))
+    # Price per unit (or flat) in minor units; may carry decimals (price_in_decimal).
+    price: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    period: Mapped[int | None] = mapped_column(Integer)
+    period_unit: Mapped[str | None] = mapped_column(String(10))
+    tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
+
+
+class Subscription(BillingRecord, Base):
+    __tablename__ = "billing_subscriptions"
+
+    customer_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    billing_period: Mapped[int] = mapped_column(Integer)
+    billing_period_unit: Mapped[str] = mapped_column(String(10))
+    # Terms are stepped from this anchor so month ends stay anchored (Jan 31 -> Feb 29 -> Mar 31).
+    billing_anchor: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_term_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_term_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    term_index: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the subscription next needs the engine: renewal, trial end, start or scheduled cancel.
+    next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
+
+
+class Usage(BillingRecord, Base):
+    __tablename__ = "billing_usages"
+
+    subscription_id: Mapped[str] = mapped_column(String(100), index=True)
+    item_price_id: Mapped[str] = mapped_column(String(100))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal)
+    usage_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    invoice_id: Mapped[str | None] = mapped_column(String(100))
+
+
+class Invoice(BillingRecord, Base):
+    __tablename__ = "billing_invoices"
+
+    customer_id: Mapped[str] = mapped_column(String(100), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    date: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_applied: Mapped[int] = mapped_column(BigInteger, default=0)
+    line_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
+
+
+class CreditNote(BillingRecord, Base):
+    __tablename__ = "billing_credit_notes"
+
+    customer_id: Mapped[str] = mapped_column(String(100), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(100))
+    reference_invoice_id: Mapped[str | None] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    total: Mapped[int] = mapped_column(BigInteger)
+    amount_allocated: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BillingEvent(Base):
+    __tablename__ = "billing_events"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(60))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    content: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    webhook_status: Mapped[str] = mapped_column(String(20))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_billing_events_time", "site_id", "occurred_at", "sequence"),)
+
+
+class WebhookEndpoint(BillingRecord, Base):
+    __tablename__ = "billing_webhook_endpoints"
+
+    url: Mapped[str] = mapped_column(String(1000))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    basic_auth_username: Mapped[str | None] = mapped_column(String(200))
+    # Encrypted: we must present it to the receiver, so a hash would not do.
+    basic_auth_password_encrypted: Mapped[str | None] = mapped_column(String(1000))
+    enabled_events: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+
+
+class IdempotentResponse(Base):
+    """The first response to a POST with a `chargebee-idempotency-key`, replayed for repeats."""
+
+    __tablename__ = "billing_idempotent_responses"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

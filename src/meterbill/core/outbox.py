@@ -17,7 +17,7 @@ import importlib
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,8 +65,12 @@ class Delivery:
     where an open write transaction blocks every other writer.
     """
 
-    def __init__(self, db: Database, message: OutboxMessage, lease_token: str) -> None:
+    def __init__(
+        self, db: Database, message: OutboxMessage, lease_token: str, context: Mapping[str, Any]
+    ) -> None:
         self.db = db
+        # Process-wide services a handler may need (the vault, settings), set by the worker's owner.
+        self.context = context
         self.id = message.id
         self.topic = message.topic
         self.payload = message.payload
@@ -148,8 +152,10 @@ class OutboxWorker:
         poll_seconds: float = 0.2,
         lease_seconds: float = 60.0,
         max_attempts: int = 10,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self.db = db
+        self.context = dict(context or {})
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.lease = timedelta(seconds=lease_seconds)
@@ -210,7 +216,7 @@ class OutboxWorker:
             message = session.get(OutboxMessage, message_id)
         if message is None or message.lease_token != token or message.status != PENDING:
             return
-        delivery = Delivery(self.db, message, token)
+        delivery = Delivery(self.db, message, token, self.context)
         try:
             route = _routes.get(message.topic)
             if route is None:

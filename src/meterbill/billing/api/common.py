@@ -1,0 +1,107 @@
+"""How every Chargebee endpoint runs: authenticate the key, parse the bracket form,
+do the work in one transaction, honour idempotency keys, answer in an envelope."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from meterbill.billing import sites
+from meterbill.billing.models import IdempotentResponse, Site
+from meterbill.billing.wire import parse_form
+from meterbill.core.db import utcnow
+from meterbill.core.errors import AuthenticationFailed, InvalidInput, PayloadTooLarge
+from meterbill.core.runtime import Runtime
+from meterbill.core.security import parse_basic_auth
+from meterbill.core.wirejson import ExactJSONResponse
+
+IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
+REPLAYED_HEADER = "chargebee-idempotency-replayed"
+MAX_FORM_BYTES = 1_000_000
+
+Operation = Callable[[Session, Site, dict[str, Any]], dict[str, Any]]
+
+
+async def handle(request: Request, operation: Operation) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    api_key = _api_key(request)
+    form = parse_form(await _pairs(request))
+    key = request.headers.get(IDEMPOTENCY_HEADER) if request.method == "POST" else None
+    if key is not None and not 1 <= len(key) <= 100:
+        raise InvalidInput("chargebee-idempotency-key must be 1 to 100 characters", param=IDEMPOTENCY_HEADER)
+    fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {sorted(form.items())!r}".encode()).hexdigest()
+
+    def work() -> tuple[dict[str, Any], bool]:
+        with runtime.db.transaction() as session:
+            site = sites.authenticate(session, api_key)
+            if key is not None:
+                stored = session.get(IdempotentResponse, (site.id, key))
+                if stored is not None:
+                    return stored.body, True
+            body = operation(session, site, form)
+            if key is not None:
+                session.add(IdempotentResponse(site_id=site.id, key=key, request_fingerprint=fingerprint,
+                                               status_code=200, body=body, created_at=utcnow()))
+            return body, False
+
+    try:
+        body, replayed = await run_in_threadpool(work)
+    except IntegrityError:
+        if key is None:
+            raise
+        # A concurrent twin with the same key committed first: answer with its response.
+        body, replayed = await run_in_threadpool(_replay, runtime, api_key, key)
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return ExactJSONResponse(body, headers=headers)
+
+
+def _replay(runtime: Runtime, api_key: str, key: str) -> tuple[dict[str, Any], bool]:
+    with runtime.db.read() as session:
+        site = sites.authenticate(session, api_key)
+        stored = session.get(IdempotentResponse, (site.id, key))
+        if stored is None:
+            raise InvalidInput("the request conflicted with a concurrent one; retry it", param=IDEMPOTENCY_HEADER)
+        return stored.body, True
+
+
+def _api_key(request: Request) -> str:
+    credentials = parse_basic_auth(request.headers.get("authorization"))
+    if credentials is None or not credentials.username:
+        raise AuthenticationFailed("Sorry, authentication failed. Api key is missing or malformed")
+    return credentials.username
+
+
+async def _pairs(request: Request) -> list[tuple[str, str]]:
+    if request.method == "GET":
+        return list(request.query_params.multi_items())
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise PayloadTooLarge(f"request body must be at most {MAX_FORM_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise PayloadTooLarge(f"request body must be at most {MAX_FORM_BYTES} bytes")
+    try:
+        return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False, max_num_fields=2000)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput("the request body must be form-encoded") from None
+
+
+def envelope(**resources: Any) -> dict[str, Any]:
+    """Only the keys that have a value: the SDK crashes on an explicit null envelope."""
+    return {name: value for name, value in resources.items() if value is not None}
+
+
+def listing(entries: list[dict[str, Any]], next_offset: str | None) -> dict[str, Any]:
+    """`{"list": [{"customer": {...}}, ...], "next_offset": ...}`: each entry is itself an envelope."""
+    body: dict[str, Any] = {"list": entries}
+    if next_offset is not None:
+        body["next_offset"] = next_offset
+    return body

@@ -1,0 +1,109 @@
+"""Chargebee events and their webhook deliveries.
+
+An event is recorded in the same transaction as the change it describes, with the
+full resources in `content`; one outbox message per enabled webhook endpoint
+delivers it, retried on Chargebee's schedule until the receiver answers 2xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meterbill.billing.models import BillingEvent, Site, WebhookEndpoint
+from meterbill.billing.params import unix
+from meterbill.billing.records import next_number
+from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.core.security import Vault
+
+log = structlog.get_logger("meterbill.webhooks")
+
+WEBHOOK_TOPIC = "billing.webhook_delivery"
+# Chargebee retries a failed delivery 7 times: after 2 min, 6 min, 30 min, 1 h, 5 h, 1 day and 2 days.
+RETRY_SCHEDULE = (
+    timedelta(minutes=2), timedelta(minutes=6), timedelta(minutes=30), timedelta(hours=1),
+    timedelta(hours=5), timedelta(days=1), timedelta(days=2),
+)
+EVENT_TYPES = (
+    "customer_created", "customer_changed", "customer_deleted",
+    "subscription_created", "subscription_started", "subscription_activated", "subscription_changed",
+    "subscription_cancelled", "subscription_cancellation_scheduled", "subscription_renewed",
+    "subscription_reactivated", "subscription_scheduled_cancellation_removed",
+    "invoice_generated", "invoice_updated", "invoice_deleted", "pending_invoice_created", "pending_invoice_updated",
+    "credit_note_created", "credit_note_updated", "payment_succeeded",
+    "item_family_created", "item_created", "item_price_created",
+)
+
+
+def record_event(
+    session: Session, site: Site, event_type: str, at: datetime, content: Mapping[str, Any]
+) -> BillingEvent:
+    sequence = next_number(session, site)
+    event = BillingEvent(
+        site_id=site.id, id=f"ev_{site.id}_{sequence}", event_type=event_type, occurred_at=at,
+        content=dict(content), webhook_status="not_configured", sequence=sequence,
+    )
+    session.add(event)
+    endpoints = session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.site_id == site.id, WebhookEndpoint.disabled.is_(False))
+    ).all()
+    targets = [e for e in endpoints if not e.enabled_events or event_type in e.enabled_events]
+    if targets:
+        event.webhook_status = "scheduled"
+    for endpoint in targets:
+        enqueue(session, WEBHOOK_TOPIC, {"site_id": site.id, "event_id": event.id, "endpoint_id": endpoint.id})
+    return event
+
+
+def render(event: BillingEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "occurred_at": unix(event.occurred_at),
+        "source": "api",
+        "object": "event",
+        "api_version": "v2",
+        "event_type": event.event_type,
+        "webhook_status": event.webhook_status,
+        "content": event.content,
+    }
+
+
+@handles(WEBHOOK_TOPIC, retry_delays=RETRY_SCHEDULE)
+def deliver(delivery: Delivery) -> None:
+    payload = delivery.payload
+    with delivery.db.read() as session:
+        event = session.get(BillingEvent, (payload["site_id"], payload["event_id"]))
+        endpoint = session.get(WebhookEndpoint, (payload["site_id"], payload["endpoint_id"]))
+        if event is None or endpoint is None or endpoint.disabled:
+            return
+        body, url = render(event), endpoint.url
+        auth = None
+        if endpoint.basic_auth_username:
+            vault: Vault = delivery.context["vault"]
+            encrypted = endpoint.basic_auth_password_encrypted
+            auth = (endpoint.basic_auth_username, vault.decrypt(encrypted) if encrypted else "")
+    try:
+        response = httpx.post(url, json=body, auth=auth, timeout=10.0)
+        succeeded = 200 <= response.status_code < 300
+        reason = f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        succeeded, reason = False, f"{type(exc).__name__}: {exc}"
+    if not succeeded:
+        # Not committed: the outbox retries on Chargebee's schedule, then marks it dead.
+        log.warning("webhook_delivery_failed", event_id=payload["event_id"], url=url, reason=reason,
+                    attempt=delivery.attempts + 1)
+        raise WebhookRefused(reason)
+    with delivery.commit() as session:
+        stored = session.get(BillingEvent, (payload["site_id"], payload["event_id"]))
+        if stored is not None:
+            stored.webhook_status = "succeeded"
+
+
+class WebhookRefused(Exception):
+    pass
