@@ -18,6 +18,9 @@ from meterbill.billing import api as billing_api
 from meterbill.billing import wire as billing_wire
 from meterbill.billing.api import catalog as billing_catalog_api
 from meterbill.billing.api import customers as billing_customers_api
+from meterbill.billing.api import events as billing_events_api
+from meterbill.billing.api import invoices as billing_invoices_api
+from meterbill.billing.api import subscriptions as billing_subscriptions_api
 from meterbill.core import errors
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
@@ -75,6 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metering_auth.router)
     app.include_router(billing_customers_api.router)
     app.include_router(billing_catalog_api.router)
+    app.include_router(billing_subscriptions_api.router)
+    app.include_router(billing_invoices_api.router)
+    app.include_router(billing_events_api.router)
     app.include_router(metering_config_api.router)
     app.include_router(metering_measurements_api.router)
     app.include_router(metering_bills_api.router)

@@ -1,0 +1,89 @@
+"""/invoices, /credit_notes"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from meterbill.billing import invoices, records
+from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing.models import CreditNote, Invoice
+from meterbill.billing.params import list_conditions
+
+router = APIRouter(prefix="/api/v2", tags=["billing"])
+
+INVOICE_COLUMNS = {
+    "id": (Invoice.id, "string"), "customer_id": (Invoice.customer_id, "string"),
+    "subscription_id": (Invoice.subscription_id, "string"), "status": (Invoice.status, "enum"),
+    "date": (Invoice.date, "timestamp"), "updated_at": (Invoice.updated_at, "timestamp"),
+    "total": (Invoice.total, "number"),
+}
+CREDIT_NOTE_COLUMNS = {
+    "id": (CreditNote.id, "string"), "customer_id": (CreditNote.customer_id, "string"),
+    "subscription_id": (CreditNote.subscription_id, "string"), "status": (CreditNote.status, "enum"),
+    "type": (CreditNote.type, "enum"), "reference_invoice_id": (CreditNote.reference_invoice_id, "string"),
+}
+
+
+@router.get("/invoices", summary="List invoices")
+async def list_invoices(request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = records.page(s, Invoice, site, form, list_conditions(form, INVOICE_COLUMNS),
+                                    sortable={"date": Invoice.date, "updated_at": Invoice.updated_at})
+        return listing([{"invoice": invoices.render(i)} for i in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.get("/invoices/{invoice_id}", summary="Retrieve an invoice")
+async def retrieve_invoice(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.get(s, site, invoice_id))))
+
+
+@router.post("/invoices/{invoice_id}/add_charge", summary="Add an ad-hoc charge to a pending invoice")
+async def add_charge(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.add_charge(s, site, invoice_id, form))))
+
+
+@router.post("/invoices/{invoice_id}/add_charge_item", summary="Add a charge item to a pending invoice")
+async def add_charge_item(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.add_charge_item(s, site, invoice_id, form))))
+
+
+@router.post("/invoices/{invoice_id}/close", summary="Close a pending invoice")
+async def close_invoice(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.close(s, site, invoice_id, form))))
+
+
+@router.post("/invoices/{invoice_id}/record_payment", summary="Record an offline payment")
+async def record_payment(invoice_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        invoice, transaction = invoices.record_payment(s, site, invoice_id, form)
+        return envelope(invoice=invoices.render(invoice), transaction=transaction)
+
+    return await handle(request, run)
+
+
+@router.post("/invoices/{invoice_id}/void", summary="Void an unpaid invoice")
+async def void_invoice(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.void(s, site, invoice_id, form))))
+
+
+@router.get("/credit_notes", summary="List credit notes")
+async def list_credit_notes(request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = records.page(s, CreditNote, site, form, list_conditions(form, CREDIT_NOTE_COLUMNS))
+        return listing([{"credit_note": invoices.render_credit_note(n)} for n in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.get("/credit_notes/{note_id}", summary="Retrieve a credit note")
+async def retrieve_credit_note(note_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
+        records.get(s, CreditNote, site, note_id, "Credit note"))))

@@ -1,0 +1,112 @@
+"""/customers/{id}/subscription_for_items, /subscriptions, usages"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from meterbill.billing import customers, invoices, subscriptions, usages
+from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing.models import Customer
+from meterbill.core.errors import InvalidInput
+
+router = APIRouter(prefix="/api/v2", tags=["billing"])
+
+
+def _body(session, site, sub, outcome=None):
+    customer = session.get(Customer, (site.id, sub.customer_id))
+    return envelope(
+        subscription=subscriptions.render(session, site, sub),
+        customer=customers.render(customer),
+        invoice=invoices.render(outcome.invoice) if outcome and outcome.invoice else None,
+        credit_notes=[invoices.render_credit_note(n) for n in outcome.credit_notes] if outcome and
+        outcome.credit_notes else None,
+    )
+
+
+@router.post("/customers/{customer_id}/subscription_for_items", summary="Create a subscription with items")
+async def create_with_items(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.create_with_items(s, site, customer_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
+@router.get("/subscriptions", summary="List subscriptions")
+async def list_subscriptions(request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = subscriptions.list_page(s, site, form)
+        return listing([_body(s, site, sub) for sub in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.get("/subscriptions/{sub_id}", summary="Retrieve a subscription")
+async def retrieve_subscription(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        if form:
+            raise InvalidInput(f"{next(iter(form))} : is not a parameter of this operation")
+        return _body(s, site, subscriptions.get(s, site, sub_id))
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/update_for_items", summary="Change a subscription's items")
+async def update_for_items(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.update_for_items(s, site, sub_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/cancel_for_items", summary="Cancel a subscription")
+async def cancel_for_items(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.cancel_for_items(s, site, sub_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/reactivate", summary="Reactivate a cancelled subscription")
+async def reactivate(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.reactivate(s, site, sub_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")
+async def remove_scheduled_cancellation(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_scheduled_cancellation(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/usages", summary="Record a usage")
+async def create_usage(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(usage=usages.render(
+        usages.create(s, site, sub_id, form))))
+
+
+@router.get("/subscriptions/{sub_id}/usages", summary="Retrieve a usage (?id=)")
+async def retrieve_usage(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(usage=usages.render(
+        usages.retrieve(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/delete_usage", summary="Delete a usage not yet invoiced")
+async def delete_usage(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(usage=usages.render(
+        usages.delete(s, site, sub_id, form))))
+
+
+@router.get("/usages", summary="List usages")
+async def list_usages(request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = usages.list_page(s, site, form)
+        return listing([{"usage": usages.render(u)} for u in rows], offset)
+
+    return await handle(request, run)

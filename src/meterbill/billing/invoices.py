@@ -1,0 +1,386 @@
+"""Invoices and credit notes: issue, pending charges, close, payments, voids.
+
+Lines are built by callers (subscriptions, renewals, the pending-invoice API) as
+`Line` values; this module turns them into Chargebee invoice lines with integer
+minor-unit amounts (half-up per line) and keeps every total consistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meterbill.billing import events, records
+from meterbill.billing.catalog import tiers_of
+from meterbill.billing.invoicing import invoice_totals, price_quantity, to_minor
+from meterbill.billing.models import CreditNote, Customer, Invoice, ItemPrice, Site
+from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
+from meterbill.core.errors import InvalidInput, InvalidState
+from meterbill.core.money import exponent, format_decimal
+
+PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = "pending", "posted", "payment_due", "paid", "voided"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One charge before it is issued: exact `amount` in minor units, rounded when issued."""
+
+    description: str
+    entity_type: str  # plan_item_price, addon_item_price, charge_item_price, adhoc
+    entity_id: str | None
+    quantity: Decimal
+    unit_amount: Decimal
+    amount: Decimal
+    date_from: datetime
+    date_to: datetime
+    pricing_model: str | None = None
+    subscription_id: str | None = None
+    usage_ids: tuple[str, ...] = ()
+
+
+def _wire_number(value: Decimal) -> tuple[int | None, str]:
+    whole = int(value) if value == value.to_integral_value() else None
+    return whole, format_decimal(value.normalize() if value != 0 else Decimal(0))
+
+
+def issue_line(line: Line, customer_id: str, currency: str) -> dict[str, Any]:
+    amount = to_minor(line.amount)
+    quantity_int, quantity_text = _wire_number(line.quantity)
+    unit_int, _ = _wire_number(line.unit_amount)
+    wire: dict[str, Any] = {
+        "id": "li_" + records.new_resource_id(),
+        "object": "line_item",
+        "date_from": unix(line.date_from),
+        "date_to": unix(line.date_to),
+        "amount": amount,
+        "quantity": quantity_int if quantity_int is not None else int(line.quantity),
+        "quantity_in_decimal": quantity_text,
+        "unit_amount": unit_int if unit_int is not None else to_minor(line.unit_amount),
+        "unit_amount_in_decimal": format_decimal(line.unit_amount / (Decimal(10) ** exponent(currency))),
+        "amount_in_decimal": format_decimal(Decimal(amount) / (Decimal(10) ** exponent(currency))),
+        "is_taxed": False,
+        "tax_amount": 0,
+        "discount_amount": 0,
+        "item_level_discount_amount": 0,
+        "description": line.description,
+        "entity_type": line.entity_type,
+        "customer_id": customer_id,
+    }
+    if line.entity_id:
+        wire["entity_id"] = line.entity_id
+    if line.pricing_model:
+        wire["pricing_model"] = line.pricing_model
+    if line.subscription_id:
+        wire["subscription_id"] = line.subscription_id
+    return wire
+
+
+def create_invoice(
+    session: Session, site: Site, *, customer_id: str, subscription_id: str | None, currency: str, lines: list[Line],
+    at: datetime, pending: bool, recurring: bool, first_invoice: bool = False,
+    period: tuple[datetime, datetime] | None = None,
+) -> Invoice:
+    invoice = Invoice(
+        site_id=site.id, id=str(records.next_number(session, site)), customer_id=customer_id,
+        subscription_id=subscription_id, status=PENDING, currency_code=currency, date=at,
+        period_start=period[0] if period else None, period_end=period[1] if period else None,
+        line_items=[issue_line(line, customer_id, currency) for line in lines], total=0, amount_paid=0,
+        credits_applied=0, resource_version=0,
+        data={"recurring": recurring, "first_invoice": first_invoice, "price_type": "tax_exclusive"},
+    )
+    records.touch(invoice, at, created=True)
+    session.add(invoice)
+    _recompute(invoice)
+    session.flush()
+    if pending:
+        events.record_event(session, site, "pending_invoice_created", at, {"invoice": render(invoice)})
+    else:
+        _post(session, site, invoice, at)
+    return invoice
+
+
+def _recompute(invoice: Invoice) -> None:
+    invoice.total = invoice_totals([line["amount"] for line in invoice.line_items]).total
+
+
+def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
+    """Leave the pending state: apply available credits, then posted / payment_due / paid."""
+    _apply_credits(session, site, invoice, at)
+    customer = session.get(Customer, (site.id, invoice.customer_id))
+    net_term_days = int((customer.data if customer else {}).get("net_term_days", 0))
+    due = invoice_totals([invoice.total], amount_paid=invoice.amount_paid,
+                         credits_applied=invoice.credits_applied).amount_due
+    invoice.status = PAID if due == 0 else (POSTED if net_term_days > 0 else PAYMENT_DUE)
+    invoice.data = {**invoice.data, "net_term_days": net_term_days,
+                    "due_date": unix(at) + net_term_days * 86400, "generated_at": unix(at)}
+    if invoice.status == PAID:
+        invoice.data = {**invoice.data, "paid_at": unix(at)}
+    records.touch(invoice, at)
+    events.record_event(session, site, "invoice_generated", at, {"invoice": render(invoice)})
+
+
+def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
+    """Adjustment credit notes with an unallocated balance reduce what this invoice asks for."""
+    notes = session.scalars(
+        select(CreditNote).where(
+            CreditNote.site_id == site.id, CreditNote.customer_id == invoice.customer_id,
+            CreditNote.currency_code == invoice.currency_code, CreditNote.status == "refund_due",
+        ).order_by(CreditNote.created_at, CreditNote.id)
+    ).all()
+    for note in notes:
+        outstanding = invoice.total - invoice.amount_paid - invoice.credits_applied
+        if outstanding <= 0:
+            break
+        allocation = min(outstanding, note.total - note.amount_allocated)
+        if allocation <= 0:
+            continue
+        note.amount_allocated += allocation
+        invoice.credits_applied += allocation
+        note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
+                                                   {"invoice_id": invoice.id, "allocated_amount": allocation,
+                                                    "allocated_at": unix(at)}]}
+        if note.amount_allocated == note.total:
+            note.status = "adjusted"
+        records.touch(note, at)
+
+
+def create_credit_note(
+    session: Session, site: Site, *, customer_id: str, subscription_id: str | None, currency: str,
+    lines: list[Line], at: datetime, reference_invoice_id: str | None, reason_code: str,
+) -> CreditNote:
+    issued = [issue_line(line, customer_id, currency) for line in lines]
+    note = CreditNote(
+        site_id=site.id, id=f"CN-{records.next_number(session, site)}", customer_id=customer_id,
+        subscription_id=subscription_id, reference_invoice_id=reference_invoice_id, type="adjustment",
+        status="refund_due", currency_code=currency, total=sum(line["amount"] for line in issued),
+        amount_allocated=0, resource_version=0, data={"line_items": issued, "reason_code": reason_code},
+    )
+    records.touch(note, at, created=True)
+    session.add(note)
+    session.flush()
+    events.record_event(session, site, "credit_note_created", at, {"credit_note": render_credit_note(note)})
+    return note
+
+
+def get(session: Session, site: Site, invoice_id: str) -> Invoice:
+    return records.get(session, Invoice, site, invoice_id, "Invoice")
+
+
+def _pending(session: Session, site: Site, invoice_id: str) -> Invoice:
+    invoice = get(session, site, invoice_id)
+    if invoice.status != PENDING:
+        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; only pending invoices accept this operation")
+    return invoice
+
+
+class LinePeriod(Params):
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+
+
+class AddCharge(Params):
+    amount: int = Field(ge=-10**15, le=10**15)
+    description: Text
+    line_item: LinePeriod | None = None
+    comment: Text | None = None
+    subscription_id: Id | None = None
+
+
+def add_charge(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    invoice = _pending(session, site, invoice_id)
+    params = parse(AddCharge, form)
+    start, end = _line_dates(invoice, params.line_item, site)
+    line = Line(params.description, "adhoc", None, Decimal(1), Decimal(params.amount), Decimal(params.amount),
+                start, end, subscription_id=invoice.subscription_id)
+    return _add_line(session, site, invoice, line)
+
+
+class ChargeItemPrice(Params):
+    item_price_id: Id
+    quantity: int | None = Field(default=None, ge=1, le=10**9)
+    quantity_in_decimal: DecimalText | None = None
+    unit_price: MinorAmount | None = None
+    unit_price_in_decimal: DecimalText | None = None
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+
+
+class AddChargeItem(Params):
+    item_price: ChargeItemPrice
+    comment: Text | None = None
+    subscription_id: Id | None = None
+
+
+def add_charge_item(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    invoice = _pending(session, site, invoice_id)
+    params = parse(AddChargeItem, form).item_price
+    item_price = records.get(session, ItemPrice, site, params.item_price_id, "Item price")
+    if item_price.item_type != "charge":
+        raise InvalidInput("item_price[item_price_id] : must be a charge item price",
+                           param="item_price[item_price_id]")
+    if item_price.currency_code != invoice.currency_code:
+        raise InvalidInput(f"item_price[item_price_id] : currency {item_price.currency_code} differs from the "
+                           f"invoice's {invoice.currency_code}", param="item_price[item_price_id]")
+    quantity = params.quantity_in_decimal if params.quantity_in_decimal is not None else Decimal(params.quantity or 1)
+    if quantity <= 0:
+        raise InvalidInput("item_price[quantity] : must be positive", param="item_price[quantity]")
+    if params.unit_price_in_decimal is not None:
+        unit = params.unit_price_in_decimal * (Decimal(10) ** exponent(invoice.currency_code))
+        amount = unit * quantity
+    elif params.unit_price is not None:
+        unit = Decimal(params.unit_price)
+        amount = unit * quantity
+    else:
+        amount = price_quantity(item_price.pricing_model, item_price.price, tiers_of(item_price), quantity)
+        unit = amount / quantity
+    start, end = _line_dates(invoice, LinePeriod(date_from=params.date_from, date_to=params.date_to), site)
+    line = Line(item_price.data.get("external_name") or item_price.data.get("name", item_price.id),
+                "charge_item_price", item_price.id, quantity, unit, amount, start, end,
+                pricing_model=item_price.pricing_model, subscription_id=invoice.subscription_id)
+    return _add_line(session, site, invoice, line)
+
+
+def _line_dates(invoice: Invoice, period: LinePeriod | None, site: Site) -> tuple[datetime, datetime]:
+    now = records.site_clock(site).now()
+    start = from_unix(period.date_from) if period and period.date_from is not None else (invoice.period_start or now)
+    end = from_unix(period.date_to) if period and period.date_to is not None else (invoice.period_end or now)
+    if end < start:
+        raise InvalidInput("line_item[date_to] : must not be before date_from", param="line_item[date_to]")
+    return start, end
+
+
+def _add_line(session: Session, site: Site, invoice: Invoice, line: Line) -> Invoice:
+    invoice.line_items = [*invoice.line_items, issue_line(line, invoice.customer_id, invoice.currency_code)]
+    _recompute(invoice)
+    now = records.site_clock(site).now()
+    records.touch(invoice, now)
+    events.record_event(session, site, "pending_invoice_updated", now, {"invoice": render(invoice)})
+    return invoice
+
+
+class CloseParams(Params):
+    comment: Text | None = None
+    invoice_note: Text | None = None
+    invoice_date: UnixTime | None = None
+
+
+def close(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    invoice = _pending(session, site, invoice_id)
+    params = parse(CloseParams, form)
+    now = records.site_clock(site).now()
+    if params.invoice_date is not None:
+        invoice.date = from_unix(params.invoice_date)
+    if params.invoice_note:
+        invoice.data = {**invoice.data, "notes": [{"note": params.invoice_note}]}
+    _post(session, site, invoice, now)
+    return invoice
+
+
+def close_pending(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
+    """Close a pending invoice from the engine (e.g. before a newer term's invoice)."""
+    if invoice.status == PENDING:
+        _post(session, site, invoice, at)
+
+
+class Transaction(Params):
+    amount: MinorAmount | None = None
+    payment_method: Literal["cash", "check", "bank_transfer", "other", "custom", "chargeback", "card",
+                            "ach_credit", "sepa_credit"]
+    reference_number: Text | None = None
+    id_at_gateway: Text | None = None
+    status: Literal["success", "failure"] | None = None
+    date: UnixTime | None = None
+
+
+class RecordPayment(Params):
+    transaction: Transaction
+    comment: Text | None = None
+
+
+def record_payment(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> tuple[Invoice, dict]:
+    invoice = get(session, site, invoice_id)
+    if invoice.status not in (POSTED, PAYMENT_DUE):
+        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; payments are recorded on posted or due invoices")
+    params = parse(RecordPayment, form).transaction
+    due = invoice.total - invoice.amount_paid - invoice.credits_applied
+    amount = due if params.amount is None else params.amount
+    if not 0 < amount <= due:
+        raise InvalidInput(f"transaction[amount] : must be between 1 and the amount due ({due})",
+                           param="transaction[amount]")
+    now = records.site_clock(site).now()
+    paid_at = from_unix(params.date) if params.date is not None else now
+    transaction = {
+        "id": "txn_" + records.new_resource_id(), "object": "transaction", "customer_id": invoice.customer_id,
+        "subscription_id": invoice.subscription_id, "payment_method": params.payment_method,
+        "reference_number": params.reference_number, "type": "payment", "date": unix(paid_at),
+        "currency_code": invoice.currency_code, "amount": amount, "status": params.status or "success",
+        "linked_invoices": [{"invoice_id": invoice.id, "applied_amount": amount, "applied_at": unix(now)}],
+    }
+    invoice.amount_paid += amount
+    invoice.data = {**invoice.data, "linked_payments": [
+        *invoice.data.get("linked_payments", []),
+        {"txn_id": transaction["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
+         "txn_date": unix(paid_at), "txn_amount": amount},
+    ]}
+    if invoice.amount_paid + invoice.credits_applied >= invoice.total:
+        invoice.status = PAID
+        invoice.data = {**invoice.data, "paid_at": unix(paid_at)}
+    records.touch(invoice, now)
+    events.record_event(session, site, "payment_succeeded", now,
+                        {"transaction": transaction, "invoice": render(invoice)})
+    return invoice, {k: v for k, v in transaction.items() if v is not None}
+
+
+class VoidParams(Params):
+    comment: Text | None = None
+    void_reason_code: Text | None = None
+
+
+def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    invoice = get(session, site, invoice_id)
+    params = parse(VoidParams, form)
+    if invoice.status in (PAID, VOIDED) or invoice.amount_paid > 0:
+        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; only unpaid invoices can be voided")
+    now = records.site_clock(site).now()
+    invoice.status = VOIDED
+    invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
+    records.touch(invoice, now)
+    events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
+    return invoice
+
+
+def render(invoice: Invoice) -> dict[str, Any]:
+    due = 0 if invoice.status in (PENDING, VOIDED) else max(
+        0, invoice.total - invoice.amount_paid - invoice.credits_applied
+    )
+    wire = {
+        "exchange_rate": 1.0, "amount_adjusted": 0, "write_off_amount": 0, "tax": 0, "deleted": False,
+        "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
+        **{k: v for k, v in invoice.data.items() if v is not None},
+        "id": invoice.id, "object": "invoice", "customer_id": invoice.customer_id, "status": invoice.status,
+        "currency_code": invoice.currency_code, "date": unix(invoice.date), "sub_total": invoice.total,
+        "total": invoice.total, "amount_paid": invoice.amount_paid, "credits_applied": invoice.credits_applied,
+        "amount_due": due, "amount_to_collect": due, "line_items": invoice.line_items,
+        "updated_at": unix(invoice.updated_at), "resource_version": invoice.resource_version,
+    }
+    if invoice.subscription_id:
+        wire["subscription_id"] = invoice.subscription_id
+    return wire
+
+
+def render_credit_note(note: CreditNote) -> dict[str, Any]:
+    return {
+        **note.data, "id": note.id, "object": "credit_note", "customer_id": note.customer_id,
+        "subscription_id": note.subscription_id, "reference_invoice_id": note.reference_invoice_id,
+        "type": note.type, "status": note.status, "currency_code": note.currency_code, "date": unix(note.created_at),
+        "price_type": "tax_exclusive", "sub_total": note.total, "total": note.total,
+        "amount_allocated": note.amount_allocated, "amount_refunded": 0,
+        "amount_available": note.total - note.amount_allocated, "generated_at": unix(note.created_at),
+        "updated_at": unix(note.updated_at), "resource_version": note.resource_version, "deleted": False,
+    }

@@ -1,0 +1,668 @@
+"""Subscriptions: creation, changes, cancellation, reactivation, and the term engine
+that renews them, in advance for recurring charges and in arrears for usage.
+
+Terms are stepped from the subscription's billing anchor (`term_bounds`), so a
+subscription started on Jan 31 renews on Feb 29, Mar 31, Apr 30. `advance` runs
+every action due up to a moment in time order; the time machine and the live
+renewal tick both go through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meterbill.billing import customers, events, invoices, records
+from meterbill.billing.catalog import tiers_of
+from meterbill.billing.invoices import Line
+from meterbill.billing.invoicing import aggregate_usages, price_quantity, prorate, term_bounds
+from meterbill.billing.models import Customer, Invoice, Item, ItemPrice, Site, Subscription, Usage
+from meterbill.billing.params import (
+    DecimalText,
+    Id,
+    MetaData,
+    MinorAmount,
+    Params,
+    Text,
+    UnixTime,
+    from_unix,
+    list_conditions,
+    parse,
+    unix,
+)
+from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
+from meterbill.core.money import exponent, format_decimal
+
+LIVE = ("future", "in_trial", "active", "non_renewing")
+
+
+class SubscriptionItemParams(Params):
+    item_price_id: Id
+    quantity: int | None = Field(default=None, ge=1, le=10**9)
+    quantity_in_decimal: DecimalText | None = None
+    unit_price: MinorAmount | None = None
+    unit_price_in_decimal: DecimalText | None = None
+    item_type: Literal["plan", "addon", "charge"] | None = None
+    billing_cycles: int | None = Field(default=None, ge=1)
+    charge_once: bool | None = None
+    charge_on_option: Literal["immediately", "on_event"] | None = None
+
+
+class CreateWithItems(Params):
+    id: Id | None = None
+    subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
+    start_date: UnixTime | None = None
+    trial_end: UnixTime | None = None
+    billing_cycles: int | None = Field(default=None, ge=1)
+    net_term_days: int | None = Field(default=None, ge=0, le=365)
+    auto_collection: Literal["on", "off"] | None = None
+    po_number: Text | None = None
+    invoice_notes: Text | None = None
+    meta_data: MetaData | None = None
+    create_pending_invoices: bool | None = None
+    first_invoice_pending: bool | None = None
+    auto_close_invoices: bool | None = None
+    mandatory_items_to_remove: list[Id] | None = None
+
+
+class UpdateForItems(Params):
+    subscription_items: list[SubscriptionItemParams] | None = Field(default=None, max_length=100)
+    mandatory_items_to_remove: list[Id] | None = None
+    replace_items_list: bool = False
+    prorate: bool | None = None
+    end_of_term: bool = False
+    change_option: Literal["immediately", "end_of_term"] | None = None
+    force_term_reset: bool = False
+    invoice_immediately: bool | None = None
+    create_pending_invoices: bool | None = None
+    auto_close_invoices: bool | None = None
+    net_term_days: int | None = Field(default=None, ge=0, le=365)
+    meta_data: MetaData | None = None
+    po_number: Text | None = None
+    invoice_notes: Text | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateForItems:
+        if not self.subscription_items and not self.mandatory_items_to_remove and self.meta_data is None \
+                and self.create_pending_invoices is None and self.po_number is None and self.invoice_notes is None:
+            raise ValueError("nothing to change: give subscription_items or another attribute")
+        return self
+
+
+class CancelForItems(Params):
+    cancel_option: Literal["immediately", "end_of_term", "specific_date", "end_of_billing_term"] | None = None
+    end_of_term: bool | None = None
+    cancel_at: UnixTime | None = None
+    credit_option_for_current_term_charges: Literal["none", "prorate", "full"] | None = None
+    unbilled_charges_option: Literal["invoice", "delete"] | None = None
+    cancel_reason_code: Text | None = None
+
+
+class Reactivate(Params):
+    invoice_immediately: bool | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation produced besides the subscription, for the response envelope."""
+
+    invoice: Invoice | None = None
+    credit_notes: tuple[Any, ...] = ()
+
+
+# --- items ---------------------------------------------------------------------------------------------
+
+
+def _resolve_items(session: Session, site: Site, given: list[SubscriptionItemParams]) -> list[dict[str, Any]]:
+    resolved: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, spec in enumerate(given):
+        param = f"subscription_items[item_price_id][{index}]"
+        if spec.item_price_id in seen:
+            raise InvalidInput(f"{param} : {spec.item_price_id} is given twice", param=param)
+        seen.add(spec.item_price_id)
+        item_price = session.get(ItemPrice, (site.id, spec.item_price_id))
+        if item_price is None or item_price.status != "active":
+            raise InvalidInput(f"{param} : no active item price {spec.item_price_id}", param=param)
+        item = session.get(Item, (site.id, item_price.item_id))
+        if spec.item_type is not None and spec.item_type != item_price.item_type:
+            raise InvalidInput(f"subscription_items[item_type][{index}] : {spec.item_price_id} is a "
+                               f"{item_price.item_type}", param=f"subscription_items[item_type][{index}]")
+        quantity = spec.quantity_in_decimal if spec.quantity_in_decimal is not None else Decimal(spec.quantity or 1)
+        if quantity <= 0:
+            raise InvalidInput(f"subscription_items[quantity][{index}] : must be positive",
+                               param=f"subscription_items[quantity][{index}]")
+        unit_price = None
+        if spec.unit_price_in_decimal is not None:
+            unit_price = spec.unit_price_in_decimal * (Decimal(10) ** exponent(item_price.currency_code))
+        elif spec.unit_price is not None:
+            unit_price = Decimal(spec.unit_price)
+        resolved.append({
+            "item_price_id": item_price.id, "item_type": item_price.item_type, "quantity": format_decimal(quantity),
+            "unit_price": None if unit_price is None else format_decimal(unit_price),
+            "metered": bool(item and item.metered), "usage_calculation": item.usage_calculation if item else None,
+        })
+    return resolved
+
+
+def _validate_items(session: Session, site: Site, items: list[dict[str, Any]]) -> tuple[ItemPrice, str]:
+    """Exactly one plan; one currency; every recurring price on the plan's billing period."""
+    plans = [i for i in items if i["item_type"] == "plan"]
+    if len(plans) != 1:
+        raise InvalidInput("subscription_items : exactly one plan item price is required",
+                           param="subscription_items[item_price_id][0]")
+    plan_price = session.get(ItemPrice, (site.id, plans[0]["item_price_id"]))
+    for index, entry in enumerate(items):
+        price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        param = f"subscription_items[item_price_id][{index}]"
+        if price.currency_code != plan_price.currency_code:
+            raise InvalidInput(f"{param} : currency {price.currency_code} differs from the plan's "
+                               f"{plan_price.currency_code}", param=param)
+        if price.item_type == "addon" and (price.period, price.period_unit) != (plan_price.period,
+                                                                              plan_price.period_unit):
+            raise InvalidInput(f"{param} : an addon must bill every {plan_price.period} {plan_price.period_unit}",
+                               param=param)
+    return plan_price, plan_price.currency_code
+
+
+def _full_term_amount(item_price: ItemPrice, entry: dict[str, Any]) -> Decimal:
+    quantity = Decimal(entry["quantity"])
+    if entry.get("unit_price") is not None:
+        unit = Decimal(entry["unit_price"])
+        return unit if item_price.pricing_model == "flat_fee" else unit * quantity
+    return price_quantity(item_price.pricing_model, item_price.price, tiers_of(item_price), quantity)
+
+
+def _recurring_lines(
+    session: Session, site: Site, sub: Subscription, items: list[dict[str, Any]], start: datetime, end: datetime,
+    term: tuple[datetime, datetime], *, sign: int = 1, label: str = "",
+) -> list[Line]:
+    lines = []
+    for entry in items:
+        if entry["metered"] or entry["item_type"] == "charge":
+            continue
+        item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        full = _full_term_amount(item_price, entry)
+        amount = full if (start, end) == term else prorate(full, start, end, *term)
+        quantity = Decimal(entry["quantity"])
+        lines.append(Line(
+            f"{_name(item_price)}{label}", f"{entry['item_type']}_item_price", item_price.id, quantity,
+            amount / quantity * sign if item_price.pricing_model != "flat_fee" else amount * sign, amount * sign,
+            start, end, item_price.pricing_model, sub.id,
+        ))
+    return lines
+
+
+def _charge_lines(session: Session, site: Site, sub: Subscription, items: list[dict[str, Any]],
+                  at: datetime) -> list[Line]:
+    lines = []
+    for entry in items:
+        if entry["item_type"] != "charge":
+            continue
+        item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        amount = _full_term_amount(item_price, entry)
+        quantity = Decimal(entry["quantity"])
+        lines.append(Line(_name(item_price), "charge_item_price", item_price.id, quantity, amount / quantity,
+                          amount, at, at, item_price.pricing_model, sub.id))
+    return lines
+
+
+def _usage_lines(session: Session, site: Site, sub: Subscription, start: datetime, end: datetime) -> list[Line]:
+    """Usage in arrears: one line per metered item price with usage dated in [start, end)."""
+    usages = session.scalars(
+        select(Usage).where(Usage.site_id == site.id, Usage.subscription_id == sub.id, Usage.usage_date >= start,
+                            Usage.usage_date < end, Usage.invoice_id.is_(None))
+        .order_by(Usage.usage_date, Usage.id)
+    ).all()
+    by_price: dict[str, list[Usage]] = {}
+    for usage in usages:
+        by_price.setdefault(usage.item_price_id, []).append(usage)
+    lines = []
+    for item_price_id, group in by_price.items():
+        item_price = session.get(ItemPrice, (site.id, item_price_id))
+        item = session.get(Item, (site.id, item_price.item_id))
+        quantity = aggregate_usages(item.usage_calculation or "sum_of_usages",
+                                    [(u.usage_date, u.quantity) for u in group])
+        entry = next((i for i in sub.items if i["item_price_id"] == item_price_id), None)
+        override = entry.get("unit_price") if entry else None
+        if override is not None:
+            amount = Decimal(override) * quantity
+        else:
+            amount = price_quantity(item_price.pricing_model, item_price.price, tiers_of(item_price), quantity)
+        unit = amount / quantity if quantity else Decimal(0)
+        lines.append(Line(_name(item_price), f"{item_price.item_type}_item_price", item_price.id, quantity, unit,
+                          amount, start, end, item_price.pricing_model, sub.id, tuple(u.id for u in group)))
+    return lines
+
+
+def _name(item_price: ItemPrice) -> str:
+    return item_price.data.get("external_name") or item_price.data.get("name") or item_price.id
+
+
+def _pending_invoices(sub: Subscription) -> bool:
+    return bool(sub.data.get("create_pending_invoices")) or any(i["metered"] for i in sub.items)
+
+
+def _invoice(session: Session, site: Site, sub: Subscription, lines: list[Line], at: datetime, *,
+             pending: bool, first: bool = False, period: tuple[datetime, datetime] | None = None) -> Invoice | None:
+    if not lines and not pending:
+        return None
+    invoice = invoices.create_invoice(
+        session, site, customer_id=sub.customer_id, subscription_id=sub.id, currency=sub.currency_code,
+        lines=lines, at=at, pending=pending, recurring=True, first_invoice=first, period=period,
+    )
+    for line in lines:
+        for usage_id in line.usage_ids:
+            usage = session.get(Usage, (site.id, usage_id))
+            usage.invoice_id = invoice.id
+    return invoice
+
+
+# --- lifecycle -------------------------------------------------------------------------------------------
+
+
+def create_with_items(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    customer = records.get(session, Customer, site, customer_id, "Customer")
+    params = parse(CreateWithItems, form)
+    sub_id = params.id or records.new_resource_id()
+    if session.get(Subscription, (site.id, sub_id)) is not None:
+        raise Duplicate(f"The value {sub_id} is already present.", param="id")
+    items = _resolve_items(session, site, params.subscription_items)
+    plan_price, currency = _validate_items(session, site, items)
+    now = records.site_clock(site).now()
+    data = params.model_dump(exclude_none=True, exclude={"id", "subscription_items", "start_date", "trial_end",
+                                                          "mandatory_items_to_remove"})
+    sub = Subscription(
+        site_id=site.id, id=sub_id, customer_id=customer.id, status="future", currency_code=currency,
+        billing_period=plan_price.period or 1, billing_period_unit=plan_price.period_unit or "month",
+        billing_anchor=now, term_index=0, items=items, data=data, resource_version=0,
+    )
+    records.touch(sub, now, created=True)
+    session.add(sub)
+    session.flush()
+    start = from_unix(params.start_date) if params.start_date is not None else now
+    trial_end = _trial_end(plan_price, params.trial_end, start)
+    events.record_event(session, site, "subscription_created", now, content(session, site, sub))
+    if start > now:
+        sub.data = {**sub.data, "start_date": unix(start)}
+        sub.next_action_at = start
+        if trial_end is not None:
+            sub.data = {**sub.data, "trial_end": unix(trial_end)}
+        return sub, Outcome()
+    if trial_end is not None and trial_end > start:
+        _start_trial(session, site, sub, start, trial_end)
+        return sub, Outcome()
+    invoice = _activate(session, site, sub, start)
+    advance_subscription(session, site, sub, now)
+    return sub, Outcome(invoice=invoice)
+
+
+def _trial_end(plan_price: ItemPrice, explicit: int | None, start: datetime) -> datetime | None:
+    if explicit is not None:
+        return None if explicit == 0 else from_unix(explicit)
+    trial = plan_price.data.get("trial_period")
+    if trial:
+        unit = plan_price.data.get("trial_period_unit", "day")
+        return term_bounds(start, unit, int(trial), 0)[1]
+    return None
+
+
+def _start_trial(session: Session, site: Site, sub: Subscription, start: datetime, trial_end: datetime) -> None:
+    sub.status = "in_trial"
+    sub.started_at = start
+    sub.current_term_start, sub.current_term_end = start, trial_end
+    sub.next_action_at = trial_end
+    sub.data = {**sub.data, "trial_start": unix(start), "trial_end": unix(trial_end)}
+    records.touch(sub, start)
+    events.record_event(session, site, "subscription_started", start, content(session, site, sub))
+
+
+def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> Invoice | None:
+    """First term from `at`: recurring charges in advance, one-off charges, no usage yet."""
+    was_trial = sub.status == "in_trial"
+    sub.status = "active"
+    sub.billing_anchor = at
+    sub.term_index = 0
+    sub.started_at = sub.started_at or at
+    sub.activated_at = at
+    term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
+    sub.current_term_start, sub.current_term_end = term
+    sub.next_action_at = term[1]
+    records.touch(sub, at)
+    lines = _recurring_lines(session, site, sub, sub.items, *term, term) + _charge_lines(session, site, sub,
+                                                                                           sub.items, at)
+    pending = bool(sub.data.get("first_invoice_pending")) and _pending_invoices(sub)
+    invoice = _invoice(session, site, sub, lines, at, pending=pending, first=True, period=term)
+    events.record_event(session, site, "subscription_activated" if was_trial else "subscription_started", at,
+                        content(session, site, sub, invoice))
+    return invoice
+
+
+def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> None:
+    ended = (sub.current_term_start, sub.current_term_end)
+    usage = _usage_lines(session, site, sub, *ended)
+    scheduled = sub.data.get("scheduled_items")
+    if scheduled is not None:
+        sub.items = scheduled
+        sub.data = {k: v for k, v in sub.data.items() if k != "scheduled_items"}
+    sub.term_index += 1
+    term = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, sub.term_index)
+    sub.current_term_start, sub.current_term_end = term
+    sub.next_action_at = term[1]
+    records.touch(sub, at)
+    lines = usage + _recurring_lines(session, site, sub, sub.items, *term, term)
+    invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub), period=ended)
+    events.record_event(session, site, "subscription_renewed", at, content(session, site, sub, invoice))
+
+
+def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, credit_option: str = "none") -> tuple[
+        Invoice | None, tuple[Any, ...]]:
+    """End now: bill the usage of the term so far, optionally credit unused recurring charges."""
+    term = (sub.current_term_start, sub.current_term_end)
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if term[0] else []
+    notes: tuple[Any, ...] = ()
+    if credit_option in ("prorate", "full") and term[0] and at < term[1]:
+        start = term[0] if credit_option == "full" else at
+        credit_lines = _recurring_lines(session, site, sub, sub.items, start, term[1], term,
+                                        label=" (unused term credit)")
+        if credit_lines:
+            notes = (invoices.create_credit_note(
+                session, site, customer_id=sub.customer_id, subscription_id=sub.id, currency=sub.currency_code,
+                lines=credit_lines, at=at, reference_invoice_id=None, reason_code="subscription_cancellation"),)
+    sub.status = "cancelled"
+    sub.cancelled_at = at
+    sub.next_action_at = None
+    if term[0]:
+        sub.current_term_end = min(at, term[1])
+    records.touch(sub, at)
+    invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub) and bool(lines),
+                       period=(term[0], at) if term[0] else None) if lines else None
+    events.record_event(session, site, "subscription_cancelled", at, content(session, site, sub, invoice))
+    return invoice, notes
+
+
+def advance_subscription(session: Session, site: Site, sub: Subscription, until: datetime) -> None:
+    """Run this subscription's due actions up to `until`, in order."""
+    while sub.next_action_at is not None and sub.next_action_at <= until:
+        at = sub.next_action_at
+        if sub.status == "future":
+            trial_end = sub.data.get("trial_end")
+            if trial_end and from_unix(trial_end) > at:
+                _start_trial(session, site, sub, at, from_unix(trial_end))
+            else:
+                _activate(session, site, sub, at)
+        elif sub.status == "in_trial":
+            _activate(session, site, sub, at)
+        elif sub.status == "non_renewing" and sub.cancelled_at is not None and sub.cancelled_at <= at:
+            _cancel(session, site, sub, at)
+        elif sub.status in ("active", "non_renewing"):
+            _renew(session, site, sub, at)
+        else:
+            sub.next_action_at = None
+        session.flush()
+
+
+def advance(session: Session, site: Site, until: datetime) -> int:
+    """Every due action of the site up to `until`, earliest first; returns how many ran."""
+    ran = 0
+    while True:
+        sub = session.scalars(
+            select(Subscription).where(Subscription.site_id == site.id, Subscription.next_action_at <= until)
+            .order_by(Subscription.next_action_at, Subscription.id).limit(1)
+        ).first()
+        if sub is None:
+            return ran
+        at = sub.next_action_at
+        before = (sub.status, sub.next_action_at)
+        advance_subscription(session, site, sub, at)
+        if (sub.status, sub.next_action_at) == before:
+            raise RuntimeError(f"subscription {sub.id} did not move at {at.isoformat()}")
+        ran += 1
+
+
+# --- operations ------------------------------------------------------------------------------------------
+
+
+def get(session: Session, site: Site, sub_id: str) -> Subscription:
+    return records.get(session, Subscription, site, sub_id, "Subscription")
+
+
+def update_for_items(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    sub = get(session, site, sub_id)
+    if sub.status not in LIVE:
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; it cannot be changed")
+    params = parse(UpdateForItems, form)
+    now = records.site_clock(site).now()
+    given = _resolve_items(session, site, params.subscription_items or [])
+    if params.replace_items_list:
+        new_items = given
+    else:
+        new_items = [dict(i) for i in sub.items]
+        for entry in given:
+            if entry["item_type"] == "plan":
+                new_items = [i for i in new_items if i["item_type"] != "plan"]
+            new_items = [i for i in new_items if i["item_price_id"] != entry["item_price_id"]] + [entry]
+    for removed in params.mandatory_items_to_remove or []:
+        new_items = [i for i in new_items if i["item_price_id"] != removed]
+    plan_price, currency = _validate_items(session, site, new_items)
+    if currency != sub.currency_code:
+        raise InvalidInput("subscription_items : the currency of a subscription cannot change",
+                           param="subscription_items[item_price_id][0]")
+    for key in ("create_pending_invoices", "auto_close_invoices", "net_term_days", "meta_data", "po_number",
+                "invoice_notes"):
+        value = getattr(params, key)
+        if value is not None:
+            sub.data = {**sub.data, key: value}
+    outcome = Outcome()
+    end_of_term = params.end_of_term or params.change_option == "end_of_term"
+    if end_of_term and sub.status in ("active", "non_renewing"):
+        sub.data = {**sub.data, "scheduled_items": new_items}
+    elif sub.status in ("active", "non_renewing") and sub.current_term_start is not None:
+        period_changed = (plan_price.period, plan_price.period_unit) != (sub.billing_period, sub.billing_period_unit)
+        if period_changed or params.force_term_reset:
+            outcome = _change_with_term_reset(session, site, sub, new_items, plan_price, now)
+        else:
+            outcome = _change_prorated(session, site, sub, new_items, now, prorate=params.prorate is not False)
+    else:
+        sub.items = new_items
+        sub.billing_period, sub.billing_period_unit = plan_price.period or 1, plan_price.period_unit or "month"
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_changed", now, content(session, site, sub, outcome.invoice))
+    return sub, outcome
+
+
+def _change_prorated(session: Session, site: Site, sub: Subscription, new_items: list[dict[str, Any]],
+                     at: datetime, *, prorate: bool) -> Outcome:
+    """Charge the rest of the term at the new prices; credit it at the old ones.
+
+    The difference is what the customer owes: an invoice now for an upgrade, an
+    adjustment credit note (applied to this and the next invoices) for a downgrade.
+    """
+    term = (sub.current_term_start, sub.current_term_end)
+    old_items, sub.items = sub.items, new_items
+    if not prorate:
+        return Outcome()
+    charges = _recurring_lines(session, site, sub, new_items, at, term[1], term, label=" (prorated)")
+    credits = _recurring_lines(session, site, sub, old_items, at, term[1], term, label=" (unused, prorated)")
+    unchanged = {(c.entity_id, c.amount) for c in charges} & {(c.entity_id, c.amount) for c in credits}
+    charges = [c for c in charges if (c.entity_id, c.amount) not in unchanged]
+    credits = [c for c in credits if (c.entity_id, c.amount) not in unchanged]
+    notes: tuple[Any, ...] = ()
+    if credits:
+        notes = (invoices.create_credit_note(
+            session, site, customer_id=sub.customer_id, subscription_id=sub.id, currency=sub.currency_code,
+            lines=credits, at=at, reference_invoice_id=None, reason_code="subscription_change"),)
+    invoice = _invoice(session, site, sub, charges, at, pending=False, period=(at, term[1])) if charges else None
+    return Outcome(invoice=invoice, credit_notes=notes)
+
+
+def _change_with_term_reset(session: Session, site: Site, sub: Subscription, new_items: list[dict[str, Any]],
+                            plan_price: ItemPrice, at: datetime) -> Outcome:
+    """A new billing period starts a new term now; the unused old term is credited."""
+    term = (sub.current_term_start, sub.current_term_end)
+    credits = _recurring_lines(session, site, sub, sub.items, at, term[1], term, label=" (unused, prorated)")
+    notes: tuple[Any, ...] = ()
+    if credits:
+        notes = (invoices.create_credit_note(
+            session, site, customer_id=sub.customer_id, subscription_id=sub.id, currency=sub.currency_code,
+            lines=credits, at=at, reference_invoice_id=None, reason_code="subscription_change"),)
+    usage = _usage_lines(session, site, sub, term[0], at)
+    sub.items = new_items
+    sub.billing_period, sub.billing_period_unit = plan_price.period or 1, plan_price.period_unit or "month"
+    sub.billing_anchor, sub.term_index = at, 0
+    new_term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
+    sub.current_term_start, sub.current_term_end = new_term
+    sub.next_action_at = new_term[1] if sub.status == "active" else min(new_term[1], sub.cancelled_at or new_term[1])
+    lines = usage + _recurring_lines(session, site, sub, new_items, *new_term, new_term)
+    invoice = _invoice(session, site, sub, lines, at, pending=False, period=new_term)
+    return Outcome(invoice=invoice, credit_notes=notes)
+
+
+def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    sub = get(session, site, sub_id)
+    params = parse(CancelForItems, form)
+    if sub.status == "cancelled":
+        raise InvalidState(f"Subscription {sub_id} is already cancelled")
+    now = records.site_clock(site).now()
+    option = params.cancel_option or ("end_of_term" if params.end_of_term else
+                                      ("specific_date" if params.cancel_at is not None else "immediately"))
+    if params.cancel_reason_code:
+        sub.data = {**sub.data, "cancel_reason_code": params.cancel_reason_code}
+    if option in ("end_of_term", "end_of_billing_term") and sub.status in ("active", "non_renewing"):
+        return _schedule_cancel(session, site, sub, sub.current_term_end, now)
+    if option == "specific_date":
+        if params.cancel_at is None:
+            raise InvalidInput("cancel_at : is required with cancel_option specific_date", param="cancel_at")
+        cancel_at = from_unix(params.cancel_at)
+        if cancel_at < now:
+            raise InvalidInput("cancel_at : must not be in the past", param="cancel_at")
+        if cancel_at > now:
+            if sub.current_term_end is not None and cancel_at > sub.current_term_end:
+                raise InvalidInput("cancel_at : must be within the current term", param="cancel_at")
+            return _schedule_cancel(session, site, sub, cancel_at, now)
+    if sub.status == "future":
+        sub.status, sub.cancelled_at, sub.next_action_at = "cancelled", now, None
+        records.touch(sub, now)
+        events.record_event(session, site, "subscription_cancelled", now, content(session, site, sub))
+        return sub, Outcome()
+    invoice, notes = _cancel(session, site, sub, now, credit_option=params.credit_option_for_current_term_charges
+                             or "none")
+    return sub, Outcome(invoice=invoice, credit_notes=notes)
+
+
+def _schedule_cancel(session: Session, site: Site, sub: Subscription, at: datetime, now: datetime) -> tuple[
+        Subscription, Outcome]:
+    sub.status = "non_renewing"
+    sub.cancelled_at = at
+    sub.next_action_at = min(at, sub.current_term_end) if sub.current_term_end else at
+    sub.data = {**sub.data, "cancel_schedule_created_at": unix(now)}
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_cancellation_scheduled", now, content(session, site, sub))
+    return sub, Outcome()
+
+
+def remove_scheduled_cancellation(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id)
+    parse(Params, {k: v for k, v in form.items() if k != "billing_cycles"})
+    if sub.status != "non_renewing":
+        raise InvalidState(f"Subscription {sub_id} has no scheduled cancellation")
+    now = records.site_clock(site).now()
+    sub.status, sub.cancelled_at, sub.next_action_at = "active", None, sub.current_term_end
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_cancellation_removed", now,
+                        content(session, site, sub))
+    return sub
+
+
+def reactivate(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    sub = get(session, site, sub_id)
+    parse(Reactivate, form)
+    if sub.status != "cancelled":
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only cancelled subscriptions can be reactivated")
+    now = records.site_clock(site).now()
+    sub.cancelled_at = None
+    invoice = _activate(session, site, sub, now)
+    events.record_event(session, site, "subscription_reactivated", now, content(session, site, sub, invoice))
+    return sub, Outcome(invoice=invoice)
+
+
+LIST_COLUMNS = {
+    "id": (Subscription.id, "string"), "customer_id": (Subscription.customer_id, "string"),
+    "status": (Subscription.status, "enum"), "created_at": (Subscription.created_at, "timestamp"),
+    "updated_at": (Subscription.updated_at, "timestamp"), "next_billing_at": (Subscription.next_action_at, "timestamp"),
+    "activated_at": (Subscription.activated_at, "timestamp"), "cancelled_at": (Subscription.cancelled_at, "timestamp"),
+}
+
+
+def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[Subscription], str | None]:
+    extra = {"item_price_id"}
+    conditions = list_conditions(form, LIST_COLUMNS, extra=extra)
+    rows, offset = records.page(session, Subscription, site, form, conditions,
+                                sortable={"created_at": Subscription.created_at, "updated_at": Subscription.updated_at})
+    wanted = form.get("item_price_id")
+    if isinstance(wanted, dict) and "is" in wanted:
+        rows = [r for r in rows if any(i["item_price_id"] == wanted["is"] for i in r.items)]
+    return rows, offset
+
+
+# --- wire ------------------------------------------------------------------------------------------------
+
+
+def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
+    items = []
+    mrr = Decimal(0)
+    for entry in sub.items:
+        item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        quantity = Decimal(entry["quantity"])
+        wire_item: dict[str, Any] = {
+            "item_price_id": entry["item_price_id"], "item_type": entry["item_type"], "object": "subscription_item",
+            "quantity": int(quantity) if quantity == quantity.to_integral_value() else None,
+            "quantity_in_decimal": entry["quantity"],
+        }
+        if item_price is not None and not entry["metered"] and entry["item_type"] != "charge":
+            amount = _full_term_amount(item_price, entry)
+            unit = Decimal(entry["unit_price"]) if entry.get("unit_price") is not None else item_price.price
+            wire_item.update(amount=int(amount.to_integral_value()), billing_period=sub.billing_period,
+                             billing_period_unit=sub.billing_period_unit)
+            if unit is not None:
+                wire_item["unit_price"] = int(unit.to_integral_value())
+            mrr += _monthly(amount, sub.billing_period, sub.billing_period_unit)
+        elif item_price is not None and item_price.price is not None:
+            wire_item["unit_price"] = int(item_price.price.to_integral_value())
+        items.append({k: v for k, v in wire_item.items() if v is not None})
+    active = sub.status in ("active", "in_trial")
+    wire = {
+        "auto_collection": "on", "channel": "web", "deleted": False, "due_invoices_count": 0,
+        **{k: v for k, v in sub.data.items() if k != "scheduled_items"},
+        "id": sub.id, "object": "subscription", "customer_id": sub.customer_id, "status": sub.status,
+        "currency_code": sub.currency_code, "billing_period": sub.billing_period,
+        "billing_period_unit": sub.billing_period_unit, "subscription_items": items,
+        "current_term_start": unix(sub.current_term_start), "current_term_end": unix(sub.current_term_end),
+        "next_billing_at": unix(sub.current_term_end) if active else None,
+        "started_at": unix(sub.started_at), "activated_at": unix(sub.activated_at),
+        "cancelled_at": unix(sub.cancelled_at), "has_scheduled_changes": "scheduled_items" in sub.data,
+        "mrr": int(mrr.to_integral_value()), "created_at": unix(sub.created_at), "updated_at": unix(sub.updated_at),
+        "resource_version": sub.resource_version,
+        "create_pending_invoices": bool(sub.data.get("create_pending_invoices", False)),
+    }
+    return {k: v for k, v in wire.items() if v is not None}
+
+
+def _monthly(amount: Decimal, period: int, unit: str) -> Decimal:
+    months = {"day": Decimal(1) / 30, "week": Decimal(7) / 30, "month": Decimal(1), "year": Decimal(12)}[unit]
+    return amount / (months * period)
+
+
+def content(session: Session, site: Site, sub: Subscription, invoice: Invoice | None = None) -> dict[str, Any]:
+    customer = session.get(Customer, (site.id, sub.customer_id))
+    body = {"subscription": render(session, site, sub), "customer": customers.render(customer)}
+    if invoice is not None:
+        body["invoice"] = invoices.render(invoice)
+    return body
