@@ -140,6 +140,10 @@ def update_item(session: Session, site: Site, item_id: str, form: dict[str, Any]
 
 def delete_item(session: Session, site: Site, item_id: str) -> Item:
     item = records.get(session, Item, site, item_id, "Item")
+    priced = session.scalars(select(ItemPrice.id).where(
+        ItemPrice.site_id == site.id, ItemPrice.item_id == item_id, ItemPrice.status != "deleted").limit(1)).first()
+    if priced is not None:
+        raise InvalidState(f"Item {item_id} still has the item price {priced}; delete it first")
     item.status = "deleted"
     records.touch(item, records.site_clock(site).now())
     return item
@@ -381,8 +385,14 @@ def list_page(session: Session, site: Site, model: Any, form: dict[str, Any]) ->
 
 
 def _unique(session: Session, model: Any, site: Site, resource_id: str) -> None:
-    if session.get(model, (site.id, resource_id)) is not None:
+    """Ids of deleted catalog entries may be reused, as in Chargebee: the old row goes."""
+    existing = session.get(model, (site.id, resource_id))
+    if existing is None:
+        return
+    if existing.status != "deleted":
         raise Duplicate(f"The value {resource_id} is already present.", param="id")
+    session.delete(existing)
+    session.flush()
 
 
 def _created(session: Session, site: Site, record: Any, event_type: str, render: Any) -> Any:

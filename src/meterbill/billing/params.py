@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
@@ -138,6 +138,8 @@ def _typed(kind: str, raw: str, param: str) -> Any:
 def _condition(column: ColumnElement[Any], kind: str, operator: str, raw: Any, param: str) -> ColumnElement[bool]:
     if not isinstance(raw, str):
         raise InvalidInput(f"{param} : invalid value", param=param)
+    if kind == "timestamp" and operator not in ("is_present", "in", "not_in"):
+        return _second_condition(column, operator, raw, param)
     if operator == "is_present":
         present = _typed("boolean", raw, param)
         return column.is_not(None) if present else column.is_(None)
@@ -168,6 +170,33 @@ def _condition(column: ColumnElement[Any], kind: str, operator: str, raw: Any, p
         case "lte":
             return column <= value
     raise InvalidInput(f"{param} : unsupported operator", param=param)
+
+
+def _second_condition(column: ColumnElement[Any], operator: str, raw: str, param: str) -> ColumnElement[bool]:
+    """Timestamps are reported in whole seconds but stored finer: compare whole seconds,
+    so `after X` excludes everything reported as X and `between [X, X]` includes it."""
+    one = timedelta(seconds=1)
+    if operator == "between":
+        try:
+            low, high = (_typed("timestamp", v, param) for v in parse_list_value(raw))
+        except (InvalidInput, ValueError):
+            raise InvalidInput(f"{param} : between needs two timestamps", param=param) from None
+        return and_(column >= low, column < high + one)
+    moment = _typed("timestamp", raw, param)
+    match operator:
+        case "after" | "gt":
+            return column >= moment + one
+        case "gte":
+            return column >= moment
+        case "before" | "lt":
+            return column < moment
+        case "lte":
+            return column < moment + one
+        case "on" | "is":
+            return and_(column >= moment, column < moment + one)
+        case "is_not":
+            return or_(column < moment, column >= moment + one, column.is_(None))
+    raise InvalidInput(f"{param} : unsupported operator for a timestamp", param=param)
 
 
 def page_window(form: Mapping[str, Any]) -> tuple[int, int]:

@@ -51,7 +51,7 @@ def touch(record: Any, now: datetime, *, created: bool = False) -> None:
 
 def get(session: Session, model: type[R], site: Site, resource_id: str, label: str) -> R:
     record = session.get(model, (site.id, resource_id))
-    if record is None or getattr(record, "deleted", False):
+    if record is None or getattr(record, "deleted", False) or getattr(record, "status", None) == "deleted":
         raise NotFound(f"{label} not found for id {resource_id}", param="id")
     return record
 

@@ -45,6 +45,9 @@ async def handle(request: Request, operation: Operation) -> JSONResponse:
             if key is not None:
                 stored = session.get(IdempotentResponse, (site.id, key))
                 if stored is not None:
+                    if stored.request_fingerprint != fingerprint:
+                        raise InvalidInput("this idempotency key was used for a different request",
+                                           param=IDEMPOTENCY_HEADER)
                     return stored.body, True
             body = operation(session, site, form)
             if key is not None:
