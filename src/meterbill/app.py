@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI, Request
@@ -21,6 +22,7 @@ from meterbill.billing.api import customers as billing_customers_api
 from meterbill.billing.api import events as billing_events_api
 from meterbill.billing.api import invoices as billing_invoices_api
 from meterbill.billing.api import subscriptions as billing_subscriptions_api
+from meterbill.billing.events import WEBHOOK_TOPIC
 from meterbill.core import errors
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
@@ -49,6 +51,9 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         lease_seconds=s.outbox_lease_seconds,
         max_attempts=s.outbox_max_attempts,
         context={"vault": runtime.vault, "settings": s},
+        retry_overrides={WEBHOOK_TOPIC: [timedelta(seconds=x) for x in s.webhook_retry_seconds]}
+        if s.webhook_retry_seconds
+        else None,
     )
 
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # worker killed mid-batch delays its messages by at most this long.
     outbox_lease_seconds: float = 60.0
     outbox_max_attempts: int = 10
+    # Seconds between webhook delivery attempts; empty means Chargebee's schedule
+    # (2 min, 6 min, 30 min, 1 h, 5 h, 1 day, 2 days).
+    webhook_retry_seconds: list[float] = Field(default_factory=list)
     # Modules imported at start-up that may register extra outbox handlers.
     plugins: list[str] = Field(default_factory=list)
     token_ttl_seconds: int = 3600

@@ -58,6 +58,8 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
         METERBILL_DATABASE_URL=database_url,
         METERBILL_SECRET_KEY="test-instance-secret-" + "x" * 32,
         METERBILL_LOG_LEVEL="INFO",
+        # Chargebee's webhook retry schedule, shrunk to seconds so retries are testable.
+        METERBILL_WEBHOOK_RETRY_SECONDS="[1, 1, 1, 2, 2, 2, 2]",
         PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",
     )

@@ -153,9 +153,12 @@ class OutboxWorker:
         lease_seconds: float = 60.0,
         max_attempts: int = 10,
         context: Mapping[str, Any] | None = None,
+        retry_overrides: Mapping[str, Sequence[timedelta]] | None = None,
     ) -> None:
         self.db = db
         self.context = dict(context or {})
+        # Per-topic retry schedules replacing the registered ones (e.g. faster webhooks in tests).
+        self.retry_overrides = {topic: tuple(delays) for topic, delays in (retry_overrides or {}).items()}
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.lease = timedelta(seconds=lease_seconds)
@@ -254,8 +257,9 @@ class OutboxWorker:
 
     def _retry_delay(self, topic: str, attempts: int) -> timedelta | None:
         route = _routes.get(topic)
-        if route is not None and route.retry_delays is not None:
-            return route.retry_delays[attempts - 1] if attempts <= len(route.retry_delays) else None
+        schedule = self.retry_overrides.get(topic) or (route.retry_delays if route is not None else None)
+        if schedule is not None:
+            return schedule[attempts - 1] if attempts <= len(schedule) else None
         return default_backoff(attempts) if attempts < self.max_attempts else None
 
 
