@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meterbill import __version__
 from meterbill.billing import api as billing_api
+from meterbill.billing import renewals
 from meterbill.billing import wire as billing_wire
 from meterbill.billing.api import catalog as billing_catalog_api
 from meterbill.billing.api import customers as billing_customers_api
@@ -44,6 +45,7 @@ log = structlog.get_logger("meterbill.app")
 def build_worker(runtime: Runtime) -> OutboxWorker:
     s = runtime.settings
     load_plugins(s.plugins)
+    renewals.ensure_scheduled(runtime.db)
     return OutboxWorker(
         runtime.db,
         batch_size=s.outbox_batch_size,

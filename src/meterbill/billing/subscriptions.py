@@ -411,6 +411,8 @@ def advance_subscription(session: Session, site: Site, sub: Subscription, until:
 
 def advance(session: Session, site: Site, until: datetime) -> int:
     """Every due action of the site up to `until`, earliest first; returns how many ran."""
+    # One engine run per site at a time: concurrent ticks or travels would renew twice.
+    session.get(Site, site.id, with_for_update=True)
     ran = 0
     while True:
         sub = session.scalars(

@@ -78,6 +78,17 @@ class Delivery:
         self._lease_token = lease_token
         self.committed = False
 
+    def renew_lease(self, seconds: float) -> None:
+        """Keep the message for `seconds` more: long handlers call this between their batches."""
+        with self.db.transaction() as session:
+            owned = session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == self.id, OutboxMessage.lease_token == self._lease_token)
+                .values(leased_until=utcnow() + timedelta(seconds=seconds))
+            ).rowcount
+        if owned != 1:
+            raise LeaseLost()
+
     @contextmanager
     def commit(self) -> Iterator[Session]:
         if self.committed:
@@ -92,7 +103,7 @@ class Delivery:
             if owned != 1:
                 # Our lease ran out and another worker owns the message now:
                 # roll back so its effects are not applied twice.
-                raise _LeaseLost()
+                raise LeaseLost()
         self.committed = True
 
 
@@ -229,7 +240,7 @@ class OutboxWorker:
                 with delivery.commit():
                     pass
             processed_total.labels(message.topic, "done").inc()
-        except _LeaseLost:
+        except LeaseLost:
             log.warning("outbox_lease_lost", message_id=message_id)
         except Exception as exc:
             self._record_failure(message_id, token, exc)
@@ -263,5 +274,5 @@ class OutboxWorker:
         return default_backoff(attempts) if attempts < self.max_attempts else None
 
 
-class _LeaseLost(Exception):
-    pass
+class LeaseLost(Exception):
+    """The message's lease ran out and another worker has it: stop without side effects."""

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.core.db import Database, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
-from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.core.outbox import Delivery, LeaseLost, enqueue, handles
 from meterbill.core.security import Vault
 from meterbill.metering import ingest
 from meterbill.metering.models import FileUploadChunk, FileUploadError, FileUploadJob
@@ -35,6 +35,7 @@ log = structlog.get_logger("meterbill.fileuploads")
 FILE_UPLOAD_TOPIC = "metering.file_upload"
 CHUNK_BYTES = 1 << 20
 BATCH_ROWS = 1000
+LEASE_PER_BATCH_SECONDS = 120
 UPLOAD_URL_TTL = timedelta(minutes=15)
 CONTENT_TYPES = ("application/json", "text/json", "application/x-ndjson", "application/jsonl")
 NOT_UPLOADED, RUNNING, FAILED, SUCCEEDED = "notUploaded", "running", "failed", "succeeded"
@@ -219,8 +220,12 @@ def ingest_file(delivery: Delivery) -> None:
                 continue  # committed by an earlier, interrupted attempt
             batch.append((row, value))
             if len(batch) == BATCH_ROWS:
+                # Hold the job while it runs, so no other worker starts it again from the resume point.
+                delivery.renew_lease(LEASE_PER_BATCH_SECONDS)
                 _ingest_batch(db, org_id, job_id, batch)
                 batch = []
+    except LeaseLost:
+        raise  # another worker owns the job now
     except Exception as exc:  # a failure must show on the job, not only in the logs
         log.exception("file_upload_failed", job_id=job_id)
         with delivery.commit() as session:
