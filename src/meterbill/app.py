@@ -24,6 +24,8 @@ from meterbill.billing.api import events as billing_events_api
 from meterbill.billing.api import invoices as billing_invoices_api
 from meterbill.billing.api import subscriptions as billing_subscriptions_api
 from meterbill.billing.events import WEBHOOK_TOPIC
+from meterbill.connector import api as connector_api
+from meterbill.connector import sync as connector_sync
 from meterbill.core import errors
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
@@ -46,6 +48,7 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
     s = runtime.settings
     load_plugins(s.plugins)
     renewals.ensure_scheduled(runtime.db)
+    connector_sync.ensure_polling(runtime.db)
     return OutboxWorker(
         runtime.db,
         batch_size=s.outbox_batch_size,
@@ -94,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metering_events_api.router)
     app.include_router(metering_fileuploads_api.router)
     app.include_router(metering_usage_api.router)
+    app.include_router(connector_api.router)
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 

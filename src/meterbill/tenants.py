@@ -10,12 +10,15 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
 
-from meterbill.billing import sites
+from meterbill.billing import sites, webhook_endpoints
 from meterbill.billing.models import Site
 from meterbill.connector.integrations import IntegrationConfig, create_integration
 from meterbill.connector.models import Integration
+from meterbill.connector.sync import SUBSCRIPTION_EVENTS
 from meterbill.core.runtime import Runtime
 from meterbill.metering import organizations
+
+CONNECTOR_EVENTS = (*sorted(SUBSCRIPTION_EVENTS), "customer_changed", "pending_invoice_created")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def create_tenant(runtime: Runtime, name: str) -> TenantCredentials:
     with runtime.db.transaction() as session:
         site, billing_key = sites.create_site(session, name)
         org, metering_key, metering_secret = organizations.create_organization(session, name)
-        integration, _webhook_password = create_integration(
+        integration, webhook_password = create_integration(
             session,
             runtime.vault,
             IntegrationConfig(
@@ -52,6 +55,14 @@ def create_tenant(runtime: Runtime, name: str) -> TenantCredentials:
             ),
         )
         session.flush()
+        # Chargebee tells the connector about customers and subscriptions through this endpoint.
+        webhook_endpoints.create(session, site, {
+            "name": "meterbill connector",
+            "url": f"{base_url}/connector/integrations/{integration.id}/webhook",
+            "basic_auth_username": integration.webhook_username,
+            "basic_auth_password": webhook_password,
+            "enabled_events": list(CONNECTOR_EVENTS),
+        }, runtime.vault)
         return TenantCredentials(
             site=site.id,
             billing_api_key=billing_key,

@@ -7,11 +7,12 @@ holds URLs and credentials, never foreign keys into billing or metering tables.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from meterbill.core.db import Base, UTCDateTime
+from meterbill.core.db import Base, JSONDocument, UTCDateTime
 
 
 class Integration(Base):
@@ -30,3 +31,47 @@ class Integration(Base):
     webhook_password_hash: Mapped[str] = mapped_column(String(64))
     close_invoice_after_push: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReceivedWebhook(Base):
+    """A Chargebee event as delivered to our receiver: stored first, processed from the outbox."""
+
+    __tablename__ = "connector_webhooks"
+
+    integration_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(60))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class SyncLogEntry(Base):
+    """One thing the connector saw or did, with both sides' ids: what the console's sync log shows."""
+
+    __tablename__ = "connector_sync_log"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    integration_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(20))  # ok, error, skipped, waiting
+    message: Mapped[str] = mapped_column(Text)
+    chargebee_id: Mapped[str | None] = mapped_column(String(200))
+    m3ter_id: Mapped[str | None] = mapped_column(String(200))
+    # What "retry" re-runs: the outbox topic and payload of the failed action.
+    retry_topic: Mapped[str | None] = mapped_column(String(100))
+    retry_payload: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    __table_args__ = (Index("ix_connector_sync_log_time", "integration_id", "at"),)
+
+
+class IntegrationCursor(Base):
+    """How far the connector has read m3ter's event stream for an integration."""
+
+    __tablename__ = "connector_cursors"
+
+    integration_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    m3ter_event_token: Mapped[str | None] = mapped_column(String(100))
+    seen_event_ids: Mapped[list[str]] = mapped_column(JSONDocument, default=list)

@@ -1,0 +1,61 @@
+"""The connector's port to Chargebee: the official SDK, pointed at any base URL.
+
+Only what the sync needs, returning plain dicts (the SDK's raw data). Every write
+carries an idempotency key chosen by the caller, so a retried push replays the
+first response instead of charging twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import chargebee
+
+# The SDK picks plain http only when this class attribute is off; with it off,
+# https endpoints (the real Chargebee) still use https and certificate checks.
+chargebee.Chargebee.verify_ca_certs = False
+
+KEY_HEADER = "chargebee-idempotency-key"
+
+
+class ChargebeePort:
+    def __init__(self, base_url: str, site: str, api_key: str) -> None:
+        parts = urlsplit(base_url.rstrip("/"))
+        self.client = chargebee.Chargebee(api_key=api_key, site=site, protocol=parts.scheme or "https")
+        # The site is named by the key on meterbill; the real Chargebee uses {site}.chargebee.com.
+        self.client.env.api_endpoint = f"{parts.scheme}://{parts.netloc}{parts.path}/api/v2"
+
+    def subscription(self, subscription_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        response = self.client.Subscription.retrieve(subscription_id)
+        return response.subscription.raw_data, response.customer.raw_data
+
+    def item_price(self, item_price_id: str) -> dict[str, Any]:
+        return self.client.ItemPrice.retrieve(item_price_id).item_price.raw_data
+
+    def pending_invoices(self, subscription_id: str) -> list[dict[str, Any]]:
+        response = self.client.Invoice.list({
+            "subscription_id": {"is": subscription_id}, "status": {"is": "pending"}, "limit": 100,
+        })
+        return [entry.invoice.raw_data for entry in response.list]
+
+    def invoice(self, invoice_id: str) -> dict[str, Any]:
+        return self.client.Invoice.retrieve(invoice_id).invoice.raw_data
+
+    def add_charge_item(
+        self, invoice_id: str, *, item_price_id: str, quantity: int, unit_price: int, date_from: int, date_to: int,
+        key: str,
+    ) -> dict[str, Any]:
+        params = {"item_price": {"item_price_id": item_price_id, "quantity": quantity, "unit_price": unit_price,
+                                 "date_from": date_from, "date_to": date_to}}
+        return self.client.Invoice.add_charge_item(invoice_id, params, headers={KEY_HEADER: key}).invoice.raw_data
+
+    def add_charge(
+        self, invoice_id: str, *, amount: int, description: str, date_from: int, date_to: int, key: str
+    ) -> dict[str, Any]:
+        params = {"amount": amount, "description": description,
+                  "line_item": {"date_from": date_from, "date_to": date_to}}
+        return self.client.Invoice.add_charge(invoice_id, params, headers={KEY_HEADER: key}).invoice.raw_data
+
+    def close_invoice(self, invoice_id: str, *, key: str) -> dict[str, Any]:
+        return self.client.Invoice.close(invoice_id, {}, headers={KEY_HEADER: key}).invoice.raw_data

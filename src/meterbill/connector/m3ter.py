@@ -1,0 +1,87 @@
+"""The connector's port to m3ter: the official SDK, pointed at any base URL.
+
+Creates check the external mappings first, so replaying a workflow finds what an
+earlier attempt made instead of making it twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import m3ter
+
+SYSTEM = "Chargebee"
+
+
+class M3terPort:
+    def __init__(self, base_url: str, org_id: str, api_key: str, api_secret: str) -> None:
+        self.client = m3ter.M3ter(api_key=api_key, api_secret=api_secret, org_id=org_id,
+                                  base_url=base_url.rstrip("/"), max_retries=2)
+
+    # --- external mappings --------------------------------------------------------------------
+
+    def mapped(self, table: str, external_id: str, entity: str) -> Any | None:
+        page = self.client.external_mappings.list_by_external_entity(
+            external_id, system=SYSTEM, external_table=table, page_size=100)
+        return next((m for m in page.data if m.m3ter_entity == entity), None)
+
+    def map(self, table: str, external_id: str, entity: str, m3ter_id: str) -> Any:
+        """Create the mapping, or point an existing one at a new entity."""
+        existing = self.mapped(table, external_id, entity)
+        if existing is None:
+            return self.client.external_mappings.create(
+                external_system=SYSTEM, external_table=table, external_id=external_id, m3ter_entity=entity,
+                m3ter_id=m3ter_id)
+        if existing.m3ter_id == m3ter_id:
+            return existing
+        return self.client.external_mappings.update(
+            existing.id, external_system=SYSTEM, external_table=table, external_id=external_id,
+            m3ter_entity=entity, m3ter_id=m3ter_id, version=existing.version)
+
+    def mappings_to(self, entity: str, m3ter_id: str) -> list[Any]:
+        return list(self.client.external_mappings.list_by_m3ter_entity(m3ter_id, entity=entity, page_size=100).data)
+
+    # --- accounts and account plans -----------------------------------------------------------------
+
+    def account_by_code(self, code: str) -> Any | None:
+        return next(iter(self.client.accounts.list(codes=[code], page_size=1).data), None)
+
+    def create_account(self, **fields: Any) -> Any:
+        return self.client.accounts.create(**fields)
+
+    def update_account(self, account: Any, **fields: Any) -> Any:
+        return self.client.accounts.update(account.id, version=account.version, **fields)
+
+    def account_plan(self, account_plan_id: str) -> Any:
+        return self.client.account_plans.retrieve(account_plan_id)
+
+    def create_account_plan(self, *, account_id: str, plan_id: str, start: datetime, bill_epoch: str,
+                            code: str) -> Any:
+        return self.client.account_plans.create(account_id=account_id, plan_id=plan_id, start_date=start,
+                                                bill_epoch=bill_epoch, code=code)
+
+    def end_account_plan(self, account_plan: Any, end: datetime) -> Any:
+        fields = {k: v for k, v in {
+            "account_id": account_plan.account_id, "plan_id": account_plan.plan_id,
+            "start_date": account_plan.start_date, "bill_epoch": account_plan.bill_epoch,
+            "code": account_plan.code, "end_date": end,
+        }.items() if v is not None}
+        return self.client.account_plans.update(account_plan.id, version=account_plan.version, **fields)
+
+    def plan(self, plan_id: str) -> Any:
+        return self.client.plans.retrieve(plan_id)
+
+    def plan_template(self, template_id: str) -> Any:
+        return self.client.plan_templates.retrieve(template_id)
+
+    # --- bills --------------------------------------------------------------------------------------
+
+    def bill_events(self, after: str | None) -> list[Any]:
+        kwargs: dict[str, Any] = {"event_name": "billing.bill.updated", "page_size": 100}
+        if after:
+            kwargs["next_token"] = after
+        return list(self.client.events.list(**kwargs).data)
+
+    def bill(self, bill_id: str) -> Any:
+        return self.client.bills.retrieve(bill_id)
