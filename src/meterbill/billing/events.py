@@ -21,6 +21,7 @@ from meterbill.billing.params import unix
 from meterbill.billing.records import next_number
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.core.security import Vault
+from meterbill.core.wirejson import dumps
 
 log = structlog.get_logger("meterbill.webhooks")
 
@@ -89,7 +90,9 @@ def deliver(delivery: Delivery) -> None:
             encrypted = endpoint.basic_auth_password_encrypted
             auth = (endpoint.basic_auth_username, vault.decrypt(encrypted) if encrypted else "")
     try:
-        response = httpx.post(url, json=body, auth=auth, timeout=10.0)
+        # wirejson: stored content carries exact Decimals, which plain json cannot encode.
+        response = httpx.post(url, content=dumps(body), auth=auth, timeout=10.0,
+                              headers={"Content-Type": "application/json"})
         succeeded = 200 <= response.status_code < 300
         reason = f"HTTP {response.status_code}"
     except httpx.HTTPError as exc:

@@ -133,6 +133,11 @@ def reconcile_subscription(run: Run, subscription_id: str, at: datetime, event_t
     bill_epoch = term_start.date().isoformat()
     current = {i["item_price_id"]: i for i in subscription.get("subscription_items", [])
                if i.get("item_type") in ("plan", "addon")}
+    # Items no longer on the subscription: their account plans end at the change.
+    for mapping in _subscription_mappings(run, subscription_id):
+        item_price_id = mapping.external_id.removeprefix(f"{subscription_id}-")
+        if item_price_id not in current:
+            _end(run, mapping.m3ter_id, at, f"{subscription_id}-{item_price_id}", "item removed")
     for item_price_id in current:
         plan_mapping = run.m3ter.mapped("ItemPrice", item_price_id, "Plan")
         if plan_mapping is None:
@@ -149,11 +154,6 @@ def reconcile_subscription(run: Run, subscription_id: str, at: datetime, event_t
             continue
         _ensure_account_plan(run, subscription_id, item_price_id, account.id, plan.id,
                              max(change_time, started), bill_epoch, ended_at)
-    # Items no longer on the subscription: their account plans end at the change.
-    for mapping in _subscription_mappings(run, subscription_id):
-        item_price_id = mapping.external_id.removeprefix(f"{subscription_id}-")
-        if item_price_id not in current:
-            _end(run, mapping.m3ter_id, at, f"{subscription_id}-{item_price_id}", "item removed")
 
 
 def _subscription_mappings(run: Run, subscription_id: str) -> list[Any]:

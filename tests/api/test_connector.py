@@ -1,0 +1,202 @@
+"""The Chargebee–m3ter connector, end to end through the official SDKs only:
+catalog on both sides, mappings, a subscription synced to an account plan,
+usage billed in m3ter and pushed onto the pending Chargebee invoice."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tests.conftest import chargebee_client, m3ter_client
+
+
+def ts(*parts: int) -> int:
+    return int(datetime(*parts, tzinfo=UTC).timestamp())
+
+
+def wait_for(check, timeout: float = 20.0, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+class Story:
+    """One tenant with a plan in both systems and the mappings between them."""
+
+    def __init__(self, server, tenant) -> None:
+        self.tenant = tenant
+        self.cb = chargebee_client(server, tenant["billing_api_key"])
+        self.m3 = m3ter_client(server, tenant, max_retries=2)
+        self.connector = f"{server.base_url}/connector/integrations/{tenant['integration_id']}"
+        self.auth = (tenant["billing_api_key"], "")
+        cb, m3 = self.cb, self.m3
+        cb.TimeMachine.start_afresh("delorean", {"genesis_time": ts(2024, 1, 1)})
+        cb.ItemFamily.create({"id": "fam", "name": "Family"})
+        cb.Item.create({"id": "basic", "name": "Basic", "type": "plan", "item_family_id": "fam"})
+        cb.Item.create({"id": "pro", "name": "Pro", "type": "plan", "item_family_id": "fam"})
+        cb.Item.create({"id": "calls", "name": "API calls", "type": "charge", "item_family_id": "fam"})
+        cb.ItemPrice.create({"id": "basic-usd", "name": "Basic", "item_id": "basic", "price": 2000,
+                             "period": 1, "period_unit": "month"})
+        cb.ItemPrice.create({"id": "pro-usd", "name": "Pro", "item_id": "pro", "price": 5000,
+                             "period": 1, "period_unit": "month"})
+        cb.ItemPrice.create({"id": "calls-usd", "name": "API calls", "item_id": "calls",
+                             "pricing_model": "per_unit", "price": 1})
+        product = m3.products.create(code="api", name="API")
+        meter = m3.meters.create(code="calls", name="Calls", product_id=product.id, derived_fields=[],
+                                 data_fields=[{"category": "MEASURE", "code": "requests", "name": "Requests"}])
+        self.aggregation = m3.aggregations.create(
+            aggregation="SUM", meter_id=meter.id, name="Requests", quantity_per_unit=1, rounding="NONE",
+            target_field="requests", unit="requests", code="requests")
+        template = m3.plan_templates.create(bill_frequency="MONTHLY", currency="USD", name="Monthly",
+                                            product_id=product.id, standing_charge=0)
+        self.basic = m3.plans.create(code="basic", name="Basic", plan_template_id=template.id)
+        self.pro = m3.plans.create(code="pro", name="Pro", plan_template_id=template.id)
+        # Basic: 0.01 per request up to 1000, then 0.005. Pro: 0.004 per request, volume.
+        m3.pricings.create(plan_id=self.basic.id, aggregation_id=self.aggregation.id, cumulative=True,
+                           start_date="2024-01-01T00:00:00Z", pricing_bands=[
+                               {"lowerLimit": 0, "fixedPrice": 0, "unitPrice": 0.01},
+                               {"lowerLimit": 1000, "fixedPrice": 0, "unitPrice": 0.005}])
+        m3.pricings.create(plan_id=self.pro.id, aggregation_id=self.aggregation.id, cumulative=False,
+                           start_date="2024-01-01T00:00:00Z", pricing_bands=[
+                               {"lowerLimit": 0, "fixedPrice": 0, "unitPrice": 0.004}])
+        for item_price, target in (("basic-usd", {"plan_id": self.basic.id}), ("pro-usd", {"plan_id": self.pro.id}),
+                                   ("calls-usd", {"aggregation_id": self.aggregation.id})):
+            response = httpx.post(self.connector + "/mappings", json={"item_price_id": item_price, **target},
+                                  auth=self.auth)
+            assert response.status_code == 200, response.text
+            assert response.json()["warnings"] == []
+        cb.Customer.create({"id": "cust_1", "first_name": "Ada", "last_name": "Lovelace",
+                            "email": "ada@example.com", "billing_address": {"line1": "1 Main St", "city": "London",
+                                                                          "country": "GB"}})
+
+    def account_plans(self):
+        return sorted(self.m3.account_plans.list(), key=lambda ap: ap.start_date)
+
+    def usage(self, uid: str, when: str, requests: int) -> None:
+        self.m3.usage.submit(measurements=[{"uid": uid, "meter": "calls", "account": "cust_1", "ts": when,
+                                            "measure": {"requests": requests}}])
+
+    def bill(self, bill_date: str):
+        job = self.m3.bill_jobs.create(bill_date=bill_date)
+        job = wait_for(lambda: (j := self.m3.bill_jobs.retrieve(id=job.id)).status == "COMPLETE" and j)
+        return [self.m3.bills.retrieve(id=bill_id) for bill_id in job.bill_ids]
+
+    def invoices(self):
+        return [e.invoice for e in self.cb.Invoice.list({"subscription_id": {"is": "sub_1"},
+                                                          "sort_by": {"asc": "date"}}).list]
+
+    def sync_log(self, status: str | None = None):
+        params = {"status": status} if status else {}
+        return httpx.get(self.connector + "/sync_log", params=params, auth=self.auth).json()["data"]
+
+
+def test_full_story_subscription_to_closed_invoice(server, tenant):
+    story = Story(server, tenant)
+    created = story.cb.Subscription.create_with_items("cust_1", {
+        "id": "sub_1", "subscription_items": [{"item_price_id": "basic-usd"}], "create_pending_invoices": True})
+    assert created.invoice.total == 2000  # Basic in advance for January
+
+    plans = wait_for(story.account_plans)
+    assert len(plans) == 1
+    assert plans[0].plan_id == story.basic.id
+    assert plans[0].start_date == datetime(2024, 1, 1, tzinfo=UTC) and plans[0].end_date is None
+    account = story.m3.accounts.list(codes=["cust_1"]).data[0]
+    assert (account.name, account.email_address, account.currency) == ("Ada Lovelace", "ada@example.com", "USD")
+    mapping = story.m3.external_mappings.list_by_external_entity("sub_1-basic-usd", system="Chargebee",
+                                                                 external_table="Subscription")
+    assert [m.m3ter_id for m in mapping] == [plans[0].id]
+
+    story.usage("u1", "2024-01-05T10:00:00Z", 900)
+    story.usage("u2", "2024-01-20T10:00:00Z", 700)
+    story.usage("u2", "2024-01-20T10:00:00Z", 700)  # a replay: stored once
+    story.cb.TimeMachine.travel_forward("delorean", {"destination_time": ts(2024, 2, 1, 0, 0, 1)})
+    pending = [i for i in story.invoices() if i.status == "pending"]
+    assert len(pending) == 1 and pending[0].total == 2000  # Basic for February, in advance
+
+    (bill,) = story.bill("2024-02-01")
+    # 1600 requests tiered: 1000 * 0.01 + 600 * 0.005 = 10.00 + 3.00 = 13.00
+    assert Decimal(str(bill.bill_total)) == Decimal("13.00")
+    approved_at = time.monotonic()
+    story.m3.bills.approve(bill_ids=[bill.id])
+    invoice = wait_for(lambda: next((i for i in story.invoices() if i.id == pending[0].id and i.status != "pending"),
+                                    None), timeout=10)
+    assert time.monotonic() - approved_at < 10
+    assert invoice.status == "payment_due"
+    # 2000 (Basic, in advance) + 1300 (usage of January, in arrears)
+    assert invoice.total == 3300
+    usage_line = next(line for line in invoice.line_items if line.entity_id == "calls-usd")
+    assert usage_line.amount == 1300
+    assert usage_line.entity_type == "charge_item_price"
+    assert (usage_line.date_from, usage_line.date_to) == (ts(2024, 1, 1), ts(2024, 2, 1))
+    invoice_mapping = story.m3.external_mappings.list_by_external_entity(invoice.id, system="Chargebee",
+                                                                         external_table="Invoice")
+    assert [m.m3ter_id for m in invoice_mapping] == [bill.id]
+    line_mappings = story.m3.external_mappings.list_by_m3ter_entity(bill.line_items[0].id, entity="BillLineItem")
+    assert [m.external_id for m in line_mappings] == [usage_line.id]
+    assert any(e["action"] == "push_bill" and e["status"] == "ok" for e in story.sync_log())
+
+    # Approving again (or a replayed event) charges nothing twice.
+    story.m3.bills.approve(bill_ids=[bill.id])
+    time.sleep(3)
+    assert story.cb.Invoice.retrieve(invoice.id).invoice.total == 3300
+
+
+def test_plan_change_and_cancellation(server, tenant):
+    story = Story(server, tenant)
+    story.cb.Subscription.create_with_items("cust_1", {
+        "id": "sub_1", "subscription_items": [{"item_price_id": "basic-usd"}], "create_pending_invoices": True})
+    wait_for(story.account_plans)
+    story.usage("a", "2024-01-10T00:00:00Z", 500)
+    story.cb.TimeMachine.travel_forward("delorean", {"destination_time": ts(2024, 1, 16)})
+    story.cb.Subscription.update_for_items("sub_1", {"subscription_items": [{"item_price_id": "pro-usd"}],
+                                                     "replace_items_list": True})
+    plans = wait_for(lambda: (p := story.account_plans()) and len(p) == 2 and p)
+    basic, pro = plans
+    assert (basic.plan_id, basic.end_date) == (story.basic.id, datetime(2024, 1, 16, tzinfo=UTC))
+    assert (pro.plan_id, pro.start_date, pro.end_date) == (story.pro.id, datetime(2024, 1, 16, tzinfo=UTC), None)
+    story.usage("b", "2024-01-20T00:00:00Z", 1000)
+
+    story.cb.TimeMachine.travel_forward("delorean", {"destination_time": ts(2024, 2, 10)})
+    story.cb.Subscription.cancel_for_items("sub_1", {"cancel_option": "immediately"})
+    wait_for(lambda: story.account_plans()[-1].end_date == datetime(2024, 2, 10, tzinfo=UTC))
+    story.usage("c", "2024-02-05T00:00:00Z", 100)
+    story.usage("d", "2024-02-15T00:00:00Z", 999)  # after the cancellation: never billed
+
+    (january,) = story.bill("2024-02-01")
+    lines = {line.plan_id: Decimal(str(line.subtotal)) for line in january.line_items}
+    # Basic until Jan 16: 500 * 0.01 = 5.00; Pro from Jan 16: 1000 * 0.004 = 4.00 (volume)
+    assert lines == {story.basic.id: Decimal("5.00"), story.pro.id: Decimal("4.00")}
+    # The still-pending January bill is recalculated too; February is the new one.
+    (february,) = [b for b in story.bill("2024-03-01") if b.end_date.isoformat() == "2024-03-01"]
+    # Pro Feb 1 - Feb 10 only: 100 * 0.004 = 0.40
+    assert [Decimal(str(line.subtotal)) for line in february.line_items] == [Decimal("0.40")]
+
+
+def test_webhook_receiver_checks_credentials_and_dedupes(server, tenant):
+    url = f"{server.base_url}/connector/integrations/{tenant['integration_id']}/webhook"
+    event = {"id": "ev_x", "event_type": "customer_changed", "occurred_at": ts(2024, 1, 1), "api_version": "v2",
+             "content": {"customer": {"id": "nobody"}}}
+    assert httpx.post(url, json=event, auth=("chargebee", "wrong")).status_code == 401
+    assert httpx.post(url, json=event).status_code == 401
+    # The real password is only known to the billing webhook endpoint (shown once); it is never listed back.
+    cb = chargebee_client(server, tenant["billing_api_key"])
+    (endpoint,) = [e.webhook_endpoint for e in cb.WebhookEndpoint.list().list]
+    assert endpoint.url == url and endpoint.basic_auth_username == "chargebee"
+    assert "basic_auth_password" not in endpoint.raw_data
+
+
+@pytest.mark.parametrize("target", ["plan", "aggregation"])
+def test_mappings_need_the_site_key(server, tenant, target):
+    other = server.create_tenant(f"other-{target}-{int(time.time() * 1000) % 100000}")
+    url = f"{server.base_url}/connector/integrations/{tenant['integration_id']}/mappings"
+    response = httpx.post(url, json={"item_price_id": "x", f"{target}_id": "y"},
+                          auth=(other["billing_api_key"], ""))
+    assert response.status_code == 401
