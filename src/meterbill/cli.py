@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -67,6 +69,7 @@ def serve(
         credentials = demo_tenant(runtime)
         err.print("[bold]Demo tenant[/bold] (keys are shown once; new ones are issued on every --demo start):")
         err.print_json(json.dumps(credentials.as_json()))
+        threading.Thread(target=_seed_demo, args=(base, credentials), name="demo-seed", daemon=True).start()
     runtime.db.dispose()
     err.print(f"[bold green]meterbill[/bold green] serving on [link]{base}[/link]")
     err.print(f"  billing API (Chargebee v2): {base}/api/v2    metering API (m3ter): {base}/organizations")
@@ -76,6 +79,25 @@ def serve(
         create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _seed_demo(base: str, credentials) -> None:
+    import httpx
+
+    from meterbill.demo import seed
+
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        seed(base, credentials)
+        err.print(f"[bold green]demo data ready[/bold green]: three customers, three months of usage and invoices "
+                  f"at {base}")
+    except Exception as exc:  # the server stays up; say what went wrong
+        err.print(f"[red]demo seeding failed:[/red] {type(exc).__name__}: {exc}")
 
 
 @app.command()
