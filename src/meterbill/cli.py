@@ -72,9 +72,10 @@ def serve(
         threading.Thread(target=_seed_demo, args=(base, credentials), name="demo-seed", daemon=True).start()
     runtime.db.dispose()
     err.print(f"[bold green]meterbill[/bold green] serving on [link]{base}[/link]")
+    err.print(f"  console: [link]{base}/console[/link] (log in with the billing API key)")
     err.print(f"  billing API (Chargebee v2): {base}/api/v2    metering API (m3ter): {base}/organizations")
     err.print(f"  API docs: {base}/docs    health: {base}/healthz    metrics: {base}/metrics")
-    print(f"meterbill listening on {base}", flush=True)
+    print(f"meterbill listening on {base} (console: {base}/console)", flush=True)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=10,
