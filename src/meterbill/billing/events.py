@@ -83,7 +83,9 @@ def deliver(delivery: Delivery) -> None:
         endpoint = session.get(WebhookEndpoint, (payload["site_id"], payload["endpoint_id"]))
         if event is None or endpoint is None or endpoint.disabled:
             return
-        body, url = render(event), endpoint.url
+        # The delivery status is ours to track, not part of the event: every attempt sends the same body.
+        body = {k: v for k, v in render(event).items() if k != "webhook_status"}
+        url = endpoint.url
         auth = None
         if endpoint.basic_auth_username:
             vault: Vault = delivery.context["vault"]
@@ -98,7 +100,13 @@ def deliver(delivery: Delivery) -> None:
     except httpx.HTTPError as exc:
         succeeded, reason = False, f"{type(exc).__name__}: {exc}"
     if not succeeded:
-        # Not committed: the outbox retries on Chargebee's schedule, then marks it dead.
+        # The delivery is not committed: the outbox retries on Chargebee's schedule, then marks it dead.
+        # The event says which, as Chargebee's does.
+        final = delivery.attempts + 1 > len(RETRY_SCHEDULE)
+        with delivery.db.transaction() as session:
+            stored = session.get(BillingEvent, (payload["site_id"], payload["event_id"]))
+            if stored is not None and stored.webhook_status != "succeeded":
+                stored.webhook_status = "failed" if final else "re_scheduled"
         log.warning("webhook_delivery_failed", event_id=payload["event_id"], url=url, reason=reason,
                     attempt=delivery.attempts + 1)
         raise WebhookRefused(reason)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import events, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoicing import invoice_totals, price_quantity, to_minor
-from meterbill.billing.models import CreditNote, Customer, Invoice, ItemPrice, Site
+from meterbill.billing.models import CreditNote, Customer, Invoice, ItemPrice, Site, Subscription
 from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal
@@ -113,7 +113,10 @@ def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     """Leave the pending state: apply available credits, then posted / payment_due / paid."""
     _apply_credits(session, site, invoice, at)
     customer = session.get(Customer, (site.id, invoice.customer_id))
-    net_term_days = int((customer.data if customer else {}).get("net_term_days", 0))
+    subscription = session.get(Subscription, (site.id, invoice.subscription_id)) if invoice.subscription_id else None
+    # A subscription's own net terms win over the customer's.
+    terms = (subscription.data if subscription else {}).get("net_term_days")
+    net_term_days = int(terms if terms is not None else (customer.data if customer else {}).get("net_term_days", 0))
     due = invoice_totals([invoice.total], amount_paid=invoice.amount_paid,
                          credits_applied=invoice.credits_applied).amount_due
     invoice.status = PAID if due == 0 else (POSTED if net_term_days > 0 else PAYMENT_DUE)

@@ -60,7 +60,7 @@ def price_quantity(pricing_model: str, price: Decimal | None, tiers: Sequence[Ti
 
 def containing_tier(tiers: Sequence[Tier], quantity: Decimal) -> Tier:
     for tier in tiers:
-        # Decimal quantities between two integer tiers (10 < 10.5 < 11) belong to the lower one.
+        # A decimal quantity past a tier's integer end (10 < 10.5 < 11) belongs to the next tier.
         if tier.ending_unit is None or quantity <= tier.ending_unit:
             return tier
     return tiers[-1]

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
 
@@ -110,6 +110,13 @@ class Subscription(BillingRecord, Base):
     # When the subscription next needs the engine: renewal, trial end, start or scheduled cancel.
     next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
+    # ",plan-usd,addon-usd," — lets SQL filter on item prices on every backend.
+    item_price_ids: Mapped[str] = mapped_column(String(2000), default=",")
+
+    @validates("items")
+    def _index_item_prices(self, _key: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.item_price_ids = "," + "".join(f"{item['item_price_id']}," for item in items)
+        return items
 
 
 class Usage(BillingRecord, Base):

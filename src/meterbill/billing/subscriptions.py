@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, events, invoices, records
@@ -36,6 +36,7 @@ from meterbill.billing.params import (
     parse,
     unix,
 )
+from meterbill.billing.wire import parse_list_value
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal
 
@@ -604,14 +605,30 @@ LIST_COLUMNS = {
 
 
 def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[Subscription], str | None]:
-    extra = {"item_price_id"}
-    conditions = list_conditions(form, LIST_COLUMNS, extra=extra)
-    rows, offset = records.page(session, Subscription, site, form, conditions,
-                                sortable={"created_at": Subscription.created_at, "updated_at": Subscription.updated_at})
-    wanted = form.get("item_price_id")
-    if isinstance(wanted, dict) and "is" in wanted:
-        rows = [r for r in rows if any(i["item_price_id"] == wanted["is"] for i in r.items)]
-    return rows, offset
+    conditions = list_conditions(form, LIST_COLUMNS, extra={"item_price_id"})
+    conditions.extend(_item_price_conditions(form.get("item_price_id")))
+    return records.page(session, Subscription, site, form, conditions,
+                        sortable={"created_at": Subscription.created_at, "updated_at": Subscription.updated_at})
+
+
+def _item_price_conditions(spec: Any) -> list[Any]:
+    """`item_price_id[is|is_not|in|not_in]` over the subscription's indexed item price ids."""
+    if spec is None:
+        return []
+    if not isinstance(spec, dict) or not spec:
+        raise InvalidInput("item_price_id : use an operator, e.g. item_price_id[is]=...", param="item_price_id")
+    conditions = []
+    for operator, raw in spec.items():
+        param = f"item_price_id[{operator}]"
+        values = parse_list_value(raw) if operator in ("in", "not_in") else [raw]
+        has = [Subscription.item_price_ids.contains(f",{v},", autoescape=True) for v in values]
+        if operator in ("is", "in"):
+            conditions.append(or_(*has))
+        elif operator in ("is_not", "not_in"):
+            conditions.append(and_(*[not_(h) for h in has]))
+        else:
+            raise InvalidInput(f"{param} : unsupported operator", param=param)
+    return conditions
 
 
 # --- wire ------------------------------------------------------------------------------------------------
@@ -640,8 +657,14 @@ def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
             wire_item["unit_price"] = int(item_price.price.to_integral_value())
         items.append({k: v for k, v in wire_item.items() if v is not None})
     active = sub.status in ("active", "in_trial")
+    outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied
+    due = session.execute(
+        select(func.count(), func.sum(outstanding), func.min(Invoice.date))
+        .where(Invoice.site_id == site.id, Invoice.subscription_id == sub.id,
+               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE)))
+    ).one()
     wire = {
-        "auto_collection": "on", "channel": "web", "deleted": False, "due_invoices_count": 0,
+        "auto_collection": "on", "channel": "web", "deleted": False,
         **{k: v for k, v in sub.data.items() if k != "scheduled_items"},
         "id": sub.id, "object": "subscription", "customer_id": sub.customer_id, "status": sub.status,
         "currency_code": sub.currency_code, "billing_period": sub.billing_period,
@@ -653,6 +676,8 @@ def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
         "mrr": int(mrr.to_integral_value()), "created_at": unix(sub.created_at), "updated_at": unix(sub.updated_at),
         "resource_version": sub.resource_version,
         "create_pending_invoices": bool(sub.data.get("create_pending_invoices", False)),
+        "due_invoices_count": due[0], "total_dues": int(due[1] or 0) if due[0] else None,
+        "due_since": unix(due[2]) if due[0] else None,
     }
     return {k: v for k, v in wire.items() if v is not None}
 

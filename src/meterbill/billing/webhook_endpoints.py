@@ -11,7 +11,7 @@ from meterbill.billing import records
 from meterbill.billing.events import EVENT_TYPES
 from meterbill.billing.models import Site, WebhookEndpoint
 from meterbill.billing.params import Id, Params, Text, parse
-from meterbill.core.errors import InvalidInput
+from meterbill.core.errors import Duplicate, InvalidInput
 from meterbill.core.security import Vault
 
 
@@ -57,7 +57,10 @@ def _apply(endpoint: WebhookEndpoint, params: EndpointFields, vault: Vault) -> N
 
 def create(session: Session, site: Site, form: dict[str, Any], vault: Vault) -> WebhookEndpoint:
     params = parse(EndpointCreate, form)
-    endpoint = WebhookEndpoint(site_id=site.id, id=params.id or ("whe_" + records.new_resource_id()),
+    endpoint_id = params.id or ("whe_" + records.new_resource_id())
+    if session.get(WebhookEndpoint, (site.id, endpoint_id)) is not None:
+        raise Duplicate(f"The value {endpoint_id} is already present.", param="id")
+    endpoint = WebhookEndpoint(site_id=site.id, id=endpoint_id,
                                url=str(params.url), disabled=False, enabled_events=[], data={}, resource_version=0)
     _apply(endpoint, params, vault)
     records.touch(endpoint, records.site_clock(site).now(), created=True)

@@ -87,3 +87,23 @@ async def list_credit_notes(request: Request) -> JSONResponse:
 async def retrieve_credit_note(note_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
         records.get(s, CreditNote, site, note_id, "Credit note"))))
+
+
+def _invoices_of(field: str, owner_id: str):
+    def run(s, site, form):
+        column = Invoice.customer_id if field == "customer" else Invoice.subscription_id
+        rows, offset = records.page(s, Invoice, site, form, [column == owner_id, *list_conditions(
+            form, INVOICE_COLUMNS)], sortable={"date": Invoice.date})
+        return listing([{"invoice": invoices.render(i)} for i in rows], offset)
+
+    return run
+
+
+@router.get("/customers/{customer_id}/invoices", summary="A customer's invoices")
+async def invoices_for_customer(customer_id: str, request: Request) -> JSONResponse:
+    return await handle(request, _invoices_of("customer", customer_id))
+
+
+@router.get("/subscriptions/{subscription_id}/invoices", summary="A subscription's invoices")
+async def invoices_for_subscription(subscription_id: str, request: Request) -> JSONResponse:
+    return await handle(request, _invoices_of("subscription", subscription_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from meterbill.billing import customers, invoices, subscriptions, usages
+from meterbill.billing import customers, invoices, records, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import Customer
 from meterbill.core.errors import InvalidInput
@@ -108,5 +108,15 @@ async def list_usages(request: Request) -> JSONResponse:
     def run(s, site, form):
         rows, offset = usages.list_page(s, site, form)
         return listing([{"usage": usages.render(u)} for u in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.get("/customers/{customer_id}/subscriptions", summary="A customer's subscriptions")
+async def subscriptions_for_customer(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        records.get(s, Customer, site, customer_id, "Customer")
+        rows, offset = subscriptions.list_page(s, site, {**form, "customer_id": {"is": customer_id}})
+        return listing([{"subscription": subscriptions.render(s, site, sub)} for sub in rows], offset)
 
     return await handle(request, run)
