@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
 from meterbill.core.errors import Conflict, Duplicate, InvalidInput, InvalidState, NotFound
+from meterbill.core.security import Vault
 from meterbill.metering import schemas
 from meterbill.metering.models import ConfigEntity, Measurement
 from meterbill.metering.organizations import Caller
@@ -46,6 +47,8 @@ class Resource:
     # (kind, document field) pairs whose entities block deletion of this one
     dependents: Sequence[tuple[str, str]] = ()
     check: Callable[[Session, str, Any, str | None], dict[str, Any]] | None = None
+    # Document paths holding secrets: stored encrypted, never rendered back.
+    secrets: tuple[tuple[str, str], ...] = ()
 
 
 def _load(session: Session, org_id: str, kind: str, entity_id: str) -> ConfigEntity | None:
@@ -91,13 +94,17 @@ def _validate(session: Session, org_id: str, resource: Resource, body: Any, enti
     return derived
 
 
-def _store_document(body: Any, derived: dict[str, Any]) -> dict[str, Any]:
+def _store_document(resource: Resource, body: Any, derived: dict[str, Any], vault: Vault | None) -> dict[str, Any]:
     document = body.model_dump(by_alias=True, exclude_none=True, exclude={"version"})
     document.update(derived)
+    for parent, name in resource.secrets:
+        if vault is None:
+            raise RuntimeError(f"{resource.label} holds secrets and needs the vault")
+        document[parent] = {**document[parent], name: vault.encrypt(document[parent][name])}
     return document
 
 
-def create(session: Session, caller: Caller, resource: Resource, body: Any) -> ConfigEntity:
+def create(session: Session, caller: Caller, resource: Resource, body: Any, vault: Vault | None = None) -> ConfigEntity:
     derived = _validate(session, caller.org_id, resource, body, None)
     now = utcnow()
     entity = ConfigEntity(
@@ -106,7 +113,7 @@ def create(session: Session, caller: Caller, resource: Resource, body: Any) -> C
         kind=resource.kind,
         unique_key=resource.unique_key(body),
         version=1,
-        document=_store_document(body, derived),
+        document=_store_document(resource, body, derived, vault),
         created_by=caller.principal,
         last_modified_by=caller.principal,
         created_at=now,
@@ -117,7 +124,9 @@ def create(session: Session, caller: Caller, resource: Resource, body: Any) -> C
     return entity
 
 
-def update(session: Session, caller: Caller, resource: Resource, entity_id: str, body: Any) -> ConfigEntity:
+def update(
+    session: Session, caller: Caller, resource: Resource, entity_id: str, body: Any, vault: Vault | None = None
+) -> ConfigEntity:
     entity = get(session, caller.org_id, resource, entity_id)
     if body.version is None:
         raise InvalidInput("version is required when updating", param="version")
@@ -128,7 +137,7 @@ def update(session: Session, caller: Caller, resource: Resource, entity_id: str,
             param="version",
         )
     derived = _validate(session, caller.org_id, resource, body, entity_id)
-    entity.document = _store_document(body, derived)
+    entity.document = _store_document(resource, body, derived, vault)
     entity.unique_key = resource.unique_key(body)
     entity.version += 1
     entity.last_modified_by = caller.principal
@@ -210,6 +219,8 @@ def render(entity: ConfigEntity, resource: Resource) -> dict[str, Any]:
     known = resource.body.model_fields_by_wire()
     wire = document_body(entity, resource.body).model_dump(by_alias=True, exclude_none=True, exclude={"version"})
     wire.update({k: v for k, v in entity.document.items() if k not in known})
+    for parent, name in resource.secrets:
+        wire[parent] = {k: v for k, v in wire[parent].items() if k != name}
     wire.update(
         id=entity.id,
         version=entity.version,
@@ -411,6 +422,10 @@ RESOURCES: dict[str, Resource] = {
             "account_plan", "accountplans", "account plan", schemas.AccountPlanBody,
             list_filters={"account": "accountId", "plan": "planId", "product": "productId", "contract": "contractId"},
             check=_check_account_plan,
+        ),
+        Resource(
+            "webhook", "integrationdestinations/webhooks", "webhook destination", schemas.WebhookBody,
+            secrets=(("credentials", "secret"),),
         ),
         Resource(
             "external_mapping", "externalmappings", "external mapping", schemas.ExternalMappingBody,

@@ -3,16 +3,23 @@ integrations can list, written in the same transaction as the change."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
 from meterbill.core.errors import InvalidInput, NotFound
-from meterbill.metering.models import MeteringEvent
+from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.core.wirejson import dumps
+from meterbill.metering.models import ConfigEntity, MeteringEvent
 
 EVENT_TYPES = ("billing.bill.created", "billing.bill.updated", "billing.bill.deleted")
+WEBHOOK_TOPIC = "metering.webhook_delivery"
 
 
 def record_event(
@@ -24,7 +31,39 @@ def record_event(
         account_id=account_id, resource_id=resource_id, payload=data,
     )
     session.add(event)
+    for webhook in session.scalars(select(ConfigEntity).where(
+            ConfigEntity.organization_id == org_id, ConfigEntity.kind == "webhook")):
+        if webhook.document.get("active", True):
+            enqueue(session, WEBHOOK_TOPIC, {"org_id": org_id, "event_id": event.id, "webhook_id": webhook.id})
     return event
+
+
+@handles(WEBHOOK_TOPIC)
+def deliver(delivery: Delivery) -> None:
+    """POST the event to a webhook destination, signed with its credentials.
+
+    Headers: `X-m3ter-apikey`, `X-m3ter-timestamp` (unix seconds) and
+    `X-m3ter-signature` = hex HMAC-SHA256 of "{timestamp}.{body}" keyed by the secret.
+    """
+    payload = delivery.payload
+    with delivery.db.read() as session:
+        event = session.get(MeteringEvent, payload["event_id"])
+        webhook = session.get(ConfigEntity, payload["webhook_id"])
+        if event is None or webhook is None or webhook.organization_id != payload["org_id"]:
+            return
+        if not webhook.document.get("active", True):
+            return
+        credentials = webhook.document["credentials"]
+        secret = delivery.context["vault"].decrypt(credentials["secret"])
+        body, url = dumps(render(event)), webhook.document["url"]
+    timestamp = str(int(time.time()))
+    signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    response = httpx.post(url, content=body, timeout=10.0, headers={
+        "Content-Type": "application/json", "X-m3ter-apikey": credentials["apiKey"],
+        "X-m3ter-timestamp": timestamp, "X-m3ter-signature": signature,
+    })
+    if not 200 <= response.status_code < 300:
+        raise RuntimeError(f"webhook {url} answered HTTP {response.status_code}")  # the outbox retries
 
 
 def render(event: MeteringEvent) -> dict[str, Any]:

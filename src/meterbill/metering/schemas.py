@@ -383,3 +383,22 @@ class UsageQueryBody(BaseModel):
         if self.end_date <= self.start_date:
             raise ValueError("endDate must be after startDate")
         return self
+
+
+class SignedCredentials(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    api_key: Annotated[str, Field(min_length=1, max_length=200)]
+    secret: Annotated[str, Field(min_length=8, max_length=500)]
+    type: Literal["M3TER_SIGNED_REQUEST"]
+    empty: bool | None = None
+    version: int | None = None
+
+
+class WebhookBody(WireModel):
+    credentials: SignedCredentials
+    description: Annotated[str, Field(max_length=500)]
+    name: Name
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    active: bool = True
+    code: Code | None = None

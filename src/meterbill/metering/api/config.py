@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from meterbill.core.errors import InvalidInput
-from meterbill.core.runtime import SessionDep
+from meterbill.core.runtime import RuntimeDep, SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import config
 from meterbill.metering.auth import CallerDep
@@ -38,14 +38,19 @@ def _add_routes(resource: Resource) -> None:
         for name in ("ids", "codes", *resource.list_filters)
     ]
 
-    def create(caller: CallerDep, session: SessionDep, body: Annotated[model, Body()]) -> ExactJSONResponse:
-        return ExactJSONResponse(config.render(config.create(session, caller, resource, body), resource))
+    def create(
+        caller: CallerDep, session: SessionDep, runtime: RuntimeDep, body: Annotated[model, Body()]
+    ) -> ExactJSONResponse:
+        return ExactJSONResponse(config.render(config.create(session, caller, resource, body, runtime.vault), resource))
 
     def retrieve(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
         return ExactJSONResponse(config.render(config.get(session, caller.org_id, resource, id), resource))
 
-    def update(id: str, caller: CallerDep, session: SessionDep, body: Annotated[model, Body()]) -> ExactJSONResponse:
-        return ExactJSONResponse(config.render(config.update(session, caller, resource, id, body), resource))
+    def update(
+        id: str, caller: CallerDep, session: SessionDep, runtime: RuntimeDep, body: Annotated[model, Body()]
+    ) -> ExactJSONResponse:
+        entity = config.update(session, caller, resource, id, body, runtime.vault)
+        return ExactJSONResponse(config.render(entity, resource))
 
     def delete(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
         return ExactJSONResponse(config.render(config.delete(session, caller.org_id, resource, id), resource))
