@@ -110,8 +110,9 @@ def test_full_story_subscription_to_closed_invoice(server, tenant):
     assert plans[0].start_date == datetime(2024, 1, 1, tzinfo=UTC) and plans[0].end_date is None
     account = story.m3.accounts.list(codes=["cust_1"]).data[0]
     assert (account.name, account.email_address, account.currency) == ("Ada Lovelace", "ada@example.com", "USD")
-    mapping = story.m3.external_mappings.list_by_external_entity("sub_1-basic-usd", system="Chargebee",
-                                                                 external_table="Subscription")
+    # The mapping is written right after the account plan: wait for it too.
+    mapping = wait_for(lambda: list(story.m3.external_mappings.list_by_external_entity(
+        "sub_1-basic-usd", system="Chargebee", external_table="Subscription")))
     assert [m.m3ter_id for m in mapping] == [plans[0].id]
 
     story.usage("u1", "2024-01-05T10:00:00Z", 900)

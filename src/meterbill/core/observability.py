@@ -35,7 +35,8 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO = s
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line: a print() of the line and its newline can interleave across threads.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
 
