@@ -180,6 +180,61 @@ def test_plan_change_and_cancellation(server, tenant):
     # Pro Feb 1 - Feb 10 only: 100 * 0.004 = 0.40
     assert [Decimal(str(line.subtotal)) for line in february.line_items] == [Decimal("0.40")]
 
+    # The cancellation left a final pending invoice (dated Feb 10); the February bill lands there.
+    final = next(i for i in story.invoices() if i.status == "pending" and i.date == ts(2024, 2, 10))
+    story.m3.bills.approve(bill_ids=[february.id])
+    closed = wait_for(lambda: (i := story.cb.Invoice.retrieve(final.id).invoice).status != "pending" and i,
+                      timeout=10)
+    assert closed.total == 40  # 0.40 USD in cents
+    assert [line.entity_id for line in closed.line_items] == ["calls-usd"]
+
+
+def test_currency_mismatch_is_refused_and_logged(server, tenant):
+    story = Story(server, tenant)
+    story.cb.ItemPrice.create({"id": "basic-eur", "name": "Basic EUR", "item_id": "basic", "price": 1800,
+                               "period": 1, "period_unit": "month", "currency_code": "EUR"})
+    response = httpx.post(story.connector + "/mappings", json={"item_price_id": "basic-eur",
+                                                                "plan_id": story.basic.id}, auth=story.auth)
+    assert response.status_code == 200
+    assert "EUR" in response.json()["warnings"][0]  # shown before it bites
+    story.cb.Customer.create({"id": "cust_eur", "first_name": "Eve"})
+    story.cb.Subscription.create_with_items("cust_eur", {"id": "sub_eur",
+                                                         "subscription_items": [{"item_price_id": "basic-eur"}]})
+    errors = wait_for(lambda: [e for e in story.sync_log("error") if "currency mismatch" in e["message"]])
+    assert errors[0]["chargebee_id"] == "sub_eur-basic-eur"
+    assert story.account_plans() == []  # nothing created for it
+
+
+def test_duplicated_and_reordered_webhooks_converge(server, tenant):
+    story = Story(server, tenant)
+    rotated = httpx.post(story.connector + "/webhook_credentials/rotate", auth=story.auth).json()
+    assert rotated["endpoints_updated"] == 1
+    receiver = (rotated["username"], rotated["password"])
+    # Chargebee's own deliveries off: this test delivers the events itself, in its own order.
+    (endpoint,) = [e.webhook_endpoint for e in story.cb.WebhookEndpoint.list().list]
+    story.cb.WebhookEndpoint.update(endpoint.id, {"disabled": True})
+    story.cb.Subscription.create_with_items("cust_1", {
+        "id": "sub_1", "subscription_items": [{"item_price_id": "basic-usd"}], "create_pending_invoices": True})
+    story.cb.TimeMachine.travel_forward("delorean", {"destination_time": ts(2024, 1, 16)})
+    story.cb.Subscription.update_for_items("sub_1", {"subscription_items": [{"item_price_id": "pro-usd"}],
+                                                     "replace_items_list": True})
+    events = [e.event for e in story.cb.Event.list({"event_type": {"in": [
+        "subscription_created", "subscription_started", "subscription_changed"]}, "limit": 50}).list]
+    assert [e.event_type for e in events] == ["subscription_changed", "subscription_started", "subscription_created"]
+    url = story.connector + "/webhook"
+    # Newest first (changed before created), each twice.
+    for event in events:
+        for attempt in range(2):
+            response = httpx.post(url, json=event.raw_data, auth=receiver)
+            assert response.status_code == 200
+            assert response.json()["duplicate"] is (attempt == 1)
+    expected = [(story.basic.id, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 16, tzinfo=UTC)),
+                (story.pro.id, datetime(2024, 1, 16, tzinfo=UTC), None)]
+    wait_for(lambda: [(p.plan_id, p.start_date, p.end_date) for p in story.account_plans()] == expected)
+    time.sleep(2)  # nothing moves afterwards
+    assert [(p.plan_id, p.start_date, p.end_date) for p in story.account_plans()] == expected
+    assert httpx.post(url, json=events[0].raw_data, auth=("chargebee", "old")).status_code == 401
+
 
 def test_webhook_receiver_checks_credentials_and_dedupes(server, tenant):
     url = f"{server.base_url}/connector/integrations/{tenant['integration_id']}/webhook"

@@ -383,8 +383,11 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     if term[0]:
         sub.current_term_end = min(at, term[1])
     records.touch(sub, at)
-    invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub) and bool(lines),
-                       period=(term[0], at) if term[0] else None) if lines else None
+    # With pending invoices, the final term always gets one: usage billed elsewhere
+    # (e.g. pushed by the connector from m3ter) still needs an invoice to land on.
+    pending = _pending_invoices(sub)
+    invoice = (_invoice(session, site, sub, lines, at, pending=pending, period=(term[0], at) if term[0] else None)
+               if lines or (pending and term[0]) else None)
     events.record_event(session, site, "subscription_cancelled", at, content(session, site, sub, invoice))
     return invoice, notes
 

@@ -4,12 +4,13 @@ retry, and the item price mappings (kept in m3ter as external mappings)."""
 from __future__ import annotations
 
 import hmac
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +20,7 @@ from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidInput, NotFound
 from meterbill.core.outbox import OutboxMessage, enqueue
 from meterbill.core.runtime import RuntimeDep, SessionDep
-from meterbill.core.security import parse_basic_auth, verify_secret
+from meterbill.core.security import hash_secret, parse_basic_auth, verify_secret
 from meterbill.core.wirejson import ExactJSONResponse
 
 router = APIRouter(prefix="/connector/integrations/{integration_id}", tags=["connector"],
@@ -52,8 +53,10 @@ async def receive_webhook(integration_id: str, request: Request, runtime: Runtim
             if known is not None:
                 known.deliveries += 1  # a duplicate delivery: acknowledged, not processed again
                 return False
+            subscription = (event.get("content") or {}).get("subscription") or {}
             session.add(ReceivedWebhook(integration_id=integration_id, event_id=event_id, event_type=event_type,
-                                        occurred_at=occurred_at, payload=event, received_at=utcnow(), deliveries=1))
+                                        occurred_at=occurred_at, payload=event, received_at=utcnow(), deliveries=1,
+                                        subscription_id=subscription.get("id")))
             enqueue(session, sync.WEBHOOK_TOPIC, {"integration_id": integration_id, "event_id": event_id})
             return True
 
@@ -151,3 +154,42 @@ async def create_mapping(body: MappingRequest, integration_id: str, request: Req
 
     return ExactJSONResponse(await run_in_threadpool(work))
 
+
+
+class IntegrationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chargebee_base_url: AnyHttpUrl | None = None
+    m3ter_base_url: AnyHttpUrl | None = None
+    close_invoice_after_push: bool | None = None
+
+
+@router.patch("", summary="Change where the connector reaches each side, and whether it closes invoices")
+def update_integration(body: IntegrationUpdate, integration: IntegrationDep) -> ExactJSONResponse:
+    if body.chargebee_base_url is not None:
+        integration.chargebee_base_url = str(body.chargebee_base_url).rstrip("/")
+    if body.m3ter_base_url is not None:
+        integration.m3ter_base_url = str(body.m3ter_base_url).rstrip("/")
+    if body.close_invoice_after_push is not None:
+        integration.close_invoice_after_push = body.close_invoice_after_push
+    return ExactJSONResponse({"id": integration.id, "chargebee_base_url": integration.chargebee_base_url,
+                              "m3ter_base_url": integration.m3ter_base_url,
+                              "close_invoice_after_push": integration.close_invoice_after_push})
+
+
+@router.post("/webhook_credentials/rotate", summary="New receiver password, set on Chargebee's webhook endpoint too")
+async def rotate_webhook_credentials(integration_id: str, request: Request, runtime: RuntimeDep) -> ExactJSONResponse:
+    def work() -> dict[str, Any]:
+        password = secrets.token_urlsafe(24)
+        with runtime.db.read() as session:
+            integration = managed_integration(integration_id, request, session, runtime)
+            run = sync.open_run(session, runtime.vault, integration.id)
+        # Chargebee first, with no transaction open across the call: if it fails nothing changed.
+        # Deliveries in the moment between the two steps are refused and retried by Chargebee.
+        receiver = f"{runtime.settings.base_url()}/connector/integrations/{integration.id}/webhook"
+        updated = run.chargebee.set_webhook_password(receiver, integration.webhook_username, password)
+        with runtime.db.transaction() as session:
+            session.get(Integration, integration.id).webhook_password_hash = hash_secret(password)
+        return {"username": integration.webhook_username, "password": password, "endpoints_updated": updated}
+
+    return ExactJSONResponse(await run_in_threadpool(work))

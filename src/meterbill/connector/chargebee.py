@@ -59,3 +59,14 @@ class ChargebeePort:
 
     def close_invoice(self, invoice_id: str, *, key: str) -> dict[str, Any]:
         return self.client.Invoice.close(invoice_id, {}, headers={KEY_HEADER: key}).invoice.raw_data
+
+    def set_webhook_password(self, url: str, username: str, password: str) -> int:
+        """Give every webhook endpoint that calls `url` the new credentials; returns how many."""
+        updated = 0
+        for entry in self.client.WebhookEndpoint.list({"limit": 100}).list:
+            endpoint = entry.webhook_endpoint
+            if endpoint.url == url:
+                self.client.WebhookEndpoint.update(endpoint.id, {"basic_auth_username": username,
+                                                                 "basic_auth_password": password})
+                updated += 1
+        return updated

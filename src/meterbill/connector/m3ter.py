@@ -53,21 +53,29 @@ class M3terPort:
     def update_account(self, account: Any, **fields: Any) -> Any:
         return self.client.accounts.update(account.id, version=account.version, **fields)
 
-    def account_plan(self, account_plan_id: str) -> Any:
-        return self.client.account_plans.retrieve(account_plan_id)
+    def account_plans_of(self, account_id: str) -> list[Any]:
+        return list(self.client.account_plans.list(account=account_id, page_size=200))
 
-    def create_account_plan(self, *, account_id: str, plan_id: str, start: datetime, bill_epoch: str,
-                            code: str) -> Any:
-        return self.client.account_plans.create(account_id=account_id, plan_id=plan_id, start_date=start,
-                                                bill_epoch=bill_epoch, code=code)
+    def create_account_plan(self, *, account_id: str, plan_id: str, start: datetime, end: datetime | None,
+                            bill_epoch: str, custom_fields: dict[str, str]) -> Any:
+        fields: dict[str, Any] = {"account_id": account_id, "plan_id": plan_id, "start_date": start,
+                                  "bill_epoch": bill_epoch, "custom_fields": custom_fields}
+        if end is not None:
+            fields["end_date"] = end
+        return self.client.account_plans.create(**fields)
 
-    def end_account_plan(self, account_plan: Any, end: datetime) -> Any:
-        fields = {k: v for k, v in {
-            "account_id": account_plan.account_id, "plan_id": account_plan.plan_id,
-            "start_date": account_plan.start_date, "bill_epoch": account_plan.bill_epoch,
-            "code": account_plan.code, "end_date": end,
-        }.items() if v is not None}
-        return self.client.account_plans.update(account_plan.id, version=account_plan.version, **fields)
+    def update_account_plan(self, account_plan: Any, *, plan_id: str, start: datetime, end: datetime | None) -> Any:
+        """A full PUT (m3ter's update replaces the entity), guarded by the version we read."""
+        fields: dict[str, Any] = {
+            "account_id": account_plan.account_id, "plan_id": plan_id, "start_date": start,
+            "bill_epoch": account_plan.bill_epoch, "custom_fields": account_plan.custom_fields,
+            "version": account_plan.version,
+        }
+        if account_plan.code:
+            fields["code"] = account_plan.code
+        if end is not None:
+            fields["end_date"] = end
+        return self.client.account_plans.update(account_plan.id, **fields)
 
     def plan(self, plan_id: str) -> Any:
         return self.client.plans.retrieve(plan_id)

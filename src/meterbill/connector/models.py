@@ -45,6 +45,8 @@ class ReceivedWebhook(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    # The subscription the event is about, if any: its events form the subscription's history.
+    subscription_id: Mapped[str | None] = mapped_column(String(100), index=True)
 
 
 class SyncLogEntry(Base):

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from meterbill.connector import timeline
 from meterbill.connector.chargebee import ChargebeePort
 from meterbill.connector.m3ter import M3terPort
 from meterbill.connector.models import Integration, IntegrationCursor, ReceivedWebhook, SyncLogEntry
@@ -97,10 +98,11 @@ def process_webhook(delivery: Delivery) -> None:
         if webhook is None:
             return
         run = open_run(session, delivery.context["vault"], payload["integration_id"])
-        event_type, content, occurred_at = webhook.event_type, webhook.payload.get("content", {}), webhook.occurred_at
+        event_type, content = webhook.event_type, webhook.payload.get("content", {})
+        history = _history(session, payload["integration_id"], webhook.subscription_id)
     try:
         if event_type in SUBSCRIPTION_EVENTS and "subscription" in content:
-            reconcile_subscription(run, content["subscription"]["id"], occurred_at, event_type)
+            reconcile_subscription(run, content["subscription"]["id"], history)
         elif event_type in ("customer_changed",) and "customer" in content:
             customer = content["customer"]
             account = run.m3ter.account_by_code(customer["id"])
@@ -122,87 +124,104 @@ def process_webhook(delivery: Delivery) -> None:
             _start_polling(session, run.integration.id)
 
 
-def reconcile_subscription(run: Run, subscription_id: str, at: datetime, event_type: str) -> None:
+def reconcile_subscription(
+    run: Run, subscription_id: str, history: list[tuple[datetime, int, dict[str, Any]]]
+) -> None:
+    """Make the subscription's account plans match its history: one per live stretch of
+    each mapped item price, found again by their custom fields on every run."""
     subscription, customer = run.chargebee.subscription(subscription_id)
-    account = ensure_account(run, customer, subscription["currency_code"])
-    started = _unix(subscription.get("activated_at")) or _unix(subscription.get("started_at")) or at
-    change_time = at if event_type == "subscription_changed" else started
-    ended_at = _unix(subscription.get("cancelled_at")) if subscription["status"] in ("cancelled",
-                                                                                    "non_renewing") else None
-    term_start = _unix(subscription.get("current_term_start")) or started
-    bill_epoch = term_start.date().isoformat()
-    current = {i["item_price_id"]: i for i in subscription.get("subscription_items", [])
-               if i.get("item_type") in ("plan", "addon")}
-    # Items no longer on the subscription: their account plans end at the change.
-    for mapping in _subscription_mappings(run, subscription_id):
-        item_price_id = mapping.external_id.removeprefix(f"{subscription_id}-")
-        if item_price_id not in current:
-            _end(run, mapping.m3ter_id, at, f"{subscription_id}-{item_price_id}", "item removed")
-    for item_price_id in current:
-        plan_mapping = run.m3ter.mapped("ItemPrice", item_price_id, "Plan")
-        if plan_mapping is None:
-            run.note("account_plan", "skipped", f"item price {item_price_id} has no plan mapping; nothing created",
-                     chargebee_id=f"{subscription_id}-{item_price_id}")
-            continue
-        plan = run.m3ter.plan(plan_mapping.m3ter_id)
-        template = run.m3ter.plan_template(plan.plan_template_id)
-        if template.currency != subscription["currency_code"]:
-            run.note("account_plan", "error",
-                     f"currency mismatch: plan {plan.code} bills in {template.currency}, item price "
-                     f"{item_price_id} in {subscription['currency_code']}; nothing created",
-                     chargebee_id=f"{subscription_id}-{item_price_id}", m3ter_id=plan.id)
-            continue
-        _ensure_account_plan(run, subscription_id, item_price_id, account.id, plan.id,
-                             max(change_time, started), bill_epoch, ended_at)
+    currency = subscription["currency_code"]
+    account = ensure_account(run, customer, currency)
+    seen_at = _unix(subscription.get("updated_at")) or max((at for at, _, _ in history), default=utcnow())
+    snapshots = [timeline.snapshot(view, at, order) for at, order, view in history]
+    snapshots.append(timeline.snapshot(subscription, seen_at, 2**62))
+    wanted = timeline.stretches(snapshots)
+    existing = [ap for ap in run.m3ter.account_plans_of(account.id)
+                if (ap.custom_fields or {}).get("cbSubscription") == subscription_id]
+    anchor = _unix(subscription.get("activated_at")) or _unix(subscription.get("started_at")) or seen_at
+    epoch = anchor.date().isoformat()
+    item_prices = {s.item_price_id for s in wanted} | {(ap.custom_fields or {}).get("cbItemPrice") for ap in existing}
+    creates: list[tuple[timeline.Stretch, str]] = []
+    updates: list[tuple[Any, timeline.Stretch, str]] = []
+    deletes: list[Any] = []
+    for item_price_id in sorted(i for i in item_prices if i):
+        plan_id = _plan_for(run, subscription_id, item_price_id, currency)
+        want = sorted((s for s in wanted if s.item_price_id == item_price_id and plan_id), key=lambda s: s.start)
+        have = sorted((ap for ap in existing if ap.custom_fields.get("cbItemPrice") == item_price_id),
+                      key=lambda ap: ap.start_date)
+        for stretch, account_plan in zip(want, have, strict=False):
+            now = (account_plan.start_date, account_plan.end_date, account_plan.plan_id)
+            if now != (stretch.start, stretch.end, plan_id):
+                updates.append((account_plan, stretch, plan_id))
+        deletes.extend(have[len(want):])
+        creates.extend((stretch, plan_id) for stretch in want[len(have):])
+    external = f"{subscription_id}-"
+    for account_plan in deletes:
+        run.m3ter.client.account_plans.delete(account_plan.id)
+        run.note("account_plan", "ok", "account plan removed (not part of the subscription's history)",
+                 chargebee_id=external + account_plan.custom_fields["cbItemPrice"], m3ter_id=account_plan.id)
+    # Shrinking first, so no account plan overlaps another of the same product on the way.
+    updates.sort(key=lambda u: not _within(u[1], u[0]))
+    for account_plan, stretch, plan_id in updates:
+        run.m3ter.update_account_plan(account_plan, plan_id=plan_id, start=stretch.start, end=stretch.end)
+        run.note("account_plan", "ok", f"account plan now {_span(stretch)}",
+                 chargebee_id=external + stretch.item_price_id, m3ter_id=account_plan.id)
+    for stretch, plan_id in creates:
+        created = run.m3ter.create_account_plan(
+            account_id=account.id, plan_id=plan_id, start=stretch.start, end=stretch.end, bill_epoch=epoch,
+            custom_fields={"cbSubscription": subscription_id, "cbItemPrice": stretch.item_price_id})
+        run.note("account_plan", "ok", f"account plan created for {_span(stretch)}",
+                 chargebee_id=external + stretch.item_price_id, m3ter_id=created.id)
+    for item_price_id in sorted({s.item_price_id for s in wanted}):
+        current = [ap for ap in run.m3ter.account_plans_of(account.id)
+                   if (ap.custom_fields or {}).get("cbSubscription") == subscription_id
+                   and ap.custom_fields.get("cbItemPrice") == item_price_id]
+        if current:
+            latest = max(current, key=lambda ap: ap.start_date)
+            run.m3ter.map("Subscription", external + item_price_id, "AccountPlan", latest.id)
 
 
-def _subscription_mappings(run: Run, subscription_id: str) -> list[Any]:
-    account_plans = []
-    for mapping in run.m3ter.client.external_mappings.list(page_size=200):
-        if (mapping.external_table == "Subscription" and mapping.m3ter_entity == "AccountPlan"
-                and mapping.external_id.startswith(f"{subscription_id}-")):
-            account_plans.append(mapping)
-    return account_plans
+def _history(session: Session, integration_id: str, subscription_id: str | None) -> list[
+        tuple[datetime, int, dict[str, Any]]]:
+    """Every received event about the subscription: (when, sequence, the subscription then)."""
+    if subscription_id is None:
+        return []
+    rows = session.scalars(select(ReceivedWebhook).where(ReceivedWebhook.integration_id == integration_id,
+                                                         ReceivedWebhook.subscription_id == subscription_id))
+    return [(row.occurred_at, _sequence(row.event_id), row.payload["content"]["subscription"]) for row in rows]
 
 
-def _ensure_account_plan(run: Run, subscription_id: str, item_price_id: str, account_id: str, plan_id: str,
-                         start: datetime, bill_epoch: str, ended_at: datetime | None) -> None:
-    external_id = f"{subscription_id}-{item_price_id}"
-    mapping = run.m3ter.mapped("Subscription", external_id, "AccountPlan")
-    if mapping is not None:
-        existing = run.m3ter.account_plan(mapping.m3ter_id)
-        still_open = existing.end_date is None or (ended_at is not None and existing.end_date >= ended_at)
-        if still_open and existing.plan_id == plan_id:
-            if ended_at is not None and existing.end_date != ended_at:
-                run.m3ter.end_account_plan(existing, ended_at)
-                run.note("account_plan", "ok", f"account plan ends at {ended_at.isoformat()} (cancellation)",
-                         chargebee_id=external_id, m3ter_id=existing.id)
-            return
-        if existing.end_date is None:
-            _end(run, existing.id, start, external_id, "plan changed")
-        start = max(start, existing.end_date or start)
-    created = run.m3ter.create_account_plan(account_id=account_id, plan_id=plan_id, start=start,
-                                            bill_epoch=bill_epoch, code=_code(external_id, start))
-    if ended_at is not None:
-        created = run.m3ter.end_account_plan(created, ended_at)
-    run.m3ter.map("Subscription", external_id, "AccountPlan", created.id)
-    run.note("account_plan", "ok", f"account plan created from {start.isoformat()}", chargebee_id=external_id,
-             m3ter_id=created.id)
+def _sequence(event_id: str) -> int:
+    """Events of one second keep their order by the number ending their id, when there is one."""
+    digits = event_id[len(event_id.rstrip("0123456789")):]
+    return int(digits) if digits else 0
 
 
-def _code(external_id: str, start: datetime) -> str:
-    raw = f"cb_{external_id}_{int(start.timestamp())}"
-    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in raw)[:200]
+def _within(stretch: timeline.Stretch, account_plan: Any) -> bool:
+    inside_end = account_plan.end_date is None or (stretch.end is not None and stretch.end <= account_plan.end_date)
+    return stretch.start >= account_plan.start_date and inside_end
 
 
-def _end(run: Run, account_plan_id: str, at: datetime, external_id: str, reason: str) -> None:
-    existing = run.m3ter.account_plan(account_plan_id)
-    if existing.end_date is not None and existing.end_date <= at:
-        return
-    end = max(at, existing.start_date + timedelta(seconds=1))
-    run.m3ter.end_account_plan(existing, end)
-    run.note("account_plan", "ok", f"account plan ended at {end.isoformat()} ({reason})", chargebee_id=external_id,
-             m3ter_id=account_plan_id)
+def _span(stretch: timeline.Stretch) -> str:
+    return f"{stretch.start.isoformat()} → {stretch.end.isoformat() if stretch.end else 'open'}"
+
+
+def _plan_for(run: Run, subscription_id: str, item_price_id: str, currency: str) -> str | None:
+    """The m3ter plan an item price is mapped to, or None (logged) when unmapped or in another currency."""
+    external = f"{subscription_id}-{item_price_id}"
+    mapping = run.m3ter.mapped("ItemPrice", item_price_id, "Plan")
+    if mapping is None:
+        run.note("account_plan", "skipped", f"item price {item_price_id} has no plan mapping; nothing created",
+                 chargebee_id=external)
+        return None
+    plan = run.m3ter.plan(mapping.m3ter_id)
+    template = run.m3ter.plan_template(plan.plan_template_id)
+    if template.currency != currency:
+        run.note("account_plan", "error",
+                 f"currency mismatch: plan {plan.code} bills in {template.currency}, item price {item_price_id} in "
+                 f"{currency}; nothing created", chargebee_id=external, m3ter_id=plan.id)
+        return None
+    return plan.id
 
 
 def ensure_account(run: Run, customer: dict[str, Any], currency: str) -> Any:
@@ -349,16 +368,12 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
 
 
 def _subscription_of(run: Run, bill: Any) -> str | None:
+    """The subscription whose account plan produced the bill's lines (from the plan's custom fields)."""
     plan_ids = {line.plan_id for line in bill.line_items or [] if line.plan_id}
-    for mapping in run.m3ter.client.external_mappings.list(page_size=200):
-        if mapping.external_table == "Subscription" and mapping.m3ter_entity == "AccountPlan":
-            account_plan = run.m3ter.account_plan(mapping.m3ter_id)
-            if account_plan.account_id == bill.account_id and account_plan.plan_id in plan_ids:
-                # `{subscription}-{item price}`: ids may hold dashes, so strip the known item price.
-                for plan_mapping in run.m3ter.mappings_to("Plan", account_plan.plan_id):
-                    suffix = f"-{plan_mapping.external_id}"
-                    if plan_mapping.external_table == "ItemPrice" and mapping.external_id.endswith(suffix):
-                        return mapping.external_id.removesuffix(suffix)
+    for account_plan in run.m3ter.account_plans_of(bill.account_id):
+        fields = account_plan.custom_fields or {}
+        if account_plan.plan_id in plan_ids and fields.get("cbSubscription"):
+            return fields["cbSubscription"]
     return None
 
 

@@ -25,6 +25,8 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO = s
     logging.basicConfig(format="%(message)s", stream=stream, level=level.upper(), force=True)
     # Alembic narrates every migration step at INFO; only its problems matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every outgoing request at INFO (webhooks, connector calls): too chatty for JSON logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[

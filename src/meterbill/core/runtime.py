@@ -30,9 +30,12 @@ def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
-    """One unit of work per request: committed when the endpoint returns normally."""
-    with runtime.db.transaction() as session:
+def get_session(request: Request, runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
+    """One unit of work per request: committed when the endpoint returns normally.
+
+    GETs only read, so on SQLite they never queue behind writers for the write lock."""
+    scope = runtime.db.read if request.method in ("GET", "HEAD") else runtime.db.transaction
+    with scope() as session:
         yield session
 
 

@@ -33,7 +33,7 @@ async def issue_token(request: Request, runtime: RuntimeDep) -> TokenResponse:
     if grant_type != "client_credentials":
         raise InvalidInput("grant_type must be client_credentials", param="grant_type")
     ttl = runtime.settings.token_ttl_seconds
-    with runtime.db.transaction() as session:
+    with runtime.db.read() as session:  # nothing is written: never wait for the write lock
         token = organizations.issue_token(session, runtime.vault, credentials.username, credentials.password, ttl)
     return TokenResponse(access_token=token, expires_in=ttl)
 

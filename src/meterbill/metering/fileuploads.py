@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import Database, new_id, utcnow
@@ -73,26 +73,43 @@ def receive_upload(db: Database, vault: Vault, job_id: str, token: str, chunks: 
     claims = vault.verify_token(token)
     if claims is None or claims.get("upload") != job_id:
         raise InvalidInput("the upload URL is invalid or has expired", param="token")
-    with db.transaction() as session:
-        job = session.get(FileUploadJob, job_id)
-        if job is None:
-            raise NotFound(f"file upload job {job_id} not found")
-        if job.status != NOT_UPLOADED:
-            raise InvalidState(f"file upload job {job_id} already has its file")
-        size = 0
+    with db.read() as session:
+        _open_job(session, job_id)
+    # One short transaction per chunk: a slow client must not hold the database's
+    # write lock (SQLite has one) for the whole upload.
+    size = 0
+    try:
+        with db.transaction() as session:
+            session.execute(delete(FileUploadChunk).where(FileUploadChunk.job_id == job_id))  # an aborted attempt
         for sequence, chunk in enumerate(chunks):
             size += len(chunk)
-            session.add(FileUploadChunk(job_id=job_id, sequence=sequence, data=chunk))
-            session.flush()
+            with db.transaction() as session:
+                session.add(FileUploadChunk(job_id=job_id, sequence=sequence, data=chunk))
         if size == 0:
             raise InvalidInput("the uploaded file is empty")
-        job.content_length = size
-        job.status = RUNNING
-        job.uploaded_at = utcnow()
-        job.modified_at = job.uploaded_at
-        job.version += 1
-        enqueue(session, FILE_UPLOAD_TOPIC, {"job_id": job_id})
-        return job
+        with db.transaction() as session:
+            job = _open_job(session, job_id)
+            job.content_length = size
+            job.status = RUNNING
+            job.uploaded_at = utcnow()
+            job.modified_at = job.uploaded_at
+            job.version += 1
+            enqueue(session, FILE_UPLOAD_TOPIC, {"job_id": job_id})
+            return job
+    except Exception:
+        with db.transaction() as session:
+            if session.get(FileUploadJob, job_id).status == NOT_UPLOADED:
+                session.execute(delete(FileUploadChunk).where(FileUploadChunk.job_id == job_id))
+        raise
+
+
+def _open_job(session: Session, job_id: str) -> FileUploadJob:
+    job = session.get(FileUploadJob, job_id)
+    if job is None:
+        raise NotFound(f"file upload job {job_id} not found")
+    if job.status != NOT_UPLOADED:
+        raise InvalidState(f"file upload job {job_id} already has its file")
+    return job
 
 
 def errors_of(session: Session, job: FileUploadJob, limit: int = 1000) -> list[FileUploadError]:

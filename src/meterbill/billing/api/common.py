@@ -39,8 +39,10 @@ async def handle(request: Request, operation: Operation) -> JSONResponse:
         raise InvalidInput("chargebee-idempotency-key must be 1 to 100 characters", param=IDEMPOTENCY_HEADER)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {sorted(form.items())!r}".encode()).hexdigest()
 
+    scope = runtime.db.read if request.method == "GET" else runtime.db.transaction
+
     def work() -> tuple[dict[str, Any], bool]:
-        with runtime.db.transaction() as session:
+        with scope() as session:
             site = sites.authenticate(session, api_key)
             if key is not None:
                 stored = session.get(IdempotentResponse, (site.id, key))
