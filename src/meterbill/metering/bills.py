@@ -13,6 +13,7 @@ from meterbill.core.db import utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.metering.events import record_event
 from meterbill.metering.models import Bill, BillJob, BillLineItem
+from meterbill.metering.paging import keyset_page
 
 PENDING, APPROVED = "PENDING", "APPROVED"
 
@@ -108,12 +109,7 @@ def list_page(
         query = query.where(Bill.id.in_(ids))
     if locked is not None:
         query = query.where(Bill.locked == locked)
-    if next_token:
-        query = query.where(Bill.id > next_token)
-    rows = list(session.scalars(query.order_by(Bill.id).limit(page_size + 1)))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    return rows, (rows[-1].id if more else None)
+    return keyset_page(session, query, Bill.id, page_size, next_token)
 
 
 def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:

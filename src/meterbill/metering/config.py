@@ -25,6 +25,7 @@ from meterbill.core.security import Vault
 from meterbill.metering import schemas
 from meterbill.metering.models import ConfigEntity, Measurement
 from meterbill.metering.organizations import Caller
+from meterbill.metering.paging import keyset_page
 
 M = TypeVar("M", bound=schemas.WireModel)
 
@@ -206,12 +207,7 @@ def list_page(
         query = query.where(ConfigEntity.unique_key.in_(codes))
     for doc_field, values in (filters or {}).items():
         query = query.where(ConfigEntity.document[doc_field].as_string().in_(values))
-    if next_token:
-        query = query.where(ConfigEntity.id > next_token)
-    rows = list(session.scalars(query.order_by(ConfigEntity.id).limit(page_size + 1)))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    return rows, (rows[-1].id if more else None)
+    return keyset_page(session, query, ConfigEntity.id, page_size, next_token)
 
 
 def render(entity: ConfigEntity, resource: Resource) -> dict[str, Any]:

@@ -52,31 +52,22 @@ async def retrieve_subscription(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
-@router.post("/subscriptions/{sub_id}/update_for_items", summary="Change a subscription's items")
-async def update_for_items(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        sub, outcome = subscriptions.update_for_items(s, site, sub_id, form)
-        return _body(s, site, sub, outcome)
+def _subscription_change(path: str, summary: str, operation) -> None:
+    """POST /subscriptions/{id}/<path>: the operation returns the subscription and what it produced."""
 
-    return await handle(request, run)
+    async def endpoint(sub_id: str, request: Request) -> JSONResponse:
+        def run(s, site, form):
+            sub, outcome = operation(s, site, sub_id, form)
+            return _body(s, site, sub, outcome)
 
+        return await handle(request, run)
 
-@router.post("/subscriptions/{sub_id}/cancel_for_items", summary="Cancel a subscription")
-async def cancel_for_items(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        sub, outcome = subscriptions.cancel_for_items(s, site, sub_id, form)
-        return _body(s, site, sub, outcome)
-
-    return await handle(request, run)
+    router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["POST"], summary=summary)
 
 
-@router.post("/subscriptions/{sub_id}/reactivate", summary="Reactivate a cancelled subscription")
-async def reactivate(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        sub, outcome = subscriptions.reactivate(s, site, sub_id, form)
-        return _body(s, site, sub, outcome)
-
-    return await handle(request, run)
+_subscription_change("update_for_items", "Change a subscription's items", subscriptions.update_for_items)
+_subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.cancel_for_items)
+_subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
 
 
 @router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
@@ -15,12 +15,9 @@ from meterbill.metering.api.config import NextToken, PageSize, query_list
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.config import DEFAULT_PAGE_SIZE
 from meterbill.metering.models import BillJob
+from meterbill.metering.paging import keyset_page, page_body
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
-
-
-def _page(items: list[dict[str, Any]], token: str | None) -> ExactJSONResponse:
-    return {"data": items, **({"nextToken": token} if token else {})}
 
 
 def _job(session, org_id: str, job_id: str) -> BillJob:
@@ -46,11 +43,8 @@ def list_bill_jobs(
     query = select(BillJob).where(BillJob.organization_id == caller.org_id)
     if status:
         query = query.where(BillJob.status == status)
-    if next_token:
-        query = query.where(BillJob.id > next_token)
-    rows = list(session.scalars(query.order_by(BillJob.id).limit(page_size + 1)))
-    token = rows[page_size - 1].id if len(rows) > page_size else None
-    return ExactJSONResponse(_page([bills.render_job(j) for j in rows[:page_size]], token))
+    rows, token = keyset_page(session, query, BillJob.id, page_size, next_token)
+    return ExactJSONResponse(page_body([bills.render_job(j) for j in rows], token))
 
 
 @router.get("/billjobs/{id}", summary="Retrieve a bill job")
@@ -92,7 +86,8 @@ def list_bills(
         page_size=page_size,
         next_token=next_token,
     )
-    return ExactJSONResponse(_page([bills.render(session, b, with_lines=not exclude_line_items) for b in rows], token))
+    items = [bills.render(session, b, with_lines=not exclude_line_items) for b in rows]
+    return ExactJSONResponse(page_body(items, token))
 
 
 @router.post("/bills/approve", summary="Approve bills")
@@ -149,7 +144,8 @@ def update_bill_status(
 @router.get("/bills/{billId}/lineitems", summary="List a bill's line items")
 def list_line_items(billId: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
     bill = bills.get(session, caller.org_id, billId)
-    return ExactJSONResponse(_page([bills.render_line(bill, line) for line in bills.lines_of(session, bill.id)], None))
+    lines = [bills.render_line(bill, line) for line in bills.lines_of(session, bill.id)]
+    return ExactJSONResponse(page_body(lines, None))
 
 
 @router.get("/bills/{billId}/lineitems/{id}", summary="Retrieve a bill line item")

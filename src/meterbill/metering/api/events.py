@@ -12,6 +12,7 @@ from meterbill.metering import events
 from meterbill.metering.api.config import NextToken, PageSize, query_list
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.config import DEFAULT_PAGE_SIZE
+from meterbill.metering.paging import page_body
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
 
@@ -42,7 +43,7 @@ def list_events(
         page_size=page_size,
         next_token=next_token,
     )
-    return ExactJSONResponse({"data": [events.render(e) for e in rows], **({"nextToken": token} if token else {})})
+    return ExactJSONResponse(page_body([events.render(e) for e in rows], token))
 
 
 @router.get("/events/{id}", summary="Retrieve an event")

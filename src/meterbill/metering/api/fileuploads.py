@@ -19,6 +19,7 @@ from meterbill.metering.api.config import NextToken, PageSize
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.config import DEFAULT_PAGE_SIZE
 from meterbill.metering.models import FileUploadJob
+from meterbill.metering.paging import keyset_page, page_body
 
 router = APIRouter(tags=["metering"], default_response_class=ExactJSONResponse)
 PREFIX = "/organizations/{orgId}/fileuploads/measurements"
@@ -88,13 +89,8 @@ def list_jobs(
     page_size: PageSize = DEFAULT_PAGE_SIZE, next_token: NextToken = None,
 ) -> ExactJSONResponse:
     query = select(FileUploadJob).where(FileUploadJob.organization_id == caller.org_id)
-    if next_token:
-        query = query.where(FileUploadJob.id > next_token)
-    rows = list(session.scalars(query.order_by(FileUploadJob.id).limit(page_size + 1)))
-    token = rows[page_size - 1].id if len(rows) > page_size else None
-    return ExactJSONResponse(
-        {"data": [fileuploads.render(j) for j in rows[:page_size]], **({"nextToken": token} if token else {})}
-    )
+    rows, token = keyset_page(session, query, FileUploadJob.id, page_size, next_token)
+    return ExactJSONResponse(page_body([fileuploads.render(j) for j in rows], token))
 
 
 @router.get(PREFIX + "/jobs/{id}", summary="Retrieve a file upload job: status and row counts")
