@@ -7,10 +7,14 @@ import signal
 import sys
 import threading
 import time
+from datetime import date, timedelta
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import ProgressColumn
+from rich.text import Text
 
 from meterbill.core.db import upgrade
 from meterbill.core.errors import DomainError
@@ -145,6 +149,166 @@ def tenants_create(
         err.print("[bold]Tenant created.[/bold] These secrets are shown once:")
         for key, value in credentials.as_json().items():
             print(f"{key}: {value}")
+
+
+bills_app = typer.Typer(help="Bill runs and approval (talks to a running server; see `meterbill ingest --help`).",
+                        no_args_is_help=True)
+connector_app = typer.Typer(help="The Chargebee-m3ter connector of your integration.", no_args_is_help=True)
+app.add_typer(bills_app, name="bills")
+app.add_typer(connector_app, name="connector")
+out = Console()
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSON lines")],
+    map_: Annotated[list[str], typer.Option("--map", help="column=field, e.g. requests=measure.requests")] = [],  # noqa: B006
+    report: Annotated[Optional[Path], typer.Option(help="where refused rows go")] = None,  # noqa: UP045
+    meter: Annotated[Optional[str], typer.Option(help="meter code for rows that name none")] = None,  # noqa: UP045
+) -> None:
+    """Send measurements from a file in batches of 1000, with progress, retries and a report of refused rows.
+
+    Needs METERBILL_URL, METERBILL_ORG_ID, METERBILL_METERING_API_KEY and METERBILL_METERING_API_SECRET.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+    from meterbill import ops
+
+    mapping = dict(item.split("=", 1) for item in map_)
+    total = ops.count_rows(file)
+    columns = (BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), RowRateColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("ingest", total=total)
+        result = ops.ingest(ops.Target(), file, mapping, progress, task, meter=meter)
+    report_path = report or file.with_suffix(file.suffix + ".rejected.jsonl")
+    with report_path.open("w") as handle:
+        for reason in result.reasons:
+            handle.write(json.dumps(reason) + "\n")
+    out.print(f"accepted {result.accepted}, rejected {result.rejected} in {result.batches} request(s); "
+              f"refused rows and reasons: {report_path}")
+
+
+class RowRateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s")
+
+
+@app.command()
+def usage(
+    account: Annotated[str, typer.Argument(help="account code (the Chargebee customer id)")],
+    start: Annotated[str, typer.Option(help="ISO date, inclusive")] = "",
+    end: Annotated[str, typer.Option(help="ISO date, exclusive")] = "",
+) -> None:
+    """Usage totals of an account, per meter field, as a table."""
+    from rich.table import Table
+
+    from meterbill import ops
+
+    client = ops.Target().metering()
+    accounts = client.accounts.list(codes=[account]).data
+    if not accounts:
+        raise typer.BadParameter(f"no account with code {account}")
+    today = date.today()
+    start_date = start or today.replace(day=1).isoformat()
+    end_date = end or (today + timedelta(days=1)).isoformat()
+    table = Table(title=f"usage of {account}, {start_date} to {end_date}")
+    for column in ("meter", "field", "total"):
+        table.add_column(column)
+    for meter in client.meters.list():
+        for data_field in meter.data_fields or []:
+            if data_field.category not in ("MEASURE", "INCOME", "COST"):
+                continue
+            result = client.usage.query(
+                start_date=start_date, end_date=end_date, account_ids=[accounts[0].id],
+                aggregations=[{"meterId": meter.id, "fieldCode": data_field.code, "fieldType": "MEASURE",
+                               "function": "SUM"}])
+            total = result.data[0]["value"] if result.data else 0
+            table.add_row(meter.code, data_field.code, str(total))
+    out.print(table)
+
+
+@bills_app.command("run")
+def bills_run(
+    bill_date: Annotated[str, typer.Option("--date", help="bill every period that ended on or before this date")],
+) -> None:
+    """Run a bill job and wait for it."""
+    from rich.table import Table
+
+    from meterbill import ops
+
+    client = ops.Target().metering()
+    job = client.bill_jobs.create(bill_date=bill_date)
+    while job.status not in ("COMPLETE", "CANCELLED"):
+        time.sleep(0.5)
+        job = client.bill_jobs.retrieve(id=job.id)
+    table = Table(title=f"bill job {job.id}: {job.status}")
+    for column in ("bill", "account", "period", "total", "status"):
+        table.add_column(column)
+    for bill_id in job.bill_ids or []:
+        bill = client.bills.retrieve(id=bill_id)
+        table.add_row(bill.id, bill.account_code, f"{bill.start_date} → {bill.end_date}",
+                      f"{bill.bill_total} {bill.currency}", bill.status)
+    out.print(table)
+
+
+@bills_app.command("approve")
+def bills_approve(
+    bill_ids: Annotated[list[str], typer.Argument(help="bills to approve")] = [],  # noqa: B006
+    all_pending: Annotated[bool, typer.Option("--all-pending", help="approve every pending bill")] = False,
+) -> None:
+    """Approve bills; the connector then pushes them to their pending invoices."""
+    from meterbill import ops
+
+    client = ops.Target().metering()
+    ids = list(bill_ids) or ([b.id for b in client.bills.list(status="PENDING")] if all_pending else [])
+    if not ids:
+        raise typer.BadParameter("name bills or use --all-pending")
+    out.print(client.bills.approve(bill_ids=ids).message)
+
+
+@connector_app.command("status")
+def connector_status() -> None:
+    """The integration's settings and sync log counts. Needs METERBILL_INTEGRATION_ID and METERBILL_BILLING_API_KEY."""
+    import httpx
+
+    from meterbill import ops
+
+    target = ops.Target()
+    out.print_json(httpx.get(target.connector(""), auth=target.site_auth(), timeout=30).raise_for_status().text)
+
+
+@connector_app.command("log")
+def connector_log(status: Annotated[Optional[str], typer.Option(help="ok, error or skipped")] = None) -> None:  # noqa: UP045
+    """The sync log, newest first."""
+    import httpx
+    from rich.table import Table
+
+    from meterbill import ops
+
+    target = ops.Target()
+    params = {"status": status} if status else {}
+    entries = httpx.get(target.connector("/sync_log"), params=params, auth=target.site_auth(),
+                        timeout=30).raise_for_status().json()["data"]
+    table = Table()
+    for column in ("at", "action", "status", "message", "id"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry["at"], entry["action"], entry["status"], entry["message"],
+                      entry["id"] if entry["retryable"] else "")
+    out.print(table)
+
+
+@connector_app.command("retry")
+def connector_retry(entry_id: Annotated[str, typer.Argument(help="a retryable sync log entry")]) -> None:
+    """Run a logged action again."""
+    import httpx
+
+    from meterbill import ops
+
+    target = ops.Target()
+    response = httpx.post(target.connector(f"/sync_log/{entry_id}/retry"), auth=target.site_auth(), timeout=30)
+    out.print_json(response.raise_for_status().text)
 
 
 if __name__ == "__main__":
