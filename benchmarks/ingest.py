@@ -1,0 +1,154 @@
+"""Ingest benchmark: measurements over HTTP through a real server, against a baseline of the
+same rows written straight into the same tables in the same run.
+
+    uv run python benchmarks/ingest.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
+        --measurements 1000000 --clients 8
+
+Prints measurements/s, request latency p50/p99, the server's peak RSS, and the ratio to the
+baseline (PostgreSQL: COPY; SQLite: executemany). Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.server import ServerProcess, create_database, drop_database
+
+BATCH = 1000
+
+
+def measurements(prefix: str, start: int, count: int, accounts: int = 100) -> list[dict]:
+    return [{"uid": f"{prefix}-{i}", "meter": "api", "account": f"acct-{i % accounts}",
+             "ts": f"2024-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+             "measure": {"requests": i % 100}} for i in range(start, start + count)]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_http(server: ServerProcess, tenant: dict[str, str], total: int, clients: int) -> tuple[float, list[float]]:
+    token = httpx.post(f"{server.base_url}/oauth/token", json={"grant_type": "client_credentials"},
+                       auth=(tenant["metering_api_key"], tenant["metering_api_secret"])).json()["access_token"]
+    url = f"{server.base_url}/organizations/{tenant['org_id']}/measurements"
+    latencies: list[float] = []
+    lock = threading.Lock()
+    local = threading.local()
+
+    def send(offset: int) -> None:
+        client = getattr(local, "client", None) or httpx.Client(timeout=120)
+        local.client = client
+        body = {"measurements": measurements("http", offset, min(BATCH, total - offset))}
+        started = time.perf_counter()
+        response = client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        with lock:
+            latencies.append(elapsed)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, range(0, total, BATCH)))
+    return time.perf_counter() - started, latencies
+
+
+def run_baseline(database_url: str, org_id: str, meter_id: str, account_ids: list[str], total: int) -> float:
+    """The same rows, written straight into the measurement tables (no HTTP, no validation)."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    rows = measurements("base", 0, total)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    if database_url.startswith("postgresql"):
+        dsn = database_url.replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+            with cur.copy("COPY metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, "
+                          "measures, received_at) FROM STDIN") as copy:
+                for i, m in enumerate(rows):
+                    copy.write_row((org_id, m["uid"], meter_id, account_ids[i % len(account_ids)], m["ts"], "{}",
+                                    f'{{"requests": "{m["measure"]["requests"]}"}}', now))
+            cur.execute("SELECT id, ts, account_id FROM metering_measurements WHERE uid LIKE 'base-%%' ORDER BY id")
+            stored = cur.fetchall()
+            with cur.copy("COPY metering_measurement_values (measurement_id, field, organization_id, meter_id, "
+                          "account_id, ts, micros) FROM STDIN") as copy:
+                for (measurement_id, ts, account_id), m in zip(stored, rows, strict=False):
+                    copy.write_row((measurement_id, "requests", org_id, meter_id, account_id, ts,
+                                    m["measure"]["requests"] * 1_000_000))
+            conn.commit()
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        conn.executemany(
+            "INSERT INTO metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, measures,"
+            " received_at) VALUES (?, ?, ?, ?, ?, '{}', ?, ?)",
+            [(org_id, m["uid"], meter_id, account_ids[i % len(account_ids)], m["ts"].replace("T", " ")[:-1],
+              f'{{"requests": "{m["measure"]["requests"]}"}}', now.isoformat()) for i, m in enumerate(rows)])
+        conn.execute("INSERT INTO metering_measurement_values SELECT id, 'requests', organization_id, meter_id,"
+                     " account_id, ts, CAST(json_extract(measures, '$.requests') AS INTEGER) * 1000000"
+                     " FROM metering_measurements WHERE uid LIKE 'base-%'")
+        conn.commit()
+        conn.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default=None, help="PostgreSQL URL (a fresh database is created on it); "
+                        "default: a new SQLite file")
+    parser.add_argument("--measurements", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="meterbill-bench-"))
+    url = create_database(args.database, workdir)
+    server = ServerProcess(database_url=url, workdir=workdir, extra_env={"METERBILL_LOG_LEVEL": "WARNING"})
+    try:
+        server.start()
+        tenant = server.create_tenant(f"bench-{secrets.token_hex(3)}")
+        import m3ter
+
+        client = m3ter.M3ter(api_key=tenant["metering_api_key"], api_secret=tenant["metering_api_secret"],
+                             org_id=tenant["org_id"], base_url=server.base_url)
+        product = client.products.create(code="api", name="API")
+        meter = client.meters.create(code="api", name="API", product_id=product.id, derived_fields=[],
+                                     data_fields=[{"category": "MEASURE", "code": "requests", "name": "Requests"}])
+        client.usage.submit(measurements=measurements("warmup", 0, 100))  # creates the 100 accounts
+        account_ids = [a.id for a in client.accounts.list(page_size=200)]
+        seconds, latencies = run_http(server, tenant, args.measurements, args.clients)
+        rss = peak_rss_mb(server.process.pid)
+        baseline = run_baseline(url, tenant["org_id"], meter.id, account_ids, args.measurements)
+        latencies.sort()
+        rate, base_rate = args.measurements / seconds, args.measurements / baseline
+        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
+        print(f"backend={backend} measurements={args.measurements} clients={args.clients} batch={BATCH}")
+        p50 = statistics.median(latencies) * 1000
+        p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
+        print(f"http ingest: {rate:,.0f} measurements/s ({seconds:.1f} s); request latency p50={p50:.0f} ms "
+              f"p99={p99:.0f} ms; server peak RSS {rss:.0f} MB")
+        print(f"baseline ({'COPY' if backend == 'postgresql' else 'executemany'}): {base_rate:,.0f} measurements/s "
+              f"({baseline:.1f} s)")
+        print(f"ratio http/baseline: {rate / base_rate:.2f}")
+    finally:
+        server.stop()
+        drop_database(url)
+
+
+if __name__ == "__main__":
+    main()
