@@ -78,7 +78,7 @@ def _failed(delivery: Delivery, run: Run | None, integration_id: str, action: st
     with delivery.db.transaction() as session:
         session.add(SyncLogEntry(
             id=new_id(), integration_id=integration_id, at=utcnow(), action=action, status="error",
-            message=f"{type(exc).__name__}: {exc}"[:4000] + f" (attempt {delivery.attempts + 1}; retrying)",
+            message=f"{type(exc).__name__}: {exc}"[:4000] + f" (attempt {delivery.attempts + 1})",
             retry_topic=retry[0], retry_payload=retry[1],
         ))
 
@@ -90,7 +90,11 @@ def _unix(value: Any) -> datetime | None:
 # --- workflow 1-3: subscriptions -> accounts and account plans -----------------------------------------------
 
 
-@handles(WEBHOOK_TOPIC)
+# Either side may be down for long: keep trying (about four days) rather than give up after minutes.
+PATIENT = [timedelta(seconds=s) for s in (1, 2, 5, 10, 30, 60, 120)] + [timedelta(minutes=5)] * 1150
+
+
+@handles(WEBHOOK_TOPIC, retry_delays=PATIENT)
 def process_webhook(delivery: Delivery) -> None:
     payload = delivery.payload
     with delivery.db.read() as session:
@@ -267,7 +271,7 @@ def _sync_account_fields(run: Run, account: Any, customer: dict[str, Any], curre
 # --- workflow 4: approved bills -> pending invoices -------------------------------------------------------------
 
 
-@handles(POLL_TOPIC)
+@handles(POLL_TOPIC, retry_delays=PATIENT)
 def poll_bills(delivery: Delivery) -> None:
     """Follow m3ter's event stream for approved bills; reschedules itself."""
     integration_id = delivery.payload["integration_id"]
@@ -296,7 +300,8 @@ def _wake_waiting_bills(session: Session, integration_id: str) -> None:
     """A pending invoice arrived: retry at once the bills that were waiting for one."""
     session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.topic == PUSH_TOPIC, OutboxMessage.status == "pending")
+        .where(OutboxMessage.topic == PUSH_TOPIC, OutboxMessage.status == "pending",
+               OutboxMessage.payload["integration_id"].as_string() == integration_id)
         .values(available_at=utcnow())
     )
 
@@ -305,7 +310,7 @@ class WaitingForInvoice(Exception):
     """No pending invoice for the bill yet: retried until one appears (never dropped)."""
 
 
-@handles(PUSH_TOPIC, retry_delays=[timedelta(seconds=s) for s in (2, 5, 10, 30, 60, 300, 900, 3600)] * 12)
+@handles(PUSH_TOPIC, retry_delays=PATIENT)
 def push_bill(delivery: Delivery) -> None:
     payload = delivery.payload
     integration_id, bill_id = payload["integration_id"], payload["bill_id"]
@@ -325,12 +330,18 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
     bill = run.m3ter.bill(bill_id)
     account_mapping = next(iter(run.m3ter.mappings_to("Account", bill.account_id)), None)
     customer_id = account_mapping.external_id if account_mapping else bill.account_code
+    pushed = _invoice_of_bill(run, bill_id)
+    if pushed is not None and pushed["status"] != "pending":
+        # An earlier attempt pushed and closed it but died before recording so: finish quietly.
+        run.note("push_bill", "ok", f"bill already on invoice {pushed['id']} ({pushed['status']})",
+                 chargebee_id=pushed["id"], m3ter_id=bill_id)
+        return
     subscription_id = _subscription_of(run, bill)
     if subscription_id is None:
         run.note("push_bill", "skipped", f"bill {bill_id} has no line from a synced account plan; nothing pushed",
                  chargebee_id=customer_id, m3ter_id=bill_id)
         return
-    invoice = _matching_pending_invoice(run, subscription_id, bill)
+    invoice = pushed or _matching_pending_invoice(run, subscription_id, bill)
     if invoice is None:
         raise WaitingForInvoice(f"no pending invoice yet for subscription {subscription_id} and bill {bill_id}")
     if invoice["currency_code"] != bill.currency:
@@ -338,6 +349,8 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
                  f"{invoice['currency_code']}; nothing pushed", chargebee_id=invoice["id"], m3ter_id=bill_id,
                  retry=(PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id}))
         return
+    # Recorded first, so a retry after a crash comes back to this very invoice.
+    run.m3ter.map("Invoice", invoice["id"], "Bill", bill_id)
     exp = exponent(bill.currency)
     for line in bill.line_items or []:
         amount = int((Decimal(str(line.subtotal)) * (Decimal(10) ** exp)).quantize(Decimal(1), ROUND_HALF_UP))
@@ -360,11 +373,18 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
         invoice_line = _line_for(updated, amount, start, end)
         if invoice_line is not None:
             run.m3ter.map("InvoiceItem", invoice_line["id"], "BillLineItem", line.id)
-    run.m3ter.map("Invoice", invoice["id"], "Bill", bill_id)
     if close_after:
         run.chargebee.close_invoice(invoice["id"], key=f"mb-close-{bill_id}")
     run.note("push_bill", "ok", f"bill pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
              chargebee_id=invoice["id"], m3ter_id=bill_id)
+
+
+def _invoice_of_bill(run: Run, bill_id: str) -> dict[str, Any] | None:
+    """The invoice an earlier attempt already chose for this bill (the Invoice↔Bill mapping)."""
+    for mapping in run.m3ter.mappings_to("Bill", bill_id):
+        if mapping.external_table == "Invoice":
+            return run.chargebee.invoice(mapping.external_id)
+    return None
 
 
 def _subscription_of(run: Run, bill: Any) -> str | None:
