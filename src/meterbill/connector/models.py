@@ -76,4 +76,3 @@ class IntegrationCursor(Base):
 
     integration_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     m3ter_event_token: Mapped[str | None] = mapped_column(String(100))
-    seen_event_ids: Mapped[list[str]] = mapped_column(JSONDocument, default=list)

@@ -285,8 +285,7 @@ def poll_bills(delivery: Delivery) -> None:
         _failed(delivery, run, integration_id, "poll m3ter events", exc, (POLL_TOPIC, delivery.payload))
         raise
     with delivery.commit() as session:
-        cursor = session.get(IntegrationCursor, integration_id) or IntegrationCursor(
-            integration_id=integration_id, seen_event_ids=[])
+        cursor = session.get(IntegrationCursor, integration_id) or IntegrationCursor(integration_id=integration_id)
         session.add(cursor)
         for event in events:
             data = (event.m3ter_event or {}).get("eventData", {}) if isinstance(event.m3ter_event, dict) else {}
