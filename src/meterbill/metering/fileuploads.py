@@ -68,10 +68,12 @@ def get_job(session: Session, org_id: str, job_id: str) -> FileUploadJob:
     return job
 
 
-def receive_upload(db: Database, vault: Vault, job_id: str, token: str, chunks: Iterator[bytes]) -> FileUploadJob:
+def receive_upload(
+    db: Database, vault: Vault, org_id: str, job_id: str, token: str, chunks: Iterator[bytes]
+) -> FileUploadJob:
     """Store the uploaded bytes and queue the ingest; the token is the upload URL's signature."""
     claims = vault.verify_token(token)
-    if claims is None or claims.get("upload") != job_id:
+    if claims is None or claims.get("upload") != job_id or claims.get("org") != org_id:
         raise InvalidInput("the upload URL is invalid or has expired", param="token")
     with db.read() as session:
         _open_job(session, job_id)

@@ -49,11 +49,13 @@ def generate_upload_url(
 
 
 @router.put(PREFIX + "/upload/{jobId}", summary="Upload the file (the URL from generateUploadUrl is the credential)")
-async def upload_file(jobId: str, request: Request, runtime: RuntimeDep, token: str = Query()) -> ExactJSONResponse:
+async def upload_file(
+    orgId: str, jobId: str, request: Request, runtime: RuntimeDep, token: str = Query()
+) -> ExactJSONResponse:
     # Streamed straight into the database in chunks: the file can be larger than memory.
     chunks = _rechunk(request)
     job = await run_in_threadpool(
-        fileuploads.receive_upload, runtime.db, runtime.vault, jobId, token, _SyncChunks(chunks)
+        fileuploads.receive_upload, runtime.db, runtime.vault, orgId, jobId, token, _SyncChunks(chunks)
     )
     return ExactJSONResponse(fileuploads.render(job))
 
