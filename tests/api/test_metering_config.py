@@ -624,3 +624,23 @@ def test_deleting_a_product_used_by_a_meter_is_refused(client):
     with pytest.raises(m3ter.NotFoundError):
         client.products.retrieve(id=product.id)
 
+
+
+def test_account_plans_and_pricings_list_by_date(server, tenant):
+    client = m3ter_client(server, tenant)
+    suffix = secrets.token_hex(3)
+    product = client.products.create(code=f"p_{suffix}", name="P")
+    template = client.plan_templates.create(bill_frequency="MONTHLY", currency="USD", name="T",
+                                            product_id=product.id, standing_charge=0)
+    plan = client.plans.create(code=f"pl_{suffix}", name="Plan", plan_template_id=template.id)
+    account = client.accounts.create(code=f"a_{suffix}", name="A", email_address="a@example.com")
+    january = client.account_plans.create(account_id=account.id, plan_id=plan.id,
+                                          start_date="2024-01-01T00:00:00Z", end_date="2024-02-01T00:00:00Z")
+    february = client.account_plans.create(account_id=account.id, plan_id=plan.id, start_date="2024-02-01T00:00:00Z")
+    assert [ap.id for ap in client.account_plans.list(account=account.id, date="2024-01-15")] == [january.id]
+    # The end is exclusive: on Feb 1 only the second one is active.
+    assert [ap.id for ap in client.account_plans.list(account=account.id, date="2024-02-01T00:00:00Z")] == [
+        february.id]
+    assert list(client.account_plans.list(account=account.id, date="2023-12-31")) == []
+    with pytest.raises(m3ter.BadRequestError):
+        client.account_plans.list(account=account.id, date="yesterday")

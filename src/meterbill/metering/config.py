@@ -50,6 +50,8 @@ class Resource:
     check: Callable[[Session, str, Any, str | None], dict[str, Any]] | None = None
     # Document paths holding secrets: stored encrypted, never rendered back.
     secrets: tuple[tuple[str, str], ...] = ()
+    # Has startDate/endDate, so lists accept `date` (entities active then).
+    dated: bool = False
 
 
 def _load(session: Session, org_id: str, kind: str, entity_id: str) -> ConfigEntity | None:
@@ -195,6 +197,7 @@ def list_page(
     filters: Mapping[str, Sequence[str]] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     next_token: str | None = None,
+    active_on: datetime | None = None,
 ) -> tuple[list[ConfigEntity], str | None]:
     """One page in id order; the token is the last id returned (keyset pagination:
     every entity appears exactly once even while others are created)."""
@@ -207,7 +210,26 @@ def list_page(
         query = query.where(ConfigEntity.unique_key.in_(codes))
     for doc_field, values in (filters or {}).items():
         query = query.where(ConfigEntity.document[doc_field].as_string().in_(values))
-    return keyset_page(session, query, ConfigEntity.id, page_size, next_token)
+    if active_on is None:
+        return keyset_page(session, query, ConfigEntity.id, page_size, next_token)
+    # Dates are compared as instants (not as stored text), so this filter runs here,
+    # reading on until the page is full.
+    rows: list[ConfigEntity] = []
+    token = next_token
+    while len(rows) <= page_size:
+        batch, token = keyset_page(session, query, ConfigEntity.id, page_size, token)
+        rows.extend(e for e in batch if _active(e, active_on))
+        if token is None:
+            break
+    if len(rows) > page_size:
+        return rows[:page_size], rows[page_size - 1].id
+    return rows, token
+
+
+def _active(entity: ConfigEntity, moment: datetime) -> bool:
+    start = schemas.utc_timestamp(entity.document["startDate"])
+    end = entity.document.get("endDate")
+    return start <= moment and (end is None or moment < schemas.utc_timestamp(end))
 
 
 def render(entity: ConfigEntity, resource: Resource) -> dict[str, Any]:
@@ -405,7 +427,7 @@ RESOURCES: dict[str, Resource] = {
             dependents=(("pricing", "planId"), ("account_plan", "planId")), check=_check_plan,
         ),
         Resource(
-            "pricing", "pricings", "pricing", schemas.PricingBody,
+            "pricing", "pricings", "pricing", schemas.PricingBody, dated=True,
             list_filters={"aggregationId": "aggregationId", "planId": "planId", "planTemplateId": "planTemplateId"},
             check=_check_pricing,
         ),
@@ -415,7 +437,7 @@ RESOURCES: dict[str, Resource] = {
             dependents=(("account_plan", "accountId"), ("plan", "accountId")), check=_check_account,
         ),
         Resource(
-            "account_plan", "accountplans", "account plan", schemas.AccountPlanBody,
+            "account_plan", "accountplans", "account plan", schemas.AccountPlanBody, dated=True,
             list_filters={"account": "accountId", "plan": "planId", "product": "productId", "contract": "contractId"},
             check=_check_account_plan,
         ),

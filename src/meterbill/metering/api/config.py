@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Request
 from meterbill.core.errors import InvalidInput
 from meterbill.core.runtime import RuntimeDep, SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
-from meterbill.metering import config
+from meterbill.metering import config, schemas
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.config import RESOURCES, Resource
 
@@ -32,7 +32,7 @@ def page(resource: Resource, entities: list, next_token: str | None) -> ExactJSO
 
 def _add_routes(resource: Resource) -> None:
     model = resource.body
-    allowed_params = PAGING | {"ids", "codes"} | set(resource.list_filters)
+    allowed_params = PAGING | {"ids", "codes"} | set(resource.list_filters) | ({"date"} if resource.dated else set())
     filter_docs = [
         {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
         for name in ("ids", "codes", *resource.list_filters)
@@ -66,6 +66,12 @@ def _add_routes(resource: Resource) -> None:
         if unknown:
             raise InvalidInput(f"unknown query parameter {unknown[0]}", param=unknown[0])
         filters = {doc: query_list(request, param) for param, doc in resource.list_filters.items()}
+        active_on = None
+        if "date" in request.query_params:
+            try:
+                active_on = schemas.utc_timestamp(request.query_params["date"])
+            except ValueError as exc:
+                raise InvalidInput(f"date: {exc}", param="date") from None
         entities, token = config.list_page(
             session,
             caller.org_id,
@@ -75,6 +81,7 @@ def _add_routes(resource: Resource) -> None:
             filters={k: v for k, v in filters.items() if v},
             page_size=page_size,
             next_token=next_token,
+            active_on=active_on,
         )
         return ExactJSONResponse(page(resource, entities, token))
 
