@@ -148,7 +148,8 @@ def _byte_chunks(db: Database, job_id: str) -> Iterator[bytes]:
         count = session.scalar(select(func.count()).where(FileUploadChunk.job_id == job_id)) or 0
     for sequence in range(count):
         with db.read() as session:
-            yield session.get(FileUploadChunk, (job_id, sequence)).data
+            data = session.get(FileUploadChunk, (job_id, sequence)).data
+        yield data  # outside the transaction: the consumer takes its time
 
 
 _SEPARATORS = re.compile(r"[\s,]*")

@@ -192,20 +192,30 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
     stamp = now if postgres else _sqlite_time(now)
     cursor = session.connection().connection.cursor()
     try:
-        cursor.executemany(_INSERT_MEASUREMENT[postgres], [
+        rows = [
             (org_id, m.uid, m.meter.id, accounts[m.account_code],
              m.ts if postgres else _sqlite_time(m.ts),
              None if m.ets is None else (m.ets if postgres else _sqlite_time(m.ets)),
              orjson.dumps(m.dimensions).decode(),
              orjson.dumps({k: format(v, "f") for k, v in m.measures.items()}).decode(), stamp)
             for m in first_by_uid.values()
-        ])
-        # Ours are the rows stamped with this batch's receipt time; a replayed uid kept its first row.
-        stored = session.execute(
-            select(Measurement.id, Measurement.uid, Measurement.received_at).where(
-                Measurement.organization_id == org_id, Measurement.uid.in_(list(first_by_uid)))
-        ).all()
-        new = [(measurement_id, uid) for measurement_id, uid, received_at in stored if received_at == now]
+        ]
+        if postgres:
+            # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
+            cursor.executemany(_INSERT_MEASUREMENT[True] + " RETURNING id, uid", rows, returning=True)
+            new: list[tuple[int, str]] = []
+            while True:
+                new.extend(cursor.fetchall())
+                if not cursor.nextset():
+                    break
+        else:
+            cursor.executemany(_INSERT_MEASUREMENT[False], rows)
+            # Ours are the rows stamped with this batch's receipt time; a replayed uid kept its first row.
+            stored = session.execute(
+                select(Measurement.id, Measurement.uid, Measurement.received_at).where(
+                    Measurement.organization_id == org_id, Measurement.uid.in_(list(first_by_uid)))
+            ).all()
+            new = [(measurement_id, uid) for measurement_id, uid, received_at in stored if received_at == now]
         cursor.executemany(_INSERT_VALUE[postgres], [
             (measurement_id, code, org_id, first_by_uid[uid].meter.id, accounts[first_by_uid[uid].account_code],
              first_by_uid[uid].ts if postgres else _sqlite_time(first_by_uid[uid].ts), to_micros(value))
