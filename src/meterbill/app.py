@@ -69,15 +69,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker = build_worker(runtime) if settings.embedded_worker else None
-        thread = None
-        if worker is not None:
-            thread = threading.Thread(target=worker.run_forever, name="outbox-worker", daemon=True)
+        workers = [build_worker(runtime) for _ in range(settings.embedded_worker_threads)] \
+            if settings.embedded_worker else []
+        threads = [threading.Thread(target=w.run_forever, name=f"outbox-worker-{i}", daemon=True)
+                   for i, w in enumerate(workers)]
+        for thread in threads:
             thread.start()
         log.info("meterbill_started", version=__version__, database=runtime.db.dialect)
         yield
-        if worker is not None and thread is not None:
+        for worker in workers:
             worker.stop()
+        for thread in threads:
             thread.join(timeout=10)
         runtime.db.dispose()
 

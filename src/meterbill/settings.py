@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # The in-process outbox worker of `meterbill serve`; turn off when dedicated
     # `meterbill worker` processes do the draining.
     embedded_worker: bool = True
+    # Threads of the embedded worker: more than one, so a long job (a big file upload)
+    # does not hold up webhooks and bill runs queued behind it.
+    embedded_worker_threads: int = Field(default=2, ge=1, le=16)
     outbox_batch_size: int = 50
     outbox_poll_seconds: float = 0.2
     # A claimed message is offered to another worker once its lease runs out, so a
