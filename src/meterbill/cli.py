@@ -278,6 +278,32 @@ def connector_status() -> None:
     out.print_json(httpx.get(target.connector(""), auth=target.site_auth(), timeout=30).raise_for_status().text)
 
 
+@connector_app.command("sync")
+def connector_sync(
+    wait: Annotated[int, typer.Option(help="seconds to wait for the queued work to finish (0: do not wait)")] = 120,
+) -> None:
+    """Reconcile every subscription with its m3ter account plans (after adding mappings, say)."""
+    import time
+
+    import httpx
+
+    from meterbill import ops
+
+    target = ops.Target()
+    httpx.post(target.connector("/sync"), auth=target.site_auth(), timeout=30).raise_for_status()
+    out.print("resync queued")
+    deadline = time.monotonic() + wait
+    with out.status("reconciling subscriptions…") as spinner:
+        while wait:
+            status = httpx.get(target.connector(""), auth=target.site_auth(), timeout=30).raise_for_status().json()
+            if status["pending_actions"] == 0 or time.monotonic() > deadline:
+                break
+            spinner.update(f"reconciling subscriptions… {status['pending_actions']} action(s) pending")
+            time.sleep(1)
+    if wait:
+        out.print(f"{status['pending_actions']} action(s) pending; sync log: {status['sync_log_counts']}")
+
+
 @connector_app.command("log")
 def connector_log(status: Annotated[Optional[str], typer.Option(help="ok, error or skipped")] = None) -> None:  # noqa: UP045
     """The sync log, newest first."""

@@ -4,6 +4,8 @@ usage billed in m3ter and pushed onto the pending Chargebee invoice."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -256,3 +258,46 @@ def test_mappings_need_the_site_key(server, tenant, target):
     response = httpx.post(url, json={"item_price_id": "x", f"{target}_id": "y"},
                           auth=(other["billing_api_key"], ""))
     assert response.status_code == 401
+
+
+def test_mapping_fixed_then_retried_from_the_sync_log(server, tenant):
+    story = Story(server, tenant)
+    story.cb.Item.create({"id": "team", "name": "Team", "type": "plan", "item_family_id": "fam"})
+    story.cb.ItemPrice.create({"id": "team-usd", "name": "Team", "item_id": "team", "price": 9000,
+                               "period": 1, "period_unit": "month"})
+    story.cb.Subscription.create_with_items("cust_1", {"id": "sub_t",
+                                                       "subscription_items": [{"item_price_id": "team-usd"}]})
+    skipped = wait_for(lambda: [e for e in story.sync_log("skipped") if e["chargebee_id"] == "sub_t-team-usd"])[0]
+    assert "no plan mapping" in skipped["message"] and skipped["retryable"]
+    assert story.account_plans() == []
+    mapped = httpx.post(story.connector + "/mappings", json={"item_price_id": "team-usd", "plan_id": story.pro.id},
+                        auth=story.auth)
+    assert mapped.status_code == 200 and mapped.json()["warnings"] == []
+    retried = httpx.post(f"{story.connector}/sync_log/{skipped['id']}/retry", auth=story.auth)
+    assert retried.status_code == 200
+    (plan,) = wait_for(lambda: story.account_plans())
+    assert (plan.plan_id, plan.start_date, plan.custom_fields["cbSubscription"]) == (
+        story.pro.id, datetime(2024, 1, 1, tzinfo=UTC), "sub_t")
+
+
+def test_connector_sync_command_reconciles_subscriptions_it_never_heard_of(server, tenant, tmp_path):
+    story = Story(server, tenant)
+    (endpoint,) = [e.webhook_endpoint for e in story.cb.WebhookEndpoint.list().list]
+    story.cb.WebhookEndpoint.update(endpoint.id, {"disabled": True})  # the connector hears nothing
+    for n in range(3):
+        story.cb.Customer.create({"id": f"quiet_{n}", "first_name": "Quiet", "email": f"q{n}@example.com"})
+        story.cb.Subscription.create_with_items(f"quiet_{n}", {"id": f"sub_q{n}",
+                                                               "subscription_items": [{"item_price_id": "basic-usd"}]})
+    time.sleep(1)
+    assert story.account_plans() == []
+    env = dict(server.env, METERBILL_URL=server.base_url, METERBILL_INTEGRATION_ID=tenant["integration_id"],
+               METERBILL_BILLING_API_KEY=tenant["billing_api_key"])
+    result = subprocess.run([sys.executable, "-m", "meterbill.cli", "connector", "sync", "--wait", "60"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "0 action(s) pending" in result.stdout
+    plans = story.account_plans()
+    assert sorted(p.custom_fields["cbSubscription"] for p in plans) == ["sub_q0", "sub_q1", "sub_q2"]
+    assert {p.plan_id for p in plans} == {story.basic.id}
+    accounts = {a.code for a in story.m3.accounts.list()}
+    assert {"quiet_0", "quiet_1", "quiet_2"} <= accounts

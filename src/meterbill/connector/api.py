@@ -84,7 +84,7 @@ def status(integration: IntegrationDep, session: SessionDep) -> ExactJSONRespons
         select(SyncLogEntry.status, func.count()).where(SyncLogEntry.integration_id == integration.id)
         .group_by(SyncLogEntry.status)).all())
     waiting = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.topic.in_((sync.PUSH_TOPIC, sync.WEBHOOK_TOPIC)), OutboxMessage.status == "pending",
+        OutboxMessage.topic.in_(sync.WORK_TOPICS), OutboxMessage.status == "pending",
         OutboxMessage.payload["integration_id"].as_string() == integration.id))
     return ExactJSONResponse({
         "id": integration.id, "chargebee_site": integration.chargebee_site, "m3ter_org_id": integration.m3ter_org_id,
@@ -121,6 +121,12 @@ def retry(entry_id: str, integration: IntegrationDep, session: SessionDep) -> Ex
         raise InvalidInput("this entry has nothing to retry")
     enqueue(session, entry.retry_topic, dict(entry.retry_payload or {}))
     return ExactJSONResponse({"retried": entry_id, "action": entry.action})
+
+
+@router.post("/sync", summary="Reconcile every subscription of the site with its m3ter account plans")
+def resync(integration: IntegrationDep, session: SessionDep) -> ExactJSONResponse:
+    enqueue(session, sync.RESYNC_TOPIC, {"integration_id": integration.id})
+    return ExactJSONResponse({"queued": True, "integration_id": integration.id})
 
 
 class MappingRequest(BaseModel):

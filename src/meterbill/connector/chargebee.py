@@ -7,6 +7,7 @@ first response instead of charging twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,17 @@ class ChargebeePort:
     def subscription(self, subscription_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         response = self.client.Subscription.retrieve(subscription_id)
         return response.subscription.raw_data, response.customer.raw_data
+
+    def subscription_ids(self) -> Iterator[str]:
+        """Every subscription of the site, page by page (a full resync walks them all)."""
+        offset: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 100, **({"offset": offset} if offset else {})}
+            response = self.client.Subscription.list(params)
+            yield from (entry.subscription.id for entry in response.list)
+            offset = response.next_offset
+            if not offset:
+                return
 
     def item_price(self, item_price_id: str) -> dict[str, Any]:
         return self.client.ItemPrice.retrieve(item_price_id).item_price.raw_data

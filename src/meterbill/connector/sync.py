@@ -35,6 +35,10 @@ log = structlog.get_logger("meterbill.connector")
 WEBHOOK_TOPIC = "connector.webhook"
 POLL_TOPIC = "connector.poll_bills"
 PUSH_TOPIC = "connector.push_bill"
+RECONCILE_TOPIC = "connector.reconcile_subscription"
+RESYNC_TOPIC = "connector.resync"
+# Messages still to be worked through, as the status endpoint counts them (polling never ends, so it is not one).
+WORK_TOPICS = (WEBHOOK_TOPIC, PUSH_TOPIC, RECONCILE_TOPIC, RESYNC_TOPIC)
 POLL_EVERY = timedelta(seconds=2)
 SUBSCRIPTION_EVENTS = {
     "subscription_created", "subscription_started", "subscription_activated", "subscription_changed",
@@ -121,11 +125,52 @@ def process_webhook(delivery: Delivery) -> None:
         _failed(delivery, run, payload["integration_id"], f"webhook {event_type}", exc, (WEBHOOK_TOPIC, payload))
         raise
     with delivery.commit() as session:
-        session.add_all(run.entries)
+        _record(session, run)
         if event_type == "pending_invoice_created":
             _wake_waiting_bills(session, run.integration.id)
-        if any(e.action == "account_plan" and e.status == "ok" for e in run.entries):
-            _start_polling(session, run.integration.id)
+
+
+def _record(session: Session, run: Run) -> None:
+    session.add_all(run.entries)
+    if any(e.action == "account_plan" and e.status == "ok" for e in run.entries):
+        _start_polling(session, run.integration.id)
+
+
+@handles(RECONCILE_TOPIC, retry_delays=PATIENT)
+def reconcile(delivery: Delivery) -> None:
+    """One subscription brought in line again: a retry from the sync log (after fixing a
+    mapping, say) or one step of a full resync."""
+    payload = delivery.payload
+    with delivery.db.read() as session:
+        run = open_run(session, delivery.context["vault"], payload["integration_id"])
+        history = _history(session, payload["integration_id"], payload["subscription_id"])
+    try:
+        reconcile_subscription(run, payload["subscription_id"], history)
+    except Exception as exc:
+        _failed(delivery, run, payload["integration_id"], "reconcile", exc, (RECONCILE_TOPIC, payload))
+        raise
+    with delivery.commit() as session:
+        _record(session, run)
+
+
+@handles(RESYNC_TOPIC, retry_delays=PATIENT)
+def resync(delivery: Delivery) -> None:
+    """Every subscription of the site reconciled, e.g. after mappings were added for a
+    catalog that already had customers. Each becomes its own message, so one failing
+    subscription is retried alone and shows in the sync log."""
+    integration_id = delivery.payload["integration_id"]
+    with delivery.db.read() as session:
+        run = open_run(session, delivery.context["vault"], integration_id)
+    try:
+        subscription_ids = list(run.chargebee.subscription_ids())
+    except Exception as exc:
+        _failed(delivery, run, integration_id, "resync", exc, (RESYNC_TOPIC, delivery.payload))
+        raise
+    with delivery.commit() as session:
+        for subscription_id in subscription_ids:
+            enqueue(session, RECONCILE_TOPIC, {"integration_id": integration_id, "subscription_id": subscription_id})
+        run.note("resync", "ok", f"{len(subscription_ids)} subscription(s) queued for reconciliation")
+        session.add_all(run.entries)
 
 
 def reconcile_subscription(
@@ -214,16 +259,18 @@ def _plan_for(run: Run, subscription_id: str, item_price_id: str, currency: str)
     """The m3ter plan an item price is mapped to, or None (logged) when unmapped or in another currency."""
     external = f"{subscription_id}-{item_price_id}"
     mapping = run.m3ter.mapped("ItemPrice", item_price_id, "Plan")
+    # Both outcomes are fixed by a mapping, after which the entry's retry reconciles again.
+    retry = (RECONCILE_TOPIC, {"integration_id": run.integration.id, "subscription_id": subscription_id})
     if mapping is None:
         run.note("account_plan", "skipped", f"item price {item_price_id} has no plan mapping; nothing created",
-                 chargebee_id=external)
+                 chargebee_id=external, retry=retry)
         return None
     plan = run.m3ter.plan(mapping.m3ter_id)
     template = run.m3ter.plan_template(plan.plan_template_id)
     if template.currency != currency:
         run.note("account_plan", "error",
                  f"currency mismatch: plan {plan.code} bills in {template.currency}, item price {item_price_id} in "
-                 f"{currency}; nothing created", chargebee_id=external, m3ter_id=plan.id)
+                 f"{currency}; nothing created", chargebee_id=external, m3ter_id=plan.id, retry=retry)
         return None
     return plan.id
 
