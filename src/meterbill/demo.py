@@ -110,6 +110,10 @@ def seed(base_url: str, credentials: TenantCredentials, months: int = 3) -> None
         if month < months - 1:  # the latest month stays for you to approve in the console
             m3.bills.approve(bill_ids=job.bill_ids)
             _wait(lambda end=end: not _pending_renewals(cb, end), timeout=60)
+    # This month so far: unbilled usage for the dashboard and the usage explorer.
+    month_start = genesis + relativedelta(months=months)
+    for customer_id, *_ in CUSTOMERS:
+        _ingest_month(m3, rng, customer_id, month_start, min(now, month_start + relativedelta(months=1)))
     log.info("demo_ready", seconds=round(time.monotonic() - started, 1))
 
 
