@@ -9,13 +9,13 @@ change what was approved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
@@ -23,14 +23,15 @@ from meterbill.core.money import exponent
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.metering import rating, schemas
 from meterbill.metering.calculations import CalculationError, evaluate, parse
-from meterbill.metering.config import all_of, document_body, find_by_key
-from meterbill.metering.events import record_event
+from meterbill.metering.config import all_of, document_body
+from meterbill.metering.events import record_events
 from meterbill.metering.models import Bill, BillJob, BillLineItem, ConfigEntity
 from meterbill.metering.periods import BillingPeriod, billing_periods, next_period
-from meterbill.metering.usage import aggregate_usage
+from meterbill.metering.usage import IN_CHUNK, Segment, aggregate_usage
 
 BILL_JOB_TOPIC = "metering.bill_job"
 PENDING, APPROVED = "PENDING", "APPROVED"
+M = TypeVar("M", bound=schemas.WireModel)
 
 
 def midnight(day: date) -> datetime:
@@ -56,25 +57,32 @@ def run_bill_job(delivery: Delivery) -> None:
         job = session.get(BillJob, delivery.payload["job_id"])
         if job is None or job.status != "PENDING":
             return  # cancelled, or already run
-        # Ids of other organizations count as missing: a job reveals nothing about them.
-        accounts = [
-            account
-            for account in (
-                (session.get(ConfigEntity, i) for i in job.account_ids)
-                if job.account_ids
-                else all_of(session, job.organization_id, "account")
-            )
-            if account is not None and account.organization_id == job.organization_id and account.kind == "account"
-        ]
-        bills: list[Bill] = []
-        for account in accounts:
-            bills.extend(bill_account(session, account, midnight(job.bill_date), job))
-        job.bill_ids = [b.id for b in bills]
+        accounts = _job_accounts(session, job)
+        job.bill_ids = _BillRun(session, job).bill(accounts, midnight(job.bill_date))
         job.total = len(accounts)
         job.pending = 0
         job.status = "COMPLETE"
         job.version += 1
         job.modified_at = utcnow()
+
+
+def _job_accounts(session: Session, job: BillJob) -> list[ConfigEntity]:
+    # Ids of other organizations count as missing: a job reveals nothing about them.
+    if not job.account_ids:
+        return all_of(session, job.organization_id, "account")
+    found = {
+        e.id: e
+        for ids in _chunks(list(dict.fromkeys(job.account_ids)))
+        for e in session.scalars(select(ConfigEntity).where(
+            ConfigEntity.organization_id == job.organization_id, ConfigEntity.kind == "account",
+            ConfigEntity.id.in_(ids)))
+    }
+    return [found[i] for i in dict.fromkeys(job.account_ids) if i in found]
+
+
+def _chunks(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
+    for offset in range(0, len(items), size):
+        yield items[offset:offset + size]
 
 
 @dataclass
@@ -87,170 +95,312 @@ class _BillDraft:
     lines: list[dict[str, Any]] = field(default_factory=list)
 
 
-def bill_account(session: Session, account: ConfigEntity, until: datetime, job: BillJob) -> list[Bill]:
-    org_id = account.organization_id
-    drafts: dict[tuple[datetime, str], _BillDraft] = {}
-    for account_plan in all_of(session, org_id, "account_plan", accountId=account.id):
-        _rate_account_plan(session, account, account_plan, until, drafts)
-    bills = []
-    for (period_end, currency), draft in sorted(drafts.items()):
-        bill = _save_bill(session, account, period_end, currency, draft, job)
-        if bill is not None:
-            bills.append(bill)
-    return bills
+@dataclass(frozen=True)
+class _Terms:
+    """What one account plan bills in this job: its plan's settings and the periods that ended."""
+
+    account_plan_id: str
+    refs: dict[str, Any]
+    currency: str
+    frequency: str
+    interval: int
+    cadence: dict[str, Any]
+    end_date: datetime | None
+    standing: Decimal
+    in_advance: bool
+    standing_description: str
+    minimum: Decimal | None
+    minimum_description: str
+    pricings: list[tuple[str, schemas.PricingBody]]
+    periods: list[BillingPeriod]
+
+    def pricings_in(self, period: BillingPeriod) -> list[tuple[str, schemas.PricingBody]]:
+        """The pricings active at the period's start."""
+        return [(i, p) for i, p in self.pricings
+                if p.start_date <= period.start and (p.end_date is None or p.end_date > period.start)]
 
 
-def _rate_account_plan(
-    session: Session, account: ConfigEntity, account_plan: ConfigEntity, until: datetime,
-    drafts: dict[tuple[datetime, str], _BillDraft],
-) -> None:
-    org_id = account.organization_id
-    ap = document_body(account_plan, schemas.AccountPlanBody)
-    plan_entity = session.get(ConfigEntity, ap.plan_id)
-    plan = document_body(plan_entity, schemas.PlanBody)
-    template = document_body(session.get(ConfigEntity, plan.plan_template_id), schemas.PlanTemplateBody)
-    account_body = document_body(account, schemas.AccountBody)
-    epoch = ap.bill_epoch or account_body.bill_epoch
-    anchor = midnight(epoch) if epoch else ap.start_date
-    cadence = {"anchor": anchor, "frequency": template.bill_frequency, "interval": template.bill_frequency_interval}
-    standing = plan.standing_charge if plan.standing_charge is not None else template.standing_charge
-    in_advance = (
-        plan.standing_charge_bill_in_advance
-        if plan.standing_charge_bill_in_advance is not None
-        else template.standing_charge_bill_in_advance
-    )
-    minimum = plan.minimum_spend if plan.minimum_spend is not None else template.minimum_spend
-    standing_description = (
-        plan.standing_charge_description or template.standing_charge_description or "Standing charge"
-    )
-    minimum_description = plan.minimum_spend_description or template.minimum_spend_description or "Minimum spend"
-    pricings = _pricings(session, org_id, plan_entity.id, plan.plan_template_id)
-    refs = {"planId": plan_entity.id, "productId": plan_entity.document["productId"], "accountPlanId": account_plan.id}
-    exp = exponent(template.currency)
+class _Catalog:
+    """The organization's plans, pricings, aggregations and meters, read once per job."""
 
-    periods = list(billing_periods(
-        **cadence, active_start=ap.start_date, active_end=ap.end_date, until=until,
-    ))
-    for index, period in enumerate(periods):
-        draft = drafts.setdefault(
-            (period.full_end, template.currency),
-            _BillDraft(template.currency, template.bill_frequency, template.bill_frequency_interval,
-                       period.full_start, period.full_end),
+    KINDS = ("plan", "plan_template", "pricing", "aggregation", "compound_aggregation", "meter")
+
+    def __init__(self, session: Session, org_id: str) -> None:
+        self.entities = {e.id: e for e in session.scalars(select(ConfigEntity).where(
+            ConfigEntity.organization_id == org_id, ConfigEntity.kind.in_(self.KINDS)))}
+        self._aggregations_by_code = {e.unique_key: e.id for e in self.entities.values() if e.kind == "aggregation"}
+        self._bodies: dict[str, Any] = {}
+        self._pricings: dict[tuple[str, str], list[tuple[str, schemas.PricingBody]]] = {}
+
+    def body(self, entity_id: str, model: type[M]) -> M:
+        if entity_id not in self._bodies:
+            self._bodies[entity_id] = document_body(self.entities[entity_id], model)
+        return self._bodies[entity_id]
+
+    def aggregation_id(self, code: str) -> str | None:
+        return self._aggregations_by_code.get(code)
+
+    def pricings(self, plan_id: str, template_id: str) -> list[tuple[str, schemas.PricingBody]]:
+        """The plan's own pricings override the template's for the same aggregation and segment."""
+        if (plan_id, template_id) in self._pricings:
+            return self._pricings[plan_id, template_id]
+
+        def load(owner_field: str, owner: str) -> list[tuple[str, schemas.PricingBody]]:
+            return [(e.id, self.body(e.id, schemas.PricingBody)) for e in sorted(
+                (e for e in self.entities.values() if e.kind == "pricing" and e.document.get(owner_field) == owner),
+                key=lambda e: e.id)]
+
+        def target(pricing: schemas.PricingBody) -> tuple[str, tuple[tuple[str, str], ...]]:
+            return (pricing.aggregation_id or pricing.compound_aggregation_id or "",
+                    tuple(sorted((pricing.segment or {}).items())))
+
+        own = load("planId", plan_id)
+        overridden = {target(p) for _, p in own}
+        inherited = [(i, p) for i, p in load("planTemplateId", template_id) if target(p) not in overridden]
+        found = sorted([*own, *inherited], key=lambda item: (item[1].start_date, item[0]))
+        self._pricings[plan_id, template_id] = found
+        return found
+
+    def inputs(self, pricing: schemas.PricingBody) -> list[tuple[str, tuple[str, ...]]]:
+        """(aggregation id, segmented fields) of every aggregation a pricing's quantity reads."""
+        if pricing.aggregation_id:
+            aggregation = self.body(pricing.aggregation_id, schemas.AggregationBody)
+            return [(pricing.aggregation_id, _segmented(aggregation, pricing.segment))]
+        compound = self.body(pricing.compound_aggregation_id, schemas.CompoundAggregationBody)
+        ids = (self.aggregation_id(code) for code in parse(compound.calculation, prefix="aggregation").references)
+        return [(i, ()) for i in ids if i is not None]
+
+
+def _segmented(aggregation: schemas.AggregationBody, segment: dict[str, str] | None) -> tuple[str, ...]:
+    return tuple(aggregation.segmented_fields or []) if segment else ()
+
+
+UsageKey = tuple[str, tuple[str, ...], datetime, datetime]  # aggregation, segmented fields, period start, end
+
+
+class _BillRun:
+    """A job's bills, computed in passes so the database does set work, not per-account round trips:
+    read every account plan's terms, aggregate usage with one grouped query per aggregation and
+    period for all the job's accounts, rate in memory, then write the bills in bulk."""
+
+    def __init__(self, session: Session, job: BillJob) -> None:
+        self.session = session
+        self.job = job
+        self.org_id = job.organization_id
+        self.catalog = _Catalog(session, self.org_id)
+        self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
+
+    def bill(self, accounts: list[ConfigEntity], until: datetime) -> list[str]:
+        plans_by_account: dict[str, list[ConfigEntity]] = {}
+        for account_plan in all_of(self.session, self.org_id, "account_plan"):
+            plans_by_account.setdefault(account_plan.document["accountId"], []).append(account_plan)
+        terms = {
+            account.id: [self._terms(account, ap, until) for ap in plans_by_account.get(account.id, [])]
+            for account in accounts
+        }
+        self._aggregate(terms)
+        drafts = {account.id: self._drafts(account, terms[account.id]) for account in accounts}
+        return self._save(accounts, drafts)
+
+    def _terms(self, account: ConfigEntity, account_plan: ConfigEntity, until: datetime) -> _Terms:
+        ap = document_body(account_plan, schemas.AccountPlanBody)
+        plan = self.catalog.body(ap.plan_id, schemas.PlanBody)
+        template = self.catalog.body(plan.plan_template_id, schemas.PlanTemplateBody)
+        epoch = ap.bill_epoch or document_body(account, schemas.AccountBody).bill_epoch
+        anchor = midnight(epoch) if epoch else ap.start_date
+        cadence = {"anchor": anchor, "frequency": template.bill_frequency, "interval": template.bill_frequency_interval}
+        return _Terms(
+            account_plan_id=account_plan.id,
+            refs={"planId": ap.plan_id, "productId": self.catalog.entities[ap.plan_id].document["productId"],
+                  "accountPlanId": account_plan.id},
+            currency=template.currency, frequency=template.bill_frequency,
+            interval=template.bill_frequency_interval, cadence=cadence, end_date=ap.end_date,
+            standing=plan.standing_charge if plan.standing_charge is not None else template.standing_charge,
+            in_advance=(plan.standing_charge_bill_in_advance if plan.standing_charge_bill_in_advance is not None
+                        else template.standing_charge_bill_in_advance),
+            standing_description=(plan.standing_charge_description or template.standing_charge_description
+                                  or "Standing charge"),
+            minimum=plan.minimum_spend if plan.minimum_spend is not None else template.minimum_spend,
+            minimum_description=plan.minimum_spend_description or template.minimum_spend_description
+            or "Minimum spend",
+            pricings=self.catalog.pricings(ap.plan_id, plan.plan_template_id),
+            periods=list(billing_periods(**cadence, active_start=ap.start_date, active_end=ap.end_date,
+                                         until=until)),
         )
-        lines: list[dict[str, Any]] = []
-        charge_periods = [period] if not in_advance else (
-            ([period] if index == 0 else [])
-            + [p for p in [next_period(period, **cadence, active_end=ap.end_date)] if p is not None]
-        )
-        for charged in charge_periods:
-            amount = rating.standing_charge(
-                standing, charged.start, charged.end, full_period_start=charged.full_start,
-                full_period_end=charged.full_end,
+
+    def _aggregate(self, terms: dict[str, list[_Terms]]) -> None:
+        wanted: dict[UsageKey, set[str]] = {}
+        for account_id, account_terms in terms.items():
+            for t in account_terms:
+                for period in t.periods:
+                    for _, pricing in t.pricings_in(period):
+                        for aggregation_id, segmented in self.catalog.inputs(pricing):
+                            wanted.setdefault((aggregation_id, segmented, period.start, period.end),
+                                              set()).add(account_id)
+        for key, account_ids in wanted.items():
+            aggregation_id, segmented, start, end = key
+            aggregation = self.catalog.body(aggregation_id, schemas.AggregationBody)
+            meter = self.catalog.body(aggregation.meter_id, schemas.MeterBody)
+            self.usage[key] = aggregate_usage(
+                self.session, org_id=self.org_id, account_ids=sorted(account_ids), meter_id=aggregation.meter_id,
+                kind=aggregation.aggregation, target_field=aggregation.target_field,
+                numeric_target=meter.fields()[aggregation.target_field].category in schemas.NUMERIC_CATEGORIES,
+                segmented_fields=segmented, start=start, end=end,
             )
-            if amount:
-                lines.append(_line("STANDING_CHARGE", standing_description,
-                                   Decimal(1), "", rating.round_line(amount, exp), charged, refs))
-        for pricing_id, pricing in pricings:
-            if pricing.start_date > period.start or (pricing.end_date is not None and pricing.end_date <= period.start):
-                continue
-            lines.extend(_usage_lines(session, account, pricing_id, pricing, period, refs, exp))
-        if minimum:
-            prorated = rating.prorate(minimum, period.start, period.end, full_period_start=period.full_start,
-                                      full_period_end=period.full_end)
-            top_up = rating.minimum_spend_top_up(prorated, sum((line["subtotal"] for line in lines), Decimal(0)))
+
+    def _drafts(self, account: ConfigEntity, account_terms: list[_Terms]) -> dict[tuple[datetime, str], _BillDraft]:
+        drafts: dict[tuple[datetime, str], _BillDraft] = {}
+        for t in account_terms:
+            self._rate_account_plan(account, t, drafts)
+        return drafts
+
+    def _rate_account_plan(self, account: ConfigEntity, t: _Terms,
+                           drafts: dict[tuple[datetime, str], _BillDraft]) -> None:
+        exp = exponent(t.currency)
+        for index, period in enumerate(t.periods):
+            draft = drafts.setdefault(
+                (period.full_end, t.currency),
+                _BillDraft(t.currency, t.frequency, t.interval, period.full_start, period.full_end),
+            )
+            lines: list[dict[str, Any]] = []
+            charge_periods = [period] if not t.in_advance else (
+                ([period] if index == 0 else [])
+                + [p for p in [next_period(period, **t.cadence, active_end=t.end_date)] if p is not None]
+            )
+            for charged in charge_periods:
+                amount = rating.standing_charge(
+                    t.standing, charged.start, charged.end, full_period_start=charged.full_start,
+                    full_period_end=charged.full_end,
+                )
+                if amount:
+                    lines.append(_line("STANDING_CHARGE", t.standing_description,
+                                       Decimal(1), "", rating.round_line(amount, exp), charged, t.refs))
+            for pricing_id, pricing in t.pricings_in(period):
+                lines.extend(self._usage_lines(account, pricing_id, pricing, period, t.refs, exp))
+            if t.minimum:
+                prorated = rating.prorate(t.minimum, period.start, period.end, full_period_start=period.full_start,
+                                          full_period_end=period.full_end)
+                top_up = rating.minimum_spend_top_up(prorated, sum((line["subtotal"] for line in lines), Decimal(0)))
+                if top_up > 0:
+                    lines.append(_line("MINIMUM_SPEND", t.minimum_description,
+                                       Decimal(1), "", rating.round_line(top_up, exp), period, t.refs))
+            draft.lines.extend(lines)
+
+    def _usage_lines(
+        self, account: ConfigEntity, pricing_id: str, pricing: schemas.PricingBody,
+        period: BillingPeriod, refs: dict[str, Any], exp: int,
+    ) -> list[dict[str, Any]]:
+        if pricing.aggregation_id:
+            aggregation = self.catalog.body(pricing.aggregation_id, schemas.AggregationBody)
+            quantity = self._aggregation_quantity(account, pricing.aggregation_id, period, pricing.segment)
+            name, unit = aggregation.name, aggregation.unit
+            target = {"aggregationId": pricing.aggregation_id, "meterId": aggregation.meter_id}
+        else:
+            compound = self.catalog.body(pricing.compound_aggregation_id, schemas.CompoundAggregationBody)
+            quantity = self._compound_quantity(account, compound, period)
+            name, unit = compound.name, compound.unit
+            target = {"compoundAggregationId": pricing.compound_aggregation_id}
+        if quantity is None:
+            return []
+        bands = tuple(rating.PricingBand(b.lower_limit, b.fixed_price, b.unit_price) for b in pricing.pricing_bands)
+        priced = rating.price_quantity(quantity, bands, cumulative=pricing.cumulative)
+        subtotal = rating.round_line(priced.amount, exp)
+        line_refs = {**refs, **target, "pricingId": pricing_id, "segment": pricing.segment}
+        lines = [_line("USAGE", pricing.description or name, quantity, unit, subtotal, period, line_refs,
+                       priced.bands)]
+        if pricing.minimum_spend:
+            prorated = rating.prorate(pricing.minimum_spend, period.start, period.end,
+                                      full_period_start=period.full_start, full_period_end=period.full_end)
+            top_up = rating.minimum_spend_top_up(prorated, subtotal)
             if top_up > 0:
-                lines.append(_line("MINIMUM_SPEND", minimum_description,
-                                   Decimal(1), "", rating.round_line(top_up, exp), period, refs))
-        draft.lines.extend(lines)
+                lines.append(_line("MINIMUM_SPEND", pricing.minimum_spend_description or f"Minimum spend: {name}",
+                                   Decimal(1), "", rating.round_line(top_up, exp), period, line_refs))
+        return lines
 
+    def _aggregation_quantity(
+        self, account: ConfigEntity, aggregation_id: str, period: BillingPeriod, segment: dict[str, str] | None,
+    ) -> Decimal | None:
+        aggregation = self.catalog.body(aggregation_id, schemas.AggregationBody)
+        segmented = _segmented(aggregation, segment)
+        values = self.usage[aggregation_id, segmented, period.start, period.end].get(account.id, {})
+        raw = values.get(tuple(segment.get(name) for name in segmented) if segment else ())
+        if raw is None:
+            raw = aggregation.default_value
+        if raw is None:
+            return None
+        return rating.apply_units(raw, aggregation.quantity_per_unit, aggregation.rounding)
 
-def _pricings(session: Session, org_id: str, plan_id: str, template_id: str) -> list[tuple[str, schemas.PricingBody]]:
-    """The plan's own pricings override the template's for the same aggregation and segment."""
+    def _compound_quantity(
+        self, account: ConfigEntity, compound: schemas.CompoundAggregationBody, period: BillingPeriod
+    ) -> Decimal | None:
+        expression = parse(compound.calculation, prefix="aggregation")
+        values: dict[str, Decimal | None] = {}
+        for code in expression.references:
+            aggregation_id = self.catalog.aggregation_id(code)
+            values[code] = (
+                None if aggregation_id is None
+                else self._aggregation_quantity(account, aggregation_id, period, None)
+            )
+        try:
+            raw = evaluate(expression, values, null_as_zero=compound.evaluate_null_aggregations)
+        except CalculationError:
+            return None  # e.g. a zero denominator: the compound has no value for this period
+        return None if raw is None else rating.apply_units(raw, compound.quantity_per_unit, compound.rounding)
 
-    def load(owner_field: str, owner: str) -> list[tuple[str, schemas.PricingBody]]:
-        return [(e.id, document_body(e, schemas.PricingBody))
-                for e in all_of(session, org_id, "pricing", **{owner_field: owner})]
-
-    def target(pricing: schemas.PricingBody) -> tuple[str, tuple[tuple[str, str], ...]]:
-        return (pricing.aggregation_id or pricing.compound_aggregation_id or "",
-                tuple(sorted((pricing.segment or {}).items())))
-
-    own = load("planId", plan_id)
-    overridden = {target(p) for _, p in own}
-    inherited = [(i, p) for i, p in load("planTemplateId", template_id) if target(p) not in overridden]
-    return sorted([*own, *inherited], key=lambda item: (item[1].start_date, item[0]))
-
-
-def _usage_lines(
-    session: Session, account: ConfigEntity, pricing_id: str, pricing: schemas.PricingBody,
-    period: BillingPeriod, refs: dict[str, Any], exp: int,
-) -> list[dict[str, Any]]:
-    if pricing.aggregation_id:
-        aggregation_entity = session.get(ConfigEntity, pricing.aggregation_id)
-        aggregation = document_body(aggregation_entity, schemas.AggregationBody)
-        quantity = _aggregation_quantity(session, account, aggregation, period, pricing.segment)
-        name, unit = aggregation.name, aggregation.unit
-        target = {"aggregationId": pricing.aggregation_id, "meterId": aggregation.meter_id}
-    else:
-        compound = document_body(session.get(ConfigEntity, pricing.compound_aggregation_id),
-                                 schemas.CompoundAggregationBody)
-        quantity = _compound_quantity(session, account, compound, period)
-        name, unit = compound.name, compound.unit
-        target = {"compoundAggregationId": pricing.compound_aggregation_id}
-    if quantity is None:
-        return []
-    bands = tuple(rating.PricingBand(b.lower_limit, b.fixed_price, b.unit_price) for b in pricing.pricing_bands)
-    priced = rating.price_quantity(quantity, bands, cumulative=pricing.cumulative)
-    subtotal = rating.round_line(priced.amount, exp)
-    line_refs = {**refs, **target, "pricingId": pricing_id, "segment": pricing.segment}
-    lines = [_line("USAGE", pricing.description or name, quantity, unit, subtotal, period, line_refs, priced.bands)]
-    if pricing.minimum_spend:
-        prorated = rating.prorate(pricing.minimum_spend, period.start, period.end,
-                                  full_period_start=period.full_start, full_period_end=period.full_end)
-        top_up = rating.minimum_spend_top_up(prorated, subtotal)
-        if top_up > 0:
-            lines.append(_line("MINIMUM_SPEND", pricing.minimum_spend_description or f"Minimum spend: {name}",
-                               Decimal(1), "", rating.round_line(top_up, exp), period, line_refs))
-    return lines
-
-
-def _aggregation_quantity(
-    session: Session, account: ConfigEntity, aggregation: schemas.AggregationBody, period: BillingPeriod,
-    segment: dict[str, str] | None,
-) -> Decimal | None:
-    meter = document_body(session.get(ConfigEntity, aggregation.meter_id), schemas.MeterBody)
-    target = meter.fields()[aggregation.target_field]
-    segmented = list(aggregation.segmented_fields or []) if segment else []
-    values = aggregate_usage(
-        session, org_id=account.organization_id, account_id=account.id, meter_id=aggregation.meter_id,
-        kind=aggregation.aggregation, target_field=aggregation.target_field,
-        numeric_target=target.category in schemas.NUMERIC_CATEGORIES, segmented_fields=segmented,
-        start=period.start, end=period.end,
-    )
-    raw = values.get(tuple(segment.get(name) for name in segmented) if segment else ())
-    if raw is None:
-        raw = aggregation.default_value
-    if raw is None:
-        return None
-    return rating.apply_units(raw, aggregation.quantity_per_unit, aggregation.rounding)
-
-
-def _compound_quantity(
-    session: Session, account: ConfigEntity, compound: schemas.CompoundAggregationBody, period: BillingPeriod
-) -> Decimal | None:
-    expression = parse(compound.calculation, prefix="aggregation")
-    values: dict[str, Decimal | None] = {}
-    for code in expression.references:
-        entity = find_by_key(session, account.organization_id, "aggregation", code)
-        values[code] = (
-            None if entity is None
-            else _aggregation_quantity(session, account, document_body(entity, schemas.AggregationBody), period, None)
-        )
-    try:
-        raw = evaluate(expression, values, null_as_zero=compound.evaluate_null_aggregations)
-    except CalculationError:
-        return None  # e.g. a zero denominator: the compound has no value for this period
-    return None if raw is None else rating.apply_units(raw, compound.quantity_per_unit, compound.rounding)
+    def _save(self, accounts: list[ConfigEntity],
+              drafts: dict[str, dict[tuple[datetime, str], _BillDraft]]) -> list[str]:
+        """Insert new bills, recalculate PENDING ones in place, leave approved or locked ones alone."""
+        session, job, now = self.session, self.job, utcnow()
+        period_ends = sorted({end for account_drafts in drafts.values() for end, _ in account_drafts})
+        existing: dict[tuple[str, datetime, str], Bill] = {}
+        if period_ends:
+            for ids in _chunks([a.id for a in accounts if drafts[a.id]]):
+                for bill in session.scalars(select(Bill).where(
+                        Bill.organization_id == self.org_id, Bill.account_id.in_(ids),
+                        Bill.period_end.in_(period_ends))):
+                    existing[bill.account_id, bill.period_end, bill.currency] = bill
+        new_bills: list[dict[str, Any]] = []
+        recalculated: list[str] = []
+        lines: list[dict[str, Any]] = []
+        events: list[tuple[str, str | None, str | None, dict[str, Any]]] = []
+        bill_ids: list[str] = []
+        for account in accounts:
+            for (period_end, currency), draft in sorted(drafts[account.id].items()):
+                total = sum((line["subtotal"] for line in draft.lines), Decimal(0))
+                bill = existing.get((account.id, period_end, currency))
+                if bill is not None and (bill.status != PENDING or bill.locked):
+                    continue  # approved bills are final: late usage does not change them
+                if bill is None:
+                    bill_id = new_id()
+                    new_bills.append(dict(
+                        id=bill_id, organization_id=self.org_id, account_id=account.id,
+                        account_code=account.unique_key or "", currency=currency, period_start=draft.full_start,
+                        period_end=period_end, bill_frequency=draft.frequency, bill_frequency_interval=draft.interval,
+                        status=PENDING, locked=False, total=total, bill_job_id=job.id, version=1,
+                        approved_by=None, approved_at=None, locked_at=None,
+                        created_by=job.created_by, calculated_at=now, created_at=now, modified_at=now,
+                    ))
+                else:
+                    bill_id = bill.id
+                    recalculated.append(bill_id)
+                    bill.version += 1
+                    bill.bill_job_id = job.id
+                    bill.calculated_at = now
+                    bill.modified_at = now
+                    bill.total = total
+                lines.extend({"id": new_id(), "bill_id": bill_id, "sequence_number": sequence, **line}
+                             for sequence, line in enumerate(draft.lines, start=1))
+                events.append(("billing.bill.created" if bill is None else "billing.bill.updated", account.id,
+                               bill_id, {"status": PENDING}))
+                bill_ids.append(bill_id)
+        for ids in _chunks(recalculated):
+            session.execute(delete(BillLineItem).where(BillLineItem.bill_id.in_(ids)))
+        if new_bills:
+            session.execute(insert(Bill), new_bills)
+        if lines:
+            session.execute(insert(BillLineItem), lines)
+        record_events(session, self.org_id, events)
+        return bill_ids
 
 
 def _line(
@@ -281,42 +431,3 @@ def _line(
             if b.units > 0
         ],
     }
-
-
-def _save_bill(
-    session: Session, account: ConfigEntity, period_end: datetime, currency: str, draft: _BillDraft, job: BillJob
-) -> Bill | None:
-    now = utcnow()
-    bill = session.scalars(
-        select(Bill).where(
-            Bill.organization_id == account.organization_id, Bill.account_id == account.id,
-            Bill.period_end == period_end, Bill.currency == currency,
-        )
-    ).first()
-    if bill is not None and (bill.status != PENDING or bill.locked):
-        return None  # approved bills are final: late usage does not change them
-    if bill is None:
-        bill = Bill(
-            id=new_id(), organization_id=account.organization_id, account_id=account.id,
-            account_code=account.unique_key or "", currency=currency, period_start=draft.full_start,
-            period_end=period_end, bill_frequency=draft.frequency, bill_frequency_interval=draft.interval,
-            status=PENDING, locked=False, total=Decimal(0), bill_job_id=job.id, version=1,
-            created_by=job.created_by, calculated_at=now, created_at=now, modified_at=now,
-        )
-        session.add(bill)
-        created = True
-    else:
-        session.execute(delete(BillLineItem).where(BillLineItem.bill_id == bill.id))
-        bill.version += 1
-        bill.bill_job_id = job.id
-        bill.calculated_at = now
-        bill.modified_at = now
-        created = False
-    bill.total = sum((line["subtotal"] for line in draft.lines), Decimal(0))
-    session.flush()
-    for sequence, line in enumerate(draft.lines, start=1):
-        session.add(BillLineItem(id=new_id(), bill_id=bill.id, sequence_number=sequence, **line))
-    session.flush()
-    record_event(session, account.organization_id, "billing.bill.created" if created else "billing.bill.updated",
-                 account_id=account.id, resource_id=bill.id, data={"status": bill.status})
-    return bill

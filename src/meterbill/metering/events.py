@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
@@ -25,17 +26,27 @@ WEBHOOK_TOPIC = "metering.webhook_delivery"
 def record_event(
     session: Session, org_id: str, event_name: str, *, account_id: str | None, resource_id: str | None,
     data: dict[str, Any],
-) -> MeteringEvent:
-    event = MeteringEvent(
-        id=new_id(), organization_id=org_id, event_name=event_name, event_time=utcnow(),
-        account_id=account_id, resource_id=resource_id, payload=data,
-    )
-    session.add(event)
+) -> None:
+    record_events(session, org_id, [(event_name, account_id, resource_id, data)])
+
+
+def record_events(
+    session: Session, org_id: str, events: Sequence[tuple[str, str | None, str | None, dict[str, Any]]]
+) -> None:
+    """(event name, account id, resource id, data) each; one multi-row insert, as a bill job writes thousands."""
+    rows = [
+        {"id": new_id(), "organization_id": org_id, "event_name": name, "event_time": utcnow(),
+         "account_id": account_id, "resource_id": resource_id, "payload": data}
+        for name, account_id, resource_id, data in events
+    ]
+    if not rows:
+        return
+    session.execute(insert(MeteringEvent), rows)
     for webhook in session.scalars(select(ConfigEntity).where(
             ConfigEntity.organization_id == org_id, ConfigEntity.kind == "webhook")):
         if webhook.document.get("active", True):
-            enqueue(session, WEBHOOK_TOPIC, {"org_id": org_id, "event_id": event.id, "webhook_id": webhook.id})
-    return event
+            for row in rows:
+                enqueue(session, WEBHOOK_TOPIC, {"org_id": org_id, "event_id": row["id"], "webhook_id": webhook.id})
 
 
 @handles(WEBHOOK_TOPIC)

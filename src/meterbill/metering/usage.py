@@ -1,4 +1,4 @@
-"""Usage aggregation in SQL: one query per aggregation, account and period.
+"""Usage aggregation in SQL: one grouped query per aggregation and period for many accounts.
 
 Measurements are never loaded into Python: the database sums, counts and picks
 (exact integer arithmetic on millionths), and only one row per segment comes back.
@@ -6,7 +6,7 @@ Measurements are never loaded into Python: the database sums, counts and picks
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,13 +20,15 @@ from meterbill.metering.ingest import MICROS
 from meterbill.metering.models import ConfigEntity, Measurement, MeasurementValue
 
 Segment = tuple[str | None, ...]
+# Accounts per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
+IN_CHUNK = 1000
 
 
 def aggregate_usage(
     session: Session,
     *,
     org_id: str,
-    account_id: str,
+    account_ids: Sequence[str],
     meter_id: str,
     kind: str,
     target_field: str,
@@ -34,29 +36,39 @@ def aggregate_usage(
     segmented_fields: Sequence[str] = (),
     start: datetime,
     end: datetime,
-) -> dict[Segment, Decimal]:
-    """Raw aggregate per segment over measurements with start <= ts < end.
+) -> dict[str, dict[Segment, Decimal]]:
+    """Raw aggregate per account and segment over measurements with start <= ts < end.
 
-    Segments with no measurements are absent (callers apply defaultValue). Without
-    segmented fields the only key is the empty tuple.
+    Accounts and segments with no measurements are absent (callers apply defaultValue).
+    Without segmented fields the only segment key is the empty tuple. One grouped query
+    per chunk of accounts, so a bill job for thousands of accounts makes a handful.
     """
-    if numeric_target:
-        return _numeric(session, org_id, account_id, meter_id, kind, target_field, segmented_fields, start, end)
-    return _dimensional(session, org_id, account_id, meter_id, kind, target_field, segmented_fields, start, end)
+    aggregate = _numeric if numeric_target else _dimensional
+    result: dict[str, dict[Segment, Decimal]] = {}
+    for offset in range(0, len(account_ids), IN_CHUNK):
+        chunk = account_ids[offset:offset + IN_CHUNK]
+        for account_id, segment, value in aggregate(session, org_id, chunk, meter_id, kind, target_field,
+                                                    segmented_fields, start, end):
+            result.setdefault(account_id, {})[segment] = value
+    return result
 
 
 def _segment_columns(segmented_fields: Sequence[str]) -> list[ColumnElement[str]]:
     return [Measurement.dimensions[name].as_string().label(f"segment_{i}") for i, name in enumerate(segmented_fields)]
 
 
+Aggregated = Iterator[tuple[str, Segment, Decimal]]
+
+
 def _numeric(
-    session: Session, org_id: str, account_id: str, meter_id: str, kind: str, field: str,
+    session: Session, org_id: str, account_ids: Sequence[str], meter_id: str, kind: str, field: str,
     segmented_fields: Sequence[str], start: datetime, end: datetime,
-) -> dict[Segment, Decimal]:
-    segments = _segment_columns(segmented_fields)
+) -> Aggregated:
+    account = MeasurementValue.account_id.label("account")
+    groups = [account, *_segment_columns(segmented_fields)]
     where = and_(
         MeasurementValue.organization_id == org_id,
-        MeasurementValue.account_id == account_id,
+        MeasurementValue.account_id.in_(account_ids),
         MeasurementValue.meter_id == meter_id,
         MeasurementValue.field == field,
         MeasurementValue.ts >= start,
@@ -64,27 +76,26 @@ def _numeric(
     )
 
     def joined(query: Select) -> Select:
-        if segments:
+        if segmented_fields:
             query = query.join(Measurement, Measurement.id == MeasurementValue.measurement_id)
         return query.where(where)
 
     if kind == "LATEST":
         ranked = joined(
             select(
-                *segments,
+                *groups,
                 MeasurementValue.micros,
                 func.row_number()
-                .over(
-                    partition_by=segments or None,
-                    order_by=(MeasurementValue.ts.desc(), MeasurementValue.micros.desc()),
-                )
+                .over(partition_by=groups, order_by=(MeasurementValue.ts.desc(), MeasurementValue.micros.desc()))
                 .label("rank"),
             )
         ).subquery()
         rows = session.execute(
-            select(*[ranked.c[f"segment_{i}"] for i in range(len(segments))], ranked.c.micros).where(ranked.c.rank == 1)
+            select(*[ranked.c[g.name] for g in groups], ranked.c.micros).where(ranked.c.rank == 1)
         ).all()
-        return {tuple(row[:-1]): Decimal(row[-1]) / MICROS for row in rows}
+        for row in rows:
+            yield row[0], tuple(row[1:-1]), Decimal(row[-1]) / MICROS
+        return
 
     measures = {
         "SUM": (func.sum(MeasurementValue.micros),),
@@ -94,44 +105,37 @@ def _numeric(
         "MEAN": (func.sum(MeasurementValue.micros), func.count()),
         "UNIQUE": (func.count(MeasurementValue.micros.distinct()),),
     }[kind]
-    query = joined(select(*segments, *measures))
-    if segments:
-        query = query.group_by(*segments)
-    result: dict[Segment, Decimal] = {}
-    for row in session.execute(query).all():
-        key, values = tuple(row[: len(segments)]), row[len(segments):]
+    for row in session.execute(joined(select(*groups, *measures)).group_by(*groups)).all():
+        account_id, key, values = row[0], tuple(row[1:len(groups)]), row[len(groups):]
         if kind in ("COUNT", "UNIQUE"):
             if values[0]:
-                result[key] = Decimal(values[0])
+                yield account_id, key, Decimal(values[0])
         elif kind == "MEAN":
             total, count = values
             if count:
-                result[key] = Decimal(total) / (Decimal(count) * MICROS)
+                yield account_id, key, Decimal(total) / (Decimal(count) * MICROS)
         elif values[0] is not None:
-            result[key] = Decimal(values[0]) / MICROS
-    return result
+            yield account_id, key, Decimal(values[0]) / MICROS
 
 
 def _dimensional(
-    session: Session, org_id: str, account_id: str, meter_id: str, kind: str, field: str,
+    session: Session, org_id: str, account_ids: Sequence[str], meter_id: str, kind: str, field: str,
     segmented_fields: Sequence[str], start: datetime, end: datetime,
-) -> dict[Segment, Decimal]:
+) -> Aggregated:
     """COUNT and UNIQUE over a text field (who/where/what/other/metadata)."""
-    segments = _segment_columns(segmented_fields)
+    groups = [Measurement.account_id.label("account"), *_segment_columns(segmented_fields)]
     value = Measurement.dimensions[field].as_string()
     measure = func.count(value.distinct()) if kind == "UNIQUE" else func.count(value)
-    query = select(*segments, measure).where(
+    query = select(*groups, measure).where(
         Measurement.organization_id == org_id,
-        Measurement.account_id == account_id,
+        Measurement.account_id.in_(account_ids),
         Measurement.meter_id == meter_id,
         Measurement.ts >= start,
         Measurement.ts < end,
-    )
-    if segments:
-        query = query.group_by(*segments)
-    return {
-        tuple(row[: len(segments)]): Decimal(row[-1]) for row in session.execute(query).all() if row[-1]
-    }
+    ).group_by(*groups)
+    for row in session.execute(query).all():
+        if row[-1]:
+            yield row[0], tuple(row[1:-1]), Decimal(row[-1])
 
 
 def _time_bucket(session: Session, column: ColumnElement[datetime], frequency: str) -> ColumnElement[str]:
