@@ -26,6 +26,7 @@ from meterbill.billing.api import subscriptions as billing_subscriptions_api
 from meterbill.billing.events import WEBHOOK_TOPIC
 from meterbill.connector import api as connector_api
 from meterbill.connector import sync as connector_sync
+from meterbill.console import mappings as console_mappings
 from meterbill.console import routes as console_routes
 from meterbill.console import usage as console_usage
 from meterbill.core import errors
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(connector_api.router)
     app.include_router(console_routes.router)
     app.include_router(console_usage.router)
+    app.include_router(console_mappings.router)
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 

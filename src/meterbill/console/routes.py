@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import quote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,11 +20,11 @@ from meterbill.connector.models import Integration, SyncLogEntry
 from meterbill.console import usage
 from meterbill.console.web import COOKIE, SESSION_SECONDS, checked_form, guard, integration_of, render, runtime_of
 from meterbill.core.db import utcnow
-from meterbill.core.errors import AuthenticationFailed
+from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
 from meterbill.core.money import format_decimal, from_minor_units
 from meterbill.core.outbox import enqueue
 from meterbill.metering import bills as metering_bills
-from meterbill.metering.models import Bill
+from meterbill.metering.models import Bill, ConfigEntity
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -80,15 +81,25 @@ def dashboard(request: Request) -> Response:
                       bills=pending, charts=charts)
 
 
-def _bills(db: Session, integration: Integration | None, status: str | None) -> list[Any]:
+def _bills(db: Session, integration: Integration | None, status: str | None,
+           bill_id: str | None = None) -> list[Any]:
+    """Bills with their lines and the Chargebee invoice each became (from the connector's mapping)."""
     if integration is None:
         return []
     query = select(Bill).where(Bill.organization_id == integration.m3ter_org_id)
     if status:
         query = query.where(Bill.status == status)
+    if bill_id:
+        query = query.where(Bill.id == bill_id)
     rows = db.scalars(query.order_by(Bill.period_end.desc(), Bill.account_code).limit(200)).all()
+    invoices = dict(db.execute(select(ConfigEntity.document["m3terId"].as_string(),
+                                      ConfigEntity.document["externalId"].as_string()).where(
+        ConfigEntity.organization_id == integration.m3ter_org_id, ConfigEntity.kind == "external_mapping",
+        ConfigEntity.document["m3terEntity"].as_string() == "Bill",
+        ConfigEntity.document["m3terId"].as_string().in_([bill.id for bill in rows]))).all())
     for bill in rows:
         bill.lines = metering_bills.lines_of(db, bill.id)
+        bill.invoice_id = invoices.get(bill.id)
     return list(rows)
 
 
@@ -99,7 +110,20 @@ def bills_page(request: Request, status: str | None = None) -> Response:
         if isinstance(console, Response):
             return console
         rows = _bills(db, integration_of(db, console.site), status if status in ("PENDING", "APPROVED") else None)
-        return render(request, "bills.html", console, title="Bills", page="bills", bills=rows)
+        return render(request, "bills.html", console, title="Bills", page="bills", bills=rows, status=status)
+
+
+@router.get("/bills/{bill_id}")
+def bill_page(bill_id: str, request: Request) -> Response:
+    with runtime_of(request).db.read() as db:
+        console = guard(request, db)
+        if isinstance(console, Response):
+            return console
+        found = _bills(db, integration_of(db, console.site), None, bill_id)
+        if not found:
+            return RedirectResponse("/console/bills?flash=No+such+bill", status_code=303)
+        return render(request, "bill.html", console, title=f"Bill {found[0].account_code}", page="bills",
+                      bill=found[0])
 
 
 @router.post("/bills/approve")
@@ -111,11 +135,14 @@ async def approve_bills(request: Request) -> Response:
             return console
     form = await checked_form(request, console)
     ids = form.get("bill_id", [])
-    with runtime.db.transaction() as db:
-        integration = integration_of(db, console.site)
-        if integration is None or not ids:
-            return RedirectResponse("/console/bills?flash=Nothing+selected", status_code=303)
-        approved = metering_bills.approve(db, integration.m3ter_org_id, f"console:{console.site.id}", ids)
+    try:
+        with runtime.db.transaction() as db:
+            integration = integration_of(db, console.site)
+            if integration is None or not ids:
+                return RedirectResponse("/console/bills?flash=Nothing+selected", status_code=303)
+            approved = metering_bills.approve(db, integration.m3ter_org_id, f"console:{console.site.id}", ids)
+    except (NotFound, InvalidState) as exc:
+        return RedirectResponse(f"/console/bills?flash={quote_plus(str(exc))}", status_code=303)
     return RedirectResponse(f"/console/bills?flash=Approved+{len(approved)}+bill(s)", status_code=303)
 
 
@@ -143,6 +170,36 @@ def customers_page(request: Request, q: str = "") -> Response:
                     Invoice.site_id == site.id, Invoice.customer_id == customer.id).order_by(Invoice.date)).all(),
             })
         return render(request, "customers.html", console, title="Customers", page="customers", rows=rows, q=q)
+
+
+@router.get("/customers/{customer_id}")
+def customer_page(customer_id: str, request: Request) -> Response:
+    with runtime_of(request).db.read() as db:
+        console = guard(request, db)
+        if isinstance(console, Response):
+            return console
+        site = console.site
+        customer = db.get(Customer, (site.id, customer_id))
+        if customer is None or customer.deleted:
+            return RedirectResponse("/console/customers?flash=No+such+customer", status_code=303)
+        integration = integration_of(db, site)
+        # The connector's convention: the m3ter account's code is the Chargebee customer id.
+        account = db.scalars(select(ConfigEntity).where(
+            ConfigEntity.organization_id == (integration.m3ter_org_id if integration else ""),
+            ConfigEntity.kind == "account", ConfigEntity.unique_key == customer_id)).first()
+        account_plans = db.scalars(select(ConfigEntity).where(
+            ConfigEntity.organization_id == account.organization_id, ConfigEntity.kind == "account_plan",
+            ConfigEntity.document["accountId"].as_string() == account.id)).all() if account else []
+        plans = {p.id: p.document for p in db.scalars(select(ConfigEntity).where(
+            ConfigEntity.id.in_([ap.document.get("planId") for ap in account_plans])))}
+        return render(
+            request, "customer.html", console, title=f"Customer {customer_id}", page="customers", customer=customer,
+            subscriptions=db.scalars(select(Subscription).where(
+                Subscription.site_id == site.id, Subscription.customer_id == customer_id)).all(),
+            invoices=db.scalars(select(Invoice).where(Invoice.site_id == site.id, Invoice.customer_id == customer_id)
+                                .order_by(Invoice.date.desc())).all(),
+            account=account, plans=plans,
+            account_plans=sorted(account_plans, key=lambda ap: ap.document.get("startDate", "")))
 
 
 @router.get("/invoices")

@@ -1,0 +1,109 @@
+"""Mappings between the Chargebee catalog and m3ter: item price → plan (subscriptions
+become account plans) and charge item price → aggregation (usage lines become charge
+items). Each row says what will happen, so a currency mismatch or a missing mapping
+shows here before it turns up in the sync log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from meterbill.billing.models import ItemPrice
+from meterbill.connector import sync
+from meterbill.connector.m3ter import SYSTEM
+from meterbill.console.web import checked_form, guard, integration_of, render, runtime_of
+from meterbill.metering.models import ConfigEntity
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+TARGET_KINDS = {"plan": "Plan", "aggregation": "Aggregation", "compound_aggregation": "CompoundAggregation"}
+
+
+@dataclass
+class MappingRow:
+    item_price: ItemPrice
+    entity: str | None = None
+    target: dict[str, Any] | None = None
+    problem: str | None = None
+
+
+def _entities(db: Session, org_id: str, kind: str) -> dict[str, dict[str, Any]]:
+    rows = db.scalars(select(ConfigEntity).where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == kind))
+    return {row.id: {**row.document, "id": row.id} for row in rows}
+
+
+def mapping_rows(db: Session, site_id: str, org_id: str) -> tuple[list[MappingRow], dict[str, dict[str, Any]]]:
+    """Every active item price with its mapping and what is wrong with it, if anything."""
+    targets = {kind: _entities(db, org_id, kind) for kind in TARGET_KINDS}
+    templates = _entities(db, org_id, "plan_template")
+    mapped = {
+        m["externalId"]: m for m in _entities(db, org_id, "external_mapping").values()
+        if m.get("externalSystem") == SYSTEM and m.get("externalTable") == "ItemPrice"
+    }
+    rows = []
+    for item_price in db.scalars(select(ItemPrice).where(ItemPrice.site_id == site_id, ItemPrice.status == "active")
+                                 .order_by(ItemPrice.item_type.desc(), ItemPrice.id)):
+        row = MappingRow(item_price)
+        mapping = mapped.get(item_price.id)
+        if mapping is not None:
+            kind = next((k for k, entity in TARGET_KINDS.items() if entity == mapping["m3terEntity"]), None)
+            row.entity, row.target = mapping["m3terEntity"], targets.get(kind or "", {}).get(mapping["m3terId"])
+            if row.target is None:
+                row.problem = f"mapped to {mapping['m3terEntity']} {mapping['m3terId']}, which no longer exists"
+            elif kind == "plan":
+                currency = templates.get(row.target.get("planTemplateId"), {}).get("currency")
+                if currency and currency != item_price.currency_code:
+                    row.problem = (f"currency mismatch: plan bills in {currency}, item price is in "
+                                   f"{item_price.currency_code}; its subscriptions will not be synced")
+        elif item_price.item_type == "charge":
+            row.problem = "not mapped: bill lines for its usage arrive as one-off charges, not as this item"
+        else:
+            row.problem = "not mapped: subscriptions with it get no account plan"
+        rows.append(row)
+    return rows, targets
+
+
+@router.get("/mappings")
+def mappings_page(request: Request) -> Response:
+    with runtime_of(request).db.read() as db:
+        console = guard(request, db)
+        if isinstance(console, Response):
+            return console
+        integration = integration_of(db, console.site)
+        rows, targets = mapping_rows(db, console.site.id, integration.m3ter_org_id if integration else "")
+        return render(request, "mappings.html", console, title="Mappings", page="mappings", rows=rows,
+                      plans=sorted(targets["plan"].values(), key=lambda p: p.get("code", "")),
+                      aggregations=sorted(targets["aggregation"].values(), key=lambda a: a.get("code", "")))
+
+
+@router.post("/mappings")
+async def save_mapping(request: Request) -> Response:
+    runtime = runtime_of(request)
+    with runtime.db.read() as db:
+        console = guard(request, db)
+        if isinstance(console, Response):
+            return console
+        integration = integration_of(db, console.site)
+    form = await checked_form(request, console)
+    item_price_id = (form.get("item_price_id") or [""])[0]
+    kind, _, target = (form.get("target") or [""])[0].partition(":")
+    if integration is None or kind not in TARGET_KINDS or not target or not item_price_id:
+        return RedirectResponse("/console/mappings?flash=Pick+an+item+price+and+a+target", status_code=303)
+
+    def work() -> list[str]:
+        # Through the connector's own port, so the console maps exactly as the API and the sync do.
+        with runtime.db.read() as session:
+            run = sync.open_run(session, runtime.vault, integration.id)
+        run.m3ter.map("ItemPrice", item_price_id, TARGET_KINDS[kind], target)
+        return sync.currency_warnings(run, item_price_id, TARGET_KINDS[kind], target)
+
+    warnings = await run_in_threadpool(work)
+    message = f"Mapped {item_price_id}" + (f" — warning: {'; '.join(warnings)}" if warnings else "")
+    return RedirectResponse(f"/console/mappings?flash={quote_plus(message)}", status_code=303)
