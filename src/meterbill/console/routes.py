@@ -255,3 +255,20 @@ async def retry_entry(entry_id: str, request: Request) -> Response:
         enqueue(db, entry.retry_topic, dict(entry.retry_payload or {}))
     return RedirectResponse("/console/sync-log?flash=Retry+queued", status_code=303)
 
+
+# --- invoice PDFs -------------------------------------------------------------------------------
+
+@router.get("/invoices/{invoice_id}/pdf")
+def invoice_pdf(invoice_id: str, request: Request) -> Response:
+    # Imported here so this feature stays one block of this module.
+    from meterbill.billing import invoice_documents
+
+    with runtime_of(request).db.read() as db:
+        console = guard(request, db)
+        if isinstance(console, Response):
+            return console
+        if db.get(Invoice, (console.site.id, invoice_id)) is None:
+            return RedirectResponse("/console/invoices?flash=No+such+invoice", status_code=303)
+        document = invoice_documents.invoice_pdf(db, console.site, invoice_id)
+    return Response(document, media_type=invoice_documents.MIME_TYPE,
+                    headers=invoice_documents.pdf_headers(invoice_id, "attachment"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from meterbill.billing import invoices, records
+from meterbill.billing import invoice_documents, invoices, records
 from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import CreditNote, Invoice
 from meterbill.billing.params import list_conditions
@@ -72,6 +73,27 @@ async def record_payment(invoice_id: str, request: Request) -> JSONResponse:
 async def void_invoice(invoice_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
         invoices.void(s, site, invoice_id, form))))
+
+
+@router.post("/invoices/{invoice_id}/pdf", summary="A temporary download link for an invoice's PDF")
+async def invoice_pdf(invoice_id: str, request: Request) -> JSONResponse:
+    runtime = request.app.state.runtime
+    return await handle(request, lambda s, site, form: envelope(download=invoice_documents.download_link(
+        s, site, invoice_id, form, vault=runtime.vault, base_url=runtime.settings.base_url())))
+
+
+# The target of the download links: the signed token stands in for the API key.
+@router.get("/invoices/{invoice_id}/pdf/download", include_in_schema=False)
+async def download_invoice_pdf(invoice_id: str, token: str, request: Request) -> Response:
+    runtime = request.app.state.runtime
+
+    def work():
+        with runtime.db.read() as session:
+            return invoice_documents.redeem(session, runtime.vault, invoice_id, token)
+
+    document, disposition = await run_in_threadpool(work)
+    return Response(document, media_type=invoice_documents.MIME_TYPE,
+                    headers=invoice_documents.pdf_headers(invoice_id, disposition))
 
 
 @router.get("/credit_notes", summary="List credit notes")

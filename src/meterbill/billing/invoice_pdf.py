@@ -1,0 +1,261 @@
+"""A printable A4 invoice as PDF bytes: a pure function of the invoice and customer as the
+Chargebee API renders them (integer minor units, unix seconds), no database.
+
+Only the PDF core fonts are used, so nothing is bundled; they cover Windows-1252, and
+customer-provided text outside it is transliterated where Unicode allows (Ł → L, é stays)
+and otherwise replaced with "?" rather than failing the download.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
+from meterbill.core.money import exponent, from_minor_units, round_to_minor
+
+ENCODING = "windows-1252"  # what the core fonts' WinAnsiEncoding can show
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# Letters NFKD does not decompose into a base letter.
+_TRANSLITERATIONS = str.maketrans({"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i",
+                                   "ŀ": "l", "Ŀ": "L", "ŧ": "t", "Ŧ": "T", "\u2212": "-"})
+_STATUS_LABELS = {"pending": "Pending", "posted": "Posted", "payment_due": "Payment due", "paid": "Paid",
+                  "voided": "Voided"}
+_STATUS_COLOURS = {"paid": (22, 128, 61), "payment_due": (185, 28, 28), "voided": (107, 114, 128)}
+_INK, _MUTED, _RULE, _BAND = (17, 24, 39), (107, 114, 128), (209, 213, 219), (243, 244, 246)
+
+
+def printable(text: object) -> str:
+    """`text` in the core fonts' character set: transliterated where possible, else "?"."""
+    out = []
+    for char in str(text).translate(_TRANSLITERATIONS):
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(" ")
+            continue
+        if _encodable(char):
+            out.append(char)
+            continue
+        base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        out.append(base if base and all(_encodable(c) for c in base) else "?")
+    return "".join(out)
+
+
+def _encodable(char: str) -> bool:
+    try:
+        char.encode(ENCODING)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def money(minor: int, currency: str) -> str:
+    """`3000, "USD"` → `30.00 USD`; thousands grouped: `1,234.50 USD`."""
+    return f"{from_minor_units(int(minor), currency):,f} {currency}"
+
+
+def _number(value: Decimal) -> str:
+    return f"{value:,f}"
+
+
+def _unit_price(line: Mapping[str, Any], currency: str) -> Decimal:
+    """Major units, exact: sub-cent unit prices keep their significant digits, others show the
+    full minor unit (the wire text may carry a database's scale: "10.000000000000" on PostgreSQL)."""
+    text = str(line.get("unit_amount_in_decimal") or "")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    value = Decimal(text) if text else from_minor_units(int(line.get("unit_amount") or 0), currency)
+    if -value.as_tuple().exponent > exponent(currency):
+        return value
+    return round_to_minor(value, currency)  # only pads with zeros: the value has no more places
+
+
+def _quantity(line: Mapping[str, Any]) -> str:
+    text = line.get("quantity_in_decimal")
+    return _number(Decimal(text) if text else Decimal(int(line.get("quantity") or 0)))
+
+
+def day(unix_seconds: int | None) -> str:
+    """`01 Jan 2026`: unambiguous in every locale, and independent of the server's."""
+    if unix_seconds is None:
+        return "-"
+    moment = datetime.fromtimestamp(int(unix_seconds), tz=UTC)
+    return f"{moment.day:02d} {_MONTHS[moment.month - 1]} {moment.year}"
+
+
+def period(date_from: int | None, date_to: int | None) -> str:
+    """A line's service period, its last day inclusive.
+
+    Line dates are instants and `date_to` ends the period (a January term runs to
+    1 Feb 00:00), so the last day printed is the one before that instant, as on
+    Chargebee's own invoices."""
+    if date_from is None or date_to is None:
+        return ""
+    last = int(date_to) - 1 if int(date_to) > int(date_from) else int(date_to)
+    start, end = day(date_from), day(last)
+    return start if start == end else f"{start} - {end}"
+
+
+def customer_lines(customer: Mapping[str, Any] | None, customer_id: str) -> list[str]:
+    """Name, company, email and billing address, each present part on its own line."""
+    customer = customer or {}
+    address = customer.get("billing_address") or {}
+    name = " ".join(p for p in (customer.get("first_name"), customer.get("last_name")) if p)
+    address_name = " ".join(p for p in (address.get("first_name"), address.get("last_name")) if p)
+    locality = " ".join(p for p in (address.get("city"), address.get("state") or address.get("state_code"),
+                                    address.get("zip")) if p)
+    candidates = [name or address_name or customer_id, customer.get("company") or address.get("company"),
+                  customer.get("email") or address.get("email"),
+                  address_name if address_name and address_name != name else None,
+                  address.get("line1"), address.get("line2"), address.get("line3"), locality,
+                  address.get("country"),
+                  f"VAT {customer['vat_number']}" if customer.get("vat_number") else None]
+    return [str(c) for c in candidates if c]
+
+
+def totals(invoice: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The summary rows under the lines; rows that do not apply to this invoice are left out."""
+    discounts = sum(int(d.get("amount", 0)) for d in invoice.get("discounts") or [])
+    rows: list[tuple[str, int] | None] = [
+        ("Subtotal", int(invoice.get("sub_total", 0))),
+        ("Discounts", -discounts) if discounts else None,
+        ("Tax", int(invoice["tax"])) if invoice.get("tax") else None,
+        ("Total", int(invoice.get("total", 0))),
+        ("Credits applied", -int(invoice.get("credits_applied", 0))),
+        ("Adjustments", -int(invoice["amount_adjusted"])) if invoice.get("amount_adjusted") else None,
+        ("Amount paid", -int(invoice.get("amount_paid", 0))),
+        ("Amount due", int(invoice.get("amount_due", 0))),
+    ]
+    return [row for row in rows if row is not None]
+
+
+class _Document(FPDF):
+    def __init__(self, footer_text: str) -> None:
+        super().__init__(orientation="portrait", unit="mm", format="A4")
+        self.footer_text = footer_text
+        self.core_fonts_encoding = ENCODING
+
+    def footer(self) -> None:
+        self.set_y(-14)
+        self.set_font("Helvetica", size=8)
+        self.set_text_color(*_MUTED)
+        self.cell(0, 5, self.footer_text, align="L")
+        self.set_x(self.l_margin)
+        self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align="R")
+
+
+def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
+    """The invoice as a PDF; the same input always gives the same bytes (dated by the invoice)."""
+    currency = str(invoice["currency_code"])
+    number = printable(invoice["id"])
+    seller_text = printable(seller)
+    pdf = _Document(f"{seller_text} - Invoice {number}")
+    pdf.set_margins(18, 18, 18)
+    pdf.set_auto_page_break(auto=True, margin=22)
+    pdf.set_title(f"Invoice {number}")
+    pdf.set_author(seller_text)
+    pdf.set_creator("meterbill")
+    pdf.set_creation_date(datetime.fromtimestamp(int(invoice["date"]), tz=UTC))
+    pdf.add_page()
+    width = pdf.epw
+
+    # Seller on the left, the document's title on the right.
+    pdf.set_text_color(*_INK)
+    pdf.set_font("Helvetica", "B", 22)
+    pdf.cell(0, 8, "INVOICE", align="R")
+    pdf.set_x(pdf.l_margin)
+    pdf.set_font("Helvetica", "B", 18)
+    pdf.multi_cell(width * 0.6, 8, seller_text, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(10)
+
+    top = pdf.get_y()
+    _block(pdf, "Bill to", [printable(line) for line in customer_lines(customer, str(invoice["customer_id"]))],
+           x=pdf.l_margin, w=width * 0.55, strong_first=True)
+    left_bottom = pdf.get_y()
+    pdf.set_y(top)
+    status = str(invoice.get("status", ""))
+    details = [("Invoice number", number), ("Issued", day(invoice.get("date"))),
+               ("Due", day(invoice.get("due_date"))), ("Status", _STATUS_LABELS.get(status, status)),
+               ("Currency", currency)]
+    if invoice.get("subscription_id"):
+        details.append(("Subscription", printable(invoice["subscription_id"])))
+    _details(pdf, details, status, x=pdf.l_margin + width * 0.58, w=width * 0.42)
+    pdf.set_y(max(left_bottom, pdf.get_y()) + 8)
+
+    _lines_table(pdf, invoice.get("line_items") or [], currency)
+    pdf.ln(4)
+    _totals(pdf, totals(invoice), currency)
+
+    notes = [printable(n.get("note", "")) for n in invoice.get("notes") or [] if n.get("note")]
+    if notes:
+        pdf.ln(6)
+        _block(pdf, "Notes", notes, x=pdf.l_margin, w=width)
+    return bytes(pdf.output())
+
+
+def _block(pdf: FPDF, heading: str, lines: Iterable[str], *, x: float, w: float, strong_first: bool = False) -> None:
+    pdf.set_x(x)
+    pdf.set_font("Helvetica", "B", 8)
+    pdf.set_text_color(*_MUTED)
+    pdf.cell(w, 5, heading.upper(), new_x="LEFT", new_y="NEXT")
+    pdf.set_text_color(*_INK)
+    for index, line in enumerate(lines):
+        pdf.set_font("Helvetica", "B" if index == 0 and strong_first else "", 10)
+        pdf.set_x(x)
+        pdf.multi_cell(w, 5, line, align="L", new_x="LEFT", new_y="NEXT")
+
+
+def _details(pdf: FPDF, rows: list[tuple[str, str]], status: str, *, x: float, w: float) -> None:
+    for label, value in rows:
+        pdf.set_x(x)
+        pdf.set_font("Helvetica", "", 9)
+        pdf.set_text_color(*_MUTED)
+        pdf.cell(w * 0.42, 6, label)
+        pdf.set_font("Helvetica", "B", 10)
+        pdf.set_text_color(*(_STATUS_COLOURS.get(status, _INK) if label == "Status" else _INK))
+        pdf.multi_cell(w * 0.58, 6, value, align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(*_INK)
+
+
+def _lines_table(pdf: FPDF, lines: list[Mapping[str, Any]], currency: str) -> None:
+    pdf.set_font("Helvetica", size=9)
+    pdf.set_draw_color(*_RULE)
+    with pdf.table(
+        col_widths=(54, 42, 24, 27, 27), width=pdf.epw, line_height=5, padding=(2, 1.5),
+        text_align=("LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT"), v_align="TOP",
+        borders_layout="HORIZONTAL_LINES", headings_style=FontFace(emphasis="BOLD", fill_color=_BAND),
+    ) as table:
+        table.row(("Description", "Period", "Quantity", "Unit price", "Amount"))
+        for line in lines:
+            table.row((
+                printable(line.get("description") or ""),
+                period(line.get("date_from"), line.get("date_to")),
+                _quantity(line),
+                _number(_unit_price(line, currency)),
+                _number(from_minor_units(int(line.get("amount", 0)), currency)),
+            ))
+        if not lines:
+            table.row(("No charges", "", "", "", ""))
+
+
+def _totals(pdf: FPDF, rows: list[tuple[str, int]], currency: str) -> None:
+    label_w, value_w, row_h = 45, 40, 6.5
+    x = pdf.l_margin + pdf.epw - label_w - value_w
+    if pdf.get_y() + (len(rows) + 1) * row_h > pdf.page_break_trigger:
+        pdf.add_page()  # the summary reads as one block, never split across pages
+    for label, amount in rows:
+        strong = label in ("Total", "Amount due")
+        if label == "Amount due":
+            pdf.set_draw_color(*_INK)
+            pdf.line(x, pdf.get_y() + 1, x + label_w + value_w, pdf.get_y() + 1)
+            pdf.ln(2)
+        pdf.set_x(x)
+        pdf.set_font("Helvetica", "B" if strong else "", 11 if label == "Amount due" else 10)
+        pdf.set_text_color(*(_INK if strong else _MUTED))
+        pdf.cell(label_w, row_h, label)
+        pdf.set_text_color(*_INK)
+        pdf.cell(value_w, row_h, money(amount, currency), align="R", new_x="LMARGIN", new_y="NEXT")
