@@ -34,7 +34,9 @@ def new_resource_id() -> str:
 
 def next_number(session: Session, site: Site) -> int:
     """The site's next sequence number (invoice and credit note numbers, event order)."""
-    locked = session.get(Site, site.id, with_for_update=True)
+    # populate_existing: the site is usually loaded already, and without a refresh the
+    # lock would be taken but the stale sequence reused (duplicate numbers under concurrency).
+    locked = session.get(Site, site.id, with_for_update=True, populate_existing=True)
     locked.sequence += 1
     return locked.sequence
 
@@ -49,8 +51,10 @@ def touch(record: Any, now: datetime, *, created: bool = False) -> None:
     record.resource_version = max(version, previous + 1)
 
 
-def get(session: Session, model: type[R], site: Site, resource_id: str, label: str) -> R:
-    record = session.get(model, (site.id, resource_id))
+def get(session: Session, model: type[R], site: Site, resource_id: str, label: str, *, for_update: bool = False) -> R:
+    """`for_update` locks the row until commit, for read-modify-write changes that must not interleave."""
+    record = session.get(model, (site.id, resource_id), with_for_update=for_update or None,
+                         populate_existing=for_update)
     if record is None or getattr(record, "deleted", False) or getattr(record, "status", None) == "deleted":
         raise NotFound(f"{label} not found for id {resource_id}", param="id")
     return record

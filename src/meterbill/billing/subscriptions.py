@@ -436,12 +436,12 @@ def advance(session: Session, site: Site, until: datetime) -> int:
 # --- operations ------------------------------------------------------------------------------------------
 
 
-def get(session: Session, site: Site, sub_id: str) -> Subscription:
-    return records.get(session, Subscription, site, sub_id, "Subscription")
+def get(session: Session, site: Site, sub_id: str, *, for_update: bool = False) -> Subscription:
+    return records.get(session, Subscription, site, sub_id, "Subscription", for_update=for_update)
 
 
 def update_for_items(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
-    sub = get(session, site, sub_id)
+    sub = get(session, site, sub_id, for_update=True)
     if sub.status not in LIVE:
         raise InvalidState(f"Subscription {sub_id} is {sub.status}; it cannot be changed")
     params = parse(UpdateForItems, form)
@@ -532,7 +532,7 @@ def _change_with_term_reset(session: Session, site: Site, sub: Subscription, new
 
 
 def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
-    sub = get(session, site, sub_id)
+    sub = get(session, site, sub_id, for_update=True)
     params = parse(CancelForItems, form)
     if sub.status == "cancelled":
         raise InvalidState(f"Subscription {sub_id} is already cancelled")
@@ -575,7 +575,7 @@ def _schedule_cancel(session: Session, site: Site, sub: Subscription, at: dateti
 
 
 def remove_scheduled_cancellation(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
-    sub = get(session, site, sub_id)
+    sub = get(session, site, sub_id, for_update=True)
     parse(Params, {k: v for k, v in form.items() if k != "billing_cycles"})
     if sub.status != "non_renewing":
         raise InvalidState(f"Subscription {sub_id} has no scheduled cancellation")
@@ -588,7 +588,7 @@ def remove_scheduled_cancellation(session: Session, site: Site, sub_id: str, for
 
 
 def reactivate(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
-    sub = get(session, site, sub_id)
+    sub = get(session, site, sub_id, for_update=True)
     parse(Reactivate, form)
     if sub.status != "cancelled":
         raise InvalidState(f"Subscription {sub_id} is {sub.status}; only cancelled subscriptions can be reactivated")

@@ -18,8 +18,9 @@ from meterbill.metering.paging import keyset_page
 PENDING, APPROVED = "PENDING", "APPROVED"
 
 
-def get(session: Session, org_id: str, bill_id: str) -> Bill:
-    bill = session.get(Bill, bill_id)
+def get(session: Session, org_id: str, bill_id: str, *, for_update: bool = False) -> Bill:
+    """`for_update` locks the row until commit, so concurrent status changes apply one after another."""
+    bill = session.get(Bill, bill_id, with_for_update=for_update or None, populate_existing=for_update)
     if bill is None or bill.organization_id != org_id:
         raise NotFound(f"bill {bill_id} not found")
     return bill
@@ -35,7 +36,8 @@ def lines_of(session: Session, bill_id: str) -> list[BillLineItem]:
 
 def approve(session: Session, org_id: str, principal: str, bill_ids: Sequence[str]) -> list[Bill]:
     """Approve every listed bill, or none: an unknown or locked bill fails the whole call."""
-    bills = [get(session, org_id, bill_id) for bill_id in dict.fromkeys(bill_ids)]
+    # Locked in id order, so two approvals naming the same bills cannot deadlock.
+    bills = [get(session, org_id, bill_id, for_update=True) for bill_id in sorted(set(bill_ids))]
     for bill in bills:
         if bill.locked:
             raise InvalidState(f"bill {bill.id} is locked")
@@ -55,7 +57,7 @@ def approve(session: Session, org_id: str, principal: str, bill_ids: Sequence[st
 
 
 def set_status(session: Session, org_id: str, principal: str, bill_id: str, status: str) -> Bill:
-    bill = get(session, org_id, bill_id)
+    bill = get(session, org_id, bill_id, for_update=True)
     if status == APPROVED:
         return approve(session, org_id, principal, [bill_id])[0]
     if bill.locked:
@@ -72,7 +74,7 @@ def set_status(session: Session, org_id: str, principal: str, bill_id: str, stat
 
 
 def lock(session: Session, org_id: str, bill_id: str) -> Bill:
-    bill = get(session, org_id, bill_id)
+    bill = get(session, org_id, bill_id, for_update=True)
     if bill.status != APPROVED:
         raise InvalidState(f"bill {bill_id} must be approved before it is locked")
     if not bill.locked:
@@ -84,7 +86,7 @@ def lock(session: Session, org_id: str, bill_id: str) -> Bill:
 
 
 def delete(session: Session, org_id: str, bill_id: str) -> Bill:
-    bill = get(session, org_id, bill_id)
+    bill = get(session, org_id, bill_id, for_update=True)
     if bill.status != PENDING or bill.locked:
         raise InvalidState(f"bill {bill_id} is {bill.status.lower()}; only pending bills can be deleted")
     record_event(session, org_id, "billing.bill.deleted", account_id=bill.account_id, resource_id=bill.id, data={})
