@@ -35,7 +35,7 @@ def _dict_value(value: Any) -> Any:
         for loader in (json.loads, ast.literal_eval):
             try:
                 parsed = loader(value)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting exhausts the parsers
                 continue
             if isinstance(parsed, dict):
                 return parsed

@@ -149,8 +149,8 @@ def parse_list_value(text: str) -> list[str]:
         raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]")
     try:
         parsed = ast.literal_eval(text) if "'" in text else json.loads(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting exhausts the parsers
         raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]") from None
-    if not isinstance(parsed, list) or len(parsed) > 200:
-        raise errors.InvalidInput("expected a list of at most 200 values")
+    if not isinstance(parsed, list) or len(parsed) > 200 or any(isinstance(v, list | dict) for v in parsed):
+        raise errors.InvalidInput("expected a list of at most 200 plain values")
     return [str(v) for v in parsed]
