@@ -49,6 +49,16 @@ def _wire_number(value: Decimal) -> tuple[int | None, str]:
     return whole, format_decimal(value.normalize() if value != 0 else Decimal(0))
 
 
+def _unit_amount_text(unit_amount: Decimal, currency: str) -> str:
+    """Major units with the currency's places, more only when the price has them: the same
+    text whatever scale the database handed back ("10.00", "0.0015")."""
+    places = exponent(currency)
+    value = (unit_amount / (Decimal(10) ** places)).normalize()
+    if -value.as_tuple().exponent < places:
+        value = value.quantize(Decimal(1).scaleb(-places))
+    return format_decimal(value)
+
+
 def issue_line(line: Line, customer_id: str, currency: str) -> dict[str, Any]:
     amount = to_minor(line.amount)
     quantity_int, quantity_text = _wire_number(line.quantity)
@@ -62,7 +72,7 @@ def issue_line(line: Line, customer_id: str, currency: str) -> dict[str, Any]:
         "quantity": quantity_int if quantity_int is not None else int(line.quantity),
         "quantity_in_decimal": quantity_text,
         "unit_amount": unit_int if unit_int is not None else to_minor(line.unit_amount),
-        "unit_amount_in_decimal": format_decimal(line.unit_amount / (Decimal(10) ** exponent(currency))),
+        "unit_amount_in_decimal": _unit_amount_text(line.unit_amount, currency),
         "amount_in_decimal": format_decimal(Decimal(amount) / (Decimal(10) ** exponent(currency))),
         "is_taxed": False,
         "tax_amount": 0,
