@@ -29,6 +29,7 @@ from meterbill.connector import sync as connector_sync
 from meterbill.console import mappings as console_mappings
 from meterbill.console import routes as console_routes
 from meterbill.console import usage as console_usage
+from meterbill.console import web as console_web
 from meterbill.core import errors
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(console_routes.router)
     app.include_router(console_usage.router)
     app.include_router(console_mappings.router)
+    app.add_exception_handler(console_web.LoginRequired, console_web.to_login)
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from meterbill.billing.models import ItemPrice
 from meterbill.connector import sync
 from meterbill.connector.m3ter import SYSTEM
-from meterbill.console.web import checked_form, guard, integration_of, render, runtime_of
+from meterbill.console.web import ConsoleDep, checked_form, render, runtime_of
 from meterbill.metering.models import ConfigEntity
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -71,36 +71,27 @@ def mapping_rows(db: Session, site_id: str, org_id: str) -> tuple[list[MappingRo
 
 
 @router.get("/mappings")
-def mappings_page(request: Request) -> Response:
+def mappings_page(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        integration = integration_of(db, console.site)
-        rows, targets = mapping_rows(db, console.site.id, integration.m3ter_org_id if integration else "")
+        rows, targets = mapping_rows(db, console.site_id, console.org_id)
         return render(request, "mappings.html", console, title="Mappings", page="mappings", rows=rows,
                       plans=sorted(targets["plan"].values(), key=lambda p: p.get("code", "")),
                       aggregations=sorted(targets["aggregation"].values(), key=lambda a: a.get("code", "")))
 
 
 @router.post("/mappings")
-async def save_mapping(request: Request) -> Response:
+async def save_mapping(request: Request, console: ConsoleDep) -> Response:
     runtime = runtime_of(request)
-    with runtime.db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        integration = integration_of(db, console.site)
     form = await checked_form(request, console)
     item_price_id = (form.get("item_price_id") or [""])[0]
     kind, _, target = (form.get("target") or [""])[0].partition(":")
-    if integration is None or kind not in TARGET_KINDS or not target or not item_price_id:
+    if not console.integration_id or kind not in TARGET_KINDS or not target or not item_price_id:
         return RedirectResponse("/console/mappings?flash=Pick+an+item+price+and+a+target", status_code=303)
 
     def work() -> list[str]:
         # Through the connector's own port, so the console maps exactly as the API and the sync do.
         with runtime.db.read() as session:
-            run = sync.open_run(session, runtime.vault, integration.id)
+            run = sync.open_run(session, runtime.vault, console.integration_id)
         run.m3ter.map("ItemPrice", item_price_id, TARGET_KINDS[kind], target)
         return sync.currency_warnings(run, item_price_id, TARGET_KINDS[kind], target)
 

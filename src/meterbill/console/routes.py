@@ -15,10 +15,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import sites, subscriptions
-from meterbill.billing.models import Customer, Invoice, Subscription
-from meterbill.connector.models import Integration, SyncLogEntry
+from meterbill.billing.models import Customer, Invoice, Site, Subscription
+from meterbill.connector.models import SyncLogEntry
 from meterbill.console import usage
-from meterbill.console.web import COOKIE, SESSION_SECONDS, checked_form, guard, integration_of, render, runtime_of
+from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, render, runtime_of
 from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
 from meterbill.core.money import format_decimal, from_minor_units
@@ -57,36 +57,29 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("")
-def dashboard(request: Request) -> Response:
+def dashboard(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        site = console.site
+        site = db.get(Site, console.site_id)
         live = db.scalars(select(Subscription).where(Subscription.site_id == site.id,
                                                      Subscription.status.in_(("active", "non_renewing")))).all()
         mrr: dict[str, int] = {}
         for sub in live:  # one figure per currency: amounts in different currencies never add up
             mrr[sub.currency_code] = mrr.get(sub.currency_code, 0) + int(subscriptions.render(db, site, sub)["mrr"])
-        integration = integration_of(db, site)
-        pending = _bills(db, integration, "PENDING")
+        pending = _bills(db, console.org_id, "PENDING")
         errors = db.scalar(select(func.count()).select_from(SyncLogEntry).where(
-            SyncLogEntry.integration_id == (integration.id if integration else ""), SyncLogEntry.status == "error"))
+            SyncLogEntry.integration_id == console.integration_id, SyncLogEntry.status == "error"))
         cards = [(f"MRR ({currency})", f"{format_decimal(from_minor_units(amount, currency))} {currency}")
                  for currency, amount in sorted(mrr.items())] or [("MRR", "0")]
         cards += [("Live subscriptions", len(live)), ("Bills awaiting approval", len(pending)),
                   ("Sync errors", errors)]
-        charts = usage.dashboard_charts(db, integration.m3ter_org_id, utcnow().date()) if integration else []
+        charts = usage.dashboard_charts(db, console.org_id, utcnow().date())
         return render(request, "dashboard.html", console, title="Dashboard", page="dashboard", cards=cards,
                       bills=pending, charts=charts)
 
 
-def _bills(db: Session, integration: Integration | None, status: str | None,
-           bill_id: str | None = None) -> list[Any]:
+def _bills(db: Session, org_id: str, status: str | None, bill_id: str | None = None) -> list[Any]:
     """Bills with their lines and the Chargebee invoice each became (from the connector's mapping)."""
-    if integration is None:
-        return []
-    query = select(Bill).where(Bill.organization_id == integration.m3ter_org_id)
+    query = select(Bill).where(Bill.organization_id == org_id)
     if status:
         query = query.where(Bill.status == status)
     if bill_id:
@@ -94,7 +87,7 @@ def _bills(db: Session, integration: Integration | None, status: str | None,
     rows = db.scalars(query.order_by(Bill.period_end.desc(), Bill.account_code).limit(200)).all()
     invoices = dict(db.execute(select(ConfigEntity.document["m3terId"].as_string(),
                                       ConfigEntity.document["externalId"].as_string()).where(
-        ConfigEntity.organization_id == integration.m3ter_org_id, ConfigEntity.kind == "external_mapping",
+        ConfigEntity.organization_id == org_id, ConfigEntity.kind == "external_mapping",
         ConfigEntity.document["m3terEntity"].as_string() == "Bill",
         ConfigEntity.document["m3terId"].as_string().in_([bill.id for bill in rows]))).all())
     for bill in rows:
@@ -104,22 +97,16 @@ def _bills(db: Session, integration: Integration | None, status: str | None,
 
 
 @router.get("/bills")
-def bills_page(request: Request, status: str | None = None) -> Response:
+def bills_page(request: Request, console: ConsoleDep, status: str | None = None) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        rows = _bills(db, integration_of(db, console.site), status if status in ("PENDING", "APPROVED") else None)
+        rows = _bills(db, console.org_id, status if status in ("PENDING", "APPROVED") else None)
         return render(request, "bills.html", console, title="Bills", page="bills", bills=rows, status=status)
 
 
 @router.get("/bills/{bill_id}")
-def bill_page(bill_id: str, request: Request) -> Response:
+def bill_page(bill_id: str, request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        found = _bills(db, integration_of(db, console.site), None, bill_id)
+        found = _bills(db, console.org_id, None, bill_id)
         if not found:
             return RedirectResponse("/console/bills?flash=No+such+bill", status_code=303)
         return render(request, "bill.html", console, title=f"Bill {found[0].account_code}", page="bills",
@@ -127,33 +114,24 @@ def bill_page(bill_id: str, request: Request) -> Response:
 
 
 @router.post("/bills/approve")
-async def approve_bills(request: Request) -> Response:
+async def approve_bills(request: Request, console: ConsoleDep) -> Response:
     runtime = runtime_of(request)
-    with runtime.db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
     form = await checked_form(request, console)
     ids = form.get("bill_id", [])
     try:
         with runtime.db.transaction() as db:
-            integration = integration_of(db, console.site)
-            if integration is None or not ids:
+            if not console.org_id or not ids:
                 return RedirectResponse("/console/bills?flash=Nothing+selected", status_code=303)
-            approved = metering_bills.approve(db, integration.m3ter_org_id, f"console:{console.site.id}", ids)
+            approved = metering_bills.approve(db, console.org_id, f"console:{console.site_id}", ids)
     except (NotFound, InvalidState) as exc:
         return RedirectResponse(f"/console/bills?flash={quote_plus(str(exc))}", status_code=303)
     return RedirectResponse(f"/console/bills?flash=Approved+{len(approved)}+bill(s)", status_code=303)
 
 
 @router.get("/customers")
-def customers_page(request: Request, q: str = "") -> Response:
+def customers_page(request: Request, console: ConsoleDep, q: str = "") -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        site = console.site
-        query = select(Customer).where(Customer.site_id == site.id, Customer.deleted.is_(False))
+        query = select(Customer).where(Customer.site_id == console.site_id, Customer.deleted.is_(False))
         if q:
             pattern = f"%{q}%"
             query = query.where(or_(Customer.id.ilike(pattern), Customer.email.ilike(pattern),
@@ -165,27 +143,23 @@ def customers_page(request: Request, q: str = "") -> Response:
                 "customer": customer,
                 "name": " ".join(p for p in (customer.data.get("first_name"), customer.data.get("last_name")) if p),
                 "subscriptions": db.scalars(select(Subscription).where(
-                    Subscription.site_id == site.id, Subscription.customer_id == customer.id)).all(),
+                    Subscription.site_id == console.site_id, Subscription.customer_id == customer.id)).all(),
                 "invoices": db.scalars(select(Invoice).where(
-                    Invoice.site_id == site.id, Invoice.customer_id == customer.id).order_by(Invoice.date)).all(),
+                    Invoice.site_id == console.site_id, Invoice.customer_id == customer.id
+                ).order_by(Invoice.date)).all(),
             })
         return render(request, "customers.html", console, title="Customers", page="customers", rows=rows, q=q)
 
 
 @router.get("/customers/{customer_id}")
-def customer_page(customer_id: str, request: Request) -> Response:
+def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        site = console.site
-        customer = db.get(Customer, (site.id, customer_id))
+        customer = db.get(Customer, (console.site_id, customer_id))
         if customer is None or customer.deleted:
             return RedirectResponse("/console/customers?flash=No+such+customer", status_code=303)
-        integration = integration_of(db, site)
         # The connector's convention: the m3ter account's code is the Chargebee customer id.
         account = db.scalars(select(ConfigEntity).where(
-            ConfigEntity.organization_id == (integration.m3ter_org_id if integration else ""),
+            ConfigEntity.organization_id == console.org_id,
             ConfigEntity.kind == "account", ConfigEntity.unique_key == customer_id)).first()
         account_plans = db.scalars(select(ConfigEntity).where(
             ConfigEntity.organization_id == account.organization_id, ConfigEntity.kind == "account_plan",
@@ -195,44 +169,35 @@ def customer_page(customer_id: str, request: Request) -> Response:
         return render(
             request, "customer.html", console, title=f"Customer {customer_id}", page="customers", customer=customer,
             subscriptions=db.scalars(select(Subscription).where(
-                Subscription.site_id == site.id, Subscription.customer_id == customer_id)).all(),
-            invoices=db.scalars(select(Invoice).where(Invoice.site_id == site.id, Invoice.customer_id == customer_id)
-                                .order_by(Invoice.date.desc())).all(),
+                Subscription.site_id == console.site_id, Subscription.customer_id == customer_id)).all(),
+            invoices=db.scalars(select(Invoice).where(
+                Invoice.site_id == console.site_id, Invoice.customer_id == customer_id,
+            ).order_by(Invoice.date.desc())).all(),
             account=account, plans=plans,
             account_plans=sorted(account_plans, key=lambda ap: ap.document.get("startDate", "")))
 
 
 @router.get("/invoices")
-def invoices_page(request: Request) -> Response:
+def invoices_page(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        rows = db.scalars(select(Invoice).where(Invoice.site_id == console.site.id)
+        rows = db.scalars(select(Invoice).where(Invoice.site_id == console.site_id)
                           .order_by(Invoice.date.desc()).limit(300)).all()
         return render(request, "invoices.html", console, title="Invoices", page="invoices", invoices=rows)
 
 
 @router.get("/invoices/{invoice_id}")
-def invoice_page(invoice_id: str, request: Request) -> Response:
+def invoice_page(invoice_id: str, request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        invoice = db.get(Invoice, (console.site.id, invoice_id))
+        invoice = db.get(Invoice, (console.site_id, invoice_id))
         if invoice is None:
             return RedirectResponse("/console/invoices?flash=No+such+invoice", status_code=303)
         return render(request, "invoice.html", console, title=f"Invoice {invoice_id}", page="invoices", inv=invoice)
 
 
 @router.get("/sync-log")
-def sync_log_page(request: Request, status: str | None = None) -> Response:
+def sync_log_page(request: Request, console: ConsoleDep, status: str | None = None) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        integration = integration_of(db, console.site)
-        query = select(SyncLogEntry).where(SyncLogEntry.integration_id == (integration.id if integration else ""))
+        query = select(SyncLogEntry).where(SyncLogEntry.integration_id == console.integration_id)
         if status in ("ok", "error", "skipped"):
             query = query.where(SyncLogEntry.status == status)
         entries = db.scalars(query.order_by(SyncLogEntry.at.desc()).limit(300)).all()
@@ -240,17 +205,12 @@ def sync_log_page(request: Request, status: str | None = None) -> Response:
 
 
 @router.post("/sync-log/{entry_id}/retry")
-async def retry_entry(entry_id: str, request: Request) -> Response:
+async def retry_entry(entry_id: str, request: Request, console: ConsoleDep) -> Response:
     runtime = runtime_of(request)
-    with runtime.db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
     await checked_form(request, console)
     with runtime.db.transaction() as db:
-        integration = integration_of(db, console.site)
         entry = db.get(SyncLogEntry, entry_id)
-        if entry is None or integration is None or entry.integration_id != integration.id or not entry.retry_topic:
+        if entry is None or entry.integration_id != console.integration_id or not entry.retry_topic:
             return RedirectResponse("/console/sync-log?flash=Nothing+to+retry", status_code=303)
         enqueue(db, entry.retry_topic, dict(entry.retry_payload or {}))
     return RedirectResponse("/console/sync-log?flash=Retry+queued", status_code=303)
@@ -259,16 +219,13 @@ async def retry_entry(entry_id: str, request: Request) -> Response:
 # --- invoice PDFs -------------------------------------------------------------------------------
 
 @router.get("/invoices/{invoice_id}/pdf")
-def invoice_pdf(invoice_id: str, request: Request) -> Response:
+def invoice_pdf(invoice_id: str, request: Request, console: ConsoleDep) -> Response:
     # Imported here so this feature stays one block of this module.
     from meterbill.billing import invoice_documents
 
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        if db.get(Invoice, (console.site.id, invoice_id)) is None:
+        if db.get(Invoice, (console.site_id, invoice_id)) is None:
             return RedirectResponse("/console/invoices?flash=No+such+invoice", status_code=303)
-        document = invoice_documents.invoice_pdf(db, console.site, invoice_id)
+        document = invoice_documents.invoice_pdf(db, db.get(Site, console.site_id), invoice_id)
     return Response(document, media_type=invoice_documents.MIME_TYPE,
                     headers=invoice_documents.pdf_headers(invoice_id, "attachment"))

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.console.charts import color, stacked_bars
-from meterbill.console.web import guard, integration_of, render, runtime_of
+from meterbill.console.web import ConsoleDep, render, runtime_of
 from meterbill.core.db import utcnow
 from meterbill.core.money import format_decimal
 from meterbill.metering import schemas
@@ -164,13 +164,9 @@ def _choice(request: Request, aggregations: list[dict[str, Any]]) -> Exploration
 
 
 @router.get("/usage")
-def usage_page(request: Request) -> Response:
+def usage_page(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        integration = integration_of(db, console.site)
-        org_id = integration.m3ter_org_id if integration else ""
+        org_id = console.org_id
         aggregations = _documents(db, org_id, "aggregation")
         meters = {m["id"]: m for m in _documents(db, org_id, "meter")}
         segments = {a["id"]: _meter_fields(meters.get(a["meterId"], {}))[1] for a in aggregations}
@@ -188,13 +184,9 @@ def usage_page(request: Request) -> Response:
 
 
 @router.get("/usage.csv")
-def usage_csv(request: Request) -> Response:
+def usage_csv(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        console = guard(request, db)
-        if isinstance(console, Response):
-            return console
-        integration = integration_of(db, console.site)
-        org_id = integration.m3ter_org_id if integration else ""
+        org_id = console.org_id
         try:
             choice = _choice(request, _documents(db, org_id, "aggregation", 1))
             view = explore(db, org_id, choice)

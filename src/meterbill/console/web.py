@@ -7,16 +7,16 @@ also carries the CSRF token every form posts back.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from meterbill.billing.models import Site
 from meterbill.connector.models import Integration
@@ -42,23 +42,44 @@ COOKIE = "meterbill_console"
 SESSION_SECONDS = 12 * 3600
 
 
-class ConsoleSession:
-    """The logged-in site and the CSRF token of this session."""
+class LoginRequired(Exception):
+    """No valid console session: the app answers with a redirect to the login page."""
 
-    def __init__(self, site: Site, csrf: str) -> None:
-        self.site, self.csrf = site, csrf
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """The logged-in site, its CSRF token and its connector integration ("" when it has none,
+    so queries on it find nothing)."""
+
+    site_id: str
+    csrf: str
+    integration_id: str
+    org_id: str
 
 
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def session_of(request: Request, db: Session) -> ConsoleSession | None:
-    claims = runtime_of(request).vault.verify_token(request.cookies.get(COOKIE, ""))
+def console_session(request: Request) -> ConsoleSession:
+    runtime = runtime_of(request)
+    claims = runtime.vault.verify_token(request.cookies.get(COOKIE, ""))
     if not claims or not isinstance(claims.get("site"), str):
-        return None
-    site = db.get(Site, claims["site"])
-    return ConsoleSession(site, str(claims.get("csrf"))) if site else None
+        raise LoginRequired
+    with runtime.db.read() as db:
+        site = db.get(Site, claims["site"])
+        if site is None:
+            raise LoginRequired
+        integration = db.scalars(select(Integration).where(Integration.chargebee_site == site.id)).first()
+        return ConsoleSession(site.id, str(claims.get("csrf")), integration.id if integration else "",
+                              integration.m3ter_org_id if integration else "")
+
+
+ConsoleDep = Annotated[ConsoleSession, Depends(console_session)]
+
+
+def to_login(request: Request, exc: LoginRequired) -> RedirectResponse:
+    return RedirectResponse("/console/login", status_code=303)
 
 
 async def checked_form(request: Request, console: ConsoleSession) -> dict[str, Any]:
@@ -70,14 +91,5 @@ async def checked_form(request: Request, console: ConsoleSession) -> dict[str, A
 
 def render(request: Request, name: str, console: ConsoleSession | None, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, {
-        "site": console.site.id if console else None, "csrf": console.csrf if console else "",
+        "site": console.site_id if console else None, "csrf": console.csrf if console else "",
         "flash": request.query_params.get("flash"), **context})
-
-
-def integration_of(db: Session, site: Site) -> Integration | None:
-    return db.scalars(select(Integration).where(Integration.chargebee_site == site.id)).first()
-
-
-def guard(request: Request, db: Session) -> ConsoleSession | RedirectResponse:
-    console = session_of(request, db)
-    return console if console else RedirectResponse("/console/login", status_code=303)
