@@ -78,6 +78,13 @@ def managed_integration(integration_id: str, request: Request, session: SessionD
 IntegrationDep = Annotated[Integration, Depends(managed_integration)]
 
 
+def authenticated(integration_id: str, request: Request, runtime: RuntimeDep) -> None:
+    """The caller check for routes that keep no transaction open (they call out over HTTP):
+    as a dependency it runs before the body is validated, so an anonymous caller gets a 401."""
+    with runtime.db.read() as session:
+        managed_integration(integration_id, request, session, runtime)
+
+
 @router.get("", summary="Integration status")
 def status(integration: IntegrationDep, session: SessionDep) -> ExactJSONResponse:
     counts = dict(session.execute(
@@ -144,7 +151,8 @@ class MappingRequest(BaseModel):
         return self
 
 
-@router.post("/mappings", summary="Map a Chargebee item price to an m3ter plan or aggregation")
+@router.post("/mappings", summary="Map a Chargebee item price to an m3ter plan or aggregation",
+             dependencies=[Depends(authenticated)])
 async def create_mapping(body: MappingRequest, integration_id: str, request: Request,
                          runtime: RuntimeDep) -> ExactJSONResponse:
     def work() -> dict[str, Any]:

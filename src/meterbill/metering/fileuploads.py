@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import Database, new_id, utcnow
-from meterbill.core.errors import InvalidInput, InvalidState, NotFound
+from meterbill.core.errors import Forbidden, InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, LeaseLost, enqueue, handles
 from meterbill.core.security import Vault
 from meterbill.metering import ingest
@@ -74,7 +74,8 @@ def receive_upload(
     """Store the uploaded bytes and queue the ingest; the token is the upload URL's signature."""
     claims = vault.verify_token(token)
     if claims is None or claims.get("upload") != job_id or claims.get("org") != org_id:
-        raise InvalidInput("the upload URL is invalid or has expired", param="token")
+        # A refused credential, as a bad presigned URL is refused by the storage m3ter uses.
+        raise Forbidden("the upload URL is invalid or has expired", param="token")
     with db.read() as session:
         _open_job(session, job_id)
     # One short transaction per chunk: a slow client must not hold the database's
