@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
@@ -25,14 +25,16 @@ from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
 from meterbill.metering.config import document_body
-from meterbill.metering.models import ConfigEntity, Measurement
+from meterbill.metering.models import ConfigEntity
 
 MAX_MEASUREMENTS = 1000
 MAX_BODY_BYTES = 512_000
 MICROS = Decimal(1_000_000)
 MAX_ABS_VALUE = Decimal("1e12")
+MAX_ABS_INT = 10**12
 TEXT_CATEGORIES = ("who", "where", "what", "other", "metadata")
 NUMERIC_CATEGORIES = ("measure", "income", "cost")
+_CATEGORIES = (*TEXT_CATEGORIES, *NUMERIC_CATEGORIES)
 ALLOWED_KEYS = frozenset({"uid", "meter", "account", "ts", "ets", *TEXT_CATEGORIES, *NUMERIC_CATEGORIES})
 SKELETON_EMAIL = "unknown@skeleton.invalid"
 
@@ -68,28 +70,42 @@ def to_micros(value: Decimal) -> int:
     return int((value * MICROS).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-def _number(index: int, field: str, raw: Any) -> Decimal:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise _fail(index, field, "must be a number")
-    try:
-        value = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
-    except InvalidOperation:
-        raise _fail(index, field, "must be a number") from None
-    if not value.is_finite() or abs(value) > MAX_ABS_VALUE:
-        raise _fail(index, field, f"must be a finite number of magnitude at most {MAX_ABS_VALUE:f}")
-    return value
+def _number(index: int, category: str, code: str, raw: Any) -> Decimal:
+    kind = type(raw)
+    if kind is int:
+        # The common case, exact as it comes: no text round trip.
+        if -MAX_ABS_INT <= raw <= MAX_ABS_INT:
+            return Decimal(raw)
+    elif kind is float:
+        value = Decimal(repr(raw))  # repr is always Decimal-readable, 'nan' and 'inf' included
+        if value.is_finite() and abs(value) <= MAX_ABS_VALUE:
+            return value
+    else:
+        raise _fail(index, f"{category}.{code}", "must be a number")
+    raise _fail(index, f"{category}.{code}", f"must be a finite number of magnitude at most {MAX_ABS_VALUE:f}")
 
 
 def _timestamp(index: int, field: str, raw: Any) -> datetime:
     if not isinstance(raw, str):
         raise _fail(index, field, "must be an ISO 8601 timestamp")
+    # Fast path for the usual '...Z' / offset form; anything else takes the
+    # general parser, which also words the error.
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        pass
+    else:
+        if value.tzinfo is not UTC:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if schemas.MIN_YEAR <= value.year <= schemas.MAX_YEAR:
+            return value
     try:
         return schemas.utc_timestamp(raw)
     except ValueError as exc:
         raise _fail(index, field, str(exc)) from None
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedMeasurement:
     uid: str
     meter: MeterSchema
@@ -128,13 +144,12 @@ def load_meters(session: Session, org_id: str, items: Sequence[Any]) -> dict[str
 def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement:
     if not isinstance(item, dict):
         raise InvalidInput(f"measurements[{index}]: must be an object", param=f"measurements[{index}]")
-    unknown = sorted(set(item) - ALLOWED_KEYS)
-    if unknown:
-        raise _fail(index, unknown[0], "unknown field")
+    if not ALLOWED_KEYS.issuperset(item):
+        raise _fail(index, sorted(set(item) - ALLOWED_KEYS)[0], "unknown field")
     meter_code = item.get("meter")
-    if not isinstance(meter_code, str) or meter_code not in meters:
+    meter = meters.get(meter_code) if isinstance(meter_code, str) else None
+    if meter is None:
         raise _fail(index, "meter", f"no meter with code {meter_code!r}")
-    meter = meters[meter_code]
     account = item.get("account")
     if not isinstance(account, str) or not 1 <= len(account) <= 200:
         raise _fail(index, "account", "must be an account code of 1 to 200 characters")
@@ -150,7 +165,7 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
 
     dimensions: dict[str, str] = {}
     measures: dict[str, Decimal] = {}
-    for category in (*TEXT_CATEGORIES, *NUMERIC_CATEGORIES):
+    for category in _CATEGORIES:
         values = item.get(category)
         if values is None:
             continue
@@ -161,7 +176,7 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
             if code not in allowed:
                 raise _fail(index, f"{category}.{code}", f"meter {meter_code} has no {category.upper()} field {code}")
             if category in NUMERIC_CATEGORIES:
-                measures[code] = _number(index, f"{category}.{code}", raw)
+                measures[code] = _number(index, category, code, raw)
             elif isinstance(raw, str) and len(raw) <= 500:
                 dimensions[code] = raw
             else:
@@ -179,9 +194,11 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
 def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement]) -> int:
     """Store what is new; returns how many measurements were new.
 
-    This is the ingest hot path, so it talks to the driver directly: one prepared
-    statement run with executemany (pipelined on psycopg), instead of ORM rows or
-    giant multi-VALUES statements the driver would have to parse for every batch.
+    This is the ingest hot path: the batch goes to the database as one JSON
+    document, so per-row work (unpacking, type input, the two inserts) runs in
+    the database's C code instead of one driver round of Python per row. On
+    PostgreSQL both inserts are one statement; on SQLite the measurements are
+    one statement and their values one executemany.
     """
     accounts = _account_ids(session, org_id, {m.account_code for m in batch})
     now = utcnow()
@@ -189,42 +206,30 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
     for measurement in batch:
         first_by_uid.setdefault(measurement.uid, measurement)
     postgres = session.get_bind().dialect.name == "postgresql"
-    stamp = now if postgres else _sqlite_time(now)
+    moment = (lambda t: t) if postgres else _sqlite_time
+    document = orjson.dumps([
+        {"uid": m.uid, "meter_id": m.meter.id, "account_id": accounts[m.account_code], "ts": moment(m.ts),
+         "ets": None if m.ets is None else moment(m.ets), "dimensions": m.dimensions,
+         "measures": {k: format(v, "f") for k, v in m.measures.items()},
+         "micros": {k: to_micros(v) for k, v in m.measures.items()}}
+        for m in first_by_uid.values()
+    ]).decode()
     cursor = session.connection().connection.cursor()
     try:
-        rows = [
-            (org_id, m.uid, m.meter.id, accounts[m.account_code],
-             m.ts if postgres else _sqlite_time(m.ts),
-             None if m.ets is None else (m.ets if postgres else _sqlite_time(m.ets)),
-             orjson.dumps(m.dimensions).decode(),
-             orjson.dumps({k: format(v, "f") for k, v in m.measures.items()}).decode(), stamp)
-            for m in first_by_uid.values()
-        ]
         if postgres:
-            # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
-            cursor.executemany(_INSERT_MEASUREMENT[True] + " RETURNING id, uid", rows, returning=True)
-            new: list[tuple[int, str]] = []
-            while True:
-                new.extend(cursor.fetchall())
-                if not cursor.nextset():
-                    break
-        else:
-            cursor.executemany(_INSERT_MEASUREMENT[False], rows)
-            # Ours are the rows stamped with this batch's receipt time; a replayed uid kept its first row.
-            stored = session.execute(
-                select(Measurement.id, Measurement.uid, Measurement.received_at).where(
-                    Measurement.organization_id == org_id, Measurement.uid.in_(list(first_by_uid)))
-            ).all()
-            new = [(measurement_id, uid) for measurement_id, uid, received_at in stored if received_at == now]
-        cursor.executemany(_INSERT_VALUE[postgres], [
+            cursor.execute(_INSERT_POSTGRES, {"org": org_id, "now": now, "batch": document})
+            return cursor.fetchone()[0]
+        # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
+        new = cursor.execute(_INSERT_SQLITE, (org_id, _sqlite_time(now), document)).fetchall()
+        cursor.executemany(_INSERT_VALUE_SQLITE, [
             (measurement_id, code, org_id, first_by_uid[uid].meter.id, accounts[first_by_uid[uid].account_code],
-             first_by_uid[uid].ts if postgres else _sqlite_time(first_by_uid[uid].ts), to_micros(value))
+             _sqlite_time(first_by_uid[uid].ts), to_micros(value))
             for measurement_id, uid in new
             for code, value in first_by_uid[uid].measures.items()
         ])
+        return len(new)
     finally:
         cursor.close()
-    return len(new)
 
 
 def _sqlite_time(moment: datetime) -> str:
@@ -234,18 +239,34 @@ def _sqlite_time(moment: datetime) -> str:
 
 _MEASUREMENT_COLUMNS = "organization_id, uid, meter_id, account_id, ts, ets, dimensions, measures, received_at"
 _VALUE_COLUMNS = "measurement_id, field, organization_id, meter_id, account_id, ts, micros"
-_INSERT_MEASUREMENT = {
-    True: f"INSERT INTO metering_measurements ({_MEASUREMENT_COLUMNS}) VALUES "
-          "(%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s) ON CONFLICT (organization_id, uid) DO NOTHING",
-    False: f"INSERT INTO metering_measurements ({_MEASUREMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-           "ON CONFLICT (organization_id, uid) DO NOTHING",
-}
-_INSERT_VALUE = {
-    True: f"INSERT INTO metering_measurement_values ({_VALUE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-          "ON CONFLICT DO NOTHING",
-    False: f"INSERT INTO metering_measurement_values ({_VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-           "ON CONFLICT DO NOTHING",
-}
+# `batch` is referenced twice, so PostgreSQL materializes it: the JSON is parsed once.
+_INSERT_POSTGRES = f"""
+WITH batch AS (
+    SELECT * FROM json_to_recordset(%(batch)s::json) AS b(
+        uid text, meter_id text, account_id text, ts timestamptz, ets timestamptz,
+        dimensions jsonb, measures jsonb, micros jsonb)
+), new AS (
+    INSERT INTO metering_measurements ({_MEASUREMENT_COLUMNS})
+    SELECT %(org)s, uid, meter_id, account_id, ts, ets, dimensions, measures, %(now)s FROM batch
+    ON CONFLICT (organization_id, uid) DO NOTHING
+    RETURNING id, uid
+), new_values AS (
+    INSERT INTO metering_measurement_values ({_VALUE_COLUMNS})
+    SELECT new.id, f.key, %(org)s, batch.meter_id, batch.account_id, batch.ts, f.value::bigint
+    FROM new JOIN batch USING (uid) CROSS JOIN LATERAL jsonb_each_text(batch.micros) AS f
+)
+SELECT count(*) FROM new
+"""
+# `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert clause, not a join constraint.
+_INSERT_SQLITE = f"""
+INSERT INTO metering_measurements ({_MEASUREMENT_COLUMNS})
+SELECT ?1, b.value ->> 'uid', b.value ->> 'meter_id', b.value ->> 'account_id', b.value ->> 'ts',
+       b.value ->> 'ets', b.value -> 'dimensions', b.value -> 'measures', ?2
+FROM json_each(?3) AS b WHERE true
+ON CONFLICT (organization_id, uid) DO NOTHING
+RETURNING id, uid
+"""
+_INSERT_VALUE_SQLITE = f"INSERT INTO metering_measurement_values ({_VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
