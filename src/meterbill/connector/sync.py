@@ -55,6 +55,9 @@ class Run:
     chargebee: ChargebeePort
     m3ter: M3terPort
     entries: list[SyncLogEntry] = field(default_factory=list)
+    # The subscription has a synced account plan, even if this run changed nothing: the
+    # run that created it may have died (or lost its lease) before recording so.
+    has_account_plan: bool = False
 
     def note(self, action: str, status: str, message: str, *, chargebee_id: str | None = None,
              m3ter_id: str | None = None, retry: tuple[str, dict[str, Any]] | None = None) -> None:
@@ -132,7 +135,7 @@ def process_webhook(delivery: Delivery) -> None:
 
 def _record(session: Session, run: Run) -> None:
     session.add_all(run.entries)
-    if any(e.action == "account_plan" and e.status == "ok" for e in run.entries):
+    if run.has_account_plan or any(e.action == "account_plan" and e.status == "ok" for e in run.entries):
         _start_polling(session, run.integration.id)
 
 
@@ -228,6 +231,7 @@ def reconcile_subscription(
         if current:
             latest = max(current, key=lambda ap: ap.start_date)
             run.m3ter.map("Subscription", external + item_price_id, "AccountPlan", latest.id)
+            run.has_account_plan = True
 
 
 def _history(session: Session, integration_id: str, subscription_id: str | None) -> list[
