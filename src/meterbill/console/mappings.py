@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
+import chargebee
+import m3ter
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
@@ -92,9 +94,13 @@ async def save_mapping(request: Request, console: ConsoleDep) -> Response:
         # Through the connector's own port, so the console maps exactly as the API and the sync do.
         with runtime.db.read() as session:
             run = sync.open_run(session, runtime.vault, console.integration_id)
+        run.chargebee.item_price(item_price_id)  # the site's own item price, or the SDK's 404
         run.m3ter.map("ItemPrice", item_price_id, TARGET_KINDS[kind], target)
         return sync.currency_warnings(run, item_price_id, TARGET_KINDS[kind], target)
 
-    warnings = await run_in_threadpool(work)
+    try:
+        warnings = await run_in_threadpool(work)
+    except (m3ter.APIStatusError, chargebee.APIError) as exc:  # e.g. a plan or item price that is not there
+        return RedirectResponse(f"/console/mappings?flash={quote_plus(f'Not mapped: {exc}'[:300])}", status_code=303)
     message = f"Mapped {item_price_id}" + (f" — warning: {'; '.join(warnings)}" if warnings else "")
     return RedirectResponse(f"/console/mappings?flash={quote_plus(message)}", status_code=303)

@@ -389,6 +389,22 @@ def document_body(entity: ConfigEntity, model: type[M]) -> M:
     return model.model_validate({k: v for k, v in entity.document.items() if k in known})
 
 
+# Mapped entities that live in this table; others (bills, bill line items) are checked by their owners.
+MAPPED_KINDS = {"Account": "account", "AccountPlan": "account_plan", "Plan": "plan", "PlanTemplate": "plan_template",
+                "Aggregation": "aggregation", "CompoundAggregation": "compound_aggregation", "Meter": "meter",
+                "Product": "product"}
+
+
+def _check_mapping(
+    session: Session, org_id: str, body: schemas.ExternalMappingBody, entity_id: str | None
+) -> dict[str, Any]:
+    """A mapping must point at one of the organization's own entities, never at another's id."""
+    kind = MAPPED_KINDS.get(body.m3ter_entity)
+    if kind is not None:
+        require(session, org_id, kind, body.m3ter_id, "m3terId")
+    return {}
+
+
 def _mapping_key(body: schemas.ExternalMappingBody) -> str:
     return "|".join((body.external_system, body.external_table, body.external_id, body.m3ter_entity))
 
@@ -447,7 +463,7 @@ RESOURCES: dict[str, Resource] = {
         ),
         Resource(
             "external_mapping", "externalmappings", "external mapping", schemas.ExternalMappingBody,
-            unique_key=_mapping_key,
+            unique_key=_mapping_key, check=_check_mapping,
             list_filters={"externalSystemId": "externalSystem", "integrationConfigId": "integrationConfigId",
                           "m3terIds": "m3terId"},
         ),
