@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meterbill import __version__
@@ -165,6 +166,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _render(request.url.path, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def on_data_error(request: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL text and jsonb cannot hold NUL (\u0000), which any string of either API may
+        # carry: the client's input, refused as such (the transaction is already rolled back).
+        if "NUL" in str(exc.orig) or "Unicode escape" in str(exc.orig):
+            return _render(request.url.path, 400, "text values must not contain NUL (\\u0000) characters")
+        return await on_unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -71,6 +71,8 @@ Amount = Annotated[Decimal, Field(allow_inf_nan=False, ge=Decimal("-1e15"), le=D
 NonNegativeAmount = Annotated[Decimal, Field(allow_inf_nan=False, ge=0, le=Decimal("1e15"), decimal_places=12)]
 Code = Annotated[str, Field(pattern=CODE_PATTERN)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# m3ter's integers are Java ints; bounded, they also always fit the stored JSON (orjson stops at 64 bits).
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 CustomFields = dict[Annotated[str, Field(max_length=100)], str | Amount]
 Rounding = Literal["UP", "DOWN", "NEAREST", "NONE"]
@@ -175,7 +177,7 @@ class PlanTemplateBody(WireModel):
     minimum_spend: NonNegativeAmount | None = None
     minimum_spend_bill_in_advance: bool | None = None
     minimum_spend_description: Annotated[str, Field(max_length=200)] | None = None
-    ordinal: int | None = None
+    ordinal: Int32 | None = None
     standing_charge_bill_in_advance: bool = False
     standing_charge_description: Annotated[str, Field(max_length=200)] | None = None
     standing_charge_interval: Annotated[int, Field(ge=1, le=365)] | None = None
@@ -193,7 +195,7 @@ class PlanBody(WireModel):
     minimum_spend_accounting_product_id: Id | None = None
     minimum_spend_bill_in_advance: bool | None = None
     minimum_spend_description: Annotated[str, Field(max_length=200)] | None = None
-    ordinal: int | None = None
+    ordinal: Int32 | None = None
     standing_charge: NonNegativeAmount | None = None
     standing_charge_accounting_product_id: Id | None = None
     standing_charge_bill_in_advance: bool | None = None
@@ -392,7 +394,7 @@ class SignedCredentials(BaseModel):
     secret: Annotated[str, Field(min_length=8, max_length=500)]
     type: Literal["M3TER_SIGNED_REQUEST"]
     empty: bool | None = None
-    version: int | None = None
+    version: Int32 | None = None
 
 
 class WebhookBody(WireModel):
