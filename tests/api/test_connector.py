@@ -301,3 +301,15 @@ def test_connector_sync_command_reconciles_subscriptions_it_never_heard_of(serve
     assert {p.plan_id for p in plans} == {story.basic.id}
     accounts = {a.code for a in story.m3.accounts.list()}
     assert {"quiet_0", "quiet_1", "quiet_2"} <= accounts
+
+
+def test_mappings_refuse_unknown_item_prices_and_targets(server, tenant):
+    story = Story(server, tenant)
+    for body in ({"item_price_id": "no-such-price", "plan_id": story.basic.id},
+                 {"item_price_id": "basic-usd", "plan_id": "00000000-0000-0000-0000-000000000000"}):
+        response = httpx.post(story.connector + "/mappings", json=body, auth=story.auth)
+        assert response.status_code == 400, response.text
+        assert "not mapped" in response.json()["message"]
+    (mapping,) = story.m3.external_mappings.list_by_external_entity(
+        "basic-usd", system="Chargebee", external_table="ItemPrice").data
+    assert mapping.m3ter_id == story.basic.id  # the earlier mapping is untouched

@@ -8,6 +8,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import chargebee
+import m3ter
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, model_validator
@@ -162,7 +164,11 @@ async def create_mapping(body: MappingRequest, integration_id: str, request: Req
         entity, target = (("Plan", body.plan_id) if body.plan_id else
                           ("Aggregation", body.aggregation_id) if body.aggregation_id else
                           ("CompoundAggregation", body.compound_aggregation_id))
-        mapping = run.m3ter.map("ItemPrice", body.item_price_id, entity, target)
+        try:
+            run.chargebee.item_price(body.item_price_id)  # the site's own item price
+            mapping = run.m3ter.map("ItemPrice", body.item_price_id, entity, target)
+        except (chargebee.APIError, m3ter.APIStatusError) as exc:  # an unknown item price, plan or aggregation
+            raise InvalidInput(f"not mapped: {exc}") from None
         return {"item_price_id": body.item_price_id, "m3ter_entity": entity, "m3ter_id": target,
                 "mapping_id": mapping.id, "warnings": sync.currency_warnings(run, body.item_price_id, entity, target)}
 

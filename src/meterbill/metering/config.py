@@ -389,7 +389,7 @@ def document_body(entity: ConfigEntity, model: type[M]) -> M:
     return model.model_validate({k: v for k, v in entity.document.items() if k in known})
 
 
-# Mapped entities that live in this table; others (bills, bill line items) are checked by their owners.
+# Mapped entities that live in this table (bills and bill line items live elsewhere and are not checked).
 MAPPED_KINDS = {"Account": "account", "AccountPlan": "account_plan", "Plan": "plan", "PlanTemplate": "plan_template",
                 "Aggregation": "aggregation", "CompoundAggregation": "compound_aggregation", "Meter": "meter",
                 "Product": "product"}
