@@ -2,10 +2,12 @@
 same rows written straight into the same tables in the same run.
 
     uv run python benchmarks/ingest.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
-        --measurements 1000000 --clients 8
+        --measurements 1000000 --clients 8 [--api-processes 2]
 
-Prints measurements/s, request latency p50/p99, the server's peak RSS, and the ratio to the
-baseline (PostgreSQL: COPY; SQLite: executemany). Not a test: it asserts nothing.
+Prints measurements/s, request latency p50/p99, the servers' peak RSS, and the ratio to the
+baseline (PostgreSQL: COPY; SQLite: executemany). With `--api-processes N`, N `meterbill serve`
+processes share the database (the first with its embedded worker, the others without) and the
+batches are dealt to them in turn. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_http(server: ServerProcess, tenant: dict[str, str], total: int, clients: int) -> tuple[float, list[float]]:
-    token = httpx.post(f"{server.base_url}/oauth/token", json={"grant_type": "client_credentials"},
+def run_http(servers: list[ServerProcess], tenant: dict[str, str], total: int,
+             clients: int) -> tuple[float, list[float]]:
+    # Every server signs with the same secret key, so one token serves them all.
+    token = httpx.post(f"{servers[0].base_url}/oauth/token", json={"grant_type": "client_credentials"},
                        auth=(tenant["metering_api_key"], tenant["metering_api_secret"])).json()["access_token"]
-    url = f"{server.base_url}/organizations/{tenant['org_id']}/measurements"
+    urls = [f"{server.base_url}/organizations/{tenant['org_id']}/measurements" for server in servers]
     latencies: list[float] = []
     lock = threading.Lock()
     local = threading.local()
@@ -56,11 +60,12 @@ def run_http(server: ServerProcess, tenant: dict[str, str], total: int, clients:
               for offset in range(0, total, BATCH)]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-    def send(body: bytes) -> None:
+    def send(numbered: tuple[int, bytes]) -> None:
+        number, body = numbered
         client = getattr(local, "client", None) or httpx.Client(timeout=120)
         local.client = client
         started = time.perf_counter()
-        response = client.post(url, content=body, headers=headers)
+        response = client.post(urls[number % len(urls)], content=body, headers=headers)
         elapsed = time.perf_counter() - started
         response.raise_for_status()
         with lock:
@@ -68,8 +73,22 @@ def run_http(server: ServerProcess, tenant: dict[str, str], total: int, clients:
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, bodies))
+        list(pool.map(send, enumerate(bodies)))
     return time.perf_counter() - started, latencies
+
+
+def stored_http_rows(database_url: str) -> tuple[int, int]:
+    """Measurements and values the HTTP run stored: both must equal --measurements."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        counts = conn.execute(text(
+            "SELECT (SELECT count(*) FROM metering_measurements WHERE uid LIKE 'http-%'),"
+            " (SELECT count(*) FROM metering_measurement_values v JOIN metering_measurements m"
+            " ON m.id = v.measurement_id WHERE m.uid LIKE 'http-%')")).one()
+    engine.dispose()
+    return counts[0], counts[1]
 
 
 def run_baseline(database_url: str, org_id: str, meter_id: str, account_ids: list[str], total: int) -> float:
@@ -120,12 +139,19 @@ def main() -> None:
                         "default: a new SQLite file")
     parser.add_argument("--measurements", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="`meterbill serve` processes sharing the database; only the first runs the worker")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="meterbill-bench-"))
     url = create_database(args.database, workdir)
-    server = ServerProcess(database_url=url, workdir=workdir, extra_env={"METERBILL_LOG_LEVEL": "WARNING"})
+    servers = [ServerProcess(database_url=url, workdir=workdir,
+                             extra_env={"METERBILL_LOG_LEVEL": "WARNING",
+                                        "METERBILL_EMBEDDED_WORKER": "true" if n == 0 else "false"})
+               for n in range(args.api_processes)]
+    server = servers[0]
     try:
-        server.start()
+        for each in servers:
+            each.start()
         tenant = server.create_tenant(f"bench-{secrets.token_hex(3)}")
         import m3ter
 
@@ -136,22 +162,26 @@ def main() -> None:
                                      data_fields=[{"category": "MEASURE", "code": "requests", "name": "Requests"}])
         client.usage.submit(measurements=measurements("warmup", 0, 100))  # creates the 100 accounts
         account_ids = [a.id for a in client.accounts.list(page_size=200)]
-        seconds, latencies = run_http(server, tenant, args.measurements, args.clients)
-        rss = peak_rss_mb(server.process.pid)
+        seconds, latencies = run_http(servers, tenant, args.measurements, args.clients)
+        rss = [peak_rss_mb(each.process.pid) for each in servers]
+        stored = stored_http_rows(url)
         baseline = run_baseline(url, tenant["org_id"], meter.id, account_ids, args.measurements)
         latencies.sort()
         rate, base_rate = args.measurements / seconds, args.measurements / baseline
         backend = "postgresql" if url.startswith("postgresql") else "sqlite"
-        print(f"backend={backend} measurements={args.measurements} clients={args.clients} batch={BATCH}")
+        print(f"backend={backend} measurements={args.measurements} clients={args.clients} batch={BATCH} "
+              f"api_processes={args.api_processes}")
         p50 = statistics.median(latencies) * 1000
         p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
         print(f"http ingest: {rate:,.0f} measurements/s ({seconds:.1f} s); request latency p50={p50:.0f} ms "
-              f"p99={p99:.0f} ms; server peak RSS {rss:.0f} MB")
+              f"p99={p99:.0f} ms; server peak RSS {' + '.join(f'{mb:.0f}' for mb in rss)} MB")
+        print(f"stored by http: {stored[0]:,} measurements, {stored[1]:,} values")
         print(f"baseline ({'COPY' if backend == 'postgresql' else 'executemany'}): {base_rate:,.0f} measurements/s "
               f"({baseline:.1f} s)")
         print(f"ratio http/baseline: {rate / base_rate:.2f}")
     finally:
-        server.stop()
+        for each in servers:
+            each.stop()
         drop_database(url)
 
 

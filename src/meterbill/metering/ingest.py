@@ -197,8 +197,7 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
     This is the ingest hot path: the batch goes to the database as one JSON
     document, so per-row work (unpacking, type input, the two inserts) runs in
     the database's C code instead of one driver round of Python per row. On
-    PostgreSQL both inserts are one statement; on SQLite the measurements are
-    one statement and their values one executemany.
+    PostgreSQL both inserts are one statement; on SQLite, one statement each.
     """
     accounts = _account_ids(session, org_id, {m.account_code for m in batch})
     now = utcnow()
@@ -207,11 +206,11 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
         first_by_uid.setdefault(measurement.uid, measurement)
     postgres = session.get_bind().dialect.name == "postgresql"
     moment = (lambda t: t) if postgres else _sqlite_time
+    micros = {uid: {k: to_micros(v) for k, v in m.measures.items()} for uid, m in first_by_uid.items()}
     document = orjson.dumps([
         {"uid": m.uid, "meter_id": m.meter.id, "account_id": accounts[m.account_code], "ts": moment(m.ts),
          "ets": None if m.ets is None else moment(m.ets), "dimensions": m.dimensions,
-         "measures": {k: format(v, "f") for k, v in m.measures.items()},
-         "micros": {k: to_micros(v) for k, v in m.measures.items()}}
+         "measures": {k: format(v, "f") for k, v in m.measures.items()}, "micros": micros[m.uid]}
         for m in first_by_uid.values()
     ]).decode()
     cursor = session.connection().connection.cursor()
@@ -221,12 +220,8 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
             return cursor.fetchone()[0]
         # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
         new = cursor.execute(_INSERT_SQLITE, (org_id, _sqlite_time(now), document)).fetchall()
-        cursor.executemany(_INSERT_VALUE_SQLITE, [
-            (measurement_id, code, org_id, first_by_uid[uid].meter.id, accounts[first_by_uid[uid].account_code],
-             _sqlite_time(first_by_uid[uid].ts), to_micros(value))
-            for measurement_id, uid in new
-            for code, value in first_by_uid[uid].measures.items()
-        ])
+        cursor.execute(_INSERT_VALUES_SQLITE, (orjson.dumps([
+            (measurement_id, micros[uid]) for measurement_id, uid in new if micros[uid]]).decode(),))
         return len(new)
     finally:
         cursor.close()
@@ -266,7 +261,14 @@ FROM json_each(?3) AS b WHERE true
 ON CONFLICT (organization_id, uid) DO NOTHING
 RETURNING id, uid
 """
-_INSERT_VALUE_SQLITE = f"INSERT INTO metering_measurement_values ({_VALUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# Each new measurement's values, from its stored row and the [id, {field: micros}] pairs.
+_INSERT_VALUES_SQLITE = f"""
+INSERT INTO metering_measurement_values ({_VALUE_COLUMNS})
+SELECT m.id, f.key, m.organization_id, m.meter_id, m.account_id, m.ts, f.value
+FROM json_each(?1) AS n
+JOIN metering_measurements AS m ON m.id = n.value ->> 0
+JOIN json_each(n.value, '$[1]') AS f
+"""
 
 
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:

@@ -68,10 +68,14 @@ async def submit_measurements(request: Request, caller: CallerDep, runtime: Runt
 
 
 def _store(runtime, org_id: str, payload: Any) -> None:
-    # The parse and the insert share one transaction, so an accepted batch is
-    # committed (durable) before we answer, and a refused one leaves no trace.
+    # Validation only reads, so it runs before the write transaction: on SQLite that
+    # keeps the database's single write lock free while this batch is parsed. The
+    # insert is one transaction, committed (durable) before we answer; a refused
+    # batch never reaches it.
+    with runtime.db.read() as session:
+        batch = ingest.parse_batch(session, org_id, payload)
     with runtime.db.transaction() as session:
-        ingest.store_batch(session, org_id, ingest.parse_batch(session, org_id, payload))
+        ingest.store_batch(session, org_id, batch)
 
 
 async def _read_limited(request: Request) -> bytes:
