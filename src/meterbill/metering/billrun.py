@@ -30,6 +30,8 @@ from meterbill.metering.periods import BillingPeriod, billing_periods, next_peri
 from meterbill.metering.usage import IN_CHUNK, Segment, aggregate_usage
 
 BILL_JOB_TOPIC = "metering.bill_job"
+# Ten thousand accounts over ten million measurements take well under a minute on two cores.
+BILL_JOB_LEASE_SECONDS = 3600
 PENDING, APPROVED = "PENDING", "APPROVED"
 M = TypeVar("M", bound=schemas.WireModel)
 
@@ -53,6 +55,10 @@ def create_bill_job(session: Session, org_id: str, principal: str, body: schemas
 
 @handles(BILL_JOB_TOPIC)
 def run_bill_job(delivery: Delivery) -> None:
+    # The job is one transaction that cannot renew its lease midway (on SQLite it holds the
+    # write lock), so it takes a long one first: with the worker's default lease, a job
+    # outliving it was claimed again by another worker, and again, never completing.
+    delivery.renew_lease(BILL_JOB_LEASE_SECONDS)
     with delivery.commit() as session:
         job = session.get(BillJob, delivery.payload["job_id"])
         if job is None or job.status != "PENDING":
@@ -189,6 +195,7 @@ class _BillRun:
         self.org_id = job.organization_id
         self.catalog = _Catalog(session, self.org_id)
         self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
+        self._period_cache: dict[tuple[Any, ...], list[BillingPeriod]] = {}
 
     def bill(self, accounts: list[ConfigEntity], until: datetime) -> list[str]:
         plans_by_account: dict[str, list[ConfigEntity]] = {}
@@ -224,9 +231,17 @@ class _BillRun:
             minimum_description=plan.minimum_spend_description or template.minimum_spend_description
             or "Minimum spend",
             pricings=self.catalog.pricings(ap.plan_id, plan.plan_template_id),
-            periods=list(billing_periods(**cadence, active_start=ap.start_date, active_end=ap.end_date,
-                                         until=until)),
+            periods=self._periods(cadence, ap.start_date, ap.end_date, until),
         )
+
+    def _periods(self, cadence: dict[str, Any], start: datetime, end: datetime | None,
+                 until: datetime) -> list[BillingPeriod]:
+        # Accounts on the same plan mostly share their dates: step the calendar once per distinct cadence.
+        key = (*cadence.values(), start, end, until)
+        if key not in self._period_cache:
+            self._period_cache[key] = list(billing_periods(**cadence, active_start=start, active_end=end,
+                                                           until=until))
+        return self._period_cache[key]
 
     def _aggregate(self, terms: dict[str, list[_Terms]]) -> None:
         wanted: dict[UsageKey, set[str]] = {}
