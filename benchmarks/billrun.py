@@ -1,0 +1,134 @@
+"""Bill run benchmark: N accounts, M measurements over one month, 3 SUM aggregations each priced with
+graduated (tiered) bands; the time from POST /billjobs to COMPLETE, against a baseline of one
+hand-written SQL `GROUP BY account, aggregation` over the same table in the same run.
+
+    uv run python benchmarks/billrun.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test
+    uv run python benchmarks/billrun.py          # SQLite, smaller defaults
+
+Data set-up is in benchmarks/_data.py (catalog through the m3ter SDK, accounts cloned in bulk,
+measurements by COPY/executemany). Two tenants are loaded: one with M measurements and one with M/10,
+each billed by a freshly started server, so the server's peak RSS can be compared: it should not
+grow with the number of measurements. Every bill total is checked against the baseline's sums
+priced by hand. `--keep FILE` keeps the database and writes its manifest; `--reuse FILE` bills an
+already loaded one (the bills of a previous run are deleted first). Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _data
+
+STANDING_CHARGE = Decimal(10)
+
+
+def delete_bills(dataset: _data.Dataset) -> None:
+    org_id = dataset.tenant["org_id"]
+    with _data.connect(dataset.database_url) as conn:
+        conn.execute(_data.sql("DELETE FROM metering_bill_line_items WHERE bill_id IN "
+                               "(SELECT id FROM metering_bills WHERE organization_id = ?)", dataset), (org_id,))
+        conn.execute(_data.sql("DELETE FROM metering_bills WHERE organization_id = ?", dataset), (org_id,))
+        conn.commit()
+
+
+def run_bill_job(dataset: _data.Dataset) -> tuple[float, float, float, str]:
+    """Seconds from POST to COMPLETE, the server's RSS before and its peak after, the job status."""
+    delete_bills(dataset)
+    server = _data.start_server(dataset.database_url)
+    try:
+        client = _data.client_for(server, dataset.tenant)
+        client.accounts.list(page_size=1)  # first request warms the server's imports
+        rss_before = _data.peak_rss_mb(server.process.pid)
+        started = time.perf_counter()
+        job = client.bill_jobs.create(bill_date=date(2024, 2, 1))
+        while job.status not in ("COMPLETE", "CANCELLED"):
+            time.sleep(0.05)
+            job = client.bill_jobs.retrieve(id=job.id)
+        seconds = time.perf_counter() - started
+        return seconds, rss_before, _data.peak_rss_mb(server.process.pid), job.status
+    finally:
+        server.stop()
+
+
+def baseline(dataset: _data.Dataset) -> tuple[float, list[tuple[str, str, int]]]:
+    """The hand-written query a bill run cannot beat: one pass, one group per account and aggregation."""
+    query = _data.sql(
+        "SELECT account_id, meter_id, SUM(micros) FROM metering_measurement_values"
+        " WHERE organization_id = ? AND field = ? AND ts >= ? AND ts < ? GROUP BY account_id, meter_id", dataset)
+    start, end = _data.timestamps(dataset.database_url, _data.MONTH_START, _data.MONTH_END)
+    with _data.connect(dataset.database_url) as conn:
+        started = time.perf_counter()
+        rows = conn.execute(query, (dataset.tenant["org_id"], _data.FIELD, start, end)).fetchall()
+        return time.perf_counter() - started, rows
+
+
+def tiered(quantity: Decimal) -> Decimal:
+    amount = Decimal(0)
+    limits = [Decimal(str(b["lower_limit"])) for b in _data.BANDS] + [None]
+    for band, lower, upper in zip(_data.BANDS, limits, limits[1:], strict=False):
+        units = max(Decimal(0), (quantity if upper is None else min(quantity, upper)) - lower)
+        amount += units * Decimal(str(band["unit_price"]))
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def check_bills(dataset: _data.Dataset, sums: list[tuple[str, str, int]]) -> str:
+    expected: dict[str, Decimal] = {}
+    for account_id, _meter_id, micros in sums:
+        expected[account_id] = expected.get(account_id, STANDING_CHARGE) + tiered(Decimal(micros) / 1_000_000)
+    with _data.connect(dataset.database_url) as conn:
+        stored = {account_id: Decimal(str(total)) for account_id, total in conn.execute(_data.sql(
+            "SELECT account_id, total FROM metering_bills WHERE organization_id = ?", dataset),
+            (dataset.tenant["org_id"],)).fetchall()}
+    wrong = sum(1 for account_id, total in expected.items() if stored.get(account_id) != total)
+    return (f"{len(stored):,} bills, all totals equal the baseline's sums priced by hand" if not wrong
+            and len(stored) == dataset.accounts else f"{len(stored):,} bills, {wrong:,} totals DIFFER")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default=None, help="PostgreSQL URL (a new bench_* database is created "
+                        "on its server); default: a new SQLite file")
+    parser.add_argument("--accounts", type=int, default=None, help="default 10,000 (SQLite: 1,000)")
+    parser.add_argument("--measurements", type=int, default=None, help="default 10,000,000 (SQLite: 1,000,000)")
+    parser.add_argument("--keep", type=Path, help="keep the database and write its manifest here")
+    parser.add_argument("--reuse", type=Path, help="bill the database of this manifest instead of loading one")
+    args = parser.parse_args()
+    if args.reuse:
+        large, small = _data.Dataset.load_pair(args.reuse)
+    else:
+        postgres = bool(args.database)
+        accounts = args.accounts or (10_000 if postgres else 1_000)
+        measurements = args.measurements or (10_000_000 if postgres else 1_000_000)
+        large, small = _data.build_pair("billrun", args.database, accounts, measurements)
+    try:
+        runs = {}
+        for dataset in (small, large):
+            runs[dataset.measurements] = run_bill_job(dataset)
+        base_seconds, sums = min(baseline(large), baseline(large), key=lambda result: result[0])
+        seconds, _, _, status = runs[large.measurements]
+        backend = "postgresql" if _data.is_postgres(large.database_url) else "sqlite"
+        print(f"backend={backend} accounts={large.accounts:,} aggregations=3 (tiered) "
+              f"measurements={large.measurements:,}")
+        for count, (job_seconds, rss_before, rss_peak, job_status) in sorted(runs.items()):
+            print(f"bill run, {count:>12,} measurements: {job_seconds:6.1f} s ({job_status}); server RSS "
+                  f"{rss_before:.0f} MB before, peak {rss_peak:.0f} MB")
+        print(f"bills: {check_bills(large, sums)}")
+        print(f"baseline (one GROUP BY account, aggregation; best of 2): {base_seconds:.2f} s, {len(sums):,} groups")
+        print(f"ratio bill run/baseline: {seconds / base_seconds:.2f} (status {status})")
+    finally:
+        if args.keep:
+            _data.Dataset.save_pair(args.keep, large, small)
+            print(f"kept {large.database_url}; manifest {args.keep}")
+        elif not args.reuse:
+            _data.drop_bench_database(large.database_url)
+
+
+if __name__ == "__main__":
+    main()
