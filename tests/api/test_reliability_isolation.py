@@ -117,8 +117,7 @@ def _metering_resources(server, tenant: dict[str, str]) -> dict[str, str]:
         assert time.monotonic() < deadline, job.status
         time.sleep(0.1)
     (bill_id,) = job.bill_ids
-    lines = httpx.get(f"{server.base_url}/organizations/{tenant['org_id']}/bills/{bill_id}/lineitems",
-                      headers={"Authorization": f"Bearer {_token(server, tenant)}"}).json()["data"]
+    line = next(iter(client.bills.line_items.list(bill_id)))
     upload = client.usage.file_uploads.generate_upload_url(content_length=10, content_type="application/json",
                                                            file_name="m.jsonl")
     event = next(iter(client.events.list()))
@@ -126,15 +125,10 @@ def _metering_resources(server, tenant: dict[str, str]) -> dict[str, str]:
         "products": product.id, "meters": meter.id, "aggregations": aggregation.id,
         "compoundaggregations": compound.id, "plantemplates": template.id, "plans": plan.id,
         "pricings": pricing.id, "accounts": account.id, "accountplans": account_plan.id, "webhooks": webhook.id,
-        "externalmappings": mapping.id, "billjobs": job.id, "bills": bill_id, "lineitems": lines[0]["id"],
+        "externalmappings": mapping.id, "billjobs": job.id, "bills": bill_id, "lineitems": line.id,
         "events": event.id, "jobs": upload.job_id, "externalId": external_id, "m3terId": account.id,
         "accountId": account.id, "billId": bill_id, "jobId": upload.job_id, "m3ter_email": email,
     }
-
-
-def _token(server, tenant: dict[str, str]) -> str:
-    return httpx.post(server.base_url + "/oauth/token", json={"grant_type": "client_credentials"},
-                      auth=(tenant["metering_api_key"], tenant["metering_api_secret"])).json()["access_token"]
 
 
 # Which of A's values a path parameter takes, by (the segment before it, its name).
