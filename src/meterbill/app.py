@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meterbill import __version__
@@ -173,6 +173,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         # carry: the client's input, refused as such (the transaction is already rolled back).
         if "NUL" in str(exc.orig) or "Unicode escape" in str(exc.orig):
             return _render(request.url.path, 400, "text values must not contain NUL (\\u0000) characters")
+        return await on_unexpected(request, exc)
+
+    @app.exception_handler(IntegrityError)
+    async def on_integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Services check a natural key is free before inserting; concurrent requests can all
+        # pass that check, and the unique constraint then stops all but one: a duplicate.
+        if "unique" in str(exc.orig).lower():
+            return await on_domain_error(request, errors.Duplicate("it was created by a concurrent request"))
         return await on_unexpected(request, exc)
 
     @app.exception_handler(Exception)

@@ -141,3 +141,18 @@ def test_parallel_approvals_of_one_bill_approve_it_once(server, tenant, receiver
         time.sleep(0.1)
     time.sleep(1.5)  # room for any duplicate delivery to show up
     assert len(delivered()) == 1
+
+
+def test_parallel_creates_of_one_code_store_one_and_refuse_the_rest(server, tenant):
+    """Every request checks the code is free before inserting; all 20 checks can pass before
+    the first insert commits, and the unique constraint must then answer as a duplicate."""
+
+    def create() -> Any:
+        client = m3ter_client(server, tenant)
+        return client.accounts.create(code="same-code", name="Acme", email_address="a@example.com")
+
+    outcomes = all_at_once(create)
+    failures = [o for o in outcomes if isinstance(o, Exception)]
+    assert all(isinstance(f, m3ter.ConflictError) for f in failures), failures
+    assert len(failures) == PARALLEL - 1
+    assert [a.code for a in m3ter_client(server, tenant).accounts.list(codes=["same-code"])] == ["same-code"]
