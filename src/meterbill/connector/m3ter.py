@@ -48,7 +48,15 @@ class M3terPort:
         return next(iter(self.client.accounts.list(codes=[code], page_size=1).data), None)
 
     def create_account(self, **fields: Any) -> Any:
-        return self.client.accounts.create(**fields)
+        try:
+            return self.client.accounts.create(**fields)
+        except m3ter.ConflictError:
+            # Another worker created it between our lookup and this create (two events of one
+            # new customer handled at once): that account is the one to use.
+            existing = self.account_by_code(fields["code"])
+            if existing is None:
+                raise
+            return existing
 
     def update_account(self, account: Any, **fields: Any) -> Any:
         return self.client.accounts.update(account.id, version=account.version, **fields)
