@@ -113,6 +113,7 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.kill()  # the caller never gets to stop a server that failed to start: no orphan left behind
         raise RuntimeError("server did not become healthy in 60 s")
 
     def kill(self) -> None:
