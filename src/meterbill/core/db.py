@@ -112,7 +112,9 @@ def _json_dumps(value: object) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    json_options = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+    # hide_parameters: a database error's message names the statement, never its values
+    # (customer emails, addresses), so an error log carries no personal data.
+    json_options = {"json_serializer": _json_dumps, "json_deserializer": _json_loads, "hide_parameters": True}
     if url.startswith("sqlite"):
         # isolation_level=None hands transaction control to us (see _begin).
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None}, **json_options)
