@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -129,6 +130,9 @@ def create_bench_database(template_url: str | None, label: str) -> str:
 
 def drop_bench_database(url: str) -> None:
     if not is_postgres(url):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if folder.name.startswith("meterbill-bench-"):
+            shutil.rmtree(folder, ignore_errors=True)
         return
     name = make_url(url).database
     assert name and name.startswith("bench_"), name
