@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import m3ter
+import pytest
 
 from tests.conftest import m3ter_client
 
@@ -56,3 +57,23 @@ def test_ingest_stores_utc_times_exact_values_and_derived_fields(server, tenant)
     # A replay of the batch's uids is accepted and changes nothing.
     client.usage.submit(measurements=[{**row, "uid": "u2", "ts": "2024-03-05T00:00:00Z", "measure": {"bytes": 7}}])
     assert sums(client, meter.id, "bytes", **march) == {account: Decimal("1502.25")}
+
+
+def test_text_with_nul_and_out_of_range_derived_values_are_400_naming_the_field(server, tenant):
+    # Both used to reach the database and fail there as a 500.
+    client = m3ter_client(server, tenant)
+    meter = client.meters.create(
+        code=f"m_{secrets.token_hex(3)}", name="Cubes", derived_fields=[
+            {"category": "MEASURE", "code": "cube", "name": "Cube", "calculation": "n * n * n"}],
+        data_fields=[{"category": "MEASURE", "code": "n", "name": "N"},
+                     {"category": "WHO", "code": "region", "name": "Region"}])
+    account = f"acct-{secrets.token_hex(3)}"
+    good = {"meter": meter.code, "account": account, "ts": "2024-03-01T00:00:00Z", "measure": {"n": 2}}
+    for bad, field in (({"uid": "a\x00b"}, "measurements[1].uid"),
+                       ({"account": "x\x00"}, "measurements[1].account"),
+                       ({"who": {"region": "eu\x00"}}, "measurements[1].who.region"),
+                       ({"measure": {"n": 10**5}}, "measurements[1].cube")):
+        with pytest.raises(m3ter.BadRequestError) as err:
+            client.usage.submit(measurements=[good, {**good, **bad}])
+        assert field in str(err.value.body), err.value.body
+    assert list(client.accounts.list(codes=[account])) == []

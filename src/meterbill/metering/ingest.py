@@ -142,6 +142,8 @@ def load_meters(session: Session, org_id: str, items: Sequence[Any]) -> dict[str
 
 
 def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement:
+    # Text with NUL is refused here: PostgreSQL text cannot hold it, and the batch
+    # would otherwise fail in the database (a 500) instead of naming the field.
     if not isinstance(item, dict):
         raise InvalidInput(f"measurements[{index}]: must be an object", param=f"measurements[{index}]")
     if not ALLOWED_KEYS.issuperset(item):
@@ -151,8 +153,8 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
     if meter is None:
         raise _fail(index, "meter", f"no meter with code {meter_code!r}")
     account = item.get("account")
-    if not isinstance(account, str) or not 1 <= len(account) <= 200:
-        raise _fail(index, "account", "must be an account code of 1 to 200 characters")
+    if not isinstance(account, str) or not 1 <= len(account) <= 200 or "\x00" in account:
+        raise _fail(index, "account", "must be an account code of 1 to 200 characters, without NUL")
     if "ts" not in item:
         raise _fail(index, "ts", "is required")
     ts = _timestamp(index, "ts", item["ts"])
@@ -160,8 +162,8 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
     uid = item.get("uid")
     if uid is None:
         uid = str(uuid.uuid4())
-    elif not isinstance(uid, str) or not 1 <= len(uid) <= 200:
-        raise _fail(index, "uid", "must be a string of 1 to 200 characters")
+    elif not isinstance(uid, str) or not 1 <= len(uid) <= 200 or "\x00" in uid:
+        raise _fail(index, "uid", "must be a string of 1 to 200 characters, without NUL")
 
     dimensions: dict[str, str] = {}
     measures: dict[str, Decimal] = {}
@@ -177,16 +179,19 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
                 raise _fail(index, f"{category}.{code}", f"meter {meter_code} has no {category.upper()} field {code}")
             if category in NUMERIC_CATEGORIES:
                 measures[code] = _number(index, category, code, raw)
-            elif isinstance(raw, str) and len(raw) <= 500:
+            elif isinstance(raw, str) and len(raw) <= 500 and "\x00" not in raw:
                 dimensions[code] = raw
             else:
-                raise _fail(index, f"{category}.{code}", "must be a string of at most 500 characters")
+                raise _fail(index, f"{category}.{code}", "must be a string of at most 500 characters, without NUL")
     for code, expression in meter.derived.items():
         try:
             value = evaluate(expression, measures)
         except CalculationError as exc:
             raise _fail(index, code, f"derived field cannot be computed: {exc}") from None
         if value is not None:
+            # Stored in millionths as a 64-bit integer, like the fields it is computed from.
+            if abs(value) > MAX_ABS_VALUE:
+                raise _fail(index, code, f"derived value must be of magnitude at most {MAX_ABS_VALUE:f}")
             measures[code] = value
     return ParsedMeasurement(uid, meter, account, ts, ets, dimensions, measures)
 
