@@ -51,9 +51,12 @@ def record_event(
         content=dict(content), webhook_status="not_configured", sequence=sequence,
     )
     session.add(event)
-    endpoints = session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.site_id == site.id, WebhookEndpoint.disabled.is_(False))
-    ).all()
+    # No autoflush: endpoints are never written in the transactions that record events, and
+    # flushing here for every event (thousands in one renewal run) would split the writes up.
+    with session.no_autoflush:
+        endpoints = session.scalars(
+            select(WebhookEndpoint).where(WebhookEndpoint.site_id == site.id, WebhookEndpoint.disabled.is_(False))
+        ).all()
     targets = [e for e in endpoints if not e.enabled_events or event_type in e.enabled_events]
     if targets:
         event.webhook_status = "scheduled"

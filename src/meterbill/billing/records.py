@@ -34,9 +34,15 @@ def new_resource_id() -> str:
 
 def next_number(session: Session, site: Site) -> int:
     """The site's next sequence number (invoice and credit note numbers, event order)."""
-    # populate_existing: the site is usually loaded already, and without a refresh the
-    # lock would be taken but the stale sequence reused (duplicate numbers under concurrency).
-    locked = session.get(Site, site.id, with_for_update=True, populate_existing=True)
+    # The first number of a transaction locks and re-reads the site row (populate_existing: the
+    # site is usually loaded already, and a stale sequence would be reused under concurrency).
+    # The lock holds until the transaction ends, so later numbers need no round trip: a renewal
+    # run numbering thousands of invoices and events would otherwise re-lock for each.
+    locked_in = session.info.setdefault("sequence_locked", {})
+    if locked_in.get(site.id) is not session.get_transaction():
+        session.get(Site, site.id, with_for_update=True, populate_existing=True)
+        locked_in[site.id] = session.get_transaction()
+    locked = session.get(Site, site.id)
     locked.sequence += 1
     return locked.sequence
 
