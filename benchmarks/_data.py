@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, create_database
 
 from meterbill.core.db import make_engine, new_id
 from meterbill.metering.models import ConfigEntity
@@ -118,14 +118,8 @@ def libpq(url: str) -> str:
 
 def create_bench_database(template_url: str | None, label: str) -> str:
     """A new empty `bench_<label>_<hex>` database on the PostgreSQL server, or a new SQLite file."""
-    if not template_url:
-        workdir = Path(tempfile.mkdtemp(prefix=f"meterbill-bench-{label}-"))
-        return f"sqlite:///{workdir / 'bench.db'}"
-    url = make_url(template_url)
-    name = f"bench_{label}_{secrets.token_hex(4)}"
-    with psycopg.connect(libpq(template_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
+    return create_database(template_url, Path(tempfile.mkdtemp(prefix=f"meterbill-bench-{label}-")),
+                           prefix=f"bench_{label}")
 
 
 def drop_bench_database(url: str) -> None:

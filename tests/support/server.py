@@ -27,13 +27,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def create_database(template_url: str | None, workdir: Path) -> str:
-    """A brand-new, empty database: a fresh PostgreSQL database when `template_url`
-    names a server, else a new SQLite file in `workdir`."""
+def create_database(template_url: str | None, workdir: Path, prefix: str = "meterbill_test") -> str:
+    """A brand-new, empty database: a fresh PostgreSQL database (`prefix` and a random
+    suffix) when `template_url` names a server, else a new SQLite file in `workdir`."""
     if not template_url:
         return f"sqlite:///{workdir / f'meterbill-{secrets.token_hex(4)}.db'}"
     url = make_url(template_url)
-    name = f"meterbill_test_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with psycopg.connect(_libpq_dsn(url), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)
