@@ -22,10 +22,11 @@ from meterbill.billing.models import ItemPrice
 from meterbill.connector import sync
 from meterbill.connector.m3ter import SYSTEM
 from meterbill.console.web import ConsoleDep, checked_form, render, runtime_of
-from meterbill.metering.models import ConfigEntity
+from meterbill.metering.config import all_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 TARGET_KINDS = {"plan": "Plan", "aggregation": "Aggregation", "compound_aggregation": "CompoundAggregation"}
+TARGET_KIND_OF = {entity: kind for kind, entity in TARGET_KINDS.items()}
 
 
 @dataclass
@@ -36,27 +37,25 @@ class MappingRow:
     problem: str | None = None
 
 
-def _entities(db: Session, org_id: str, kind: str) -> dict[str, dict[str, Any]]:
-    rows = db.scalars(select(ConfigEntity).where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == kind))
-    return {row.id: {**row.document, "id": row.id} for row in rows}
+def _entities(db: Session, org_id: str, kind: str, **document_equals: str) -> dict[str, dict[str, Any]]:
+    return {row.id: {**row.document, "id": row.id} for row in all_of(db, org_id, kind, **document_equals)}
 
 
 def mapping_rows(db: Session, site_id: str, org_id: str) -> tuple[list[MappingRow], dict[str, dict[str, Any]]]:
     """Every active item price with its mapping and what is wrong with it, if anything."""
     targets = {kind: _entities(db, org_id, kind) for kind in TARGET_KINDS}
     templates = _entities(db, org_id, "plan_template")
-    mapped = {
-        m["externalId"]: m for m in _entities(db, org_id, "external_mapping").values()
-        if m.get("externalSystem") == SYSTEM and m.get("externalTable") == "ItemPrice"
-    }
+    # Only the catalog's mappings: the connector also keeps one per customer, subscription item and invoice.
+    mapped = {m["externalId"]: m for m in _entities(db, org_id, "external_mapping", externalSystem=SYSTEM,
+                                                     externalTable="ItemPrice").values()}
     rows = []
     for item_price in db.scalars(select(ItemPrice).where(ItemPrice.site_id == site_id, ItemPrice.status == "active")
                                  .order_by(ItemPrice.item_type.desc(), ItemPrice.id)):
         row = MappingRow(item_price)
         mapping = mapped.get(item_price.id)
         if mapping is not None:
-            kind = next((k for k, entity in TARGET_KINDS.items() if entity == mapping["m3terEntity"]), None)
-            row.entity, row.target = mapping["m3terEntity"], targets.get(kind or "", {}).get(mapping["m3terId"])
+            kind = TARGET_KIND_OF.get(mapping["m3terEntity"], "")
+            row.entity, row.target = mapping["m3terEntity"], targets.get(kind, {}).get(mapping["m3terId"])
             if row.target is None:
                 row.problem = f"mapped to {mapping['m3terEntity']} {mapping['m3terId']}, which no longer exists"
             elif kind == "plan":

@@ -24,6 +24,7 @@ from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
 from meterbill.core.money import format_decimal, from_minor_units
 from meterbill.core.outbox import enqueue
 from meterbill.metering import bills as metering_bills
+from meterbill.metering.config import all_of, find_by_key
 from meterbill.metering.models import Bill, ConfigEntity
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -158,12 +159,8 @@ def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Re
         if customer is None or customer.deleted:
             return RedirectResponse("/console/customers?flash=No+such+customer", status_code=303)
         # The connector's convention: the m3ter account's code is the Chargebee customer id.
-        account = db.scalars(select(ConfigEntity).where(
-            ConfigEntity.organization_id == console.org_id,
-            ConfigEntity.kind == "account", ConfigEntity.unique_key == customer_id)).first()
-        account_plans = db.scalars(select(ConfigEntity).where(
-            ConfigEntity.organization_id == account.organization_id, ConfigEntity.kind == "account_plan",
-            ConfigEntity.document["accountId"].as_string() == account.id)).all() if account else []
+        account = find_by_key(db, console.org_id, "account", customer_id)
+        account_plans = all_of(db, console.org_id, "account_plan", accountId=account.id) if account else []
         plans = {p.id: p.document for p in db.scalars(select(ConfigEntity).where(
             ConfigEntity.id.in_([ap.document.get("planId") for ap in account_plans])))}
         return render(
