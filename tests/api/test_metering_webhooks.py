@@ -13,6 +13,7 @@ import m3ter
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.api.test_metering_billing import run_bill_job
 from tests.conftest import m3ter_client
 
 SECRET = "webhook-secret-123456"
@@ -62,13 +63,7 @@ def test_approval_is_delivered_signed_to_webhook_destinations(server, tenant, re
     plan = client.plans.create(code="plan", name="Plan", plan_template_id=template.id)
     account = client.accounts.create(code="acct", name="A", email_address="a@example.com")
     client.account_plans.create(account_id=account.id, plan_id=plan.id, start_date="2024-01-01T00:00:00Z")
-    job = client.bill_jobs.create(bill_date="2024-02-01")
-    for _ in range(80):
-        job = client.bill_jobs.retrieve(id=job.id)
-        if job.status == "COMPLETE":
-            break
-        time.sleep(0.25)
-    (bill_id,) = job.bill_ids
+    (bill_id,) = run_bill_job(client).bill_ids
     client.bills.approve(bill_ids=[bill_id])
 
     def approved():

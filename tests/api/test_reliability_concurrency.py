@@ -20,6 +20,7 @@ import chargebee
 import m3ter
 import pytest
 
+from tests.api.test_metering_billing import run_bill_job
 from tests.api.test_metering_webhooks import Receiver
 from tests.conftest import chargebee_client, m3ter_client
 
@@ -106,12 +107,7 @@ def test_parallel_approvals_of_one_bill_approve_it_once(server, tenant, receiver
     plan = client.plans.create(code="plan", name="Plan", plan_template_id=template.id)
     account = client.accounts.create(code="acct", name="A", email_address="a@example.com")
     client.account_plans.create(account_id=account.id, plan_id=plan.id, start_date="2024-01-01T00:00:00Z")
-    job = client.bill_jobs.create(bill_date="2024-02-01")
-    deadline = time.monotonic() + 20
-    while (job := client.bill_jobs.retrieve(id=job.id)).status != "COMPLETE":
-        assert time.monotonic() < deadline, job.status
-        time.sleep(0.1)
-    (bill_id,) = job.bill_ids
+    (bill_id,) = run_bill_job(client).bill_ids
     pending = client.bills.retrieve(id=bill_id)
     assert pending.status == "PENDING"
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.test_metering_billing import run_bill_job
 from tests.conftest import chargebee_client, m3ter_client, unique_name
 
 WEBHOOK_SECRET = "m3ter-hook-secret-" + secrets.token_hex(8)
@@ -111,11 +112,7 @@ def _metering_resources(server, tenant: dict[str, str]) -> dict[str, str]:
     external_id = _sfx("ext")
     mapping = client.external_mappings.create(external_system="Chargebee", external_table="Customer",
                                               external_id=external_id, m3ter_entity="Account", m3ter_id=account.id)
-    job = client.bill_jobs.create(bill_date="2024-02-01")
-    deadline = time.monotonic() + 30
-    while (job := client.bill_jobs.retrieve(id=job.id)).status != "COMPLETE":
-        assert time.monotonic() < deadline, job.status
-        time.sleep(0.1)
+    job = run_bill_job(client, timeout=30)
     (bill_id,) = job.bill_ids
     line = next(iter(client.bills.line_items.list(bill_id)))
     upload = client.usage.file_uploads.generate_upload_url(content_length=10, content_type="application/json",
