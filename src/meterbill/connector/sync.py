@@ -110,10 +110,9 @@ def process_webhook(delivery: Delivery) -> None:
             return
         run = open_run(session, delivery.context["vault"], payload["integration_id"])
         event_type, content = webhook.event_type, webhook.payload.get("content", {})
-        history = _history(session, payload["integration_id"], webhook.subscription_id)
     try:
         if event_type in SUBSCRIPTION_EVENTS and "subscription" in content:
-            reconcile_subscription(run, content["subscription"]["id"], history)
+            reconcile_subscription(run, delivery.db, content["subscription"]["id"])
         elif event_type in ("customer_changed",) and "customer" in content:
             customer = content["customer"]
             account = run.m3ter.account_by_code(customer["id"])
@@ -146,9 +145,8 @@ def reconcile(delivery: Delivery) -> None:
     payload = delivery.payload
     with delivery.db.read() as session:
         run = open_run(session, delivery.context["vault"], payload["integration_id"])
-        history = _history(session, payload["integration_id"], payload["subscription_id"])
     try:
-        reconcile_subscription(run, payload["subscription_id"], history)
+        reconcile_subscription(run, delivery.db, payload["subscription_id"])
     except Exception as exc:
         _failed(delivery, run, payload["integration_id"], "reconcile", exc, (RECONCILE_TOPIC, payload))
         raise
@@ -176,11 +174,20 @@ def resync(delivery: Delivery) -> None:
         session.add_all(run.entries)
 
 
-def reconcile_subscription(
-    run: Run, subscription_id: str, history: list[tuple[datetime, int, dict[str, Any]]]
-) -> None:
+def reconcile_subscription(run: Run, db: Database, subscription_id: str) -> None:
     """Make the subscription's account plans match its history: one per live stretch of
-    each mapped item price, found again by their custom fields on every run."""
+    each mapped item price, found again by their custom fields on every run.
+
+    One subscription is reconciled by one worker at a time: two interleaved runs, one
+    holding an older view of the subscription, would each undo half of the other's
+    changes (an old plan reopened next to its successor)."""
+    with db.exclusive(f"connector.reconcile:{run.integration.id}:{subscription_id}"):
+        with db.read() as session:
+            history = _history(session, run.integration.id, subscription_id)
+        _reconcile(run, subscription_id, history)
+
+
+def _reconcile(run: Run, subscription_id: str, history: list[tuple[datetime, int, dict[str, Any]]]) -> None:
     subscription, customer = run.chargebee.subscription(subscription_id)
     currency = subscription["currency_code"]
     account = ensure_account(run, customer, currency)
@@ -234,11 +241,9 @@ def reconcile_subscription(
             run.has_account_plan = True
 
 
-def _history(session: Session, integration_id: str, subscription_id: str | None) -> list[
+def _history(session: Session, integration_id: str, subscription_id: str) -> list[
         tuple[datetime, int, dict[str, Any]]]:
     """Every received event about the subscription: (when, sequence, the subscription then)."""
-    if subscription_id is None:
-        return []
     rows = session.scalars(select(ReceivedWebhook).where(ReceivedWebhook.integration_id == integration_id,
                                                          ReceivedWebhook.subscription_id == subscription_id))
     return [(row.occurred_at, _sequence(row.event_id), row.payload["content"]["subscription"]) for row in rows]

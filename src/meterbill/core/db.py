@@ -7,7 +7,9 @@ and on PostgreSQL (psycopg 3). Column types that SQLite would silently degrade
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,6 +152,8 @@ class Database:
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+        # Striped, so the set of names ever locked does not grow the process.
+        self._local_locks = [threading.Lock() for _ in range(64)]
 
     @property
     def dialect(self) -> str:
@@ -166,6 +170,29 @@ class Database:
         """A transaction that only reads: on SQLite it never waits for writers."""
         with self._read_sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Run the block while no one else runs a block of the same name.
+
+        Held across slow outside calls (HTTP), so it must not be a write transaction:
+        on PostgreSQL it is a session advisory lock on a connection of its own, which
+        serialises every process and is released if the process dies; on SQLite, the
+        single-process embedded default, a lock inside this process.
+        """
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        if self.dialect != "postgresql":
+            with self._local_locks[key % len(self._local_locks)]:
+                yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
