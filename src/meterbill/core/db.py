@@ -11,13 +11,14 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import JSON, Dialect, Engine, MetaData, Numeric, String, create_engine, event, text
+from sqlalchemy import JSON, Dialect, Engine, MetaData, Numeric, String, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
@@ -200,6 +201,30 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+    """Thousands of new rows of one table in the session's transaction (every row with the same keys).
+
+    On PostgreSQL, COPY: an ORM multi-row insert spends more time binding and processing
+    each value in Python than the database spends storing it. Values go to COPY as the
+    column types would bind them (JSON as text, UTC datetimes, exact decimals).
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(model), rows)
+        return
+    table = model.__table__
+    names = list(rows[0])
+    json_columns = {name for name in names if isinstance(table.c[name].type, JSONDocument)}
+    session.flush()
+    driver = session.connection().connection.driver_connection
+    columns = ", ".join(f'"{name}"' for name in names)  # quoted: "references" is a keyword
+    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([_json_dumps(row[name]) if name in json_columns else row[name] for name in names])
 
 
 def upgrade(url: str) -> None:

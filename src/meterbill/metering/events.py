@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import new_id, utcnow
+from meterbill.core.db import bulk_insert, new_id, utcnow
 from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.core.wirejson import dumps
@@ -41,7 +41,7 @@ def record_events(
     ]
     if not rows:
         return
-    session.execute(insert(MeteringEvent), rows)
+    bulk_insert(session, MeteringEvent, rows)
     for webhook in session.scalars(select(ConfigEntity).where(
             ConfigEntity.organization_id == org_id, ConfigEntity.kind == "webhook")):
         if webhook.document.get("active", True):

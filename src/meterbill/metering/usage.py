@@ -7,6 +7,7 @@ Measurements are never loaded into Python: the database sums, counts and picks
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -50,6 +51,68 @@ def aggregate_usage(
         for account_id, segment, value in aggregate(session, org_id, chunk, meter_id, kind, target_field,
                                                     segmented_fields, start, end):
             result.setdefault(account_id, {})[segment] = value
+    return result
+
+
+@dataclass(frozen=True)
+class Totals:
+    """One account's measurements of one meter field in a period, in millionths."""
+
+    total: int
+    smallest: int
+    largest: int
+    count: int
+
+    def value(self, kind: str) -> Decimal:
+        """The raw aggregate of a numeric SUM, MIN, MAX, COUNT or MEAN aggregation."""
+        if kind == "COUNT":
+            return Decimal(self.count)
+        if kind == "MEAN":
+            return Decimal(self.total) / (Decimal(self.count) * MICROS)
+        return Decimal({"SUM": self.total, "MIN": self.smallest, "MAX": self.largest}[kind]) / MICROS
+
+
+TOTALS_KINDS = ("SUM", "MIN", "MAX", "COUNT", "MEAN")
+
+
+def usage_totals(
+    session: Session,
+    *,
+    org_id: str,
+    account_ids: Sequence[str] | None,
+    fields: Sequence[tuple[str, str]],
+    start: datetime,
+    end: datetime,
+) -> dict[tuple[str, str, str], Totals]:
+    """(account, meter, field) → Totals over start <= ts < end, for many meter fields in one pass.
+
+    A bill job's unsegmented aggregations of one period share this query, so the month's
+    measurements are read once, not once per aggregation. `account_ids=None` means every
+    account of the organization: no IN list, so the database walks the usage index in
+    (account, meter, field) order and groups without sorting.
+    """
+    meter_ids = sorted({meter for meter, _ in fields})
+    names = sorted({name for _, name in fields})
+    query = select(
+        MeasurementValue.account_id, MeasurementValue.meter_id, MeasurementValue.field,
+        func.sum(MeasurementValue.micros), func.min(MeasurementValue.micros), func.max(MeasurementValue.micros),
+        func.count(),
+    ).where(
+        MeasurementValue.organization_id == org_id,
+        MeasurementValue.meter_id.in_(meter_ids),
+        MeasurementValue.field.in_(names),
+        MeasurementValue.ts >= start,
+        MeasurementValue.ts < end,
+    ).group_by(MeasurementValue.account_id, MeasurementValue.meter_id, MeasurementValue.field)
+    wanted = set(fields)
+    chunks = [None] if account_ids is None else [
+        account_ids[offset:offset + IN_CHUNK] for offset in range(0, len(account_ids), IN_CHUNK)]
+    result: dict[tuple[str, str, str], Totals] = {}
+    for chunk in chunks:
+        chunk_query = query if chunk is None else query.where(MeasurementValue.account_id.in_(chunk))
+        for account_id, meter_id, name, total, smallest, largest, count in session.execute(chunk_query):
+            if (meter_id, name) in wanted:
+                result[account_id, meter_id, name] = Totals(int(total), int(smallest), int(largest), count)
     return result
 
 
