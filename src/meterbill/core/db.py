@@ -234,10 +234,15 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for offset in range(0, len(rows), 1000):
                 copy.write("".join(
-                    "\t".join(_copy_text(_json_dumps(row[n]) if n in json_columns else row[n]) for n in names)
+                    "\t".join(_copy_json(row[n]) if n in json_columns else _copy_text(row[n]) for n in names)
                     + "\n" for row in rows[offset:offset + 1000]))
     except psycopg.IntegrityError as exc:  # as an ORM insert would raise it
         raise IntegrityError(statement, None, exc) from exc
+
+
+def _copy_json(value: Any) -> str:
+    # JSON text escapes every control character itself, so only its backslashes need COPY's escape.
+    return _json_dumps(value).replace("\\", "\\\\")
 
 
 def _copy_text(value: Any) -> str:

@@ -23,7 +23,7 @@ from meterbill.core.money import exponent
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.metering import rating, schemas
 from meterbill.metering.calculations import CalculationError, evaluate, parse
-from meterbill.metering.config import all_of, document_body
+from meterbill.metering.config import document_body
 from meterbill.metering.events import record_events
 from meterbill.metering.models import Bill, BillJob, BillLineItem, ConfigEntity
 from meterbill.metering.periods import BillingPeriod, billing_periods, next_period
@@ -73,18 +73,41 @@ def run_bill_job(delivery: Delivery) -> None:
         job.modified_at = utcnow()
 
 
-def _job_accounts(session: Session, job: BillJob) -> list[ConfigEntity]:
-    # Ids of other organizations count as missing: a job reveals nothing about them.
+@dataclass(frozen=True)
+class _Account:
+    """The few fields of an account a bill run reads (ten thousand documents are not parsed whole)."""
+
+    id: str
+    code: str
+    bill_epoch: date | None
+
+
+def _job_accounts(session: Session, job: BillJob) -> list[_Account]:
+    query = select(ConfigEntity.id, ConfigEntity.unique_key, ConfigEntity.document["billEpoch"].as_string()).where(
+        ConfigEntity.organization_id == job.organization_id, ConfigEntity.kind == "account")
     if not job.account_ids:
-        return all_of(session, job.organization_id, "account")
-    found = {
-        e.id: e
-        for ids in _chunks(list(dict.fromkeys(job.account_ids)))
-        for e in session.scalars(select(ConfigEntity).where(
-            ConfigEntity.organization_id == job.organization_id, ConfigEntity.kind == "account",
-            ConfigEntity.id.in_(ids)))
-    }
-    return [found[i] for i in dict.fromkeys(job.account_ids) if i in found]
+        rows = session.execute(query.order_by(ConfigEntity.id)).all()
+    else:
+        # Ids of other organizations count as missing: a job reveals nothing about them.
+        found = {row.id: row for ids in _chunks(list(dict.fromkeys(job.account_ids)))
+                 for row in session.execute(query.where(ConfigEntity.id.in_(ids)))}
+        rows = [found[i] for i in dict.fromkeys(job.account_ids) if i in found]
+    return [_Account(id_, code or "", date.fromisoformat(epoch) if epoch else None) for id_, code, epoch in rows]
+
+
+def _account_plans(session: Session, org_id: str) -> dict[str, list[tuple[str, schemas.AccountPlanBody]]]:
+    """Account id → (account plan id, the fields of it a bill run reads), every account plan of the organization."""
+    names = {"accountId": "account_id", "planId": "plan_id", "startDate": "start_date", "endDate": "end_date",
+             "billEpoch": "bill_epoch"}
+    rows = session.execute(select(ConfigEntity.id, *[ConfigEntity.document[name].as_string() for name in names])
+                           .where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == "account_plan")
+                           .order_by(ConfigEntity.id))
+    by_account: dict[str, list[tuple[str, schemas.AccountPlanBody]]] = {}
+    for account_plan_id, *values in rows:
+        body = schemas.AccountPlanBody.model_validate(
+            {field: value for field, value in zip(names.values(), values, strict=True) if value is not None})
+        by_account.setdefault(body.account_id, []).append((account_plan_id, body))
+    return by_account
 
 
 def _chunks(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
@@ -207,29 +230,26 @@ class _BillRun:
         self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
         self._period_cache: dict[tuple[Any, ...], list[BillingPeriod]] = {}
 
-    def bill(self, accounts: list[ConfigEntity], until: datetime) -> list[str]:
-        plans_by_account: dict[str, list[ConfigEntity]] = {}
-        for account_plan in all_of(self.session, self.org_id, "account_plan"):
-            plans_by_account.setdefault(account_plan.document["accountId"], []).append(account_plan)
+    def bill(self, accounts: list[_Account], until: datetime) -> list[str]:
+        plans_by_account = _account_plans(self.session, self.org_id)
         terms = {
-            account.id: [self._terms(account, ap, until) for ap in plans_by_account.get(account.id, [])]
+            account.id: [self._terms(account, ap_id, ap, until) for ap_id, ap in plans_by_account.get(account.id, [])]
             for account in accounts
         }
         self._aggregate(terms)
         drafts = {account.id: self._drafts(account, terms[account.id]) for account in accounts}
         return self._save(accounts, drafts)
 
-    def _terms(self, account: ConfigEntity, account_plan: ConfigEntity, until: datetime) -> _Terms:
-        ap = document_body(account_plan, schemas.AccountPlanBody)
+    def _terms(self, account: _Account, account_plan_id: str, ap: schemas.AccountPlanBody, until: datetime) -> _Terms:
         plan = self.catalog.body(ap.plan_id, schemas.PlanBody)
         template = self.catalog.body(plan.plan_template_id, schemas.PlanTemplateBody)
-        epoch = ap.bill_epoch or document_body(account, schemas.AccountBody).bill_epoch
+        epoch = ap.bill_epoch or account.bill_epoch
         anchor = midnight(epoch) if epoch else ap.start_date
         cadence = {"anchor": anchor, "frequency": template.bill_frequency, "interval": template.bill_frequency_interval}
         return _Terms(
-            account_plan_id=account_plan.id,
+            account_plan_id=account_plan_id,
             refs={"planId": ap.plan_id, "productId": self.catalog.entities[ap.plan_id].document["productId"],
-                  "accountPlanId": account_plan.id},
+                  "accountPlanId": account_plan_id},
             currency=template.currency, frequency=template.bill_frequency,
             interval=template.bill_frequency_interval, cadence=cadence, end_date=ap.end_date,
             standing=plan.standing_charge if plan.standing_charge is not None else template.standing_charge,
@@ -288,13 +308,13 @@ class _BillRun:
                     if (found := totals.get((account_id, aggregation.meter_id, aggregation.target_field)))
                 }
 
-    def _drafts(self, account: ConfigEntity, account_terms: list[_Terms]) -> dict[tuple[datetime, str], _BillDraft]:
+    def _drafts(self, account: _Account, account_terms: list[_Terms]) -> dict[tuple[datetime, str], _BillDraft]:
         drafts: dict[tuple[datetime, str], _BillDraft] = {}
         for t in account_terms:
             self._rate_account_plan(account, t, drafts)
         return drafts
 
-    def _rate_account_plan(self, account: ConfigEntity, t: _Terms,
+    def _rate_account_plan(self, account: _Account, t: _Terms,
                            drafts: dict[tuple[datetime, str], _BillDraft]) -> None:
         exp = exponent(t.currency)
         for index, period in enumerate(t.periods):
@@ -327,7 +347,7 @@ class _BillRun:
             draft.lines.extend(lines)
 
     def _usage_lines(
-        self, account: ConfigEntity, pricing_id: str, pricing: schemas.PricingBody,
+        self, account: _Account, pricing_id: str, pricing: schemas.PricingBody,
         period: BillingPeriod, refs: dict[str, Any], exp: int,
     ) -> list[dict[str, Any]]:
         if pricing.aggregation_id:
@@ -357,7 +377,7 @@ class _BillRun:
         return lines
 
     def _aggregation_quantity(
-        self, account: ConfigEntity, aggregation_id: str, period: BillingPeriod, segment: dict[str, str] | None,
+        self, account: _Account, aggregation_id: str, period: BillingPeriod, segment: dict[str, str] | None,
     ) -> Decimal | None:
         aggregation = self.catalog.body(aggregation_id, schemas.AggregationBody)
         segmented = _segmented(aggregation, segment)
@@ -370,7 +390,7 @@ class _BillRun:
         return rating.apply_units(raw, aggregation.quantity_per_unit, aggregation.rounding)
 
     def _compound_quantity(
-        self, account: ConfigEntity, compound: schemas.CompoundAggregationBody, period: BillingPeriod
+        self, account: _Account, compound: schemas.CompoundAggregationBody, period: BillingPeriod
     ) -> Decimal | None:
         expression = parse(compound.calculation, prefix="aggregation")
         values: dict[str, Decimal | None] = {}
@@ -386,7 +406,7 @@ class _BillRun:
             return None  # e.g. a zero denominator: the compound has no value for this period
         return None if raw is None else rating.apply_units(raw, compound.quantity_per_unit, compound.rounding)
 
-    def _save(self, accounts: list[ConfigEntity],
+    def _save(self, accounts: list[_Account],
               drafts: dict[str, dict[tuple[datetime, str], _BillDraft]]) -> list[str]:
         """Insert new bills, recalculate PENDING ones in place, leave approved or locked ones alone."""
         session, job, now = self.session, self.job, utcnow()
@@ -413,7 +433,7 @@ class _BillRun:
                     bill_id = new_id()
                     new_bills.append(dict(
                         id=bill_id, organization_id=self.org_id, account_id=account.id,
-                        account_code=account.unique_key or "", currency=currency, period_start=draft.full_start,
+                        account_code=account.code, currency=currency, period_start=draft.full_start,
                         period_end=period_end, bill_frequency=draft.frequency, bill_frequency_interval=draft.interval,
                         status=PENDING, locked=False, total=total, bill_job_id=job.id, version=1,
                         approved_by=None, approved_at=None, locked_at=None,
