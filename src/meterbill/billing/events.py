@@ -51,12 +51,15 @@ def record_event(
         content=dict(content), webhook_status="not_configured", sequence=sequence,
     )
     session.add(event)
-    # No autoflush: endpoints are never written in the transactions that record events, and
-    # flushing here for every event (thousands in one renewal run) would split the writes up.
-    with session.no_autoflush:
-        endpoints = session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.site_id == site.id, WebhookEndpoint.disabled.is_(False))
-        ).all()
+    # Endpoints are never written in the transactions that record events, so they are read once
+    # per transaction (a renewal run records thousands of events), without flushing first.
+    key = ("webhook_endpoints", site.id)
+    if key not in session.info:
+        with session.no_autoflush:
+            session.info[key] = session.scalars(
+                select(WebhookEndpoint).where(WebhookEndpoint.site_id == site.id, WebhookEndpoint.disabled.is_(False))
+            ).all()
+    endpoints = session.info[key]
     targets = [e for e in endpoints if not e.enabled_events or event_type in e.enabled_events]
     if targets:
         event.webhook_status = "scheduled"

@@ -347,6 +347,9 @@ def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> 
 
 
 def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> None:
+    # Referenced while the renewal runs, so posting the invoice finds the customer in the
+    # session instead of loading it again.
+    customer = session.get(Customer, (site.id, sub.customer_id))
     ended = (sub.current_term_start, sub.current_term_end)
     usage = _usage_lines(session, site, sub, *ended)
     scheduled = sub.data.get("scheduled_items")
@@ -360,7 +363,7 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
     records.touch(sub, at)
     lines = usage + _recurring_lines(session, site, sub, sub.items, *term, term)
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub), period=ended)
-    events.record_event(session, site, "subscription_renewed", at, content(session, site, sub, invoice))
+    events.record_event(session, site, "subscription_renewed", at, content(session, site, sub, invoice, customer))
 
 
 def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, credit_option: str = "none") -> tuple[
@@ -417,6 +420,11 @@ def advance(session: Session, site: Site, until: datetime) -> int:
     """Every due action of the site up to `until`, earliest first; returns how many ran."""
     # One engine run per site at a time: concurrent ticks or travels would renew twice.
     session.get(Site, site.id, with_for_update=True)
+    # Held for the transaction: the session's identity map keeps an object only while something refers
+    # to it, so without this each renewal would load its item prices and items again.
+    session.info[("held_catalog", site.id)] = [
+        *session.scalars(select(ItemPrice).where(ItemPrice.site_id == site.id)),
+        *session.scalars(select(Item).where(Item.site_id == site.id))]
     ran = 0
     while True:
         sub = session.scalars(
@@ -690,8 +698,9 @@ def _monthly(amount: Decimal, period: int, unit: str) -> Decimal:
     return amount / (months * period)
 
 
-def content(session: Session, site: Site, sub: Subscription, invoice: Invoice | None = None) -> dict[str, Any]:
-    customer = session.get(Customer, (site.id, sub.customer_id))
+def content(session: Session, site: Site, sub: Subscription, invoice: Invoice | None = None,
+            customer: Customer | None = None) -> dict[str, Any]:
+    customer = customer or session.get(Customer, (site.id, sub.customer_id))
     body = {"subscription": render(session, site, sub), "customer": customers.render(customer)}
     if invoice is not None:
         body["invoice"] = invoices.render(invoice)
