@@ -1,6 +1,6 @@
 """Rating: the pure functional core that turns aggregated usage into priced bill lines.
 
-Everything here is a pure function over plain values (frozen dataclasses, :class:`~decimal.Decimal`,
+Everything here is a pure function over plain values (frozen dataclasses and named tuples, :class:`~decimal.Decimal`,
 :class:`~datetime.datetime`). There is no database access, no I/O and no ``float`` anywhere.
 
 The database performs the actual aggregation (``GROUP BY`` in SQL); :func:`aggregate` is the reference
@@ -45,7 +45,7 @@ from decimal import (
     localcontext,
 )
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "Aggregation",
@@ -273,9 +273,11 @@ class PricingBand:
             raise ValueError(f"lower_limit must be >= 0, got {self.lower_limit}")
 
 
-@dataclass(frozen=True)
-class BandUsage:
-    """Per-band breakdown of a priced quantity (m3ter ``usagePerPricingBand``)."""
+class BandUsage(NamedTuple):
+    """Per-band breakdown of a priced quantity (m3ter ``usagePerPricingBand``).
+
+    A named tuple, not a frozen dataclass: a bill run builds one per band of every usage line,
+    and a frozen dataclass's field-by-field ``object.__setattr__`` made that its costliest step."""
 
     lower_limit: Decimal
     upper_limit: Decimal | None  #: inclusive; ``None`` for the last (unbounded) band
@@ -287,8 +289,7 @@ class BandUsage:
     amount: Decimal  #: ``unit_subtotal + fixed_charged``
 
 
-@dataclass(frozen=True)
-class PricedUsage:
+class PricedUsage(NamedTuple):
     amount: Decimal  #: exact, unrounded
     bands: tuple[BandUsage, ...]  #: one entry per pricing band, ordered by lower_limit
 
