@@ -9,7 +9,8 @@ bulk: through the API, 2 x N requests (each with the SDK's token request) would 
 measure the configuration endpoints, which are not what these benchmarks are about.
 
 Measurements go in with `COPY` (PostgreSQL) or `executemany` (SQLite) into `metering_measurements`,
-then one INSERT ... SELECT derives their `metering_measurement_values` rows, as ingest stores them.
+then INSERT ... SELECTs derive their `metering_measurement_values` rows and the daily rollup
+`metering_usage_days`, as ingest stores them.
 """
 
 from __future__ import annotations
@@ -233,6 +234,13 @@ def load_measurements(dataset: Dataset) -> None:
         " ts, micros) SELECT id, '{field}', organization_id, meter_id, account_id, ts, "
         "CAST({extract} AS BIGINT) * 1000000 FROM metering_measurements WHERE organization_id = {org}"
     )
+    # The daily rollup ingest keeps in the same transaction as the values it adds.
+    derive_days = (
+        "INSERT INTO metering_usage_days (organization_id, account_id, meter_id, field, day, total, smallest,"
+        " largest, count) SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros),"
+        " MAX(micros), COUNT(*) FROM metering_measurement_values WHERE organization_id = {org}"
+        " GROUP BY organization_id, account_id, meter_id, field, {day}"
+    )
     if is_postgres(url):
         with psycopg.connect(libpq(url)) as conn, conn.cursor() as cur:
             with cur.copy("COPY metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions,"
@@ -246,11 +254,13 @@ def load_measurements(dataset: Dataset) -> None:
                         chunk.clear()
                 copy.write("".join(chunk))
             cur.execute(derive_values.format(field=FIELD, extract=f"(measures->>'{FIELD}')", org="%s"), (org_id,))
+            cur.execute(derive_days.format(day="date_trunc('day', ts, 'UTC')", org="%s"), (org_id,))
             conn.commit()
         # Autovacuum would get there on its own; the benchmarks should not depend on when.
         with psycopg.connect(libpq(url), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE metering_measurements")
             conn.execute("VACUUM ANALYZE metering_measurement_values")
+            conn.execute("VACUUM ANALYZE metering_usage_days")
     else:
         import sqlite3
 
@@ -262,6 +272,7 @@ def load_measurements(dataset: Dataset) -> None:
              for uid, meter_id, account_id, ts, units in rows(dataset)))
         conn.execute(derive_values.format(field=FIELD, extract=f"json_extract(measures, '$.{FIELD}')", org="?"),
                      (org_id,))
+        conn.execute(derive_days.format(day="substr(ts, 1, 10) || ' 00:00:00.000000'", org="?"), (org_id,))
         conn.commit()
         conn.execute("ANALYZE")
         conn.close()

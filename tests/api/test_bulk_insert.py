@@ -30,13 +30,13 @@ def test_awkward_text_json_and_times_round_trip(db):
     rows = [{"id": new_id(), "organization_id": "org-1", "event_name": text, "event_time": when,
              "account_id": None if i % 2 else text, "resource_id": None,
              "payload": {"text": text, "amount": Decimal("1234567.000001"), "nested": [text, None, True]}}
-            for i, text in enumerate(AWKWARD)]
+            for i, text in enumerate(AWKWARD * 2)]  # twice: a column of repeated values is formatted once per value
     with db.transaction() as session:
         bulk_insert(session, MeteringEvent, rows)
     with db.read() as session:
         stored = {e.id: e for e in session.scalars(select(MeteringEvent))}
-    assert len(stored) == len(AWKWARD)
-    for i, (row, text) in enumerate(zip(rows, AWKWARD, strict=True)):
+    assert len(stored) == 2 * len(AWKWARD)
+    for i, (row, text) in enumerate(zip(rows, AWKWARD * 2, strict=True)):
         event = stored[row["id"]]
         assert (event.event_name, event.event_time, event.resource_id) == (text, when, None)
         assert event.account_id == (None if i % 2 else text)

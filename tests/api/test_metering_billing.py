@@ -318,6 +318,9 @@ def test_partial_period_and_plan_end(client):
     # Starts mid-January on an account whose bill epoch is Jan 1: covers [Jan 11, Feb 1) = 21 of 31 days.
     starting = make_account(client, bill_epoch="2024-01-01")
     subscribe(client, starting.id, plan.id, start="2024-01-11T00:00:00Z")
+    # Starts at noon: its usage is half a day of measurements, then whole days (read from the daily rollup).
+    noon = make_account(client, bill_epoch="2024-01-01")
+    subscribe(client, noon.id, plan.id, start="2024-01-11T12:00:00Z")
 
     m = meter.code
     submit(client,
@@ -327,7 +330,10 @@ def test_partial_period_and_plan_end(client):
            measurement(m, ending.code, "2024-01-20T00:00:00Z", requests=5000),  # plan has ended: not billed
            measurement(m, starting.code, "2024-01-05T00:00:00Z", requests=3000),  # before the plan: not billed
            measurement(m, starting.code, "2024-01-11T00:00:00Z", requests=40),
-           measurement(m, starting.code, "2024-01-31T00:00:00Z", requests=2))
+           measurement(m, starting.code, "2024-01-31T00:00:00Z", requests=2),
+           measurement(m, noon.code, "2024-01-11T11:59:59Z", requests=900),  # before the plan: not billed
+           measurement(m, noon.code, "2024-01-11T12:00:00Z", requests=7),
+           measurement(m, noon.code, "2024-01-31T23:59:59Z", requests=3))
 
     run_bill_job(client)
     jan_16 = datetime(2024, 1, 16, tzinfo=UTC)
@@ -361,6 +367,11 @@ def test_partial_period_and_plan_end(client):
     assert money(line.subtotal) == Decimal("42.00")  # 42 * 1.00
     assert money(bill.bill_total) == Decimal("63.00")  # 21.00 + 42.00
     assert_total_is_sum_of_lines(bill)
+
+    line = usage_line(only_bill(client, noon.id), requests_sum.id)
+    assert line.service_period_start_date == datetime(2024, 1, 11, 12, tzinfo=UTC)
+    assert money(line.quantity) == Decimal("10")  # 7 + 3 (11:59:59 on Jan 11 is before the plan started)
+    assert money(line.subtotal) == Decimal("10.00")  # 10 * 1.00
 
 
 def test_partial_standing_charge_is_rounded_half_up_to_cents(client):

@@ -525,6 +525,45 @@ def test_usage_query_grouped_by_day(client, usage_meter):
     assert len(both) == 4
 
 
+def test_usage_query_whole_days_and_ragged_ends_agree(client, usage_meter):
+    """Whole days are summed from the daily rollup, the hours before and after them from the
+    measurements themselves: every split of a range gives the measurements' own totals, and a
+    late measurement or a replayed uid changes the day's totals as it changes the measurements."""
+    functions = ["SUM", "MIN", "MAX", "COUNT", "MEAN"]
+
+    def totals(start: str, end: str, groups: list[dict[str, str]] | None = None) -> dict[Any, Decimal]:
+        rows = query_rows(client, start_date=start, end_date=end, groups=groups or [],
+                          aggregations=[measure(usage_meter, f) for f in functions])
+        return {(r["function"], r.get("timestamp")): Decimal(r["value"]) for r in rows}
+
+    # 03-01T12:00 → 03-03T12:00: 2.5 (03-01T12:00), the whole 03-02 (7 and 0.75); not 4 at 03-03T23:59:59.
+    assert totals("2024-03-01T12:00:00Z", "2024-03-03T12:00:00Z") == {
+        ("SUM", None): Decimal("10.25"), ("MIN", None): Decimal("0.75"), ("MAX", None): Decimal(7),
+        ("COUNT", None): Decimal(3), ("MEAN", None): Decimal("10.25") / 3}
+    # Whole days only, and one whole day between two ragged ends of a second.
+    assert totals("2024-03-02T00:00:00Z", "2024-03-03T00:00:00Z")[("SUM", None)] == Decimal("7.75")
+    assert totals("2024-03-01T23:59:59Z", "2024-03-03T00:00:01Z")[("SUM", None)] == Decimal("7.75")
+    # Ragged ends grouped by day merge with the whole days of the same buckets.
+    by_day = totals("2024-03-01T06:00:00Z", "2024-03-04T00:00:00Z", [{"groupType": "TIME", "frequency": "DAY"}])
+    assert {day: value for (function, day), value in by_day.items() if function == "SUM"} == {
+        "2024-03-01T00:00:00Z": Decimal("2.5"), "2024-03-02T00:00:00Z": Decimal("7.75"),
+        "2024-03-03T00:00:00Z": Decimal(4)}
+    # Hours cannot come from days: an hourly grouping over whole days reads the measurements.
+    by_hour = totals(WINDOW["start_date"], WINDOW["end_date"], [{"groupType": "TIME", "frequency": "HOUR"}])
+    assert {hour: value for (function, hour), value in by_hour.items() if function == "SUM"} == {
+        "2024-03-01T00:00:00Z": Decimal(10), "2024-03-01T12:00:00Z": Decimal("2.5"),
+        "2024-03-02T08:00:00Z": Decimal(7), "2024-03-02T09:00:00Z": Decimal("0.75"),
+        "2024-03-03T23:00:00Z": Decimal(4)}
+
+    # A late measurement for 03-02 and a replay of q3 with another value: only the late one counts.
+    m = usage_meter.code
+    client.usage.submit(measurements=[measurement(m, "c2", "2024-03-02T10:00:00Z", 0.25, uid="late-1"),
+                                      measurement(m, "c1", "2024-03-02T08:00:00Z", 70, uid="q3")])
+    assert totals(WINDOW["start_date"], WINDOW["end_date"]) == {
+        ("SUM", None): Decimal("24.5"), ("MIN", None): Decimal("0.25"), ("MAX", None): Decimal(10),
+        ("COUNT", None): Decimal(6), ("MEAN", None): Decimal("24.5") / 6}
+
+
 def test_usage_query_dimension_fields_groups_and_filters(client, usage_meter):
     dimension = [
         {"meterId": usage_meter.id, "fieldCode": "user", "fieldType": "DIMENSION", "function": "UNIQUE"},

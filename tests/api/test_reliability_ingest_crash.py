@@ -222,6 +222,7 @@ def test_ingest_survives_kill_9_at_random_moments(new_database_url, tmp_path_fac
     assert value_rows == len(stored)  # no value outlived its measurement
     assert len(skeletons) == whole["present"]
     assert outcomes["accepted"] >= KILLS // 2  # the clients got through between the kills
-    # Through the API too: every stored measurement counted once, and summed once.
+    # Through the API too (whole days, so from the daily rollup ingest keeps in the same transaction):
+    # every stored measurement counted once, and summed once.
     assert count == len(stored)
     assert total == sum(sent[uid] for uid in stored)

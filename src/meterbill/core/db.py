@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -148,7 +149,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_options)
+    # Usage buckets and the daily rollup are UTC days, whatever the server's own time zone.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args={"options": "-c timezone=UTC"}, **json_options)
 
 
 class Database:
@@ -225,19 +228,38 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
         return
     table = model.__table__
     names = list(rows[0])
-    json_columns = {name for name in names if isinstance(table.c[name].type, JSONDocument)}
     session.flush()
     driver = session.connection().connection.driver_connection
     columns = ", ".join(f'"{name}"' for name in names)  # quoted: "references" is a keyword
     statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for offset in range(0, len(rows), 1000):
-                copy.write("".join(
-                    "\t".join(_copy_json(row[n]) if n in json_columns else _copy_text(row[n]) for n in names)
-                    + "\n" for row in rows[offset:offset + 1000]))
+            for offset in range(0, len(rows), 5000):
+                chunk = rows[offset:offset + 5000]
+                texts = [_copy_column(isinstance(table.c[name].type, JSONDocument), [row[name] for row in chunk])
+                         for name in names]
+                copy.write("".join(["\t".join(line) + "\n" for line in zip(*texts, strict=True)]))
     except psycopg.IntegrityError as exc:  # as an ORM insert would raise it
         raise IntegrityError(statement, None, exc) from exc
+
+
+_COPY_NULL = "\\N"
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_column(json_document: bool, values: list[Any]) -> list[str]:
+    """One column's values in COPY's text format, a column at a time: most columns of a bulk
+    insert repeat a few values (the job's times and ids) or are ids that need no escaping,
+    which one look at the whole column tells (a call per value cost more than the COPY)."""
+    if json_document:
+        return [_COPY_NULL if value is None else _copy_json(value) for value in values]
+    distinct = set(values)
+    if len(distinct) * 2 <= len(values):
+        texts = {value: _copy_text(value) for value in distinct}
+        return [texts[value] for value in values]
+    if all(type(value) is str for value in distinct) and not _COPY_SPECIAL.search("".join(distinct)):
+        return values
+    return [_copy_text(value) for value in values]
 
 
 def _copy_json(value: Any) -> str:
@@ -248,7 +270,7 @@ def _copy_json(value: Any) -> str:
 def _copy_text(value: Any) -> str:
     """One value in COPY's text format (psycopg's per-value write_row costs several times more)."""
     if value is None:
-        return "\\N"
+        return _COPY_NULL
     if isinstance(value, str):
         return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     if isinstance(value, bool):

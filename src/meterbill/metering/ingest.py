@@ -4,7 +4,8 @@ A batch is all-or-nothing: one bad measurement rejects the request with an error
 naming its index and field, and nothing is stored. Accepted measurements are
 committed before the response, deduplicated on `uid` per organization (a replay
 is answered `accepted` and stores nothing new), and their numeric fields copied
-to `MeasurementValue` rows in millionths so aggregation is exact integer SQL.
+to `MeasurementValue` rows in millionths so aggregation is exact integer SQL,
+and added to their day's `UsageDay` totals so whole days are summed from one row.
 """
 
 from __future__ import annotations
@@ -225,8 +226,9 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
             return cursor.fetchone()[0]
         # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
         new = cursor.execute(_INSERT_SQLITE, (org_id, _sqlite_time(now), document)).fetchall()
-        cursor.execute(_INSERT_VALUES_SQLITE, (orjson.dumps([
-            (measurement_id, micros[uid]) for measurement_id, uid in new if micros[uid]]).decode(),))
+        with_values = [(measurement_id, micros[uid]) for measurement_id, uid in new if micros[uid]]
+        cursor.execute(_INSERT_VALUES_SQLITE, (orjson.dumps(with_values).decode(),))
+        cursor.execute(_ADD_DAYS_SQLITE, (orjson.dumps([pair[0] for pair in with_values]).decode(),))
         return len(new)
     finally:
         cursor.close()
@@ -239,6 +241,9 @@ def _sqlite_time(moment: datetime) -> str:
 
 _MEASUREMENT_COLUMNS = "organization_id, uid, meter_id, account_id, ts, ets, dimensions, measures, received_at"
 _VALUE_COLUMNS = "measurement_id, field, organization_id, meter_id, account_id, ts, micros"
+_DAY_COLUMNS = "organization_id, account_id, meter_id, field, day, total, smallest, largest, count"
+_ADD_TO_DAY = """total = d.total + excluded.total, smallest = LEAST(d.smallest, excluded.smallest),
+    largest = GREATEST(d.largest, excluded.largest), count = d.count + excluded.count"""
 # `batch` is referenced twice, so PostgreSQL materializes it: the JSON is parsed once.
 _INSERT_POSTGRES = f"""
 WITH batch AS (
@@ -254,6 +259,14 @@ WITH batch AS (
     INSERT INTO metering_measurement_values ({_VALUE_COLUMNS})
     SELECT new.id, f.key, %(org)s, batch.meter_id, batch.account_id, batch.ts, f.value::bigint
     FROM new JOIN batch USING (uid) CROSS JOIN LATERAL jsonb_each_text(batch.micros) AS f
+    RETURNING account_id, meter_id, field, ts, micros
+), new_days AS (
+    INSERT INTO metering_usage_days AS d ({_DAY_COLUMNS})
+    SELECT %(org)s, account_id, meter_id, field, date_trunc('day', ts, 'UTC'),
+           SUM(micros), MIN(micros), MAX(micros), COUNT(*)
+    FROM new_values GROUP BY 2, 3, 4, 5
+    ORDER BY 2, 3, 4, 5  -- concurrent batches lock shared days in one order, so they never deadlock
+    ON CONFLICT (organization_id, account_id, meter_id, field, day) DO UPDATE SET {_ADD_TO_DAY}
 )
 SELECT count(*) FROM new
 """
@@ -273,6 +286,17 @@ SELECT m.id, f.key, m.organization_id, m.meter_id, m.account_id, m.ts, f.value
 FROM json_each(?1) AS n
 JOIN metering_measurements AS m ON m.id = n.value ->> 0
 JOIN json_each(n.value, '$[1]') AS f
+"""
+# The days of the new measurements' values (json array of measurement ids); SQLite's
+# two-argument MIN and MAX are LEAST and GREATEST.
+_ADD_DAYS_SQLITE = f"""
+INSERT INTO metering_usage_days AS d ({_DAY_COLUMNS})
+SELECT v.organization_id, v.account_id, v.meter_id, v.field, substr(v.ts, 1, 10) || ' 00:00:00.000000',
+       SUM(v.micros), MIN(v.micros), MAX(v.micros), COUNT(*)
+FROM json_each(?1) AS n JOIN metering_measurement_values AS v ON v.measurement_id = n.value
+WHERE true GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (organization_id, account_id, meter_id, field, day) DO UPDATE SET
+{_ADD_TO_DAY.replace("LEAST", "MIN").replace("GREATEST", "MAX")}
 """
 
 

@@ -6,7 +6,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
@@ -109,6 +120,28 @@ class MeasurementValue(Base):
         Index("ix_metering_measurement_values_usage", "organization_id", "account_id", "meter_id", "field", "ts",
               "micros"),
     )
+
+
+class UsageDay(Base):
+    """One UTC day of one account's meter field: the SUM, MIN, MAX and COUNT of its millionths.
+
+    Kept by ingest in the same transaction as the measurements it adds, so a bill run
+    or usage query over whole days reads one row per day instead of every measurement.
+    Late measurements land in their own day; a replayed uid adds nothing, as it adds no value.
+    """
+
+    __tablename__ = "metering_usage_days"
+
+    organization_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    field: Mapped[str] = mapped_column(String(100), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    # A day's total can pass 64 bits (values reach 10^18 millionths); SQLite's integers are 64-bit anyway.
+    total: Mapped[int] = mapped_column(BigInteger().with_variant(Numeric(38, 0), "postgresql"))
+    smallest: Mapped[int] = mapped_column(BigInteger)
+    largest: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class BillJob(Base):

@@ -6,19 +6,19 @@ Measurements are never loaded into Python: the database sums, counts and picks
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, true
+from sqlalchemy import ColumnElement, Select, and_, func, select, true, union_all
 from sqlalchemy.orm import Session
 
 from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.ingest import MICROS
-from meterbill.metering.models import ConfigEntity, Measurement, MeasurementValue
+from meterbill.metering.models import ConfigEntity, Measurement, MeasurementValue, UsageDay
 
 Segment = tuple[str | None, ...]
 # Accounts per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
@@ -73,6 +73,8 @@ class Totals:
 
 
 TOTALS_KINDS = ("SUM", "MIN", "MAX", "COUNT", "MEAN")
+# (account column, time column) of a totals source → the columns it is grouped by, before meter and field.
+TotalsGroups = Callable[[ColumnElement[str], ColumnElement[datetime]], list[ColumnElement[Any]]]
 
 
 def usage_totals(
@@ -86,34 +88,82 @@ def usage_totals(
 ) -> dict[tuple[str, str, str], Totals]:
     """(account, meter, field) → Totals over start <= ts < end, for many meter fields in one pass.
 
-    A bill job's unsegmented aggregations of one period share this query, so the month's
-    measurements are read once, not once per aggregation. `account_ids=None` means every
-    account of the organization: no IN list, so the database walks the usage index in
-    (account, meter, field) order and groups without sorting.
+    A bill job's unsegmented aggregations of one period share this query, so the period
+    is read once, not once per aggregation, and its whole days come from the daily rollup.
+    `account_ids=None` means every account of the organization: no IN list.
     """
-    meter_ids = sorted({meter for meter, _ in fields})
-    names = sorted({name for _, name in fields})
-    query = select(
-        MeasurementValue.account_id, MeasurementValue.meter_id, MeasurementValue.field,
-        func.sum(MeasurementValue.micros), func.min(MeasurementValue.micros), func.max(MeasurementValue.micros),
-        func.count(),
-    ).where(
-        MeasurementValue.organization_id == org_id,
-        MeasurementValue.meter_id.in_(meter_ids),
-        MeasurementValue.field.in_(names),
-        MeasurementValue.ts >= start,
-        MeasurementValue.ts < end,
-    ).group_by(MeasurementValue.account_id, MeasurementValue.meter_id, MeasurementValue.field)
-    wanted = set(fields)
     chunks = [None] if account_ids is None else [
         account_ids[offset:offset + IN_CHUNK] for offset in range(0, len(account_ids), IN_CHUNK)]
     result: dict[tuple[str, str, str], Totals] = {}
     for chunk in chunks:
-        chunk_query = query if chunk is None else query.where(MeasurementValue.account_id.in_(chunk))
-        for account_id, meter_id, name, total, smallest, largest, count in session.execute(chunk_query):
-            if (meter_id, name) in wanted:
-                result[account_id, meter_id, name] = Totals(int(total), int(smallest), int(largest), count)
+        statement = _totals_statement(org_id=org_id, fields=fields, start=start, end=end, account_ids=chunk,
+                                      groups=lambda account, _: [account])
+        for (account_id, meter_id, name), totals in _read_totals(session, statement, 1, fields):
+            result[account_id, meter_id, name] = totals
     return result
+
+
+def _totals_statement(
+    *, org_id: str, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
+    account_ids: Sequence[str] | None, groups: TotalsGroups, whole_days: bool = True,
+) -> Select:
+    """SUM, MIN, MAX and COUNT of the fields' millionths over start <= ts < end, grouped by
+    `groups` then meter and field.
+
+    Whole UTC days are read from the daily rollup (`UsageDay`, one row per account, field
+    and day), only the ragged ends of the range from the measurement values; `whole_days=False`
+    (hourly buckets, which a day cannot be split into) reads the values alone.
+    """
+    meter_ids = sorted({meter for meter, _ in fields})
+    names = sorted({name for _, name in fields})
+
+    def part(source: Any, time: Any, low: datetime, high: datetime, measures: list[ColumnElement[Any]]) -> Select:
+        keys = groups(source.account_id, time)
+        statement = select(*[key.label(f"g{i}") for i, key in enumerate(keys)],
+                           source.meter_id.label("meter_id"), source.field.label("field"), *measures).where(
+            source.organization_id == org_id, source.meter_id.in_(meter_ids), source.field.in_(names),
+            time >= low, time < high,
+        ).group_by(*keys, source.meter_id, source.field)
+        return statement if account_ids is None else statement.where(source.account_id.in_(account_ids))
+
+    def from_values(low: datetime, high: datetime) -> Select:
+        micros = MeasurementValue.micros
+        return part(MeasurementValue, MeasurementValue.ts, low, high, [
+            func.sum(micros).label("total"), func.min(micros).label("smallest"), func.max(micros).label("largest"),
+            func.count().label("count")])
+
+    first_day, last_day = _day_floor(start + DAY - MICROSECOND), _day_floor(end)
+    if not whole_days or first_day >= last_day:
+        return from_values(start, end)
+    parts = [part(UsageDay, UsageDay.day, first_day, last_day, [
+        func.sum(UsageDay.total).label("total"), func.min(UsageDay.smallest).label("smallest"),
+        func.max(UsageDay.largest).label("largest"), func.sum(UsageDay.count).label("count")])]
+    parts.extend(from_values(low, high) for low, high in ((start, first_day), (last_day, end)) if low < high)
+    if len(parts) == 1:
+        return parts[0]
+    union = union_all(*parts).subquery()
+    keys = [column for column in union.c if column.name.startswith("g")]
+    return select(*keys, union.c.meter_id, union.c.field, func.sum(union.c.total), func.min(union.c.smallest),
+                  func.max(union.c.largest), func.sum(union.c.count)).group_by(*keys, union.c.meter_id, union.c.field)
+
+
+DAY = timedelta(days=1)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _day_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _read_totals(
+    session: Session, statement: Select, group_count: int, fields: Sequence[tuple[str, str]],
+) -> Iterator[tuple[Sequence[Any], Totals]]:
+    """(group keys, meter, field), Totals of each row of a totals statement for one of `fields`."""
+    wanted = set(fields)
+    for row in session.execute(statement):
+        keys, (meter_id, name, total, smallest, largest, count) = row[:group_count], row[group_count:]
+        if (meter_id, name) in wanted:
+            yield (*keys, meter_id, name), Totals(int(total), int(smallest), int(largest), int(count))
 
 
 def _segment_columns(segmented_fields: Sequence[str]) -> list[ColumnElement[str]]:
@@ -249,28 +299,21 @@ def _query_totals(
     session: Session, org_id: str, query: schemas.UsageQueryBody, aggregations: Sequence[schemas.UsageAggregation],
 ) -> dict[tuple[str, str], list[tuple[Sequence[Any], Totals]]]:
     """(meter, field) → (group keys, totals) for every aggregation of the request at once: one
-    index range per meter instead of one query per aggregation."""
-    groups = [column for _, column in _groups(session, query, aggregations[0])]
-    fields = {(a.meter_id, a.field_code) for a in aggregations}
-    statement = select(
-        *groups, MeasurementValue.meter_id, MeasurementValue.field,
-        func.sum(MeasurementValue.micros), func.min(MeasurementValue.micros), func.max(MeasurementValue.micros),
-        func.count(),
-    ).where(
-        MeasurementValue.organization_id == org_id,
-        MeasurementValue.meter_id.in_(sorted({meter for meter, _ in fields})),
-        MeasurementValue.field.in_(sorted({name for _, name in fields})),
-        MeasurementValue.ts >= query.start_date,
-        MeasurementValue.ts < query.end_date,
-    ).group_by(*groups, MeasurementValue.meter_id, MeasurementValue.field)
-    if query.account_ids:
-        statement = statement.where(MeasurementValue.account_id.in_(query.account_ids))
+    statement instead of one per aggregation, whole days from the daily rollup."""
+    fields = sorted({(a.meter_id, a.field_code) for a in aggregations})
+
+    def groups(account: ColumnElement[str], time: ColumnElement[datetime]) -> list[ColumnElement[Any]]:
+        return [account if group.group_type == "ACCOUNT" else _time_bucket(session, time, group.frequency or "DAY")
+                for group in query.groups or []]
+
+    hourly = any(group.group_type == "TIME" and group.frequency == "HOUR" for group in query.groups or [])
+    statement = _totals_statement(org_id=org_id, fields=fields, start=query.start_date, end=query.end_date,
+                                  account_ids=query.account_ids or None, groups=groups, whole_days=not hourly)
     found: dict[tuple[str, str], list[tuple[Sequence[Any], Totals]]] = {}
-    for row in session.execute(statement.limit((query.limit + 1) * len(fields))):
-        keys, (meter_id, name, total, smallest, largest, count) = row[:len(groups)], row[len(groups):]
-        if (meter_id, name) in fields:
-            found.setdefault((meter_id, name), []).append(
-                (keys, Totals(int(total), int(smallest), int(largest), count)))
+    group_count = len(query.groups or [])
+    limited = statement.limit((query.limit + 1) * len(fields))
+    for (*keys, meter_id, name), totals in _read_totals(session, limited, group_count, fields):
+        found.setdefault((meter_id, name), []).append((keys, totals))
     return found
 
 

@@ -1,0 +1,44 @@
+"""daily usage rollup of measurement values
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-11-26 18:40:00.000000
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0011'
+down_revision = '0010'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'metering_usage_days',
+        sa.Column('organization_id', sa.String(length=36), nullable=False),
+        sa.Column('account_id', sa.String(length=36), nullable=False),
+        sa.Column('meter_id', sa.String(length=36), nullable=False),
+        sa.Column('field', sa.String(length=100), nullable=False),
+        sa.Column('day', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('total', sa.BigInteger().with_variant(sa.Numeric(38, 0), 'postgresql'), nullable=False),
+        sa.Column('smallest', sa.BigInteger(), nullable=False),
+        sa.Column('largest', sa.BigInteger(), nullable=False),
+        sa.Column('count', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('organization_id', 'account_id', 'meter_id', 'field', 'day',
+                                name=op.f('pk_metering_usage_days')),
+    )
+    # The days of the measurements already stored, as ingest keeps them from now on.
+    day = ("date_trunc('day', ts, 'UTC')" if op.get_bind().dialect.name == 'postgresql'
+           else "substr(ts, 1, 10) || ' 00:00:00.000000'")
+    op.execute(
+        "INSERT INTO metering_usage_days"
+        " (organization_id, account_id, meter_id, field, day, total, smallest, largest, count)"
+        f" SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros), MAX(micros), COUNT(*)"
+        f" FROM metering_measurement_values GROUP BY organization_id, account_id, meter_id, field, {day}"
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('metering_usage_days')
