@@ -91,45 +91,62 @@ def stored_http_rows(database_url: str) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
+# The values and daily totals of the baseline's measurements, derived by the database itself.
+BASELINE_VALUES = (
+    "INSERT INTO metering_measurement_values (measurement_id, field, organization_id, meter_id, account_id, ts, micros)"
+    " SELECT id, 'requests', organization_id, meter_id, account_id, ts, CAST({requests} AS BIGINT) * 1000000"
+    " FROM metering_measurements WHERE uid LIKE 'base-%'"
+)
+BASELINE_DAYS = (
+    "INSERT INTO metering_usage_days (organization_id, account_id, meter_id, field, day, total, smallest, largest,"
+    " count) SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros), MAX(micros),"
+    " COUNT(*) FROM metering_measurement_values v WHERE measurement_id IN"
+    " (SELECT id FROM metering_measurements WHERE uid LIKE 'base-%') GROUP BY 1, 2, 3, 4, 5"
+    " ON CONFLICT (organization_id, account_id, meter_id, field, day) DO UPDATE SET"
+    " total = metering_usage_days.total + excluded.total, count = metering_usage_days.count + excluded.count,"
+    " smallest = {least}(metering_usage_days.smallest, excluded.smallest),"
+    " largest = {greatest}(metering_usage_days.largest, excluded.largest)"
+)
+
+
 def run_baseline(database_url: str, org_id: str, meter_id: str, account_ids: list[str], total: int) -> float:
-    """The same rows, written straight into the measurement tables (no HTTP, no validation)."""
+    """The same rows, stored as ingest stores them (measurements, their values, the daily totals), by the
+    database's own fastest means: one COPY of text formatted before the clock starts, then the values and
+    the days derived in SQL. No HTTP, no validation, no per-row Python."""
     from datetime import UTC, datetime
 
-    import psycopg
-
     rows = measurements("base", 0, total)
-    now = datetime.now(UTC)
-    started = time.perf_counter()
+    now = datetime.now(UTC).isoformat()
     if database_url.startswith("postgresql"):
+        import psycopg
+
+        text_rows = "".join(
+            f'{org_id}\t{m["uid"]}\t{meter_id}\t{account_ids[i % len(account_ids)]}\t{m["ts"]}\t{{}}\t'
+            f'{{"requests": "{m["measure"]["requests"]}"}}\t{now}\n' for i, m in enumerate(rows))
         dsn = database_url.replace("postgresql+psycopg", "postgresql")
         with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+            started = time.perf_counter()
             with cur.copy("COPY metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, "
                           "measures, received_at) FROM STDIN") as copy:
-                for i, m in enumerate(rows):
-                    copy.write_row((org_id, m["uid"], meter_id, account_ids[i % len(account_ids)], m["ts"], "{}",
-                                    f'{{"requests": "{m["measure"]["requests"]}"}}', now))
-            cur.execute("SELECT id, ts, account_id FROM metering_measurements WHERE uid LIKE 'base-%%' ORDER BY id")
-            stored = cur.fetchall()
-            with cur.copy("COPY metering_measurement_values (measurement_id, field, organization_id, meter_id, "
-                          "account_id, ts, micros) FROM STDIN") as copy:
-                for (measurement_id, ts, account_id), m in zip(stored, rows, strict=False):
-                    copy.write_row((measurement_id, "requests", org_id, meter_id, account_id, ts,
-                                    m["measure"]["requests"] * 1_000_000))
+                copy.write(text_rows)
+            cur.execute(BASELINE_VALUES.format(requests="measures->>'requests'").replace("%", "%%"))
+            days = BASELINE_DAYS.format(day="date_trunc('day', ts, 'UTC')", least="LEAST", greatest="GREATEST")
+            cur.execute(days.replace("%", "%%"))
             conn.commit()
-    else:
-        import sqlite3
+            return time.perf_counter() - started
+    import sqlite3
 
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-        conn.executemany(
-            "INSERT INTO metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, measures,"
-            " received_at) VALUES (?, ?, ?, ?, ?, '{}', ?, ?)",
-            [(org_id, m["uid"], meter_id, account_ids[i % len(account_ids)], m["ts"].replace("T", " ")[:-1],
-              f'{{"requests": "{m["measure"]["requests"]}"}}', now.isoformat()) for i, m in enumerate(rows)])
-        conn.execute("INSERT INTO metering_measurement_values SELECT id, 'requests', organization_id, meter_id,"
-                     " account_id, ts, CAST(json_extract(measures, '$.requests') AS INTEGER) * 1000000"
-                     " FROM metering_measurements WHERE uid LIKE 'base-%'")
-        conn.commit()
-        conn.close()
+    parameters = [(org_id, m["uid"], meter_id, account_ids[i % len(account_ids)], m["ts"].replace("T", " ")[:-1]
+                   + ".000000", f'{{"requests": "{m["measure"]["requests"]}"}}', now) for i, m in enumerate(rows)]
+    conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
+    started = time.perf_counter()
+    conn.executemany(
+        "INSERT INTO metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, measures,"
+        " received_at) VALUES (?, ?, ?, ?, ?, '{}', ?, ?)", parameters)
+    conn.execute(BASELINE_VALUES.format(requests="json_extract(measures, '$.requests')"))
+    conn.execute(BASELINE_DAYS.format(day="substr(ts, 1, 10) || ' 00:00:00.000000'", least="MIN", greatest="MAX"))
+    conn.commit()
+    conn.close()
     return time.perf_counter() - started
 
 
