@@ -97,6 +97,15 @@ class JSONDocument(TypeDecorator[object]):
         return dialect.type_descriptor(JSON())
 
 
+class JSONText(JSONDocument):
+    """JSON kept as written (PostgreSQL `json`, not `jsonb`), for documents only ever read whole:
+    converting to JSONB's binary form costs every insert, and only queries into a document use it
+    (a bill run writes tens of thousands of line items with their bands)."""
+
+    def load_dialect_impl(self, dialect: Dialect):
+        return dialect.type_descriptor(JSON())
+
+
 def new_id() -> str:
     """A random (version 4) UUID as text; built from the bytes directly, as uuid.uuid4() costs
     ten times more and a bill run makes one per bill, line and event."""

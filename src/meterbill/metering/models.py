@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
+from meterbill.core.db import Base, ExactDecimal, JSONDocument, JSONText, UTCDateTime
 
 
 class Organization(Base):
@@ -211,8 +211,8 @@ class BillLineItem(Base):
     service_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     service_period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     # References to configuration: plan, product, aggregation, pricing, account plan.
-    references: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    bands: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    references: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    bands: Mapped[list[dict[str, Any]]] = mapped_column(JSONText)
 
 
 class MeteringEvent(Base):

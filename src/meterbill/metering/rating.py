@@ -112,6 +112,9 @@ class Rounding(StrEnum):
     NONE = "NONE"  #: no rounding
 
 
+_ROUNDINGS: dict[str, Rounding] = {rounding.value: rounding for rounding in Rounding}
+
+
 class LineItemType(StrEnum):
     STANDING_CHARGE = "STANDING_CHARGE"
     USAGE = "USAGE"
@@ -125,6 +128,8 @@ class LineItemType(StrEnum):
 
 def _dec(value: Any, what: str) -> Decimal:
     """Coerce ``int``/``Decimal`` to a finite Decimal; reject floats, bools and non-finite values."""
+    if type(value) is Decimal and value.is_finite():
+        return value  # the common case, checked first: rating a bill run calls this for every amount
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise TypeError(f"{what} must be a Decimal (or int), got {type(value).__name__}")
     d = Decimal(value)
@@ -212,7 +217,7 @@ def apply_units(
     ``NONE`` = no rounding. Integer rounding is computed exactly (from an exact integer division), so
     e.g. ``UP`` never loses a unit to precision. ``quantity_per_unit`` must be > 0.
     """
-    rounding = Rounding(rounding)
+    rounding = _ROUNDINGS.get(rounding) or Rounding(rounding)  # a dict look-up: the enum call is slow
     raw = _dec(raw, "raw")
     qpu = _dec(quantity_per_unit, "quantity_per_unit")
     if qpu <= 0:
@@ -481,8 +486,14 @@ def round_line(amount: Decimal, exponent: int) -> Decimal:
     amount = _dec(amount, "amount")
     if isinstance(exponent, bool) or not isinstance(exponent, int):
         raise TypeError("exponent must be an int")
-    with localcontext(_DIV):
-        return amount.quantize(Decimal((0, (1,), -exponent)), rounding=ROUND_HALF_UP)
+    # The context goes to quantize itself: entering a local context cost more than the rounding,
+    # and a bill run rounds every line.
+    return amount.quantize(_quantum(exponent), rounding=ROUND_HALF_UP, context=_DIV)
+
+
+@functools.cache
+def _quantum(exponent: int) -> Decimal:
+    return Decimal((0, (1,), -exponent))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, true, union_all
+from sqlalchemy import ColumnElement, Select, and_, func, select, text, true, union_all
 from sqlalchemy.orm import Session
 
 from meterbill.core.errors import InvalidInput
@@ -94,6 +94,10 @@ def usage_totals(
     """
     chunks = [None] if account_ids is None else [
         account_ids[offset:offset + IN_CHUNK] for offset in range(0, len(account_ids), IN_CHUNK)]
+    if session.get_bind().dialect.name == "postgresql":
+        # One group per account and field: with the default 4 MB, PostgreSQL sorts ten thousand
+        # accounts' days on disk to group them (1.5 s) instead of hashing them in memory (0.75 s).
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
     result: dict[tuple[str, str, str], Totals] = {}
     for chunk in chunks:
         statement = _totals_statement(org_id=org_id, fields=fields, start=start, end=end, account_ids=chunk,

@@ -1,4 +1,4 @@
-"""daily usage rollup of measurement values
+"""daily usage rollup of measurement values; bill line documents as json
 
 Revision ID: 0011
 Revises: 0010
@@ -38,7 +38,15 @@ def upgrade() -> None:
         f" SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros), MAX(micros), COUNT(*)"
         f" FROM metering_measurement_values GROUP BY organization_id, account_id, meter_id, field, {day}"
     )
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("ANALYZE metering_usage_days")  # without statistics the first bill runs plan for an empty table
+        # Read whole, never queried into: json is stored as written, jsonb parsed on every insert.
+        op.execute('ALTER TABLE metering_bill_line_items ALTER COLUMN "references" TYPE json,'
+                   ' ALTER COLUMN bands TYPE json')
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute('ALTER TABLE metering_bill_line_items ALTER COLUMN "references" TYPE jsonb,'
+                   ' ALTER COLUMN bands TYPE jsonb')
     op.drop_table('metering_usage_days')
