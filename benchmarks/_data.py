@@ -136,9 +136,9 @@ def drop_bench_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_server(url: str) -> ServerProcess:
+def start_server(url: str, log_level: str = "WARNING") -> ServerProcess:
     workdir = Path(tempfile.mkdtemp(prefix="meterbill-bench-server-"))
-    server = ServerProcess(database_url=url, workdir=workdir, extra_env={"METERBILL_LOG_LEVEL": "WARNING"})
+    server = ServerProcess(database_url=url, workdir=workdir, extra_env={"METERBILL_LOG_LEVEL": log_level})
     server.start()
     return server
 

@@ -16,6 +16,7 @@ already loaded one (the bills of a previous run are deleted first). Not a test: 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -51,11 +52,12 @@ def delete_bills(dataset: _data.Dataset) -> None:
 POLL_SECONDS = 0.5
 
 
-def run_bill_job(dataset: _data.Dataset) -> tuple[float, float, float, str, float]:
+def run_bill_job(dataset: _data.Dataset) -> tuple[float, float, float, str, float, str]:
     """Seconds from POST to seeing COMPLETE, the server's RSS before and its peak after, the job
-    status, and the job's own duration (dtCreated → dtLastModified, set as it completes)."""
+    status, the job's own duration (dtCreated → dtLastModified, set as it completes) and the
+    seconds of its passes as the server logged them."""
     delete_bills(dataset)
-    server = _data.start_server(dataset.database_url)
+    server = _data.start_server(dataset.database_url, log_level="INFO")
     try:
         client = _data.client_for(server, dataset.tenant)
         client.accounts.list(page_size=1)  # first request warms the server's imports
@@ -67,9 +69,20 @@ def run_bill_job(dataset: _data.Dataset) -> tuple[float, float, float, str, floa
             job = client.bill_jobs.retrieve(id=job.id)
         seconds = time.perf_counter() - started
         server_seconds = (job.dt_last_modified - job.dt_created).total_seconds()
-        return seconds, rss_before, _data.peak_rss_mb(server.process.pid), job.status, server_seconds
+        return (seconds, rss_before, _data.peak_rss_mb(server.process.pid), job.status, server_seconds,
+                passes(server.log_path.read_text()))
     finally:
         server.stop()
+
+
+def passes(server_log: str) -> str:
+    """The job's `bill_job_rated` log line, as "terms 0.31 s, usage 0.85 s, ..."."""
+    for line in reversed(server_log.splitlines()):
+        if '"bill_job_rated"' in line:
+            fields = json.loads(line)
+            return ", ".join(f"{key.removesuffix('_seconds')} {value:.2f} s" for key, value in fields.items()
+                             if key.endswith("_seconds"))
+    return "no bill_job_rated line in the server log"
 
 
 def baseline(dataset: _data.Dataset) -> tuple[float, list[tuple[str, str, int]]]:
@@ -114,8 +127,8 @@ def main() -> None:
     parser.add_argument("--measurements", type=int, default=None, help="default 10,000,000 (SQLite: 1,000,000)")
     parser.add_argument("--keep", type=Path, help="keep the database and write its manifest here")
     parser.add_argument("--reuse", type=Path, help="bill the database of this manifest instead of loading one")
-    parser.add_argument("--runs", type=int, default=3, help="bill runs of the large data set, then as many "
-                        "baseline runs; medians are compared (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="bill runs of the large data set, each followed by "
+                        "a baseline run; medians are compared (default 5)")
     args = parser.parse_args()
     if args.reuse:
         large, small = _data.Dataset.load_pair(args.reuse)
@@ -126,20 +139,22 @@ def main() -> None:
         large, small = _data.build_pair("billrun", args.database, accounts, measurements)
     try:
         small_run = run_bill_job(small)
-        # The bill runs, then the baselines: each side in its steady state. Alternating them measured
-        # the page cache instead: on a machine whose cache holds about as much as the baseline reads
-        # (5 GB of values at 10M), every baseline evicted the daily rollup the next bill run reads.
-        runs = [run_bill_job(large) for _ in range(args.runs)]
-        baselines = [baseline(large) for _ in range(args.runs)]
+        # Bill run and baseline alternate: on a shared two-core machine the speed of every pass of a
+        # job (Python and database alike) drifted by up to 1.6x between minutes, so each side must
+        # sample the same spells; medians of several pairs are compared.
+        runs, baselines = [], []
+        for _ in range(args.runs):
+            runs.append(run_bill_job(large))
+            baselines.append(baseline(large))
         sums = baselines[0][1]
         backend = "postgresql" if _data.is_postgres(large.database_url) else "sqlite"
         print(f"backend={backend} accounts={large.accounts:,} aggregations=3 (tiered) "
               f"measurements={large.measurements:,}")
-        for count, (job_seconds, rss_before, rss_peak, job_status, job_own) in (
+        for count, (job_seconds, rss_before, rss_peak, job_status, job_own, job_passes) in (
                 [(small.measurements, small_run)] + [(large.measurements, run) for run in runs]):
             print(f"bill run, {count:>12,} measurements: {job_seconds:6.1f} s seen by the client "
                   f"({POLL_SECONDS} s polls), {job_own:6.1f} s by the job's timestamps ({job_status}); "
-                  f"server RSS {rss_before:.0f} MB before, peak {rss_peak:.0f} MB")
+                  f"server RSS {rss_before:.0f} MB before, peak {rss_peak:.0f} MB; passes: {job_passes}")
         print(f"bills: {check_bills(large, sums)}")
         print(f"baseline (one GROUP BY account, aggregation), each run: "
               f"{', '.join(f'{seconds:.2f}' for seconds, _ in baselines)} s; {len(sums):,} groups")
