@@ -102,10 +102,6 @@ BASELINE_DAYS = (
     " count) SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros), MAX(micros),"
     " COUNT(*) FROM metering_measurement_values v WHERE measurement_id IN"
     " (SELECT id FROM metering_measurements WHERE uid LIKE 'base-%') GROUP BY 1, 2, 3, 4, 5"
-    " ON CONFLICT (organization_id, account_id, meter_id, field, day) DO UPDATE SET"
-    " total = metering_usage_days.total + excluded.total, count = metering_usage_days.count + excluded.count,"
-    " smallest = {least}(metering_usage_days.smallest, excluded.smallest),"
-    " largest = {greatest}(metering_usage_days.largest, excluded.largest)"
 )
 
 
@@ -130,8 +126,7 @@ def run_baseline(database_url: str, org_id: str, meter_id: str, account_ids: lis
                           "measures, received_at) FROM STDIN") as copy:
                 copy.write(text_rows)
             cur.execute(BASELINE_VALUES.format(requests="measures->>'requests'").replace("%", "%%"))
-            days = BASELINE_DAYS.format(day="date_trunc('day', ts, 'UTC')", least="LEAST", greatest="GREATEST")
-            cur.execute(days.replace("%", "%%"))
+            cur.execute(BASELINE_DAYS.format(day="date_trunc('day', ts, 'UTC')").replace("%", "%%"))
             conn.commit()
             return time.perf_counter() - started
     import sqlite3
@@ -144,7 +139,7 @@ def run_baseline(database_url: str, org_id: str, meter_id: str, account_ids: lis
         "INSERT INTO metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, measures,"
         " received_at) VALUES (?, ?, ?, ?, ?, '{}', ?, ?)", parameters)
     conn.execute(BASELINE_VALUES.format(requests="json_extract(measures, '$.requests')"))
-    conn.execute(BASELINE_DAYS.format(day="substr(ts, 1, 10) || ' 00:00:00.000000'", least="MIN", greatest="MAX"))
+    conn.execute(BASELINE_DAYS.format(day="substr(ts, 1, 10) || ' 00:00:00.000000'"))
     conn.commit()
     conn.close()
     return time.perf_counter() - started

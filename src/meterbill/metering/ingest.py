@@ -5,7 +5,8 @@ naming its index and field, and nothing is stored. Accepted measurements are
 committed before the response, deduplicated on `uid` per organization (a replay
 is answered `accepted` and stores nothing new), and their numeric fields copied
 to `MeasurementValue` rows in millionths so aggregation is exact integer SQL,
-and added to their day's `UsageDay` totals so whole days are summed from one row.
+and their partial sums per day inserted into the daily rollup (`UsageDay`), so whole
+days are summed from a few rows.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
 from meterbill.core.errors import InvalidInput
-from meterbill.metering import schemas
+from meterbill.metering import rollup, schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
 from meterbill.metering.config import document_body
 from meterbill.metering.models import ConfigEntity
@@ -219,6 +220,7 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
          "measures": {k: format(v, "f") for k, v in m.measures.items()}, "micros": micros[m.uid]}
         for m in first_by_uid.values()
     ]).decode()
+    rollup.schedule_compaction(session, org_id)
     cursor = session.connection().connection.cursor()
     try:
         if postgres:
@@ -242,8 +244,6 @@ def _sqlite_time(moment: datetime) -> str:
 _MEASUREMENT_COLUMNS = "organization_id, uid, meter_id, account_id, ts, ets, dimensions, measures, received_at"
 _VALUE_COLUMNS = "measurement_id, field, organization_id, meter_id, account_id, ts, micros"
 _DAY_COLUMNS = "organization_id, account_id, meter_id, field, day, total, smallest, largest, count"
-_ADD_TO_DAY = """total = d.total + excluded.total, smallest = LEAST(d.smallest, excluded.smallest),
-    largest = GREATEST(d.largest, excluded.largest), count = d.count + excluded.count"""
 # `batch` is referenced twice, so PostgreSQL materializes it: the JSON is parsed once.
 _INSERT_POSTGRES = f"""
 WITH batch AS (
@@ -261,12 +261,10 @@ WITH batch AS (
     FROM new JOIN batch USING (uid) CROSS JOIN LATERAL jsonb_each_text(batch.micros) AS f
     RETURNING account_id, meter_id, field, ts, micros
 ), new_days AS (
-    INSERT INTO metering_usage_days AS d ({_DAY_COLUMNS})
+    INSERT INTO metering_usage_days ({_DAY_COLUMNS})
     SELECT %(org)s, account_id, meter_id, field, date_trunc('day', ts, 'UTC'),
            SUM(micros), MIN(micros), MAX(micros), COUNT(*)
     FROM new_values GROUP BY 2, 3, 4, 5
-    ORDER BY 2, 3, 4, 5  -- concurrent batches lock shared days in one order, so they never deadlock
-    ON CONFLICT (organization_id, account_id, meter_id, field, day) DO UPDATE SET {_ADD_TO_DAY}
 )
 SELECT count(*) FROM new
 """
@@ -287,16 +285,13 @@ FROM json_each(?1) AS n
 JOIN metering_measurements AS m ON m.id = n.value ->> 0
 JOIN json_each(n.value, '$[1]') AS f
 """
-# The days of the new measurements' values (json array of measurement ids); SQLite's
-# two-argument MIN and MAX are LEAST and GREATEST.
+# The new measurements' partial sums per day (json array of measurement ids).
 _ADD_DAYS_SQLITE = f"""
-INSERT INTO metering_usage_days AS d ({_DAY_COLUMNS})
+INSERT INTO metering_usage_days ({_DAY_COLUMNS})
 SELECT v.organization_id, v.account_id, v.meter_id, v.field, substr(v.ts, 1, 10) || ' 00:00:00.000000',
        SUM(v.micros), MIN(v.micros), MAX(v.micros), COUNT(*)
 FROM json_each(?1) AS n JOIN metering_measurement_values AS v ON v.measurement_id = n.value
-WHERE true GROUP BY 1, 2, 3, 4, 5
-ON CONFLICT (organization_id, account_id, meter_id, field, day) DO UPDATE SET
-{_ADD_TO_DAY.replace("LEAST", "MIN").replace("GREATEST", "MAX")}
+GROUP BY 1, 2, 3, 4, 5
 """
 
 

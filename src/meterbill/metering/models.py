@@ -123,25 +123,32 @@ class MeasurementValue(Base):
 
 
 class UsageDay(Base):
-    """One UTC day of one account's meter field: the SUM, MIN, MAX and COUNT of its millionths.
+    """Partial sums of one UTC day of one account's meter field: SUM, MIN, MAX and COUNT of its millionths.
 
-    Kept by ingest in the same transaction as the measurements it adds, so a bill run
-    or usage query over whole days reads one row per day instead of every measurement.
-    Late measurements land in their own day; a replayed uid adds nothing, as it adds no value.
+    Ingest inserts one row per day and field a batch touched, in the batch's transaction, and never
+    updates one: concurrent batches for the same accounts then never wait on each other's row locks
+    (updating shared day rows made eight clients queue and left a dead row version per batch).
+    `metering.rollup` folds a day's parts into one row in the background. Readers add rows up, so
+    a bill run or usage query over whole days reads a few rows per day instead of every measurement.
     """
 
     __tablename__ = "metering_usage_days"
 
-    organization_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    account_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    meter_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    field: Mapped[str] = mapped_column(String(100), primary_key=True)
-    day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(36))
+    account_id: Mapped[str] = mapped_column(String(36))
+    meter_id: Mapped[str] = mapped_column(String(36))
+    field: Mapped[str] = mapped_column(String(100))
+    day: Mapped[datetime] = mapped_column(UTCDateTime)
     # A day's total can pass 64 bits (values reach 10^18 millionths); SQLite's integers are 64-bit anyway.
     total: Mapped[int] = mapped_column(BigInteger().with_variant(Numeric(38, 0), "postgresql"))
     smallest: Mapped[int] = mapped_column(BigInteger)
     largest: Mapped[int] = mapped_column(BigInteger)
     count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_metering_usage_days_key", "organization_id", "account_id", "meter_id", "field", "day"),
+    )
 
 
 class BillJob(Base):

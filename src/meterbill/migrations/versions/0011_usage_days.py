@@ -17,6 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         'metering_usage_days',
+        sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
         sa.Column('organization_id', sa.String(length=36), nullable=False),
         sa.Column('account_id', sa.String(length=36), nullable=False),
         sa.Column('meter_id', sa.String(length=36), nullable=False),
@@ -26,9 +27,10 @@ def upgrade() -> None:
         sa.Column('smallest', sa.BigInteger(), nullable=False),
         sa.Column('largest', sa.BigInteger(), nullable=False),
         sa.Column('count', sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint('organization_id', 'account_id', 'meter_id', 'field', 'day',
-                                name=op.f('pk_metering_usage_days')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_metering_usage_days')),
     )
+    op.create_index('ix_metering_usage_days_key', 'metering_usage_days',
+                    ['organization_id', 'account_id', 'meter_id', 'field', 'day'], unique=False)
     # The days of the measurements already stored, as ingest keeps them from now on.
     day = ("date_trunc('day', ts, 'UTC')" if op.get_bind().dialect.name == 'postgresql'
            else "substr(ts, 1, 10) || ' 00:00:00.000000'")
@@ -46,6 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_metering_usage_days_key', table_name='metering_usage_days')
     if op.get_bind().dialect.name == 'postgresql':
         op.execute('ALTER TABLE metering_bill_line_items ALTER COLUMN "references" TYPE jsonb,'
                    ' ALTER COLUMN bands TYPE jsonb')
