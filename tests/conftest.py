@@ -13,6 +13,7 @@ import chargebee
 import m3ter
 import pytest
 
+from meterbill.core.db import Database, upgrade
 from tests.support.server import ServerProcess, create_database, drop_database
 
 TEST_DATABASE_URL = os.environ.get("METERBILL_TEST_DATABASE_URL")
@@ -30,6 +31,16 @@ def new_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
     yield make
     for url in created:
         drop_database(url)
+
+
+@pytest.fixture
+def migrated_db(new_database_url: Callable[[], str]) -> Iterator[Database]:
+    """A fresh database at the newest migration, for tests of storage code without a server."""
+    url = new_database_url()
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture(scope="session")

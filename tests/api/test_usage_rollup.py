@@ -6,24 +6,14 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, select
 
-from meterbill.core.db import Database, upgrade
+from meterbill.core.db import Database
 from meterbill.metering.models import UsageDay
 from meterbill.metering.rollup import compact_usage_days
 
 ORG = "org-rollup"
 DAYS = [datetime(2024, 1, day, tzinfo=UTC) for day in (1, 2)]
-
-
-@pytest.fixture
-def db(new_database_url):
-    url = new_database_url()
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def add_parts(db: Database, count: int, first: int) -> None:
@@ -51,28 +41,28 @@ def expected(parts: int, rows: int) -> dict[tuple[str, datetime], tuple[int, int
             for account in ("a", "b") for day in DAYS}
 
 
-def test_parts_fold_into_one_row_per_key(db):
-    add_parts(db, 5, 0)
-    assert per_key(db) == expected(5, rows=5)
-    with db.transaction() as session:
+def test_parts_fold_into_one_row_per_key(migrated_db):
+    add_parts(migrated_db, 5, 0)
+    assert per_key(migrated_db) == expected(5, rows=5)
+    with migrated_db.transaction() as session:
         assert compact_usage_days(session, ORG) == 4 * 4  # 4 keys, 5 rows each -> 1 each
-    assert per_key(db) == expected(5, rows=1)
-    with db.transaction() as session:
+    assert per_key(migrated_db) == expected(5, rows=1)
+    with migrated_db.transaction() as session:
         assert compact_usage_days(session, ORG) == 0
-    with db.transaction() as session:
+    with migrated_db.transaction() as session:
         assert compact_usage_days(session, "another-org") == 0
-    assert per_key(db) == expected(5, rows=1)
+    assert per_key(migrated_db) == expected(5, rows=1)
 
 
-def test_racing_compactions_and_new_parts_lose_and_double_nothing(db):
-    add_parts(db, 20, 0)
+def test_racing_compactions_and_new_parts_lose_and_double_nothing(migrated_db):
+    add_parts(migrated_db, 20, 0)
     start = threading.Barrier(3)
     failures: list[BaseException] = []
 
     def compact() -> None:
         start.wait()
         try:
-            with db.transaction() as session:
+            with migrated_db.transaction() as session:
                 compact_usage_days(session, ORG)
         except BaseException as exc:  # a deadlock between two compactions is retried by the outbox
             if "deadlock" not in str(exc):
@@ -80,7 +70,7 @@ def test_racing_compactions_and_new_parts_lose_and_double_nothing(db):
 
     def ingest() -> None:
         start.wait()
-        add_parts(db, 20, 20)
+        add_parts(migrated_db, 20, 20)
 
     threads = [threading.Thread(target=compact), threading.Thread(target=compact), threading.Thread(target=ingest)]
     for thread in threads:
@@ -88,8 +78,8 @@ def test_racing_compactions_and_new_parts_lose_and_double_nothing(db):
     for thread in threads:
         thread.join()
     assert failures == []
-    totals = {key: value[:4] for key, value in per_key(db).items()}
+    totals = {key: value[:4] for key, value in per_key(migrated_db).items()}
     assert totals == {key: value[:4] for key, value in expected(40, rows=0).items()}
-    with db.transaction() as session:
+    with migrated_db.transaction() as session:
         compact_usage_days(session, ORG)
-    assert per_key(db) == expected(40, rows=1)
+    assert per_key(migrated_db) == expected(40, rows=1)
