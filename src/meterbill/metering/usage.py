@@ -114,9 +114,10 @@ def _totals_statement(
     """SUM, MIN, MAX and COUNT of the fields' millionths over start <= ts < end, grouped by
     `groups` then meter and field.
 
-    Whole UTC days are read from the daily rollup (`UsageDay`, one row per account, field
-    and day), only the ragged ends of the range from the measurement values; `whole_days=False`
-    (hourly buckets, which a day cannot be split into) reads the values alone.
+    Whole UTC days are read from the daily rollup (`UsageDay`: partial sums per account, field
+    and day, added up here whether or not compaction has folded them yet), only the ragged ends
+    of the range from the measurement values; `whole_days=False` (hourly buckets, which a day
+    cannot be split into) reads the values alone.
     """
     meter_ids = sorted({meter for meter, _ in fields})
     names = sorted({name for _, name in fields})
