@@ -243,7 +243,6 @@ def _sqlite_time(moment: datetime) -> str:
 
 _MEASUREMENT_COLUMNS = "organization_id, uid, meter_id, account_id, ts, ets, dimensions, measures, received_at"
 _VALUE_COLUMNS = "measurement_id, field, organization_id, meter_id, account_id, ts, micros"
-_DAY_COLUMNS = "organization_id, account_id, meter_id, field, day, total, smallest, largest, count"
 # `batch` is referenced twice, so PostgreSQL materializes it: the JSON is parsed once.
 _INSERT_POSTGRES = f"""
 WITH batch AS (
@@ -261,7 +260,7 @@ WITH batch AS (
     FROM new JOIN batch USING (uid) CROSS JOIN LATERAL jsonb_each_text(batch.micros) AS f
     RETURNING account_id, meter_id, field, ts, micros
 ), new_days AS (
-    INSERT INTO metering_usage_days ({_DAY_COLUMNS})
+    INSERT INTO metering_usage_days ({rollup.COLUMNS})
     SELECT %(org)s, account_id, meter_id, field, date_trunc('day', ts, 'UTC'),
            SUM(micros), MIN(micros), MAX(micros), COUNT(*)
     FROM new_values GROUP BY 2, 3, 4, 5
@@ -287,7 +286,7 @@ JOIN json_each(n.value, '$[1]') AS f
 """
 # The new measurements' partial sums per day (json array of measurement ids).
 _ADD_DAYS_SQLITE = f"""
-INSERT INTO metering_usage_days ({_DAY_COLUMNS})
+INSERT INTO metering_usage_days ({rollup.COLUMNS})
 SELECT v.organization_id, v.account_id, v.meter_id, v.field, substr(v.ts, 1, 10) || ' 00:00:00.000000',
        SUM(v.micros), MIN(v.micros), MAX(v.micros), COUNT(*)
 FROM json_each(?1) AS n JOIN metering_measurement_values AS v ON v.measurement_id = n.value

@@ -24,7 +24,8 @@ COMPACT_AFTER = timedelta(seconds=30)
 
 _KEY = "account_id, meter_id, field, day"
 _SUMS = "SUM(total), MIN(smallest), MAX(largest), SUM(count)"
-_COLUMNS = f"organization_id, {_KEY}, total, smallest, largest, count"
+# The rollup's columns as an INSERT lists them; ingest writes its parts with the same list.
+COLUMNS = f"organization_id, {_KEY}, total, smallest, largest, count"
 
 _last_scheduled: dict[str, float] = {}
 _schedule_lock = threading.Lock()
@@ -62,7 +63,7 @@ def compact_usage_days(session: Session, org_id: str) -> int:
                   AND d.field = k.field AND d.day = k.day
                 RETURNING d.account_id, d.meter_id, d.field, d.day, d.total, d.smallest, d.largest, d.count
             ), folded AS (
-                INSERT INTO metering_usage_days ({_COLUMNS})
+                INSERT INTO metering_usage_days ({COLUMNS})
                 SELECT :org, {_KEY}, {_SUMS} FROM parts GROUP BY {_KEY}
                 RETURNING 1
             )
@@ -77,7 +78,7 @@ def compact_usage_days(session: Session, org_id: str) -> int:
     several = (f"SELECT {_KEY} FROM metering_usage_days WHERE organization_id = :org AND id <= :last"
                f" GROUP BY {_KEY} HAVING COUNT(*) > 1")
     folded = session.execute(text(
-        f"INSERT INTO metering_usage_days ({_COLUMNS}) SELECT :org, {_KEY}, {_SUMS} FROM metering_usage_days"
+        f"INSERT INTO metering_usage_days ({COLUMNS}) SELECT :org, {_KEY}, {_SUMS} FROM metering_usage_days"
         f" WHERE organization_id = :org AND id <= :last AND ({_KEY}) IN ({several}) GROUP BY {_KEY}"),
         {"org": org_id, "last": last}).rowcount
     parts = session.execute(text(

@@ -137,7 +137,7 @@ def _totals_statement(
             func.sum(micros).label("total"), func.min(micros).label("smallest"), func.max(micros).label("largest"),
             func.count().label("count")])
 
-    first_day, last_day = _day_floor(start + DAY - MICROSECOND), _day_floor(end)
+    first_day, last_day = _day_ceiling(start), _day_floor(end)
     if not whole_days or first_day >= last_day:
         return from_values(start, end)
     parts = [part(UsageDay, UsageDay.day, first_day, last_day, [
@@ -152,12 +152,13 @@ def _totals_statement(
                   func.max(union.c.largest), func.sum(union.c.count)).group_by(*keys, union.c.meter_id, union.c.field)
 
 
-DAY = timedelta(days=1)
-MICROSECOND = timedelta(microseconds=1)
-
-
 def _day_floor(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceiling(moment: datetime) -> datetime:
+    floor = _day_floor(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
 
 
 def _read_totals(
