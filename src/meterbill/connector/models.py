@@ -7,6 +7,7 @@ holds URLs and credentials, never foreign keys into billing or metering tables.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Index, Integer, String, Text
@@ -49,8 +50,29 @@ class ReceivedWebhook(Base):
     subscription_id: Mapped[str | None] = mapped_column(String(100), index=True)
 
 
+class SyncStatus(StrEnum):
+    """The outcome of an action's latest attempt."""
+
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    WAITING = "waiting"  # e.g. a bill with no pending invoice yet: normal, not an error
+
+
+class SyncState(StrEnum):
+    """Whether an action still needs anything."""
+
+    OPEN = "open"  # a problem only a person can fix (a mapping, a currency): retried when they say so
+    RETRYING = "retrying"  # failed; the connector tries again by itself
+    WAITING = "waiting"  # waiting for the other side (a pending invoice), retried when it appears
+    RESOLVED = "resolved"  # it failed or waited, then succeeded
+
+
 class SyncLogEntry(Base):
-    """One thing the connector saw or did, with both sides' ids: what the console's sync log shows."""
+    """One thing the connector saw or did, with both sides' ids: what the console's sync log shows.
+
+    An action that fails, waits or is retried keeps one row (found again by `action_key`),
+    whose `attempts` count up and whose `state` says whether it still needs anything."""
 
     __tablename__ = "connector_sync_log"
 
@@ -58,7 +80,12 @@ class SyncLogEntry(Base):
     integration_id: Mapped[str] = mapped_column(String(36))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     action: Mapped[str] = mapped_column(String(60))
-    status: Mapped[str] = mapped_column(String(20))  # ok, error, skipped, waiting
+    status: Mapped[str] = mapped_column(String(20))  # SyncStatus: the outcome of the latest attempt
+    # SyncState: open (needs a person), retrying, waiting, resolved; None for an entry that never needed anything.
+    state: Mapped[str | None] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    # Names the action (outbox topic and subject) so its attempts update one row; None for plain notes.
+    action_key: Mapped[str | None] = mapped_column(String(300))
     message: Mapped[str] = mapped_column(Text)
     chargebee_id: Mapped[str | None] = mapped_column(String(200))
     m3ter_id: Mapped[str | None] = mapped_column(String(200))
@@ -66,7 +93,9 @@ class SyncLogEntry(Base):
     retry_topic: Mapped[str | None] = mapped_column(String(100))
     retry_payload: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
 
-    __table_args__ = (Index("ix_connector_sync_log_time", "integration_id", "at"),)
+    __table_args__ = (Index("ix_connector_sync_log_time", "integration_id", "at"),
+                      Index("ix_connector_sync_log_action", "integration_id", "action_key"),
+                      Index("ix_connector_sync_log_state", "integration_id", "state"))
 
 
 class IntegrationCursor(Base):
