@@ -10,16 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoicing import invoice_totals, price_quantity, to_minor
-from meterbill.billing.models import CreditNote, Customer, Invoice, ItemPrice, Site, Subscription
+from meterbill.billing.models import CreditNote, Customer, DocumentCounter, Invoice, ItemPrice, Site, Subscription
 from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal
@@ -91,13 +93,38 @@ def issue_line(line: Line, customer_id: str, currency: str) -> dict[str, Any]:
     return wire
 
 
+class DocumentType(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+
+
+def next_document_number(session: Session, site: Site, document_type: DocumentType) -> int:
+    """The site's next number for this type of document: consecutive, with no gaps.
+
+    The counter moves in the transaction that stores the document, so a request refused or
+    rolled back gives its number back, and a concurrent one waits for the row (PostgreSQL's
+    row lock; SQLite's single writer) and then takes the next number.
+    """
+    # The site row first: every transaction that numbers a document also records an event,
+    # which locks it; taking the two locks in one order means two writers never deadlock.
+    records.lock_site(session, site)
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    first = insert(DocumentCounter).values(site_id=site.id, document_type=document_type.value, last_number=1)
+    taken = first.on_conflict_do_update(
+        index_elements=[DocumentCounter.site_id, DocumentCounter.document_type],
+        set_={"last_number": DocumentCounter.last_number + 1},
+    ).returning(DocumentCounter.last_number)
+    return session.execute(taken).scalar_one()
+
+
 def create_invoice(
     session: Session, site: Site, *, customer_id: str, subscription_id: str | None, currency: str, lines: list[Line],
     at: datetime, pending: bool, recurring: bool, first_invoice: bool = False,
     period: tuple[datetime, datetime] | None = None,
 ) -> Invoice:
     invoice = Invoice(
-        site_id=site.id, id=str(records.next_number(session, site)), customer_id=customer_id,
+        site_id=site.id, id=str(next_document_number(session, site, DocumentType.INVOICE)),
+        customer_id=customer_id,
         subscription_id=subscription_id, status=PENDING, currency_code=currency, date=at,
         period_start=period[0] if period else None, period_end=period[1] if period else None,
         line_items=[issue_line(line, customer_id, currency) for line in lines], total=0, amount_paid=0,
@@ -169,7 +196,8 @@ def create_credit_note(
 ) -> CreditNote:
     issued = [issue_line(line, customer_id, currency) for line in lines]
     note = CreditNote(
-        site_id=site.id, id=f"CN-{records.next_number(session, site)}", customer_id=customer_id,
+        site_id=site.id, id=f"CN-{next_document_number(session, site, DocumentType.CREDIT_NOTE)}",
+        customer_id=customer_id,
         subscription_id=subscription_id, reference_invoice_id=reference_invoice_id, type="adjustment",
         status="refund_due", currency_code=currency, total=sum(line["amount"] for line in issued),
         amount_allocated=0, resource_version=0, data={"line_items": issued, "reason_code": reason_code},

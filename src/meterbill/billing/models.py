@@ -23,9 +23,23 @@ class Site(Base):
     time_machine_genesis: Mapped[datetime | None] = mapped_column(UTCDateTime)
     time_travel_status: Mapped[str] = mapped_column(String(20), default="succeeded")
     time_travel_error: Mapped[str | None] = mapped_column(String(2000))
-    # Ids are sequential per site and kind, Chargebee-style; events are ordered by this too.
+    # Events are numbered and ordered by this; documents have their own counters (DocumentCounter).
     sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DocumentCounter(Base):
+    """The last number given to a site's documents of one type (invoice, credit note).
+
+    A counter of their own keeps a finance team's numbering gap-free: it moves only in the
+    transaction that stores the document, so a rolled-back request gives its number back.
+    """
+
+    __tablename__ = "billing_document_counters"
+
+    site_id: Mapped[str] = mapped_column(ForeignKey("billing_sites.id", ondelete="CASCADE"), primary_key=True)
+    document_type: Mapped[str] = mapped_column(String(20), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger)
 
 
 class SiteApiKey(Base):

@@ -32,17 +32,24 @@ def new_resource_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(16))
 
 
-def next_number(session: Session, site: Site) -> int:
-    """The site's next sequence number (invoice and credit note numbers, event order)."""
-    # The first number of a transaction locks and re-reads the site row (populate_existing: the
+def lock_site(session: Session, site: Site) -> Site:
+    """The site's row, locked until the transaction ends (numbering events and documents)."""
+    # The first call of a transaction locks and re-reads the site row (populate_existing: the
     # site is usually loaded already, and a stale sequence would be reused under concurrency).
-    # The lock holds until the transaction ends, so later numbers need no round trip: a renewal
+    # The lock holds until the transaction ends, so later calls need no round trip: a renewal
     # run numbering thousands of invoices and events would otherwise re-lock for each.
     locked_in = session.info.setdefault("sequence_locked", {})
     if locked_in.get(site.id) is not session.get_transaction():
         session.get(Site, site.id, with_for_update=True, populate_existing=True)
         locked_in[site.id] = session.get_transaction()
     locked = session.get(Site, site.id)
+    assert locked is not None  # the caller holds the site
+    return locked
+
+
+def next_number(session: Session, site: Site) -> int:
+    """The site's next event number (event ids and order)."""
+    locked = lock_site(session, site)
     locked.sequence += 1
     return locked.sequence
 
