@@ -337,5 +337,10 @@ def connector_retry(entry_id: Annotated[str, typer.Argument(help="a retryable sy
     out.print_json(response.raise_for_status().text)
 
 
+from meterbill.cli_mappings import mappings_app  # noqa: E402 - registered after the app it joins
+
+app.add_typer(mappings_app, name="mappings")
+
+
 if __name__ == "__main__":
     app()

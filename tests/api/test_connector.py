@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
+import m3ter
 import pytest
 
 from tests.conftest import chargebee_client, m3ter_client
@@ -137,6 +138,8 @@ def test_full_story_subscription_to_closed_invoice(server, tenant):
     assert invoice.total == 3300
     usage_line = next(line for line in invoice.line_items if line.entity_id == "calls-usd")
     assert usage_line.amount == 1300
+    # The quantity stays visible: 1600 requests at 0.008125 = 13.00 (no whole-cent unit price gives 1300 cents).
+    assert (usage_line.quantity_in_decimal, usage_line.unit_amount_in_decimal) == ("1600", "0.008125")
     assert usage_line.entity_type == "charge_item_price"
     assert (usage_line.date_from, usage_line.date_to) == (ts(2024, 1, 1), ts(2024, 2, 1))
     invoice_mapping = story.m3.external_mappings.list_by_external_entity(invoice.id, system="Chargebee",
@@ -146,8 +149,9 @@ def test_full_story_subscription_to_closed_invoice(server, tenant):
     assert [m.external_id for m in line_mappings] == [usage_line.id]
     assert any(e["action"] == "push_bill" and e["status"] == "ok" for e in story.sync_log())
 
-    # Approving again (or a replayed event) charges nothing twice.
-    story.m3.bills.approve(bill_ids=[bill.id])
+    # Approving again is refused (and a replayed event) charges nothing twice.
+    with pytest.raises(m3ter.ConflictError):
+        story.m3.bills.approve(bill_ids=[bill.id])
     time.sleep(3)
     assert story.cb.Invoice.retrieve(invoice.id).invoice.total == 3300
 

@@ -6,22 +6,20 @@ from __future__ import annotations
 import hmac
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import chargebee
-import m3ter
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.connector import sync
-from meterbill.connector.models import Integration, ReceivedWebhook, SyncLogEntry
+from meterbill.connector import mappings, sync, synclog
+from meterbill.connector.models import Integration, ReceivedWebhook, SyncLogEntry, SyncState, SyncStatus
 from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidInput, NotFound
 from meterbill.core.outbox import OutboxMessage, enqueue
-from meterbill.core.runtime import RuntimeDep, SessionDep
+from meterbill.core.runtime import Runtime, RuntimeDep, SessionDep
 from meterbill.core.security import hash_secret, parse_basic_auth, verify_secret
 from meterbill.core.wirejson import ExactJSONResponse
 
@@ -67,12 +65,20 @@ async def receive_webhook(integration_id: str, request: Request, runtime: Runtim
 
 
 def managed_integration(integration_id: str, request: Request, session: SessionDep, runtime: RuntimeDep) -> Integration:
-    """Management calls authenticate with the billing site's API key (HTTP Basic), as the console does."""
+    """Management calls authenticate with an API key of the integration's billing site (HTTP Basic),
+    as the console does; the connector holds a key of its own, so the site's keys are checked where
+    they live. This HTTP surface is served by meterbill; the sync itself reaches billing only over HTTP."""
+    from meterbill.billing import sites  # the one place the connector's server side asks billing
+
     credentials = parse_basic_auth(request.headers.get("authorization"))
     integration = session.get(Integration, integration_id)
-    if credentials is None or integration is None or not hmac.compare_digest(
-        credentials.username.encode(), runtime.vault.decrypt(integration.chargebee_api_key_encrypted).encode()
-    ):
+    if credentials is None or integration is None:
+        raise AuthenticationFailed("use the billing site's API key for this integration")
+    try:
+        site = sites.authenticate(session, credentials.username)
+    except AuthenticationFailed:
+        site = None
+    if site is None or not hmac.compare_digest(site.id.encode(), integration.chargebee_site.encode()):
         raise AuthenticationFailed("use the billing site's API key for this integration")
     return integration
 
@@ -89,36 +95,32 @@ def authenticated(integration_id: str, request: Request, runtime: RuntimeDep) ->
 
 @router.get("", summary="Integration status")
 def status(integration: IntegrationDep, session: SessionDep) -> ExactJSONResponse:
-    counts = dict(session.execute(
-        select(SyncLogEntry.status, func.count()).where(SyncLogEntry.integration_id == integration.id)
-        .group_by(SyncLogEntry.status)).all())
     waiting = session.scalar(select(func.count()).select_from(OutboxMessage).where(
         OutboxMessage.topic.in_(sync.WORK_TOPICS), OutboxMessage.status == "pending",
         OutboxMessage.payload["integration_id"].as_string() == integration.id))
     return ExactJSONResponse({
         "id": integration.id, "chargebee_site": integration.chargebee_site, "m3ter_org_id": integration.m3ter_org_id,
-        "close_invoice_after_push": integration.close_invoice_after_push, "sync_log_counts": counts,
-        "pending_actions": waiting,
+        "close_invoice_after_push": integration.close_invoice_after_push,
+        "sync_log_counts": synclog.counts(session, integration.id),
+        "open_problems": synclog.open_problems(session, integration.id), "pending_actions": waiting,
     })
 
 
-@router.get("/sync_log", summary="The sync log, newest first")
+@router.get("/sync_log", summary="The sync log: one entry per action, latest attempt first")
 def sync_log(
     integration: IntegrationDep, session: SessionDep,
-    status_filter: Annotated[Literal["ok", "error", "skipped"] | None, Query(alias="status")] = None,
+    status_filter: Annotated[SyncStatus | None, Query(alias="status")] = None,
+    state: Annotated[SyncState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ExactJSONResponse:
-    query = select(SyncLogEntry).where(SyncLogEntry.integration_id == integration.id)
-    if status_filter:
-        query = query.where(SyncLogEntry.status == status_filter)
-    rows = session.scalars(query.order_by(SyncLogEntry.at.desc()).limit(limit)).all()
+    rows = synclog.entries(session, integration.id, status=status_filter, state=state, limit=limit)
     return ExactJSONResponse({"data": [_entry(e) for e in rows]})
 
 
 def _entry(entry: SyncLogEntry) -> dict[str, Any]:
-    return {"id": entry.id, "at": entry.at, "action": entry.action, "status": entry.status,
-            "message": entry.message, "chargebee_id": entry.chargebee_id, "m3ter_id": entry.m3ter_id,
-            "retryable": entry.retry_topic is not None}
+    return {"id": entry.id, "at": entry.at, "action": entry.action, "status": entry.status, "state": entry.state,
+            "attempts": entry.attempts, "message": entry.message, "chargebee_id": entry.chargebee_id,
+            "m3ter_id": entry.m3ter_id, "retryable": entry.retry_topic is not None}
 
 
 @router.post("/sync_log/{entry_id}/retry", summary="Run a logged action again")
@@ -126,9 +128,7 @@ def retry(entry_id: str, integration: IntegrationDep, session: SessionDep) -> Ex
     entry = session.get(SyncLogEntry, entry_id)
     if entry is None or entry.integration_id != integration.id:
         raise NotFound(f"sync log entry {entry_id} not found")
-    if entry.retry_topic is None:
-        raise InvalidInput("this entry has nothing to retry")
-    enqueue(session, entry.retry_topic, dict(entry.retry_payload or {}))
+    synclog.retry(session, entry)
     return ExactJSONResponse({"retried": entry_id, "action": entry.action})
 
 
@@ -152,28 +152,49 @@ class MappingRequest(BaseModel):
             raise ValueError("give exactly one of plan_id, aggregation_id, compound_aggregation_id")
         return self
 
+    def target(self) -> tuple[mappings.Target, str]:
+        if self.plan_id is not None:
+            return mappings.Target.PLAN, self.plan_id
+        if self.aggregation_id is not None:
+            return mappings.Target.AGGREGATION, self.aggregation_id
+        return mappings.Target.COMPOUND_AGGREGATION, str(self.compound_aggregation_id)
 
-@router.post("/mappings", summary="Map a Chargebee item price to an m3ter plan or aggregation",
-             dependencies=[Depends(authenticated)])
+
+def _with_run(integration_id: str, request: Request, runtime: Runtime) -> sync.Run:
+    with runtime.db.read() as session:
+        integration = managed_integration(integration_id, request, session, runtime)
+        return sync.open_run(session, runtime.vault, integration.id)
+
+
+@router.post("/mappings", summary="Map a Chargebee item price to an m3ter plan (plan or addon item prices) or "
+             "aggregation (charge item prices)", dependencies=[Depends(authenticated)])
 async def create_mapping(body: MappingRequest, integration_id: str, request: Request,
                          runtime: RuntimeDep) -> ExactJSONResponse:
     def work() -> dict[str, Any]:
-        with runtime.db.read() as session:
-            integration = managed_integration(integration_id, request, session, runtime)
-            run = sync.open_run(session, runtime.vault, integration.id)
-        entity, target = (("Plan", body.plan_id) if body.plan_id else
-                          ("Aggregation", body.aggregation_id) if body.aggregation_id else
-                          ("CompoundAggregation", body.compound_aggregation_id))
-        try:
-            run.chargebee.item_price(body.item_price_id)  # the site's own item price
-            mapping = run.m3ter.map("ItemPrice", body.item_price_id, entity, target)
-        except (chargebee.APIError, m3ter.APIStatusError) as exc:  # an unknown item price, plan or aggregation
-            raise InvalidInput(f"not mapped: {exc}") from None
-        return {"item_price_id": body.item_price_id, "m3ter_entity": entity, "m3ter_id": target,
-                "mapping_id": mapping.id, "warnings": sync.currency_warnings(run, body.item_price_id, entity, target)}
+        target, m3ter_id = body.target()
+        mapping, warnings = mappings.set_mapping(_with_run(integration_id, request, runtime), body.item_price_id,
+                                                 target, m3ter_id)
+        return {**mapping.as_json(), "warnings": warnings}
 
     return ExactJSONResponse(await run_in_threadpool(work))
 
+
+@router.get("/mappings", summary="The item price mappings", dependencies=[Depends(authenticated)])
+async def list_mappings(integration_id: str, request: Request, runtime: RuntimeDep) -> ExactJSONResponse:
+    def work() -> list[mappings.Mapping]:
+        return mappings.list_mappings(_with_run(integration_id, request, runtime))
+
+    return ExactJSONResponse({"data": [m.as_json() for m in await run_in_threadpool(work)]})
+
+
+@router.delete("/mappings/{item_price_id}", summary="Unmap an item price", dependencies=[Depends(authenticated)])
+@router.delete("/mappings", summary="Unmap an item price (named by the query)", dependencies=[Depends(authenticated)])
+async def delete_mapping(item_price_id: str, integration_id: str, request: Request,
+                         runtime: RuntimeDep) -> ExactJSONResponse:
+    def work() -> list[mappings.Mapping]:
+        return mappings.remove_mapping(_with_run(integration_id, request, runtime), item_price_id)
+
+    return ExactJSONResponse({"deleted": [m.as_json() for m in await run_in_threadpool(work)]})
 
 
 class IntegrationUpdate(BaseModel):

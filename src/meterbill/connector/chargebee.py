@@ -8,6 +8,8 @@ first response instead of charging twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +20,11 @@ import chargebee
 chargebee.Chargebee.verify_ca_certs = False
 
 KEY_HEADER = "chargebee-idempotency-key"
+
+
+class Refused(Exception):
+    """Chargebee refused a write as invalid (a 4xx other than a rate limit): retrying it unchanged
+    would be refused again, so it waits for a person to fix the cause."""
 
 
 class ChargebeePort:
@@ -55,19 +62,27 @@ class ChargebeePort:
         return self.client.Invoice.retrieve(invoice_id).invoice.raw_data
 
     def add_charge_item(
-        self, invoice_id: str, *, item_price_id: str, quantity: int, unit_price: int, date_from: int, date_to: int,
-        key: str,
+        self, invoice_id: str, *, item_price_id: str, quantity: Decimal, unit_price: Decimal, exponent: int,
+        date_from: int, date_to: int, key: str,
     ) -> dict[str, Any]:
-        params = {"item_price": {"item_price_id": item_price_id, "quantity": quantity, "unit_price": unit_price,
-                                 "date_from": date_from, "date_to": date_to}}
-        return self.client.Invoice.add_charge_item(invoice_id, params, headers={KEY_HEADER: key}).invoice.raw_data
+        """`unit_price` in minor units. Whole numbers go as `quantity` and `unit_price`; anything finer
+        as `quantity_in_decimal` and `unit_price_in_decimal` (major units), as multi-decimal sites take them."""
+        price: dict[str, Any] = {"item_price_id": item_price_id, "date_from": date_from, "date_to": date_to}
+        if quantity == quantity.to_integral_value() and unit_price == unit_price.to_integral_value():
+            price.update(quantity=int(quantity), unit_price=int(unit_price))
+        else:
+            price.update(quantity_in_decimal=_text(quantity), unit_price_in_decimal=_text(unit_price.scaleb(-exponent)))
+        with _refusals():
+            return self.client.Invoice.add_charge_item(invoice_id, {"item_price": price},  # type: ignore[typeddict-item]
+                                                       headers={KEY_HEADER: key}).invoice.raw_data
 
     def add_charge(
         self, invoice_id: str, *, amount: int, description: str, date_from: int, date_to: int, key: str
     ) -> dict[str, Any]:
         params = {"amount": amount, "description": description,
                   "line_item": {"date_from": date_from, "date_to": date_to}}
-        return self.client.Invoice.add_charge(invoice_id, params, headers={KEY_HEADER: key}).invoice.raw_data
+        with _refusals():
+            return self.client.Invoice.add_charge(invoice_id, params, headers={KEY_HEADER: key}).invoice.raw_data
 
     def close_invoice(self, invoice_id: str, *, key: str) -> dict[str, Any]:
         return self.client.Invoice.close(invoice_id, {}, headers={KEY_HEADER: key}).invoice.raw_data
@@ -82,3 +97,18 @@ class ChargebeePort:
                                                                  "basic_auth_password": password})
                 updated += 1
         return updated
+
+
+def _text(value: Decimal) -> str:
+    """Plain decimal notation (never an exponent, which Chargebee does not parse)."""
+    return format(value.normalize(), "f")
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    except chargebee.APIError as exc:
+        if 400 <= exc.http_status_code < 500 and exc.http_status_code != 429:
+            raise Refused(f"{exc} ({exc.api_error_code})") from exc
+        raise

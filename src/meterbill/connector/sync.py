@@ -21,10 +21,17 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from meterbill.connector import timeline
-from meterbill.connector.chargebee import ChargebeePort
+from meterbill.connector import synclog, timeline
+from meterbill.connector.chargebee import ChargebeePort, Refused
 from meterbill.connector.m3ter import M3terPort
-from meterbill.connector.models import Integration, IntegrationCursor, ReceivedWebhook, SyncLogEntry
+from meterbill.connector.models import (
+    Integration,
+    IntegrationCursor,
+    ReceivedWebhook,
+    SyncLogEntry,
+    SyncState,
+    SyncStatus,
+)
 from meterbill.core.db import Database, new_id, utcnow
 from meterbill.core.money import exponent
 from meterbill.core.outbox import Delivery, OutboxMessage, enqueue, handles
@@ -58,14 +65,24 @@ class Run:
     # The subscription has a synced account plan, even if this run changed nothing: the
     # run that created it may have died (or lost its lease) before recording so.
     has_account_plan: bool = False
+    settled: list[str] = field(default_factory=list)
 
-    def note(self, action: str, status: str, message: str, *, chargebee_id: str | None = None,
-             m3ter_id: str | None = None, retry: tuple[str, dict[str, Any]] | None = None) -> None:
+    def note(self, action: str, status: SyncStatus, message: str, *, chargebee_id: str | None = None,
+             m3ter_id: str | None = None, retry: tuple[str, dict[str, Any]] | None = None,
+             state: SyncState | None = None, key: str | None = None) -> None:
+        """Log an outcome. With a `key` (or a `retry`, whose action names it) a later attempt of the
+        same action updates this entry instead of adding one."""
+        if key is None and retry is not None:
+            key = synclog.action_key(*retry)
         self.entries.append(SyncLogEntry(
             id=new_id(), integration_id=self.integration.id, at=utcnow(), action=action, status=status,
-            message=message[:4000], chargebee_id=chargebee_id, m3ter_id=m3ter_id,
-            retry_topic=retry[0] if retry else None, retry_payload=retry[1] if retry else None,
+            message=message[:4000], chargebee_id=chargebee_id, m3ter_id=m3ter_id, state=state, attempts=1,
+            action_key=key, retry_topic=retry[0] if retry else None, retry_payload=retry[1] if retry else None,
         ))
+
+    def settle(self, key: str) -> None:
+        """The action succeeded: an entry it left while failing or waiting becomes resolved."""
+        self.settled.append(key)
 
 
 def open_run(session: Session, vault: Vault, integration_id: str) -> Run:
@@ -79,15 +96,36 @@ def open_run(session: Session, vault: Vault, integration_id: str) -> Run:
     )
 
 
-def _failed(delivery: Delivery, run: Run | None, integration_id: str, action: str, exc: Exception,
-            retry: tuple[str, dict[str, Any]]) -> None:
-    """Record the failure (visible in the sync log) and let the outbox retry with backoff."""
+def _failed(delivery: Delivery, integration_id: str, action: str, exc: Exception,
+            retry: tuple[str, dict[str, Any]], *, m3ter_id: str | None = None) -> None:
+    """Record the failure on the action's one sync log entry and let the outbox retry with backoff
+    (the entry stays open once the retry schedule is exhausted)."""
+    attempt = delivery.attempts + 1
+    if isinstance(exc, WaitingForInvoice):
+        status, state = SyncStatus.WAITING, SyncState.WAITING
+    else:
+        status = SyncStatus.ERROR
+        state = SyncState.RETRYING if attempt <= len(PATIENT) else SyncState.OPEN
+    message = str(exc) if isinstance(exc, Problem) else f"{type(exc).__name__}: {exc}"
+    ids = (exc.chargebee_id, exc.m3ter_id) if isinstance(exc, Problem) else (None, m3ter_id)
     with delivery.db.transaction() as session:
-        session.add(SyncLogEntry(
-            id=new_id(), integration_id=integration_id, at=utcnow(), action=action, status="error",
-            message=f"{type(exc).__name__}: {exc}"[:4000] + f" (attempt {delivery.attempts + 1})",
-            retry_topic=retry[0], retry_payload=retry[1],
+        synclog.add(session, SyncLogEntry(
+            id=new_id(), integration_id=integration_id, at=utcnow(), action=action, status=status, state=state,
+            message=message[:4000], chargebee_id=ids[0], m3ter_id=ids[1], attempts=1,
+            action_key=synclog.action_key(*retry), retry_topic=retry[0], retry_payload=retry[1],
         ))
+
+
+class Problem(Exception):
+    """A failure that names both sides' ids, so the sync log can show them."""
+
+    def __init__(self, message: str, *, chargebee_id: str | None = None, m3ter_id: str | None = None) -> None:
+        super().__init__(message)
+        self.chargebee_id, self.m3ter_id = chargebee_id, m3ter_id
+
+
+class WaitingForInvoice(Problem):
+    """No pending invoice for the bill yet: a state, retried until one appears (never dropped)."""
 
 
 def _unix(value: Any) -> datetime | None:
@@ -119,21 +157,28 @@ def process_webhook(delivery: Delivery) -> None:
             if account is not None:
                 _sync_account_fields(run, account, customer)
         elif event_type == "pending_invoice_created":
-            run.note("pending_invoice", "ok", "pending invoice received; waiting bills will be pushed",
+            run.note("pending_invoice", SyncStatus.OK, "pending invoice received; waiting bills will be pushed",
                      chargebee_id=content.get("invoice", {}).get("id"))
         else:
-            run.note("webhook", "skipped", f"{event_type} needs no sync", chargebee_id=payload["event_id"])
+            run.note("webhook", SyncStatus.SKIPPED, f"{event_type} needs no sync", chargebee_id=payload["event_id"])
     except Exception as exc:
-        _failed(delivery, run, payload["integration_id"], f"webhook {event_type}", exc, (WEBHOOK_TOPIC, payload))
+        _failed(delivery, payload["integration_id"], f"webhook {event_type}", exc, (WEBHOOK_TOPIC, payload))
         raise
     with delivery.commit() as session:
-        _record(session, run)
+        _record(session, run, delivery)
         if event_type == "pending_invoice_created":
             _wake_waiting_bills(session, run.integration.id)
 
 
-def _record(session: Session, run: Run) -> None:
-    session.add_all(run.entries)
+def _record(session: Session, run: Run, delivery: Delivery) -> None:
+    """Store the run's log entries; the message's own action, if it had failed or waited
+    before and this run logged nothing under it, is now resolved."""
+    for entry in run.entries:
+        synclog.add(session, entry)
+    noted = {entry.action_key for entry in run.entries}
+    for key in (*run.settled, synclog.action_key(delivery.topic, delivery.payload)):
+        if key not in noted:
+            synclog.settle(session, run.integration.id, key)
     if run.has_account_plan or any(e.action == "account_plan" and e.status == "ok" for e in run.entries):
         _start_polling(session, run.integration.id)
 
@@ -148,10 +193,10 @@ def reconcile(delivery: Delivery) -> None:
     try:
         reconcile_subscription(run, delivery.db, payload["subscription_id"])
     except Exception as exc:
-        _failed(delivery, run, payload["integration_id"], "reconcile", exc, (RECONCILE_TOPIC, payload))
+        _failed(delivery, payload["integration_id"], "reconcile", exc, (RECONCILE_TOPIC, payload))
         raise
     with delivery.commit() as session:
-        _record(session, run)
+        _record(session, run, delivery)
 
 
 @handles(RESYNC_TOPIC, retry_delays=PATIENT)
@@ -165,13 +210,13 @@ def resync(delivery: Delivery) -> None:
     try:
         subscription_ids = list(run.chargebee.subscription_ids())
     except Exception as exc:
-        _failed(delivery, run, integration_id, "resync", exc, (RESYNC_TOPIC, delivery.payload))
+        _failed(delivery, integration_id, "resync", exc, (RESYNC_TOPIC, delivery.payload))
         raise
     with delivery.commit() as session:
         for subscription_id in subscription_ids:
             enqueue(session, RECONCILE_TOPIC, {"integration_id": integration_id, "subscription_id": subscription_id})
-        run.note("resync", "ok", f"{len(subscription_ids)} subscription(s) queued for reconciliation")
-        session.add_all(run.entries)
+        run.note("resync", SyncStatus.OK, f"{len(subscription_ids)} subscription(s) queued for reconciliation")
+        _record(session, run, delivery)
 
 
 def reconcile_subscription(run: Run, db: Database, subscription_id: str) -> None:
@@ -217,20 +262,21 @@ def _reconcile(run: Run, subscription_id: str, history: list[tuple[datetime, int
     external = f"{subscription_id}-"
     for account_plan in deletes:
         run.m3ter.client.account_plans.delete(account_plan.id)
-        run.note("account_plan", "ok", "account plan removed (not part of the subscription's history)",
+        run.note("account_plan", SyncStatus.OK, "account plan removed (not part of the subscription's history)",
                  chargebee_id=external + account_plan.custom_fields["cbItemPrice"], m3ter_id=account_plan.id)
     # Shrinking first, so no account plan overlaps another of the same product on the way.
     updates.sort(key=lambda u: not _within(u[1], u[0]))
     for account_plan, stretch, plan_id in updates:
         run.m3ter.update_account_plan(account_plan, plan_id=plan_id, start=stretch.start, end=stretch.end)
-        run.note("account_plan", "ok", f"account plan now {_span(stretch)}",
+        run.note("account_plan", SyncStatus.OK, f"account plan now {_span(stretch)}",
                  chargebee_id=external + stretch.item_price_id, m3ter_id=account_plan.id)
     for stretch, plan_id in creates:
         created = run.m3ter.create_account_plan(
             account_id=account.id, plan_id=plan_id, start=stretch.start, end=stretch.end, bill_epoch=epoch,
             custom_fields={"cbSubscription": subscription_id, "cbItemPrice": stretch.item_price_id})
-        run.note("account_plan", "ok", f"account plan created for {_span(stretch)}",
-                 chargebee_id=external + stretch.item_price_id, m3ter_id=created.id)
+        run.note("account_plan", SyncStatus.OK, f"account plan created for {_span(stretch)}",
+                 chargebee_id=external + stretch.item_price_id, m3ter_id=created.id,
+                 key=_item_key(subscription_id, stretch.item_price_id))
     for item_price_id in sorted({s.item_price_id for s in wanted}):
         current = [ap for ap in run.m3ter.account_plans_of(account.id)
                    if (ap.custom_fields or {}).get("cbSubscription") == subscription_id
@@ -239,6 +285,7 @@ def _reconcile(run: Run, subscription_id: str, history: list[tuple[datetime, int
             latest = max(current, key=lambda ap: ap.start_date)
             run.m3ter.map("Subscription", external + item_price_id, "AccountPlan", latest.id)
             run.has_account_plan = True
+            run.settle(_item_key(subscription_id, item_price_id))
 
 
 def _history(session: Session, integration_id: str, subscription_id: str) -> list[
@@ -264,6 +311,11 @@ def _span(stretch: timeline.Stretch) -> str:
     return f"{stretch.start.isoformat()} → {stretch.end.isoformat() if stretch.end else 'open'}"
 
 
+def _item_key(subscription_id: str, item_price_id: str) -> str:
+    """The sync log's action for one subscription item: its account plans."""
+    return f"account_plan:{subscription_id}-{item_price_id}"
+
+
 def _plan_for(run: Run, subscription_id: str, item_price_id: str, currency: str) -> str | None:
     """The m3ter plan an item price is mapped to, or None (logged) when unmapped or in another currency."""
     external = f"{subscription_id}-{item_price_id}"
@@ -271,15 +323,18 @@ def _plan_for(run: Run, subscription_id: str, item_price_id: str, currency: str)
     # Both outcomes are fixed by a mapping, after which the entry's retry reconciles again.
     retry = (RECONCILE_TOPIC, {"integration_id": run.integration.id, "subscription_id": subscription_id})
     if mapping is None:
-        run.note("account_plan", "skipped", f"item price {item_price_id} has no plan mapping; nothing created",
-                 chargebee_id=external, retry=retry)
+        run.note("account_plan", SyncStatus.SKIPPED,
+                 f"item price {item_price_id} has no plan mapping; nothing created (map it to an m3ter plan, "
+                 f"then retry)", chargebee_id=external, retry=retry, key=_item_key(subscription_id, item_price_id))
         return None
     plan = run.m3ter.plan(mapping.m3ter_id)
     template = run.m3ter.plan_template(plan.plan_template_id)
     if template.currency != currency:
-        run.note("account_plan", "error",
+        run.note("account_plan", SyncStatus.ERROR,
                  f"currency mismatch: plan {plan.code} bills in {template.currency}, item price {item_price_id} in "
-                 f"{currency}; nothing created", chargebee_id=external, m3ter_id=plan.id, retry=retry)
+                 f"{currency}; nothing created (map {item_price_id} to a plan billing in {currency}, then retry)",
+                 chargebee_id=external, m3ter_id=plan.id, retry=retry, state=SyncState.OPEN,
+                 key=_item_key(subscription_id, item_price_id))
         return None
     return plan.id
 
@@ -290,7 +345,7 @@ def ensure_account(run: Run, customer: dict[str, Any], currency: str) -> Any:
         customer["id"])
     if account is None:
         account = run.m3ter.create_account(code=customer["id"], **_account_fields(customer), currency=currency)
-        run.note("account", "ok", "account created", chargebee_id=customer["id"], m3ter_id=account.id)
+        run.note("account", SyncStatus.OK, "account created", chargebee_id=customer["id"], m3ter_id=account.id)
     else:
         account = _sync_account_fields(run, account, customer, currency)
     if mapping is None:
@@ -320,7 +375,8 @@ def _sync_account_fields(run: Run, account: Any, customer: dict[str, Any], curre
     if all(current.get(k) == v for k, v in wanted.items()) and (currency is None or account.currency == currency):
         return account
     updated = run.m3ter.update_account(account, code=account.code, currency=currency or account.currency, **wanted)
-    run.note("account", "ok", "account updated from the customer", chargebee_id=customer["id"], m3ter_id=account.id)
+    run.note("account", SyncStatus.OK, "account updated from the customer", chargebee_id=customer["id"],
+             m3ter_id=account.id)
     return updated
 
 
@@ -338,7 +394,7 @@ def poll_bills(delivery: Delivery) -> None:
     try:
         events = run.m3ter.bill_events(after)
     except Exception as exc:
-        _failed(delivery, run, integration_id, "poll m3ter events", exc, (POLL_TOPIC, delivery.payload))
+        _failed(delivery, integration_id, "poll m3ter events", exc, (POLL_TOPIC, delivery.payload))
         raise
     with delivery.commit() as session:
         cursor = session.get(IntegrationCursor, integration_id) or IntegrationCursor(integration_id=integration_id)
@@ -349,6 +405,7 @@ def poll_bills(delivery: Delivery) -> None:
                 enqueue(session, PUSH_TOPIC, {"integration_id": integration_id, "bill_id": data["resourceId"]})
             cursor.m3ter_event_token = event.id
         enqueue(session, POLL_TOPIC, {"integration_id": integration_id}, delay=POLL_EVERY)
+        _record(session, run, delivery)
 
 
 def _wake_waiting_bills(session: Session, integration_id: str) -> None:
@@ -361,10 +418,6 @@ def _wake_waiting_bills(session: Session, integration_id: str) -> None:
     )
 
 
-class WaitingForInvoice(Exception):
-    """No pending invoice for the bill yet: retried until one appears (never dropped)."""
-
-
 @handles(PUSH_TOPIC, retry_delays=PATIENT)
 def push_bill(delivery: Delivery) -> None:
     payload = delivery.payload
@@ -375,34 +428,39 @@ def push_bill(delivery: Delivery) -> None:
     try:
         push(run, bill_id, close_after)
     except Exception as exc:
-        _failed(delivery, run, integration_id, "push bill", exc, (PUSH_TOPIC, payload))
+        _failed(delivery, integration_id, "push_bill", exc, (PUSH_TOPIC, payload), m3ter_id=bill_id)
         raise
     with delivery.commit() as session:
-        session.add_all(run.entries)
+        _record(session, run, delivery)
 
 
 def push(run: Run, bill_id: str, close_after: bool) -> None:
+    retry = (PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
     bill = run.m3ter.bill(bill_id)
     account_mapping = next(iter(run.m3ter.mappings_to("Account", bill.account_id)), None)
     customer_id = account_mapping.external_id if account_mapping else bill.account_code
     pushed = _invoice_of_bill(run, bill_id)
     if pushed is not None and pushed["status"] != "pending":
         # An earlier attempt pushed and closed it but died before recording so: finish quietly.
-        run.note("push_bill", "ok", f"bill already on invoice {pushed['id']} ({pushed['status']})",
-                 chargebee_id=pushed["id"], m3ter_id=bill_id)
+        run.note("push_bill", SyncStatus.OK, f"bill {bill_id} already on invoice {pushed['id']} ({pushed['status']})",
+                 chargebee_id=pushed["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
         return
     subscription_id = _subscription_of(run, bill)
     if subscription_id is None:
-        run.note("push_bill", "skipped", f"bill {bill_id} has no line from a synced account plan; nothing pushed",
-                 chargebee_id=customer_id, m3ter_id=bill_id)
+        run.note("push_bill", SyncStatus.SKIPPED,
+                 f"bill {bill_id} has no line from a synced account plan; nothing pushed",
+                 chargebee_id=customer_id, m3ter_id=bill_id, key=synclog.action_key(*retry))
         return
     invoice = pushed or _matching_pending_invoice(run, subscription_id, bill)
     if invoice is None:
-        raise WaitingForInvoice(f"no pending invoice yet for subscription {subscription_id} and bill {bill_id}")
+        raise WaitingForInvoice(
+            f"bill {bill_id} waits for the pending invoice of subscription {subscription_id} (raised when its "
+            f"term renews or ends); pushed as soon as it appears", chargebee_id=subscription_id, m3ter_id=bill_id)
     if invoice["currency_code"] != bill.currency:
-        run.note("push_bill", "error", f"currency mismatch: bill in {bill.currency}, invoice {invoice['id']} in "
-                 f"{invoice['currency_code']}; nothing pushed", chargebee_id=invoice["id"], m3ter_id=bill_id,
-                 retry=(PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id}))
+        run.note("push_bill", SyncStatus.ERROR, f"currency mismatch: bill {bill_id} in {bill.currency}, invoice "
+                 f"{invoice['id']} in {invoice['currency_code']}; nothing pushed (map the subscription's item price "
+                 f"to a plan billing in {invoice['currency_code']}, then retry)", chargebee_id=invoice["id"],
+                 m3ter_id=bill_id, retry=retry, state=SyncState.OPEN)
         return
     # Recorded first, so a retry after a crash comes back to this very invoice.
     run.m3ter.map("Invoice", invoice["id"], "Bill", bill_id)
@@ -415,23 +473,73 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
         start = int(line.service_period_start_date.timestamp())
         end = int(line.service_period_end_date.timestamp())
         charge_item = _charge_item_price(run, line)
-        if charge_item is not None:
-            quantity = Decimal(str(line.quantity))
-            whole = quantity == quantity.to_integral_value() and quantity > 0 and amount % int(quantity) == 0
-            qty, unit = (int(quantity), amount // int(quantity)) if whole else (1, amount)
-            updated = run.chargebee.add_charge_item(invoice["id"], item_price_id=charge_item, quantity=qty,
-                                                    unit_price=unit, date_from=start, date_to=end, key=key)
-        else:
-            description = f"{line.description} ({line.line_item_type.replace('_', ' ').lower()})"
-            updated = run.chargebee.add_charge(invoice["id"], amount=amount, description=description,
-                                               date_from=start, date_to=end, key=key)
+        try:
+            if charge_item is not None:
+                quantity, unit = charge_quantity(Decimal(str(line.quantity)), amount,
+                                                 decimals=allows_decimals(run.chargebee.item_price(charge_item)))
+                updated = run.chargebee.add_charge_item(
+                    invoice["id"], item_price_id=charge_item, quantity=quantity, unit_price=unit, exponent=exp,
+                    date_from=start, date_to=end, key=key)
+            else:
+                description = f"{line.description} ({line.line_item_type.replace('_', ' ').lower()})"
+                updated = run.chargebee.add_charge(invoice["id"], amount=amount, description=description,
+                                                   date_from=start, date_to=end, key=key)
+        except Refused as exc:
+            # Retrying unchanged would be refused again (for days): left open until someone fixes it.
+            run.note("push_bill", SyncStatus.ERROR, _refusal_message(
+                bill_id, invoice["id"], bill.currency, line, charge_item, exc),
+                     chargebee_id=invoice["id"], m3ter_id=bill_id, retry=retry, state=SyncState.OPEN)
+            return
         invoice_line = _line_for(updated, amount, start, end)
         if invoice_line is not None:
             run.m3ter.map("InvoiceItem", invoice_line["id"], "BillLineItem", line.id)
     if close_after:
         run.chargebee.close_invoice(invoice["id"], key=f"mb-close-{bill_id}")
-    run.note("push_bill", "ok", f"bill pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
-             chargebee_id=invoice["id"], m3ter_id=bill_id)
+    run.note("push_bill", SyncStatus.OK,
+             f"bill {bill_id} pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
+             chargebee_id=invoice["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
+
+
+def _refusal_message(bill_id: str, invoice_id: str, currency: str, line: Any, item_price_id: str | None,
+                     exc: Refused) -> str:
+    """What Chargebee refused, named on both sides, and what to do about it."""
+    target = line.aggregation_id or line.compound_aggregation_id
+    if item_price_id is None:
+        return (f"bill {bill_id}: Chargebee refused its {line.line_item_type} line {line.id} as a one-off charge on "
+                f"invoice {invoice_id}: {exc}; fix the invoice or the bill, then retry")
+    return (f"bill {bill_id}: Chargebee refused item price {item_price_id} for usage line {line.id} (aggregation "
+            f"{target}) on invoice {invoice_id}: {exc}. Fix: map a charge item price in {currency} to "
+            f"aggregation {target} (`meterbill mappings set ITEM_PRICE --aggregation {target}`), or unmap "
+            f"{item_price_id} (`meterbill mappings rm {item_price_id}`) to push the line as a one-off charge; then "
+            f"retry")
+
+
+# Decimal places of a unit price in minor units (14 in dollars): multi-decimal sites take up to 20.
+MAX_UNIT_PLACES = 12
+
+
+def allows_decimals(item_price: dict[str, Any]) -> bool:
+    """Chargebee returns `price_in_decimal` only on sites with multi-decimal pricing, the only
+    ones that take `quantity_in_decimal` and `unit_price_in_decimal`."""
+    return item_price.get("price_in_decimal") is not None or any(
+        tier.get("price_in_decimal") is not None for tier in item_price.get("tiers") or [])
+
+
+def charge_quantity(quantity: Decimal, amount: int, *, decimals: bool) -> tuple[Decimal, Decimal]:
+    """(quantity, unit price in minor units) for a usage line whose invoice amount, quantity ×
+    unit price rounded half-up to the minor unit, must be `amount`. The bill line's own quantity
+    whenever some unit price gives exactly that amount (in whole minor units, or with decimals
+    where the site allows them); only otherwise 1 × the amount."""
+    if quantity > 0:
+        if quantity == quantity.to_integral_value() and amount % int(quantity) == 0:
+            return quantity, Decimal(amount // int(quantity))
+        if decimals:
+            exact = Decimal(amount) / quantity
+            for places in range(MAX_UNIT_PLACES + 1):  # the shortest unit price that gives the amount
+                unit = exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+                if (quantity * unit).quantize(Decimal(1), ROUND_HALF_UP) == amount:
+                    return quantity, unit
+    return Decimal(1), Decimal(amount)
 
 
 def _invoice_of_bill(run: Run, bill_id: str) -> dict[str, Any] | None:

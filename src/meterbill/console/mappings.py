@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
-import chargebee
-import m3ter
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
@@ -19,9 +17,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.billing.models import ItemPrice
-from meterbill.connector import sync
+from meterbill.connector import mappings, sync
 from meterbill.connector.m3ter import SYSTEM
-from meterbill.console.web import ConsoleDep, checked_form, render, runtime_of
+from meterbill.console.web import ConsoleDep, ConsoleSession, checked_form, render, runtime_of
+from meterbill.core.errors import DomainError
 from meterbill.metering.config import all_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -56,7 +55,11 @@ def mapping_rows(db: Session, site_id: str, org_id: str) -> tuple[list[MappingRo
         if mapping is not None:
             kind = TARGET_KIND_OF.get(mapping["m3terEntity"], "")
             row.entity, row.target = mapping["m3terEntity"], targets.get(kind, {}).get(mapping["m3terId"])
-            if row.target is None:
+            refused = kind and mappings.refusal(item_price.id, item_price.item_type,
+                                                mappings.Target(mapping["m3terEntity"]))
+            if refused:  # made before such mappings were refused: its bills cannot be pushed
+                row.problem = f"cannot be pushed: {refused}; unmap it"
+            elif row.target is None:
                 row.problem = f"mapped to {mapping['m3terEntity']} {mapping['m3terId']}, which no longer exists"
             elif kind == "plan":
                 currency = templates.get(row.target.get("planTemplateId"), {}).get("currency")
@@ -80,26 +83,47 @@ def mappings_page(request: Request, console: ConsoleDep) -> Response:
                       aggregations=sorted(targets["aggregation"].values(), key=lambda a: a.get("code", "")))
 
 
+def _run(request: Request, console: ConsoleSession) -> sync.Run:
+    runtime = runtime_of(request)
+    with runtime.db.read() as session:
+        return sync.open_run(session, runtime.vault, str(console.integration_id))
+
+
+def _back(message: str, *, error: bool = False) -> Response:
+    """Back to the page with a banner (`error` shows as an error banner)."""
+    return RedirectResponse(f"/console/mappings?{'error' if error else 'flash'}={quote_plus(message[:300])}",
+                            status_code=303)
+
+
 @router.post("/mappings")
 async def save_mapping(request: Request, console: ConsoleDep) -> Response:
-    runtime = runtime_of(request)
     form = await checked_form(request, console)
     item_price_id = (form.get("item_price_id") or [""])[0]
     kind, _, target = (form.get("target") or [""])[0].partition(":")
     if not console.integration_id or kind not in TARGET_KINDS or not target or not item_price_id:
-        return RedirectResponse("/console/mappings?flash=Pick+an+item+price+and+a+target", status_code=303)
+        return _back("Pick an item price and a target", error=True)
 
     def work() -> list[str]:
-        # Through the connector's own port, so the console maps exactly as the API and the sync do.
-        with runtime.db.read() as session:
-            run = sync.open_run(session, runtime.vault, console.integration_id)
-        run.chargebee.item_price(item_price_id)  # the site's own item price, or the SDK's 404
-        run.m3ter.map("ItemPrice", item_price_id, TARGET_KINDS[kind], target)
-        return sync.currency_warnings(run, item_price_id, TARGET_KINDS[kind], target)
+        # Through the connector, so the console maps, and refuses, exactly as the API does.
+        _, warnings = mappings.set_mapping(_run(request, console), item_price_id,
+                                           mappings.Target(TARGET_KINDS[kind]), target)
+        return warnings
 
     try:
         warnings = await run_in_threadpool(work)
-    except (m3ter.APIStatusError, chargebee.APIError) as exc:  # e.g. a plan or item price that is not there
-        return RedirectResponse(f"/console/mappings?flash={quote_plus(f'Not mapped: {exc}'[:300])}", status_code=303)
-    message = f"Mapped {item_price_id}" + (f" — warning: {'; '.join(warnings)}" if warnings else "")
-    return RedirectResponse(f"/console/mappings?flash={quote_plus(message)}", status_code=303)
+    except DomainError as exc:
+        return _back(exc.message[:1].upper() + exc.message[1:], error=True)
+    return _back(f"Mapped {item_price_id}" + (f" — warning: {'; '.join(warnings)}" if warnings else ""))
+
+
+@router.post("/mappings/unmap")
+async def unmap(request: Request, console: ConsoleDep) -> Response:
+    form = await checked_form(request, console)
+    item_price_id = (form.get("item_price_id") or [""])[0]
+    if not console.integration_id or not item_price_id:
+        return _back("Pick an item price", error=True)
+    try:
+        await run_in_threadpool(mappings.remove_mapping, _run(request, console), item_price_id)
+    except DomainError as exc:
+        return _back(exc.message[:1].upper() + exc.message[1:], error=True)
+    return _back(f"Unmapped {item_price_id}")

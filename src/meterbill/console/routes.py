@@ -11,18 +11,18 @@ from urllib.parse import quote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import sites, subscriptions
 from meterbill.billing.models import Customer, Invoice, Site, Subscription
-from meterbill.connector.models import SyncLogEntry
+from meterbill.connector import synclog
+from meterbill.connector.models import SyncLogEntry, SyncState, SyncStatus
 from meterbill.console import usage
 from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, render, runtime_of
 from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
 from meterbill.core.money import format_decimal, from_minor_units
-from meterbill.core.outbox import enqueue
 from meterbill.metering import bills as metering_bills
 from meterbill.metering.config import all_of, find_by_key
 from meterbill.metering.models import Bill, ConfigEntity
@@ -67,12 +67,11 @@ def dashboard(request: Request, console: ConsoleDep) -> Response:
         for sub in live:  # one figure per currency: amounts in different currencies never add up
             mrr[sub.currency_code] = mrr.get(sub.currency_code, 0) + int(subscriptions.render(db, site, sub)["mrr"])
         pending = _bills(db, console.org_id, "PENDING")
-        errors = db.scalar(select(func.count()).select_from(SyncLogEntry).where(
-            SyncLogEntry.integration_id == console.integration_id, SyncLogEntry.status == "error"))
+        problems = synclog.open_problems(db, console.integration_id)
         cards = [(f"MRR ({currency})", f"{format_decimal(from_minor_units(amount, currency))} {currency}")
                  for currency, amount in sorted(mrr.items())] or [("MRR", "0")]
         cards += [("Live subscriptions", len(live)), ("Bills awaiting approval", len(pending)),
-                  ("Sync errors", errors)]
+                  ("Open sync problems", problems)]
         charts = usage.dashboard_charts(db, console.org_id, utcnow().date())
         return render(request, "dashboard.html", console, title="Dashboard", page="dashboard", cards=cards,
                       bills=pending, charts=charts)
@@ -192,12 +191,12 @@ def invoice_page(invoice_id: str, request: Request, console: ConsoleDep) -> Resp
 
 
 @router.get("/sync-log")
-def sync_log_page(request: Request, console: ConsoleDep, status: str | None = None) -> Response:
+def sync_log_page(request: Request, console: ConsoleDep, status: str | None = None,
+                  state: str | None = None) -> Response:
     with runtime_of(request).db.read() as db:
-        query = select(SyncLogEntry).where(SyncLogEntry.integration_id == console.integration_id)
-        if status in ("ok", "error", "skipped"):
-            query = query.where(SyncLogEntry.status == status)
-        entries = db.scalars(query.order_by(SyncLogEntry.at.desc()).limit(300)).all()
+        entries = synclog.entries(db, console.integration_id, limit=300,
+                                  status=status if status in set(SyncStatus) else None,
+                                  state=state if state in set(SyncState) else None)
         return render(request, "sync_log.html", console, title="Sync log", page="sync", entries=entries)
 
 
@@ -209,7 +208,7 @@ async def retry_entry(entry_id: str, request: Request, console: ConsoleDep) -> R
         entry = db.get(SyncLogEntry, entry_id)
         if entry is None or entry.integration_id != console.integration_id or not entry.retry_topic:
             return RedirectResponse("/console/sync-log?flash=Nothing+to+retry", status_code=303)
-        enqueue(db, entry.retry_topic, dict(entry.retry_payload or {}))
+        synclog.retry(db, entry)
     return RedirectResponse("/console/sync-log?flash=Retry+queued", status_code=303)
 
 
