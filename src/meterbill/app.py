@@ -6,11 +6,16 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import structlog
+import swagger_ui_bundle  # type: ignore[import-untyped]  # ships no type information
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,6 +52,18 @@ from meterbill.metering.api import usage as metering_usage_api
 from meterbill.settings import Settings
 
 log = structlog.get_logger("meterbill.app")
+
+# How each API family authenticates, as its OpenAPI document declares it.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "chargebeeApiKey": {"type": "http", "scheme": "basic",
+                        "description": "Chargebee API v2: the site's API key as the user name, no password."},
+    "m3terClientCredentials": {"type": "http", "scheme": "basic",
+                               "description": "m3ter: the API key and secret, exchanged for an access token."},
+    "m3terBearer": {"type": "http", "scheme": "bearer",
+                    "description": "m3ter: an access token from POST /oauth/token."},
+}
+# Swagger UI's files ship in a Python package, so /docs works with no network.
+DOCS_ASSETS = "/docs/assets"
 
 
 def build_worker(runtime: Runtime) -> OutboxWorker:
@@ -87,7 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
             thread.join(timeout=10)
         runtime.db.dispose()
 
-    app = FastAPI(title="meterbill", version=__version__, lifespan=lifespan)
+    # /docs is served below from packaged assets; FastAPI's own pages load theirs from a CDN.
+    app = FastAPI(title="meterbill", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.runtime = runtime
     app.add_middleware(RequestContextMiddleware)
     _install_error_handlers(app)
@@ -112,6 +131,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/console", status_code=307)
+
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
         runtime.db.ping()
@@ -130,9 +153,48 @@ def create_app(settings: Settings) -> FastAPI:
         document = dict(app.openapi())
         document["info"] = dict(document["info"], title=title)
         document["paths"] = {p: ops for p, ops in document["paths"].items() if api_family(p) == family}
+        used = {name for operations in document["paths"].values() for operation in operations.values()
+                for requirement in operation.get("security", []) for name in requirement}
+        document["components"] = dict(document.get("components", {}), securitySchemes={
+            name: scheme for name, scheme in SECURITY_SCHEMES.items() if name in used})
         return JSONResponse(document)
 
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="meterbill API", swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
     return app
+
+
+def _security_scheme(path: str) -> str | None:
+    family = api_family(path)
+    if family == "billing":
+        return "chargebeeApiKey"
+    if family == "metering":
+        return "m3terClientCredentials" if path.startswith("/oauth") else "m3terBearer"
+    return None
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, every billing and metering operation naming how it authenticates
+    (the auth dependencies read the headers themselves, so FastAPI cannot infer it)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        used: set[str] = set()
+        for path, operations in document["paths"].items():
+            scheme = _security_scheme(path)
+            if scheme is not None:
+                used.add(scheme)
+                for operation in operations.values():
+                    operation["security"] = [{scheme: []}]
+        document.setdefault("components", {})["securitySchemes"] = {
+            name: scheme for name, scheme in SECURITY_SCHEMES.items() if name in used}
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 def _render(path: str, status: int, message: str, *, param: str | None = None) -> JSONResponse:

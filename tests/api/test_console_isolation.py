@@ -38,7 +38,7 @@ def test_console_needs_a_session_and_keeps_sites_apart(server, tenant):
 
     other = server.create_tenant("console-intruder")
     intruder, csrf = console(server, other["billing_api_key"])
-    assert intruder.get("/console/customers/cust_1").headers["location"].startswith("/console/customers?flash=")
+    assert intruder.get("/console/customers/cust_1").headers["location"].startswith("/console/customers?error=")
     assert "cust_1" not in intruder.get("/console/customers").text
     page = intruder.get(f"/console/usage?aggregation={victim.aggregation.id}&start=2024-01-01&end=2024-01-31")
     assert page.status_code == 200 and "4242" not in page.text
@@ -65,3 +65,20 @@ def test_console_needs_a_session_and_keeps_sites_apart(server, tenant):
     (mapping,) = victim.m3.external_mappings.list_by_external_entity(
         "team-usd", system="Chargebee", external_table="ItemPrice").data
     assert mapping.m3ter_id == victim.pro.id
+
+
+def test_root_leads_to_the_console_and_errors_look_like_errors(server, tenant):
+    anonymous = httpx.Client(base_url=server.base_url, follow_redirects=False)
+    response = anonymous.get("/")
+    assert response.status_code in (302, 303, 307) and response.headers["location"] == "/console"
+
+    client, _ = console(server, tenant["billing_api_key"])
+    missing = client.get("/console/bills/no-such-bill")
+    assert missing.status_code == 303 and missing.headers["location"] == "/console/bills?error=No+such+bill"
+    page = client.get(missing.headers["location"]).text
+    assert '<div class="flash flash-error" role="alert">No such bill</div>' in page
+    assert ".flash-error {" in page  # styled apart from confirmations
+    assert 'class="flash" role="status"' not in page
+    # A confirmation is no error.
+    notice = client.get("/console/sync-log?flash=Retry+queued").text
+    assert '<div class="flash" role="status">Retry queued</div>' in notice and 'role="alert"' not in notice

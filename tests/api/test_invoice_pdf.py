@@ -8,6 +8,7 @@ under the test's tmp dir) and the text PDFium finds on it. Amounts are worked ou
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,3 +161,50 @@ def test_console_serves_the_pdf_to_the_invoice_site_only(server, invoiced, tenan
         assert other.post("/console/login", data={"api_key": stranger_key}).status_code == 303
         response = other.get(f"/console/invoices/{invoice_id}/pdf")
         assert response.status_code == 303 and "No+such+invoice" in response.headers["location"]
+
+
+def test_usage_lines_keep_their_quantity_on_the_console_page_and_the_pdf(server, tenant):
+    """A usage charge reads as what was counted, never as "1 × 364.96": a charge item line shows its
+    decimal quantity and unit price, an ad-hoc charge (amount and description) shows its description
+    and no quantity of its own. Every line's amount stays as charged."""
+    cb = chargebee_client(server, tenant["billing_api_key"])
+    cb.TimeMachine.start_afresh("delorean", {"genesis_time": GENESIS})
+    cb.ItemFamily.create({"id": "fam", "name": "Family"})
+    cb.Item.create({"id": "base", "name": "Base", "type": "plan", "item_family_id": "fam"})
+    cb.ItemPrice.create({"id": "base-usd", "name": "Base USD", "item_id": "base", "pricing_model": "flat_fee",
+                         "price": 2000, "currency_code": "USD", "period": 1, "period_unit": "month"})
+    cb.Item.create({"id": "api", "name": "API requests", "type": "charge", "item_family_id": "fam"})
+    cb.ItemPrice.create({"id": "api-usd", "name": "API USD", "external_name": "API requests", "item_id": "api",
+                         "pricing_model": "per_unit", "price": 1, "currency_code": "USD"})
+    cb.Customer.create({"id": "ada", "first_name": "Ada", "email": "ada@example.com"})
+    created = cb.Subscription.create_with_items("ada", {"id": "sub-ada", "create_pending_invoices": True,
+                                                        "first_invoice_pending": True,
+                                                        "subscription_items": [{"item_price_id": "base-usd"}]})
+    invoice_id = created.invoice.id
+    assert created.invoice.status == "pending"
+    # 264,955 requests at 0.00137741 USD = 264.955 + 99.99666655 = 364.95166655 USD, charged 364.95 USD.
+    cb.Invoice.add_charge_item(invoice_id, {"item_price": {
+        "item_price_id": "api-usd", "quantity_in_decimal": "264955", "unit_price_in_decimal": "0.00137741"}})
+    # The same usage as an ad-hoc charge, its quantity in the description: 1,234.50 USD.
+    cb.Invoice.add_charge(invoice_id, {"amount": 123450, "description": "1,234,500 API requests (usage)"})
+    closed = cb.Invoice.close(invoice_id).invoice
+    assert [line.amount for line in closed.line_items] == [2000, 36495, 123450]
+    assert closed.total == 2000 + 36495 + 123450 == 161945
+
+    text = read_pages(httpx.get(cb.Invoice.pdf(invoice_id).download.download_url).content)[0].text
+    assert "API requests 01 Jan 2026 - 31 Jan 2026 264,955 0.00137741 364.95" in text
+    assert "1,234,500 API requests (usage) 01 Jan 2026 - 31 Jan 2026 1,234.50" in text
+    assert "(usage) 01 Jan 2026 - 31 Jan 2026 1 " not in text
+    assert "Total 1,619.45 USD" in text
+
+    with httpx.Client(base_url=server.base_url) as console:
+        assert console.post("/console/login", data={"api_key": tenant["billing_api_key"]}).status_code == 303
+        page = console.get(f"/console/invoices/{invoice_id}").text
+    rows = [re.sub(r"<[^>]+>", "|", row) for row in re.findall(r'<tr class="line">(.*?)</tr>', page)]
+    cells = [[cell for cell in row.split("|") if cell != ""] for row in rows]
+    assert cells == [
+        ["Base USD", "1–31 Jan 2026", "1", "20.00", "20.00 USD"],
+        ["API requests", "1–31 Jan 2026", "264,955", "0.00137741", "364.95 USD"],
+        ["1,234,500 API requests (usage)", "1–31 Jan 2026", "1,234.50 USD"],
+    ]
+    assert "1,619.45 USD" in page and "Payment due" in page

@@ -75,7 +75,8 @@ def test_approve_a_bill_and_see_the_invoice_it_became(page, server, tenant, arti
     log_in(page, tenant["billing_api_key"])
     page.goto("/console/bills?status=PENDING")
     row = page.locator(f"tr[data-bill='{bill.id}']")
-    assert "PENDING" in row.inner_text()
+    # Words, not enum values; the January bill period as the days it covers (it ends Feb 1 00:00).
+    assert "Pending approval" in row.inner_text() and "1–31 Jan 2024" in row.inner_text()
     row.locator("input[type=checkbox]").check()
     page.click("text=Approve selected")
     assert "Approved 1 bill(s)" in page.locator(".flash").inner_text()
@@ -90,7 +91,7 @@ def test_approve_a_bill_and_see_the_invoice_it_became(page, server, tenant, arti
 
     def closed():  # the link appears as the push starts; the connector closes the invoice once every line is on
         page.reload()
-        return "payment_due" in page.locator("h1").inner_text()
+        return "Payment due" in page.locator("h1").inner_text()
 
     wait_for(closed, timeout=15)
     page.screenshot(path=str(artifacts / "invoice-from-bill.png"), full_page=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from meterbill.core.money import exponent, from_minor_units, round_to_minor
+from meterbill.core.money import exponent, from_minor_units
 
 ENCODING = "windows-1252"  # what the core fonts' WinAnsiEncoding can show
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -62,21 +62,36 @@ def _number(value: Decimal) -> str:
     return f"{value:,f}"
 
 
-def _unit_price(line: Mapping[str, Any], currency: str) -> Decimal:
-    """Major units, exact: sub-cent unit prices keep their significant digits, others show the
-    full minor unit (the wire text may carry a database's scale: "10.000000000000" on PostgreSQL)."""
-    text = str(line.get("unit_amount_in_decimal") or "")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    value = Decimal(text) if text else from_minor_units(int(line.get("unit_amount") or 0), currency)
-    if -value.as_tuple().exponent > exponent(currency):
-        return value
-    return round_to_minor(value, currency)  # only pads with zeros: the value has no more places
+def shown_unit_price(value: Decimal, currency: str) -> Decimal:
+    """A unit price as documents show it: at most six significant digits, but never fewer than
+    the currency's decimals and never rounding whole units (`0.00137740…` → `0.0013774`,
+    `10` → `10.00`, `1234.5678` → `1234.57`). Display only: amounts are never computed from it."""
+    places = exponent(currency)
+    # adjusted() is the power of ten of the first significant digit: 0.00137 → -3, 1234 → 3.
+    decimals = max(places, 5 - value.adjusted()) if value else places
+    shown = value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP).normalize()
+    if -shown.as_tuple().exponent < places:  # type: ignore[operator]  # finite: exponent is an int
+        shown = shown.quantize(Decimal(1).scaleb(-places))
+    return shown
 
 
-def _quantity(line: Mapping[str, Any]) -> str:
+def line_quantity(line: Mapping[str, Any]) -> Decimal | None:
+    """The quantity a line shows: `quantity_in_decimal` when it has one, else `quantity`; none for
+    an ad-hoc charge (Chargebee's add_charge is an amount and a description: its "quantity 1" counts
+    nothing, so the description, e.g. "264,955 API requests", says what was charged)."""
+    if line.get("entity_type") == "adhoc":
+        return None
     text = line.get("quantity_in_decimal")
-    return _number(Decimal(text) if text else Decimal(int(line.get("quantity") or 0)))
+    return Decimal(text) if text else Decimal(int(line.get("quantity") or 0))
+
+
+def line_unit_price(line: Mapping[str, Any], currency: str) -> Decimal | None:
+    """The unit price a line shows (major units), none where it shows no quantity."""
+    if line_quantity(line) is None:
+        return None
+    text = str(line.get("unit_amount_in_decimal") or "")
+    value = Decimal(text) if text else from_minor_units(int(line.get("unit_amount") or 0), currency)
+    return shown_unit_price(value, currency)
 
 
 def day(unix_seconds: int | None) -> str:
@@ -231,11 +246,12 @@ def _lines_table(pdf: FPDF, lines: list[Mapping[str, Any]], currency: str) -> No
     ) as table:
         table.row(("Description", "Period", "Quantity", "Unit price", "Amount"))
         for line in lines:
+            quantity, unit_price = line_quantity(line), line_unit_price(line, currency)
             table.row((
                 printable(line.get("description") or ""),
                 period(line.get("date_from"), line.get("date_to")),
-                _quantity(line),
-                _number(_unit_price(line, currency)),
+                "" if quantity is None else _number(quantity.normalize()),
+                "" if unit_price is None else _number(unit_price),
                 _number(from_minor_units(int(line.get("amount", 0)), currency)),
             ))
         if not lines:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
-from urllib.parse import quote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,11 +17,10 @@ from meterbill.billing import sites, subscriptions
 from meterbill.billing.models import Customer, Invoice, Site, Subscription
 from meterbill.connector import synclog
 from meterbill.connector.models import SyncLogEntry, SyncState, SyncStatus
-from meterbill.console import usage
-from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, render, runtime_of
+from meterbill.console import formatting, usage
+from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, redirect, render, runtime_of
 from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
-from meterbill.core.money import format_decimal, from_minor_units
 from meterbill.metering import bills as metering_bills
 from meterbill.metering.config import all_of, find_by_key
 from meterbill.metering.models import Bill, ConfigEntity
@@ -68,7 +66,7 @@ def dashboard(request: Request, console: ConsoleDep) -> Response:
             mrr[sub.currency_code] = mrr.get(sub.currency_code, 0) + int(subscriptions.render(db, site, sub)["mrr"])
         pending = _bills(db, console.org_id, "PENDING")
         problems = synclog.open_problems(db, console.integration_id)
-        cards = [(f"MRR ({currency})", f"{format_decimal(from_minor_units(amount, currency))} {currency}")
+        cards = [(f"MRR ({currency})", formatting.money(amount, currency))
                  for currency, amount in sorted(mrr.items())] or [("MRR", "0")]
         cards += [("Live subscriptions", len(live)), ("Bills awaiting approval", len(pending)),
                   ("Open sync problems", problems)]
@@ -108,7 +106,7 @@ def bill_page(bill_id: str, request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
         found = _bills(db, console.org_id, None, bill_id)
         if not found:
-            return RedirectResponse("/console/bills?flash=No+such+bill", status_code=303)
+            return redirect("/console/bills", error="No such bill")
         return render(request, "bill.html", console, title=f"Bill {found[0].account_code}", page="bills",
                       bill=found[0])
 
@@ -121,11 +119,11 @@ async def approve_bills(request: Request, console: ConsoleDep) -> Response:
     try:
         with runtime.db.transaction() as db:
             if not console.org_id or not ids:
-                return RedirectResponse("/console/bills?flash=Nothing+selected", status_code=303)
+                return redirect("/console/bills", error="Nothing selected")
             approved = metering_bills.approve(db, console.org_id, f"console:{console.site_id}", ids)
     except (NotFound, InvalidState) as exc:
-        return RedirectResponse(f"/console/bills?flash={quote_plus(str(exc))}", status_code=303)
-    return RedirectResponse(f"/console/bills?flash=Approved+{len(approved)}+bill(s)", status_code=303)
+        return redirect("/console/bills", error=str(exc))
+    return redirect("/console/bills", notice=f"Approved {len(approved)} bill(s)")
 
 
 @router.get("/customers")
@@ -156,7 +154,7 @@ def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Re
     with runtime_of(request).db.read() as db:
         customer = db.get(Customer, (console.site_id, customer_id))
         if customer is None or customer.deleted:
-            return RedirectResponse("/console/customers?flash=No+such+customer", status_code=303)
+            return redirect("/console/customers", error="No such customer")
         # The connector's convention: the m3ter account's code is the Chargebee customer id.
         account = find_by_key(db, console.org_id, "account", customer_id)
         account_plans = all_of(db, console.org_id, "account_plan", accountId=account.id) if account else []
@@ -186,7 +184,7 @@ def invoice_page(invoice_id: str, request: Request, console: ConsoleDep) -> Resp
     with runtime_of(request).db.read() as db:
         invoice = db.get(Invoice, (console.site_id, invoice_id))
         if invoice is None:
-            return RedirectResponse("/console/invoices?flash=No+such+invoice", status_code=303)
+            return redirect("/console/invoices", error="No such invoice")
         return render(request, "invoice.html", console, title=f"Invoice {invoice_id}", page="invoices", inv=invoice)
 
 
@@ -207,9 +205,9 @@ async def retry_entry(entry_id: str, request: Request, console: ConsoleDep) -> R
     with runtime.db.transaction() as db:
         entry = db.get(SyncLogEntry, entry_id)
         if entry is None or entry.integration_id != console.integration_id or not entry.retry_topic:
-            return RedirectResponse("/console/sync-log?flash=Nothing+to+retry", status_code=303)
+            return redirect("/console/sync-log", error="Nothing to retry")
         synclog.retry(db, entry)
-    return RedirectResponse("/console/sync-log?flash=Retry+queued", status_code=303)
+    return redirect("/console/sync-log", notice="Retry queued")
 
 
 # --- invoice PDFs -------------------------------------------------------------------------------
@@ -221,7 +219,7 @@ def invoice_pdf(invoice_id: str, request: Request, console: ConsoleDep) -> Respo
 
     with runtime_of(request).db.read() as db:
         if db.get(Invoice, (console.site_id, invoice_id)) is None:
-            return RedirectResponse("/console/invoices?flash=No+such+invoice", status_code=303)
+            return redirect("/console/invoices", error="No such invoice")
         document = invoice_documents.invoice_pdf(db, db.get(Site, console.site_id), invoice_id)
     return Response(document, media_type=invoice_documents.MIME_TYPE,
                     headers=invoice_documents.pdf_headers(invoice_id, "attachment"))

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -20,24 +19,12 @@ from sqlalchemy import select
 
 from meterbill.billing.models import Site
 from meterbill.connector.models import Integration
+from meterbill.console.formatting import FILTERS
 from meterbill.core.errors import Forbidden
-from meterbill.core.money import format_decimal, from_minor_units
 from meterbill.core.runtime import Runtime
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-
-def _cents(minor: int, currency: str) -> str:
-    return f"{format_decimal(from_minor_units(int(minor), currency))} {currency}"
-
-
-def _day(unix: int | None) -> str:
-    return datetime.fromtimestamp(int(unix), tz=UTC).date().isoformat() if unix else ""
-
-
-templates.env.filters["cents"] = _cents
-templates.env.filters["fmt"] = lambda value: format_decimal(Decimal(value))
-templates.env.filters["day"] = _day
+templates.env.filters.update(FILTERS)
 COOKIE = "meterbill_console"
 SESSION_SECONDS = 12 * 3600
 
@@ -89,7 +76,14 @@ async def checked_form(request: Request, console: ConsoleSession) -> dict[str, A
     return {key: form.getlist(key) for key in form}
 
 
+def redirect(path: str, *, notice: str | None = None, error: str | None = None) -> RedirectResponse:
+    """The answer to a form or a missing page: the next page shows `notice` as a banner, or
+    `error` as an error banner (what went wrong must not look like a confirmation)."""
+    query = urlencode({key: value[:300] for key, value in (("flash", notice), ("error", error)) if value})
+    return RedirectResponse(f"{path}?{query}" if query else path, status_code=303)
+
+
 def render(request: Request, name: str, console: ConsoleSession | None, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, {
         "site": console.site_id if console else None, "csrf": console.csrf if console else "",
-        "flash": request.query_params.get("flash"), **context})
+        "flash": request.query_params.get("flash"), "flash_error": request.query_params.get("error"), **context})
