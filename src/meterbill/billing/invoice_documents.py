@@ -49,6 +49,7 @@ def download_link(session: Session, site: Site, invoice_id: str, form: dict[str,
     token = vault.sign_token({"purpose": _PURPOSE, "site_id": site.id, "invoice_id": invoice.id,
                               "disposition": params.disposition_type}, LINK_SECONDS)
     claims = vault.verify_token(token)  # its own expiry, to the second
+    assert claims is not None  # just signed with this vault's key
     return {"object": "download", "mime_type": MIME_TYPE, "valid_till": claims["exp"],
             "download_url": f"{base_url}/api/v2/invoices/{quote(invoice.id, safe='')}/pdf/download?token={token}"}
 
@@ -62,7 +63,8 @@ def redeem(session: Session, vault: Vault, invoice_id: str, token: str) -> tuple
     site = session.get(Site, claims["site_id"])
     if site is None:
         raise NotFound(f"Invoice not found for id {invoice_id}", param="id")
-    return invoice_pdf(session, site, invoice_id), claims["disposition"]
+    disposition: Disposition = "inline" if claims["disposition"] == "inline" else "attachment"
+    return invoice_pdf(session, site, invoice_id), disposition
 
 
 def pdf_headers(invoice_id: str, disposition: Disposition) -> dict[str, str]:

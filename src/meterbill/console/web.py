@@ -65,7 +65,7 @@ def console_session(request: Request) -> ConsoleSession:
 ConsoleDep = Annotated[ConsoleSession, Depends(console_session)]
 
 
-def to_login(request: Request, exc: LoginRequired) -> RedirectResponse:
+def to_login(request: Request, exc: Exception) -> RedirectResponse:  # registered for LoginRequired
     return RedirectResponse("/console/login", status_code=303)
 
 
