@@ -536,10 +536,14 @@ def test_account_plans_overlap_end_date_and_filters(client):
         account_id=other_account.id, plan_id=other_plan.id, start_date="2024-01-01T00:00:00Z"
     )
 
-    assert sorted(ap.id for ap in client.account_plans.list(account=account.id)) == sorted([first.id, second.id])
+    # As in m3ter: listed by account or plan, only the plans active now, unless includeall=true.
+    assert [ap.id for ap in client.account_plans.list(account=account.id)] == [second.id]
+    assert sorted(ap.id for ap in client.account_plans.list(account=account.id, includeall=True)) == sorted(
+        [first.id, second.id])
     assert [ap.id for ap in client.account_plans.list(account=other_account.id)] == [elsewhere.id]
     assert sorted(ap.id for ap in client.account_plans.list(plan=other_plan.id)) == sorted([second.id, elsewhere.id])
-    assert [ap.id for ap in client.account_plans.list(plan=plan.id)] == [first.id]
+    assert list(client.account_plans.list(plan=plan.id)) == []
+    assert [ap.id for ap in client.account_plans.list(plan=plan.id, includeall=True)] == [first.id]
     assert all(ap.product_id == product.id for ap in client.account_plans.list(product=product.id))
 
 

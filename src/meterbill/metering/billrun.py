@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import bulk_insert, new_id, utcnow
+from meterbill.core.errors import InvalidInput
 from meterbill.core.money import exponent
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.metering import rating, schemas
@@ -28,6 +29,7 @@ from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
 from meterbill.metering.events import record_events
 from meterbill.metering.models import Bill, BillJob, BillLineItem, ConfigEntity
+from meterbill.metering.paging import keyset_page
 from meterbill.metering.periods import BillingPeriod, billing_periods, next_period
 from meterbill.metering.usage import IN_CHUNK, TOTALS_KINDS, Segment, aggregate_usage, usage_totals
 
@@ -46,6 +48,14 @@ def midnight(day: date) -> datetime:
 
 def create_bill_job(session: Session, org_id: str, principal: str, body: schemas.BillJobBody) -> BillJob:
     now = utcnow()
+    # A period ending after now has not happened yet: billing it would charge usage nobody has
+    # measured and freeze a bill for a month still running.
+    if midnight(body.bill_date) > now:
+        raise InvalidInput(
+            f"billDate {body.bill_date.isoformat()} is in the future (the organization's clock reads "
+            f"{now.date().isoformat()} UTC): a bill job bills only periods that ended on or before today",
+            param="billDate",
+        )
     job = BillJob(
         id=new_id(), organization_id=org_id, version=1, status="PENDING", bill_date=body.bill_date,
         account_ids=body.account_ids, bill_ids=[], total=0, pending=0, created_by=principal,
@@ -55,6 +65,22 @@ def create_bill_job(session: Session, org_id: str, principal: str, body: schemas
     session.flush()
     enqueue(session, BILL_JOB_TOPIC, {"job_id": job.id})
     return job
+
+
+JOB_STATUSES = ("PENDING", "INITIALIZING", "RUNNING", "COMPLETE", "CANCELLED")
+ACTIVE_JOB_STATUSES = ("PENDING", "INITIALIZING", "RUNNING")
+
+
+def list_jobs(
+    session: Session, org_id: str, *, page_size: int, next_token: str | None, status: str | None,
+    active_only: bool,
+) -> tuple[list[BillJob], str | None]:
+    query = select(BillJob).where(BillJob.organization_id == org_id)
+    if status is not None:
+        query = query.where(BillJob.status == status)
+    if active_only:
+        query = query.where(BillJob.status.in_(ACTIVE_JOB_STATUSES))
+    return keyset_page(session, query, BillJob.id, page_size, next_token)
 
 
 @handles(BILL_JOB_TOPIC)
@@ -208,9 +234,16 @@ class _Catalog:
         if pricing.aggregation_id:
             aggregation = self.body(pricing.aggregation_id, schemas.AggregationBody)
             return [(pricing.aggregation_id, _segmented(aggregation, pricing.segment))]
-        compound = self.body(pricing.compound_aggregation_id, schemas.CompoundAggregationBody)
+        compound = self.body(_compound_aggregation_id(pricing), schemas.CompoundAggregationBody)
         ids = (self.aggregation_id(code) for code in parse(compound.calculation, prefix="aggregation").references)
         return [(i, ()) for i in ids if i is not None]
+
+
+def _compound_aggregation_id(pricing: schemas.PricingBody) -> str:
+    """The compound aggregation a pricing without an aggregation prices (the schema requires one of the two)."""
+    if pricing.compound_aggregation_id is None:
+        raise ValueError("a pricing has neither an aggregationId nor a compoundAggregationId")
+    return pricing.compound_aggregation_id
 
 
 def _segmented(aggregation: schemas.AggregationBody, segment: dict[str, str] | None) -> tuple[str, ...]:
@@ -374,10 +407,11 @@ class _BillRun:
             name, unit = aggregation.name, aggregation.unit
             target = {"aggregationId": pricing.aggregation_id, "meterId": aggregation.meter_id}
         else:
-            compound = self.catalog.body(pricing.compound_aggregation_id, schemas.CompoundAggregationBody)
+            compound_id = _compound_aggregation_id(pricing)
+            compound = self.catalog.body(compound_id, schemas.CompoundAggregationBody)
             quantity = self._compound_quantity(account, compound, period)
             name, unit = compound.name, compound.unit
-            target = {"compoundAggregationId": pricing.compound_aggregation_id}
+            target = {"compoundAggregationId": compound_id}
         if quantity is None:
             return []
         priced = rating.price_quantity(quantity, self.catalog.bands(pricing_id, pricing), cumulative=pricing.cumulative)
@@ -432,10 +466,10 @@ class _BillRun:
         existing: dict[tuple[str, datetime, str], Bill] = {}
         if period_ends:
             for ids in _chunks([a.id for a in accounts if drafts[a.id]]):
-                for bill in session.scalars(select(Bill).where(
+                for stored in session.scalars(select(Bill).where(
                         Bill.organization_id == self.org_id, Bill.account_id.in_(ids),
                         Bill.period_end.in_(period_ends))):
-                    existing[bill.account_id, bill.period_end, bill.currency] = bill
+                    existing[stored.account_id, stored.period_end, stored.currency] = stored
         new_bills: list[dict[str, Any]] = []
         recalculated: list[str] = []
         lines: list[dict[str, Any]] = []

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.metering.events import record_event
 from meterbill.metering.models import Bill, BillJob, BillLineItem
-from meterbill.metering.paging import keyset_page
+from meterbill.metering.paging import first_rows, keyset_page
 
 PENDING, APPROVED = "PENDING", "APPROVED"
 
@@ -34,17 +35,35 @@ def lines_of(session: Session, bill_id: str) -> list[BillLineItem]:
     )
 
 
+def lines_page(
+    session: Session, bill: Bill, page_size: int, next_token: str | None
+) -> tuple[list[BillLineItem], str | None]:
+    """In line order; the token is the last line's id."""
+    query = select(BillLineItem).where(BillLineItem.bill_id == bill.id)
+    if next_token:
+        after = session.get(BillLineItem, next_token)
+        if after is None or after.bill_id != bill.id:
+            raise InvalidInput("nextToken is not valid", param="nextToken")
+        query = query.where(BillLineItem.sequence_number > after.sequence_number)
+    return first_rows(session, query.order_by(BillLineItem.sequence_number), page_size)
+
+
 def approve(session: Session, org_id: str, principal: str, bill_ids: Sequence[str]) -> list[Bill]:
-    """Approve every listed bill, or none: an unknown or locked bill fails the whole call."""
+    """Approve every listed bill, or none: an unknown, locked or already approved bill fails the
+    whole call (a second approval would otherwise look like it did something)."""
     # Locked in id order, so two approvals naming the same bills cannot deadlock.
     bills = [get(session, org_id, bill_id, for_update=True) for bill_id in sorted(set(bill_ids))]
     for bill in bills:
         if bill.locked:
-            raise InvalidState(f"bill {bill.id} is locked")
+            raise InvalidState(f"bill {bill.id} is locked", param="billIds")
+        if bill.status != PENDING:
+            raise InvalidState(
+                f"bill {bill.id} is already {bill.status}; only PENDING bills can be approved "
+                "(nothing was changed)",
+                param="billIds",
+            )
     now = utcnow()
     for bill in bills:
-        if bill.status == APPROVED:
-            continue  # approving twice is harmless and emits nothing new
         bill.status = APPROVED
         bill.approved_by = principal
         bill.approved_at = now
@@ -95,15 +114,17 @@ def delete(session: Session, org_id: str, bill_id: str) -> Bill:
 
 
 def list_page(
-    session: Session, org_id: str, *, account_id: str | None, status: str | None, bill_job_id: str | None,
-    ids: Sequence[str], locked: bool | None, page_size: int, next_token: str | None,
+    session: Session, org_id: str, *, page_size: int, next_token: str | None, account_id: str | None = None,
+    status: str | None = None, bill_job_id: str | None = None, ids: Sequence[str] = (), locked: bool | None = None,
+    bill_date: date | None = None, bill_date_start: date | None = None, bill_date_end: date | None = None,
+    billing_frequency: str | None = None, external_invoice_dated: bool = False,
 ) -> tuple[list[Bill], str | None]:
+    """A bill's `billDate` is its period end's date, so the date filters compare that instant
+    with midnights: billDate = d, billDate >= start, billDate < end (m3ter's end is exclusive)."""
     query = select(Bill).where(Bill.organization_id == org_id)
     if account_id:
         query = query.where(Bill.account_id == account_id)
     if status:
-        if status not in (PENDING, APPROVED):
-            raise InvalidInput("status must be PENDING or APPROVED", param="status")
         query = query.where(Bill.status == status)
     if bill_job_id:
         query = query.where(Bill.bill_job_id == bill_job_id)
@@ -111,7 +132,22 @@ def list_page(
         query = query.where(Bill.id.in_(ids))
     if locked is not None:
         query = query.where(Bill.locked == locked)
+    if bill_date is not None:
+        query = query.where(Bill.period_end >= _midnight(bill_date), Bill.period_end < _midnight(bill_date, 1))
+    if bill_date_start is not None:
+        query = query.where(Bill.period_end >= _midnight(bill_date_start))
+    if bill_date_end is not None:
+        query = query.where(Bill.period_end < _midnight(bill_date_end))
+    if billing_frequency:
+        query = query.where(Bill.bill_frequency == billing_frequency)
+    if external_invoice_dated:
+        # Bills here carry no external invoice date, so a filter on one matches none of them.
+        query = query.where(false())
     return keyset_page(session, query, Bill.id, page_size, next_token)
+
+
+def _midnight(day: date, plus_days: int = 0) -> datetime:
+    return datetime.combine(day + timedelta(days=plus_days), time(0), tzinfo=UTC)
 
 
 def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:
@@ -152,7 +188,7 @@ def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:
     return wire
 
 
-def render(session: Session, bill: Bill, *, with_lines: bool = True) -> dict[str, Any]:
+def render(session: Session, bill: Bill, *, with_lines: bool = True, with_total: bool = True) -> dict[str, Any]:
     wire: dict[str, Any] = {
         "id": bill.id,
         "accountId": bill.account_id,
@@ -177,6 +213,8 @@ def render(session: Session, bill: Bill, *, with_lines: bool = True) -> dict[str
         "dtLastModified": bill.modified_at,
         "lastCalculatedDate": bill.calculated_at,
     }
+    if not with_total:
+        del wire["billTotal"]
     if bill.approved_at is not None:
         wire.update(dtApproved=bill.approved_at, approvedBy=bill.approved_by)
     if bill.locked_at is not None:

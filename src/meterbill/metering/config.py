@@ -14,23 +14,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID, uuid5
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from meterbill.core.db import new_id, utcnow
 from meterbill.core.errors import Conflict, Duplicate, InvalidInput, InvalidState, NotFound
 from meterbill.core.security import Vault
 from meterbill.metering import schemas
+from meterbill.metering.listquery import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from meterbill.metering.models import ConfigEntity, Measurement
 from meterbill.metering.organizations import Caller
 from meterbill.metering.paging import keyset_page
 
 M = TypeVar("M", bound=schemas.WireModel)
 
-DEFAULT_PAGE_SIZE = 10
-MAX_PAGE_SIZE = 200
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,24 @@ class Resource:
     unique_key: Callable[[Any], str | None] = lambda body: getattr(body, "code", None)
     # body attribute -> kind of the entity it must name
     references: Mapping[str, str] = field(default_factory=dict)
+    # Every query parameter the m3ter SDK's list operation offers (besides paging). `ids`,
+    # `codes`, `date` and `includeall` mean the same for every resource; the others are
+    # declared below in `list_filters` or `list_via`.
+    list_params: tuple[str, ...] = ("ids",)
     # query parameter -> document field it filters on
     list_filters: Mapping[str, str] = field(default_factory=dict)
+    # query parameter -> (document field naming another entity, that entity's kind, its document
+    # field the values match): aggregations listed by the product of their meter.
+    list_via: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
+    # m3ter lists only entities active now when one of these is given, unless `includeall=true`.
+    active_now_with: tuple[str, ...] = ()
     # (kind, document field) pairs whose entities block deletion of this one
     dependents: Sequence[tuple[str, str]] = ()
     check: Callable[[Session, str, Any, str | None], dict[str, Any]] | None = None
     # Document paths holding secrets: stored encrypted, never rendered back.
     secrets: tuple[tuple[str, str], ...] = ()
-    # Has startDate/endDate, so lists accept `date` (entities active then).
-    dated: bool = False
+    # Adds wire fields the SDK's model declares that are not in the stored body.
+    render_extras: Callable[[ConfigEntity, dict[str, Any]], None] | None = None
 
 
 def _load(session: Session, org_id: str, kind: str, entity_id: str) -> ConfigEntity | None:
@@ -195,6 +204,7 @@ def list_page(
     ids: Sequence[str] = (),
     codes: Sequence[str] = (),
     filters: Mapping[str, Sequence[str]] | None = None,
+    via: Mapping[tuple[str, str, str], Sequence[str]] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     next_token: str | None = None,
     active_on: datetime | None = None,
@@ -210,6 +220,11 @@ def list_page(
         query = query.where(ConfigEntity.unique_key.in_(codes))
     for doc_field, values in (filters or {}).items():
         query = query.where(ConfigEntity.document[doc_field].as_string().in_(values))
+    for (doc_field, kind, other_field), values in (via or {}).items():
+        other = aliased(ConfigEntity)
+        query = query.where(ConfigEntity.document[doc_field].as_string().in_(
+            select(other.id).where(other.organization_id == org_id, other.kind == kind,
+                                   other.document[other_field].as_string().in_(values))))
     if active_on is None:
         return keyset_page(session, query, ConfigEntity.id, page_size, next_token)
     # Dates are compared as instants (not as stored text), so this filter runs here,
@@ -247,6 +262,8 @@ def render(entity: ConfigEntity, resource: Resource) -> dict[str, Any]:
         createdBy=entity.created_by,
         lastModifiedBy=entity.last_modified_by,
     )
+    if resource.render_extras is not None:
+        resource.render_extras(entity, wire)
     return wire
 
 
@@ -405,6 +422,27 @@ def _check_mapping(
     return {}
 
 
+def _webhook_credentials_wire(entity: ConfigEntity, wire: dict[str, Any]) -> None:
+    """m3ter keeps a webhook's signing credentials as an entity of their own, and the SDK's
+    model requires its `id` and `destination`. Ours live inside the webhook, so their id is
+    derived from the webhook's: stable across reads and updates, with no second table."""
+    wire["credentials"].update(
+        id=str(uuid5(_CREDENTIALS_NAMESPACE, entity.id)),
+        destination=WEBHOOK_DESTINATION,
+        destinationId=entity.id,
+        name=wire.get("name"),
+        version=entity.version,
+        dtCreated=entity.created_at,
+        dtLastModified=entity.modified_at,
+        createdBy=entity.created_by,
+        lastModifiedBy=entity.last_modified_by,
+    )
+
+
+WEBHOOK_DESTINATION = "WEBHOOK"
+_CREDENTIALS_NAMESPACE = UUID("6f1c3a52-3f0e-4f5e-9a57-0d9f1f3f8c11")
+
+
 def _mapping_key(body: schemas.ExternalMappingBody) -> str:
     return "|".join((body.external_system, body.external_table, body.external_id, body.m3ter_entity))
 
@@ -418,52 +456,60 @@ RESOURCES: dict[str, Resource] = {
         ),
         Resource(
             "meter", "meters", "meter", schemas.MeterBody,
-            references={"product_id": "product"}, list_filters={"productId": "productId"},
+            references={"product_id": "product"},
+            list_params=("codes", "ids", "productId"), list_filters={"productId": "productId"},
             dependents=(("aggregation", "meterId"),), check=_check_meter,
         ),
         Resource(
             "aggregation", "aggregations", "aggregation", schemas.AggregationBody,
-            references={"meter_id": "meter"}, list_filters={"meterId": "meterId"},
+            references={"meter_id": "meter"},
+            list_params=("codes", "ids", "productId"), list_via={"productId": ("meterId", "meter", "productId")},
             dependents=(("pricing", "aggregationId"),), check=_check_aggregation,
         ),
         Resource(
             "compound_aggregation", "compoundaggregations", "compound aggregation", schemas.CompoundAggregationBody,
-            references={"product_id": "product"}, list_filters={"productId": "productId"},
+            references={"product_id": "product"},
+            list_params=("codes", "ids", "productId"), list_filters={"productId": "productId"},
             dependents=(("pricing", "compoundAggregationId"),), check=_check_compound,
         ),
         Resource(
             "plan_template", "plantemplates", "plan template", schemas.PlanTemplateBody,
-            references={"product_id": "product"}, list_filters={"productId": "productId"},
+            references={"product_id": "product"},
+            list_params=("ids", "productId"), list_filters={"productId": "productId"},
             dependents=(("plan", "planTemplateId"), ("pricing", "planTemplateId")),
         ),
         Resource(
             "plan", "plans", "plan", schemas.PlanBody,
             references={"account_id": "account"},
+            list_params=("accountId", "ids", "productId"),
             list_filters={"accountId": "accountId", "productId": "productId"},
             dependents=(("pricing", "planId"), ("account_plan", "planId")), check=_check_plan,
         ),
         Resource(
-            "pricing", "pricings", "pricing", schemas.PricingBody, dated=True,
+            "pricing", "pricings", "pricing", schemas.PricingBody,
+            list_params=("aggregationId", "date", "ids", "planId", "planTemplateId"),
             list_filters={"aggregationId": "aggregationId", "planId": "planId", "planTemplateId": "planTemplateId"},
             check=_check_pricing,
         ),
         Resource(
             "account", "accounts", "account", schemas.AccountBody,
-            references={"parent_account_id": "account"},
+            references={"parent_account_id": "account"}, list_params=("codes", "ids"),
             dependents=(("account_plan", "accountId"), ("plan", "accountId")), check=_check_account,
         ),
         Resource(
-            "account_plan", "accountplans", "account plan", schemas.AccountPlanBody, dated=True,
+            "account_plan", "accountplans", "account plan", schemas.AccountPlanBody,
+            list_params=("account", "contract", "date", "ids", "includeall", "plan", "product"),
             list_filters={"account": "accountId", "plan": "planId", "product": "productId", "contract": "contractId"},
-            check=_check_account_plan,
+            active_now_with=("account", "plan", "contract"), check=_check_account_plan,
         ),
         Resource(
             "webhook", "integrationdestinations/webhooks", "webhook destination", schemas.WebhookBody,
-            secrets=(("credentials", "secret"),),
+            secrets=(("credentials", "secret"),), render_extras=_webhook_credentials_wire,
         ),
         Resource(
             "external_mapping", "externalmappings", "external mapping", schemas.ExternalMappingBody,
             unique_key=_mapping_key, check=_check_mapping,
+            list_params=("externalSystemId", "integrationConfigId", "m3terIds"),
             list_filters={"externalSystemId": "externalSystem", "integrationConfigId": "integrationConfigId",
                           "m3terIds": "m3terId"},
         ),

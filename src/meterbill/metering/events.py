@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import bulk_insert, new_id, utcnow
@@ -18,8 +18,11 @@ from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.core.wirejson import dumps
 from meterbill.metering.models import ConfigEntity, MeteringEvent
+from meterbill.metering.paging import first_rows
 
 EVENT_TYPES = ("billing.bill.created", "billing.bill.updated", "billing.bill.deleted")
+# The categories m3ter's event list filters on (`eventType`).
+EVENT_CATEGORIES = ("Notification", "IntegrationEvent", "IngestValidationFailure", "DataExportJobFailure")
 WEBHOOK_TOPIC = "metering.webhook_delivery"
 
 
@@ -100,10 +103,18 @@ def get(session: Session, org_id: str, event_id: str) -> MeteringEvent:
 
 def list_page(
     session: Session, org_id: str, *, event_name: str | None, account_id: str | None, resource_id: str | None,
-    ids: list[str], page_size: int, next_token: str | None,
+    ids: list[str], page_size: int, next_token: str | None, event_type: str | None = None,
+    notification: bool = False, include_actioned: bool = True,
 ) -> tuple[list[MeteringEvent], str | None]:
-    """Oldest first, so a consumer can follow the stream with nextToken."""
+    """Oldest first, so a consumer can follow the stream with nextToken.
+
+    The events recorded here are bill changes, actioned as they happen (their `dtActioned` is
+    their time); none triggered a notification and none is of one of m3ter's `eventType`
+    categories (notifications, integration runs, ingest and export failures). So a filter on
+    those, or `includeActioned=false`, rightly matches no event."""
     query = select(MeteringEvent).where(MeteringEvent.organization_id == org_id)
+    if event_type is not None or notification or not include_actioned:
+        query = query.where(false())
     if event_name:
         query = query.where(MeteringEvent.event_name == event_name)
     if account_id:
@@ -120,7 +131,4 @@ def list_page(
             (MeteringEvent.event_time > cursor.event_time)
             | ((MeteringEvent.event_time == cursor.event_time) & (MeteringEvent.id > cursor.id))
         )
-    rows = list(session.scalars(query.order_by(MeteringEvent.event_time, MeteringEvent.id).limit(page_size + 1)))
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    return rows, (rows[-1].id if more else None)
+    return first_rows(session, query.order_by(MeteringEvent.event_time, MeteringEvent.id), page_size)

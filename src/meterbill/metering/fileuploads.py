@@ -16,7 +16,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -29,6 +29,7 @@ from meterbill.core.outbox import Delivery, LeaseLost, enqueue, handles
 from meterbill.core.security import Vault
 from meterbill.metering import ingest
 from meterbill.metering.models import FileUploadChunk, FileUploadError, FileUploadJob
+from meterbill.metering.paging import keyset_page
 
 log = structlog.get_logger("meterbill.fileuploads")
 
@@ -66,6 +67,21 @@ def get_job(session: Session, org_id: str, job_id: str) -> FileUploadJob:
     if job is None or job.organization_id != org_id:
         raise NotFound(f"file upload job {job_id} not found")
     return job
+
+
+def list_jobs(
+    session: Session, org_id: str, *, page_size: int, next_token: str | None, created_from: datetime | None,
+    created_before: datetime | None, file_key: str | None,
+) -> tuple[list[FileUploadJob], str | None]:
+    """`fileKey` (deprecated in m3ter, where it names the stored object) is the uploaded file's name here."""
+    query = select(FileUploadJob).where(FileUploadJob.organization_id == org_id)
+    if created_from is not None:
+        query = query.where(FileUploadJob.created_at >= created_from)
+    if created_before is not None:
+        query = query.where(FileUploadJob.created_at < created_before)
+    if file_key is not None:
+        query = query.where(FileUploadJob.file_name == file_key)
+    return keyset_page(session, query, FileUploadJob.id, page_size, next_token)
 
 
 def receive_upload(

@@ -14,7 +14,13 @@ def keyset_page(
 ) -> tuple[list[Any], str | None]:
     if next_token:
         query = query.where(id_column > next_token)
-    rows = list(session.scalars(query.order_by(id_column).limit(page_size + 1)))
+    return first_rows(session, query.order_by(id_column), page_size)
+
+
+def first_rows(session: Session, ordered: Select[Any], page_size: int) -> tuple[list[Any], str | None]:
+    """The first `page_size` rows of an ordered query, and the last one's id as the next token
+    when more follow (lists ordered otherwise than by id resume from that row's position)."""
+    rows = list(session.scalars(ordered.limit(page_size + 1)))
     more = len(rows) > page_size
     rows = rows[:page_size]
     return rows, (rows[-1].id if more else None)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
+from fastapi import APIRouter
 
-from meterbill.core.errors import InvalidState, NotFound
+from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import billrun, bills, schemas
-from meterbill.metering.api.config import NextToken, PageSize, query_list
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.config import DEFAULT_PAGE_SIZE
+from meterbill.metering.listquery import ListQuery, list_params
 from meterbill.metering.models import BillJob
-from meterbill.metering.paging import keyset_page, page_body
+from meterbill.metering.paging import page_body
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
 
@@ -32,18 +30,30 @@ def create_bill_job(body: schemas.BillJobBody, caller: CallerDep, session: Sessi
     return ExactJSONResponse(bills.render_job(billrun.create_bill_job(session, caller.org_id, caller.principal, body)))
 
 
-@router.get("/billjobs", summary="List bill jobs")
+BILL_JOB_LIST = list_params("active", "status")
+BILL_LIST = list_params(
+    "accountId", "additional", "billDate", "billDateEnd", "billDateStart", "billingFrequency", "billJobId",
+    "excludeLineItems", "externalInvoiceDateEnd", "externalInvoiceDateStart", "ids", "includeBillTotal", "locked",
+    "status",
+)
+LINE_ITEM_LIST = list_params("additional")
+
+
+def _no_additional_fields(query: ListQuery) -> None:
+    """`additional` asks for extra (custom) fields, which bills here do not have."""
+    wanted = query.values("additional")
+    if wanted:
+        raise InvalidInput(f"additional: bills have no additional field {wanted[0]}", param="additional")
+
+
+@router.get("/billjobs", summary="List bill jobs", openapi_extra=BILL_JOB_LIST.openapi)
 def list_bill_jobs(
-    caller: CallerDep,
-    session: SessionDep,
-    status: str | None = None,
-    page_size: PageSize = DEFAULT_PAGE_SIZE,
-    next_token: NextToken = None,
+    caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, BILL_JOB_LIST.depends]
 ) -> ExactJSONResponse:
-    query = select(BillJob).where(BillJob.organization_id == caller.org_id)
-    if status:
-        query = query.where(BillJob.status == status)
-    rows, token = keyset_page(session, query, BillJob.id, page_size, next_token)
+    rows, token = billrun.list_jobs(
+        session, caller.org_id, page_size=query.page_size, next_token=query.next_token,
+        status=query.choice("status", billrun.JOB_STATUSES), active_only=bool(query.flag("active")),
+    )
     return ExactJSONResponse(page_body([bills.render_job(j) for j in rows], token))
 
 
@@ -62,31 +72,29 @@ def cancel_bill_job(id: str, caller: CallerDep, session: SessionDep) -> ExactJSO
     return ExactJSONResponse(bills.render_job(job))
 
 
-@router.get("/bills", summary="List bills")
+@router.get("/bills", summary="List bills", openapi_extra=BILL_LIST.openapi)
 def list_bills(
-    request: Request,
-    caller: CallerDep,
-    session: SessionDep,
-    account_id: Annotated[str | None, Query(alias="accountId")] = None,
-    status: str | None = None,
-    bill_job_id: Annotated[str | None, Query(alias="billJobId")] = None,
-    locked: bool | None = None,
-    exclude_line_items: Annotated[bool, Query(alias="excludeLineItems")] = False,
-    page_size: PageSize = DEFAULT_PAGE_SIZE,
-    next_token: NextToken = None,
+    caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, BILL_LIST.depends]
 ) -> ExactJSONResponse:
+    _no_additional_fields(query)
     rows, token = bills.list_page(
         session,
         caller.org_id,
-        account_id=account_id,
-        status=status,
-        bill_job_id=bill_job_id,
-        ids=query_list(request, "ids"),
-        locked=locked,
-        page_size=page_size,
-        next_token=next_token,
+        page_size=query.page_size,
+        next_token=query.next_token,
+        account_id=query.text("accountId"),
+        status=query.choice("status", (bills.PENDING, bills.APPROVED)),
+        bill_job_id=query.text("billJobId"),
+        ids=query.values("ids"),
+        locked=query.flag("locked"),
+        bill_date=query.day("billDate"),
+        bill_date_start=query.day("billDateStart"),
+        bill_date_end=query.day("billDateEnd"),
+        billing_frequency=query.text("billingFrequency"),
+        external_invoice_dated=any(query.day(p) for p in ("externalInvoiceDateStart", "externalInvoiceDateEnd")),
     )
-    items = [bills.render(session, b, with_lines=not exclude_line_items) for b in rows]
+    with_lines, with_total = not query.flag("excludeLineItems"), query.flag("includeBillTotal") is not False
+    items = [bills.render(session, b, with_lines=with_lines, with_total=with_total) for b in rows]
     return ExactJSONResponse(page_body(items, token))
 
 
@@ -98,17 +106,7 @@ def approve_bills(body: schemas.ApproveBillsBody, caller: CallerDep, session: Se
 
 @router.get("/bills/latest/{accountId}", summary="The latest bill of an account")
 def latest_bill(accountId: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
-    rows, _ = bills.list_page(
-        session,
-        caller.org_id,
-        account_id=accountId,
-        status=None,
-        bill_job_id=None,
-        ids=(),
-        locked=None,
-        page_size=1000,
-        next_token=None,
-    )
+    rows, _ = bills.list_page(session, caller.org_id, account_id=accountId, page_size=1000, next_token=None)
     if not rows:
         raise NotFound(f"account {accountId} has no bills")
     return ExactJSONResponse(bills.render(session, max(rows, key=lambda b: (b.period_end, b.created_at))))
@@ -141,11 +139,14 @@ def update_bill_status(
     )
 
 
-@router.get("/bills/{billId}/lineitems", summary="List a bill's line items")
-def list_line_items(billId: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+@router.get("/bills/{billId}/lineitems", summary="List a bill's line items", openapi_extra=LINE_ITEM_LIST.openapi)
+def list_line_items(
+    billId: str, caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, LINE_ITEM_LIST.depends]
+) -> ExactJSONResponse:
+    _no_additional_fields(query)
     bill = bills.get(session, caller.org_id, billId)
-    lines = [bills.render_line(bill, line) for line in bills.lines_of(session, bill.id)]
-    return ExactJSONResponse(page_body(lines, None))
+    lines, token = bills.lines_page(session, bill, query.page_size, query.next_token)
+    return ExactJSONResponse(page_body([bills.render_line(bill, line) for line in lines], token))
 
 
 @router.get("/bills/{billId}/lineitems/{id}", summary="Retrieve a bill line item")

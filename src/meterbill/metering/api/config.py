@@ -2,26 +2,20 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body
 
-from meterbill.core.errors import InvalidInput
+from meterbill.core.db import utcnow
 from meterbill.core.runtime import RuntimeDep, SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
-from meterbill.metering import config, schemas
+from meterbill.metering import config
+from meterbill.metering.api import unsupported_router
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.config import RESOURCES, Resource
+from meterbill.metering.listquery import ListQuery, list_params
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
-
-PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=config.MAX_PAGE_SIZE)]
-NextToken = Annotated[str | None, Query(alias="nextToken", max_length=64)]
-PAGING = {"pageSize", "nextToken"}
-
-
-def query_list(request: Request, name: str) -> list[str]:
-    """m3ter SDKs send arrays comma-joined (`ids=a,b`); repeated parameters work too."""
-    return [part for value in request.query_params.getlist(name) for part in value.split(",") if part]
-
+# First, so `accounts/search` and the like are not taken for ids by the routes below.
+router.include_router(unsupported_router)
 
 def page(resource: Resource, entities: list, next_token: str | None) -> ExactJSONResponse:
     body: dict[str, Any] = {"data": [config.render(e, resource) for e in entities]}
@@ -32,11 +26,7 @@ def page(resource: Resource, entities: list, next_token: str | None) -> ExactJSO
 
 def _add_routes(resource: Resource) -> None:
     model = resource.body
-    allowed_params = PAGING | {"ids", "codes"} | set(resource.list_filters) | ({"date"} if resource.dated else set())
-    filter_docs = [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-        for name in ("ids", "codes", *resource.list_filters)
-    ]
+    params = list_params(*resource.list_params)
 
     def create(
         caller: CallerDep, session: SessionDep, runtime: RuntimeDep, body: Annotated[model, Body()]
@@ -55,32 +45,21 @@ def _add_routes(resource: Resource) -> None:
     def delete(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
         return ExactJSONResponse(config.render(config.delete(session, caller.org_id, resource, id), resource))
 
-    def list_(
-        request: Request,
-        caller: CallerDep,
-        session: SessionDep,
-        page_size: PageSize = config.DEFAULT_PAGE_SIZE,
-        next_token: NextToken = None,
-    ) -> ExactJSONResponse:
-        unknown = sorted(set(request.query_params) - allowed_params)
-        if unknown:
-            raise InvalidInput(f"unknown query parameter {unknown[0]}", param=unknown[0])
-        filters = {doc: query_list(request, param) for param, doc in resource.list_filters.items()}
-        active_on = None
-        if "date" in request.query_params:
-            try:
-                active_on = schemas.utc_timestamp(request.query_params["date"])
-            except ValueError as exc:
-                raise InvalidInput(f"date: {exc}", param="date") from None
+    def list_(caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, params.depends]) -> ExactJSONResponse:
+        active_on = query.instant("date")
+        if (active_on is None and any(query.values(p) for p in resource.active_now_with)
+                and not query.flag("includeall")):
+            active_on = utcnow()  # m3ter lists only what is active now unless includeall=true
         entities, token = config.list_page(
             session,
             caller.org_id,
             resource,
-            ids=query_list(request, "ids"),
-            codes=query_list(request, "codes"),
-            filters={k: v for k, v in filters.items() if v},
-            page_size=page_size,
-            next_token=next_token,
+            ids=query.values("ids"),
+            codes=query.values("codes"),
+            filters={doc: values for param, doc in resource.list_filters.items() if (values := query.values(param))},
+            via={join: values for param, join in resource.list_via.items() if (values := query.values(param))},
+            page_size=query.page_size,
+            next_token=query.next_token,
             active_on=active_on,
         )
         return ExactJSONResponse(page(resource, entities, token))
@@ -88,23 +67,24 @@ def _add_routes(resource: Resource) -> None:
     label = resource.label
     base = f"/{resource.path}"
     router.add_api_route(base, create, methods=["POST"], summary=f"Create a {label}")
-    router.add_api_route(
-        base, list_, methods=["GET"], summary=f"List {label}s", openapi_extra={"parameters": filter_docs}
-    )
+    router.add_api_route(base, list_, methods=["GET"], summary=f"List {label}s", openapi_extra=params.openapi)
     router.add_api_route(base + "/{id}", retrieve, methods=["GET"], summary=f"Retrieve a {label}")
     router.add_api_route(base + "/{id}", update, methods=["PUT"], summary=f"Update a {label}")
     router.add_api_route(base + "/{id}", delete, methods=["DELETE"], summary=f"Delete a {label}")
 
 
-def _mapping_page(session, org_id: str, page_size: int, next_token: str | None, **document_equals: str):
+MAPPINGS_OF_ONE_ENTITY = list_params()
+
+
+def _mapping_page(session, org_id: str, query: ListQuery, **document_equals: str):
     resource = RESOURCES["external_mapping"]
     entities, token = config.list_page(
         session,
         org_id,
         resource,
         filters={k: [v] for k, v in document_equals.items()},
-        page_size=page_size,
-        next_token=next_token,
+        page_size=query.page_size,
+        next_token=query.next_token,
     )
     return page(resource, entities, token)
 
@@ -112,6 +92,7 @@ def _mapping_page(session, org_id: str, page_size: int, next_token: str | None, 
 @router.get(
     "/externalmappings/externalid/{system}/{externalTable}/{externalId}",
     summary="External mappings of one external entity",
+    openapi_extra=MAPPINGS_OF_ONE_ENTITY.openapi,
 )
 def mappings_by_external_entity(
     system: str,
@@ -119,34 +100,28 @@ def mappings_by_external_entity(
     externalId: str,
     caller: CallerDep,
     session: SessionDep,
-    page_size: PageSize = config.DEFAULT_PAGE_SIZE,
-    next_token: NextToken = None,
+    query: Annotated[ListQuery, MAPPINGS_OF_ONE_ENTITY.depends],
 ) -> ExactJSONResponse:
     return ExactJSONResponse(
         _mapping_page(
-            session,
-            caller.org_id,
-            page_size,
-            next_token,
-            externalSystem=system,
-            externalTable=externalTable,
-            externalId=externalId,
+            session, caller.org_id, query, externalSystem=system, externalTable=externalTable, externalId=externalId
         )
     )
 
 
-@router.get("/externalmappings/external/{entity}/{m3terId}", summary="External mappings of one m3ter entity")
+@router.get(
+    "/externalmappings/external/{entity}/{m3terId}",
+    summary="External mappings of one m3ter entity",
+    openapi_extra=MAPPINGS_OF_ONE_ENTITY.openapi,
+)
 def mappings_by_m3ter_entity(
     entity: str,
     m3terId: str,
     caller: CallerDep,
     session: SessionDep,
-    page_size: PageSize = config.DEFAULT_PAGE_SIZE,
-    next_token: NextToken = None,
+    query: Annotated[ListQuery, MAPPINGS_OF_ONE_ENTITY.depends],
 ) -> ExactJSONResponse:
-    return ExactJSONResponse(
-        _mapping_page(session, caller.org_id, page_size, next_token, m3terEntity=entity, m3terId=m3terId)
-    )
+    return ExactJSONResponse(_mapping_page(session, caller.org_id, query, m3terEntity=entity, m3terId=m3terId))
 
 
 for _resource in RESOURCES.values():

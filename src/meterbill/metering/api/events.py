@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter
 
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import events
-from meterbill.metering.api.config import NextToken, PageSize, query_list
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.config import DEFAULT_PAGE_SIZE
+from meterbill.metering.listquery import ListQuery, list_params
 from meterbill.metering.paging import page_body
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
@@ -22,26 +21,28 @@ def event_types(caller: CallerDep) -> ExactJSONResponse:
     return ExactJSONResponse({"events": list(events.EVENT_TYPES)})
 
 
-@router.get("/events", summary="List events, oldest first")
+EVENT_LIST = list_params(
+    "accountId", "eventName", "eventType", "ids", "includeActioned", "notificationCode", "notificationId",
+    "resourceId",
+)
+
+
+@router.get("/events", summary="List events, oldest first", openapi_extra=EVENT_LIST.openapi)
 def list_events(
-    request: Request,
-    caller: CallerDep,
-    session: SessionDep,
-    event_name: Annotated[str | None, Query(alias="eventName")] = None,
-    account_id: Annotated[str | None, Query(alias="accountId")] = None,
-    resource_id: Annotated[str | None, Query(alias="resourceId")] = None,
-    page_size: PageSize = DEFAULT_PAGE_SIZE,
-    next_token: NextToken = None,
+    caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, EVENT_LIST.depends]
 ) -> ExactJSONResponse:
     rows, token = events.list_page(
         session,
         caller.org_id,
-        event_name=event_name,
-        account_id=account_id,
-        resource_id=resource_id,
-        ids=query_list(request, "ids"),
-        page_size=page_size,
-        next_token=next_token,
+        event_name=query.text("eventName"),
+        account_id=query.text("accountId"),
+        resource_id=query.text("resourceId"),
+        ids=query.values("ids"),
+        page_size=query.page_size,
+        next_token=query.next_token,
+        event_type=query.choice("eventType", events.EVENT_CATEGORIES),
+        notification=any(query.text(p) for p in ("notificationCode", "notificationId")),
+        include_actioned=query.flag("includeActioned") is not False,
     )
     return ExactJSONResponse(page_body([events.render(e) for e in rows], token))
 

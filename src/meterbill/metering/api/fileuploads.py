@@ -9,17 +9,14 @@ import anyio.from_thread
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.core.runtime import RuntimeDep, SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import fileuploads
-from meterbill.metering.api.config import NextToken, PageSize
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.config import DEFAULT_PAGE_SIZE
-from meterbill.metering.models import FileUploadJob
-from meterbill.metering.paging import keyset_page, page_body
+from meterbill.metering.listquery import ListQuery, list_params
+from meterbill.metering.paging import page_body
 
 router = APIRouter(tags=["metering"], default_response_class=ExactJSONResponse)
 PREFIX = "/organizations/{orgId}/fileuploads/measurements"
@@ -85,13 +82,18 @@ class _SyncChunks:
                 return
 
 
-@router.get(PREFIX + "/jobs", summary="List file upload jobs")
+JOB_LIST = list_params("dateCreatedEnd", "dateCreatedStart", "fileKey")
+
+
+@router.get(PREFIX + "/jobs", summary="List file upload jobs", openapi_extra=JOB_LIST.openapi)
 def list_jobs(
-    caller: CallerDep, session: SessionDep,
-    page_size: PageSize = DEFAULT_PAGE_SIZE, next_token: NextToken = None,
+    caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, JOB_LIST.depends]
 ) -> ExactJSONResponse:
-    query = select(FileUploadJob).where(FileUploadJob.organization_id == caller.org_id)
-    rows, token = keyset_page(session, query, FileUploadJob.id, page_size, next_token)
+    rows, token = fileuploads.list_jobs(
+        session, caller.org_id, page_size=query.page_size, next_token=query.next_token,
+        created_from=query.instant("dateCreatedStart"), created_before=query.instant("dateCreatedEnd"),
+        file_key=query.text("fileKey"),
+    )
     return ExactJSONResponse(page_body([fileuploads.render(j) for j in rows], token))
 
 
