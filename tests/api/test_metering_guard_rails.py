@@ -133,3 +133,13 @@ def _bearer(server, tenant) -> dict[str, str]:
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
+
+
+@pytest.mark.parametrize("field, sdk_name", [("dueDate", "due_date"), ("externalInvoiceDate", "external_invoice_date")])
+def test_bill_job_dates_bills_cannot_carry_are_refused_not_dropped(server, tenant, field, sdk_name):
+    client = m3ter_client(server, tenant)
+    with pytest.raises(m3ter.BadRequestError) as refused:
+        client.bill_jobs.create(bill_date="2024-02-01", **{sdk_name: "2024-02-15"})
+    assert refused.value.body["field"] == field
+    assert "not supported" in refused.value.body["message"]
+    assert list(client.bill_jobs.list()) == []

@@ -314,11 +314,18 @@ class ExternalMappingBody(WireModel):
     integration_config_id: Id | None = None
 
 
+def _not_on_bills(value: object) -> object:
+    # Bills here carry neither date, so a job that sets one is refused rather than dropping it.
+    if value is not None:
+        raise ValueError("not supported: bills here carry no due date or external invoice date")
+    return value
+
+
 class BillJobBody(WireModel):
     bill_date: CalendarDate
     account_ids: Annotated[list[Id], Field(max_length=10_000)] | None = None
-    due_date: CalendarDate | None = None
-    external_invoice_date: CalendarDate | None = None
+    due_date: Annotated[None, BeforeValidator(_not_on_bills)] = None
+    external_invoice_date: Annotated[None, BeforeValidator(_not_on_bills)] = None
     timezone: Literal["UTC"] = "UTC"
 
 
