@@ -230,7 +230,7 @@ async def rotate_webhook_credentials(integration_id: str, request: Request, runt
         receiver = f"{runtime.settings.base_url()}/connector/integrations/{integration.id}/webhook"
         updated = run.chargebee.set_webhook_password(receiver, integration.webhook_username, password)
         with runtime.db.transaction() as session:
-            session.get(Integration, integration.id).webhook_password_hash = hash_secret(password)
+            session.get_one(Integration, integration.id).webhook_password_hash = hash_secret(password)
         return {"username": integration.webhook_username, "password": password, "endpoints_updated": updated}
 
     return ExactJSONResponse(await run_in_threadpool(work))

@@ -73,7 +73,7 @@ class ChargebeePort:
         else:
             price.update(quantity_in_decimal=_text(quantity), unit_price_in_decimal=_text(unit_price.scaleb(-exponent)))
         with _refusals():
-            return self.client.Invoice.add_charge_item(invoice_id, {"item_price": price},  # type: ignore[typeddict-item]
+            return self.client.Invoice.add_charge_item(invoice_id, {"item_price": price},
                                                        headers={KEY_HEADER: key}).invoice.raw_data
 
     def add_charge(

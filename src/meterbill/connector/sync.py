@@ -33,6 +33,7 @@ from meterbill.connector.models import (
     SyncStatus,
 )
 from meterbill.core.db import Database, new_id, utcnow
+from meterbill.core.errors import NotFound
 from meterbill.core.money import exponent
 from meterbill.core.outbox import Delivery, OutboxMessage, enqueue, handles
 from meterbill.core.security import Vault
@@ -87,6 +88,8 @@ class Run:
 
 def open_run(session: Session, vault: Vault, integration_id: str) -> Run:
     integration = session.get(Integration, integration_id)
+    if integration is None:
+        raise NotFound(f"integration {integration_id} not found")
     return Run(
         integration,
         ChargebeePort(integration.chargebee_base_url, integration.chargebee_site,
@@ -250,9 +253,12 @@ def _reconcile(run: Run, subscription_id: str, history: list[tuple[datetime, int
     deletes: list[Any] = []
     for item_price_id in sorted(i for i in item_prices if i):
         plan_id = _plan_for(run, subscription_id, item_price_id, currency)
-        want = sorted((s for s in wanted if s.item_price_id == item_price_id and plan_id), key=lambda s: s.start)
         have = sorted((ap for ap in existing if ap.custom_fields.get("cbItemPrice") == item_price_id),
                       key=lambda ap: ap.start_date)
+        if plan_id is None:  # unmapped or in another currency: it keeps no account plan
+            deletes.extend(have)
+            continue
+        want = sorted((s for s in wanted if s.item_price_id == item_price_id), key=lambda s: s.start)
         for stretch, account_plan in zip(want, have, strict=False):
             now = (account_plan.start_date, account_plan.end_date, account_plan.plan_id)
             if now != (stretch.start, stretch.end, plan_id):

@@ -88,6 +88,6 @@ def entries(session: Session, integration_id: str | None, *, status: str | None 
 
 
 def counts(session: Session, integration_id: str) -> dict[str, int]:
-    return dict(session.execute(  # type: ignore[arg-type]
+    return dict(session.execute(
         select(SyncLogEntry.status, func.count()).where(SyncLogEntry.integration_id == integration_id)
         .group_by(SyncLogEntry.status)).all())
