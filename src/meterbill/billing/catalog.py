@@ -7,13 +7,26 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, false, func, null, select, true
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.invoicing import Tier
 from meterbill.billing.models import Item, ItemFamily, ItemPrice, Site
-from meterbill.billing.params import DecimalText, Id, MetaData, MinorAmount, Params, Text, list_conditions, parse, unix
+from meterbill.billing.params import (
+    DecimalText,
+    Filter,
+    FilterType,
+    Id,
+    ListOperation,
+    MetaData,
+    MinorAmount,
+    Params,
+    Text,
+    parse,
+    parse_list,
+    unix,
+)
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal, is_known_currency
 
@@ -166,12 +179,33 @@ def render_item(item: Item) -> dict[str, Any]:
     return wire
 
 
-ITEM_LIST_COLUMNS = {
-    "id": (Item.id, "string"), "item_family_id": (Item.item_family_id, "string"), "type": (Item.type, "enum"),
-    "status": (Item.status, "enum"), "metered": (Item.metered, "boolean"),
-    "usage_calculation": (Item.usage_calculation, "enum"), "updated_at": (Item.updated_at, "timestamp"),
-    "name": (Item.data["name"].as_string(), "string"),
-}
+_STRING, _ENUM, _BOOL = FilterType.STRING, FilterType.ENUM, FilterType.BOOLEAN
+# Business entities, bundles, channels and price variants do not exist here: those fields are
+# absent on every row. Every resource is a site-level one, so include_site_level_resources is true.
+_ABSENT_STRING = Filter(_STRING, null())
+_ABSENT_ENUM = Filter(_ENUM, null())
+_SITE_LEVEL = Filter(_BOOL, true())
+
+
+def _flag(model: Any, key: str, default: bool) -> ColumnElement[Any]:
+    return func.coalesce(model.data[key].as_boolean(), true() if default else false())
+
+
+ITEM_LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, Item.id), "item_family_id": Filter(_STRING, Item.item_family_id),
+        "type": Filter(_ENUM, Item.type), "name": Filter(_STRING, Item.data["name"].as_string()),
+        "item_applicability": Filter(_ENUM, func.coalesce(Item.data["item_applicability"].as_string(), "all")),
+        "status": Filter(_ENUM, Item.status), "is_giftable": Filter(_BOOL, false()),
+        "updated_at": Filter(FilterType.TIMESTAMP, Item.updated_at),
+        "enabled_for_checkout": Filter(_BOOL, _flag(Item, "enabled_for_checkout", True)),
+        "enabled_in_portal": Filter(_BOOL, _flag(Item, "enabled_in_portal", True)),
+        "metered": Filter(_BOOL, Item.metered), "usage_calculation": Filter(_ENUM, Item.usage_calculation),
+        "bundle_configuration[type]": _ABSENT_ENUM, "channel": _ABSENT_ENUM, "business_entity_id": _ABSENT_STRING,
+        "include_site_level_resources": _SITE_LEVEL,
+    },
+    sortable={"name": Item.data["name"].as_string(), "id": Item.id, "updated_at": Item.updated_at},
+)
 
 
 # --- item prices ---------------------------------------------------------------------------------
@@ -363,25 +397,33 @@ def render_item_price(item_price: ItemPrice) -> dict[str, Any]:
     return wire
 
 
-ITEM_PRICE_LIST_COLUMNS = {
-    "id": (ItemPrice.id, "string"), "item_id": (ItemPrice.item_id, "string"),
-    "item_type": (ItemPrice.item_type, "enum"), "status": (ItemPrice.status, "enum"),
-    "currency_code": (ItemPrice.currency_code, "string"), "pricing_model": (ItemPrice.pricing_model, "enum"),
-    "period_unit": (ItemPrice.period_unit, "enum"), "period": (ItemPrice.period, "number"),
-    "updated_at": (ItemPrice.updated_at, "timestamp"), "name": (ItemPrice.data["name"].as_string(), "string"),
-}
-ITEM_FAMILY_LIST_COLUMNS = {
-    "id": (ItemFamily.id, "string"), "name": (ItemFamily.data["name"].as_string(), "string"),
-    "updated_at": (ItemFamily.updated_at, "timestamp"),
-}
+ITEM_PRICE_LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, ItemPrice.id), "name": Filter(_STRING, ItemPrice.data["name"].as_string()),
+        "pricing_model": Filter(_ENUM, ItemPrice.pricing_model), "item_id": Filter(_STRING, ItemPrice.item_id),
+        "item_family_id": Filter(_STRING, select(Item.item_family_id).where(
+            Item.site_id == ItemPrice.site_id, Item.id == ItemPrice.item_id).scalar_subquery()),
+        "item_type": Filter(_ENUM, ItemPrice.item_type), "currency_code": Filter(_STRING, ItemPrice.currency_code),
+        "status": Filter(_ENUM, ItemPrice.status), "updated_at": Filter(FilterType.TIMESTAMP, ItemPrice.updated_at),
+        "period_unit": Filter(_ENUM, ItemPrice.period_unit), "period": Filter(FilterType.NUMBER, ItemPrice.period),
+        "trial_period": Filter(FilterType.NUMBER, null()), "trial_period_unit": _ABSENT_ENUM,
+        "price_variant_id": _ABSENT_STRING, "channel": _ABSENT_ENUM, "business_entity_id": _ABSENT_STRING,
+        "include_site_level_resources": _SITE_LEVEL,
+    },
+    sortable={"name": ItemPrice.data["name"].as_string(), "id": ItemPrice.id, "updated_at": ItemPrice.updated_at},
+)
+ITEM_FAMILY_LIST = ListOperation(filters={
+    "id": Filter(_STRING, ItemFamily.id), "name": Filter(_STRING, ItemFamily.data["name"].as_string()),
+    "updated_at": Filter(FilterType.TIMESTAMP, ItemFamily.updated_at),
+    "business_entity_id": _ABSENT_STRING, "include_site_level_resources": _SITE_LEVEL,
+})
 
 
 def list_page(session: Session, site: Site, model: Any, form: dict[str, Any]) -> tuple[list[Any], str | None]:
-    columns = {ItemFamily: ITEM_FAMILY_LIST_COLUMNS, Item: ITEM_LIST_COLUMNS, ItemPrice: ITEM_PRICE_LIST_COLUMNS}[model]
-    conditions = list_conditions(form, columns)
-    if "status" not in form and model is not ItemFamily:
-        conditions.append(model.status != "deleted")
-    return records.page(session, model, site, form, conditions, sortable={"updated_at": model.updated_at})
+    operation = {ItemFamily: ITEM_FAMILY_LIST, Item: ITEM_LIST, ItemPrice: ITEM_PRICE_LIST}[model]
+    # Deleted items and item prices are listed only when asked for by status, as in Chargebee.
+    hidden = [model.status != "deleted"] if "status" not in form and model is not ItemFamily else []
+    return records.page(session, model, site, parse_list(operation, form), *hidden)
 
 
 def _unique(session: Session, model: Any, site: Site, resource_id: str) -> None:

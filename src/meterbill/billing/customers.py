@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, null, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.models import Customer, Site, Subscription
-from meterbill.billing.params import Id, MetaData, Params, Text, list_conditions, parse, unix
+from meterbill.billing.params import (
+    Filter,
+    FilterType,
+    Id,
+    ListOperation,
+    MetaData,
+    Params,
+    Text,
+    parse,
+    parse_list,
+    unix,
+)
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
 from meterbill.core.money import is_known_currency
 
@@ -64,16 +75,31 @@ class CustomerUpdate(CustomerFields):
 DEFAULTS = {"auto_collection": "on", "net_term_days": 0, "allow_direct_debit": False, "taxability": "taxable",
             "card_status": "no_card", "pii_cleared": "active", "promotional_credits": 0, "refundable_credits": 0,
             "excess_payments": 0, "unbilled_charges": 0, "channel": "web"}
-LIST_COLUMNS = {
-    "id": (Customer.id, "string"),
-    "email": (Customer.email, "string"),
-    "first_name": (Customer.data["first_name"].as_string(), "string"),
-    "last_name": (Customer.data["last_name"].as_string(), "string"),
-    "company": (Customer.data["company"].as_string(), "string"),
-    "auto_collection": (Customer.data["auto_collection"].as_string(), "enum"),
-    "created_at": (Customer.created_at, "timestamp"),
-    "updated_at": (Customer.updated_at, "timestamp"),
-}
+def _text(key: str) -> ColumnElement[Any]:
+    """A field kept in `data`, or the default the API reports when it is absent."""
+    default = DEFAULTS.get(key)
+    value = Customer.data[key].as_string()
+    return value if default is None else func.coalesce(value, str(default))
+
+
+_STRING, _ENUM, _TIME = FilterType.STRING, FilterType.ENUM, FilterType.TIMESTAMP
+# customer.list's ListParams. Account hierarchies, offline payment methods and business entities
+# do not exist here: those fields are absent on every customer (is_present false matches all).
+LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, Customer.id), "email": Filter(_STRING, Customer.email),
+        **{key: Filter(_STRING, _text(key)) for key in ("first_name", "last_name", "company", "phone")},
+        **{key: Filter(_ENUM, _text(key)) for key in ("auto_collection", "taxability", "channel")},
+        "created_at": Filter(_TIME, Customer.created_at), "updated_at": Filter(_TIME, Customer.updated_at),
+        "auto_close_invoices": Filter(FilterType.BOOLEAN, Customer.data["auto_close_invoices"].as_boolean()),
+        **{key: Filter(_STRING, null()) for key in (
+            "relationship[parent_id]", "relationship[payment_owner_id]", "relationship[invoice_owner_id]",
+            "business_entity_id")},
+        "offline_payment_method": Filter(_ENUM, null()),
+    },
+    sortable={"created_at": Customer.created_at, "updated_at": Customer.updated_at},
+    deleted=Customer.deleted.is_(True),
+)
 
 
 def _check_currency(code: str | None) -> None:
@@ -135,11 +161,7 @@ def delete(session: Session, site: Site, customer_id: str) -> Customer:
 
 
 def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[Customer], str | None]:
-    conditions = list_conditions(form, LIST_COLUMNS)
-    if str(form.get("include_deleted", "false")) != "true":
-        conditions.append(Customer.deleted.is_(False))
-    return records.page(session, Customer, site, form, conditions,
-                        sortable={"created_at": Customer.created_at, "updated_at": Customer.updated_at})
+    return records.page(session, Customer, site, parse_list(LIST, form))
 
 
 def render(customer: Customer) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing.models import BillingEvent, Site, WebhookEndpoint
-from meterbill.billing.params import unix
-from meterbill.billing.records import next_number
+from meterbill.billing.params import Filter, FilterType, ListOperation, parse_list, unix
+from meterbill.billing.records import next_number, page
 from meterbill.core.outbox import Delivery, enqueue, handles
 from meterbill.core.security import Vault
 from meterbill.core.wirejson import dumps
@@ -66,6 +66,25 @@ def record_event(
     for endpoint in targets:
         enqueue(session, WEBHOOK_TOPIC, {"site_id": site.id, "event_id": event.id, "endpoint_id": endpoint.id})
     return event
+
+
+_ENUM = FilterType.ENUM
+LIST = ListOperation(
+    filters={
+        "id": Filter(FilterType.STRING, BillingEvent.id), "webhook_status": Filter(_ENUM, BillingEvent.webhook_status),
+        "event_type": Filter(_ENUM, BillingEvent.event_type),
+        "source": Filter(_ENUM, literal("api")),  # every event here comes from the API
+        "occurred_at": Filter(FilterType.TIMESTAMP, BillingEvent.occurred_at),
+    },
+    # Events sharing a (frozen) clock's instant keep the order they happened in.
+    sortable={"occurred_at": BillingEvent.sequence},
+    instants={"start_time": BillingEvent.occurred_at.__ge__, "end_time": BillingEvent.occurred_at.__lt__},
+    newest=BillingEvent.sequence,
+)
+
+
+def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[BillingEvent], str | None]:
+    return page(session, BillingEvent, site, parse_list(LIST, form))
 
 
 def render(event: BillingEvent) -> dict[str, Any]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from sqlalchemy import ColumnElement, and_, not_, or_
+from sqlalchemy import ColumnElement, not_
 
 from meterbill.billing.wire import parse_list_value
 from meterbill.core.errors import InvalidInput
@@ -88,115 +90,176 @@ def unix(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
 
-# --- list filters ---------------------------------------------------------------------------
+# --- list operations -----------------------------------------------------------------------
+#
+# Each list operation declares, in its repository module, the filters the chargebee SDK offers
+# for it (its `ListParams`): the wire name, the filter type and the SQL expression holding the
+# value the API reports. `parse_list` reads a form against that table once; the repository turns
+# the typed terms into WHERE clauses (`records.page`). Anything the table does not name is refused.
 
-FILTER_OPERATORS = {"is", "is_not", "starts_with", "in", "not_in", "is_present", "after", "before", "on",
-                    "between", "lt", "lte", "gt", "gte"}
-PAGING = {"limit", "offset", "sort_by", "include_deleted"}
+
+class FilterType(StrEnum):
+    STRING = "string"
+    ENUM = "enum"
+    NUMBER = "number"
+    TIMESTAMP = "timestamp"
+    BOOLEAN = "boolean"
 
 
-def list_conditions(
-    form: Mapping[str, Any], columns: Mapping[str, tuple[ColumnElement[Any], str]], *, extra: set[str] = frozenset()
-) -> list[ColumnElement[bool]]:
-    """SQL conditions for Chargebee list filters such as `status[is]=active`.
+# The operators the SDK declares per filter type (chargebee/filters/filters.py).
+OPERATORS: dict[FilterType, frozenset[str]] = {
+    FilterType.STRING: frozenset({"is", "is_not", "starts_with", "in", "not_in", "is_present"}),
+    FilterType.ENUM: frozenset({"is", "is_not", "in", "not_in", "is_present"}),
+    FilterType.NUMBER: frozenset({"is", "is_not", "lt", "lte", "gt", "gte", "between", "is_present"}),
+    FilterType.TIMESTAMP: frozenset({"after", "before", "on", "between", "is_present"}),
+    FilterType.BOOLEAN: frozenset({"is", "is_present"}),
+}
+LIST_OPERATORS = frozenset({"in", "not_in"})
 
-    `columns` maps a filterable field to its column and kind: "string", "enum",
-    "number", "timestamp" or "boolean".
-    """
+
+@dataclass(frozen=True)
+class Filter:
+    """A filterable field. `column` is the SQL expression whose value the API reports; `unix`
+    marks a timestamp stored as unix seconds (inside a JSON document) rather than a datetime;
+    `among` marks a field with many values per row (a subscription's item prices): it wraps the
+    condition on `column` into one on the row, e.g. an EXISTS over the matching item prices."""
+
+    type: FilterType
+    column: ColumnElement[Any]
+    unix: bool = False
+    among: Callable[[ColumnElement[bool]], ColumnElement[bool]] | None = None
+
+
+@dataclass(frozen=True)
+class ListOperation:
+    """What one list operation accepts besides `limit` and `offset`. Nested filters are keyed
+    by their wire prefix (`relationship[parent_id]`). `instants` are plain unix-time params
+    (`start_time`, `paid_on_after`), each with the condition it sets; `deleted` is the
+    condition that a row is deleted, for operations offering `include_deleted`; `newest` orders
+    the list when no sort_by is given, newest first (the row's created_at when None)."""
+
+    filters: Mapping[str, Filter] = field(default_factory=dict)
+    sortable: Mapping[str, ColumnElement[Any]] = field(default_factory=dict)
+    instants: Mapping[str, Callable[[datetime], ColumnElement[bool]]] = field(default_factory=dict)
+    deleted: ColumnElement[bool] | None = None
+    newest: ColumnElement[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Term:
+    param: str  # as the client spelled it, for errors: `total[between]`
+    filter: Filter
+    operator: str
+    value: Any  # typed: str, Decimal, int (unix seconds), bool, or a list of those
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    terms: list[Term]
+    conditions: list[ColumnElement[bool]]  # from instants and include_deleted
+    sort: tuple[ColumnElement[Any], bool] | None  # (column, ascending)
+    limit: int
+    offset: int
+    newest: ColumnElement[Any] | None = None
+
+
+def parse_list(operation: ListOperation, form: Mapping[str, Any]) -> ListQuery:
+    limit, offset = page_window(form)
+    terms: list[Term] = []
     conditions: list[ColumnElement[bool]] = []
+    sort: tuple[ColumnElement[Any], bool] | None = None
+    include_deleted = False
     for name, spec in form.items():
-        if name in PAGING or name in extra:
+        if name in ("limit", "offset"):
             continue
-        if name not in columns:
-            raise InvalidInput(f"{name} : is not a filter of this list", param=name)
-        if not isinstance(spec, dict) or not spec:
-            raise InvalidInput(f"{name} : use an operator, e.g. {name}[is]=...", param=name)
-        column, kind = columns[name]
-        for operator, raw in spec.items():
-            param = f"{name}[{operator}]"
-            if operator not in FILTER_OPERATORS:
-                raise InvalidInput(f"{param} : unknown filter operator", param=param)
-            conditions.append(_condition(column, kind, operator, raw, param))
-    return conditions
+        if name == "sort_by":
+            sort = _sort(operation, spec)
+        elif name == "include_deleted" and operation.deleted is not None:
+            include_deleted = _boolean(spec, name)
+        elif name in operation.instants:
+            conditions.append(operation.instants[name](from_unix(_unix_seconds(spec, name))))
+        else:
+            terms.extend(_terms(operation, name, spec))
+    if operation.deleted is not None and not include_deleted:
+        conditions.append(not_(operation.deleted))
+    return ListQuery(terms, conditions, sort, limit, offset, operation.newest)
 
 
-def _typed(kind: str, raw: str, param: str) -> Any:
-    try:
-        if kind == "timestamp":
-            return from_unix(int(raw))
-        if kind == "number":
-            return parse_decimal(raw)
-        if kind == "boolean":
-            if raw not in ("true", "false"):
-                raise ValueError
-            return raw == "true"
-    except (ValueError, InvalidAmount, OverflowError, OSError):
-        raise InvalidInput(f"{param} : invalid value {raw!r}", param=param) from None
+def _terms(operation: ListOperation, name: str, spec: Any) -> list[Term]:
+    """`status[is]=x` and nested `relationship[parent_id][is]=x` (a dict of operator dicts)."""
+    if isinstance(spec, dict) and spec and all(isinstance(v, dict) for v in spec.values()):
+        return [term for inner, ops in spec.items() for term in _terms(operation, f"{name}[{inner}]", ops)]
+    found = operation.filters.get(name)
+    if found is None:
+        raise InvalidInput(f"{name} : is not a filter of this list", param=name)
+    if not isinstance(spec, dict) or not spec:
+        raise InvalidInput(f"{name} : use an operator, e.g. {name}[is]=...", param=name)
+    terms = []
+    for operator, raw in spec.items():
+        param = f"{name}[{operator}]"
+        if operator not in OPERATORS[found.type]:
+            allowed = ", ".join(sorted(OPERATORS[found.type]))
+            raise InvalidInput(f"{param} : a {found.type} filter takes {allowed}", param=param)
+        if not isinstance(raw, str):
+            raise InvalidInput(f"{param} : invalid value", param=param)
+        terms.append(Term(param, found, operator, _filter_value(found.type, operator, raw, param)))
+    return terms
+
+
+def _filter_value(kind: FilterType, operator: str, raw: str, param: str) -> Any:
+    if operator == "is_present":
+        return _boolean(raw, param)
+    if operator in LIST_OPERATORS or operator == "between":
+        try:
+            values = [_scalar(kind, v, param) for v in parse_list_value(raw)]
+        except InvalidInput:
+            raise InvalidInput(f"{param} : expected a list such as [\"a\",\"b\"]", param=param) from None
+        if operator == "between" and len(values) != 2:
+            raise InvalidInput(f"{param} : between takes two values, [from,to]", param=param)
+        return values
+    return _scalar(kind, raw, param)
+
+
+def _scalar(kind: FilterType, raw: str, param: str) -> Any:
+    match kind:
+        case FilterType.TIMESTAMP:
+            return _unix_seconds(raw, param)
+        case FilterType.NUMBER:
+            try:
+                return parse_decimal(raw)
+            except InvalidAmount:
+                raise InvalidInput(f"{param} : invalid number {raw!r}", param=param) from None
+        case FilterType.BOOLEAN:
+            return _boolean(raw, param)
     return raw
 
 
-def _condition(column: ColumnElement[Any], kind: str, operator: str, raw: Any, param: str) -> ColumnElement[bool]:
-    if not isinstance(raw, str):
-        raise InvalidInput(f"{param} : invalid value", param=param)
-    if kind == "timestamp" and operator not in ("is_present", "in", "not_in"):
-        return _second_condition(column, operator, raw, param)
-    if operator == "is_present":
-        present = _typed("boolean", raw, param)
-        return column.is_not(None) if present else column.is_(None)
-    if operator in ("in", "not_in", "between"):
-        try:
-            values = [_typed(kind, v, param) for v in parse_list_value(raw)]
-        except InvalidInput:
-            raise InvalidInput(f"{param} : expected a list such as ['a','b']", param=param) from None
-        if operator == "between":
-            if len(values) != 2:
-                raise InvalidInput(f"{param} : between needs two values", param=param)
-            return and_(column >= values[0], column <= values[1])
-        return column.in_(values) if operator == "in" else not_(column.in_(values))
-    value = _typed(kind, raw, param)
-    match operator:
-        case "is" | "on":
-            return column == value
-        case "is_not":
-            return or_(column != value, column.is_(None))
-        case "starts_with":
-            return column.startswith(value, autoescape=True)
-        case "after" | "gt":
-            return column > value
-        case "before" | "lt":
-            return column < value
-        case "gte":
-            return column >= value
-        case "lte":
-            return column <= value
-    raise InvalidInput(f"{param} : unsupported operator", param=param)
+def _boolean(raw: Any, param: str) -> bool:
+    if raw not in ("true", "false"):
+        raise InvalidInput(f"{param} : must be true or false", param=param)
+    return bool(raw == "true")
 
 
-def _second_condition(column: ColumnElement[Any], operator: str, raw: str, param: str) -> ColumnElement[bool]:
-    """Timestamps are reported in whole seconds but stored finer: compare whole seconds,
-    so `after X` excludes everything reported as X and `between [X, X]` includes it."""
-    one = timedelta(seconds=1)
-    if operator == "between":
-        try:
-            low, high = (_typed("timestamp", v, param) for v in parse_list_value(raw))
-        except (InvalidInput, ValueError):
-            raise InvalidInput(f"{param} : between needs two timestamps", param=param) from None
-        return and_(column >= low, column < high + one)
-    moment = _typed("timestamp", raw, param)
-    match operator:
-        case "after" | "gt":
-            return column >= moment + one
-        case "gte":
-            return column >= moment
-        case "before" | "lt":
-            return column < moment
-        case "lte":
-            return column < moment + one
-        case "on" | "is":
-            return and_(column >= moment, column < moment + one)
-        case "is_not":
-            return or_(column < moment, column >= moment + one, column.is_(None))
-    raise InvalidInput(f"{param} : unsupported operator for a timestamp", param=param)
+def _unix_seconds(raw: Any, param: str) -> int:
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{param} : must be a unix timestamp in seconds", param=param) from None
+    if not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
+        raise InvalidInput(f"{param} : timestamp out of range", param=param)
+    return seconds
+
+
+def _sort(operation: ListOperation, spec: Any) -> tuple[ColumnElement[Any], bool]:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise InvalidInput("sort_by : use sort_by[asc]=field or sort_by[desc]=field", param="sort_by")
+    direction, name = next(iter(spec.items()))
+    param = f"sort_by[{direction}]"
+    column = operation.sortable.get(name) if isinstance(name, str) else None
+    if direction not in ("asc", "desc") or column is None:
+        offered = ", ".join(operation.sortable) or "nothing"
+        raise InvalidInput(f"{param} : cannot sort by {name}; this list sorts by {offered}", param=param)
+    return column, direction == "asc"
 
 
 def page_window(form: Mapping[str, Any]) -> tuple[int, int]:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Integer, and_, not_, or_, select, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from meterbill.billing.models import Site
-from meterbill.billing.params import page_window
+from meterbill.billing.params import Filter, FilterType, ListQuery, Term, from_unix
 from meterbill.core.clock import Clock, FrozenClock, SystemClock
-from meterbill.core.errors import InvalidInput, NotFound
+from meterbill.core.errors import NotFound
 
 R = TypeVar("R")
 _ALPHABET = string.ascii_letters + string.digits
@@ -74,19 +75,99 @@ def get(session: Session, model: type[R], site: Site, resource_id: str, label: s
 
 
 def page(
-    session: Session, model: Any, site: Site, form: Mapping[str, Any], conditions: Sequence[ColumnElement[bool]],
-    *, sortable: Mapping[str, ColumnElement[Any]] | None = None,
+    session: Session, model: Any, site: Site, query: ListQuery, *extra: ColumnElement[bool],
 ) -> tuple[list[Any], str | None]:
-    limit, offset = page_window(form)
-    query = select(model).where(model.site_id == site.id, *conditions)
-    order: list[ColumnElement[Any]] = [model.created_at.desc(), model.id.desc()]
-    sort = form.get("sort_by")
-    if isinstance(sort, dict) and len(sort) == 1:
-        direction, field = next(iter(sort.items()))
-        column = (sortable or {}).get(field)
-        if column is None or direction not in ("asc", "desc"):
-            raise InvalidInput(f"sort_by[{direction}] : cannot sort by {field}", param=f"sort_by[{direction}]")
-        order = [column.asc() if direction == "asc" else column.desc(), model.id.asc()]
-    rows = list(session.scalars(query.order_by(*order).offset(offset).limit(limit + 1)))
-    more = len(rows) > limit
-    return rows[:limit], (str(offset + limit) if more else None)
+    """One page of the site's rows matching the query's filters (all of them: Chargebee ANDs filters)."""
+    statement = select(model).where(model.site_id == site.id, *query.conditions, *map(condition, query.terms),
+                                    *extra)
+    order: list[ColumnElement[Any]] = [(query.newest if query.newest is not None else model.created_at).desc(),
+                                       model.id.desc()]
+    if query.sort is not None:
+        column, ascending = query.sort
+        order = [column.asc() if ascending else column.desc(), model.id.asc()]
+    rows = list(session.scalars(statement.order_by(*order).offset(query.offset).limit(query.limit + 1)))
+    more = len(rows) > query.limit
+    return rows[:query.limit], (str(query.offset + query.limit) if more else None)
+
+
+class position(FunctionElement[int]):  # noqa: N801 - an SQL function, named like one
+    """1-based position of a substring, 0 when absent: exact and case-sensitive on every backend
+    (SQLite's LIKE ignores case, and LIKE patterns would need their wildcards escaped)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(position)
+def _instr(element: position, compiler: Any, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(position, "postgresql")
+def _strpos(element: position, compiler: Any, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
+
+
+def condition(term: Term) -> ColumnElement[bool]:
+    """The WHERE clause of one filter term. A field with many values per row (`among`) matches
+    when one of its values does; its negations (`is_not`, `not_in`, `is_present=false`) match
+    rows where none does."""
+    among = term.filter.among
+    if among is None:
+        return _scalar_condition(term.filter, term.operator, term.value)
+    negated = {"is_not": "is", "not_in": "in"}.get(term.operator)
+    if term.operator == "is_present":
+        return among(true()) if term.value else not_(among(true()))
+    if negated is not None:
+        return not_(among(_scalar_condition(term.filter, negated, term.value)))
+    return among(_scalar_condition(term.filter, term.operator, term.value))
+
+
+def _scalar_condition(spec: Filter, operator: str, value: Any) -> ColumnElement[bool]:
+    column = spec.column
+    if operator == "is_present":
+        return column.is_not(None) if value else column.is_(None)
+    if spec.type is FilterType.TIMESTAMP:
+        return _instant_condition(column, operator, value, unix_seconds=spec.unix)
+    match operator:
+        case "is":
+            return column == value
+        case "is_not":
+            return or_(column != value, column.is_(None))
+        case "in":
+            return column.in_(value)
+        case "not_in":
+            return or_(not_(column.in_(value)), column.is_(None))
+        case "starts_with":
+            return column.startswith(value, autoescape=True)
+        case "lt":
+            return column < value
+        case "lte":
+            return column <= value
+        case "gt":
+            return column > value
+        case "gte":
+            return column >= value
+        case "between":
+            return and_(column >= value[0], column <= value[1])
+    raise AssertionError(f"operator {operator} passed parse_list")
+
+
+def _instant_condition(
+    column: ColumnElement[Any], operator: str, value: Any, *, unix_seconds: bool
+) -> ColumnElement[bool]:
+    """Timestamps are reported in whole seconds but datetimes are stored finer: compare whole
+    seconds, so `after X` excludes everything reported as X and `between [X, X]` includes it."""
+    def at(seconds: int) -> Any:
+        return seconds if unix_seconds else from_unix(seconds)
+
+    match operator:
+        case "after":
+            return column >= at(value + 1)
+        case "before":
+            return column < at(value)
+        case "on":
+            return and_(column >= at(value), column < at(value + 1))
+        case "between":
+            return and_(column >= at(value[0]), column < at(value[1] + 1))
+    raise AssertionError(f"operator {operator} passed parse_list")

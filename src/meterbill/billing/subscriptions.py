@@ -9,13 +9,14 @@ renewal tick both go through it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, case, exists, false, func, literal, null, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, events, invoices, records
@@ -25,18 +26,20 @@ from meterbill.billing.invoicing import aggregate_usages, price_quantity, prorat
 from meterbill.billing.models import Customer, Invoice, Item, ItemPrice, Site, Subscription, Usage
 from meterbill.billing.params import (
     DecimalText,
+    Filter,
+    FilterType,
     Id,
+    ListOperation,
     MetaData,
     MinorAmount,
     Params,
     Text,
     UnixTime,
     from_unix,
-    list_conditions,
     parse,
+    parse_list,
     unix,
 )
-from meterbill.billing.wire import parse_list_value
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal
 
@@ -607,39 +610,62 @@ def reactivate(session: Session, site: Site, sub_id: str, form: dict[str, Any]) 
     return sub, Outcome(invoice=invoice)
 
 
-LIST_COLUMNS = {
-    "id": (Subscription.id, "string"), "customer_id": (Subscription.customer_id, "string"),
-    "status": (Subscription.status, "enum"), "created_at": (Subscription.created_at, "timestamp"),
-    "updated_at": (Subscription.updated_at, "timestamp"), "next_billing_at": (Subscription.next_action_at, "timestamp"),
-    "activated_at": (Subscription.activated_at, "timestamp"), "cancelled_at": (Subscription.cancelled_at, "timestamp"),
-}
+def _holding(*where: ColumnElement[bool]) -> Callable[[ColumnElement[bool]], ColumnElement[bool]]:
+    """A subscription matches when one of its item prices (restricted by `where`) does."""
+    def among(matches: ColumnElement[bool]) -> ColumnElement[bool]:
+        member = records.position(Subscription.item_price_ids, literal(",") + ItemPrice.id + literal(",")) > 0
+        return exists().where(ItemPrice.site_id == Subscription.site_id, member, matches, *where)
+    return among
+
+
+def _data(key: str) -> Any:
+    return Subscription.data[key]
+
+
+_STRING, _ENUM, _TIME, _BOOL = FilterType.STRING, FilterType.ENUM, FilterType.TIMESTAMP, FilterType.BOOLEAN
+# subscription.list's ListParams. Fields the server only stores are filtered in `data`, where the
+# API reports them from; one it never sets (cancel_reason, business_entity_id...) is absent there.
+LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, Subscription.id), "customer_id": Filter(_STRING, Subscription.customer_id),
+        # plan_id is the plan's item price (product catalog 2.0 has no separate plans).
+        "plan_id": Filter(_STRING, ItemPrice.id, among=_holding(ItemPrice.item_type == "plan")),
+        "item_id": Filter(_STRING, ItemPrice.item_id, among=_holding()),
+        "item_price_id": Filter(_STRING, ItemPrice.id, among=_holding()),
+        "status": Filter(_ENUM, Subscription.status),
+        "cancel_reason": Filter(_ENUM, _data("cancel_reason").as_string()),
+        "cancel_reason_code": Filter(_STRING, _data("cancel_reason_code").as_string()),
+        "remaining_billing_cycles": Filter(FilterType.NUMBER, _data("remaining_billing_cycles").as_integer()),
+        "created_at": Filter(_TIME, Subscription.created_at), "activated_at": Filter(_TIME, Subscription.activated_at),
+        "next_billing_at": Filter(_TIME, case((Subscription.status.in_(("active", "in_trial")),
+                                               Subscription.current_term_end), else_=null())),
+        "cancelled_at": Filter(_TIME, Subscription.cancelled_at),
+        "has_scheduled_changes": Filter(_BOOL, _data("scheduled_items").as_string().is_not(None)),
+        "updated_at": Filter(_TIME, Subscription.updated_at),
+        "offline_payment_method": Filter(_ENUM, _data("offline_payment_method").as_string()),
+        "auto_close_invoices": Filter(_BOOL, _data("auto_close_invoices").as_boolean()),
+        "override_relationship": Filter(_BOOL, _data("override_relationship").as_boolean()),
+        "business_entity_id": Filter(_STRING, _data("business_entity_id").as_string()),
+        "channel": Filter(_ENUM, func.coalesce(_data("channel").as_string(), "web")),
+        "decommissioned": Filter(_BOOL, _data("decommissioned").as_boolean()),
+    },
+    sortable={"created_at": Subscription.created_at, "updated_at": Subscription.updated_at},
+    deleted=false(),  # subscriptions are never deleted here
+)
+# subscriptions_for_customer offers paging only.
+FOR_CUSTOMER = ListOperation()
 
 
 def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[Subscription], str | None]:
-    conditions = list_conditions(form, LIST_COLUMNS, extra={"item_price_id"})
-    conditions.extend(_item_price_conditions(form.get("item_price_id")))
-    return records.page(session, Subscription, site, form, conditions,
-                        sortable={"created_at": Subscription.created_at, "updated_at": Subscription.updated_at})
+    return records.page(session, Subscription, site, parse_list(LIST, form))
 
 
-def _item_price_conditions(spec: Any) -> list[Any]:
-    """`item_price_id[is|is_not|in|not_in]` over the subscription's indexed item price ids."""
-    if spec is None:
-        return []
-    if not isinstance(spec, dict) or not spec:
-        raise InvalidInput("item_price_id : use an operator, e.g. item_price_id[is]=...", param="item_price_id")
-    conditions = []
-    for operator, raw in spec.items():
-        param = f"item_price_id[{operator}]"
-        values = parse_list_value(raw) if operator in ("in", "not_in") else [raw]
-        has = [Subscription.item_price_ids.contains(f",{v},", autoescape=True) for v in values]
-        if operator in ("is", "in"):
-            conditions.append(or_(*has))
-        elif operator in ("is_not", "not_in"):
-            conditions.append(and_(*[not_(h) for h in has]))
-        else:
-            raise InvalidInput(f"{param} : unsupported operator", param=param)
-    return conditions
+def list_for_customer(
+    session: Session, site: Site, customer_id: str, form: dict[str, Any]
+) -> tuple[list[Subscription], str | None]:
+    records.get(session, Customer, site, customer_id, "Customer")
+    return records.page(session, Subscription, site, parse_list(FOR_CUSTOMER, form),
+                        Subscription.customer_id == customer_id)
 
 
 # --- wire ------------------------------------------------------------------------------------------------

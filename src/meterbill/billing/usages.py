@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import records
 from meterbill.billing.models import Item, ItemPrice, Site, Subscription, Usage
-from meterbill.billing.params import DecimalText, Id, Params, Text, UnixTime, from_unix, list_conditions, parse, unix
+from meterbill.billing.params import (
+    DecimalText,
+    Filter,
+    FilterType,
+    Id,
+    ListOperation,
+    Params,
+    Text,
+    UnixTime,
+    from_unix,
+    parse,
+    parse_list,
+    unix,
+)
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from meterbill.core.money import format_decimal
 
@@ -88,16 +101,21 @@ def delete(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> U
     return usage
 
 
-LIST_COLUMNS = {
-    "id": (Usage.id, "string"), "subscription_id": (Usage.subscription_id, "string"),
-    "item_price_id": (Usage.item_price_id, "string"), "invoice_id": (Usage.invoice_id, "string"),
-    "usage_date": (Usage.usage_date, "timestamp"), "updated_at": (Usage.updated_at, "timestamp"),
-}
+_STRING = FilterType.STRING
+LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, Usage.id), "subscription_id": Filter(_STRING, Usage.subscription_id),
+        "usage_date": Filter(FilterType.TIMESTAMP, Usage.usage_date),
+        "updated_at": Filter(FilterType.TIMESTAMP, Usage.updated_at),
+        "item_price_id": Filter(_STRING, Usage.item_price_id), "invoice_id": Filter(_STRING, Usage.invoice_id),
+        "source": Filter(FilterType.ENUM, literal("api")),  # every usage here comes from the API
+    },
+    sortable={"usage_date": Usage.usage_date},
+)
 
 
 def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[Usage], str | None]:
-    return records.page(session, Usage, site, form, list_conditions(form, LIST_COLUMNS),
-                        sortable={"usage_date": Usage.usage_date})
+    return records.page(session, Usage, site, parse_list(LIST, form))
 
 
 def render(usage: Usage) -> dict[str, Any]:

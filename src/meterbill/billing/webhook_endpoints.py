@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import records
 from meterbill.billing.events import EVENT_TYPES
 from meterbill.billing.models import Site, WebhookEndpoint
-from meterbill.billing.params import Id, Params, Text, parse
+from meterbill.billing.params import Id, ListOperation, Params, Text, parse, parse_list
 from meterbill.core.errors import Duplicate, InvalidInput
 from meterbill.core.security import Vault
 
@@ -92,8 +92,12 @@ def render(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return wire
 
 
+# webhook_endpoint.list offers paging only.
+LIST = ListOperation()
+
+
 def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[WebhookEndpoint], str | None]:
-    return records.page(session, WebhookEndpoint, site, form, [])
+    return records.page(session, WebhookEndpoint, site, parse_list(LIST, form))
 
 
 

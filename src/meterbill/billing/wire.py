@@ -11,9 +11,15 @@ from fastapi.responses import JSONResponse
 
 from meterbill.core import errors
 
+
+class OperationNotSupported(errors.InvalidInput):
+    """A Chargebee operation this server does not offer."""
+
+
 # domain error -> (HTTP status, api_error_code, error type). Chargebee omits `type`
 # on authentication failures, and the SDK then raises its base APIError.
 _ERROR_CODES: dict[type[errors.DomainError], tuple[int, str, str | None]] = {
+    OperationNotSupported: (400, "operation_not_supported", "invalid_request"),
     errors.NotFound: (404, "resource_not_found", "invalid_request"),
     errors.InvalidInput: (400, "param_wrong_value", "invalid_request"),
     errors.Duplicate: (400, "duplicate_entry", "invalid_request"),
@@ -67,7 +73,8 @@ def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Chargebee's bracket notation to nested values, in every shape the SDK produces:
 
     `name=v`; `addr[city]=v` (object); `items[item_price_id][0]=v` (list of objects,
-    index last); `events[0]=v` (list of scalars); `status[is]=v` (filter operators).
+    index last); `events[0]=v` (list of scalars); `status[is]=v` (filter operators);
+    `relationship[parent_id][is]=v` (filters on a nested attribute).
     Malformed keys, clashing shapes and absurd indices are refused naming the key.
     """
     if len(pairs) > MAX_PARAMS:
@@ -113,13 +120,22 @@ def _place(result: dict[str, Any], name: str, parts: list[str], value: str) -> N
             raise ValueError("given twice")
         container[slot] = value
         return
-    field, index_token = parts
-    index = _index(index_token)
-    if index is None or _index(field) is not None:
-        raise ValueError("expected name[field][index]")
+    field, last = parts
+    if _index(field) is not None:
+        raise ValueError("expected name[field][index] or name[field][operator]")
     container = result.setdefault(name, {})
     if not isinstance(container, dict):
         raise ValueError("mixes a value and a list")
+    index = _index(last)
+    if index is None:
+        # A filter on a nested attribute: relationship[parent_id][is], line_item[subscription_id][is].
+        nested = container.setdefault(field, {})
+        if not isinstance(nested, dict):
+            raise ValueError("mixes a value and an object")
+        if last in nested:
+            raise ValueError("given twice")
+        nested[last] = value
+        return
     row = container.setdefault(index, {})
     if not isinstance(row, dict):
         raise ValueError("mixes a value and a list")
@@ -143,14 +159,18 @@ def _lists(value: Any) -> Any:
 
 
 def parse_list_value(text: str) -> list[str]:
-    """`id[in]` values: the SDK sends Python list text (`['a', 'b']`); JSON works too."""
+    """`id[in]` values: the SDK sends Python list text (`['a', 'b']`); JSON works too, and so
+    does bare text (`[a,b]`) when no value needs quoting."""
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
         raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]")
+    inner = text[1:-1]
     try:
         parsed = ast.literal_eval(text) if "'" in text else json.loads(text)
     except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting exhausts the parsers
-        raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]") from None
+        if re.search(r"[\[\]{}'\"]", inner):
+            raise errors.InvalidInput("expected a list such as [\"a\",\"b\"]") from None
+        parsed = [value.strip() for value in inner.split(",")] if inner.strip() else []
     if not isinstance(parsed, list) or len(parsed) > 200 or any(isinstance(v, list | dict) for v in parsed):
         raise errors.InvalidInput("expected a list of at most 200 plain values")
     return [str(v) for v in parsed]

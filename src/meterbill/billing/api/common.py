@@ -4,11 +4,11 @@ do the work in one transaction, honour idempotency keys, answer in an envelope."
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meterbill.billing import sites
 from meterbill.billing.models import IdempotentResponse, Site
-from meterbill.billing.wire import parse_form
+from meterbill.billing.wire import OperationNotSupported, parse_form
 from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidInput, PayloadTooLarge
 from meterbill.core.runtime import Runtime
@@ -97,6 +97,42 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
         return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False, max_num_fields=2000)
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("the request body must be form-encoded") from None
+
+
+# SDK operations this server does not offer whose path is a literal under a resource it serves
+# (from chargebee 3.29.0's operations.py). Each is answered "not supported" by name; without
+# these routes `POST /customers/merge` would reach `POST /customers/{id}` as customer "merge".
+UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
+    "customers": [("POST", "move", "customer.move"), ("POST", "merge", "customer.merge")],
+    "subscriptions": [("POST", "import_subscription", "subscription.import_subscription")],
+    "invoices": [
+        ("POST", "create_for_charge_items_and_charges", "invoice.create_for_charge_items_and_charges"),
+        ("POST", "charge", "invoice.charge"), ("POST", "charge_addon", "invoice.charge_addon"),
+        ("POST", "create_for_charge_item", "invoice.create_for_charge_item"),
+        ("POST", "import_invoice", "invoice.import_invoice"),
+        ("GET", "payment_reference_numbers", "invoice.list_payment_reference_numbers"),
+    ],
+    "credit_notes": [("POST", "import_credit_note", "credit_note.import_credit_note")],
+    "usages": [("POST", "pdf", "usage.pdf")],
+}
+
+
+def refuse_unsupported(router: APIRouter, resource: str) -> None:
+    """Register the resource's unsupported literal operations; call before its `{id}` routes."""
+    for method, literal, operation in UNSUPPORTED[resource]:
+        path = f"/{resource}/{literal}"
+        router.add_api_route(path, _not_supported(f"{operation} ({method} /api/v2{path})"), methods=[method],
+                             include_in_schema=False)
+
+
+def _not_supported(name: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+    def run(s: Session, site: Site, form: dict[str, Any]) -> dict[str, Any]:
+        raise OperationNotSupported(f"{name} is not supported by this server")
+
+    async def endpoint(request: Request) -> JSONResponse:
+        return await handle(request, run)
+
+    return endpoint
 
 
 def envelope(**resources: Any) -> dict[str, Any]:

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from meterbill.billing import customers
-from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
+refuse_unsupported(router, "customers")
 
 
 @router.post("/customers", summary="Create a customer")

@@ -4,43 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import literal, select
 
 from meterbill.billing import events, records, timemachine, webhook_endpoints
 from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import BillingEvent, WebhookEndpoint
-from meterbill.billing.params import from_unix, list_conditions, page_window
-from meterbill.core.errors import InvalidInput, NotFound
+from meterbill.core.errors import NotFound
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-
-EVENT_COLUMNS = {
-    "id": (BillingEvent.id, "string"), "event_type": (BillingEvent.event_type, "enum"),
-    "occurred_at": (BillingEvent.occurred_at, "timestamp"), "webhook_status": (BillingEvent.webhook_status, "enum"),
-    # Every event here comes from the API.
-    "source": (literal("api"), "enum"),
-}
-
 
 @router.get("/events", summary="List events, newest first")
 async def list_events(request: Request) -> JSONResponse:
     def run(s, site, form):
-        limit, offset = page_window(form)
-        conditions = list_conditions(form, EVENT_COLUMNS, extra={"start_time", "end_time"})
-        for name, compare in (("start_time", BillingEvent.occurred_at.__ge__),
-                              ("end_time", BillingEvent.occurred_at.__lt__)):
-            if name in form:
-                try:
-                    conditions.append(compare(from_unix(int(form[name]))))
-                except (TypeError, ValueError, OverflowError, OSError):
-                    raise InvalidInput(f"{name} : must be a unix timestamp", param=name) from None
-        ascending = isinstance(form.get("sort_by"), dict) and form["sort_by"].get("asc") == "occurred_at"
-        order = BillingEvent.sequence.asc() if ascending else BillingEvent.sequence.desc()
-        rows = list(s.scalars(select(BillingEvent).where(BillingEvent.site_id == site.id, *conditions)
-                              .order_by(order).offset(offset).limit(limit + 1)))
-        more = len(rows) > limit
-        return listing([{"event": events.render(e)} for e in rows[:limit]], str(offset + limit) if more else None)
-
+        rows, offset = events.list_page(s, site, form)
+        return listing([{"event": events.render(e)} for e in rows], offset)
     return await handle(request, run)
 
 

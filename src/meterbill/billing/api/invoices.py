@@ -6,31 +6,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.billing import invoice_documents, invoices, records
-from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing import invoice_documents, invoice_lists, invoices, records
+from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.models import CreditNote, Invoice
-from meterbill.billing.params import list_conditions
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-
-INVOICE_COLUMNS = {
-    "id": (Invoice.id, "string"), "customer_id": (Invoice.customer_id, "string"),
-    "subscription_id": (Invoice.subscription_id, "string"), "status": (Invoice.status, "enum"),
-    "date": (Invoice.date, "timestamp"), "updated_at": (Invoice.updated_at, "timestamp"),
-    "total": (Invoice.total, "number"),
-}
-CREDIT_NOTE_COLUMNS = {
-    "id": (CreditNote.id, "string"), "customer_id": (CreditNote.customer_id, "string"),
-    "subscription_id": (CreditNote.subscription_id, "string"), "status": (CreditNote.status, "enum"),
-    "type": (CreditNote.type, "enum"), "reference_invoice_id": (CreditNote.reference_invoice_id, "string"),
-}
-
+refuse_unsupported(router, "invoices")
+refuse_unsupported(router, "credit_notes")
 
 @router.get("/invoices", summary="List invoices")
 async def list_invoices(request: Request) -> JSONResponse:
     def run(s, site, form):
-        rows, offset = records.page(s, Invoice, site, form, list_conditions(form, INVOICE_COLUMNS),
-                                    sortable={"date": Invoice.date, "updated_at": Invoice.updated_at})
+        rows, offset = invoice_lists.list_invoices(s, site, form)
         return listing([{"invoice": invoices.render(i)} for i in rows], offset)
 
     return await handle(request, run)
@@ -99,7 +86,7 @@ async def download_invoice_pdf(invoice_id: str, token: str, request: Request) ->
 @router.get("/credit_notes", summary="List credit notes")
 async def list_credit_notes(request: Request) -> JSONResponse:
     def run(s, site, form):
-        rows, offset = records.page(s, CreditNote, site, form, list_conditions(form, CREDIT_NOTE_COLUMNS))
+        rows, offset = invoice_lists.list_credit_notes(s, site, form)
         return listing([{"credit_note": invoices.render_credit_note(n)} for n in rows], offset)
 
     return await handle(request, run)
@@ -114,8 +101,7 @@ async def retrieve_credit_note(note_id: str, request: Request) -> JSONResponse:
 def _invoices_of(field: str, owner_id: str):
     def run(s, site, form):
         column = Invoice.customer_id if field == "customer" else Invoice.subscription_id
-        rows, offset = records.page(s, Invoice, site, form, [column == owner_id, *list_conditions(
-            form, INVOICE_COLUMNS)], sortable={"date": Invoice.date})
+        rows, offset = invoice_lists.invoices_of(s, site, column == owner_id, form)
         return listing([{"invoice": invoices.render(i)} for i in rows], offset)
 
     return run

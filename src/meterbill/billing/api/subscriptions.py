@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from meterbill.billing import customers, invoices, records, subscriptions, usages
-from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing import customers, invoices, subscriptions, usages
+from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.models import Customer
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
+refuse_unsupported(router, "subscriptions")
+refuse_unsupported(router, "usages")
 
 
 def _body(session, site, sub, outcome=None):
@@ -106,8 +108,7 @@ async def list_usages(request: Request) -> JSONResponse:
 @router.get("/customers/{customer_id}/subscriptions", summary="A customer's subscriptions")
 async def subscriptions_for_customer(customer_id: str, request: Request) -> JSONResponse:
     def run(s, site, form):
-        records.get(s, Customer, site, customer_id, "Customer")
-        rows, offset = subscriptions.list_page(s, site, {**form, "customer_id": {"is": customer_id}})
+        rows, offset = subscriptions.list_for_customer(s, site, customer_id, form)
         return listing([{"subscription": subscriptions.render(s, site, sub)} for sub in rows], offset)
 
     return await handle(request, run)

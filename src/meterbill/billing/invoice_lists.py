@@ -1,0 +1,94 @@
+"""The list operations of invoices and credit notes: which filters the SDK offers and the SQL
+behind each (fields the server only stores live in `data`, where the API reports them from)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, false, func, literal, null
+from sqlalchemy.orm import Session
+
+from meterbill.billing import records
+from meterbill.billing.invoices import PENDING, VOIDED
+from meterbill.billing.models import CreditNote, Invoice, Site
+from meterbill.billing.params import Filter, FilterType, ListOperation, parse_list
+
+_STRING, _ENUM, _NUMBER, _TIME = FilterType.STRING, FilterType.ENUM, FilterType.NUMBER, FilterType.TIMESTAMP
+
+
+def _text(model: Any, key: str) -> ColumnElement[Any]:
+    return model.data[key].as_string()
+
+
+def _unix(model: Any, key: str) -> Filter:
+    return Filter(_TIME, model.data[key].as_integer(), unix=True)
+
+
+_outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied
+# As invoices.render reports it: nothing is due on a pending or voided invoice, never below zero.
+_amount_due = case((Invoice.status.in_((PENDING, VOIDED)), 0), (_outstanding > 0, _outstanding), else_=0)
+
+
+def _paid_on_or_after(at: datetime) -> ColumnElement[bool]:
+    return Invoice.data["paid_at"].as_integer() >= int(at.timestamp())
+
+
+INVOICE_LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, Invoice.id), "subscription_id": Filter(_STRING, Invoice.subscription_id),
+        "customer_id": Filter(_STRING, Invoice.customer_id),
+        "recurring": Filter(FilterType.BOOLEAN, Invoice.data["recurring"].as_boolean()),
+        "status": Filter(_ENUM, Invoice.status), "price_type": Filter(_ENUM, _text(Invoice, "price_type")),
+        "date": Filter(_TIME, Invoice.date), "paid_at": _unix(Invoice, "paid_at"),
+        "total": Filter(_NUMBER, Invoice.total), "amount_paid": Filter(_NUMBER, Invoice.amount_paid),
+        "amount_adjusted": Filter(_NUMBER, func.coalesce(Invoice.data["amount_adjusted"].as_integer(), 0)),
+        "credits_applied": Filter(_NUMBER, Invoice.credits_applied), "amount_due": Filter(_NUMBER, _amount_due),
+        "dunning_status": Filter(_ENUM, _text(Invoice, "dunning_status")),
+        "payment_owner": Filter(_STRING, _text(Invoice, "payment_owner")),
+        "updated_at": Filter(_TIME, Invoice.updated_at), "channel": Filter(_ENUM, _text(Invoice, "channel")),
+        "voided_at": _unix(Invoice, "voided_at"),
+        "void_reason_code": Filter(_STRING, _text(Invoice, "void_reason_code")),
+        "einvoice[status]": Filter(_ENUM, null()),  # no e-invoicing here
+    },
+    sortable={"date": Invoice.date, "updated_at": Invoice.updated_at},
+    instants={"paid_on_after": _paid_on_or_after},
+    deleted=false(),  # invoices are voided, never deleted
+)
+# invoices_for_customer and invoices_for_subscription offer paging only.
+INVOICES_OF = ListOperation()
+
+CREDIT_NOTE_LIST = ListOperation(
+    filters={
+        "id": Filter(_STRING, CreditNote.id), "customer_id": Filter(_STRING, CreditNote.customer_id),
+        "subscription_id": Filter(_STRING, CreditNote.subscription_id),
+        "reference_invoice_id": Filter(_STRING, CreditNote.reference_invoice_id),
+        "type": Filter(_ENUM, CreditNote.type), "reason_code": Filter(_ENUM, _text(CreditNote, "reason_code")),
+        "create_reason_code": Filter(_STRING, _text(CreditNote, "create_reason_code")),
+        "status": Filter(_ENUM, CreditNote.status), "date": Filter(_TIME, CreditNote.created_at),
+        "total": Filter(_NUMBER, CreditNote.total), "price_type": Filter(_ENUM, literal("tax_exclusive")),
+        "amount_allocated": Filter(_NUMBER, CreditNote.amount_allocated),
+        "amount_refunded": Filter(_NUMBER, literal(0)),  # refunds are not recorded here
+        "amount_available": Filter(_NUMBER, CreditNote.total - CreditNote.amount_allocated),
+        "voided_at": _unix(CreditNote, "voided_at"), "updated_at": Filter(_TIME, CreditNote.updated_at),
+        "channel": Filter(_ENUM, _text(CreditNote, "channel")),
+        "einvoice[status]": Filter(_ENUM, null()),
+    },
+    sortable={"date": CreditNote.created_at},
+    deleted=false(),
+)
+
+
+def list_invoices(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[Invoice], str | None]:
+    return records.page(session, Invoice, site, parse_list(INVOICE_LIST, form))
+
+
+def invoices_of(
+    session: Session, site: Site, owner: ColumnElement[bool], form: dict[str, Any]
+) -> tuple[list[Invoice], str | None]:
+    """A customer's or a subscription's invoices (`owner` is the condition naming it)."""
+    return records.page(session, Invoice, site, parse_list(INVOICES_OF, form), owner)
+
+
+def list_credit_notes(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[CreditNote], str | None]:
+    return records.page(session, CreditNote, site, parse_list(CREDIT_NOTE_LIST, form))
