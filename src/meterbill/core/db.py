@@ -17,10 +17,23 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import JSON, Dialect, Engine, MetaData, Numeric, String, create_engine, event, insert, text
+from sqlalchemy import (
+    JSON,
+    CursorResult,
+    Dialect,
+    Engine,
+    MetaData,
+    Numeric,
+    Result,
+    String,
+    create_engine,
+    event,
+    insert,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -39,6 +52,9 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+M = TypeVar("M", bound=Base)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -118,6 +134,18 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def must_get(session: Session, model: type[M], key: Any) -> M:
+    """A row that other stored data refers to, e.g. the item price of a subscription's item.
+
+    Such rows are never removed (archived and deleted catalog entries keep their row), so a
+    missing one is a broken invariant of the database, not a caller's "not found".
+    """
+    row = session.get(model, key)
+    if row is None:
+        raise LookupError(f"{model.__name__} {key!r} is referred to but missing")
+    return row
 
 
 READ_ONLY = "meterbill_read_only"
@@ -223,6 +251,17 @@ class Database:
         self.engine.dispose()
 
 
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched, or an INSERT ... SELECT inserted.
+
+    Session.execute is typed to return a Result, but runs these statements on a cursor and
+    returns the CursorResult that carries the count.
+    """
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"a {type(result).__name__} has no row count: only a DML statement's result has one")
+    return result.rowcount
+
+
 def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
     """Thousands of new rows of one table in the session's transaction (every row with the same keys).
 
@@ -239,8 +278,10 @@ def bulk_insert(session: Session, model: type[Base], rows: Sequence[dict[str, An
     names = list(rows[0])
     session.flush()
     driver = session.connection().connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):  # None once the connection is closed or invalidated
+        raise RuntimeError(f"bulk_insert needs an open psycopg connection, not {driver!r}")
     columns = ", ".join(f'"{name}"' for name in names)  # quoted: "references" is a keyword
-    statement = f'COPY "{table.name}" ({columns}) FROM STDIN'
+    statement = f'COPY "{model.__tablename__}" ({columns}) FROM STDIN'
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for offset in range(0, len(rows), 5000):

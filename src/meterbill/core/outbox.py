@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from sqlalchemy import BigInteger, Index, Integer, String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from meterbill.core.db import Base, Database, JSONDocument, UTCDateTime, utcnow
+from meterbill.core.db import Base, Database, JSONDocument, UTCDateTime, rowcount, utcnow
 
 log = structlog.get_logger("meterbill.outbox")
 
@@ -81,11 +81,11 @@ class Delivery:
     def renew_lease(self, seconds: float) -> None:
         """Keep the message for `seconds` more: long handlers call this between their batches."""
         with self.db.transaction() as session:
-            owned = session.execute(
+            owned = rowcount(session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == self.id, OutboxMessage.lease_token == self._lease_token)
                 .values(leased_until=utcnow() + timedelta(seconds=seconds))
-            ).rowcount
+            ))
         if owned != 1:
             raise LeaseLost()
 
@@ -95,11 +95,11 @@ class Delivery:
             raise RuntimeError("a delivery commits once")
         with self.db.transaction() as session:
             yield session
-            owned = session.execute(
+            owned = rowcount(session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == self.id, OutboxMessage.lease_token == self._lease_token)
                 .values(status=DONE, processed_at=utcnow(), lease_token=None, leased_until=None)
-            ).rowcount
+            ))
             if owned != 1:
                 # Our lease ran out and another worker owns the message now:
                 # roll back so its effects are not applied twice.

@@ -17,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from meterbill.core.db import rowcount
 from meterbill.core.outbox import Delivery, enqueue, handles
 
 COMPACT_TOPIC = "metering.compact_usage_days"
@@ -77,11 +78,11 @@ def compact_usage_days(session: Session, org_id: str) -> int:
         return 0
     several = (f"SELECT {_KEY} FROM metering_usage_days WHERE organization_id = :org AND id <= :last"
                f" GROUP BY {_KEY} HAVING COUNT(*) > 1")
-    folded = session.execute(text(
+    folded = rowcount(session.execute(text(
         f"INSERT INTO metering_usage_days ({COLUMNS}) SELECT :org, {_KEY}, {_SUMS} FROM metering_usage_days"
         f" WHERE organization_id = :org AND id <= :last AND ({_KEY}) IN ({several}) GROUP BY {_KEY}"),
-        {"org": org_id, "last": last}).rowcount
-    parts = session.execute(text(
+        {"org": org_id, "last": last}))
+    parts = rowcount(session.execute(text(
         f"DELETE FROM metering_usage_days WHERE organization_id = :org AND id <= :last AND ({_KEY}) IN ({several})"),
-        {"org": org_id, "last": last}).rowcount
+        {"org": org_id, "last": last}))
     return parts - folded
