@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
 import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -20,8 +21,41 @@ from meterbill.core.db import upgrade
 from meterbill.core.errors import DomainError
 from meterbill.settings import Settings
 
-app = typer.Typer(help="meterbill: usage-based billing (m3ter-compatible metering, Chargebee-compatible billing).",
-                  no_args_is_help=True)
+
+class _Cli(typer.Typer):
+    """Every failure a command can meet ends as one line on stderr and a non-zero exit;
+    a traceback only with `--debug` (see `cli_errors.describe`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # typer vendors click (0.29): its exceptions are the ones commands raise.
+        from typer._click import exceptions as click
+
+        from meterbill.cli_errors import USAGE, describe
+
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except click.NoArgsIsHelpError as exc:
+            exc.show()
+            code = USAGE
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "meterbill"
+            err.print(f"[red]error:[/red] {exc.format_message()} (see `{command} --help`)", highlight=False,
+                      soft_wrap=True)
+            code = USAGE
+        except typer.Abort:
+            err.print("aborted")
+            code = 130
+        except Exception as exc:
+            failure = describe(exc)
+            if failure is None or _debug:
+                raise
+            err.print(f"[red]error:[/red] {failure.message}", highlight=False, soft_wrap=True, markup=True)
+            code = failure.exit_code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = _Cli(help="meterbill: usage-based billing (m3ter-compatible metering, Chargebee-compatible billing).",
+           no_args_is_help=True, pretty_exceptions_enable=False)
 tenants_app = typer.Typer(help="Manage tenants (a billing site + a metering organization + their integration).",
                           no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -30,6 +64,15 @@ app.add_typer(db_app, name="db")
 
 # Human-facing output goes to stderr so stdout stays machine-readable (e.g. --json).
 err = Console(stderr=True)
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of a failure.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
 
 DatabaseUrl = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional on 3.11
@@ -38,10 +81,18 @@ DatabaseUrl = Annotated[
 
 
 def _settings(database_url: str | None = None, **overrides: object) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
+    from meterbill.cli_errors import CliError
+
+    values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if database_url:
         values["database_url"] = database_url
-    return Settings(**values)
+    settings = Settings(**values)
+    folder = settings.sqlite_folder()
+    if folder is not None and not folder.is_dir():
+        # Created silently, a typo in the path would start an empty billing database there.
+        raise CliError(f"the SQLite database's folder {folder} does not exist: create it (mkdir -p {folder}), "
+                       "or point METERBILL_DATABASE_URL (or --database-url) elsewhere")
+    return settings
 
 
 def _runtime(settings: Settings):
@@ -67,11 +118,14 @@ def serve(
     from meterbill.tenants import demo_tenant
 
     settings = _settings(database_url, host=host, port=port)
+    # Bound before any credentials are minted: a busy port must not cost a set of valid keys.
+    listener = _listen(settings.host, settings.port)
     runtime = _runtime(settings)
     base = settings.base_url()
     if demo:
         credentials = demo_tenant(runtime)
-        err.print("[bold]Demo tenant[/bold] (keys are shown once; new ones are issued on every --demo start):")
+        err.print("[bold]Demo tenant[/bold] (keys are shown once; every --demo start revokes the earlier ones "
+                  "and issues these):")
         err.print_json(json.dumps(credentials.as_json()))
         threading.Thread(target=_seed_demo, args=(base, credentials), name="demo-seed", daemon=True).start()
     runtime.db.dispose()
@@ -80,10 +134,25 @@ def serve(
     err.print(f"  billing API (Chargebee v2): {base}/api/v2    metering API (m3ter): {base}/organizations")
     err.print(f"  API docs: {base}/docs    health: {base}/healthz    metrics: {base}/metrics")
     print(f"meterbill listening on {base} (console: {base}/console)", flush=True)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from meterbill.cli_errors import CliError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a port in TIME_WAIT after our last stop is free, one with a listener is not.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise CliError(f"cannot listen on {host}:{port} ({exc.strerror}): another process (an earlier "
+                       "`meterbill serve`?) holds it; stop it or choose another port with --port") from None
+    listener.set_inheritable(True)
+    return listener
 
 
 def _seed_demo(base: str, credentials) -> None:
@@ -162,11 +231,18 @@ out = Console()
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSON lines")],
-    map_: Annotated[list[str], typer.Option("--map", help="column=field, e.g. requests=measure.requests")] = [],  # noqa: B006
+    map_: Annotated[list[str], typer.Option("--map", help="COLUMN=CATEGORY.FIELD (e.g. requests=measure.requests) "
+                                            "or COLUMN=uid/meter/account/ts/ets")] = [],  # noqa: B006
+    ignore_column: Annotated[list[str], typer.Option("--ignore-column", help="a CSV column not to send")] = [],  # noqa: B006
     report: Annotated[Optional[Path], typer.Option(help="where refused rows go")] = None,  # noqa: UP045
     meter: Annotated[Optional[str], typer.Option(help="meter code for rows that name none")] = None,  # noqa: UP045
 ) -> None:
     """Send measurements from a file in batches of 1000, with progress, retries and a report of refused rows.
+
+    CSV columns named like a field of the meter (any category) or uid/meter/account/ts/ets map
+    themselves; any other column must be mapped (--map) or ignored (--ignore-column), or nothing
+    is sent. Exit 0 when every row is stored or already stored, 1 when a row was refused (see
+    FILE.rejected.jsonl), 2 for a usage error.
 
     Needs METERBILL_URL, METERBILL_ORG_ID, METERBILL_METERING_API_KEY and METERBILL_METERING_API_SECRET.
     """
@@ -174,18 +250,42 @@ def ingest(
 
     from meterbill import ops
 
-    mapping = dict(item.split("=", 1) for item in map_)
-    total = ops.count_rows(file)
+    # Everything that can refuse the run is checked before anything is sent.
+    run = ops.prepare_ingest(ops.Target(), file, ops.parse_mapping(map_), ignore_column, meter)
     columns = (BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), RowRateColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err) as progress:
-        task = progress.add_task("ingest", total=total)
-        result = ops.ingest(ops.Target(), file, mapping, progress, task, meter=meter)
+    started = time.monotonic()
+    # Transient: once done (or failed) the bar leaves the screen to the one-line outcome.
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("ingest", total=ops.count_rows(file))
+        result = ops.ingest(run, progress, task)
+    rows = result.sent + result.refused
+    rate = f"{rows / max(time.monotonic() - started, 1e-3):,.0f} rows/s"
     report_path = report or file.with_suffix(file.suffix + ".rejected.jsonl")
+    # A report left by an earlier run would list rows this run stored.
+    report_path.unlink(missing_ok=True)
+    if result.new is None:
+        stored = f"stored {result.sent} (the server does not say how many were already stored)"
+    else:
+        stored = f"stored {result.new} new, {result.already_stored} already stored"
+    if not result.refused:
+        out.print(f"{stored}, refused 0 in {result.batches} request(s), {rate}")
+        return
     with report_path.open("w") as handle:
         for reason in result.reasons:
             handle.write(json.dumps(reason) + "\n")
-    out.print(f"accepted {result.accepted}, rejected {result.rejected} in {result.batches} request(s); "
-              f"refused rows and reasons: {report_path}")
+    out.print(f"{stored}, refused {result.refused} in {result.batches} request(s), {rate}; "
+              f"refused rows and reasons: {report_path}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _date(option: str, value: str) -> str:
+    from meterbill.cli_errors import USAGE, CliError
+
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise CliError(f"{option} {value}: expected a date as YYYY-MM-DD, e.g. {date.today().isoformat()}",
+                       USAGE) from None
 
 
 class RowRateColumn(ProgressColumn):
@@ -205,13 +305,13 @@ def usage(
 
     from meterbill import ops
 
+    today = date.today()
+    start_date = _date("--start", start) if start else today.replace(day=1).isoformat()
+    end_date = _date("--end", end) if end else (today + timedelta(days=1)).isoformat()
     client = ops.Target().metering()
     accounts = client.accounts.list(codes=[account]).data
     if not accounts:
         raise typer.BadParameter(f"no account with code {account}")
-    today = date.today()
-    start_date = start or today.replace(day=1).isoformat()
-    end_date = end or (today + timedelta(days=1)).isoformat()
     table = Table(title=f"usage of {account}, {start_date} to {end_date}")
     for column in ("meter", "field", "total"):
         table.add_column(column)
@@ -238,7 +338,7 @@ def bills_run(
     from meterbill import ops
 
     client = ops.Target().metering()
-    job = client.bill_jobs.create(bill_date=bill_date)
+    job = client.bill_jobs.create(bill_date=_date("--date", bill_date))
     while job.status not in ("COMPLETE", "CANCELLED"):
         time.sleep(0.5)
         job = client.bill_jobs.retrieve(id=job.id)

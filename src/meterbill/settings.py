@@ -7,9 +7,11 @@ file in the working directory, created and migrated on first start.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
@@ -26,7 +28,8 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, repr=False)
     secret_key_file: str = "./meterbill.key"
     log_level: str = "INFO"
-    log_json: bool = True
+    # Unset: JSON lines when the log goes to a file or a pipe, readable lines on a terminal.
+    log_json: bool | None = None
     # The in-process outbox worker of `meterbill serve`; turn off when dedicated
     # `meterbill worker` processes do the draining.
     embedded_worker: bool = True
@@ -48,6 +51,13 @@ class Settings(BaseSettings):
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def sqlite_folder(self) -> Path | None:
+        """The folder of the SQLite database file (None for other databases and in-memory SQLite)."""
+        url = make_url(self.database_url)
+        if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).expanduser().absolute().parent
 
 
 @lru_cache

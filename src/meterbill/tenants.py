@@ -41,17 +41,19 @@ def create_tenant(runtime: Runtime, name: str) -> TenantCredentials:
     with runtime.db.transaction() as session:
         site, billing_key = sites.create_site(session, name)
         org, metering_key, metering_secret = organizations.create_organization(session, name)
+        # The connector holds keys of its own, so the printed ones can be revoked without stopping it.
+        connector_metering_key, connector_metering_secret = organizations.issue_api_key(session, org)
         integration, webhook_password = create_integration(
             session,
             runtime.vault,
             IntegrationConfig(
                 chargebee_site=site.id,
                 chargebee_base_url=base_url,
-                chargebee_api_key=billing_key,
+                chargebee_api_key=sites.issue_api_key(session, site),
                 m3ter_org_id=org.id,
                 m3ter_base_url=base_url,
-                m3ter_api_key=metering_key,
-                m3ter_api_secret=metering_secret,
+                m3ter_api_key=connector_metering_key,
+                m3ter_api_secret=connector_metering_secret,
             ),
         )
         session.flush()
@@ -74,13 +76,17 @@ def create_tenant(runtime: Runtime, name: str) -> TenantCredentials:
 
 
 def demo_tenant(runtime: Runtime, name: str = "demo") -> TenantCredentials:
-    """The demo tenant's credentials: created on first start, fresh keys on later starts
-    (stored keys are hashes, so earlier ones cannot be shown again)."""
+    """The demo tenant's credentials: created on first start; on later starts the keys printed
+    before are revoked and fresh ones issued (stored keys are hashes, so earlier ones cannot be
+    shown again, and leaving them valid would pile up live keys nobody tracks). The keys the
+    connector holds stay: it keeps syncing the demo tenant."""
     with runtime.db.transaction() as session:
         site = session.get(Site, name)
         integration = session.scalars(select(Integration).where(Integration.chargebee_site == name)).first()
         if site is not None and integration is not None:
             org = organizations.get_organization(session, integration.m3ter_org_id)
+            sites.revoke_api_keys(session, site, keep=runtime.vault.decrypt(integration.chargebee_api_key_encrypted))
+            organizations.revoke_api_keys(session, org, keep=integration.m3ter_api_key)
             metering_key, metering_secret = organizations.issue_api_key(session, org)
             return TenantCredentials(
                 site=site.id,

@@ -49,9 +49,9 @@ def test_cli_ingest_csv_totals_and_refused_rows(server, tenant, tmp_path):
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(f"meterbill ingest: {ROWS + 3} rows in {elapsed:.1f}s ({ROWS / elapsed:,.0f} rows/s), "
           f"peak RSS of the largest child process so far {peak_kib / 1024:.0f} MB")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"accepted {ROWS}, rejected 3" in result.stdout
-    assert "rows/s" in result.stderr  # the progress bar showed a rate
+    assert result.returncode == 1, result.stderr[-2000:]  # rows were refused
+    assert f"stored {ROWS} new, 0 already stored, refused 3" in result.stdout
+    assert "rows/s" in result.stdout  # the outcome names the rate
     refused = [json.loads(line) for line in (tmp_path / "usage.csv.rejected.jsonl").read_text().splitlines()]
     assert sorted(r["row"] for r in refused) == [ROWS + 2, ROWS + 3, ROWS + 4]
     assert any("ts" in r["reason"] for r in refused)
@@ -69,7 +69,8 @@ def test_cli_ingest_csv_totals_and_refused_rows(server, tenant, tmp_path):
     again = subprocess.run(
         [sys.executable, "-m", "meterbill.cli", "ingest", str(path), "--meter", "api", "--map",
          "requests=measure.requests"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert again.returncode == 0
+    assert again.returncode == 1, again.stderr[-2000:]
+    assert f"stored 0 new, {ROWS} already stored, refused 3" in again.stdout
     response = client.usage.with_raw_response.query(
         start_date="2024-01-01T00:00:00Z", end_date="2024-02-01T00:00:00Z",
         aggregations=[{"meterId": meter.id, "fieldCode": "requests", "fieldType": "MEASURE", "function": "SUM"}])

@@ -43,6 +43,19 @@ def issue_api_key(session: Session, site: Site) -> str:
     return key
 
 
+def revoke_api_keys(session: Session, site: Site, *, keep: str) -> int:
+    """Revoke every live key of the site except `keep`; returns how many were revoked."""
+    now = utcnow()
+    revoked = 0
+    for record in session.scalars(
+        select(SiteApiKey).where(SiteApiKey.site_id == site.id, SiteApiKey.revoked_at.is_(None))
+    ):
+        if record.lookup_prefix != keep[:LOOKUP_LEN] or not verify_secret(keep, record.key_hash):
+            record.revoked_at = now
+            revoked += 1
+    return revoked
+
+
 def authenticate(session: Session, api_key: str) -> Site:
     if len(api_key) >= LOOKUP_LEN:
         candidates = session.scalars(

@@ -11,13 +11,17 @@ from typing import Any
 
 import m3ter
 
+from meterbill.core.observability import INTERNAL_CALLER, INTERNAL_CALLER_HEADER
+
 SYSTEM = "Chargebee"
 
 
 class M3terPort:
     def __init__(self, base_url: str, org_id: str, api_key: str, api_secret: str) -> None:
+        # The header keeps our own server's request log quiet about the connector's polling.
         self.client = m3ter.M3ter(api_key=api_key, api_secret=api_secret, org_id=org_id,
-                                  base_url=base_url.rstrip("/"), max_retries=2)
+                                  base_url=base_url.rstrip("/"), max_retries=2,
+                                  default_headers={INTERNAL_CALLER_HEADER: INTERNAL_CALLER})
 
     # --- external mappings --------------------------------------------------------------------
 

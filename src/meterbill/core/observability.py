@@ -21,7 +21,11 @@ LATENCY = Histogram(
 )
 
 
-def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO = sys.stdout) -> None:
+def configure_logging(level: str = "INFO", json: bool | None = None, stream: TextIO = sys.stdout) -> None:
+    """Structured JSON lines for machines; readable lines for a person at a terminal (json None: decide by
+    whether `stream` is one)."""
+    if json is None:
+        json = not stream.isatty()
     logging.basicConfig(format="%(message)s", stream=stream, level=level.upper(), force=True)
     # Alembic narrates every migration step at INFO; only its problems matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -88,11 +92,24 @@ class RequestContextMiddleware:
             family = api_family(scope["path"])
             REQUESTS.labels(family, scope["method"], str(status)).inc()
             LATENCY.labels(family).observe(elapsed)
-            self.log.info(
+            # The server's own connector polls its m3ter API every few seconds, idle or not: logged
+            # per request that would bury everything else (its actions are in the sync log), so only
+            # its failures are.
+            quiet = status < 400 and _is_internal(scope)
+            (self.log.debug if quiet else self.log.info)(
                 "request", method=scope["method"], path=scope["path"], status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+
+
+INTERNAL_CALLER_HEADER = "x-meterbill-caller"
+INTERNAL_CALLER = "connector"
+
+
+def _is_internal(scope: Scope) -> bool:
+    wanted = (INTERNAL_CALLER_HEADER.encode(), INTERNAL_CALLER.encode())
+    return any((name, value) == wanted for name, value in scope.get("headers", []))
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

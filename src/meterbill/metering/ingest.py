@@ -1,7 +1,8 @@
 """Measurement ingest: validate a whole batch, then store it idempotently in one transaction.
 
-A batch is all-or-nothing: one bad measurement rejects the request with an error
-naming its index and field, and nothing is stored. Accepted measurements are
+A batch is all-or-nothing: one bad measurement (a measurement with no data field
+at all included) rejects the request with an error naming its index and field,
+and nothing is stored. Accepted measurements are
 committed before the response, deduplicated on `uid` per organization (a replay
 is answered `accepted` and stores nothing new), and their numeric fields copied
 to `MeasurementValue` rows in millionths so aggregation is exact integer SQL,
@@ -39,6 +40,9 @@ NUMERIC_CATEGORIES = ("measure", "income", "cost")
 _CATEGORIES = (*TEXT_CATEGORIES, *NUMERIC_CATEGORIES)
 ALLOWED_KEYS = frozenset({"uid", "meter", "account", "ts", "ets", *TEXT_CATEGORIES, *NUMERIC_CATEGORIES})
 SKELETON_EMAIL = "unknown@skeleton.invalid"
+# A meterbill extension beside m3ter's `{"result": "accepted"}` (the SDK reads only the
+# body): how many of the batch's measurements were new, the rest being replayed uids.
+NEW_MEASUREMENTS_HEADER = "x-meterbill-new-measurements"
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,11 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
                 dimensions[code] = raw
             else:
                 raise _fail(index, f"{category}.{code}", "must be a string of at most 500 characters, without NUL")
+    if not dimensions and not measures:
+        # Nothing to bill or group by: storing it would only take the uid, so a corrected
+        # resend of the same measurement would then be dropped as a replay.
+        raise InvalidInput(f"measurements[{index}]: carries no data field; name at least one field of meter "
+                           f"{meter_code} under its category (e.g. measure)", param=f"measurements[{index}]")
     for code, expression in meter.derived.items():
         try:
             value = evaluate(expression, measures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
@@ -29,6 +30,18 @@ def issue_api_key(session: Session, org: Organization) -> tuple[str, str]:
         OrganizationApiKey(id=key, organization_id=org.id, secret_hash=hash_secret(secret), created_at=utcnow())
     )
     return key, secret
+
+
+def revoke_api_keys(session: Session, org: Organization, *, keep: str) -> int:
+    """Revoke every live key of the organization except the key `keep`; returns how many were revoked."""
+    records = session.scalars(
+        select(OrganizationApiKey).where(OrganizationApiKey.organization_id == org.id,
+                                         OrganizationApiKey.revoked_at.is_(None), OrganizationApiKey.id != keep)
+    ).all()
+    now = utcnow()
+    for record in records:
+        record.revoked_at = now
+    return len(records)
 
 
 def issue_token(session: Session, vault: Vault, api_key: str, api_secret: str, ttl_seconds: int) -> str:

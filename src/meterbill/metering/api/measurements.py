@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -57,17 +57,18 @@ _REQUEST_BODY = {
 
 
 @router.post("/measurements", response_model=SubmitResult, openapi_extra=_REQUEST_BODY)
-async def submit_measurements(request: Request, caller: CallerDep, runtime: RuntimeDep) -> Any:
+async def submit_measurements(request: Request, response: Response, caller: CallerDep, runtime: RuntimeDep) -> Any:
     raw = await _read_limited(request)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidInput("request body is not valid JSON") from None
-    await run_in_threadpool(_store, runtime, caller.org_id, payload)
+    new = await run_in_threadpool(_store, runtime, caller.org_id, payload)
+    response.headers[ingest.NEW_MEASUREMENTS_HEADER] = str(new)
     return SubmitResult()
 
 
-def _store(runtime, org_id: str, payload: Any) -> None:
+def _store(runtime, org_id: str, payload: Any) -> int:
     # Validation only reads, so it runs before the write transaction: on SQLite that
     # keeps the database's single write lock free while this batch is parsed. The
     # insert is one transaction, committed (durable) before we answer; a refused
@@ -75,7 +76,7 @@ def _store(runtime, org_id: str, payload: Any) -> None:
     with runtime.db.read() as session:
         batch = ingest.parse_batch(session, org_id, payload)
     with runtime.db.transaction() as session:
-        ingest.store_batch(session, org_id, batch)
+        return ingest.store_batch(session, org_id, batch)
 
 
 async def _read_limited(request: Request) -> bytes:
