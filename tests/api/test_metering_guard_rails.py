@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import m3ter
 import pytest
 
 from tests.api.test_metering_billing import run_bill_job
+from tests.api.test_metering_list_filters import raw_get
 from tests.conftest import m3ter_client
 
 
@@ -108,8 +108,7 @@ def test_webhook_destination_answers_the_shape_the_sdk_declares(server, tenant):
     ("events/fields", "events.get_fields"),
 ])
 def test_literal_segments_are_not_taken_for_ids(server, tenant, path, operation):
-    response = httpx.get(f"{server.base_url}/organizations/{tenant['org_id']}/{path}",
-                         headers=_bearer(server, tenant))
+    response = raw_get(server, tenant, path, {})
     assert response.status_code == 501, response.text
     assert response.headers["x-should-retry"] == "false"
     message = response.json()["message"]
@@ -127,14 +126,6 @@ def test_sdk_search_calls_get_a_clear_not_supported_error(server, tenant):
         assert "not supported" in refused.value.body["message"]
 
 
-def _bearer(server, tenant) -> dict[str, str]:
-    response = httpx.post(f"{server.base_url}/oauth/token", json={"grant_type": "client_credentials"},
-                          auth=(tenant["metering_api_key"], tenant["metering_api_secret"]))
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-
 @pytest.mark.parametrize("field, sdk_name", [("dueDate", "due_date"), ("externalInvoiceDate", "external_invoice_date")])
 def test_bill_job_dates_bills_cannot_carry_are_refused_not_dropped(server, tenant, field, sdk_name):
     client = m3ter_client(server, tenant)
@@ -143,3 +134,32 @@ def test_bill_job_dates_bills_cannot_carry_are_refused_not_dropped(server, tenan
     assert refused.value.body["field"] == field
     assert "not supported" in refused.value.body["message"]
     assert list(client.bill_jobs.list()) == []
+
+
+def test_webhook_destination_is_switched_off_and_on(server, tenant):
+    client = strict_client(server, tenant)
+    webhook = client.webhooks.create(
+        name="Bills", description="bill events", url="http://127.0.0.1:9/hook",
+        credentials={"api_key": "key-1", "secret": "webhook-secret-123456", "type": "M3TER_SIGNED_REQUEST"})
+    off = client.webhooks.set_active(webhook.id, active=False)
+    assert (off.active, off.version) == (False, 2)
+    assert client.webhooks.retrieve(webhook.id).active is False
+    on = client.webhooks.set_active(webhook.id, active=True)
+    assert (on.active, on.version) == (True, 3)
+    with pytest.raises(m3ter.NotFoundError):
+        client.webhooks.set_active("no-such-webhook", active=False)
+
+
+def test_child_accounts_are_listed_page_by_page(server, tenant):
+    client = strict_client(server, tenant)
+    parent = client.accounts.create(code="parent", name="Parent", email_address="p@example.com")
+    children = [client.accounts.create(code=f"child{i}", name="Child", email_address="c@example.com",
+                                       parent_account_id=parent.id) for i in range(3)]
+    client.accounts.create(code="other", name="Other", email_address="o@example.com")
+    first = client.accounts.list_children(parent.id, page_size=2)
+    assert len(first.data) == 2 and first.next_token
+    assert sorted(a.id for a in client.accounts.list_children(parent.id, page_size=2)) == sorted(
+        c.id for c in children)
+    assert list(client.accounts.list_children(children[0].id)) == []
+    with pytest.raises(m3ter.NotFoundError):
+        client.accounts.list_children("no-such-account")

@@ -28,7 +28,7 @@ from tests.api.test_metering_billing import (
 from tests.conftest import m3ter_client, unique_name
 
 # path (under /organizations/{orgId}) -> the SDK's params type for that list operation.
-# `{bill}` is replaced by a bill id of the tenant.
+# `{bill}` and `{account}` are replaced by a bill's and an account's id.
 SERVED_LISTS: dict[str, type] = {
     "products": sdk_types.ProductListParams,
     "meters": sdk_types.MeterListParams,
@@ -38,6 +38,7 @@ SERVED_LISTS: dict[str, type] = {
     "plans": sdk_types.PlanListParams,
     "pricings": sdk_types.PricingListParams,
     "accounts": sdk_types.AccountListParams,
+    "accounts/{account}/children": sdk_types.AccountListChildrenParams,
     "accountplans": sdk_types.AccountPlanListParams,
     "integrationdestinations/webhooks": sdk_types.WebhookListParams,
     "externalmappings": sdk_types.ExternalMappingListParams,
@@ -235,8 +236,9 @@ def test_aggregations_by_product_of_their_meter(client, billed):
 @pytest.mark.parametrize("path", SERVED_LISTS)
 def test_every_sdk_list_parameter_is_accepted(server, tenant, billed, path):
     bill = billed["bills"][billed["monthly"].id, "2024-03-01"]
+    url_path = path.format(bill=bill.id, account=bill.account_id)
     for name in sorted(sdk_query_params(SERVED_LISTS[path]) - {"nextToken"}):
-        response = raw_get(server, tenant, path.format(bill=bill.id), {name: SAMPLE_VALUES.get(name, "x")})
+        response = raw_get(server, tenant, url_path, {name: SAMPLE_VALUES.get(name, "x")})
         if name == "additional":  # accepted, and its value refused: there are no additional fields
             assert response.status_code == 400 and response.json()["field"] == "additional", response.text
             continue
@@ -250,7 +252,7 @@ def test_unknown_list_parameters_are_refused_by_name(server, tenant, billed, pat
     for name in ("sortBy", "ids", "codes", "meterId", "status"):
         if name in offered:
             continue
-        response = raw_get(server, tenant, path.format(bill=bill.id), {name: "x"})
+        response = raw_get(server, tenant, path.format(bill=bill.id, account=bill.account_id), {name: "x"})
         assert response.status_code == 400, (path, name, response.text)
         assert response.json()["field"] == name
         assert name in response.json()["message"]

@@ -158,6 +158,18 @@ def update(
     return entity
 
 
+def set_active(session: Session, caller: Caller, resource: Resource, entity_id: str, active: bool) -> ConfigEntity:
+    """m3ter's switch for a webhook destination: no body, so no version to check."""
+    entity = get(session, caller.org_id, resource, entity_id)
+    if entity.document.get("active", True) != active:
+        entity.document = {**entity.document, "active": active}
+        entity.version += 1
+        entity.last_modified_by = caller.principal
+        entity.modified_at = utcnow()
+        session.flush()
+    return entity
+
+
 def delete(session: Session, org_id: str, resource: Resource, entity_id: str) -> ConfigEntity:
     entity = get(session, org_id, resource, entity_id)
     for kind, doc_field in resource.dependents:

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Query
 
 from meterbill.core.db import utcnow
 from meterbill.core.runtime import RuntimeDep, SessionDep
@@ -122,6 +122,30 @@ def mappings_by_m3ter_entity(
     query: Annotated[ListQuery, MAPPINGS_OF_ONE_ENTITY.depends],
 ) -> ExactJSONResponse:
     return ExactJSONResponse(_mapping_page(session, caller.org_id, query, m3terEntity=entity, m3terId=m3terId))
+
+
+WEBHOOKS = RESOURCES["webhook"]
+ACCOUNTS = RESOURCES["account"]
+CHILDREN = list_params()
+
+
+@router.put("/integrationdestinations/webhooks/{id}/active", summary="Switch a webhook destination on or off")
+def set_webhook_active(
+    id: str, active: Annotated[bool, Query()], caller: CallerDep, session: SessionDep
+) -> ExactJSONResponse:
+    return ExactJSONResponse(config.render(config.set_active(session, caller, WEBHOOKS, id, active), WEBHOOKS))
+
+
+@router.get("/accounts/{id}/children", summary="The child accounts of an account", openapi_extra=CHILDREN.openapi)
+def list_child_accounts(
+    id: str, caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, CHILDREN.depends]
+) -> ExactJSONResponse:
+    config.get(session, caller.org_id, ACCOUNTS, id)
+    entities, token = config.list_page(
+        session, caller.org_id, ACCOUNTS, filters={"parentAccountId": [id]},
+        page_size=query.page_size, next_token=query.next_token,
+    )
+    return ExactJSONResponse(page(ACCOUNTS, entities, token))
 
 
 for _resource in RESOURCES.values():
