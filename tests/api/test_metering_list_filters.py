@@ -256,3 +256,19 @@ def test_unknown_list_parameters_are_refused_by_name(server, tenant, billed, pat
         assert response.status_code == 400, (path, name, response.text)
         assert response.json()["field"] == name
         assert name in response.json()["message"]
+
+
+def test_bill_retrievals_refuse_additional_fields_and_unknown_parameters(server, tenant, client, billed):
+    bill = billed["bills"][billed["monthly"].id, "2024-03-01"]
+    for call in (lambda: client.bills.retrieve(bill.id, additional=["customFields"]),
+                 lambda: client.bills.latest_by_account(bill.account_id, additional=["customFields"]),
+                 lambda: client.bills.line_items.retrieve(bill.line_items[0].id, bill_id=bill.id,
+                                                          additional=["customFields"])):
+        with pytest.raises(m3ter.BadRequestError) as refused:
+            call()
+        assert refused.value.body["field"] == "additional"
+    line_path = f"bills/{bill.id}/lineitems/{bill.line_items[0].id}"
+    for path in (f"bills/{bill.id}", f"bills/latest/{bill.account_id}", line_path):
+        response = raw_get(server, tenant, path, {"pageSize": "1"})
+        assert response.status_code == 400 and response.json()["field"] == "pageSize", response.text
+        assert raw_get(server, tenant, path, {}).status_code == 200

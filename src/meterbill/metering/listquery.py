@@ -99,13 +99,14 @@ class ListQuery:
 
 @dataclass(frozen=True)
 class ListParams:
-    """The query parameters one list operation accepts: paging plus `names`."""
+    """The query parameters one operation accepts: `names`, plus paging for a list."""
 
     names: tuple[str, ...]
+    paged: bool = True
 
     @property
     def accepted(self) -> frozenset[str]:
-        return frozenset(PAGING + self.names)
+        return frozenset((PAGING if self.paged else ()) + self.names)
 
     def check(self, request: Request) -> ListQuery:
         unknown = sorted(set(request.query_params) - self.accepted)
@@ -127,9 +128,14 @@ class ListParams:
             {"name": name, "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE} if name == "pageSize"
              else {"type": "string"}}
-            for name in PAGING + self.names
+            for name in sorted(self.accepted)
         ]}
 
 
 def list_params(*names: str) -> ListParams:
     return ListParams(tuple(names))
+
+
+def retrieve_params(*names: str) -> ListParams:
+    """For a retrieve operation's query parameters: the same checks, no paging."""
+    return ListParams(tuple(names), paged=False)

@@ -11,7 +11,7 @@ from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import billrun, bills, schemas
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.listquery import ListQuery, list_params
+from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
 from meterbill.metering.models import BillJob
 from meterbill.metering.paging import page_body
 
@@ -37,6 +37,8 @@ BILL_LIST = list_params(
     "status",
 )
 LINE_ITEM_LIST = list_params("additional")
+# Retrieving a bill or a line item offers `additional` too.
+WITH_ADDITIONAL = retrieve_params("additional")
 
 
 def _no_additional_fields(query: ListQuery) -> None:
@@ -104,16 +106,23 @@ def approve_bills(body: schemas.ApproveBillsBody, caller: CallerDep, session: Se
     return ExactJSONResponse({"message": f"{len(approved)} bill(s) approved"})
 
 
-@router.get("/bills/latest/{accountId}", summary="The latest bill of an account")
-def latest_bill(accountId: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+@router.get("/bills/latest/{accountId}", summary="The latest bill of an account",
+            openapi_extra=WITH_ADDITIONAL.openapi)
+def latest_bill(
+    accountId: str, caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, WITH_ADDITIONAL.depends]
+) -> ExactJSONResponse:
+    _no_additional_fields(query)
     rows, _ = bills.list_page(session, caller.org_id, account_id=accountId, page_size=1000, next_token=None)
     if not rows:
         raise NotFound(f"account {accountId} has no bills")
     return ExactJSONResponse(bills.render(session, max(rows, key=lambda b: (b.period_end, b.created_at))))
 
 
-@router.get("/bills/{id}", summary="Retrieve a bill")
-def retrieve_bill(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+@router.get("/bills/{id}", summary="Retrieve a bill", openapi_extra=WITH_ADDITIONAL.openapi)
+def retrieve_bill(
+    id: str, caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, WITH_ADDITIONAL.depends]
+) -> ExactJSONResponse:
+    _no_additional_fields(query)
     return ExactJSONResponse(bills.render(session, bills.get(session, caller.org_id, id)))
 
 
@@ -149,8 +158,12 @@ def list_line_items(
     return ExactJSONResponse(page_body([bills.render_line(bill, line) for line in lines], token))
 
 
-@router.get("/bills/{billId}/lineitems/{id}", summary="Retrieve a bill line item")
-def retrieve_line_item(billId: str, id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+@router.get("/bills/{billId}/lineitems/{id}", summary="Retrieve a bill line item",
+            openapi_extra=WITH_ADDITIONAL.openapi)
+def retrieve_line_item(
+    billId: str, id: str, caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, WITH_ADDITIONAL.depends]
+) -> ExactJSONResponse:
+    _no_additional_fields(query)
     bill = bills.get(session, caller.org_id, billId)
     for line in bills.lines_of(session, bill.id):
         if line.id == id:
