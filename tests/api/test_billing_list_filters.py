@@ -43,7 +43,7 @@ def _invalid(call, *args: Any) -> chargebee.InvalidRequestError:
 def shop(cb) -> chargebee.Chargebee:
     """Jan 1 2024: plans basic (basic-usd 1000, basic-eur) and pro (pro-usd 3000), a metered addon
     calls (calls-usd); customers ada (exempt, auto-closing), bob, cy (deleted); subscriptions
-    s-basic (ada, basic + calls), s-pro (bob, pro), s-gone (bob, basic, cancelled)."""
+    s-basic (ada, basic + calls), s-pro (bob, pro), s-gone (bob, basic, cancelled with a full credit)."""
     cb.TimeMachine.start_afresh(TM, {"genesis_time": JAN01})
     cb.ItemFamily.create({"id": "fam", "name": "Family"})
     cb.ItemFamily.create({"id": "other", "name": "Other family"})
@@ -67,7 +67,8 @@ def shop(cb) -> chargebee.Chargebee:
         {"item_price_id": "basic-usd"}, {"item_price_id": "calls-usd"}]})
     cb.Subscription.create_with_items("bob", {"id": "s-pro", "subscription_items": [{"item_price_id": "pro-usd"}]})
     cb.Subscription.create_with_items("bob", {"id": "s-gone", "subscription_items": [{"item_price_id": "basic-usd"}]})
-    cb.Subscription.cancel_for_items("s-gone", {"cancel_option": "immediately", "cancel_reason_code": "moved"})
+    cb.Subscription.cancel_for_items("s-gone", {"cancel_option": "immediately", "cancel_reason_code": "moved",
+                                                "credit_option_for_current_term_charges": "full"})
     return cb
 
 
@@ -167,9 +168,11 @@ def test_invoice_list_filters_amounts_payment_and_sort(shop):
 
 def test_credit_note_item_price_and_usage_filters(shop):
     cb = shop
-    notes = [e.credit_note.id for e in cb.CreditNote.list({"limit": 100, "amount_available": {"gte": 0},
-                                                            "price_type": {"is": "tax_exclusive"}}).list]
-    assert len(notes) == len([e for e in cb.CreditNote.list({"limit": 100}).list])
+    notes = cb.CreditNote.list({"limit": 100}).list
+    assert len(notes) == 1 and notes[0].credit_note.total == 1000  # s-gone's full credit
+    assert cb.CreditNote.list({"total": {"is": 1000}, "price_type": {"is": "tax_exclusive"},
+                               "customer_id": {"starts_with": "b"}}).list[0].credit_note.id == notes[0].credit_note.id
+    assert cb.CreditNote.list({"amount_refunded": {"gt": 0}}).list == []
     prices = [e.item_price.id for e in cb.ItemPrice.list({"item_family_id": {"is": "fam"},
                                                           "sort_by": {"asc": "id"}}).list]
     assert prices == ["basic-eur", "basic-usd", "calls-usd"]
@@ -180,6 +183,27 @@ def test_credit_note_item_price_and_usage_filters(shop):
     cb.Usage.create("s-basic", {"id": "u1", "item_price_id": "calls-usd", "quantity": "5", "usage_date": JAN01})
     assert [e.usage.id for e in cb.Usage.list({"source": {"is": "api"}, "usage_date": {"on": JAN01}}).list] == ["u1"]
     assert cb.Usage.list({"usage_date": {"after": JAN01}}).list == []
+
+
+def test_invoice_retrieve_filters_and_pages_its_line_items(shop):
+    cb = shop
+    invoice_id = next(e.invoice.id for e in cb.Invoice.list({"subscription_id": {"is": "s-basic"}}).list)
+    lines = cb.Invoice.retrieve(invoice_id).invoice.line_items
+    assert len(lines) == 1 and lines[0].subscription_id == "s-basic"
+    mine = cb.Invoice.retrieve(invoice_id, {"line_item": {"subscription_id": {"is": "s-basic"}}}).invoice
+    assert [line.id for line in mine.line_items] == [lines[0].id]
+    assert cb.Invoice.retrieve(invoice_id, {"line_item": {"subscription_id": {"is": "s-pro"}}}).invoice.line_items == []
+    assert len(cb.Invoice.retrieve(invoice_id, {"line_item": {"customer_id": {"in": ["ada", "bob"]}}})
+               .invoice.line_items) == 1
+    assert cb.Invoice.retrieve(invoice_id, {"line_items_limit": 1, "line_items_offset": "1"}).invoice.line_items == []
+    err = _invalid(cb.Invoice.retrieve, invoice_id, {"line_item": {"plan_id": {"is": "x"}}})
+    assert err.param == "line_item[plan_id]"
+    note = cb.CreditNote.list({"subscription_id": {"is": "s-gone"}}).list[0].credit_note
+    assert len(note.line_items) == 1
+    other = cb.CreditNote.retrieve(note.id, {"line_item": {"subscription_id": {"is": "s-pro"}}}).credit_note
+    assert other.line_items == []
+    assert len(cb.CreditNote.retrieve(note.id, {"line_item": {"subscription_id": {"is": "s-gone"}}})
+               .credit_note.line_items) == 1
 
 
 # --- refusals --------------------------------------------------------------------------------------

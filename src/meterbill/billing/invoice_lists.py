@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from meterbill.billing import records
 from meterbill.billing.invoices import PENDING, VOIDED
 from meterbill.billing.models import CreditNote, Invoice, Site
-from meterbill.billing.params import Filter, FilterType, ListOperation, parse_list
+from meterbill.billing.params import Filter, FilterType, ListOperation, Term, page_window, parse_list
+from meterbill.core.errors import InvalidInput
 
 _STRING, _ENUM, _NUMBER, _TIME = FilterType.STRING, FilterType.ENUM, FilterType.NUMBER, FilterType.TIMESTAMP
 
@@ -92,3 +93,42 @@ def invoices_of(
 
 def list_credit_notes(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[CreditNote], str | None]:
     return records.page(session, CreditNote, site, parse_list(CREDIT_NOTE_LIST, form))
+
+
+# invoice.retrieve and credit_note.retrieve filter and page the document's own line items
+# (`line_item[subscription_id][is]`, `line_items_limit`, `line_items_offset`). The lines are one
+# JSON document of one row, so they are matched here; the terms are parsed like any list filter.
+_LINE_FIELDS = ("subscription_id", "customer_id")
+LINE_ITEMS = ListOperation(filters={f"line_item[{key}]": Filter(_STRING, null()) for key in _LINE_FIELDS})
+_LINE_PAGING = {"line_items_limit": "limit", "line_items_offset": "offset"}
+
+
+def with_line_items(document: dict[str, Any], form: dict[str, Any]) -> dict[str, Any]:
+    """The rendered invoice or credit note with only the line items the form asks for."""
+    unknown = [name for name in form if name not in _LINE_PAGING and name != "line_item"]
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} : is not a parameter of this operation", param=unknown[0])
+    query = parse_list(LINE_ITEMS, {"line_item": form["line_item"]} if "line_item" in form else {})
+    lines = [line for line in document.get("line_items", []) if all(_line_matches(t, line) for t in query.terms)]
+    if "line_items_limit" in form or "line_items_offset" in form:
+        limit, offset = page_window({_LINE_PAGING[k]: v for k, v in form.items() if k in _LINE_PAGING})
+        if offset + limit < len(lines):
+            document = {**document, "line_items_next_offset": str(offset + limit)}
+        lines = lines[offset:offset + limit]
+    return {**document, "line_items": lines}
+
+
+def _line_matches(term: Term, line: dict[str, Any]) -> bool:
+    value = line.get(term.param.removeprefix("line_item[").split("]")[0])
+    match term.operator:
+        case "is":
+            return bool(value == term.value)
+        case "is_not":
+            return bool(value != term.value)
+        case "starts_with":
+            return isinstance(value, str) and value.startswith(term.value)
+        case "in":
+            return value in term.value
+        case "not_in":
+            return value not in term.value
+    return (value is not None) == term.value  # is_present

@@ -25,8 +25,8 @@ async def list_invoices(request: Request) -> JSONResponse:
 
 @router.get("/invoices/{invoice_id}", summary="Retrieve an invoice")
 async def retrieve_invoice(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.get(s, site, invoice_id))))
+    return await handle(request, lambda s, site, form: envelope(invoice=invoice_lists.with_line_items(
+        invoices.render(invoices.get(s, site, invoice_id)), form)))
 
 
 @router.post("/invoices/{invoice_id}/add_charge", summary="Add an ad-hoc charge to a pending invoice")
@@ -94,8 +94,8 @@ async def list_credit_notes(request: Request) -> JSONResponse:
 
 @router.get("/credit_notes/{note_id}", summary="Retrieve a credit note")
 async def retrieve_credit_note(note_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
-        records.get(s, CreditNote, site, note_id, "Credit note"))))
+    return await handle(request, lambda s, site, form: envelope(credit_note=invoice_lists.with_line_items(
+        invoices.render_credit_note(records.get(s, CreditNote, site, note_id, "Credit note")), form)))
 
 
 def _invoices_of(field: str, owner_id: str):
