@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import Select, SQLColumnExpression
 from sqlalchemy.orm import Session
 
 
 def keyset_page(
-    session: Session, query: Select[Any], id_column: ColumnElement[str], page_size: int, next_token: str | None
+    session: Session, query: Select[Any], id_column: SQLColumnExpression[str], page_size: int, next_token: str | None
 ) -> tuple[list[Any], str | None]:
     if next_token:
         query = query.where(id_column > next_token)
