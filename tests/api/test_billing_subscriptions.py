@@ -595,6 +595,33 @@ def test_cancellation(cb):
     assert events[-1].content["invoice"]["id"] == final_eot.id
 
 
+def test_end_of_term_cancellation_needs_a_term(cb):
+    """A subscription scheduled to cancel before it starts has no term: ending "its term" is refused."""
+    _afresh(cb, JAN01_2024)
+    plan, _ = _metered_catalog(cb)
+    _customer(cb)
+    cb.Subscription.create_with_items("cust", {"id": "sub-f", "start_date": ts(2024, 3, 1),
+                                               "subscription_items": [{"item_price_id": plan}]})
+    scheduled = cb.Subscription.cancel_for_items("sub-f", {"cancel_option": "specific_date",
+                                                           "cancel_at": FEB01_2024}).subscription
+    assert (scheduled.status, scheduled.cancelled_at, scheduled.current_term_end) == (
+        "non_renewing", FEB01_2024, None)
+
+    err = _error(cb.Subscription.cancel_for_items, "sub-f", {"end_of_term": True, "cancel_reason_code": "moved"})
+    assert (err.http_status_code, err.api_error_code) == (409, "invalid_state_for_request")
+    # Refused, so nothing changed (before, the cancellation date was dropped and it never ended).
+    sub = cb.Subscription.retrieve("sub-f").subscription
+    assert (sub.status, sub.cancelled_at, sub.resource_version) == ("non_renewing", FEB01_2024,
+                                                                     scheduled.resource_version)
+    assert getattr(sub, "cancel_reason_code", None) is None
+
+    # The scheduled cancellation still runs on its date: no term, so no invoice.
+    _travel(cb, ts(2024, 2, 2))
+    sub = cb.Subscription.retrieve("sub-f").subscription
+    assert (sub.status, sub.cancelled_at) == ("cancelled", FEB01_2024)
+    assert _invoices(cb, "sub-f") == []
+
+
 # --- 4. idempotent pending-invoice charges --------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from meterbill.billing.params import (
     parse_list,
     unix,
 )
+from meterbill.core.db import must_get
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal, is_known_currency
 
@@ -271,8 +272,8 @@ def _tiers(params: ItemPriceFields, currency: str) -> list[Tier]:
             raise InvalidInput(f"tiers[starting_unit][{index}] : starting_unit and price are required",
                                param=f"tiers[starting_unit][{index}]")
         tiers.append(Tier(Decimal(start), None if end is None else Decimal(end), price))
-    for index, (tier, following) in enumerate(itertools.pairwise(tiers)):
-        if tier.ending_unit is None or following.starting_unit != tier.ending_unit + 1:
+    for index, (current, following) in enumerate(itertools.pairwise(tiers)):
+        if current.ending_unit is None or following.starting_unit != current.ending_unit + 1:
             raise InvalidInput(f"tiers[starting_unit][{index + 1}] : tiers must be contiguous",
                                param=f"tiers[starting_unit][{index + 1}]")
     if tiers and (tiers[0].starting_unit != 1 or tiers[-1].ending_unit is not None):
@@ -340,7 +341,7 @@ def update_item_price(session: Session, site: Site, item_price_id: str, form: di
         item_price.status = params.status
     if params.price is not None or params.price_in_decimal is not None or params.tiers is not None:
         item_price.price = None if params.tiers is not None else item_price.price
-    _apply_pricing(item_price, session.get(Item, (site.id, item_price.item_id)), params)
+    _apply_pricing(item_price, must_get(session, Item, (site.id, item_price.item_id)), params)
     item_price.data = {
         **item_price.data,
         **params.model_dump(exclude_none=True, exclude=_PRICING_FIELDS | {"status", "currency_code"}),

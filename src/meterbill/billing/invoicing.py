@@ -66,10 +66,8 @@ def containing_tier(tiers: Sequence[Tier], quantity: Decimal) -> Tier:
     return tiers[-1]
 
 
-def aggregate_usages(usage_calculation: str, usages: Sequence[tuple[datetime, Decimal]]) -> Decimal | None:
-    """A metered item's billable quantity for a term; None when there was no usage."""
-    if not usages:
-        return None
+def aggregate_usages(usage_calculation: str, usages: Sequence[tuple[datetime, Decimal]]) -> Decimal:
+    """A metered item's billable quantity for a term, from its usages in the term (at least one)."""
     if usage_calculation == "sum_of_usages":
         return sum((q for _, q in usages), _ZERO)
     if usage_calculation == "max_usage":

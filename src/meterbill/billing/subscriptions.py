@@ -40,6 +40,7 @@ from meterbill.billing.params import (
     parse_list,
     unix,
 )
+from meterbill.core.db import must_get
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
 from meterbill.core.money import exponent, format_decimal
 
@@ -161,9 +162,9 @@ def _validate_items(session: Session, site: Site, items: list[dict[str, Any]]) -
     if len(plans) != 1:
         raise InvalidInput("subscription_items : exactly one plan item price is required",
                            param="subscription_items[item_price_id][0]")
-    plan_price = session.get(ItemPrice, (site.id, plans[0]["item_price_id"]))
+    plan_price = must_get(session, ItemPrice, (site.id, plans[0]["item_price_id"]))
     for index, entry in enumerate(items):
-        price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        price = must_get(session, ItemPrice, (site.id, entry["item_price_id"]))
         param = f"subscription_items[item_price_id][{index}]"
         if price.currency_code != plan_price.currency_code:
             raise InvalidInput(f"{param} : currency {price.currency_code} differs from the plan's "
@@ -191,7 +192,7 @@ def _recurring_lines(
     for entry in items:
         if entry["metered"] or entry["item_type"] == "charge":
             continue
-        item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        item_price = must_get(session, ItemPrice, (site.id, entry["item_price_id"]))
         full = _full_term_amount(item_price, entry)
         amount = full if (start, end) == term else prorate(full, start, end, *term)
         quantity = Decimal(entry["quantity"])
@@ -209,7 +210,7 @@ def _charge_lines(session: Session, site: Site, sub: Subscription, items: list[d
     for entry in items:
         if entry["item_type"] != "charge":
             continue
-        item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
+        item_price = must_get(session, ItemPrice, (site.id, entry["item_price_id"]))
         amount = _full_term_amount(item_price, entry)
         quantity = Decimal(entry["quantity"])
         lines.append(Line(_name(item_price), "charge_item_price", item_price.id, quantity, amount / quantity,
@@ -229,8 +230,8 @@ def _usage_lines(session: Session, site: Site, sub: Subscription, start: datetim
         by_price.setdefault(usage.item_price_id, []).append(usage)
     lines = []
     for item_price_id, group in by_price.items():
-        item_price = session.get(ItemPrice, (site.id, item_price_id))
-        item = session.get(Item, (site.id, item_price.item_id))
+        item_price = must_get(session, ItemPrice, (site.id, item_price_id))
+        item = must_get(session, Item, (site.id, item_price.item_id))
         quantity = aggregate_usages(item.usage_calculation or "sum_of_usages",
                                     [(u.usage_date, u.quantity) for u in group])
         entry = next((i for i in sub.items if i["item_price_id"] == item_price_id), None)
@@ -263,7 +264,7 @@ def _invoice(session: Session, site: Site, sub: Subscription, lines: list[Line],
     )
     for line in lines:
         for usage_id in line.usage_ids:
-            usage = session.get(Usage, (site.id, usage_id))
+            usage = must_get(session, Usage, (site.id, usage_id))
             usage.invoice_id = invoice.id
     return invoice
 
@@ -349,11 +350,25 @@ def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> 
     return invoice
 
 
+def _term_if_started(sub: Subscription) -> tuple[datetime, datetime] | None:
+    """The current term [start, end); None before the subscription has started."""
+    start, end = sub.current_term_start, sub.current_term_end
+    return None if start is None or end is None else (start, end)
+
+
+def _term(sub: Subscription) -> tuple[datetime, datetime]:
+    """The current term of a subscription that must be in one (in trial, active, non-renewing)."""
+    term = _term_if_started(sub)
+    if term is None:
+        raise InvalidState(f"Subscription {sub.id} is {sub.status} and has not started: it has no current term")
+    return term
+
+
 def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> None:
     # Referenced while the renewal runs, so posting the invoice finds the customer in the
     # session instead of loading it again.
-    customer = session.get(Customer, (site.id, sub.customer_id))
-    ended = (sub.current_term_start, sub.current_term_end)
+    customer = must_get(session, Customer, (site.id, sub.customer_id))
+    ended = _term(sub)
     usage = _usage_lines(session, site, sub, *ended)
     scheduled = sub.data.get("scheduled_items")
     if scheduled is not None:
@@ -372,10 +387,11 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
 def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, credit_option: str = "none") -> tuple[
         Invoice | None, tuple[Any, ...]]:
     """End now: bill the usage of the term so far, optionally credit unused recurring charges."""
-    term = (sub.current_term_start, sub.current_term_end)
-    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if term[0] else []
+    # No term when a subscription scheduled to cancel before it started reaches its cancel date.
+    term = _term_if_started(sub)
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if term else []
     notes: tuple[Any, ...] = ()
-    if credit_option in ("prorate", "full") and term[0] and at < term[1]:
+    if credit_option in ("prorate", "full") and term and at < term[1]:
         start = term[0] if credit_option == "full" else at
         credit_lines = _recurring_lines(session, site, sub, sub.items, start, term[1], term,
                                         label=" (unused term credit)")
@@ -386,14 +402,14 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     sub.status = "cancelled"
     sub.cancelled_at = at
     sub.next_action_at = None
-    if term[0]:
+    if term:
         sub.current_term_end = min(at, term[1])
     records.touch(sub, at)
     # With pending invoices, the final term always gets one: usage billed elsewhere
     # (e.g. pushed by the connector from m3ter) still needs an invoice to land on.
     pending = _pending_invoices(sub)
-    invoice = (_invoice(session, site, sub, lines, at, pending=pending, period=(term[0], at) if term[0] else None)
-               if lines or (pending and term[0]) else None)
+    invoice = (_invoice(session, site, sub, lines, at, pending=pending, period=(term[0], at) if term else None)
+               if lines or (pending and term) else None)
     events.record_event(session, site, "subscription_cancelled", at, content(session, site, sub, invoice))
     return invoice, notes
 
@@ -437,6 +453,7 @@ def advance(session: Session, site: Site, until: datetime) -> int:
         if sub is None:
             return ran
         at = sub.next_action_at
+        assert at is not None  # selected by next_action_at <= until
         before = (sub.status, sub.next_action_at)
         advance_subscription(session, site, sub, at)
         if (sub.status, sub.next_action_at) == before:
@@ -502,7 +519,7 @@ def _change_prorated(session: Session, site: Site, sub: Subscription, new_items:
     The difference is what the customer owes: an invoice now for an upgrade, an
     adjustment credit note (applied to this and the next invoices) for a downgrade.
     """
-    term = (sub.current_term_start, sub.current_term_end)
+    term = _term(sub)
     old_items, sub.items = sub.items, new_items
     if not prorate:
         return Outcome()
@@ -523,7 +540,7 @@ def _change_prorated(session: Session, site: Site, sub: Subscription, new_items:
 def _change_with_term_reset(session: Session, site: Site, sub: Subscription, new_items: list[dict[str, Any]],
                             plan_price: ItemPrice, at: datetime) -> Outcome:
     """A new billing period starts a new term now; the unused old term is credited."""
-    term = (sub.current_term_start, sub.current_term_end)
+    term = _term(sub)
     credits = _recurring_lines(session, site, sub, sub.items, at, term[1], term, label=" (unused, prorated)")
     notes: tuple[Any, ...] = ()
     if credits:
@@ -553,7 +570,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
     if params.cancel_reason_code:
         sub.data = {**sub.data, "cancel_reason_code": params.cancel_reason_code}
     if option in ("end_of_term", "end_of_billing_term") and sub.status in ("active", "non_renewing"):
-        return _schedule_cancel(session, site, sub, sub.current_term_end, now)
+        return _schedule_cancel(session, site, sub, _term(sub)[1], now)
     if option == "specific_date":
         if params.cancel_at is None:
             raise InvalidInput("cancel_at : is required with cancel_option specific_date", param="cancel_at")
@@ -726,7 +743,7 @@ def _monthly(amount: Decimal, period: int, unit: str) -> Decimal:
 
 def content(session: Session, site: Site, sub: Subscription, invoice: Invoice | None = None,
             customer: Customer | None = None) -> dict[str, Any]:
-    customer = customer or session.get(Customer, (site.id, sub.customer_id))
+    customer = customer or must_get(session, Customer, (site.id, sub.customer_id))
     body = {"subscription": render(session, site, sub), "customer": customers.render(customer)}
     if invoice is not None:
         body["invoice"] = invoices.render(invoice)

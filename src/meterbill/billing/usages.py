@@ -60,7 +60,8 @@ def create(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> U
     if usage_date < sub.current_term_start:
         raise InvalidInput("usage_date : must fall in the current term (earlier terms are already invoiced)",
                            param="usage_date")
-    count = session.scalar(select(func.count()).where(Usage.site_id == site.id, Usage.subscription_id == sub_id))
+    count = session.execute(
+        select(func.count()).where(Usage.site_id == site.id, Usage.subscription_id == sub_id)).scalar_one()
     if count >= MAX_USAGES_PER_SUBSCRIPTION:
         raise InvalidState(f"Subscription {sub_id} has reached {MAX_USAGES_PER_SUBSCRIPTION} usages")
     usage_id = params.id or records.new_resource_id()
