@@ -54,7 +54,8 @@ def _grant_type(body: bytes, content_type: str) -> str | None:
         except orjson.JSONDecodeError:
             raise InvalidInput("request body is not valid JSON") from None
         return document.get("grant_type") if isinstance(document, dict) else None
-    return (parse_qs(body.decode(errors="replace")).get("grant_type") or [None])[0]
+    values = parse_qs(body.decode(errors="replace")).get("grant_type")
+    return values[0] if values else None
 
 
 def current_caller(orgId: str, request: Request, runtime: RuntimeDep) -> Caller:  # noqa: N803 - path name

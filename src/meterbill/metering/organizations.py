@@ -61,10 +61,11 @@ class Caller:
 
 
 def caller_of_token(vault: Vault, token: str) -> Caller:
-    claims = vault.verify_token(token)
-    if claims is None or not isinstance(claims.get("org"), str) or not isinstance(claims.get("kid"), str):
+    claims = vault.verify_token(token) or {}
+    org_id, principal = claims.get("org"), claims.get("kid")
+    if not isinstance(org_id, str) or not isinstance(principal, str):
         raise AuthenticationFailed("Invalid or expired access token")
-    return Caller(org_id=claims["org"], principal=claims["kid"])
+    return Caller(org_id=org_id, principal=principal)
 
 
 def get_organization(session: Session, org_id: str) -> Organization:

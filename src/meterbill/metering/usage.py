@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, text, true, union_all
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, func, select, text, true, union_all
 from sqlalchemy.orm import Session
 
 from meterbill.core.errors import InvalidInput
@@ -257,7 +257,7 @@ def _dimensional(
             yield row[0], tuple(row[1:-1]), Decimal(row[-1])
 
 
-def _time_bucket(session: Session, column: ColumnElement[datetime], frequency: str) -> ColumnElement[str]:
+def _time_bucket(session: Session, column: SQLColumnExpression[datetime], frequency: str) -> ColumnElement[str]:
     """The start of the bucket a timestamp falls in, as ISO text, computed by the database."""
     if session.get_bind().dialect.name == "postgresql":
         unit = {"HOUR": "hour", "DAY": "day", "WEEK": "week", "MONTH": "month"}[frequency]
@@ -324,12 +324,12 @@ def _query_totals(
 
 
 def _groups(session: Session, query: schemas.UsageQueryBody,
-            aggregation: schemas.UsageAggregation) -> list[tuple[str, ColumnElement[Any]]]:
+            aggregation: schemas.UsageAggregation) -> list[tuple[str, SQLColumnExpression[Any]]]:
     """(output name, column) of each of the request's groups that applies to the aggregation."""
     numeric = aggregation.field_type == "MEASURE"
     table_ts = MeasurementValue.ts if numeric else Measurement.ts
     table_account = MeasurementValue.account_id if numeric else Measurement.account_id
-    groups: list[tuple[str, ColumnElement[Any]]] = []
+    groups: list[tuple[str, SQLColumnExpression[Any]]] = []
     for group in query.groups or []:
         if group.group_type == "ACCOUNT":
             groups.append(("accountId", table_account))
@@ -370,7 +370,7 @@ def _query_one(
     table_ts = MeasurementValue.ts if numeric else Measurement.ts
     table_account = MeasurementValue.account_id if numeric else Measurement.account_id
     groups = _groups(session, query, aggregation)
-    value = (
+    value: SQLColumnExpression[Any] = (
         MeasurementValue.micros if numeric else Measurement.dimensions[aggregation.field_code].as_string()
     )
     function = aggregation.function
@@ -390,8 +390,10 @@ def _query_one(
     elif function == "COUNT":
         measures = [func.count(value).label("m0")]
     else:
-        measures = [{"SUM": func.sum, "MIN": func.min, "MAX": func.max}[function](value).label("m0")]
-    base = select(*[column.label(f"g{i}") for i, (_, column) in enumerate(groups)], *measures)
+        reducers: dict[str, Callable[[SQLColumnExpression[Any]], ColumnElement[Any]]] = {
+            "SUM": func.sum, "MIN": func.min, "MAX": func.max}
+        measures = [reducers[function](value).label("m0")]
+    base: Select = select(*[column.label(f"g{i}") for i, (_, column) in enumerate(groups)], *measures)
     if numeric:
         base = base.select_from(MeasurementValue).where(
             MeasurementValue.organization_id == org_id,
