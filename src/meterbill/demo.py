@@ -17,6 +17,7 @@ import httpx
 import m3ter
 import structlog
 from dateutil.relativedelta import relativedelta
+from m3ter.types import MeasurementRequestParam
 
 from meterbill.tenants import TenantCredentials
 
@@ -76,12 +77,12 @@ def seed(base_url: str, credentials: TenantCredentials, months: int = 3) -> None
         plans[code] = plan
         m3.pricings.create(plan_id=plan.id, aggregation_id=requests.id, cumulative=True,
                            start_date=genesis, description="API requests", pricing_bands=[
-                               {"lowerLimit": 0, "fixedPrice": 0, "unitPrice": first_band},
-                               {"lowerLimit": 100_000, "fixedPrice": 0, "unitPrice": first_band / 2}])
+                               {"lower_limit": 0, "fixed_price": 0, "unit_price": first_band},
+                               {"lower_limit": 100_000, "fixed_price": 0, "unit_price": first_band / 2}])
         m3.pricings.create(plan_id=plan.id, aggregation_id=storage.id, cumulative=False, start_date=genesis,
                            description="Storage", pricing_bands=[
-                               {"lowerLimit": 0, "fixedPrice": 0, "unitPrice": 0.25},
-                               {"lowerLimit": 100, "fixedPrice": 0, "unitPrice": 0.20}])
+                               {"lower_limit": 0, "fixed_price": 0, "unit_price": 0.25},
+                               {"lower_limit": 100, "fixed_price": 0, "unit_price": 0.20}])
     connector = f"{base_url}/connector/integrations/{credentials.integration_id}/mappings"
     auth = (credentials.billing_api_key, "")
     for item_price, target in (("basic-usd-monthly", {"plan_id": plans["basic"].id}),
@@ -90,11 +91,11 @@ def seed(base_url: str, credentials: TenantCredentials, months: int = 3) -> None
                                ("storage-usd", {"aggregation_id": storage.id})):
         httpx.post(connector, json={"item_price_id": item_price, **target}, auth=auth, timeout=30).raise_for_status()
 
-    for customer_id, first, last, email, plan in CUSTOMERS:
+    for customer_id, first, last, email, plan_code in CUSTOMERS:
         cb.Customer.create({"id": customer_id, "first_name": first, "last_name": last, "email": email,
                             "company": f"{first} {last}", "billing_address": {"country": "US"}})
         cb.Subscription.create_with_items(customer_id, {
-            "id": f"{customer_id}-sub", "subscription_items": [{"item_price_id": f"{plan}-usd-monthly"}],
+            "id": f"{customer_id}-sub", "subscription_items": [{"item_price_id": f"{plan_code}-usd-monthly"}],
             "create_pending_invoices": True})
 
     rng = random.Random(42)
@@ -120,7 +121,7 @@ def seed(base_url: str, credentials: TenantCredentials, months: int = 3) -> None
 def _ingest_month(m3: m3ter.M3ter, rng: random.Random, customer_id: str, start: datetime, end: datetime) -> None:
     days = (end - start).days
     size = rng.choice((800, 1500, 3000))
-    measurements = []
+    measurements: list[MeasurementRequestParam] = []
     storage = rng.uniform(20, 150)
     for day in range(days):
         for hour in range(0, 24, 6):
