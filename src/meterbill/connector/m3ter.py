@@ -66,7 +66,7 @@ class M3terPort:
         return self.client.accounts.update(account.id, version=account.version, **fields)
 
     def account_plans_of(self, account_id: str) -> list[Any]:
-        return list(self.client.account_plans.list(account=account_id, page_size=200))
+        return list(self.client.account_plans.list(account=account_id, includeall=True, page_size=200))
 
     def create_account_plan(self, *, account_id: str, plan_id: str, start: datetime, end: datetime | None,
                             bill_epoch: str, custom_fields: dict[str, str]) -> Any:
