@@ -118,6 +118,13 @@ def plan_columns(header: list[str], mapping: dict[str, str], ignored: list[str],
         if name not in header:
             raise CliError(f"{option} names column {name}, which the file's header does not have "
                            f"(columns: {', '.join(header)})", USAGE)
+    if meter:  # one meter: a field it does not have would refuse every row, so refuse the run instead
+        for column, target in mapping.items():
+            category, dot, code = target.partition(".")
+            if dot and fields.get(code) != category:
+                known = ", ".join(f"{category}.{code}" for code, category in fields.items()) or "none"
+                raise CliError(f"--map {column}={target}: meter {meter} has no {category.upper()} field {code} "
+                               f"(fields: {known})", USAGE)
     targets: list[str | None] = []
     for column in header:
         if header.count(column) > 1:

@@ -88,6 +88,7 @@ def test_unmapped_column_refuses_the_run_before_anything_is_sent(server, tenant,
     (["--map", "requests"], "--map requests"),  # no =
     (["--map", "requests=bogus.requests"], "--map requests=bogus.requests"),  # no such category
     (["--map", "nope=measure.requests"], "column nope"),  # not in the header
+    (["--map", "requests=measure.reqs"], "meter api_calls has no MEASURE field reqs"),
     (["--ignore-column", "nope"], "column nope"),
     (["--meter", "no_such_meter"], "--meter no_such_meter"),
 ])
