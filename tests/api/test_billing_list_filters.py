@@ -228,6 +228,12 @@ def test_unknown_filter_or_operator_is_refused_naming_it(shop, call, params, par
     assert param in str(err)
 
 
+def test_nested_filter_without_operator_is_refused_naming_it(shop, server, tenant):
+    answer = httpx.get(f"{server.base_url}/api/v2/customers", params={"relationship[parent_id]": "ada"},
+                       auth=(tenant["billing_api_key"], ""))
+    assert (answer.status_code, answer.json()["param"]) == (400, "relationship[parent_id]")
+
+
 def test_owner_lists_offer_paging_only(shop):
     cb = shop
     assert [e.subscription.id for e in cb.Subscription.subscriptions_for_customer("ada", {"limit": 5}).list] == [

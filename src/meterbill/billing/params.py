@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from sqlalchemy import ColumnElement, not_
+from sqlalchemy import ColumnElement, SQLColumnExpression, not_
 
 from meterbill.billing.wire import parse_list_value
 from meterbill.core.errors import InvalidInput
@@ -125,7 +125,7 @@ class Filter:
     condition on `column` into one on the row, e.g. an EXISTS over the matching item prices."""
 
     type: FilterType
-    column: ColumnElement[Any]
+    column: SQLColumnExpression[Any]
     unix: bool = False
     among: Callable[[ColumnElement[bool]], ColumnElement[bool]] | None = None
 
@@ -139,10 +139,10 @@ class ListOperation:
     the list when no sort_by is given, newest first (the row's created_at when None)."""
 
     filters: Mapping[str, Filter] = field(default_factory=dict)
-    sortable: Mapping[str, ColumnElement[Any]] = field(default_factory=dict)
+    sortable: Mapping[str, SQLColumnExpression[Any]] = field(default_factory=dict)
     instants: Mapping[str, Callable[[datetime], ColumnElement[bool]]] = field(default_factory=dict)
     deleted: ColumnElement[bool] | None = None
-    newest: ColumnElement[Any] | None = None
+    newest: SQLColumnExpression[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,17 +157,17 @@ class Term:
 class ListQuery:
     terms: list[Term]
     conditions: list[ColumnElement[bool]]  # from instants and include_deleted
-    sort: tuple[ColumnElement[Any], bool] | None  # (column, ascending)
+    sort: tuple[SQLColumnExpression[Any], bool] | None  # (column, ascending)
     limit: int
     offset: int
-    newest: ColumnElement[Any] | None = None
+    newest: SQLColumnExpression[Any] | None = None
 
 
 def parse_list(operation: ListOperation, form: Mapping[str, Any]) -> ListQuery:
     limit, offset = page_window(form)
     terms: list[Term] = []
     conditions: list[ColumnElement[bool]] = []
-    sort: tuple[ColumnElement[Any], bool] | None = None
+    sort: tuple[SQLColumnExpression[Any], bool] | None = None
     include_deleted = False
     for name, spec in form.items():
         if name in ("limit", "offset"):
@@ -190,6 +190,9 @@ def _terms(operation: ListOperation, name: str, spec: Any) -> list[Term]:
     if isinstance(spec, dict) and spec and all(isinstance(v, dict) for v in spec.values()):
         return [term for inner, ops in spec.items() for term in _terms(operation, f"{name}[{inner}]", ops)]
     found = operation.filters.get(name)
+    if found is None and isinstance(spec, dict) and any(key.startswith(f"{name}[") for key in operation.filters):
+        param = f"{name}[{next(iter(spec))}]"  # relationship[parent_id]=x: a nested filter without its operator
+        raise InvalidInput(f"{param} : use an operator, e.g. {param}[is]=...", param=param)
     if found is None:
         raise InvalidInput(f"{name} : is not a filter of this list", param=name)
     if not isinstance(spec, dict) or not spec:
@@ -250,7 +253,7 @@ def _unix_seconds(raw: Any, param: str) -> int:
     return seconds
 
 
-def _sort(operation: ListOperation, spec: Any) -> tuple[ColumnElement[Any], bool]:
+def _sort(operation: ListOperation, spec: Any) -> tuple[SQLColumnExpression[Any], bool]:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise InvalidInput("sort_by : use sort_by[asc]=field or sort_by[desc]=field", param="sort_by")
     direction, name = next(iter(spec.items()))

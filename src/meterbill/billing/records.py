@@ -7,7 +7,7 @@ import string
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, and_, not_, or_, select, true
+from sqlalchemy import ColumnElement, Integer, SQLColumnExpression, and_, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -154,7 +154,7 @@ def _scalar_condition(spec: Filter, operator: str, value: Any) -> ColumnElement[
 
 
 def _instant_condition(
-    column: ColumnElement[Any], operator: str, value: Any, *, unix_seconds: bool
+    column: SQLColumnExpression[Any], operator: str, value: Any, *, unix_seconds: bool
 ) -> ColumnElement[bool]:
     """Timestamps are reported in whole seconds but datetimes are stored finer: compare whole
     seconds, so `after X` excludes everything reported as X and `between [X, X]` includes it."""
