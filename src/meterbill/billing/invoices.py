@@ -56,8 +56,9 @@ def _unit_amount_text(unit_amount: Decimal, currency: str) -> str:
     text whatever scale the database handed back ("10.00", "0.0015")."""
     places = exponent(currency)
     value = (unit_amount / (Decimal(10) ** places)).normalize()
-    if -value.as_tuple().exponent < places:
-        value = value.quantize(Decimal(1).scaleb(-places))
+    currency_places = Decimal(1).scaleb(-places)
+    if value == value.quantize(currency_places):  # no more places than the currency's: show them all
+        value = value.quantize(currency_places)
     return format_decimal(value)
 
 
@@ -157,8 +158,9 @@ def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     due = invoice_totals([invoice.total], amount_paid=invoice.amount_paid,
                          credits_applied=invoice.credits_applied).amount_due
     invoice.status = PAID if due == 0 else (POSTED if net_term_days > 0 else PAYMENT_DUE)
+    generated_at = int(at.timestamp())
     invoice.data = {**invoice.data, "net_term_days": net_term_days,
-                    "due_date": unix(at) + net_term_days * 86400, "generated_at": unix(at)}
+                    "due_date": generated_at + net_term_days * 86400, "generated_at": generated_at}
     if invoice.status == PAID:
         invoice.data = {**invoice.data, "paid_at": unix(at)}
     records.touch(invoice, at)

@@ -677,6 +677,12 @@ def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[
     return records.page(session, Subscription, site, parse_list(LIST, form))
 
 
+def live(session: Session, site: Site) -> list[Subscription]:
+    """Subscriptions that bill: active, or active until a scheduled cancellation."""
+    return list(session.scalars(select(Subscription).where(
+        Subscription.site_id == site.id, Subscription.status.in_(("active", "non_renewing")))))
+
+
 def list_for_customer(
     session: Session, site: Site, customer_id: str, form: dict[str, Any]
 ) -> tuple[list[Subscription], str | None]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote_plus
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from meterbill.billing.models import ItemPrice
 from meterbill.connector import mappings, sync
 from meterbill.connector.m3ter import SYSTEM
-from meterbill.console.web import ConsoleDep, ConsoleSession, checked_form, render, runtime_of
+from meterbill.console.web import ConsoleDep, ConsoleSession, checked_form, redirect, render, runtime_of
 from meterbill.core.errors import DomainError
 from meterbill.metering.config import all_of
 
@@ -62,7 +61,8 @@ def mapping_rows(db: Session, site_id: str, org_id: str) -> tuple[list[MappingRo
             elif row.target is None:
                 row.problem = f"mapped to {mapping['m3terEntity']} {mapping['m3terId']}, which no longer exists"
             elif kind == "plan":
-                currency = templates.get(row.target.get("planTemplateId"), {}).get("currency")
+                template_id = row.target.get("planTemplateId")
+                currency = templates.get(template_id, {}).get("currency") if template_id else None
                 if currency and currency != item_price.currency_code:
                     row.problem = (f"currency mismatch: plan bills in {currency}, item price is in "
                                    f"{item_price.currency_code}; its subscriptions will not be synced")
@@ -89,19 +89,13 @@ def _run(request: Request, console: ConsoleSession) -> sync.Run:
         return sync.open_run(session, runtime.vault, str(console.integration_id))
 
 
-def _back(message: str, *, error: bool = False) -> Response:
-    """Back to the page with a banner (`error` shows as an error banner)."""
-    return RedirectResponse(f"/console/mappings?{'error' if error else 'flash'}={quote_plus(message[:300])}",
-                            status_code=303)
-
-
 @router.post("/mappings")
 async def save_mapping(request: Request, console: ConsoleDep) -> Response:
     form = await checked_form(request, console)
     item_price_id = (form.get("item_price_id") or [""])[0]
     kind, _, target = (form.get("target") or [""])[0].partition(":")
     if not console.integration_id or kind not in TARGET_KINDS or not target or not item_price_id:
-        return _back("Pick an item price and a target", error=True)
+        return redirect("/console/mappings", error="Pick an item price and a target")
 
     def work() -> list[str]:
         # Through the connector, so the console maps, and refuses, exactly as the API does.
@@ -112,8 +106,9 @@ async def save_mapping(request: Request, console: ConsoleDep) -> Response:
     try:
         warnings = await run_in_threadpool(work)
     except DomainError as exc:
-        return _back(exc.message[:1].upper() + exc.message[1:], error=True)
-    return _back(f"Mapped {item_price_id}" + (f" — warning: {'; '.join(warnings)}" if warnings else ""))
+        return redirect("/console/mappings", error=exc.message[:1].upper() + exc.message[1:])
+    warning = f" — warning: {'; '.join(warnings)}" if warnings else ""
+    return redirect("/console/mappings", notice=f"Mapped {item_price_id}{warning}")
 
 
 @router.post("/mappings/unmap")
@@ -121,9 +116,9 @@ async def unmap(request: Request, console: ConsoleDep) -> Response:
     form = await checked_form(request, console)
     item_price_id = (form.get("item_price_id") or [""])[0]
     if not console.integration_id or not item_price_id:
-        return _back("Pick an item price", error=True)
+        return redirect("/console/mappings", error="Pick an item price")
     try:
         await run_in_threadpool(mappings.remove_mapping, _run(request, console), item_price_id)
     except DomainError as exc:
-        return _back(exc.message[:1].upper() + exc.message[1:], error=True)
-    return _back(f"Unmapped {item_price_id}")
+        return redirect("/console/mappings", error=exc.message[:1].upper() + exc.message[1:])
+    return redirect("/console/mappings", notice=f"Unmapped {item_price_id}")

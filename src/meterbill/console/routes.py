@@ -6,6 +6,7 @@ No asset comes from elsewhere: the few styles are inline and charts are SVG draw
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,11 +20,11 @@ from meterbill.connector import synclog
 from meterbill.connector.models import SyncLogEntry, SyncState, SyncStatus
 from meterbill.console import formatting, usage
 from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, redirect, render, runtime_of
-from meterbill.core.db import utcnow
+from meterbill.core.db import must_get, utcnow
 from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
 from meterbill.metering import bills as metering_bills
 from meterbill.metering.config import all_of, find_by_key
-from meterbill.metering.models import Bill, ConfigEntity
+from meterbill.metering.models import Bill, BillLineItem, ConfigEntity
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -58,15 +59,14 @@ async def logout(request: Request) -> Response:
 @router.get("")
 def dashboard(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        site = db.get(Site, console.site_id)
-        live = db.scalars(select(Subscription).where(Subscription.site_id == site.id,
-                                                     Subscription.status.in_(("active", "non_renewing")))).all()
+        site = must_get(db, Site, console.site_id)
+        live = subscriptions.live(db, site)
         mrr: dict[str, int] = {}
         for sub in live:  # one figure per currency: amounts in different currencies never add up
             mrr[sub.currency_code] = mrr.get(sub.currency_code, 0) + int(subscriptions.render(db, site, sub)["mrr"])
         pending = _bills(db, console.org_id, "PENDING")
         problems = synclog.open_problems(db, console.integration_id)
-        cards = [(f"MRR ({currency})", formatting.money(amount, currency))
+        cards: list[tuple[str, str | int]] = [(f"MRR ({currency})", formatting.money(amount, currency))
                  for currency, amount in sorted(mrr.items())] or [("MRR", "0")]
         cards += [("Live subscriptions", len(live)), ("Bills awaiting approval", len(pending)),
                   ("Open sync problems", problems)]
@@ -75,23 +75,22 @@ def dashboard(request: Request, console: ConsoleDep) -> Response:
                       bills=pending, charts=charts)
 
 
-def _bills(db: Session, org_id: str, status: str | None, bill_id: str | None = None) -> list[Any]:
-    """Bills with their lines and the Chargebee invoice each became (from the connector's mapping)."""
-    query = select(Bill).where(Bill.organization_id == org_id)
-    if status:
-        query = query.where(Bill.status == status)
-    if bill_id:
-        query = query.where(Bill.id == bill_id)
-    rows = db.scalars(query.order_by(Bill.period_end.desc(), Bill.account_code).limit(200)).all()
-    invoices = dict(db.execute(select(ConfigEntity.document["m3terId"].as_string(),
-                                      ConfigEntity.document["externalId"].as_string()).where(
-        ConfigEntity.organization_id == org_id, ConfigEntity.kind == "external_mapping",
-        ConfigEntity.document["m3terEntity"].as_string() == "Bill",
-        ConfigEntity.document["m3terId"].as_string().in_([bill.id for bill in rows]))).all())
-    for bill in rows:
-        bill.lines = metering_bills.lines_of(db, bill.id)
-        bill.invoice_id = invoices.get(bill.id)
-    return list(rows)
+@dataclass(frozen=True)
+class BillView:
+    """A bill with its lines and the Chargebee invoice it became; reads through to the bill."""
+
+    bill: Bill
+    lines: list[BillLineItem]
+    invoice_id: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bill, name)
+
+
+def _bills(db: Session, org_id: str, status: str | None, bill_id: str | None = None) -> list[BillView]:
+    rows = metering_bills.for_console(db, org_id, status, bill_id)
+    invoices = metering_bills.external_ids(db, org_id, "Bill", [bill.id for bill in rows])
+    return [BillView(bill, metering_bills.lines_of(db, bill.id), invoices.get(bill.id)) for bill in rows]
 
 
 @router.get("/bills")
@@ -220,6 +219,6 @@ def invoice_pdf(invoice_id: str, request: Request, console: ConsoleDep) -> Respo
     with runtime_of(request).db.read() as db:
         if db.get(Invoice, (console.site_id, invoice_id)) is None:
             return redirect("/console/invoices", error="No such invoice")
-        document = invoice_documents.invoice_pdf(db, db.get(Site, console.site_id), invoice_id)
+        document = invoice_documents.invoice_pdf(db, must_get(db, Site, console.site_id), invoice_id)
     return Response(document, media_type=invoice_documents.MIME_TYPE,
                     headers=invoice_documents.pdf_headers(invoice_id, "attachment"))

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.metering.events import record_event
-from meterbill.metering.models import Bill, BillJob, BillLineItem
+from meterbill.metering.models import Bill, BillJob, BillLineItem, ConfigEntity
 from meterbill.metering.paging import first_rows, keyset_page
 
 PENDING, APPROVED = "PENDING", "APPROVED"
@@ -25,6 +25,25 @@ def get(session: Session, org_id: str, bill_id: str, *, for_update: bool = False
     if bill is None or bill.organization_id != org_id:
         raise NotFound(f"bill {bill_id} not found")
     return bill
+
+
+def for_console(session: Session, org_id: str, status: str | None, bill_id: str | None) -> list[Bill]:
+    """The newest 200 bills, by status or one by id: what the console's bill pages show."""
+    query = select(Bill).where(Bill.organization_id == org_id)
+    if status:
+        query = query.where(Bill.status == status)
+    if bill_id:
+        query = query.where(Bill.id == bill_id)
+    return list(session.scalars(query.order_by(Bill.period_end.desc(), Bill.account_code).limit(200)))
+
+
+def external_ids(session: Session, org_id: str, m3ter_entity: str, ids: list[str]) -> dict[str, str]:
+    """m3ter id → external id of the external mappings of these entities (e.g. bill → Chargebee invoice)."""
+    document = ConfigEntity.document
+    rows = session.execute(select(document["m3terId"].as_string(), document["externalId"].as_string()).where(
+        ConfigEntity.organization_id == org_id, ConfigEntity.kind == "external_mapping",
+        document["m3terEntity"].as_string() == m3ter_entity, document["m3terId"].as_string().in_(ids)))
+    return {m3ter_id: external_id for m3ter_id, external_id in rows}
 
 
 def lines_of(session: Session, bill_id: str) -> list[BillLineItem]:

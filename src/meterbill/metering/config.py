@@ -361,18 +361,11 @@ def _overlaps(start: datetime, end: datetime | None, other_start: datetime, othe
 
 
 def _check_pricing(session: Session, org_id: str, body: schemas.PricingBody, entity_id: str | None) -> dict[str, Any]:
-    if body.aggregation_id:
-        require(session, org_id, "aggregation", body.aggregation_id, "aggregationId")
-        target_field, target = "aggregationId", body.aggregation_id
-    else:
-        require(session, org_id, "compound_aggregation", body.compound_aggregation_id, "compoundAggregationId")
-        target_field, target = "compoundAggregationId", body.compound_aggregation_id
-    if body.plan_id:
-        require(session, org_id, "plan", body.plan_id, "planId")
-        owner_field, owner = "planId", body.plan_id
-    else:
-        require(session, org_id, "plan_template", body.plan_template_id, "planTemplateId")
-        owner_field, owner = "planTemplateId", body.plan_template_id
+    target_field, target = body.target()
+    require(session, org_id, "aggregation" if target_field == "aggregationId" else "compound_aggregation", target,
+            target_field)
+    owner_field, owner = body.owner()
+    require(session, org_id, "plan" if owner_field == "planId" else "plan_template", owner, owner_field)
     for other in all_of(session, org_id, "pricing", **{owner_field: owner, target_field: target}):
         if other.id == entity_id:
             continue

@@ -22,7 +22,7 @@ CODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,199}$"
 FIELD_CODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,79}$"
 
 
-def utc_timestamp(value: object) -> object:
+def utc_timestamp(value: object) -> datetime:
     """ISO 8601 text (with or without offset, or a bare date) to an aware UTC datetime."""
     if isinstance(value, str):
         text = value.strip()
@@ -231,6 +231,18 @@ class PricingBody(WireModel):
     segment: dict[str, str] | None = None
     tiers_span_plan: bool | None = None
     type: Literal["DEBIT", "PRODUCT_CREDIT", "GLOBAL_CREDIT"] = "DEBIT"
+
+    def target(self) -> tuple[str, str]:
+        """The priced aggregation as (its wire field, its id); the validator below makes exactly one present."""
+        if self.aggregation_id is not None:
+            return "aggregationId", self.aggregation_id
+        return "compoundAggregationId", str(self.compound_aggregation_id)
+
+    def owner(self) -> tuple[str, str]:
+        """The plan or plan template the pricing belongs to, as (its wire field, its id)."""
+        if self.plan_id is not None:
+            return "planId", self.plan_id
+        return "planTemplateId", str(self.plan_template_id)
 
     @model_validator(mode="after")
     def _consistent(self) -> PricingBody:

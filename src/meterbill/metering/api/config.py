@@ -17,7 +17,7 @@ router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_r
 # First, so `accounts/search` and the like are not taken for ids by the routes below.
 router.include_router(unsupported_router)
 
-def page(resource: Resource, entities: list, next_token: str | None) -> ExactJSONResponse:
+def page(resource: Resource, entities: list, next_token: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"data": [config.render(e, resource) for e in entities]}
     if next_token:
         body["nextToken"] = next_token
@@ -25,11 +25,13 @@ def page(resource: Resource, entities: list, next_token: str | None) -> ExactJSO
 
 
 def _add_routes(resource: Resource) -> None:
+    # FastAPI reads the body's class from the annotation at runtime, so a variable is the point here.
     model = resource.body
     params = list_params(*resource.list_params)
 
     def create(
-        caller: CallerDep, session: SessionDep, runtime: RuntimeDep, body: Annotated[model, Body()]
+        caller: CallerDep, session: SessionDep, runtime: RuntimeDep,
+        body: Annotated[model, Body()],  # type: ignore[valid-type]
     ) -> ExactJSONResponse:
         return ExactJSONResponse(config.render(config.create(session, caller, resource, body, runtime.vault), resource))
 
@@ -37,7 +39,8 @@ def _add_routes(resource: Resource) -> None:
         return ExactJSONResponse(config.render(config.get(session, caller.org_id, resource, id), resource))
 
     def update(
-        id: str, caller: CallerDep, session: SessionDep, runtime: RuntimeDep, body: Annotated[model, Body()]
+        id: str, caller: CallerDep, session: SessionDep, runtime: RuntimeDep,
+        body: Annotated[model, Body()],  # type: ignore[valid-type]
     ) -> ExactJSONResponse:
         entity = config.update(session, caller, resource, id, body, runtime.vault)
         return ExactJSONResponse(config.render(entity, resource))
