@@ -135,6 +135,7 @@ BILLING_PARAMS = {
     ("subscriptions", "sub_id"): "sub", ("subscriptions", "subscription_id"): "sub",
     ("invoices", "invoice_id"): "invoice", ("credit_notes", "note_id"): "credit_note",
     ("events", "event_id"): "event", ("webhook_endpoints", "endpoint_id"): "endpoint",
+    ("mappings", "item_price_id"): "basic_price",
 }
 FIXED_PARAMS = {"system": "Chargebee", "externalTable": "Customer", "entity": "Account", "name": "delorean"}
 
