@@ -28,6 +28,7 @@ class _Cli(typer.Typer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # typer vendors click (0.29): its exceptions are the ones commands raise.
+        from rich.markup import escape
         from typer._click import exceptions as click
 
         from meterbill.cli_errors import USAGE, describe
@@ -39,8 +40,7 @@ class _Cli(typer.Typer):
             code = USAGE
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx else "meterbill"
-            err.print(f"[red]error:[/red] {exc.format_message()} (see `{command} --help`)", highlight=False,
-                      soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(exc.format_message())} (see `{command} --help`)", highlight=False)
             code = USAGE
         except typer.Abort:
             err.print("aborted")
@@ -49,7 +49,7 @@ class _Cli(typer.Typer):
             failure = describe(exc)
             if failure is None or _debug:
                 raise
-            err.print(f"[red]error:[/red] {failure.message}", highlight=False, soft_wrap=True, markup=True)
+            err.print(f"[red]error:[/red] {escape(failure.message)}", highlight=False)
             code = failure.exit_code
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -63,7 +63,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(db_app, name="db")
 
 # Human-facing output goes to stderr so stdout stays machine-readable (e.g. --json).
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: a line (a URL, an error) is never cut in two
 _debug = False
 
 
@@ -225,7 +225,7 @@ bills_app = typer.Typer(help="Bill runs and approval (talks to a running server;
 connector_app = typer.Typer(help="The Chargebee-m3ter connector of your integration.", no_args_is_help=True)
 app.add_typer(bills_app, name="bills")
 app.add_typer(connector_app, name="connector")
-out = Console()
+out = Console(soft_wrap=True)
 
 
 @app.command()
@@ -274,7 +274,7 @@ def ingest(
         for reason in result.reasons:
             handle.write(json.dumps(reason) + "\n")
     out.print(f"{stored}, refused {result.refused} in {result.batches} request(s), {rate}; "
-              f"refused rows and reasons: {report_path}", soft_wrap=True)
+              f"refused rows and reasons: {report_path}")
     raise typer.Exit(1)
 
 

@@ -26,17 +26,22 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
     whether `stream` is one)."""
     if json is None:
         json = not stream.isatty()
-    logging.basicConfig(format="%(message)s", stream=stream, level=level.upper(), force=True)
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    stamp = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    # Standard-library loggers (uvicorn's start and stop lines, warnings of libraries) render
+    # like our own, so a log file holds nothing but JSON lines.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=stamp, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    logging.basicConfig(handlers=[handler], level=level.upper(), force=True)
     # Alembic narrates every migration step at INFO; only its problems matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs every outgoing request at INFO (webhooks, connector calls): too chatty for JSON logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
