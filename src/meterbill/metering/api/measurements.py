@@ -35,6 +35,9 @@ _MEASUREMENT = {
         **{name: _STRINGS for name in ingest.TEXT_CATEGORIES},
         **{name: _NUMBERS for name in ingest.NUMERIC_CATEGORIES},
     },
+    # At least one data field, in any category: a measurement without one is refused.
+    "anyOf": [{"required": [name], "properties": {name: {"minProperties": 1}}}
+              for name in (*ingest.TEXT_CATEGORIES, *ingest.NUMERIC_CATEGORIES)],
 }
 # Documented by hand: the body is parsed and validated by `ingest.parse_batch` itself,
 # which reports errors by measurement index.
