@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from meterbill import __version__
 from meterbill.billing import api as billing_api
 from meterbill.billing import renewals
+from meterbill.billing import sites as billing_sites
 from meterbill.billing import wire as billing_wire
 from meterbill.billing.api import catalog as billing_catalog_api
 from meterbill.billing.api import customers as billing_customers_api
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="meterbill", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.runtime = runtime
+    app.state.site_of_billing_key = billing_sites.site_id_of_key  # the connector's routes check site keys
     app.add_middleware(RequestContextMiddleware)
     _install_error_handlers(app)
 

@@ -69,3 +69,11 @@ def authenticate(session: Session, api_key: str) -> Site:
                 if site is not None:
                     return site
     raise AuthenticationFailed("Sorry, authentication failed. Invalid api key")
+
+
+def site_id_of_key(session: Session, api_key: str) -> str | None:
+    """The site a live API key belongs to, or None (for callers outside billing, e.g. the connector's routes)."""
+    try:
+        return authenticate(session, api_key).id
+    except AuthenticationFailed:
+        return None

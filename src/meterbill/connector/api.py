@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.connector import mappings, sync, synclog
@@ -64,21 +66,22 @@ async def receive_webhook(integration_id: str, request: Request, runtime: Runtim
     return ExactJSONResponse({"received": True, "duplicate": not created})
 
 
+SiteOfKey = Callable[[Session, str], str | None]
+"""The billing site an API key belongs to, or None: the one thing the connector's HTTP surface asks
+of billing, wired in by the app (`app.state.site_of_billing_key`) so the connector imports no billing code."""
+
+
 def managed_integration(integration_id: str, request: Request, session: SessionDep, runtime: RuntimeDep) -> Integration:
     """Management calls authenticate with an API key of the integration's billing site (HTTP Basic),
     as the console does; the connector holds a key of its own, so the site's keys are checked where
-    they live. This HTTP surface is served by meterbill; the sync itself reaches billing only over HTTP."""
-    from meterbill.billing import sites  # the one place the connector's server side asks billing
-
+    they live. The sync itself reaches billing only over HTTP."""
+    site_of_key: SiteOfKey = request.app.state.site_of_billing_key
     credentials = parse_basic_auth(request.headers.get("authorization"))
     integration = session.get(Integration, integration_id)
     if credentials is None or integration is None:
         raise AuthenticationFailed("use the billing site's API key for this integration")
-    try:
-        site = sites.authenticate(session, credentials.username)
-    except AuthenticationFailed:
-        site = None
-    if site is None or not hmac.compare_digest(site.id.encode(), integration.chargebee_site.encode()):
+    site_id = site_of_key(session, credentials.username)
+    if site_id is None or not hmac.compare_digest(site_id.encode(), integration.chargebee_site.encode()):
         raise AuthenticationFailed("use the billing site's API key for this integration")
     return integration
 
