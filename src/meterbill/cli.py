@@ -321,7 +321,7 @@ def usage(
                 continue
             result = client.usage.query(
                 start_date=start_date, end_date=end_date, account_ids=[accounts[0].id],
-                aggregations=[{"meterId": meter.id, "fieldCode": data_field.code, "fieldType": "MEASURE",
+                aggregations=[{"meter_id": meter.id, "field_code": data_field.code, "field_type": "MEASURE",
                                "function": "SUM"}])
             total = result.data[0]["value"] if result.data else 0
             table.add_row(meter.code, data_field.code, str(total))

@@ -83,6 +83,12 @@ def test_unmapped_column_refuses_the_run_before_anything_is_sent(server, tenant,
     assert "stored 0 new, 5 already stored, refused 0" in again.stdout
     assert _total(client, meter_id) == (Decimal(15), 5)
 
+    usage = subprocess.run([sys.executable, "-m", "meterbill.cli", "usage", "c1", "--start", "2024-01-01", "--end",
+                            "2024-02-01"], env=_env(server, tenant), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert usage.returncode == 0, usage.stderr
+    assert any("api_calls" in line and "requests" in line and "15" in line for line in usage.stdout.splitlines())
+
 
 @pytest.mark.parametrize("args, problem", [
     (["--map", "requests"], "--map requests"),  # no =

@@ -11,6 +11,7 @@ from typing import TextIO
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.typing import Processor
 
 REQUESTS = Counter("meterbill_http_requests_total", "HTTP requests", ["api", "method", "status"])
 LATENCY = Histogram(
@@ -27,7 +28,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None, stream: Tex
     if json is None:
         json = not stream.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    stamp = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    stamp: list[Processor] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     # Standard-library loggers (uvicorn's start and stop lines, warnings of libraries) render
     # like our own, so a log file holds nothing but JSON lines.
     handler = logging.StreamHandler(stream)
