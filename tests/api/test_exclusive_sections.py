@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from meterbill.core.db import Database
+from meterbill.core.db import Database, LockTimeout
+from tests.support.server import base_env
 
 HOLD = 0.5
 
@@ -56,10 +61,8 @@ def test_lock_is_released_when_the_block_raises(db):
     assert _second_entry_after(db, db, "sub-1", "sub-1") >= HOLD * 0.8
 
 
-def test_processes_with_their_own_engines_exclude_each_other_on_postgresql(new_database_url):
+def test_databases_of_one_process_exclude_each_other(new_database_url):
     url = new_database_url()
-    if not url.startswith("postgresql"):
-        pytest.skip("SQLite is the single-process embedded default: the lock is in-process there")
     first, second = Database(url), Database(url)
     try:
         assert _second_entry_after(first, second, "sub-1", "sub-1") >= HOLD * 0.8
@@ -67,3 +70,58 @@ def test_processes_with_their_own_engines_exclude_each_other_on_postgresql(new_d
     finally:
         first.dispose()
         second.dispose()
+
+
+# Another process enters the section, says so, holds it HOLD seconds (or forever) and exits.
+HOLDER = """
+import sys, time
+from meterbill.core.db import Database
+with Database(sys.argv[1]).exclusive(sys.argv[2]):
+    print("entered", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+@contextmanager
+def _held_by_another_process(url: str, name: str, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, url, name, str(seconds)],
+                              stdout=subprocess.PIPE, text=True, env=base_env(url))
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "entered"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def _entry_wait(db: Database, name: str) -> float:
+    began = time.monotonic()
+    with db.exclusive(name):
+        return time.monotonic() - began
+
+
+def test_processes_exclude_each_other(new_database_url):
+    url = new_database_url()
+    db = Database(url)
+    try:
+        with _held_by_another_process(url, "sub-1", HOLD) as holder:
+            assert _entry_wait(db, "sub-2") < HOLD * 0.5
+            assert _entry_wait(db, "sub-1") >= HOLD * 0.5
+            assert holder.wait(10) == 0  # it left the section on its own: we entered after it
+    finally:
+        db.dispose()
+
+
+def test_a_killed_holder_releases_the_lock_at_once(new_database_url):
+    url = new_database_url()
+    db = Database(url)
+    try:
+        with _held_by_another_process(url, "sub-1", 3600) as holder:
+            with pytest.raises(LockTimeout):
+                with db.exclusive("sub-1", wait=HOLD):
+                    pass
+            holder.kill()
+            holder.wait(10)
+            assert _entry_wait(db, "sub-1") < HOLD
+    finally:
+        db.dispose()

@@ -7,11 +7,14 @@ and on PostgreSQL (psycopg 3). Column types that SQLite would silently degrade
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,7 +38,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -191,6 +194,94 @@ def make_engine(url: str) -> Engine:
                          connect_args={"options": "-c timezone=UTC"}, **json_options)
 
 
+EXCLUSIVE_WAIT_SECONDS = 120.0
+
+
+class LockTimeout(TimeoutError):
+    """`Database.exclusive` waited its bound for a name another holder kept."""
+
+
+class _SQLiteLocks:
+    """`Database.exclusive` on SQLite: byte-range locks (fcntl) on one file next to the database,
+    the byte at the name's 62-bit hash for each name, so two names almost never collide.
+
+    Chosen over a lock row: a row would be a write transaction held across the block's HTTP
+    calls, blocking every other writer, and a crashed holder's row would stay until some
+    expiry; the kernel drops a dead process's file locks at once. The file lock is independent
+    of SQLite's own locks, so a caller inside a write transaction cannot deadlock with it.
+
+    POSIX record locks belong to the process, not to a thread or a file descriptor (closing
+    any descriptor of the file drops them all), so there is one registry entry per lock file
+    and process, kept open for the life of the process, and threads of the process are kept
+    apart first by a striped in-process lock (striped: the set of names ever locked does not
+    grow the process).
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._open_lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(64)]
+
+    @classmethod
+    def of(cls, database: str | None) -> _SQLiteLocks:
+        # An in-memory database lives in one process: its in-process locks are the whole story.
+        path = None if not database or database == ":memory:" else str(Path(database).resolve()) + "-exclusive"
+        with _SQLITE_LOCKS_GUARD:
+            locks = _SQLITE_LOCKS.get(path)
+            if locks is None:
+                locks = _SQLITE_LOCKS[path] = cls(path)
+            return locks
+
+    def _descriptor(self) -> int | None:
+        with self._open_lock:
+            if self._fd is None and self.path is not None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            return self._fd
+
+    @contextmanager
+    def hold(self, key: int, name: str, wait: float) -> Iterator[None]:
+        deadline = time.monotonic() + wait
+        stripe = self._stripes[key % len(self._stripes)]
+        if not stripe.acquire(timeout=wait):
+            raise LockTimeout(f"{name!r} still held in this process after {wait:g} s")
+        try:
+            fd = self._descriptor()
+            if fd is None:
+                yield
+                return
+            offset = key & ((1 << 62) - 1)
+            self._acquire(fd, offset, name, wait, deadline)
+            try:
+                yield
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+        finally:
+            stripe.release()
+
+    @staticmethod
+    def _acquire(fd: int, offset: int, name: str, wait: float, deadline: float) -> None:
+        # Polled rather than blocking (F_SETLKW): a blocking wait has no timeout, and the kernel's
+        # deadlock detection misreports between threads of one process, which share lock ownership.
+        pause = 0.005
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"{name!r} still held by another process after {wait:g} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
+# One entry per lock file (None: in-memory databases) for the life of the process (see _SQLiteLocks).
+_SQLITE_LOCKS: dict[str | None, _SQLiteLocks] = {}
+_SQLITE_LOCKS_GUARD = threading.Lock()
+
+
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work."""
 
@@ -201,8 +292,6 @@ class Database:
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
-        # Striped, so the set of names ever locked does not grow the process.
-        self._local_locks = [threading.Lock() for _ in range(64)]
 
     @property
     def dialect(self) -> str:
@@ -221,21 +310,30 @@ class Database:
             yield session
 
     @contextmanager
-    def exclusive(self, name: str) -> Iterator[None]:
-        """Run the block while no one else runs a block of the same name.
+    def exclusive(self, name: str, wait: float = EXCLUSIVE_WAIT_SECONDS) -> Iterator[None]:
+        """Run the block while no one else, in any process, runs a block of the same name.
 
         Held across slow outside calls (HTTP), so it must not be a write transaction:
-        on PostgreSQL it is a session advisory lock on a connection of its own, which
-        serialises every process and is released if the process dies; on SQLite, the
-        single-process embedded default, a lock inside this process.
+        on PostgreSQL it is a session advisory lock on a connection of its own; on SQLite,
+        a byte-range lock on a file next to the database (see `_SQLiteLocks`). Either is
+        released by the operating system or the server if its process dies. The wait is
+        bounded (`LockTimeout` after `wait` seconds): a stuck holder fails the waiter's work,
+        to be retried, instead of piling up workers behind it.
         """
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
         if self.dialect != "postgresql":
-            with self._local_locks[key % len(self._local_locks)]:
+            with _SQLiteLocks.of(self.engine.url.database).hold(key, name, wait):
                 yield
             return
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                # For this transaction only: the pooled connection keeps no lock_timeout afterwards.
+                conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(wait * 1000)}ms"})
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            except OperationalError as exc:
+                if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                    raise LockTimeout(f"{name!r} still held by another session after {wait:g} s") from exc
+                raise
             conn.commit()
             try:
                 yield
