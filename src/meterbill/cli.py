@@ -438,8 +438,10 @@ def connector_retry(entry_id: Annotated[str, typer.Argument(help="a retryable sy
 
 
 from meterbill.cli_mappings import mappings_app  # noqa: E402 - registered after the app it joins
+from meterbill.cli_webhooks import webhooks_app  # noqa: E402 - registered after the app it joins
 
 app.add_typer(mappings_app, name="mappings")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Chargebee events and their webhook deliveries.
 
 An event is recorded in the same transaction as the change it describes, with the
-full resources in `content`; one outbox message per enabled webhook endpoint
-delivers it, retried on Chargebee's schedule until the receiver answers 2xx.
+full resources in `content`, and one delivery per enabled webhook endpoint that takes
+its type (see `webhook_deliveries`: each endpoint's deliveries have their own status and
+go out in event order). A delivery is retried on Chargebee's schedule until the receiver
+answers 2xx; one that exhausts the schedule ends `failed`, to be resent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,16 +18,19 @@ import structlog
 from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
-from meterbill.billing.models import BillingEvent, Site, WebhookEndpoint
+from meterbill.billing import webhook_deliveries
+from meterbill.billing.models import BillingEvent, Site, WebhookDelivery, WebhookEndpoint, WebhookStatus
 from meterbill.billing.params import Filter, FilterType, ListOperation, parse_list, unix
 from meterbill.billing.records import next_number, page
-from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.core.db import utcnow
+from meterbill.core.outbox import Delivery, handles
 from meterbill.core.security import Vault
 from meterbill.core.wirejson import dumps
+from meterbill.settings import Settings
 
 log = structlog.get_logger("meterbill.webhooks")
 
-WEBHOOK_TOPIC = "billing.webhook_delivery"
+WEBHOOK_TOPIC = webhook_deliveries.TOPIC
 # Chargebee retries a failed delivery 7 times: after 2 min, 6 min, 30 min, 1 h, 5 h, 1 day and 2 days.
 RETRY_SCHEDULE = (
     timedelta(minutes=2), timedelta(minutes=6), timedelta(minutes=30), timedelta(hours=1),
@@ -48,7 +53,7 @@ def record_event(
     sequence = next_number(session, site)
     event = BillingEvent(
         site_id=site.id, id=f"ev_{site.id}_{sequence}", event_type=event_type, occurred_at=at,
-        content=dict(content), webhook_status="not_configured", sequence=sequence,
+        content=dict(content), webhook_status=WebhookStatus.NOT_CONFIGURED, sequence=sequence,
     )
     session.add(event)
     # Endpoints are never written in the transactions that record events, so they are read once
@@ -62,9 +67,8 @@ def record_event(
     endpoints = session.info[key]
     targets = [e for e in endpoints if not e.enabled_events or event_type in e.enabled_events]
     if targets:
-        event.webhook_status = "scheduled"
-    for endpoint in targets:
-        enqueue(session, WEBHOOK_TOPIC, {"site_id": site.id, "event_id": event.id, "endpoint_id": endpoint.id})
+        event.webhook_status = WebhookStatus.SCHEDULED
+    webhook_deliveries.schedule(session, event, [e.id for e in targets])
     return event
 
 
@@ -87,8 +91,9 @@ def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[
     return page(session, BillingEvent, site, parse_list(LIST, form))
 
 
-def render(event: BillingEvent) -> dict[str, Any]:
-    return {
+def render(event: BillingEvent, deliveries: Sequence[WebhookDelivery]) -> dict[str, Any]:
+    """`deliveries`: the event's, from `webhook_deliveries.of_events`; each endpoint's status is in `webhooks`."""
+    wire: dict[str, Any] = {
         "id": event.id,
         "occurred_at": unix(event.occurred_at),
         "source": "api",
@@ -96,49 +101,71 @@ def render(event: BillingEvent) -> dict[str, Any]:
         "api_version": "v2",
         "event_type": event.event_type,
         "webhook_status": event.webhook_status,
+        "webhooks": [{"id": d.endpoint_id, "webhook_status": d.status, "object": "webhook"} for d in deliveries],
         "content": event.content,
     }
+    failed = next((d for d in deliveries if d.status == WebhookStatus.FAILED and d.failure_reason), None)
+    if failed is not None:
+        wire["webhook_failure_reason"] = failed.failure_reason
+    return wire
+
+
+def render_all(session: Session, site_id: str, events: Sequence[BillingEvent]) -> list[dict[str, Any]]:
+    deliveries = webhook_deliveries.of_events(session, site_id, [e.id for e in events])
+    return [render(e, deliveries[e.id]) for e in events]
+
+
+# What the receiver gets: the event as it happened; how its deliveries go is ours to track.
+_DELIVERY_STATE = ("webhook_status", "webhooks", "webhook_failure_reason")
+
+
+def retry_schedule(settings: Settings | None) -> tuple[timedelta, ...]:
+    """The schedule in force: METERBILL_WEBHOOK_RETRY_SECONDS when set, else Chargebee's."""
+    if settings is not None and settings.webhook_retry_seconds:
+        return tuple(timedelta(seconds=x) for x in settings.webhook_retry_seconds)
+    return RETRY_SCHEDULE
 
 
 @handles(WEBHOOK_TOPIC, retry_delays=RETRY_SCHEDULE)
 def deliver(delivery: Delivery) -> None:
     payload = delivery.payload
-    with delivery.db.read() as session:
-        event = session.get(BillingEvent, (payload["site_id"], payload["event_id"]))
-        endpoint = session.get(WebhookEndpoint, (payload["site_id"], payload["endpoint_id"]))
-        if event is None or endpoint is None or endpoint.disabled:
-            return
-        # The delivery status is ours to track, not part of the event: every attempt sends the same body.
-        body = {k: v for k, v in render(event).items() if k != "webhook_status"}
-        url = endpoint.url
-        auth = None
-        if endpoint.basic_auth_username:
-            vault: Vault = delivery.context["vault"]
-            encrypted = endpoint.basic_auth_password_encrypted
-            auth = (endpoint.basic_auth_username, vault.decrypt(encrypted) if encrypted else "")
+    with delivery.db.transaction() as session:
+        attempt = webhook_deliveries.begin(session, payload)
+        if attempt is None:
+            return  # superseded, waiting its turn, or its endpoint is disabled
+        body = {k: v for k, v in render(attempt.event, []).items() if k not in _DELIVERY_STATE}
+    auth = None
+    if attempt.username:
+        vault: Vault = delivery.context["vault"]
+        encrypted = attempt.password_encrypted
+        auth = (attempt.username, vault.decrypt(encrypted) if encrypted else "")
     try:
         # wirejson: stored content carries exact Decimals, which plain json cannot encode.
-        response = httpx.post(url, content=dumps(body), auth=auth, timeout=10.0,
+        response = httpx.post(attempt.url, content=dumps(body), auth=auth, timeout=10.0,
                               headers={"Content-Type": "application/json"})
         succeeded = 200 <= response.status_code < 300
         reason = f"HTTP {response.status_code}"
     except httpx.HTTPError as exc:
         succeeded, reason = False, f"{type(exc).__name__}: {exc}"
-    if not succeeded:
-        # The delivery is not committed: the outbox retries on Chargebee's schedule, then marks it dead.
-        # The event says which, as Chargebee's does.
-        final = delivery.attempts + 1 > len(RETRY_SCHEDULE)
-        with delivery.db.transaction() as session:
-            stored = session.get(BillingEvent, (payload["site_id"], payload["event_id"]))
-            if stored is not None and stored.webhook_status != "succeeded":
-                stored.webhook_status = "failed" if final else "re_scheduled"
-        log.warning("webhook_delivery_failed", event_id=payload["event_id"], url=url, reason=reason,
-                    attempt=delivery.attempts + 1)
-        raise WebhookRefused(reason)
-    with delivery.commit() as session:
-        stored = session.get(BillingEvent, (payload["site_id"], payload["event_id"]))
-        if stored is not None:
-            stored.webhook_status = "succeeded"
+    if succeeded:
+        with delivery.commit() as session:
+            webhook_deliveries.finish(session, payload, succeeded=True, reason=None)
+        return
+    log.warning("webhook_delivery_failed", event_id=payload["event_id"], endpoint_id=payload["endpoint_id"],
+                url=attempt.url, reason=reason, attempt=delivery.attempts + 1)
+    schedule = retry_schedule(delivery.context.get("settings"))
+    # A delivery that waited behind an earlier one spent its retry window waiting: once that has
+    # passed, one attempt is all it gets, so an outage longer than the schedule ends every delivery.
+    waited_out = payload.get("after_wait") and utcnow() - attempt.scheduled_at >= sum(schedule, timedelta())
+    if delivery.attempts >= len(schedule) or waited_out:
+        # Ended here rather than left to the outbox's dead letter, so it ends `failed`, whatever
+        # the schedule's length, and the next delivery to the endpoint goes.
+        with delivery.commit() as session:
+            webhook_deliveries.finish(session, payload, succeeded=False, reason=reason)
+        return
+    with delivery.db.transaction() as session:
+        webhook_deliveries.retrying(session, payload, reason)
+    raise WebhookRefused(reason)
 
 
 class WebhookRefused(Exception):

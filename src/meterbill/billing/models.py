@@ -1,13 +1,14 @@
 """Billing storage: sites and keys, the catalog, customers, subscriptions, usages,
-invoices, credit notes, events, webhook endpoints and idempotent responses."""
+invoices, credit notes, events, webhook endpoints, webhook deliveries and idempotent responses."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
@@ -201,6 +202,53 @@ class WebhookEndpoint(BillingRecord, Base):
     # Encrypted: we must present it to the receiver, so a hash would not do.
     basic_auth_password_encrypted: Mapped[str | None] = mapped_column(String(1000))
     enabled_events: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+
+
+class WebhookStatus(StrEnum):
+    """Chargebee's `webhook_status` values that meterbill sets, per delivery and per event."""
+
+    NOT_CONFIGURED = "not_configured"  # events only: no endpoint takes the event
+    SCHEDULED = "scheduled"
+    RE_SCHEDULED = "re_scheduled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DISABLED = "disabled"  # the endpoint was disabled before the delivery went out
+
+
+class WebhookDelivery(Base):
+    """One event's delivery to one endpoint: its own status, attempts and last failure.
+
+    Deliveries to an endpoint go out in event order: one that finds an earlier delivery to the
+    same endpoint unfinished is `waiting`, and the earlier one hands over to it when it finishes.
+    `token` names the outbox message currently entitled to send it, so a resend supersedes the
+    message of the round before it."""
+
+    __tablename__ = "billing_webhook_deliveries"
+
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_sequence: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))  # WebhookStatus
+    waiting: Mapped[bool] = mapped_column(default=False)
+    token: Mapped[str] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the current round began (the event, or the last resend): retries are timed from it.
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        ForeignKeyConstraint(["site_id", "event_id"], ["billing_events.site_id", "billing_events.id"],
+                             ondelete="CASCADE"),
+        ForeignKeyConstraint(["site_id", "endpoint_id"],
+                             ["billing_webhook_endpoints.site_id", "billing_webhook_endpoints.id"], ondelete="CASCADE"),
+        # An endpoint's deliveries in event order, and its unfinished ones (the order check).
+        Index("ix_billing_webhook_deliveries_endpoint", "site_id", "endpoint_id", "event_sequence"),
+        Index("ix_billing_webhook_deliveries_endpoint_status", "site_id", "endpoint_id", "status", "event_sequence"),
+        # A site's failed deliveries across endpoints.
+        Index("ix_billing_webhook_deliveries_status", "site_id", "status", "event_sequence"),
+    )
 
 
 class IdempotentResponse(Base):

@@ -14,14 +14,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from meterbill.billing import sites, subscriptions
-from meterbill.billing.models import Customer, Invoice, Site, Subscription
+from meterbill.billing import records, sites, subscriptions, webhook_deliveries
+from meterbill.billing.models import Customer, Invoice, Site, Subscription, WebhookEndpoint
 from meterbill.connector import synclog
 from meterbill.connector.models import SyncLogEntry, SyncState, SyncStatus
 from meterbill.console import formatting, usage
 from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, redirect, render, runtime_of
 from meterbill.core.db import must_get, utcnow
-from meterbill.core.errors import AuthenticationFailed, InvalidState, NotFound
+from meterbill.core.errors import AuthenticationFailed, DomainError, InvalidState, NotFound
 from meterbill.metering import bills as metering_bills
 from meterbill.metering.config import all_of, find_by_key
 from meterbill.metering.models import Bill, BillLineItem, ConfigEntity
@@ -207,6 +207,48 @@ async def retry_entry(entry_id: str, request: Request, console: ConsoleDep) -> R
             return redirect("/console/sync-log", error="Nothing to retry")
         synclog.retry(db, entry)
     return redirect("/console/sync-log", notice="Retry queued")
+
+
+# --- webhooks -------------------------------------------------------------------------------------
+
+@router.get("/webhooks")
+def webhooks_page(request: Request, console: ConsoleDep) -> Response:
+    with runtime_of(request).db.read() as db:
+        summaries = webhook_deliveries.summaries(db, must_get(db, Site, console.site_id))
+        return render(request, "webhooks.html", console, title="Webhooks", page="webhooks", summaries=summaries,
+                      endpoint=None)
+
+
+@router.get("/webhooks/{endpoint_id}")
+def webhook_endpoint_page(endpoint_id: str, request: Request, console: ConsoleDep) -> Response:
+    with runtime_of(request).db.read() as db:
+        site = must_get(db, Site, console.site_id)
+        try:
+            endpoint = records.get(db, WebhookEndpoint, site, endpoint_id, "Webhook endpoint")
+        except NotFound:
+            return redirect("/console/webhooks", error="No such webhook endpoint")
+        latest, _ = webhook_deliveries.list_page(db, site, {"limit": "50"}, endpoint_id=endpoint_id)
+        failed, _ = webhook_deliveries.list_page(db, site, {"limit": "100", "status": "failed"},
+                                                 endpoint_id=endpoint_id)
+        return render(request, "webhooks.html", console, title=f"Webhooks · {endpoint.data.get('name', endpoint_id)}",
+                      page="webhooks", endpoint=endpoint, latest=latest, failed=failed)
+
+
+@router.post("/webhooks/{endpoint_id}/resend")
+async def resend_webhooks(endpoint_id: str, request: Request, console: ConsoleDep) -> Response:
+    """One event (`event_id`) or every failed delivery (`status=failed`) to the endpoint, again."""
+    form = await checked_form(request, console)
+    chosen = {key: values[0] for key, values in form.items() if key in ("event_id", "status") and values[0]}
+    page = f"/console/webhooks/{endpoint_id}"
+    if not chosen:
+        return redirect(page, error="Pick an event, or resend the failed deliveries")
+    try:
+        with runtime_of(request).db.transaction() as db:
+            resent = webhook_deliveries.resend(db, must_get(db, Site, console.site_id), chosen,
+                                               endpoint_id=endpoint_id)
+    except DomainError as exc:
+        return redirect(page, error=exc.message[:1].upper() + exc.message[1:])
+    return redirect(page, notice=f"Resending {len(resent)} deliver{'y' if len(resent) == 1 else 'ies'}")
 
 
 # --- invoice PDFs -------------------------------------------------------------------------------
