@@ -144,6 +144,7 @@ def load_meters(session: Session, org_id: str, items: Sequence[Any]) -> dict[str
                 ConfigEntity.unique_key.in_(codes),
             )
         )
+        if e.unique_key is not None  # matched by the IN, so always; narrows the nullable column's type
     }
 
 
@@ -234,7 +235,8 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
     try:
         if postgres:
             cursor.execute(_INSERT_POSTGRES, {"org": org_id, "now": now, "batch": document})
-            return cursor.fetchone()[0]
+            (new_count,) = cursor.fetchone() or (0,)  # the statement always answers one row
+            return new_count
         # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
         new = cursor.execute(_INSERT_SQLITE, (org_id, _sqlite_time(now), document)).fetchall()
         with_values = [(measurement_id, micros[uid]) for measurement_id, uid in new if micros[uid]]
@@ -305,15 +307,17 @@ GROUP BY 1, 2, 3, 4, 5
 
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
     """Account ids by code; unknown codes get a skeleton account, as m3ter does."""
-    found = dict(
-        session.execute(
+    found: dict[str, str] = {
+        code: account_id
+        for code, account_id in session.execute(
             select(ConfigEntity.unique_key, ConfigEntity.id).where(
                 ConfigEntity.organization_id == org_id,
                 ConfigEntity.kind == "account",
                 ConfigEntity.unique_key.in_(codes),
             )
-        ).all()
-    )
+        )
+        if code is not None  # matched by the IN, so always; narrows the nullable column's type
+    }
     now = utcnow()
     for code in sorted(codes - set(found)):
         entity = ConfigEntity(
