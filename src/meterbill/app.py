@@ -16,7 +16,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,6 +51,7 @@ from meterbill.metering.api import fileuploads as metering_fileuploads_api
 from meterbill.metering.api import measurements as metering_measurements_api
 from meterbill.metering.api import usage as metering_usage_api
 from meterbill.settings import Settings
+from meterbill.stall_metrics import StallCollector
 
 log = structlog.get_logger("meterbill.app")
 
@@ -142,9 +143,14 @@ def create_app(settings: Settings) -> FastAPI:
         runtime.db.ping()
         return {"status": "ok", "database": runtime.db.dialect, "version": __version__}
 
+    # The database's view (backlog, jobs, failed deliveries) in a registry of this app's own: the
+    # process-wide one is shared by every app a process creates (the tests make several).
+    stalls = CollectorRegistry(auto_describe=False)
+    stalls.register(StallCollector(runtime.db))
+
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest() + generate_latest(stalls), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi/{family}.json", tags=["operations"], include_in_schema=False)
     def family_openapi(family: str) -> JSONResponse:
