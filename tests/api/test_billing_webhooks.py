@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import chargebee
+import httpx
 import pytest
 
 from tests.conftest import chargebee_client, unique_name
@@ -237,7 +238,10 @@ def test_failing_receiver_gets_the_event_exactly_once_as_success(cb, receivers):
 
     stored = cb.Event.retrieve(event_id).event
     assert stored.webhook_status == "succeeded"
+    assert [(w.id, w.webhook_status) for w in stored.webhooks] == [(endpoint.id, "succeeded")]
     assert stored.content == event.content
+    # What the receiver got is the event as it happened, not how its deliveries went.
+    assert not {"webhook_status", "webhooks", "webhook_failure_reason"} & set(attempts[-1].event)
 
 
 def test_wrong_credentials_are_retried_not_dropped(cb, receivers):
@@ -268,7 +272,7 @@ def test_wrong_credentials_are_retried_not_dropped(cb, receivers):
 
 def test_retries_stop_after_the_schedule_and_the_event_is_marked_failed(cb, receivers):
     receiver = receivers(fail_first=1000)
-    _endpoint(cb, receiver, enabled_events=["customer_created"])
+    endpoint = _endpoint(cb, receiver, enabled_events=["customer_created"])
     customer_id = _customer(cb)
 
     wait_until(lambda: len(receiver.deliveries) >= MAX_ATTEMPTS, 30, f"{MAX_ATTEMPTS} attempts")
@@ -278,7 +282,10 @@ def test_retries_stop_after_the_schedule_and_the_event_is_marked_failed(cb, rece
     assert len(attempts) == MAX_ATTEMPTS, "one attempt plus Chargebee's 7 retries, then no more"
     assert {d.event_id for d in attempts} == {event_id}
     assert all(d.status == 500 for d in attempts)
-    assert cb.Event.retrieve(event_id).event.webhook_status == "failed"
+    event = cb.Event.retrieve(event_id).event
+    assert event.webhook_status == "failed"
+    assert [(w.id, w.webhook_status) for w in event.webhooks] == [(endpoint.id, "failed")]
+    assert event.webhook_failure_reason == "HTTP 500"
 
 
 # --- which endpoints get what ------------------------------------------------------------------
@@ -336,6 +343,44 @@ def test_disabling_an_endpoint_stops_pending_retries(cb, receivers):
     late = [d for d in receiver.deliveries if d.at > disabled_at + 0.5]
     assert late == [], "a disabled endpoint must not get the pending retries"
     assert len(receiver.deliveries) <= 2
+    event = cb.Event.retrieve(receiver.deliveries[0].event_id).event
+    assert [(w.id, w.webhook_status) for w in event.webhooks] == [(endpoint.id, "disabled")]
+    assert event.webhook_status == "disabled"
+
+
+def test_delivery_api_refuses_by_name_and_changes_nothing(server, tenant, cb, receivers):
+    receiver = receivers()
+    endpoint = _endpoint(cb, receiver, enabled_events=["customer_created"])
+    customer_id = _customer(cb)
+    wait_until(lambda: receiver.deliveries, 10, "the delivery")
+    event_id = _event_of(cb, "customer_created", customer_id).id
+    api = httpx.Client(base_url=f"{server.base_url}/api/v2", auth=(tenant["billing_api_key"], ""), timeout=30)
+
+    def refused(method: str, path: str, code: int, param: str | None, /, **form: str) -> None:
+        response = api.request(method, path, **({"params": form} if method == "GET" else {"data": form}))
+        body = response.json()
+        assert response.status_code == code, body
+        assert (body["api_error_code"], body.get("param")) == (
+            "resource_not_found" if code == 404 else "param_wrong_value", param), body
+
+    refused("POST", "/webhook_deliveries/resend", 400, "status")  # no selection: never the whole history
+    refused("POST", "/webhook_deliveries/resend", 400, "status", status="bogus")
+    refused("POST", "/webhook_deliveries/resend", 400, "until", status="failed", until="1")
+    refused("POST", f"/webhook_endpoints/{endpoint.id}/resend", 400, "since", since="yesterday")
+    refused("POST", "/webhook_endpoints/whe_nope/resend", 404, "id")
+    refused("POST", "/events/ev_nope/resend_webhooks", 404, "id")
+    refused("GET", "/webhook_endpoints/whe_nope/deliveries", 404, "id")
+    refused("GET", "/webhook_deliveries", 400, "limit", limit="0")
+    time.sleep(1)
+    assert len(receiver.deliveries) == 1, "a refused resend sends nothing"
+
+    listed = api.get("/webhook_deliveries", params={"event_id": event_id}).json()["list"]
+    assert [(d["webhook_delivery"]["endpoint_id"], d["webhook_delivery"]["webhook_status"]) for d in listed] == \
+        [(endpoint.id, "succeeded")]
+    resent = api.post(f"/events/{event_id}/resend_webhooks", data={"endpoint_id": endpoint.id}).json()["event"]
+    assert resent["webhooks"] == [{"id": endpoint.id, "webhook_status": "scheduled", "object": "webhook"}]
+    wait_until(lambda: len(receiver.deliveries) == 2, 10, "the resent delivery")
+    assert receiver.deliveries[1].body == receiver.deliveries[0].body
 
 
 # --- endpoint CRUD and validation ----------------------------------------------------------------
@@ -517,8 +562,9 @@ def test_events_list_filters(cb):
         assert customer["id"] in [*first, late]
         assert isinstance(customer.get("created_at"), int)
         fetched = cb.Event.retrieve(event.id).event.raw_data
-        # (webhook_status may move on meanwhile: the tenant's connector endpoint takes customer_changed.)
-        assert {**fetched, "webhook_status": None} == {**event.raw_data, "webhook_status": None}
+        # (Delivery statuses may move on meanwhile: the tenant's connector endpoint takes customer_changed.)
+        moving = {"webhook_status": None, "webhooks": None}
+        assert {**fetched, **moving} == {**event.raw_data, **moving}
     assert after[0].content["customer"] == latest  # the full resource, as retrieve shows it
 
 

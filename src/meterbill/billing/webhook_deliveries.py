@@ -216,9 +216,9 @@ def list_page(session: Session, site: Site, form: dict[str, Any],
               & (BillingEvent.id == WebhookDelivery.event_id))
         .order_by(WebhookDelivery.event_sequence.desc(), WebhookDelivery.endpoint_id)
         .offset(offset).limit(params.limit + 1)
-    ).tuples().all()
-    more = len(rows) > params.limit
-    return list(rows[:params.limit]), (str(offset + params.limit) if more else None)
+    ).all()
+    following = str(offset + params.limit) if len(rows) > params.limit else None
+    return [(delivery, event) for delivery, event in rows[:params.limit]], following
 
 
 def resend(session: Session, site: Site, form: dict[str, Any], *, endpoint_id: str | None = None,
@@ -288,7 +288,7 @@ def summaries(session: Session, site: Site) -> list[EndpointSummary]:
             select(WebhookDelivery.endpoint_id, WebhookDelivery.status, func.count())
             .where(WebhookDelivery.site_id == site.id,
                    WebhookDelivery.status.in_((WebhookStatus.FAILED, *UNFINISHED)))
-            .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.status)).tuples()}
+            .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.status))}
     endpoints = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.site_id == site.id)
                                 .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id))
     return [EndpointSummary(e, counts.get((e.id, WebhookStatus.FAILED), 0),

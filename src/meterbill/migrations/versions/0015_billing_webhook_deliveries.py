@@ -60,7 +60,8 @@ def _backfill() -> None:
     bind = op.get_bind()
     events = {(site, event): (sequence, status) for site, event, sequence, status in bind.execute(
         sa.text('SELECT site_id, id, sequence, webhook_status FROM billing_events'))}
-    endpoints = set(bind.execute(sa.text('SELECT site_id, id FROM billing_webhook_endpoints')).tuples())
+    endpoints = {(site, endpoint) for site, endpoint in bind.execute(
+        sa.text('SELECT site_id, id FROM billing_webhook_endpoints'))}
     rows: dict[tuple[str, str, str], dict[str, object]] = {}
     messages = bind.execute(sa.text(
         'SELECT payload, status, attempts, created_at, processed_at, last_error FROM outbox_messages'
