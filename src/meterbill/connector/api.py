@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, model_validator
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -62,7 +63,15 @@ async def receive_webhook(integration_id: str, request: Request, runtime: Runtim
             enqueue(session, sync.WEBHOOK_TOPIC, {"integration_id": integration_id, "event_id": event_id})
             return True
 
-    created = await run_in_threadpool(store)
+    def store_once() -> bool:
+        try:
+            return store()
+        except IntegrityError:
+            # The same event delivered to another process at the same moment, which stored it
+            # first: read again, and this delivery is the duplicate it is.
+            return store()
+
+    created = await run_in_threadpool(store_once)
     return ExactJSONResponse({"received": True, "duplicate": not created})
 
 
