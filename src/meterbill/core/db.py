@@ -439,8 +439,7 @@ def upgrade(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # A missing SQLite folder is the caller's mistake to report (the CLI names it), never created here.
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
     config.attributes["database_url"] = url
