@@ -141,6 +141,10 @@ def test_outage_longer_than_the_schedule_ends_failed_and_resend_delivers_every_e
         return subprocess.run([sys.executable, "-m", "meterbill.cli", "webhooks", *args], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
 
+    listed_by_cli = meterbill("list", "--endpoint", endpoint, "--failed", "--limit", "100", "--json")
+    assert listed_by_cli.returncode == 0, listed_by_cli.stderr
+    assert json.loads(listed_by_cli.stdout) == failed
+
     resent = meterbill("resend", "--all-failed")
     assert resent.returncode == 0, resent.stderr
     assert "resent 10 deliveries" in resent.stdout
