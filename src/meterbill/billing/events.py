@@ -134,18 +134,20 @@ def deliver(delivery: Delivery) -> None:
         if attempt is None:
             return  # superseded, waiting its turn, or its endpoint is disabled
         body = {k: v for k, v in render(attempt.event, []).items() if k not in _DELIVERY_STATE}
-    auth = None
-    if attempt.username:
-        vault: Vault = delivery.context["vault"]
-        encrypted = attempt.password_encrypted
-        auth = (attempt.username, vault.decrypt(encrypted) if encrypted else "")
     try:
+        auth = None
+        if attempt.username:
+            vault: Vault = delivery.context["vault"]
+            encrypted = attempt.password_encrypted
+            auth = (attempt.username, vault.decrypt(encrypted) if encrypted else "")
         # wirejson: stored content carries exact Decimals, which plain json cannot encode.
         response = httpx.post(attempt.url, content=dumps(body), auth=auth, timeout=10.0,
                               headers={"Content-Type": "application/json"})
         succeeded = 200 <= response.status_code < 300
         reason = f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError) as exc:
+        # ValueError: a password the instance secret cannot decrypt. A failed attempt like any
+        # other, so it ends `failed` for all to see instead of holding up the endpoint's line.
         succeeded, reason = False, f"{type(exc).__name__}: {exc}"
     if succeeded:
         with delivery.commit() as session:
