@@ -116,9 +116,9 @@ def test_fix_a_mapping_error_from_the_sync_log_and_retry(page, server, tenant, a
     wait_for(lambda: [e for e in story.sync_log("error") if "currency mismatch" in e["message"]])
 
     log_in(page, tenant["billing_api_key"])
-    assert page.locator(".card", has_text="Sync errors").locator(".value").inner_text() != "0"
+    assert page.locator(".card", has_text="Open sync problems").locator(".value").inner_text() != "0"
     page.click("header >> text=Sync log")
-    page.click("text=Errors")
+    page.click("a[href='/console/sync-log?state=open']")
     error_row = page.locator("tr", has_text="currency mismatch").first
     assert "sub_eur-basic-eur" in error_row.inner_text()
 
@@ -132,8 +132,8 @@ def test_fix_a_mapping_error_from_the_sync_log_and_retry(page, server, tenant, a
     assert page.locator("tr[data-item-price='basic-eur'] td", has_text="ok").count() == 1
 
     page.click("header >> text=Sync log")
-    page.click("text=Errors")
-    page.locator("tr", has_text="currency mismatch").first.locator("text=Retry").click()
+    page.click("a[href='/console/sync-log?state=open']")
+    page.locator("tr", has_text="currency mismatch").first.locator("button", has_text="Retry").click()
     assert "Retry queued" in page.locator(".flash").inner_text()
     (plan,) = wait_for(lambda: [p for p in story.account_plans() if p.custom_fields.get("cbSubscription") == "sub_eur"])
     assert (plan.plan_id, plan.start_date) == (euro_plan.id, datetime(2024, 1, 1, tzinfo=UTC))
