@@ -168,8 +168,9 @@ def _seed_demo(base: str, credentials) -> None:
             time.sleep(0.1)
     try:
         seed(base, credentials)
-        err.print(f"[bold green]demo data ready[/bold green]: three customers, three months of usage and invoices "
-                  f"at {base}")
+        # Seeding logs a few hundred requests, which push the keys printed at start off screen.
+        err.print(f"[bold green]demo data ready[/bold green]: three customers, three months of usage and invoices; "
+                  f"console {base}/console, log in with {credentials.billing_api_key}")
     except Exception as exc:  # the server stays up; say what went wrong
         err.print(f"[red]demo seeding failed:[/red] {type(exc).__name__}: {exc}")
 
