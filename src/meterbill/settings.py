@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     embedded_worker_threads: int = Field(default=2, ge=1, le=16)
     outbox_batch_size: int = 50
     outbox_poll_seconds: float = 0.2
-    # A claimed message is offered to another worker once its lease runs out, so a
-    # worker killed mid-batch delays its messages by at most this long.
-    outbox_lease_seconds: float = 60.0
+    # A claimed message is offered to another worker once its lease runs out; a heartbeat
+    # renews it (four times per lease) while the worker lives, so a worker killed mid-batch,
+    # however long its handler, delays its messages by at most this long.
+    outbox_lease_seconds: float = Field(default=15.0, gt=0, le=30)
     outbox_max_attempts: int = 10
     # Seconds between webhook delivery attempts; empty means Chargebee's schedule
     # (2 min, 6 min, 30 min, 1 h, 5 h, 1 day, 2 days).

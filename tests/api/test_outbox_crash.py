@@ -88,3 +88,64 @@ def test_kill_9_mid_batch_then_restart_processes_every_message_exactly_once(new_
         assert attempts == [0] * MESSAGES  # a crash is not a failed attempt
     finally:
         db.dispose()
+
+
+def _pending_probe_leases(db: Database) -> list[str | None]:
+    with db.read() as session:
+        return list(session.scalars(select(OutboxMessage.lease_token).where(
+            OutboxMessage.topic == "test.probe", OutboxMessage.status != DONE)))
+
+
+def test_sigterm_mid_batch_releases_the_rest_of_the_batch_at_once(new_database_url, tmp_path):
+    """A deploy stops the worker: the message in hand is finished, the rest of its claimed batch
+    is released on the way out, so the next worker starts on it at once (not a lease later)."""
+    url = new_database_url()
+    env = base_env(url, METERBILL_PLUGINS='["tests.support.outbox_probe"]', METERBILL_OUTBOX_BATCH_SIZE=str(BATCH))
+    meterbill("db", "upgrade", env=env, cwd=tmp_path)
+    db = Database(url)
+    try:
+        with db.transaction() as session:
+            session.execute(text(PROBE_TABLE_DDL))
+            for i in range(BATCH):
+                enqueue(session, "test.probe", {"key": f"m{i}", "sleep": 0.1})
+        worker = _start_worker(env, tmp_path)
+        assert _wait_for(lambda: sum(_effects(db).values()) >= 3, timeout=60)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+        assert 3 <= sum(_effects(db).values()) < BATCH
+        assert set(_pending_probe_leases(db)) == {None}  # nothing left leased to the stopped worker
+
+        restarted = _start_worker(env, tmp_path)
+        try:
+            assert _wait_for(lambda: not _pending_probe_leases(db), timeout=60)
+        finally:
+            restarted.terminate()
+            restarted.wait(15)
+        assert _effects(db) == {f"m{i}": 1 for i in range(BATCH)}
+    finally:
+        db.dispose()
+
+
+def test_a_handler_outliving_the_lease_keeps_its_message_while_its_worker_lives(new_database_url, tmp_path):
+    """A 1 s lease, a handler of 3 s and two workers: the heartbeat renews the lease, so the idle
+    worker does not take the message while its holder lives (without it, the two steal it from
+    each other forever, each losing its lease before it is done, and it never completes)."""
+    url = new_database_url()
+    env = base_env(url, METERBILL_PLUGINS='["tests.support.outbox_probe"]', METERBILL_OUTBOX_LEASE_SECONDS="1",
+                   METERBILL_OUTBOX_BATCH_SIZE="1")
+    meterbill("db", "upgrade", env=env, cwd=tmp_path)
+    db = Database(url)
+    try:
+        with db.transaction() as session:
+            session.execute(text(PROBE_TABLE_DDL))
+            enqueue(session, "test.probe", {"key": "slow", "sleep": 3})
+        workers = [_start_worker(env, tmp_path) for _ in range(2)]
+        try:
+            assert _wait_for(lambda: not _pending_probe_leases(db), timeout=30)
+        finally:
+            for worker in workers:
+                worker.terminate()
+                worker.wait(15)
+        assert _effects(db) == {"slow": 1}
+    finally:
+        db.dispose()

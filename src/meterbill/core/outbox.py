@@ -9,6 +9,11 @@ mid-batch therefore leaves every message either fully done (handler effects and
 mark committed together) or untouched, to be re-claimed when its lease runs
 out: database effects happen exactly once. Effects outside the database (HTTP
 calls) happen at least once and must carry idempotency keys.
+
+The lease is short and a heartbeat renews it while the worker lives, so a dead
+worker's messages are offered again within one lease, however long a handler runs;
+a worker told to stop finishes (or hands back) the message in hand and releases the
+rest of its batch at once, so a deploy delays nothing.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ class Delivery:
     """
 
     def __init__(
-        self, db: Database, message: OutboxMessage, lease_token: str, context: Mapping[str, Any]
+        self, db: Database, message: OutboxMessage, lease_token: str, context: Mapping[str, Any],
+        stopping: threading.Event,
     ) -> None:
         self.db = db
         # Process-wide services a handler may need (the vault, settings), set by the worker's owner.
@@ -76,18 +82,28 @@ class Delivery:
         self.payload = message.payload
         self.attempts = message.attempts
         self._lease_token = lease_token
+        self._stopping = stopping
         self.committed = False
 
-    def renew_lease(self, seconds: float) -> None:
-        """Keep the message for `seconds` more: long handlers call this between their batches."""
+    @property
+    def stopping(self) -> bool:
+        """The worker was told to stop: a long handler hands its message back (`HandBack`)
+        at its next safe point, rather than holding the shutdown up."""
+        return self._stopping.is_set()
+
+    @contextmanager
+    def holding(self) -> Iterator[Session]:
+        """A transaction for part of a long handler's effects, applied only while we still hold
+        the message: it fails with `LeaseLost` (and writes nothing) once another worker has it."""
         with self.db.transaction() as session:
-            owned = rowcount(session.execute(
+            # First, so on PostgreSQL the row stays locked until commit: a claim skips it.
+            if rowcount(session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == self.id, OutboxMessage.lease_token == self._lease_token)
-                .values(leased_until=utcnow() + timedelta(seconds=seconds))
-            ))
-        if owned != 1:
-            raise LeaseLost()
+                .values(lease_token=self._lease_token)
+            )) != 1:
+                raise LeaseLost()
+            yield session
 
     @contextmanager
     def commit(self) -> Iterator[Session]:
@@ -161,7 +177,7 @@ class OutboxWorker:
         *,
         batch_size: int = 50,
         poll_seconds: float = 0.2,
-        lease_seconds: float = 60.0,
+        lease_seconds: float = 15.0,
         max_attempts: int = 10,
         context: Mapping[str, Any] | None = None,
         retry_overrides: Mapping[str, Sequence[timedelta]] | None = None,
@@ -173,8 +189,11 @@ class OutboxWorker:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.lease = timedelta(seconds=lease_seconds)
+        # Four beats per lease: a slow beat or two (a busy database) does not lose the lease.
+        self.heartbeat_seconds = lease_seconds / 4
         self.max_attempts = max_attempts
         self._stop = threading.Event()
+        self._in_hand: int | None = None  # read by the heartbeat thread
 
     def stop(self) -> None:
         self._stop.set()
@@ -194,11 +213,53 @@ class OutboxWorker:
     def run_once(self) -> int:
         """Claim one batch and handle it; returns how many messages were claimed."""
         token, ids = self._claim()
-        for message_id in ids:
-            if self._stop.is_set():
-                break
-            self._handle(message_id, token)
+        if not ids:
+            return 0
+        beating = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(token, beating), daemon=True,
+                                     name=f"{threading.current_thread().name}-heartbeat")
+        heartbeat.start()
+        try:
+            for message_id in ids:
+                if self._stop.is_set():
+                    break
+                self._in_hand = message_id
+                self._handle(message_id, token)
+        finally:
+            self._in_hand = None
+            beating.set()
+            heartbeat.join()
+            # Whatever of the batch we did not get to (told to stop, or a cycle that failed) is
+            # offered to other workers now, not when the lease would have run out.
+            self._release(token)
         return len(ids)
+
+    def _heartbeat(self, token: str, done: threading.Event) -> None:
+        """Renew the lease of the message in hand while this process works on it: its death stops
+        the renewals, and the message is claimable one lease later. The rest of the batch keeps its
+        claim's lease, so behind a long handler (a big file) other workers take it over."""
+        while not done.wait(self.heartbeat_seconds):
+            in_hand = self._in_hand
+            if in_hand is None:
+                continue
+            try:
+                with self.db.transaction() as session:
+                    session.execute(
+                        update(OutboxMessage)
+                        .where(OutboxMessage.id == in_hand, OutboxMessage.lease_token == token,
+                               OutboxMessage.status == PENDING)
+                        .values(leased_until=utcnow() + self.lease)
+                    )
+            except Exception:  # a missed beat is survivable: the next one renews
+                log.exception("outbox_heartbeat_failed")
+
+    def _release(self, token: str, message_id: int | None = None) -> None:
+        """Give back (all of a batch's, or one) claimed messages still pending, no attempt counted."""
+        condition = [OutboxMessage.lease_token == token, OutboxMessage.status == PENDING]
+        if message_id is not None:
+            condition.append(OutboxMessage.id == message_id)
+        with self.db.transaction() as session:
+            session.execute(update(OutboxMessage).where(*condition).values(lease_token=None, leased_until=None))
 
     def _claim(self) -> tuple[str, list[int]]:
         token = str(uuid.uuid4())
@@ -230,7 +291,7 @@ class OutboxWorker:
             message = session.get(OutboxMessage, message_id)
         if message is None or message.lease_token != token or message.status != PENDING:
             return
-        delivery = Delivery(self.db, message, token, self.context)
+        delivery = Delivery(self.db, message, token, self.context, self._stop)
         try:
             route = _routes.get(message.topic)
             if route is None:
@@ -242,6 +303,9 @@ class OutboxWorker:
             processed_total.labels(message.topic, "done").inc()
         except LeaseLost:
             log.warning("outbox_lease_lost", message_id=message_id)
+        except HandBack:
+            self._release(token, message_id)
+            log.info("outbox_message_handed_back", message_id=message_id, topic=message.topic)
         except Exception as exc:
             self._record_failure(message_id, token, exc)
 
@@ -276,3 +340,9 @@ class OutboxWorker:
 
 class LeaseLost(Exception):
     """The message's lease ran out and another worker has it: stop without side effects."""
+
+
+class HandBack(Exception):
+    """Raised by a handler that stops early because its worker is stopping (see `Delivery.stopping`):
+    the message is released for another worker at once, no attempt counted. The handler must have
+    committed only complete units (e.g. whole batches with their resume point)."""

@@ -1,10 +1,13 @@
 """Bill jobs: turn every finished billing period of every account plan into a bill.
 
-The job is recorded and queued in the caller's transaction; an outbox worker runs
-it in one transaction, so a job's bills appear all at once or not at all. Bills
-are keyed by (account, period end, currency): a re-run recalculates a PENDING bill
-in place and never touches an APPROVED or locked one, so late measurements cannot
-change what was approved.
+The job is recorded and queued in the caller's transaction. An outbox worker marks it
+RUNNING, rates it from a read snapshot (outside the write lock, its lease renewed by the
+worker's heartbeat), then writes all its bills in one transaction, so a job's bills
+appear all at once or not at all. That transaction locks the job row first and writes
+only if the job is still RUNNING: a cancel committed before it wins (nothing is written),
+one arriving after it waits and is refused. Bills are keyed by (account, period end,
+currency): a re-run recalculates a PENDING bill in place and never touches an APPROVED
+or locked one, so late measurements cannot change what was approved.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from enum import StrEnum
 from time import perf_counter
 from typing import Any, NamedTuple, TypeVar
 
@@ -20,10 +24,10 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import bulk_insert, new_id, utcnow
-from meterbill.core.errors import InvalidInput
+from meterbill.core.db import bulk_insert, must_get, new_id, utcnow
+from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.money import exponent
-from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
 from meterbill.metering import rating, schemas
 from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
@@ -34,9 +38,6 @@ from meterbill.metering.periods import BillingPeriod, billing_periods, next_peri
 from meterbill.metering.usage import IN_CHUNK, TOTALS_KINDS, Segment, aggregate_usage, usage_totals
 
 BILL_JOB_TOPIC = "metering.bill_job"
-# Ten thousand accounts over ten million measurements take under a minute on two cores; a job
-# whose worker died is picked up again when this runs out, so it stays well short of an hour.
-BILL_JOB_LEASE_SECONDS = 900
 PENDING, APPROVED = "PENDING", "APPROVED"
 M = TypeVar("M", bound=schemas.WireModel)
 log = structlog.get_logger("meterbill.billrun")
@@ -57,7 +58,7 @@ def create_bill_job(session: Session, org_id: str, principal: str, body: schemas
             param="billDate",
         )
     job = BillJob(
-        id=new_id(), organization_id=org_id, version=1, status="PENDING", bill_date=body.bill_date,
+        id=new_id(), organization_id=org_id, version=1, status=JobStatus.PENDING, bill_date=body.bill_date,
         account_ids=body.account_ids, bill_ids=[], total=0, pending=0, created_by=principal,
         created_at=now, modified_at=now,
     )
@@ -67,8 +68,18 @@ def create_bill_job(session: Session, org_id: str, principal: str, body: schemas
     return job
 
 
-JOB_STATUSES = ("PENDING", "INITIALIZING", "RUNNING", "COMPLETE", "CANCELLED")
-ACTIVE_JOB_STATUSES = ("PENDING", "INITIALIZING", "RUNNING")
+class JobStatus(StrEnum):
+    """m3ter's bill job statuses (INITIALIZING is never entered here: a job goes straight to RUNNING)."""
+
+    PENDING = "PENDING"
+    INITIALIZING = "INITIALIZING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    CANCELLED = "CANCELLED"
+
+
+JOB_STATUSES = tuple(JobStatus)
+ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.INITIALIZING, JobStatus.RUNNING)
 
 
 def list_jobs(
@@ -83,26 +94,61 @@ def list_jobs(
     return keyset_page(session, query, BillJob.id, page_size, next_token)
 
 
+def locked_job(session: Session, job_id: str) -> BillJob | None:
+    """The job, its row locked until commit (and read afresh), so a cancel and the job's writes
+    apply one after the other."""
+    return session.get(BillJob, job_id, with_for_update=True, populate_existing=True)
+
+
+def cancel_job(session: Session, org_id: str, job_id: str) -> BillJob:
+    job = locked_job(session, job_id)
+    if job is None or job.organization_id != org_id:
+        raise NotFound(f"bill job {job_id} not found")
+    if job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
+        raise InvalidState(f"bill job {job_id} is {job.status}: it is past the point of no return "
+                           "(only PENDING or RUNNING jobs can be cancelled; nothing was changed)")
+    _set_status(job, JobStatus.CANCELLED)
+    return job
+
+
+def _set_status(job: BillJob, status: JobStatus) -> None:
+    job.status = status
+    job.version += 1
+    job.modified_at = utcnow()
+
+
 @handles(BILL_JOB_TOPIC)
 def run_bill_job(delivery: Delivery) -> None:
-    # The job is one transaction that cannot renew its lease midway (on SQLite it holds the
-    # write lock), so it takes a long one first: with the worker's default lease, a job
-    # outliving it was claimed again by another worker, and again, never completing.
-    delivery.renew_lease(BILL_JOB_LEASE_SECONDS)
-    with delivery.commit() as session:
-        job = session.get(BillJob, delivery.payload["job_id"])
-        if job is None or job.status != "PENDING":
+    job_id = delivery.payload["job_id"]
+    with delivery.holding() as session:
+        job = locked_job(session, job_id)
+        # RUNNING too: a worker that died mid-job wrote nothing, so the job starts over.
+        if job is None or job.status not in (JobStatus.PENDING, JobStatus.RUNNING):
             return  # cancelled, or already run
         accounts = _job_accounts(session, job)
-        run = _BillRun(session, job)
-        job.bill_ids = run.bill(accounts, midnight(job.bill_date))
+        _set_status(job, JobStatus.RUNNING)
+        job.total = len(accounts)
+        job.pending = len(accounts)  # accounts whose bills are not yet written
+        until = midnight(job.bill_date)
+    if delivery.stopping:
+        raise HandBack()
+    # Rated from a read snapshot: on SQLite the write lock (and so every other writer, the
+    # cancel among them) waits only for the writes, not the rating.
+    with delivery.db.read() as session:
+        run = _BillRun(session, must_get(session, BillJob, job_id))
+        drafts = run.rate(accounts, until)
+    if delivery.stopping:
+        raise HandBack()
+    with delivery.commit() as session:
+        job = locked_job(session, job_id)
+        if job is None or job.status != JobStatus.RUNNING:
+            return  # cancelled while it was rated: the answer was CANCELLED, so nothing is written
+        job.bill_ids = run.save(session, job, accounts, drafts)
+        run.lap("writes")
         log.info("bill_job_rated", job_id=job.id, accounts=len(accounts), bills=len(job.bill_ids),
                  **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in run.seconds.items()})
-        job.total = len(accounts)
         job.pending = 0
-        job.status = "COMPLETE"
-        job.version += 1
-        job.modified_at = utcnow()
+        _set_status(job, JobStatus.COMPLETE)
 
 
 class _Account(NamedTuple):
@@ -260,7 +306,6 @@ class _BillRun:
 
     def __init__(self, session: Session, job: BillJob) -> None:
         self.session = session
-        self.job = job
         self.org_id = job.organization_id
         self.catalog = _Catalog(session, self.org_id)
         # A job for every account reads the period's usage without an IN list of account ids.
@@ -271,25 +316,24 @@ class _BillRun:
         self.seconds: dict[str, float] = {}
         self._lap_started = perf_counter()
 
-    def _lap(self, phase: str) -> None:
+    def lap(self, phase: str) -> None:
         now = perf_counter()
         self.seconds[phase] = now - self._lap_started
         self._lap_started = now
 
-    def bill(self, accounts: list[_Account], until: datetime) -> list[str]:
+    def rate(self, accounts: list[_Account], until: datetime) -> dict[str, dict[tuple[datetime, str], _BillDraft]]:
+        """Every account's draft bills: reads only."""
         plans_by_account = _account_plans(self.session, self.org_id)
         terms = {
             account.id: [self._terms(account, ap_id, ap, until) for ap_id, ap in plans_by_account.get(account.id, [])]
             for account in accounts
         }
-        self._lap("terms")
+        self.lap("terms")
         self._aggregate(terms)
-        self._lap("usage")
+        self.lap("usage")
         drafts = {account.id: self._drafts(account, terms[account.id]) for account in accounts}
-        self._lap("rating")
-        bill_ids = self._save(accounts, drafts)
-        self._lap("writes")
-        return bill_ids
+        self.lap("rating")
+        return drafts
 
     def _terms(self, account: _Account, account_plan_id: str, ap: schemas.AccountPlanBody, until: datetime) -> _Terms:
         plan = self.catalog.body(ap.plan_id, schemas.PlanBody)
@@ -458,10 +502,11 @@ class _BillRun:
             return None  # e.g. a zero denominator: the compound has no value for this period
         return None if raw is None else rating.apply_units(raw, compound.quantity_per_unit, compound.rounding)
 
-    def _save(self, accounts: list[_Account],
-              drafts: dict[str, dict[tuple[datetime, str], _BillDraft]]) -> list[str]:
-        """Insert new bills, recalculate PENDING ones in place, leave approved or locked ones alone."""
-        session, job, now = self.session, self.job, utcnow()
+    def save(self, session: Session, job: BillJob, accounts: list[_Account],
+             drafts: dict[str, dict[tuple[datetime, str], _BillDraft]]) -> list[str]:
+        """Insert new bills, recalculate PENDING ones in place, leave approved or locked ones alone
+        (read again here, in the writing transaction: one may have been approved meanwhile)."""
+        now = utcnow()
         period_ends = sorted({end for account_drafts in drafts.values() for end, _ in account_drafts})
         existing: dict[tuple[str, datetime, str], Bill] = {}
         if period_ends:

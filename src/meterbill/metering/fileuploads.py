@@ -4,9 +4,11 @@ and a worker that ingests the file in batches with visible progress.
 The file is a JSON array of measurements or JSON lines, of any size: it is read as
 a stream of chunks and decoded one measurement at a time. Each bad row is recorded
 with its row number and reason; the good rows around it are stored. Every batch
-commits its measurements, its errors and the resume point together, so a worker
-that dies mid-file resumes where the last batch ended, and rows without a `uid`
-get one derived from the job and row number so a resumed batch cannot double them.
+commits its measurements, its errors and the resume point together, and only while
+the worker still holds the job's lease, so a worker that dies mid-file resumes where
+the last batch ended (within one outbox lease), and rows without a `uid` get one
+derived from the job and row number so a resumed batch cannot double them. A worker
+told to stop hands the file back after its current batch, for the next one to resume.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.core.db import Database, must_get, new_id, utcnow
 from meterbill.core.errors import Forbidden, InvalidInput, InvalidState, NotFound
-from meterbill.core.outbox import Delivery, LeaseLost, enqueue, handles
+from meterbill.core.outbox import Delivery, HandBack, LeaseLost, enqueue, handles
 from meterbill.core.security import Vault
 from meterbill.metering import ingest
 from meterbill.metering.models import FileUploadChunk, FileUploadError, FileUploadJob
@@ -35,7 +37,6 @@ log = structlog.get_logger("meterbill.fileuploads")
 FILE_UPLOAD_TOPIC = "metering.file_upload"
 CHUNK_BYTES = 1 << 20
 BATCH_ROWS = 1000
-LEASE_PER_BATCH_SECONDS = 120
 UPLOAD_URL_TTL = timedelta(minutes=15)
 CONTENT_TYPES = ("application/json", "text/json", "application/x-ndjson", "application/jsonl")
 NOT_UPLOADED, RUNNING, FAILED, SUCCEEDED = "notUploaded", "running", "failed", "succeeded"
@@ -257,12 +258,13 @@ def ingest_file(delivery: Delivery) -> None:
                 continue  # committed by an earlier, interrupted attempt
             batch.append((row, value))
             if len(batch) == BATCH_ROWS:
-                # Hold the job while it runs, so no other worker starts it again from the resume point.
-                delivery.renew_lease(LEASE_PER_BATCH_SECONDS)
-                _ingest_batch(db, org_id, job_id, batch)
+                with delivery.holding() as session:
+                    _store_rows(session, org_id, job_id, batch)
                 batch = []
-    except LeaseLost:
-        raise  # another worker owns the job now
+                if delivery.stopping:
+                    raise HandBack()  # resumed after this batch by the next worker
+    except (LeaseLost, HandBack):
+        raise  # another worker owns the job now, or will
     except Exception as exc:  # a failure must show on the job, not only in the logs
         log.exception("file_upload_failed", job_id=job_id)
         with delivery.commit() as session:
@@ -280,11 +282,6 @@ def _finish(session: Session, job_id: str, status: str, error: str | None = None
     job.error = error
     job.version += 1
     job.modified_at = utcnow()
-
-
-def _ingest_batch(db: Database, org_id: str, job_id: str, batch: list[tuple[int, Any]]) -> None:
-    with db.transaction() as session:
-        _store_rows(session, org_id, job_id, batch)
 
 
 def _store_rows(session: Session, org_id: str, job_id: str, batch: list[tuple[int, Any]]) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter
 
-from meterbill.core.errors import InvalidInput, InvalidState, NotFound
+from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import billrun, bills, schemas
@@ -64,14 +64,9 @@ def retrieve_bill_job(id: str, caller: CallerDep, session: SessionDep) -> ExactJ
     return ExactJSONResponse(bills.render_job(_job(session, caller.org_id, id)))
 
 
-@router.post("/billjobs/{id}/cancel", summary="Cancel a bill job that has not started")
+@router.post("/billjobs/{id}/cancel", summary="Cancel a bill job that has not written its bills")
 def cancel_bill_job(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
-    job = _job(session, caller.org_id, id)
-    if job.status != "PENDING":
-        raise InvalidState(f"bill job {id} is {job.status}; only PENDING jobs can be cancelled")
-    job.status = "CANCELLED"
-    job.version += 1
-    return ExactJSONResponse(bills.render_job(job))
+    return ExactJSONResponse(bills.render_job(billrun.cancel_job(session, caller.org_id, id)))
 
 
 @router.get("/bills", summary="List bills", openapi_extra=BILL_LIST.openapi)
