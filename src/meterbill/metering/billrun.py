@@ -1,8 +1,8 @@
 """Bill jobs: turn every finished billing period of every account plan into a bill.
 
 The job is recorded and queued in the caller's transaction. An outbox worker marks it
-RUNNING, rates it from a read snapshot (outside the write lock, its lease renewed by the
-worker's heartbeat), then writes all its bills in one transaction, so a job's bills
+RUNNING, rates it in a read-only transaction (outside the write lock, its lease renewed by
+the worker's heartbeat), then writes all its bills in one transaction, so a job's bills
 appear all at once or not at all. That transaction locks the job row first and writes
 only if the job is still RUNNING: a cancel committed before it wins (nothing is written),
 one arriving after it waits and is refused. Bills are keyed by (account, period end,
@@ -132,8 +132,8 @@ def run_bill_job(delivery: Delivery) -> None:
         until = midnight(job.bill_date)
     if delivery.stopping:
         raise HandBack()
-    # Rated from a read snapshot: on SQLite the write lock (and so every other writer, the
-    # cancel among them) waits only for the writes, not the rating.
+    # Rated in a read-only transaction: on SQLite the write lock (and so every other writer,
+    # the cancel among them) waits only for the writes, not the rating.
     with delivery.db.read() as session:
         run = _BillRun(session, must_get(session, BillJob, job_id))
         drafts = run.rate(accounts, until)
