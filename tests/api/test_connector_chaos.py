@@ -230,7 +230,7 @@ def test_connector_killed_mid_push_charges_exactly_once(new_database_url, tmp_pa
                 if server is not None:
                     server.stop()
                 # A short lease, so messages the killed worker had claimed are offered again
-                # within seconds of the restart (the default is 60 s). Restarts fork from a
+                # within seconds of the restart (the default is 15 s). Restarts fork from a
                 # preloaded interpreter (see ForkedServerProcess): the imports are not the test.
                 server = ForkedServerProcess(database_url=new_database_url(),
                                              workdir=tmp_path_factory.mktemp("chaos-kill"),
