@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from meterbill.core.db import Database
-from meterbill.metering.rollup import compact_usage_days
+from meterbill.metering.store.sql_rollup import roll_up
 from tests.conftest import m3ter_client, unique_name
 
 JAN_START = "2024-01-01T00:00:00Z"
@@ -567,9 +567,10 @@ def test_usage_query_whole_days_and_ragged_ends_agree(client, usage_meter):
         ("COUNT", None): Decimal(6), ("MEAN", None): Decimal("24.5") / 6}
 
 
-def test_daily_rollup_parts_fold_into_one_row_per_day_without_changing_totals(client, server, tenant, usage_meter):
-    """Every batch inserts its own partial sums per day (so no batch waits on another's rows);
-    compaction folds a day's parts into one row; the usage API answers the same before and after."""
+def test_daily_rollup_built_after_ingest_changes_no_answer(client, server, tenant, usage_meter):
+    """Ingest writes measurements only; a roll-up pass folds what was committed into one row per
+    series field and day and moves the mark. The usage API answers the same before and after,
+    and a measurement that arrives after the pass (late, for a rolled-up day) is counted at once."""
     m = usage_meter.code
     for uid, ts, requests in (("part-1", "2024-03-02T01:00:00Z", 1), ("part-2", "2024-03-02T02:00:00Z", 2),
                               ("part-3", "2024-03-03T01:00:00Z", 3)):
@@ -592,26 +593,30 @@ def test_daily_rollup_parts_fold_into_one_row_per_day_without_changing_totals(cl
     }
     assert by_day() == expected
 
-    rows = text("SELECT COUNT(*) FROM metering_usage_days WHERE organization_id = :org AND meter_id = :meter")
+    day_rows = text("SELECT COUNT(*) FROM metering_usage_days d JOIN metering_series s ON s.id = d.series_id"
+                    " WHERE s.organization_id = :org AND s.meter_id = :meter")
     keys = {"org": tenant["org_id"], "meter": usage_meter.id}
     db = Database(server.database_url)
     try:
+        with db.transaction() as session:
+            while roll_up(session):
+                pass
         with db.read() as session:
-            rows_before = session.execute(rows, keys).scalar_one()
-        with db.transaction() as session:
-            removed = compact_usage_days(session, tenant["org_id"])
-        with db.transaction() as session:
-            rows_after = session.execute(rows, keys).scalar_one()
-            removed_again = compact_usage_days(session, tenant["org_id"])
+            rows_after = session.execute(day_rows, keys).scalar_one()
+            mark = session.execute(text("SELECT rolled_through FROM metering_rollup_marks")).scalar_one()
+            highest = session.execute(text("SELECT MAX(id) FROM metering_measurements")).scalar_one()
+        assert by_day() == expected
+        client.usage.submit(measurements=[measurement(m, "c1", "2024-03-02T03:00:00Z", 5, uid="late-after-pass")])
+        with db.read() as session:
+            assert session.execute(day_rows, keys).scalar_one() == rows_after  # in the tail until the next pass
     finally:
         db.dispose()
     # (c1, 03-01), (c1, 03-02), (c2, 03-02), (c2, 03-03), (c1, 03-03), (c1, 03-04), (c2, 02-29): one row each.
-    # Before: also the two later parts of (c1, 03-02), unless the worker's own compaction came first.
     assert rows_after == 7
-    assert rows_before in (9, 7)
-    assert removed >= rows_before - rows_after
-    assert removed_again == 0
-    assert by_day() == expected
+    assert mark == highest
+    later = {**expected, ("SUM", "2024-03-02"): Decimal("15.75"), ("MAX", "2024-03-02"): Decimal(7),
+             ("COUNT", "2024-03-02"): Decimal(5)}
+    assert by_day() == later
 
 
 def test_usage_query_dimension_fields_groups_and_filters(client, usage_meter):

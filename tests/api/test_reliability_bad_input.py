@@ -86,7 +86,8 @@ def ctx(server) -> Iterator[Ctx]:
 
     def count_measurements() -> int:
         with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM metering_measurements WHERE organization_id = :org"),
+            return conn.execute(text("SELECT count(*) FROM metering_measurements m JOIN metering_series s"
+                                     " ON s.id = m.series_id WHERE s.organization_id = :org"),
                                 {"org": org["org_id"]}).scalar_one()
 
     ids = {"product": product["id"], "meter": meter["id"], "aggregation": aggregation["id"], "plan": plan["id"],

@@ -35,7 +35,7 @@ from meterbill.metering.events import record_events
 from meterbill.metering.models import Bill, BillJob, BillLineItem, ConfigEntity
 from meterbill.metering.paging import keyset_page
 from meterbill.metering.periods import BillingPeriod, billing_periods, next_period
-from meterbill.metering.usage import IN_CHUNK, TOTALS_KINDS, Segment, aggregate_usage, usage_totals
+from meterbill.metering.store import TOTALS_KINDS, Aggregation, MeasurementStore, Segment, store_for
 
 BILL_JOB_TOPIC = "metering.bill_job"
 PENDING, APPROVED = "PENDING", "APPROVED"
@@ -187,6 +187,10 @@ def _account_plans(session: Session, org_id: str) -> dict[str, list[tuple[str, s
     return by_account
 
 
+# Ids per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
+IN_CHUNK = 1000
+
+
 def _chunks(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
     for offset in range(0, len(items), size):
         yield items[offset:offset + size]
@@ -308,6 +312,7 @@ class _BillRun:
         self.session = session
         self.org_id = job.organization_id
         self.catalog = _Catalog(session, self.org_id)
+        self.store: MeasurementStore = store_for(session)
         # A job for every account reads the period's usage without an IN list of account ids.
         self.every_account = not job.account_ids
         self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
@@ -386,15 +391,15 @@ class _BillRun:
             if numeric and not segmented and aggregation.aggregation in TOTALS_KINDS:
                 by_period.setdefault((start, end), []).append((key, aggregation))
                 continue
-            self.usage[key] = aggregate_usage(
-                self.session, org_id=self.org_id, account_ids=sorted(account_ids), meter_id=aggregation.meter_id,
-                kind=aggregation.aggregation, target_field=aggregation.target_field,
-                numeric_target=numeric, segmented_fields=segmented, start=start, end=end,
+            self.usage[key] = self.store.aggregate(
+                self.org_id, account_ids=sorted(account_ids), meter_id=aggregation.meter_id,
+                field=aggregation.target_field, numeric=numeric, function=Aggregation(aggregation.aggregation),
+                segmented_fields=segmented, start=start, end=end,
             )
         for (start, end), keyed in by_period.items():
             accounts = sorted({a for key, _ in keyed for a in wanted[key]})
-            totals = usage_totals(
-                self.session, org_id=self.org_id, account_ids=None if self.every_account else accounts,
+            totals = self.store.period_totals(
+                self.org_id, account_ids=None if self.every_account else accounts,
                 fields=[(a.meter_id, a.target_field) for _, a in keyed], start=start, end=end)
             for key, aggregation in keyed:
                 self.usage[key] = {

@@ -25,9 +25,10 @@ from meterbill.core.errors import Conflict, Duplicate, InvalidInput, InvalidStat
 from meterbill.core.security import Vault
 from meterbill.metering import schemas
 from meterbill.metering.listquery import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from meterbill.metering.models import ConfigEntity, Measurement
+from meterbill.metering.models import ConfigEntity
 from meterbill.metering.organizations import Caller
 from meterbill.metering.paging import keyset_page
+from meterbill.metering.store import store_for
 
 M = TypeVar("M", bound=schemas.WireModel)
 
@@ -178,11 +179,9 @@ def delete(session: Session, org_id: str, resource: Resource, entity_id: str) ->
                 f"{resource.label} {entity_id} is still used by a {RESOURCES[kind].label}; delete that first"
             )
     if resource.kind in ("meter", "account"):
-        column = Measurement.meter_id if resource.kind == "meter" else Measurement.account_id
-        used = session.scalar(
-            select(Measurement.id).where(Measurement.organization_id == org_id, column == entity_id).limit(1)
-        )
-        if used is not None:
+        store = store_for(session)
+        if (store.has_measurements(org_id, meter_id=entity_id) if resource.kind == "meter"
+                else store.has_measurements(org_id, account_id=entity_id)):
             raise InvalidState(f"{resource.label} {entity_id} has measurements and cannot be deleted")
     session.delete(entity)
     session.flush()

@@ -3,11 +3,10 @@
 A batch is all-or-nothing: one bad measurement (a measurement with no data field
 at all included) rejects the request with an error naming its index and field,
 and nothing is stored. Accepted measurements are
-committed before the response, deduplicated on `uid` per organization (a replay
-is answered `accepted` and stores nothing new), and their numeric fields copied
-to `MeasurementValue` rows in millionths so aggregation is exact integer SQL,
-and their partial sums per day inserted into the daily rollup (`UsageDay`), so whole
-days are summed from a few rows.
+committed to the measurement store (`metering.store`) before the response,
+deduplicated on `uid` per organization (a replay is answered `accepted` and stores
+nothing new), their numeric fields in millionths so aggregation is exact integer
+arithmetic.
 """
 
 from __future__ import annotations
@@ -19,16 +18,17 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import new_id, utcnow
 from meterbill.core.errors import InvalidInput
-from meterbill.metering import rollup, schemas
+from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
 from meterbill.metering.config import document_body
 from meterbill.metering.models import ConfigEntity
+from meterbill.metering.store import NewMeasurement, store_for
+from meterbill.metering.store.sql_rollup import schedule_roll_up
 
 MAX_MEASUREMENTS = 1000
 MAX_BODY_BYTES = 512_000
@@ -209,100 +209,19 @@ def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) 
 
 
 def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement]) -> int:
-    """Store what is new; returns how many measurements were new.
+    """Store what is new in the measurement store; returns how many measurements were new.
 
-    This is the ingest hot path: the batch goes to the database as one JSON
-    document, so per-row work (unpacking, type input, the two inserts) runs in
-    the database's C code instead of one driver round of Python per row. On
-    PostgreSQL both inserts are one statement; on SQLite, one statement each.
+    Unknown account codes become skeleton accounts in the same transaction, so a batch's
+    accounts and measurements are committed together.
     """
     accounts = _account_ids(session, org_id, {m.account_code for m in batch})
-    now = utcnow()
-    first_by_uid: dict[str, ParsedMeasurement] = {}
-    for measurement in batch:
-        first_by_uid.setdefault(measurement.uid, measurement)
-    postgres = session.get_bind().dialect.name == "postgresql"
-    moment = (lambda t: t) if postgres else _sqlite_time
-    micros = {uid: {k: to_micros(v) for k, v in m.measures.items()} for uid, m in first_by_uid.items()}
-    document = orjson.dumps([
-        {"uid": m.uid, "meter_id": m.meter.id, "account_id": accounts[m.account_code], "ts": moment(m.ts),
-         "ets": None if m.ets is None else moment(m.ets), "dimensions": m.dimensions,
-         "measures": {k: format(v, "f") for k, v in m.measures.items()}, "micros": micros[m.uid]}
-        for m in first_by_uid.values()
-    ]).decode()
-    rollup.schedule_compaction(session, org_id)
-    cursor = session.connection().connection.cursor()
-    try:
-        if postgres:
-            cursor.execute(_INSERT_POSTGRES, {"org": org_id, "now": now, "batch": document})
-            (new_count,) = cursor.fetchone() or (0,)  # the statement always answers one row
-            return new_count
-        # RETURNING names exactly the rows this batch added; a replayed uid returns nothing.
-        new = cursor.execute(_INSERT_SQLITE, (org_id, _sqlite_time(now), document)).fetchall()
-        with_values = [(measurement_id, micros[uid]) for measurement_id, uid in new if micros[uid]]
-        cursor.execute(_INSERT_VALUES_SQLITE, (orjson.dumps(with_values).decode(),))
-        cursor.execute(_ADD_DAYS_SQLITE, (orjson.dumps([pair[0] for pair in with_values]).decode(),))
-        return len(new)
-    finally:
-        cursor.close()
-
-
-def _sqlite_time(moment: datetime) -> str:
-    """The naive-UTC text SQLAlchemy's DateTime stores on SQLite (see core.db.UTCDateTime)."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
-_MEASUREMENT_COLUMNS = "organization_id, uid, meter_id, account_id, ts, ets, dimensions, measures, received_at"
-_VALUE_COLUMNS = "measurement_id, field, organization_id, meter_id, account_id, ts, micros"
-# `batch` is referenced twice, so PostgreSQL materializes it: the JSON is parsed once.
-_INSERT_POSTGRES = f"""
-WITH batch AS (
-    SELECT * FROM json_to_recordset(%(batch)s::json) AS b(
-        uid text, meter_id text, account_id text, ts timestamptz, ets timestamptz,
-        dimensions jsonb, measures jsonb, micros jsonb)
-), new AS (
-    INSERT INTO metering_measurements ({_MEASUREMENT_COLUMNS})
-    SELECT %(org)s, uid, meter_id, account_id, ts, ets, dimensions, measures, %(now)s FROM batch
-    ON CONFLICT (organization_id, uid) DO NOTHING
-    RETURNING id, uid
-), new_values AS (
-    INSERT INTO metering_measurement_values ({_VALUE_COLUMNS})
-    SELECT new.id, f.key, %(org)s, batch.meter_id, batch.account_id, batch.ts, f.value::bigint
-    FROM new JOIN batch USING (uid) CROSS JOIN LATERAL jsonb_each_text(batch.micros) AS f
-    RETURNING account_id, meter_id, field, ts, micros
-), new_days AS (
-    INSERT INTO metering_usage_days ({rollup.COLUMNS})
-    SELECT %(org)s, account_id, meter_id, field, date_trunc('day', ts, 'UTC'),
-           SUM(micros), MIN(micros), MAX(micros), COUNT(*)
-    FROM new_values GROUP BY 2, 3, 4, 5
-)
-SELECT count(*) FROM new
-"""
-# `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert clause, not a join constraint.
-_INSERT_SQLITE = f"""
-INSERT INTO metering_measurements ({_MEASUREMENT_COLUMNS})
-SELECT ?1, b.value ->> 'uid', b.value ->> 'meter_id', b.value ->> 'account_id', b.value ->> 'ts',
-       b.value ->> 'ets', b.value -> 'dimensions', b.value -> 'measures', ?2
-FROM json_each(?3) AS b WHERE true
-ON CONFLICT (organization_id, uid) DO NOTHING
-RETURNING id, uid
-"""
-# Each new measurement's values, from its stored row and the [id, {field: micros}] pairs.
-_INSERT_VALUES_SQLITE = f"""
-INSERT INTO metering_measurement_values ({_VALUE_COLUMNS})
-SELECT m.id, f.key, m.organization_id, m.meter_id, m.account_id, m.ts, f.value
-FROM json_each(?1) AS n
-JOIN metering_measurements AS m ON m.id = n.value ->> 0
-JOIN json_each(n.value, '$[1]') AS f
-"""
-# The new measurements' partial sums per day (json array of measurement ids).
-_ADD_DAYS_SQLITE = f"""
-INSERT INTO metering_usage_days ({rollup.COLUMNS})
-SELECT v.organization_id, v.account_id, v.meter_id, v.field, substr(v.ts, 1, 10) || ' 00:00:00.000000',
-       SUM(v.micros), MIN(v.micros), MAX(v.micros), COUNT(*)
-FROM json_each(?1) AS n JOIN metering_measurement_values AS v ON v.measurement_id = n.value
-GROUP BY 1, 2, 3, 4, 5
-"""
+    outcome = store_for(session).ingest(org_id, [
+        NewMeasurement(uid=m.uid, meter_id=m.meter.id, account_id=accounts[m.account_code], ts=m.ts, ets=m.ets,
+                       dimensions=m.dimensions, micros={code: to_micros(v) for code, v in m.measures.items()})
+        for m in batch
+    ])
+    schedule_roll_up(session)
+    return outcome.stored
 
 
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:

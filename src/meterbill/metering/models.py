@@ -13,7 +13,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -73,81 +72,6 @@ class ConfigEntity(Base):
     __table_args__ = (
         UniqueConstraint("organization_id", "kind", "unique_key"),
         Index("ix_metering_config_entities_kind", "organization_id", "kind", "id"),
-    )
-
-
-class Measurement(Base):
-    """One ingested measurement. Text dimensions stay in JSON; numeric fields are
-    copied to `MeasurementValue` rows so aggregation is plain SQL over integers."""
-
-    __tablename__ = "metering_measurements"
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    organization_id: Mapped[str] = mapped_column(String(36))
-    uid: Mapped[str] = mapped_column(String(200))
-    meter_id: Mapped[str] = mapped_column(String(36))
-    account_id: Mapped[str] = mapped_column(String(36))
-    ts: Mapped[datetime] = mapped_column(UTCDateTime)
-    ets: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    dimensions: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    measures: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-    __table_args__ = (
-        UniqueConstraint("organization_id", "uid"),
-        Index("ix_metering_measurements_usage", "organization_id", "account_id", "meter_id", "ts"),
-    )
-
-
-class MeasurementValue(Base):
-    """A numeric field of a measurement in millionths of its unit (exact integer sums on every backend)."""
-
-    __tablename__ = "metering_measurement_values"
-
-    measurement_id: Mapped[int] = mapped_column(
-        ForeignKey("metering_measurements.id", ondelete="CASCADE"), primary_key=True
-    )
-    field: Mapped[str] = mapped_column(String(100), primary_key=True)
-    organization_id: Mapped[str] = mapped_column(String(36))
-    meter_id: Mapped[str] = mapped_column(String(36))
-    account_id: Mapped[str] = mapped_column(String(36))
-    ts: Mapped[datetime] = mapped_column(UTCDateTime)
-    micros: Mapped[int] = mapped_column(BigInteger)
-
-    __table_args__ = (
-        # micros last: usage sums read the index alone (PostgreSQL index-only scans, SQLite covering
-        # index) instead of one heap row per measurement, scattered over the table by arrival time.
-        Index("ix_metering_measurement_values_usage", "organization_id", "account_id", "meter_id", "field", "ts",
-              "micros"),
-    )
-
-
-class UsageDay(Base):
-    """Partial sums of one UTC day of one account's meter field: SUM, MIN, MAX and COUNT of its millionths.
-
-    Ingest inserts one row per day and field a batch touched, in the batch's transaction, and never
-    updates one: concurrent batches for the same accounts then never wait on each other's row locks
-    (updating shared day rows made eight clients queue and left a dead row version per batch).
-    `metering.rollup` folds a day's parts into one row in the background. Readers add rows up, so
-    a bill run or usage query over whole days reads a few rows per day instead of every measurement.
-    """
-
-    __tablename__ = "metering_usage_days"
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    organization_id: Mapped[str] = mapped_column(String(36))
-    account_id: Mapped[str] = mapped_column(String(36))
-    meter_id: Mapped[str] = mapped_column(String(36))
-    field: Mapped[str] = mapped_column(String(100))
-    day: Mapped[datetime] = mapped_column(UTCDateTime)
-    # A day's total can pass 64 bits (values reach 10^18 millionths); SQLite's integers are 64-bit anyway.
-    total: Mapped[int] = mapped_column(BigInteger().with_variant(Numeric(38, 0), "postgresql"))
-    smallest: Mapped[int] = mapped_column(BigInteger)
-    largest: Mapped[int] = mapped_column(BigInteger)
-    count: Mapped[int] = mapped_column(BigInteger)
-
-    __table_args__ = (
-        Index("ix_metering_usage_days_key", "organization_id", "account_id", "meter_id", "field", "day"),
     )
 
 

@@ -1,0 +1,382 @@
+"""The measurement store in the main SQL database (SQLite or PostgreSQL).
+
+Writes: one INSERT of the whole batch (sent as one JSON document, unpacked by the
+database's C code) into `metering_measurements`, deduplicated by `ON CONFLICT (uid_key)
+DO NOTHING`, in the caller's transaction. Nothing else is written to acknowledge a batch
+(a new series row the first time an account uses a meter aside): the daily rollup is
+built afterwards from what was committed (`sql_rollup`).
+
+Reads: aggregation runs in SQL over exact integers. A total over whole UTC days adds the
+rolled-up days to the measurements above the roll-up mark in those days (the tail the
+roll-up has not reached), and the ragged ends of the range come from the measurements
+themselves; one statement reads all three, so it sees one snapshot of rollup, mark and
+measurements and counts every committed measurement exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, bindparam, event, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from meterbill.metering.store import (
+    MICROS,
+    Aggregation,
+    Group,
+    GroupKind,
+    IngestOutcome,
+    NewMeasurement,
+    SeriesRequest,
+    TimeBucket,
+    Totals,
+    from_micros,
+)
+from meterbill.metering.store.sql_tables import MeasurementSeries
+
+# Ingest holds this advisory lock shared; the roll-up takes it exclusively for an instant to learn
+# the highest id no open transaction can still commit below (see sql_rollup.watermark).
+INGEST_LOCK_KEY = 0x6D62_7374  # "mbst"
+# Series ids by (organization, meter, account), per engine. Only ids of committed rows enter it
+# (after_commit): an id a rolled-back transaction inserted would name nothing.
+_series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str, str], int]] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+_PENDING_SERIES = "meterbill.pending_series"
+# Accounts per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
+IN_CHUNK = 1000
+
+
+def uid_key(org_id: str, uid: str) -> str:
+    """The dedupe key of a uid in an organization (see sql_tables), as 32 hex digits."""
+    return hashlib.sha256(f"{org_id}{uid}".encode()).hexdigest()[:32]
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_series(session: Session) -> None:
+    pending = session.info.pop(_PENDING_SERIES, None)
+    if pending:
+        engine, found = pending
+        with _cache_lock:
+            _series_cache.setdefault(engine, {}).update(found)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_series(session: Session) -> None:
+    session.info.pop(_PENDING_SERIES, None)
+
+
+def sqlite_time(moment: datetime) -> str:
+    """The naive-UTC text SQLAlchemy's DateTime stores on SQLite (see core.db.UTCDateTime)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+class SqlMeasurementStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.postgres = session.get_bind().dialect.name == "postgresql"
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
+        if not batch:
+            return IngestOutcome(0, 0)
+        series = self._series_ids(org_id, {(m.meter_id, m.account_id) for m in batch})
+        moment = (lambda t: t) if self.postgres else sqlite_time
+        document = orjson.dumps([
+            {"k": uid_key(org_id, m.uid), "s": series[m.meter_id, m.account_id], "t": moment(m.ts),
+             "e": None if m.ets is None else moment(m.ets), "u": m.uid,
+             "m": m.micros or None, "d": m.dimensions or None}
+            for m in batch
+        ]).decode()
+        cursor = self.session.connection().connection.cursor()
+        try:
+            if self.postgres:
+                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
+                cursor.execute(_INSERT_POSTGRES, (document,))
+                (stored,) = cursor.fetchone() or (0,)  # the statement always answers one row
+            else:
+                cursor.execute(_INSERT_SQLITE, (document,))
+                stored = cursor.rowcount
+        finally:
+            cursor.close()
+        return IngestOutcome(stored, len(batch) - stored)
+
+    def _series_ids(self, org_id: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        engine = self.session.get_bind()
+        assert isinstance(engine, Engine)
+        with _cache_lock:
+            cache = _series_cache.get(engine, {})
+            found = {pair: cache[(org_id, *pair)] for pair in pairs if (org_id, *pair) in cache}
+        missing = sorted(pairs - set(found))
+        if not missing:
+            return found
+        insert = pg_insert if self.postgres else sqlite_insert
+        rows = [{"organization_id": org_id, "meter_id": meter, "account_id": account} for meter, account in missing]
+        self.session.execute(insert(MeasurementSeries).values(rows).on_conflict_do_nothing())
+        new: dict[tuple[str, str, str], int] = {}
+        for offset in range(0, len(missing), 400):
+            chunk = missing[offset:offset + 400]
+            for id_, meter, account in self.session.execute(
+                select(MeasurementSeries.id, MeasurementSeries.meter_id, MeasurementSeries.account_id).where(
+                    MeasurementSeries.organization_id == org_id,
+                    tuple_(MeasurementSeries.meter_id, MeasurementSeries.account_id).in_(chunk))):
+                found[meter, account] = id_
+                new[org_id, meter, account] = id_
+        _, pending = self.session.info.setdefault(_PENDING_SERIES, (engine, {}))
+        pending.update(new)
+        return found
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def has_measurements(self, org_id: str, *, meter_id: str | None = None, account_id: str | None = None) -> bool:
+        series = select(MeasurementSeries.id).where(MeasurementSeries.organization_id == org_id)
+        if meter_id is not None:
+            series = series.where(MeasurementSeries.meter_id == meter_id)
+        if account_id is not None:
+            series = series.where(MeasurementSeries.account_id == account_id)
+        found = self._run("SELECT 1 FROM metering_measurements WHERE series_id IN :series LIMIT 1",
+                          {"series": list(self.session.scalars(series))}).first()
+        return found is not None
+
+    def period_totals(
+        self, org_id: str, *, account_ids: Sequence[str] | None, fields: Sequence[tuple[str, str]],
+        start: datetime, end: datetime,
+    ) -> dict[tuple[str, str, str], Totals]:
+        if self.postgres:
+            # One group per account and field: with the default 4 MB, PostgreSQL sorts ten thousand
+            # accounts' days on disk to group them instead of hashing them in memory.
+            self.session.execute(text("SET LOCAL work_mem = '64MB'"))
+        result: dict[tuple[str, str, str], Totals] = {}
+        for chunk in _chunks(account_ids):
+            sql, params = self._totals_sql(
+                org_id, fields=fields, start=start, end=end, account_ids=chunk, groups=[Group(GroupKind.ACCOUNT)])
+            for row in self._run(sql, params):
+                account_id, meter_id, name, *sums = row
+                result[account_id, meter_id, name] = _totals(sums)
+        return result
+
+    def totals_series(
+        self, org_id: str, *, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
+        account_ids: Sequence[str] | None, groups: Sequence[Group], limit: int,
+    ) -> dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]]:
+        sql, params = self._totals_sql(org_id, fields=fields, start=start, end=end, account_ids=account_ids,
+                                       groups=groups)
+        found: dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]] = {}
+        keys = len(groups)
+        for row in self._run(f"{sql} LIMIT {(limit + 1) * len(fields)}", params):
+            found.setdefault((row[keys], row[keys + 1]), []).append((tuple(row[:keys]), _totals(row[keys + 2:])))
+        return found
+
+    def aggregate(
+        self, org_id: str, *, account_ids: Sequence[str], meter_id: str, field: str, numeric: bool,
+        function: Aggregation, segmented_fields: Sequence[str], start: datetime, end: datetime,
+    ) -> dict[str, dict[tuple[str | None, ...], Decimal]]:
+        result: dict[str, dict[tuple[str | None, ...], Decimal]] = {}
+        groups = [Group(GroupKind.ACCOUNT), *(Group(GroupKind.DIMENSION, name) for name in segmented_fields)]
+        for chunk in _chunks(list(account_ids)):
+            request = SeriesRequest(meter_id=meter_id, field=field, numeric=numeric, function=function,
+                                    start=start, end=end, account_ids=chunk, groups=groups)
+            for keys, value in self._series_rows(org_id, request, limit=None):
+                result.setdefault(str(keys[0]), {})[tuple(keys[1:])] = value
+        return result
+
+    def series(self, org_id: str, request: SeriesRequest) -> list[tuple[tuple[str | None, ...], Decimal]]:
+        return self._series_rows(org_id, request, limit=request.limit + 1)
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def _series_cte(self, org_id: str, meter_ids: Iterable[str], account_ids: Sequence[str] | None,
+                    params: dict[str, Any]) -> str:
+        params.update(org=org_id, meters=sorted(set(meter_ids)))
+        accounts = ""
+        if account_ids is not None:
+            params["accounts"] = list(account_ids)
+            accounts = " AND account_id IN :accounts"
+        return ("s AS (SELECT id, account_id, meter_id FROM metering_series"
+                f" WHERE organization_id = :org AND meter_id IN :meters{accounts})")
+
+    def _bucket(self, column: str, bucket: TimeBucket) -> str:
+        """The start of the time bucket a timestamp falls in, as ISO text, computed by the database."""
+        if self.postgres:
+            unit = {"HOUR": "hour", "DAY": "day", "WEEK": "week", "MONTH": "month"}[bucket]
+            return f"""to_char(date_trunc('{unit}', {column} AT TIME ZONE 'UTC'), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+        if bucket == TimeBucket.WEEK:  # ISO weeks start on Monday
+            return f"strftime('%Y-%m-%dT00:00:00Z', {column}, '-6 days', 'weekday 1')"
+        pattern = {"HOUR": "%Y-%m-%dT%H:00:00Z", "DAY": "%Y-%m-%dT00:00:00Z", "MONTH": "%Y-%m-01T00:00:00Z"}[bucket]
+        return f"strftime('{pattern}', {column})"
+
+    def _number(self, json_column: str, key: str) -> str:
+        return f"({json_column} ->> {key})::bigint" if self.postgres else f"({json_column} ->> {key})"
+
+    def _mark_hint(self) -> int:
+        """The roll-up mark as this transaction sees it now. Statements compare ids with it as a
+        literal, so the planner knows the tail is small, and with the mark read again in the
+        statement, which is what makes the result exact (the mark only grows)."""
+        return int(self.session.execute(text("SELECT rolled_through FROM metering_rollup_marks WHERE id = 1"))
+                   .scalar_one_or_none() or 0)
+
+    def _run(self, sql: str, params: dict[str, Any]) -> Any:
+        """Run one statement; list parameters are expanded into IN lists."""
+        expanding: list[Any] = [bindparam(name, expanding=True) for name, value in params.items() if isinstance(value, list)]
+        return self.session.execute(text(sql).bindparams(*expanding), params)
+
+    def _totals_sql(
+        self, org_id: str, *, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
+        account_ids: Sequence[str] | None, groups: Sequence[Group],
+    ) -> tuple[str, dict[str, Any]]:
+        """SUM, MIN, MAX and COUNT of numeric fields' millionths over start <= ts < end, grouped by
+        `groups` (ACCOUNT and TIME only), then meter and field. Whole UTC days come from the rollup
+        and the tail above the mark, unless an hourly bucket needs every measurement's time."""
+        params: dict[str, Any] = {"fields": sorted({name for _, name in fields})}
+        series = self._series_cte(org_id, (meter for meter, _ in fields), account_ids, params)
+        hourly = any(g.kind == GroupKind.TIME and g.bucket == TimeBucket.HOUR for g in groups)
+        first_day, last_day = _day_ceiling(start), _day_floor(end)
+        raw_field = "f.key"
+        raw_value = "f.value::bigint" if self.postgres else "f.value"
+        each = "json_each_text(m.measures)" if self.postgres else "json_each(m.measures)"
+
+        def time_keys(column: str) -> list[str]:
+            return [self._bucket(column, g.bucket or TimeBucket.DAY) for g in groups if g.kind == GroupKind.TIME]
+
+        def raw(condition: str) -> str:
+            keys = "".join(f"{key} AS t{i}, " for i, key in enumerate(time_keys("m.ts")))
+            return (f"SELECT m.series_id, {keys}{raw_field} AS field, {raw_value} AS total, {raw_value} AS smallest,"
+                    f" {raw_value} AS largest, 1 AS count FROM metering_measurements m, {each} f"
+                    f" WHERE m.series_id IN (SELECT id FROM s) AND {raw_field} IN :fields AND {condition}")
+
+        parts = []
+        if hourly or first_day >= last_day:
+            params.update(start=start, end=end)
+            parts.append(raw("m.ts >= :start AND m.ts < :end"))
+        else:
+            params.update(start=start, end=end, first_day=first_day, last_day=last_day, hint=self._mark_hint())
+            keys = "".join(f"{key} AS t{i}, " for i, key in enumerate(time_keys("d.day")))
+            parts.append(
+                f"SELECT d.series_id, {keys}d.field, d.total, d.smallest, d.largest, d.count"
+                " FROM metering_usage_days d WHERE d.organization_id = :org AND d.series_id IN (SELECT id FROM s)"
+                " AND d.field IN :fields AND d.day >= :first_day AND d.day < :last_day")
+            parts.append(raw("m.id > :hint AND m.id > (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1)"
+                             " AND m.ts >= :first_day AND m.ts < :last_day"))
+            if start < first_day:
+                parts.append(raw("m.ts >= :start AND m.ts < :first_day"))
+            if last_day < end:
+                parts.append(raw("m.ts >= :last_day AND m.ts < :end"))
+        time_count = sum(1 for g in groups if g.kind == GroupKind.TIME)
+        outer: list[str] = []
+        time_index = 0
+        for g in groups:
+            if g.kind == GroupKind.ACCOUNT:
+                outer.append("s.account_id")
+            else:
+                outer.append(f"p.t{time_index}")
+                time_index += 1
+        assert time_index == time_count and all(g.kind in (GroupKind.ACCOUNT, GroupKind.TIME) for g in groups)
+        selected = "".join(f"{column}, " for column in outer)
+        union = " UNION ALL ".join(parts)
+        return (f"WITH {series} SELECT {selected}s.meter_id, p.field, SUM(p.total), MIN(p.smallest), MAX(p.largest),"
+                f" SUM(p.count) FROM ({union}) p JOIN s ON s.id = p.series_id"
+                f" GROUP BY {selected}s.meter_id, p.field"), params
+
+    def _series_rows(self, org_id: str, request: SeriesRequest,
+                     limit: int | None) -> list[tuple[tuple[str | None, ...], Decimal]]:
+        """One aggregation over the measurements themselves (no rollup), grouped and filtered."""
+        params: dict[str, Any] = {"start": request.start, "end": request.end, "field": request.field}
+        series = self._series_cte(org_id, [request.meter_id], request.account_ids, params)
+        value = self._number("m.measures", ":field") if request.numeric else "(m.dimensions ->> :field)"
+        groups: list[str] = []
+        for index, group in enumerate(request.groups):
+            if group.kind == GroupKind.ACCOUNT:
+                groups.append("s.account_id")
+            elif group.kind == GroupKind.TIME:
+                groups.append(self._bucket("m.ts", group.bucket or TimeBucket.DAY))
+            else:
+                params[f"g{index}"] = group.field
+                groups.append(f"(m.dimensions ->> :g{index})")
+        where = [f"{value} IS NOT NULL", "m.ts >= :start", "m.ts < :end"]
+        for index, (name, values) in enumerate(request.filters):
+            params[f"fk{index}"], params[f"fv{index}"] = name, list(values)
+            where.append(f"(m.dimensions ->> :fk{index}) IN :fv{index}")
+        source = f"metering_measurements m JOIN s ON s.id = m.series_id WHERE {' AND '.join(where)}"
+        keys = "".join(f"{g} AS g{i}, " for i, g in enumerate(groups))
+        key_names = "".join(f"g{i}, " for i in range(len(groups)))
+        function = request.function
+        if function == Aggregation.LATEST:
+            partition = f"PARTITION BY {', '.join(groups)} " if groups else ""
+            sql = (f"SELECT {key_names}v FROM (SELECT {keys}{value} AS v, ROW_NUMBER() OVER ({partition}"
+                   f"ORDER BY m.ts DESC, {value} DESC) AS rank FROM {source}) ranked WHERE rank = 1")
+        else:
+            measure = {
+                Aggregation.SUM: f"SUM({value})", Aggregation.MIN: f"MIN({value})",
+                Aggregation.MAX: f"MAX({value})", Aggregation.COUNT: "COUNT(*)",
+                Aggregation.MEAN: f"SUM({value}), COUNT(*)", Aggregation.UNIQUE: f"COUNT(DISTINCT {value})",
+            }[function]
+            grouping = f" GROUP BY {', '.join(groups)}" if groups else ""
+            sql = f"SELECT {keys}{measure} FROM {source}{grouping}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = []
+        for row in self._run(f"WITH {series} {sql}", params):
+            keys_found, raw = tuple(row[:len(groups)]), row[len(groups):]
+            if raw[0] is None or (function == Aggregation.MEAN and not raw[1]):
+                continue  # an aggregate over no rows (no groups): nothing measured
+            rows.append((keys_found, _value(function, request.numeric, raw)))
+        return rows
+
+
+_INSERT_COLUMNS = "series_id, ts, ets, uid_key, uid, measures, dimensions"
+_INSERT_POSTGRES = f"""
+WITH new AS (
+    INSERT INTO metering_measurements ({_INSERT_COLUMNS})
+    SELECT s, t, e, k, u, m, d
+    FROM json_to_recordset(%s::json) AS b(k uuid, s integer, t timestamptz, e timestamptz, u text, m json, d json)
+    ON CONFLICT (uid_key) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM new
+"""
+# `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert clause, not a join constraint.
+# `->>` of an object is its JSON text, of a JSON null an SQL NULL.
+_INSERT_SQLITE = f"""
+INSERT INTO metering_measurements ({_INSERT_COLUMNS})
+SELECT b.value ->> 's', b.value ->> 't', b.value ->> 'e', b.value ->> 'k', b.value ->> 'u',
+       b.value ->> 'm', b.value ->> 'd'
+FROM json_each(?) AS b WHERE true
+ON CONFLICT (uid_key) DO NOTHING
+"""
+
+
+def _chunks(account_ids: Sequence[str] | None) -> list[Sequence[str] | None]:
+    if account_ids is None:
+        return [None]
+    return [account_ids[offset:offset + IN_CHUNK] for offset in range(0, len(account_ids), IN_CHUNK)]
+
+
+def _totals(sums: Sequence[Any]) -> Totals:
+    total, smallest, largest, count = sums
+    return Totals(int(total), int(smallest), int(largest), int(count))
+
+
+def _value(function: Aggregation, numeric: bool, raw: Sequence[Any]) -> Decimal:
+    if function in (Aggregation.COUNT, Aggregation.UNIQUE) or not numeric:
+        return Decimal(raw[0])
+    if function == Aggregation.MEAN:
+        return Decimal(int(raw[0])) / (Decimal(raw[1]) * MICROS)
+    return from_micros(int(raw[0]))
+
+
+def _day_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day_ceiling(moment: datetime) -> datetime:
+    floor = _day_floor(moment)
+    return floor if floor == moment else floor + timedelta(days=1)

@@ -1,0 +1,104 @@
+"""The daily rollup of the SQL measurement store, built in the background.
+
+Ingest writes measurements and nothing else. A roll-up pass folds the measurements with ids
+between the mark (`metering_rollup_marks.rolled_through`) and a watermark into
+`metering_usage_days` (one row per series field and UTC day, merged with `ON CONFLICT DO
+UPDATE`) and moves the mark, in one transaction: readers see the days and the mark change
+together, and count what is above the mark from the measurements (see `sql`).
+
+The watermark must be an id below which no transaction can still commit a measurement,
+or the pass would skip a row for good. Ids are handed out in insert order, but on
+PostgreSQL a batch that took id 100 can commit after one that took id 105. So every
+ingest transaction holds an advisory lock shared; the pass takes it exclusively for an
+instant (waiting for the batches in flight, which then have committed or rolled back),
+reads the sequence's last value and lets go. Any batch that starts later takes higher
+ids. On SQLite, a write transaction is the only writer, so the highest id is the mark.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from meterbill.core.outbox import Delivery, enqueue, handles
+from meterbill.metering.store.sql import INGEST_LOCK_KEY
+
+ROLL_UP_TOPIC = "metering.roll_up"
+# How long after a batch its measurements may stay in the tail: the readers' cost of the tail
+# grows with it; a pass costs a moment of every ingest's lock.
+ROLL_UP_AFTER = timedelta(seconds=10)
+# Measurements per pass's transaction: a large backlog (after an outage of the worker) is
+# folded in steps that each commit.
+PASS_SIZE = 1_000_000
+
+_last_scheduled = float("-inf")
+_schedule_lock = threading.Lock()
+
+
+def schedule_roll_up(session: Session) -> None:
+    """Make sure what this transaction adds is rolled up soon, without a message per batch
+    (at most one per `ROLL_UP_AFTER` per process; a lost one only leaves a longer tail)."""
+    global _last_scheduled
+    now = time.monotonic()
+    with _schedule_lock:
+        if now - _last_scheduled < ROLL_UP_AFTER.total_seconds():
+            return
+        _last_scheduled = now
+    enqueue(session, ROLL_UP_TOPIC, {}, delay=ROLL_UP_AFTER)
+
+
+@handles(ROLL_UP_TOPIC)
+def _roll_up_message(delivery: Delivery) -> None:
+    with delivery.commit() as session:
+        if roll_up(session):
+            enqueue(session, ROLL_UP_TOPIC, {})  # more than one pass's worth: the next pass at once
+
+
+def roll_up(session: Session, pass_size: int = PASS_SIZE) -> bool:
+    """Fold the measurements above the mark, up to the watermark (at most `pass_size` of them),
+    into the daily rollup; returns whether more remain."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    lock = " FOR UPDATE" if postgres else ""  # concurrent passes take turns; SQLite has one writer anyway
+    mark = int(session.execute(text(f"SELECT rolled_through FROM metering_rollup_marks WHERE id = 1{lock}"))
+               .scalar_one())
+    highest = watermark(session)
+    through = min(highest, mark + pass_size)
+    if through <= mark:
+        return False
+    day = "date_trunc('day', m.ts, 'UTC')" if postgres else "substr(m.ts, 1, 10) || ' 00:00:00.000000'"
+    each, value = ("json_each_text(m.measures)", "f.value::bigint") if postgres else ("json_each(m.measures)",
+                                                                                      "f.value")
+    smallest, largest = ("LEAST", "GREATEST") if postgres else ("min", "max")
+    session.execute(text(f"""
+        INSERT INTO metering_usage_days (organization_id, series_id, field, day, total, smallest, largest, count)
+        SELECT s.organization_id, m.series_id, f.key, {day}, SUM({value}), MIN({value}), MAX({value}), COUNT(*)
+        FROM metering_measurements m JOIN metering_series s ON s.id = m.series_id, {each} f
+        WHERE m.id > :mark AND m.id <= :through
+        GROUP BY s.organization_id, m.series_id, f.key, {day}
+        ON CONFLICT (series_id, field, day) DO UPDATE SET
+            total = metering_usage_days.total + excluded.total,
+            smallest = {smallest}(metering_usage_days.smallest, excluded.smallest),
+            largest = {largest}(metering_usage_days.largest, excluded.largest),
+            count = metering_usage_days.count + excluded.count
+    """), {"mark": mark, "through": through})
+    session.execute(text("UPDATE metering_rollup_marks SET rolled_through = :through WHERE id = 1"),
+                    {"through": through})
+    return through < highest
+
+
+def watermark(session: Session) -> int:
+    """The highest measurement id below which every transaction that stores measurements has ended."""
+    if session.get_bind().dialect.name != "postgresql":
+        return int(session.execute(text("SELECT COALESCE(MAX(id), 0) FROM metering_measurements")).scalar_one())
+    # A session-level lock, released at once (not at commit): ingest waits only for this instant.
+    session.execute(text("SELECT pg_advisory_lock(:key)"), {"key": INGEST_LOCK_KEY})
+    try:
+        last, called = session.execute(text(
+            "SELECT last_value, is_called FROM metering_measurements_id_seq")).one()
+    finally:
+        session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": INGEST_LOCK_KEY})
+    return int(last) if called else int(last) - 1
