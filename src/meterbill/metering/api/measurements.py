@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.core.errors import InvalidInput, PayloadTooLarge
+from meterbill.core.errors import PayloadTooLarge
 from meterbill.core.runtime import RuntimeDep
 from meterbill.metering import ingest
 from meterbill.metering.auth import CallerDep
@@ -39,7 +38,7 @@ _MEASUREMENT = {
     "anyOf": [{"required": [name], "properties": {name: {"minProperties": 1}}}
               for name in (*ingest.TEXT_CATEGORIES, *ingest.NUMERIC_CATEGORIES)],
 }
-# Documented by hand: the body is parsed and validated by `ingest.parse_batch` itself,
+# Documented by hand: the body is parsed and validated by `ingest.decode_batch` itself,
 # which reports errors by measurement index.
 _REQUEST_BODY = {
     "requestBody": {
@@ -61,23 +60,19 @@ _REQUEST_BODY = {
 
 @router.post("/measurements", response_model=SubmitResult, openapi_extra=_REQUEST_BODY)
 async def submit_measurements(request: Request, response: Response, caller: CallerDep, runtime: RuntimeDep) -> Any:
-    raw = await _read_limited(request)
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("request body is not valid JSON") from None
-    new = await run_in_threadpool(_store, runtime, caller.org_id, payload)
+    body = await _read_limited(request)
+    new = await run_in_threadpool(_store, runtime, caller.org_id, body)
     response.headers[ingest.NEW_MEASUREMENTS_HEADER] = str(new)
     return SubmitResult()
 
 
-def _store(runtime, org_id: str, payload: Any) -> int:
+def _store(runtime, org_id: str, body: bytes) -> int:
     # Validation only reads, so it runs before the write transaction: on SQLite that
     # keeps the database's single write lock free while this batch is parsed. The
     # insert is one transaction, committed (durable) before we answer; a refused
     # batch never reaches it.
     with runtime.db.read() as session:
-        batch = ingest.parse_batch(session, org_id, payload)
+        batch = ingest.decode_batch(session, org_id, body)
     with runtime.db.transaction() as session:
         return ingest.store_batch(session, org_id, batch)
 

@@ -90,20 +90,19 @@ class SqlMeasurementStore:
         if not batch:
             return IngestOutcome(0, 0)
         series = self._series_ids(org_id, {(m.meter_id, m.account_id) for m in batch})
-        moment = (lambda t: t) if self.postgres else sqlite_time
-        document = orjson.dumps([
-            {"k": uid_key(org_id, m.uid), "s": series[m.meter_id, m.account_id], "t": moment(m.ts),
-             "e": None if m.ets is None else moment(m.ets), "u": m.uid,
-             "m": m.micros or None, "d": m.dimensions or None}
-            for m in batch
-        ]).decode()
+        # Rows as arrays, not objects: a third of the JSON to write and to parse.
         cursor = self.session.connection().connection.cursor()
         try:
             if self.postgres:
+                document = orjson.dumps([(series[m.meter_id, m.account_id], m.ts, m.ets, m.uid, m.micros or None,
+                                          m.dimensions or None) for m in batch]).decode()
                 cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
-                cursor.execute(_INSERT_POSTGRES, (document,))
+                cursor.execute(_INSERT_POSTGRES, {"org": org_id, "batch": document})
                 (stored,) = cursor.fetchone() or (0,)  # the statement always answers one row
             else:
+                document = orjson.dumps([
+                    (series[m.meter_id, m.account_id], sqlite_time(m.ts), None if m.ets is None else sqlite_time(m.ets),
+                     m.uid, m.micros or None, m.dimensions or None, uid_key(org_id, m.uid)) for m in batch]).decode()
                 cursor.execute(_INSERT_SQLITE, (document,))
                 stored = cursor.rowcount
         finally:
@@ -226,7 +225,8 @@ class SqlMeasurementStore:
 
     def _run(self, sql: str, params: dict[str, Any]) -> Any:
         """Run one statement; list parameters are expanded into IN lists."""
-        expanding: list[Any] = [bindparam(name, expanding=True) for name, value in params.items() if isinstance(value, list)]
+        expanding: list[Any] = [bindparam(name, expanding=True)
+                                for name, value in params.items() if isinstance(value, list)]
         return self.session.execute(text(sql).bindparams(*expanding), params)
 
     def _totals_sql(
@@ -333,11 +333,15 @@ class SqlMeasurementStore:
 
 
 _INSERT_COLUMNS = "series_id, ts, ets, uid_key, uid, measures, dimensions"
+# The uid key (see sql_tables and `uid_key`) is computed here, by PostgreSQL's C, not in the API process.
+# An empty object was sent as JSON null, stored as SQL NULL.
 _INSERT_POSTGRES = f"""
 WITH new AS (
     INSERT INTO metering_measurements ({_INSERT_COLUMNS})
-    SELECT s, t, e, k, u, m, d
-    FROM json_to_recordset(%s::json) AS b(k uuid, s integer, t timestamptz, e timestamptz, u text, m json, d json)
+    SELECT (e ->> 0)::integer, (e ->> 1)::timestamptz, (e ->> 2)::timestamptz,
+           encode(substring(sha256(convert_to(%(org)s || (e ->> 3), 'UTF8')) FROM 1 FOR 16), 'hex')::uuid,
+           e ->> 3, NULLIF(e -> 4, 'null')::json, NULLIF(e -> 5, 'null')::json
+    FROM jsonb_array_elements(%(batch)s::jsonb) AS e
     ON CONFLICT (uid_key) DO NOTHING
     RETURNING 1
 )
@@ -347,8 +351,7 @@ SELECT count(*) FROM new
 # `->>` of an object is its JSON text, of a JSON null an SQL NULL.
 _INSERT_SQLITE = f"""
 INSERT INTO metering_measurements ({_INSERT_COLUMNS})
-SELECT b.value ->> 's', b.value ->> 't', b.value ->> 'e', b.value ->> 'k', b.value ->> 'u',
-       b.value ->> 'm', b.value ->> 'd'
+SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, b.value ->> 6, b.value ->> 3, b.value ->> 4, b.value ->> 5
 FROM json_each(?) AS b WHERE true
 ON CONFLICT (uid_key) DO NOTHING
 """
