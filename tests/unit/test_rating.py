@@ -29,6 +29,7 @@ from meterbill.metering.rating import (
     rate_period,
     standing_charge,
 )
+from tests.unit.test_pricing import BANDS, FIXED_BANDS  # the band engine's own fixtures
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -37,19 +38,6 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 def ts(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-BANDS = (
-    PricingBand(lower_limit=D(0), fixed_price=D(0), unit_price=D("0.10")),
-    PricingBand(lower_limit=D(1000), fixed_price=D(0), unit_price=D("0.08")),
-    PricingBand(lower_limit=D(5000), fixed_price=D(0), unit_price=D("0.05")),
-)
-
-FIXED_BANDS = (
-    PricingBand(lower_limit=D(0), fixed_price=D(5), unit_price=D("0.10")),
-    PricingBand(lower_limit=D(1000), fixed_price=D(20), unit_price=D("0.08")),
-    PricingBand(lower_limit=D(5000), fixed_price=D(50), unit_price=D("0.05")),
-)
 
 
 # ------------------------------------------------------------------------------------------------
