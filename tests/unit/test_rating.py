@@ -368,7 +368,7 @@ def test_lines_are_rounded_once_and_reach_the_minimum(
     if minimum is not None:
         total = sum((line.subtotal for line in lines), D(0))
         assert total >= round_to_minor(minimum, currency)
-        if lines[-1].line_item_type == "MINIMUM_SPEND":
+        if lines and lines[-1].line_item_type == "MINIMUM_SPEND":
             assert total == round_to_minor(minimum, currency)
 
 

@@ -230,10 +230,15 @@ def price_usage(quantity: Decimal, bands: Sequence[PricingBand], *, cumulative: 
     return tiered(quantity, bands) if cumulative else volume(quantity, bands)
 
 
-def standing_charge(amount: Decimal, period: BillingPeriod) -> Decimal:
-    """A standing charge for the part ``[start, end)`` of its full period: ``amount`` prorated by elapsed time."""
+def _prorated(amount: Decimal, period: BillingPeriod) -> Decimal:
+    """An amount configured for a full period, for the part ``[start, end)`` of it, by elapsed time."""
     return prorate(amount, period.start, period.end, full_period_start=period.full_start,
                    full_period_end=period.full_end)
+
+
+def standing_charge(amount: Decimal, period: BillingPeriod) -> Decimal:
+    """A standing charge for the part ``[start, end)`` of its full period: ``amount`` prorated by elapsed time."""
+    return _prorated(amount, period)
 
 
 def minimum_spend_top_up(minimum: Decimal, charged: Decimal) -> Decimal:
@@ -323,7 +328,7 @@ def minimum_spend_line(
 ) -> RatedLine | None:
     """The post-pricing minimum-spend step: a ``MINIMUM_SPEND`` line topping ``lines`` (already
     rounded) up to ``minimum`` prorated over the period, or ``None`` when they reach it."""
-    prorated = standing_charge(minimum.amount, period)
+    prorated = _prorated(minimum.amount, period)
     with localcontext(EXACT):
         charged = sum((line.subtotal for line in lines), _ZERO)
     line = _line(LineItemType.MINIMUM_SPEND, minimum.description, _ONE, minimum_spend_top_up(prorated, charged),
