@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import decimal
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 import pytest
 from hypothesis import given
@@ -9,15 +9,19 @@ from hypothesis import strategies as st
 
 from meterbill.core.money import (
     CURRENCY_EXPONENTS,
+    MONEY_ROUNDING,
     InvalidAmount,
     UnknownCurrency,
+    exact_minor_units,
     exponent,
     format_decimal,
     from_minor_units,
     is_known_currency,
     parse_decimal,
+    round_places,
     round_to_minor,
     to_minor_units,
+    whole_minor_units,
 )
 
 # --- currency table ------------------------------------------------------------------------------
@@ -252,10 +256,106 @@ def test_to_minor_units(amount: str, currency: str, expected: int) -> None:
     assert minor == expected
 
 
-@pytest.mark.parametrize("minor", [True, False, 12.0, "12", Decimal("12"), None])
+@pytest.mark.parametrize(
+    ("minor", "currency", "expected"),
+    [
+        (Decimal("1234"), "USD", "12.34"),
+        (Decimal("1200"), "USD", "12.00"),  # the currency's places, even where the value has none
+        (Decimal("1234.000000000000"), "USD", "12.34"),  # PostgreSQL's NUMERIC(38, 12) scale does not show
+        (Decimal("0.15"), "USD", "0.0015"),  # fractions of a cent: more places, exactly
+        (Decimal("0.500"), "USD", "0.005"),
+        (Decimal("1E+3"), "USD", "10.00"),
+        (Decimal("12.5"), "JPY", "12.5"),
+        (Decimal("1234.5"), "KWD", "1.2345"),
+        (Decimal("-5"), "BHD", "-0.005"),
+    ],
+)
+def test_from_minor_units_of_a_decimal(minor: Decimal, currency: str, expected: str) -> None:
+    # Prices are kept in minor units with decimals (Chargebee's price_in_decimal).
+    assert str(from_minor_units(minor, currency)) == expected
+
+
+@pytest.mark.parametrize("minor", [True, False, 12.0, "12", None, Decimal("NaN")])
 def test_from_minor_units_refuses_non_int(minor: object) -> None:
     with pytest.raises(InvalidAmount):
         from_minor_units(minor, "USD")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        ("12.34", "USD", "1234"),
+        ("12.345", "USD", "1234.5"),  # never rounded
+        ("0.0015", "USD", "0.15"),
+        ("-2.5", "EUR", "-250"),
+        ("12", "JPY", "12"),
+        ("12.5", "JPY", "12.5"),
+        ("1.2345", "KWD", "1234.5"),
+        ("0.001", "BHD", "1"),
+    ],
+)
+def test_exact_minor_units(amount: str, currency: str, expected: str) -> None:
+    minor = exact_minor_units(Decimal(amount), currency)
+    assert minor == Decimal(expected)
+    assert from_minor_units(minor, currency) == Decimal(amount)
+
+
+def test_exact_minor_units_refuses() -> None:
+    with pytest.raises(InvalidAmount):
+        exact_minor_units("12.34", "USD")  # type: ignore[arg-type]
+    with pytest.raises(UnknownCurrency):
+        exact_minor_units(Decimal(1), "XXX")
+
+
+@pytest.mark.parametrize(
+    ("minor", "expected"),
+    [
+        ("1234.5", 1235),
+        ("1234.4999", 1234),
+        ("-1234.5", -1235),  # away from zero
+        ("0.5", 1),
+        ("2.5", 3),  # half-even would give 2
+        ("7", 7),
+        ("-0.4", 0),
+    ],
+)
+def test_whole_minor_units(minor: str, expected: int) -> None:
+    whole = whole_minor_units(Decimal(minor))
+    assert type(whole) is int
+    assert whole == expected
+
+
+def test_whole_minor_units_other_rounding_modes() -> None:
+    assert whole_minor_units(Decimal("2.5"), ROUND_HALF_EVEN) == 2
+    assert whole_minor_units(Decimal("2.9"), ROUND_DOWN) == 2
+
+
+@pytest.mark.parametrize(
+    ("amount", "places", "expected"),
+    [
+        ("0.0013774048", 7, "0.0013774"),
+        ("0.00137745", 7, "0.0013775"),
+        ("2.5", 0, "3"),
+        ("-2.5", 0, "-3"),
+        ("1234.5", -1, "1.23E+3"),
+        ("-0.0004", 3, "0.000"),
+    ],
+)
+def test_round_places(amount: str, places: int, expected: str) -> None:
+    assert str(round_places(Decimal(amount), places)) == expected
+
+
+def test_rounding_takes_exact_amounts_of_any_length() -> None:
+    # An exact amount from rating (a 40-digit proration times a price) has more digits than an
+    # amount accepted at the boundary: rounding is what brings it back to cents.
+    long = decimal.Context(prec=100).multiply(Decimal("4.838709677419354838709677419354838709677"), Decimal("1.15"))
+    assert long == Decimal("5.56451612903225806451612903225806451612855")  # 43 digits
+    assert str(round_to_minor(long, "USD")) == "5.56"  # 5.5645...
+    assert to_minor_units(long, "KWD") == 5565  # 5.5645... -> 5.565
+
+
+def test_the_money_rounding_is_half_up() -> None:
+    assert MONEY_ROUNDING == ROUND_HALF_UP
 
 
 def test_from_minor_units_unknown_currency() -> None:

@@ -1,4 +1,5 @@
-"""Tests for the pure rating core (meterbill.metering.rating). Expected amounts are written by hand."""
+"""Tests for the pure rating core (meterbill.metering.rating): aggregation, the pricers, the minimum-spend
+step and the one rounding of a line. Expected amounts are written by hand."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterbill.core.money import exponent, round_to_minor
+from meterbill.metering.periods import BillingPeriod
 from meterbill.metering.rating import (
     Aggregation,
+    Charge,
     LineItemType,
     PricingBand,
     Rounding,
@@ -19,15 +23,13 @@ from meterbill.metering.rating import (
     aggregate,
     aggregate_raw,
     apply_units,
+    minimum_spend_line,
     minimum_spend_top_up,
-    price_quantity,
-    prorate,
-    prorated_minimum_spend_top_up,
-    proration_ratio,
+    price_usage,
     rate_period,
-    round_line,
     standing_charge,
 )
+from tests.unit.test_pricing import BANDS, FIXED_BANDS  # the band engine's own fixtures
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -36,19 +38,6 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 def ts(minutes: int) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-BANDS = (
-    PricingBand(lower_limit=D(0), fixed_price=D(0), unit_price=D("0.10")),
-    PricingBand(lower_limit=D(1000), fixed_price=D(0), unit_price=D("0.08")),
-    PricingBand(lower_limit=D(5000), fixed_price=D(0), unit_price=D("0.05")),
-)
-
-FIXED_BANDS = (
-    PricingBand(lower_limit=D(0), fixed_price=D(5), unit_price=D("0.10")),
-    PricingBand(lower_limit=D(1000), fixed_price=D(20), unit_price=D("0.08")),
-    PricingBand(lower_limit=D(5000), fixed_price=D(50), unit_price=D("0.05")),
-)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,161 +155,42 @@ def test_apply_units_rejects_non_positive_quantity_per_unit() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# pricing: concrete examples
-# ------------------------------------------------------------------------------------------------
-
-
-def test_tiered_7000() -> None:
-    # 1000*0.10 + 4000*0.08 + 2000*0.05 = 100 + 320 + 100
-    priced = price_quantity(D(7000), BANDS, cumulative=True)
-    assert priced.amount == D(520)
-    assert [b.units for b in priced.bands] == [D(1000), D(4000), D(2000)]
-    assert [b.amount for b in priced.bands] == [D(100), D(320), D(100)]
-    assert [b.lower_limit for b in priced.bands] == [D(0), D(1000), D(5000)]
-    assert [b.upper_limit for b in priced.bands] == [D(1000), D(5000), None]
-
-
-def test_volume_7000() -> None:
-    # all 7000 units at the third band's price: 7000*0.05
-    priced = price_quantity(D(7000), BANDS, cumulative=False)
-    assert priced.amount == D(350)
-    assert [b.units for b in priced.bands] == [D(0), D(0), D(7000)]
-    assert [b.amount for b in priced.bands] == [D(0), D(0), D(350)]
-
-
-def test_boundary_exactly_1000_is_in_first_band() -> None:
-    tiered = price_quantity(D(1000), BANDS, cumulative=True)
-    assert tiered.amount == D(100)
-    assert [b.units for b in tiered.bands] == [D(1000), D(0), D(0)]
-    volume = price_quantity(D(1000), BANDS, cumulative=False)
-    assert volume.amount == D(100)  # 1000*0.10
-    assert [b.units for b in volume.bands] == [D(1000), D(0), D(0)]
-
-
-def test_just_past_boundary() -> None:
-    # tiered: 1000*0.10 + 0.5*0.08 = 100 + 0.04
-    assert price_quantity(D("1000.5"), BANDS, cumulative=True).amount == D("100.04")
-    # volume: 1000.5*0.08
-    assert price_quantity(D("1000.5"), BANDS, cumulative=False).amount == D("80.04")
-    # exactly 5000: tiered 100 + 320, volume 5000*0.08
-    assert price_quantity(D(5000), BANDS, cumulative=True).amount == D(420)
-    assert price_quantity(D(5000), BANDS, cumulative=False).amount == D(400)
-
-
-def test_quantity_zero() -> None:
-    for cumulative in (True, False):
-        for bands in (BANDS, FIXED_BANDS):
-            priced = price_quantity(D(0), bands, cumulative=cumulative)
-            assert priced.amount == D(0)
-            assert all(b.units == 0 and b.amount == 0 and b.fixed_charged == 0 for b in priced.bands)
-
-
-def test_tiered_fixed_prices() -> None:
-    # 500 units: first band only -> 5 + 500*0.10 = 55
-    assert price_quantity(D(500), FIXED_BANDS, cumulative=True).amount == D(55)
-    # 1000 units: still only the first band -> 5 + 100 = 105
-    assert price_quantity(D(1000), FIXED_BANDS, cumulative=True).amount == D(105)
-    # 1001 units: reaches second band -> 5 + 100 + 20 + 1*0.08 = 125.08
-    assert price_quantity(D(1001), FIXED_BANDS, cumulative=True).amount == D("125.08")
-    # 7000 units: 5+100 + 20+320 + 50+100 = 595
-    priced = price_quantity(D(7000), FIXED_BANDS, cumulative=True)
-    assert priced.amount == D(595)
-    assert [b.fixed_charged for b in priced.bands] == [D(5), D(20), D(50)]
-    assert [b.unit_subtotal for b in priced.bands] == [D(100), D(320), D(100)]
-
-
-def test_volume_fixed_prices() -> None:
-    # 500 units: 5 + 500*0.10 = 55
-    assert price_quantity(D(500), FIXED_BANDS, cumulative=False).amount == D(55)
-    # 7000 units: 50 + 7000*0.05 = 400
-    priced = price_quantity(D(7000), FIXED_BANDS, cumulative=False)
-    assert priced.amount == D(400)
-    assert [b.fixed_charged for b in priced.bands] == [D(0), D(0), D(50)]
-    # 2000 units: 20 + 2000*0.08 = 180
-    assert price_quantity(D(2000), FIXED_BANDS, cumulative=False).amount == D(180)
-
-
-def test_bands_may_be_given_unsorted() -> None:
-    shuffled = (BANDS[2], BANDS[0], BANDS[1])
-    assert price_quantity(D(7000), shuffled, cumulative=True).amount == D(520)
-    assert price_quantity(D(7000), shuffled, cumulative=False).amount == D(350)
-
-
-def test_single_band_and_negative_price() -> None:
-    credit = (PricingBand(D(0), D(0), D("-0.25")),)
-    assert price_quantity(D(10), credit, cumulative=True).amount == D("-2.5")
-    assert price_quantity(D(10), credit, cumulative=False).amount == D("-2.5")
-
-
-@pytest.mark.parametrize(
-    "bands",
-    [
-        (),
-        (PricingBand(D(10), D(0), D(1)),),
-        (PricingBand(D(0), D(0), D(1)), PricingBand(D(5), D(0), D(1)), PricingBand(D(5), D(0), D(2))),
-    ],
-)
-def test_invalid_bands(bands: tuple[PricingBand, ...]) -> None:
-    with pytest.raises(ValueError):
-        price_quantity(D(1), bands, cumulative=True)
-
-
-def test_invalid_band_values_and_quantity() -> None:
-    with pytest.raises(ValueError):
-        PricingBand(D(-1), D(0), D(1))
-    with pytest.raises(TypeError):
-        PricingBand(D(0), D(0), 0.1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        price_quantity(D(-1), BANDS, cumulative=True)
-
-
-# ------------------------------------------------------------------------------------------------
-# proration, standing charge, minimum spend, rounding
+# pricers: the bands through price_usage (the engine's own cases are in test_pricing.py)
 # ------------------------------------------------------------------------------------------------
 
 JAN_START = datetime(2024, 1, 1, tzinfo=UTC)
 FEB_START = datetime(2024, 2, 1, tzinfo=UTC)
+MAR_START = datetime(2024, 3, 1, tzinfo=UTC)
+JAN = BillingPeriod(JAN_START, FEB_START, JAN_START, FEB_START)
+FEB = BillingPeriod(FEB_START, MAR_START, FEB_START, MAR_START)
+JAN_1_TO_16 = BillingPeriod(JAN_START, FEB_START, JAN_START, datetime(2024, 1, 16, tzinfo=UTC))  # 15 of 31 days
+JAN_22_ON = BillingPeriod(JAN_START, FEB_START, datetime(2024, 1, 22, tzinfo=UTC), FEB_START)  # 10 of 31 days
 
 
-def test_standing_charge_full_period_is_exact() -> None:
-    assert standing_charge(
-        D("31.00"), JAN_START, FEB_START, full_period_start=JAN_START, full_period_end=FEB_START
-    ) == D("31.00")
+def one_band(unit_price: str) -> tuple[PricingBand, ...]:
+    return (PricingBand(D(0), D(0), D(unit_price)),)
 
 
-def test_standing_charge_partial_period() -> None:
-    # 10 of 31 days of 31.00 = 10.00
-    start = datetime(2024, 1, 22, tzinfo=UTC)
-    assert standing_charge(
-        D("31.00"), start, FEB_START, full_period_start=JAN_START, full_period_end=FEB_START
-    ) == D(10)
-    # 1 of 31 days of 100 = 100/31, 40 significant digits, half-up
-    one_day = standing_charge(
-        D(100),
-        JAN_START,
-        JAN_START + timedelta(days=1),
-        full_period_start=JAN_START,
-        full_period_end=FEB_START,
-    )
-    assert one_day == D("3.225806451612903225806451612903225806452")
-    # 12 hours of a 1-day period: half
-    assert standing_charge(
-        D(9),
-        JAN_START,
-        JAN_START + timedelta(hours=12),
-        full_period_start=JAN_START,
-        full_period_end=JAN_START + timedelta(days=1),
-    ) == D("4.5")
+def test_cumulative_bands_are_tiered_others_volume() -> None:
+    # tiered: 1000*0.10 + 4000*0.08 + 2000*0.05 = 520; volume: 7000*0.05 = 350
+    assert price_usage(D(7000), BANDS, cumulative=True).amount == D(520)
+    assert price_usage(D(7000), BANDS, cumulative=False).amount == D(350)
+    # with fixed prices: tiered 5+100 + 20+320 + 50+100 = 595; volume 50 + 350 = 400
+    assert price_usage(D(7000), FIXED_BANDS, cumulative=True).amount == D(595)
+    assert price_usage(D(7000), FIXED_BANDS, cumulative=False).amount == D(400)
 
 
-def test_proration_clamps_to_full_period_and_validates() -> None:
-    before = JAN_START - timedelta(days=10)
-    assert proration_ratio(before, FEB_START, full_period_start=JAN_START, full_period_end=FEB_START) == 1
-    assert proration_ratio(before, before, full_period_start=JAN_START, full_period_end=FEB_START) == 0
-    with pytest.raises(ValueError):
-        proration_ratio(FEB_START, JAN_START, full_period_start=JAN_START, full_period_end=FEB_START)
-    with pytest.raises(ValueError):
-        proration_ratio(JAN_START, FEB_START, full_period_start=FEB_START, full_period_end=JAN_START)
+def test_per_unit_is_one_band() -> None:
+    for cumulative in (True, False):
+        priced = price_usage(D(3), one_band("0.10"), cumulative=cumulative)
+        assert priced.amount == D("0.30")
+        assert [b.units for b in priced.bands] == [D(3)]
+
+
+def test_standing_charge_is_prorated_over_the_covered_part() -> None:
+    assert standing_charge(D("31.00"), JAN) == D("31.00")
+    assert standing_charge(D("31.00"), JAN_22_ON) == D(10)  # 31.00 * 10/31
+    assert standing_charge(D(10), JAN_1_TO_16) == D("4.838709677419354838709677419354838709677")  # 150/31
 
 
 def test_minimum_spend_top_up() -> None:
@@ -330,120 +200,176 @@ def test_minimum_spend_top_up() -> None:
     assert minimum_spend_top_up(D(100), D(-20)) == D(120)
 
 
-def test_prorated_minimum_spend_top_up() -> None:
-    # half of January (15.5 days of 31): minimum 100 -> 50, charged 30 -> top up 20
-    mid = JAN_START + timedelta(days=15, hours=12)
-    assert prorated_minimum_spend_top_up(
-        D(100), D(30), JAN_START, mid, full_period_start=JAN_START, full_period_end=FEB_START
-    ) == D(20)
-
-
-@pytest.mark.parametrize(
-    ("amount", "exponent", "expected"),
-    [
-        (D("2.345"), 2, D("2.35")),
-        (D("2.344999"), 2, D("2.34")),
-        (D("-2.345"), 2, D("-2.35")),
-        (D("2.5"), 0, D(3)),
-        (D(10), 2, D("10.00")),
-        (D("0.0005"), 3, D("0.001")),
-        (D("1234.5"), -1, D("1.23E+3")),
-    ],
-)
-def test_round_line(amount: D, exponent: int, expected: D) -> None:
-    result = round_line(amount, exponent)
-    assert result == expected
-    assert result.as_tuple().exponent == -exponent
-
-
 # ------------------------------------------------------------------------------------------------
-# rate_period
+# rate_period: lines, rounding, minimum spend after pricing
 # ------------------------------------------------------------------------------------------------
 
 
 def test_rate_period_lines() -> None:
     lines = rate_period(
+        "USD",
+        JAN,
         [
             UsageInput("API calls", D(7000), BANDS, cumulative=True, unit="call", reference="p1"),
             UsageInput("Storage", D(7000), BANDS, cumulative=False, unit="GB"),
             UsageInput("Unused", None, BANDS),
             UsageInput("Zero", D(0), FIXED_BANDS),
         ],
-        standing_charge=D(25),
-        minimum_spend=D(1000),
+        standing=Charge(D(25), "Platform fee"),
+        minimum_spend=Charge(D(1000), "Minimum spend"),
     )
     types = [line.line_item_type for line in lines]
     assert types == ["STANDING_CHARGE", "USAGE", "USAGE", "USAGE", "MINIMUM_SPEND"]
     standing, api, storage, zero, minimum = lines
-    assert (standing.quantity, standing.subtotal, standing.average_unit_price) == (D(1), D(25), D(25))
-    assert (api.quantity, api.subtotal, api.unit, api.reference) == (D(7000), D(520), "call", "p1")
-    assert api.average_unit_price == D("0.07428571428571428571428571428571428571429")  # 520/7000
+    assert (standing.description, standing.quantity, str(standing.subtotal)) == ("Platform fee", D(1), "25.00")
+    assert standing.average_unit_price == D(25)
+    assert (api.quantity, str(api.subtotal), api.unit, api.reference) == (D(7000), "520.00", "call", "p1")
+    assert api.average_unit_price == D("0.07428571428571428571428571428571428571429")  # 520/7000, 40 digits
     assert [b.units for b in api.bands] == [D(1000), D(4000), D(2000)]
-    assert (storage.subtotal, storage.average_unit_price, storage.unit) == (D(350), D("0.05"), "GB")
-    assert (zero.quantity, zero.subtotal, zero.average_unit_price) == (D(0), D(0), D(0))
+    assert (str(storage.subtotal), storage.average_unit_price, storage.unit) == ("350.00", D("0.05"), "GB")
+    assert (zero.quantity, str(zero.subtotal), zero.average_unit_price) == (D(0), "0.00", D(0))
     # 1000 - (25 + 520 + 350 + 0) = 105
-    assert minimum.subtotal == D(105)
+    assert str(minimum.subtotal) == "105.00"
     assert minimum.line_item_type is LineItemType.MINIMUM_SPEND
+    assert all(line.period == JAN for line in lines)
 
 
-def test_rate_period_no_top_up_when_minimum_reached() -> None:
-    lines = rate_period([UsageInput("API", D(7000), BANDS)], standing_charge=D(0), minimum_spend=D(520))
-    assert [line.line_item_type for line in lines] == ["STANDING_CHARGE", "USAGE"]
-    assert rate_period([], minimum_spend=D(50))[0].subtotal == D(50)
-    assert rate_period([]) == []
+def test_rate_period_without_a_top_up_or_a_standing_charge() -> None:
+    lines = rate_period("USD", JAN, [UsageInput("API", D(7000), BANDS)], standing=Charge(D(0), "Standing"),
+                        minimum_spend=Charge(D(520), "Minimum"))
+    assert [line.line_item_type for line in lines] == ["USAGE"]  # a zero standing charge is no line
+    (only,) = rate_period("USD", JAN, [], minimum_spend=Charge(D(50), "Minimum"))
+    assert (only.line_item_type, str(only.subtotal), only.reference) == ("MINIMUM_SPEND", "50.00", None)
+    assert rate_period("USD", JAN, []) == []
+
+
+@pytest.mark.parametrize(
+    ("currency", "unit_price", "expected"),
+    [
+        ("USD", "2.345", "2.35"),  # half-up; half-even would give 2.34
+        ("USD", "0.125", "0.13"),  # half-even: 0.12
+        ("USD", "2.344999", "2.34"),
+        ("USD", "-2.345", "-2.35"),  # a credit's tie goes away from zero too
+        ("USD", "-0.004", "0.00"),  # never a negative zero
+        ("EUR", "7", "7.00"),
+        ("JPY", "2.5", "3"),  # no decimals; half-even: 2
+        ("JPY", "1234.4", "1234"),
+        ("KWD", "1.0005", "1.001"),  # three decimals; half-even: 1.000
+        ("BHD", "0.0125", "0.013"),  # half-even: 0.012
+        ("BHD", "7", "7.000"),
+    ],
+)
+def test_each_line_is_rounded_half_up_to_its_currency(currency: str, unit_price: str, expected: str) -> None:
+    (line,) = rate_period(currency, JAN, [UsageInput("Calls", D(1), one_band(unit_price))])
+    assert str(line.subtotal) == expected  # the value and the currency's scale
+
+
+def test_standing_charges_round_to_their_currency() -> None:
+    (yen,) = rate_period("JPY", JAN, [], standing=Charge(D(1000), "Standing"), standing_periods=[
+        BillingPeriod(JAN_START, FEB_START, JAN_START, JAN_START + timedelta(days=1))])
+    assert str(yen.subtotal) == "32"  # 1000 / 31 = 32.258...
+    (dinar,) = rate_period("KWD", JAN_1_TO_16, [], standing=Charge(D(10), "Standing"))
+    assert str(dinar.subtotal) == "4.839"  # 10 * 15/31 = 4.83870...
+    # 0.01 for one day of 31 is 0.0003...: it rounds to nothing, so no line
+    assert rate_period("USD", JAN, [], standing=Charge(D("0.01"), "Standing"), standing_periods=[
+        BillingPeriod(JAN_START, FEB_START, JAN_START, JAN_START + timedelta(days=1))]) == []
+
+
+def test_standing_charge_in_advance_has_a_line_per_period() -> None:
+    standing = Charge(D(31), "Standing")
+    this, following = rate_period("USD", JAN_22_ON, [], standing=standing, standing_periods=[JAN_22_ON, FEB])
+    assert (str(this.subtotal), this.period) == ("10.00", JAN_22_ON)  # 31 * 10/31
+    assert (str(following.subtotal), following.period) == ("31.00", FEB)  # February in full
+    assert rate_period("USD", JAN, [], standing=standing, standing_periods=[]) == []
+
+
+def test_minimum_spend_counts_the_rounded_lines() -> None:
+    # Three lines of 33.3349 each round to 33.33: 99.99 is billed, so 0.01 tops it up to 100.00.
+    # (Against the exact 100.0047 no top-up would be due, and the bill would total 99.99.)
+    usage = [UsageInput(name, D(1), one_band("33.3349")) for name in "abc"]
+    lines = rate_period("USD", JAN, usage, minimum_spend=Charge(D(100), "Minimum"))
+    assert [str(line.subtotal) for line in lines] == ["33.33", "33.33", "33.33", "0.01"]
+    assert sum(line.subtotal for line in lines) == D("100.00")
+
+
+def test_prorated_minimum_is_rounded_once() -> None:
+    # 15 of January's 31 days: the minimum 100 becomes 48.387...; usage 100 * 0.10 = 10.00
+    usage = [UsageInput("Requests", D(100), one_band("0.10"))]
+    usage_line, top_up = rate_period("USD", JAN_1_TO_16, usage, minimum_spend=Charge(D(100), "Minimum"))
+    assert str(usage_line.subtotal) == "10.00"
+    assert str(top_up.subtotal) == "38.39"  # 48.387... - 10.00 = 38.387... -> 38.39
+    assert top_up.period == JAN_1_TO_16
+    # in yen: 10000 * 15/31 = 4838.7...; usage 100 * 10 = 1000 -> 3838.7... -> 3839
+    _, top_up = rate_period("JPY", JAN_1_TO_16, [UsageInput("Requests", D(100), one_band("10"))],
+                            minimum_spend=Charge(D(10000), "Minimum"))
+    assert str(top_up.subtotal) == "3839"
+
+
+def test_a_top_up_that_rounds_to_nothing_is_no_line() -> None:
+    # 10.004 - 10.00 = 0.004 -> 0.00
+    lines = rate_period("USD", JAN, [UsageInput("Requests", D(100), one_band("0.10"))],
+                        minimum_spend=Charge(D("10.004"), "Minimum"))
+    assert [line.line_item_type for line in lines] == ["USAGE"]
+    # but 10.005 - 10.00 = 0.005 -> 0.01
+    lines = rate_period("USD", JAN, [UsageInput("Requests", D(100), one_band("0.10"))],
+                        minimum_spend=Charge(D("10.005"), "Minimum"))
+    assert [str(line.subtotal) for line in lines] == ["10.00", "0.01"]
+
+
+def test_pricing_minimum_follows_its_usage_line_and_counts_for_the_plan_minimum() -> None:
+    usage = [
+        UsageInput("API", D(400), one_band("0.10"), reference="a", minimum_spend=Charge(D(50), "Minimum: API")),
+        UsageInput("Storage", D(5), one_band("1"), reference="b"),
+        UsageInput("Idle", None, one_band("1"), reference="c", minimum_spend=Charge(D(50), "Minimum: Idle")),
+    ]
+    lines = rate_period("USD", JAN, usage, minimum_spend=Charge(D(100), "Minimum"))
+    assert [(line.line_item_type, line.reference, str(line.subtotal)) for line in lines] == [
+        ("USAGE", "a", "40.00"),  # 400 * 0.10
+        ("MINIMUM_SPEND", "a", "10.00"),  # 50 - 40.00
+        ("USAGE", "b", "5.00"),  # 5 * 1
+        ("MINIMUM_SPEND", None, "45.00"),  # 100 - (40.00 + 10.00 + 5.00); no usage for "c", no line either
+    ]
+    assert lines[1].description == "Minimum: API"
+
+
+def test_minimum_spend_line() -> None:
+    minimum = Charge(D(100), "Minimum")
+    line = minimum_spend_line(minimum, [], "USD", JAN_22_ON, reference="p")
+    assert line is not None
+    assert (line.quantity, str(line.subtotal), line.reference) == (D(1), "32.26", "p")  # 100 * 10/31 = 32.258...
+    (usage,) = rate_period("USD", JAN, [UsageInput("API", D(7000), BANDS)])
+    assert minimum_spend_line(minimum, [usage], "USD", JAN) is None  # 520.00 >= 100
 
 
 # ------------------------------------------------------------------------------------------------
 # properties
 # ------------------------------------------------------------------------------------------------
 
-money = st.decimals(min_value=D(-100), max_value=D(100), places=4, allow_nan=False, allow_infinity=False)
 price = st.decimals(min_value=D(0), max_value=D(100), places=4, allow_nan=False, allow_infinity=False)
 qty = st.decimals(min_value=D(0), max_value=D(100000), places=3, allow_nan=False, allow_infinity=False)
 
 
-@st.composite
-def band_sets(draw: st.DrawFn, prices: st.SearchStrategy[D] = money) -> tuple[PricingBand, ...]:
-    limits = draw(
-        st.lists(st.decimals(min_value=D("0.001"), max_value=D(50000), places=3), max_size=4, unique=True)
-    )
-    lowers = [D(0), *sorted(limits)]
-    return tuple(PricingBand(lo, draw(prices), draw(prices)) for lo in lowers)
-
-
 @FAST
-@given(q=qty, bands=band_sets())
-def test_tiered_amount_is_sum_of_breakdown(q: D, bands: tuple[PricingBand, ...]) -> None:
-    priced = price_quantity(q, bands, cumulative=True)
-    assert priced.amount == sum((b.amount for b in priced.bands), D(0))
-    assert sum((b.units for b in priced.bands), D(0)) == q
-    for b in priced.bands:
-        assert b.amount == b.units * b.unit_price + b.fixed_charged
-
-
-@FAST
-@given(q=qty, bands=band_sets())
-def test_volume_uses_exactly_one_band(q: D, bands: tuple[PricingBand, ...]) -> None:
-    priced = price_quantity(q, bands, cumulative=False)
-    used = [b for b in priced.bands if b.units > 0]
-    if q == 0:
-        assert used == [] and priced.amount == 0
-    else:
-        assert len(used) == 1
-        (band,) = used
-        assert band.units == q
-        assert band.lower_limit < q or band.lower_limit == 0
-        assert band.upper_limit is None or q <= band.upper_limit
-        assert priced.amount == q * band.unit_price + band.fixed_price
-
-
-@FAST
-@given(q1=qty, q2=qty, bands=band_sets(prices=price))
-def test_tiered_monotone_with_non_negative_prices(q1: D, q2: D, bands: tuple[PricingBand, ...]) -> None:
-    lo, hi = sorted((q1, q2))
-    assert (
-        price_quantity(lo, bands, cumulative=True).amount <= price_quantity(hi, bands, cumulative=True).amount
-    )
+@given(
+    usage=st.lists(st.tuples(qty, price), max_size=4),
+    standing=price,
+    minimum=st.none() | price.map(lambda p: p * 100),
+    currency=st.sampled_from(["USD", "JPY", "KWD", "BHD"]),
+)
+def test_lines_are_rounded_once_and_reach_the_minimum(
+    usage: list[tuple[D, D]], standing: D, minimum: D | None, currency: str,
+) -> None:
+    lines = rate_period(currency, JAN, [UsageInput("u", q, one_band(str(p))) for q, p in usage],
+                        standing=Charge(standing, "s"), minimum_spend=None if minimum is None else Charge(minimum, "m"))
+    for line in lines:
+        assert line.subtotal.as_tuple().exponent == -exponent(currency)
+    usage_lines = [line for line in lines if line.line_item_type == "USAGE"]
+    assert [line.subtotal for line in usage_lines] == [round_to_minor(q * p, currency) for q, p in usage]
+    if minimum is not None:
+        total = sum((line.subtotal for line in lines), D(0))
+        assert total >= round_to_minor(minimum, currency)
+        if lines and lines[-1].line_item_type == "MINIMUM_SPEND":
+            assert total == round_to_minor(minimum, currency)
 
 
 measurement_values = st.decimals(min_value=D(-1000), max_value=D(1000), places=3)
@@ -478,21 +404,3 @@ def test_rounding_modes(raw: D, qpu: D) -> None:
     assert abs(nearest - none) <= D("0.5")
     for integral in (up, down, nearest):
         assert integral == integral.to_integral_value()
-
-
-@FAST
-@given(
-    amount=money,
-    start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
-    length=st.timedeltas(min_value=timedelta(seconds=2), max_value=timedelta(days=400)),
-)
-def test_proration_full_and_half(amount: D, start: datetime, length: timedelta) -> None:
-    start = start.replace(tzinfo=UTC)
-    end = start + length
-    assert prorate(amount, start, end, full_period_start=start, full_period_end=end) == amount
-    assert standing_charge(amount, start, end, full_period_start=start, full_period_end=end) == amount
-    # an even number of microseconds splits exactly in two
-    half = timedelta(microseconds=(length // timedelta(microseconds=1)) // 2)
-    end = start + 2 * half
-    assert prorate(amount, start, start + half, full_period_start=start, full_period_end=end) == amount / 2
-    assert prorate(amount, start + half, end, full_period_start=start, full_period_end=end) == amount / 2

@@ -29,7 +29,7 @@ from meterbill.billing.params import (
 )
 from meterbill.core.db import must_get
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
-from meterbill.core.money import exponent, format_decimal, is_known_currency
+from meterbill.core.money import exact_minor_units, format_decimal, from_minor_units, is_known_currency
 
 Status = Literal["active", "archived", "deleted"]
 
@@ -258,7 +258,7 @@ def _minor_price(params: ItemPriceFields, currency: str, whole: int | None, deci
     if whole is not None and decimal is not None:
         raise InvalidInput("price : give either price or price_in_decimal", param="price")
     if decimal is not None:
-        return decimal * (Decimal(10) ** exponent(currency))
+        return exact_minor_units(decimal, currency)
     return None if whole is None else Decimal(whole)
 
 
@@ -370,7 +370,7 @@ def _amount_fields(name: str, minor: Decimal, currency: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if minor == minor.to_integral_value():
         fields[name] = int(minor)
-    fields[f"{name}_in_decimal"] = format_decimal(minor / (Decimal(10) ** exponent(currency)))
+    fields[f"{name}_in_decimal"] = format_decimal(from_minor_units(minor, currency))
     return fields
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from meterbill.core.money import exponent, from_minor_units
+from meterbill.core.money import exponent, from_minor_units, round_places, round_to_minor
 
 ENCODING = "windows-1252"  # what the core fonts' WinAnsiEncoding can show
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -69,9 +69,9 @@ def shown_unit_price(value: Decimal, currency: str) -> Decimal:
     places = exponent(currency)
     # adjusted() is the power of ten of the first significant digit: 0.00137 → -3, 1234 → 3.
     decimals = max(places, 5 - value.adjusted()) if value else places
-    shown = value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP).normalize()
+    shown = round_places(value, decimals).normalize()
     if -shown.as_tuple().exponent < places:  # type: ignore[operator]  # finite: exponent is an int
-        shown = shown.quantize(Decimal(1).scaleb(-places))
+        shown = round_to_minor(shown, currency)  # exact: pads to the currency's places
     return shown
 
 

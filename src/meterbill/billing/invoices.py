@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.catalog import tiers_of
-from meterbill.billing.invoicing import invoice_totals, price_quantity, to_minor
+from meterbill.billing.invoicing import invoice_totals, price_quantity
 from meterbill.billing.models import CreditNote, Customer, DocumentCounter, Invoice, ItemPrice, Site, Subscription
 from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
-from meterbill.core.money import exponent, format_decimal
+from meterbill.core.money import exact_minor_units, format_decimal, from_minor_units, whole_minor_units
 
 PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = "pending", "posted", "payment_due", "paid", "voided"
 
@@ -51,19 +51,8 @@ def _wire_number(value: Decimal) -> tuple[int | None, str]:
     return whole, format_decimal(value.normalize() if value != 0 else Decimal(0))
 
 
-def _unit_amount_text(unit_amount: Decimal, currency: str) -> str:
-    """Major units with the currency's places, more only when the price has them: the same
-    text whatever scale the database handed back ("10.00", "0.0015")."""
-    places = exponent(currency)
-    value = (unit_amount / (Decimal(10) ** places)).normalize()
-    currency_places = Decimal(1).scaleb(-places)
-    if value == value.quantize(currency_places):  # no more places than the currency's: show them all
-        value = value.quantize(currency_places)
-    return format_decimal(value)
-
-
 def issue_line(line: Line, customer_id: str, currency: str) -> dict[str, Any]:
-    amount = to_minor(line.amount)
+    amount = whole_minor_units(line.amount)
     quantity_int, quantity_text = _wire_number(line.quantity)
     unit_int, _ = _wire_number(line.unit_amount)
     wire: dict[str, Any] = {
@@ -74,9 +63,10 @@ def issue_line(line: Line, customer_id: str, currency: str) -> dict[str, Any]:
         "amount": amount,
         "quantity": quantity_int if quantity_int is not None else int(line.quantity),
         "quantity_in_decimal": quantity_text,
-        "unit_amount": unit_int if unit_int is not None else to_minor(line.unit_amount),
-        "unit_amount_in_decimal": _unit_amount_text(line.unit_amount, currency),
-        "amount_in_decimal": format_decimal(Decimal(amount) / (Decimal(10) ** exponent(currency))),
+        "unit_amount": unit_int if unit_int is not None else whole_minor_units(line.unit_amount),
+        # Major units with the currency's places, more only when the price has them ("10.00", "0.0015").
+        "unit_amount_in_decimal": format_decimal(from_minor_units(line.unit_amount, currency)),
+        "amount_in_decimal": format_decimal(from_minor_units(amount, currency)),
         "is_taxed": False,
         "tax_amount": 0,
         "discount_amount": 0,
@@ -274,7 +264,7 @@ def add_charge_item(session: Session, site: Site, invoice_id: str, form: dict[st
     if quantity <= 0:
         raise InvalidInput("item_price[quantity] : must be positive", param="item_price[quantity]")
     if params.unit_price_in_decimal is not None:
-        unit = params.unit_price_in_decimal * (Decimal(10) ** exponent(invoice.currency_code))
+        unit = exact_minor_units(params.unit_price_in_decimal, invoice.currency_code)
         amount = unit * quantity
     elif params.unit_price is not None:
         unit = Decimal(params.unit_price)

@@ -1,7 +1,9 @@
 """Invoicing math for the Chargebee-compatible biller: pure functions, no database.
 
-Amounts are Decimals in the currency's minor units (cents), exact until a line is
-issued, when `to_minor` rounds it half-up to a whole minor unit.
+Amounts are Decimals in the currency's minor units (cents), exact until a line is issued, when
+`core.money.whole_minor_units` rounds it (half-up, the one money rounding rule). Item prices are
+priced through the band engine metering rates bills with (`core.pricing`), and recurring charges
+for part of a term prorated with its `prorate`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal
 
 from meterbill.core.clock import add_periods
+from meterbill.core.pricing import PricingBand, per_unit, tiered, volume
 
 _ZERO = Decimal(0)
+_ONE = Decimal(1)
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,12 @@ class Tier:
     price: Decimal
 
 
-def to_minor(amount: Decimal) -> int:
-    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def bands(tiers: Sequence[Tier], *, stairstep: bool = False) -> list[PricingBand]:
+    """Contiguous tiers (1..10, 11..50, 51..) as pricing bands: a tier's band starts after the unit
+    before its first, the previous tier's ending unit (0, 10, 50). A stairstep tier's price is the
+    band's fixed price, charged once whatever the quantity inside it."""
+    return [PricingBand(tier.starting_unit - _ONE, tier.price if stairstep else _ZERO,
+                        _ZERO if stairstep else tier.price) for tier in tiers]
 
 
 def price_quantity(pricing_model: str, price: Decimal | None, tiers: Sequence[Tier], quantity: Decimal) -> Decimal:
@@ -36,34 +44,16 @@ def price_quantity(pricing_model: str, price: Decimal | None, tiers: Sequence[Ti
     if pricing_model == "flat_fee":
         return price or _ZERO
     if pricing_model == "per_unit":
-        return (price or _ZERO) * quantity
-    ordered = sorted(tiers, key=lambda t: t.starting_unit)
-    if not ordered:
+        return per_unit(quantity, price or _ZERO)
+    if not tiers:
         raise ValueError(f"pricing model {pricing_model} needs tiers")
-    if quantity == 0:
-        return _ZERO
     if pricing_model == "tiered":
-        total = _ZERO
-        for tier in ordered:
-            lower = tier.starting_unit - 1
-            upper = quantity if tier.ending_unit is None else min(quantity, tier.ending_unit)
-            if upper > lower:
-                total += (upper - lower) * tier.price
-        return total
-    tier = containing_tier(ordered, quantity)
+        return tiered(quantity, bands(tiers)).amount
     if pricing_model == "volume":
-        return quantity * tier.price
+        return volume(quantity, bands(tiers)).amount
     if pricing_model == "stairstep":
-        return tier.price
+        return volume(quantity, bands(tiers, stairstep=True)).amount
     raise ValueError(f"unknown pricing model {pricing_model}")
-
-
-def containing_tier(tiers: Sequence[Tier], quantity: Decimal) -> Tier:
-    for tier in tiers:
-        # A decimal quantity past a tier's integer end (10 < 10.5 < 11) belongs to the next tier.
-        if tier.ending_unit is None or quantity <= tier.ending_unit:
-            return tier
-    return tiers[-1]
 
 
 def aggregate_usages(usage_calculation: str, usages: Sequence[tuple[datetime, Decimal]]) -> Decimal:
@@ -80,17 +70,6 @@ def aggregate_usages(usage_calculation: str, usages: Sequence[tuple[datetime, De
 def term_bounds(anchor: datetime, unit: str, period: int, index: int) -> tuple[datetime, datetime]:
     """The index-th billing term [start, end) stepped from the anchor (never chained)."""
     return add_periods(anchor, unit, index * period), add_periods(anchor, unit, (index + 1) * period)
-
-
-def prorate(amount: Decimal, start: datetime, end: datetime, term_start: datetime, term_end: datetime) -> Decimal:
-    """`amount` for the part [start, end) of the term, by exact elapsed time."""
-    covered = max(_ZERO, Decimal((min(end, term_end) - max(start, term_start)).total_seconds()))
-    full = Decimal((term_end - term_start).total_seconds())
-    if full <= 0:
-        raise ValueError("a term must have a positive length")
-    with localcontext() as context:
-        context.prec = 40
-        return amount * covered / full
 
 
 @dataclass(frozen=True)

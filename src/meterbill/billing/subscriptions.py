@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import customers, events, invoices, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoices import Line
-from meterbill.billing.invoicing import aggregate_usages, price_quantity, prorate, term_bounds
+from meterbill.billing.invoicing import aggregate_usages, price_quantity, term_bounds
 from meterbill.billing.models import Customer, Invoice, Item, ItemPrice, Site, Subscription, Usage
 from meterbill.billing.params import (
     DecimalText,
@@ -42,7 +42,8 @@ from meterbill.billing.params import (
 )
 from meterbill.core.db import must_get
 from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
-from meterbill.core.money import exponent, format_decimal
+from meterbill.core.money import exact_minor_units, format_decimal
+from meterbill.core.pricing import prorate
 
 LIVE = ("future", "in_trial", "active", "non_renewing")
 
@@ -145,7 +146,7 @@ def _resolve_items(session: Session, site: Site, given: list[SubscriptionItemPar
                                param=f"subscription_items[quantity][{index}]")
         unit_price = None
         if spec.unit_price_in_decimal is not None:
-            unit_price = spec.unit_price_in_decimal * (Decimal(10) ** exponent(item_price.currency_code))
+            unit_price = exact_minor_units(spec.unit_price_in_decimal, item_price.currency_code)
         elif spec.unit_price is not None:
             unit_price = Decimal(spec.unit_price)
         resolved.append({
@@ -194,7 +195,9 @@ def _recurring_lines(
             continue
         item_price = must_get(session, ItemPrice, (site.id, entry["item_price_id"]))
         full = _full_term_amount(item_price, entry)
-        amount = full if (start, end) == term else prorate(full, start, end, *term)
+        # A change after the term's end (its renewal not yet run) covers none of it: [end, end).
+        amount = full if (start, end) == term else prorate(full, min(start, end), end, full_period_start=term[0],
+                                                          full_period_end=term[1])
         quantity = Decimal(entry["quantity"])
         lines.append(Line(
             f"{_name(item_price)}{label}", f"{entry['item_type']}_item_price", item_price.id, quantity,

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import chargebee
 
+from meterbill.core.money import from_minor_units
+
 # The SDK picks plain http only when this class attribute is off; with it off,
 # https endpoints (the real Chargebee) still use https and certificate checks.
 chargebee.Chargebee.verify_ca_certs = False
@@ -62,7 +64,7 @@ class ChargebeePort:
         return self.client.Invoice.retrieve(invoice_id).invoice.raw_data
 
     def add_charge_item(
-        self, invoice_id: str, *, item_price_id: str, quantity: Decimal, unit_price: Decimal, exponent: int,
+        self, invoice_id: str, *, item_price_id: str, quantity: Decimal, unit_price: Decimal, currency: str,
         date_from: int, date_to: int, key: str,
     ) -> dict[str, Any]:
         """`unit_price` in minor units. Whole numbers go as `quantity` and `unit_price`; anything finer
@@ -71,7 +73,8 @@ class ChargebeePort:
         if quantity == quantity.to_integral_value() and unit_price == unit_price.to_integral_value():
             price.update(quantity=int(quantity), unit_price=int(unit_price))
         else:
-            price.update(quantity_in_decimal=_text(quantity), unit_price_in_decimal=_text(unit_price.scaleb(-exponent)))
+            price.update(quantity_in_decimal=_text(quantity),
+                         unit_price_in_decimal=_text(from_minor_units(unit_price, currency)))
         with _refusals():
             return self.client.Invoice.add_charge_item(invoice_id, {"item_price": price},
                                                        headers={KEY_HEADER: key}).invoice.raw_data

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -34,7 +34,7 @@ from meterbill.connector.models import (
 )
 from meterbill.core.db import Database, new_id, utcnow
 from meterbill.core.errors import NotFound
-from meterbill.core.money import exponent
+from meterbill.core.money import round_places, to_minor_units, whole_minor_units
 from meterbill.core.outbox import Delivery, OutboxMessage, enqueue, handles
 from meterbill.core.security import Vault
 
@@ -470,9 +470,8 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
         return
     # Recorded first, so a retry after a crash comes back to this very invoice.
     run.m3ter.map("Invoice", invoice["id"], "Bill", bill_id)
-    exp = exponent(bill.currency)
     for line in bill.line_items or []:
-        amount = int((Decimal(str(line.subtotal)) * (Decimal(10) ** exp)).quantize(Decimal(1), ROUND_HALF_UP))
+        amount = to_minor_units(Decimal(str(line.subtotal)), bill.currency)
         if amount == 0:
             continue
         key = f"mb-line-{line.id}"
@@ -484,8 +483,8 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
                 quantity, unit = charge_quantity(Decimal(str(line.quantity)), amount,
                                                  decimals=allows_decimals(run.chargebee.item_price(charge_item)))
                 updated = run.chargebee.add_charge_item(
-                    invoice["id"], item_price_id=charge_item, quantity=quantity, unit_price=unit, exponent=exp,
-                    date_from=start, date_to=end, key=key)
+                    invoice["id"], item_price_id=charge_item, quantity=quantity, unit_price=unit,
+                    currency=bill.currency, date_from=start, date_to=end, key=key)
             else:
                 description = f"{line.description} ({line.line_item_type.replace('_', ' ').lower()})"
                 updated = run.chargebee.add_charge(invoice["id"], amount=amount, description=description,
@@ -542,8 +541,8 @@ def charge_quantity(quantity: Decimal, amount: int, *, decimals: bool) -> tuple[
         if decimals:
             exact = Decimal(amount) / quantity
             for places in range(MAX_UNIT_PLACES + 1):  # the shortest unit price that gives the amount
-                unit = exact.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
-                if (quantity * unit).quantize(Decimal(1), ROUND_HALF_UP) == amount:
+                unit = round_places(exact, places)
+                if whole_minor_units(quantity * unit) == amount:
                     return quantity, unit
     return Decimal(1), Decimal(amount)
 

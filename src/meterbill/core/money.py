@@ -3,11 +3,18 @@
 Money never touches float here. Every Decimal operation passes ``_CONTEXT``
 explicitly, so a caller's thread-local decimal context (precision, rounding,
 traps) cannot change a billed amount.
+
+Every rounding of money and every conversion between major and minor units in
+meterbill goes through this module. The rounding rule is :data:`MONEY_ROUNDING`:
+half-up (ties away from zero), applied once per line when the line is issued
+(a bill line by ``metering.rating``, an invoice line by ``billing.invoices``),
+never to intermediate amounts.
 """
 
 from __future__ import annotations
 
 import decimal
+import functools
 import re
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
@@ -15,16 +22,25 @@ from types import MappingProxyType
 
 __all__ = [
     "CURRENCY_EXPONENTS",
+    "MONEY_ROUNDING",
     "InvalidAmount",
     "UnknownCurrency",
+    "exact_minor_units",
     "exponent",
     "format_decimal",
     "from_minor_units",
     "is_known_currency",
     "parse_decimal",
+    "round_places",
     "round_to_minor",
     "to_minor_units",
+    "whole_minor_units",
 ]
+
+#: The one rounding rule for money: ties away from zero (2.345 -> 2.35, -2.345 -> -2.35), as m3ter
+#: and Chargebee round a line. Half-even would drift less over many roundings, but each line is
+#: rounded exactly once, and what the customer sees must match the SaaS it stands in for.
+MONEY_ROUNDING = ROUND_HALF_UP
 
 # 40 digits covers the largest accepted magnitude (10**30) at the finest
 # exponent (4) with room to spare, so quantizing an accepted amount is exact.
@@ -153,29 +169,74 @@ def _drop_negative_zero(amount: Decimal) -> Decimal:
     return amount.copy_abs() if amount.is_zero() else amount
 
 
-def round_to_minor(amount: Decimal, currency: str, rounding: str = ROUND_HALF_UP) -> Decimal:
+def _roundable(amount: Decimal | int) -> Decimal:
+    """A finite Decimal (or int) of accepted magnitude. Unlike parse_decimal this takes any number
+    of digits: an exact amount from rating (a 40-digit proration times a price) is what rounding is for."""
+    if type(amount) is not Decimal:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            if isinstance(amount, str):
+                raise InvalidAmount("amount must be a Decimal or int; parse strings with parse_decimal()")
+            raise InvalidAmount(f"amount must be a Decimal or int, not {type(amount).__name__}")
+        amount = Decimal(amount)
+    if not amount.is_finite():
+        raise InvalidAmount(f"amount must be a finite number, got {amount}")
+    if amount.adjusted() > _MAX_ADJUSTED_EXPONENT:
+        raise InvalidAmount(f"amount magnitude out of range (up to 10**{_MAX_ADJUSTED_EXPONENT}): {amount}")
+    return amount
+
+
+@functools.cache
+def _quantum(places: int) -> Decimal:
+    return Decimal((0, (1,), -places))
+
+
+def round_places(amount: Decimal | int, places: int, rounding: str = MONEY_ROUNDING) -> Decimal:
+    """``amount`` rounded to ``places`` decimals (0: whole units) - the primitive every rounding of
+    money goes through. Never a negative zero."""
+    rounded = _roundable(amount).quantize(_quantum(places), rounding=rounding, context=_CONTEXT)
+    return _drop_negative_zero(rounded)
+
+
+def round_to_minor(amount: Decimal | int, currency: str, rounding: str = MONEY_ROUNDING) -> Decimal:
     """Quantize to the currency's minor unit (USD 0.01, JPY 1, KWD 0.001).
 
     ROUND_HALF_UP rounds .5 away from zero for negatives too: -1.005 -> -1.01.
     """
-    places = exponent(currency)
-    quantum = Decimal((0, (1,), -places))
-    rounded = _as_decimal(amount).quantize(quantum, rounding=rounding, context=_CONTEXT)
-    return _drop_negative_zero(rounded)
+    return round_places(amount, exponent(currency), rounding)
 
 
-def to_minor_units(amount: Decimal, currency: str, rounding: str = ROUND_HALF_UP) -> int:
+def to_minor_units(amount: Decimal | int, currency: str, rounding: str = MONEY_ROUNDING) -> int:
     """Round to the minor unit, then count minor units: 12.345 USD -> 1235."""
     rounded = round_to_minor(amount, currency, rounding)
     return int(rounded.scaleb(exponent(currency), context=_CONTEXT))
 
 
-def from_minor_units(minor: int, currency: str) -> Decimal:
-    """1234 USD -> Decimal('12.34'); JPY -> Decimal('1234'); KWD -> Decimal('1.234')."""
-    if isinstance(minor, bool) or not isinstance(minor, int):
-        raise InvalidAmount(f"minor units must be an int, not {type(minor).__name__}")
+def whole_minor_units(minor: Decimal | int, rounding: str = MONEY_ROUNDING) -> int:
+    """An amount counted in minor units, with fractions of one (a 0.15-cent unit price times a
+    quantity), rounded to a whole number of them: Decimal('1234.5') -> 1235."""
+    return int(round_places(minor, 0, rounding))
+
+
+def exact_minor_units(amount: Decimal | int, currency: str) -> Decimal:
+    """Major units to minor units without rounding, fractions of a minor unit kept:
+    12.345 USD -> Decimal('1234.5'); 1.2345 KWD -> Decimal('1234.5'); 12 JPY -> Decimal('12')."""
+    return _checked(_as_decimal(amount).scaleb(exponent(currency), context=_CONTEXT))
+
+
+def from_minor_units(minor: int | Decimal, currency: str) -> Decimal:
+    """Minor units to major units, exactly, shown with the currency's places and more only where
+    the amount has them: 1234 USD -> Decimal('12.34'); 1200 USD -> Decimal('12.00');
+    1234 JPY -> Decimal('1234'); 1234 KWD -> Decimal('1.234'); Decimal('0.15') USD -> Decimal('0.0015').
+    The same value gives the same digits whatever scale it was stored at ('1234.000' -> '12.34')."""
+    if isinstance(minor, bool) or not isinstance(minor, (int, Decimal)):
+        raise InvalidAmount(f"minor units must be an int or a Decimal, not {type(minor).__name__}")
     places = exponent(currency)
-    return _checked(parse_decimal(minor).scaleb(-places, context=_CONTEXT))
+    major = parse_decimal(minor).scaleb(-places, context=_CONTEXT)
+    if isinstance(minor, Decimal):
+        major = major.normalize(context=_CONTEXT)
+        if major.as_tuple().exponent > -places:  # type: ignore[operator]  # finite: an int exponent
+            major = major.quantize(_quantum(places), context=_CONTEXT)  # fewer places than the currency's
+    return _checked(major)
 
 
 def format_decimal(amount: Decimal) -> str:

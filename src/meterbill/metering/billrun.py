@@ -12,7 +12,7 @@ or locked one, so late measurements cannot change what was approved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from meterbill.core.db import bulk_insert, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
-from meterbill.core.money import exponent
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
 from meterbill.metering import rating, schemas
 from meterbill.metering.calculations import CalculationError, evaluate, parse
@@ -416,40 +415,33 @@ class _BillRun:
 
     def _rate_account_plan(self, account: _Account, t: _Terms,
                            drafts: dict[tuple[datetime, str], _BillDraft]) -> None:
-        exp = exponent(t.currency)
+        standing = rating.Charge(t.standing, t.standing_description)
+        minimum = rating.Charge(t.minimum, t.minimum_description) if t.minimum else None
         for index, period in enumerate(t.periods):
             draft = drafts.setdefault(
                 (period.full_end, t.currency),
                 _BillDraft(t.currency, t.frequency, t.interval, period.full_start, period.full_end),
             )
-            lines: list[dict[str, Any]] = []
-            charge_periods = [period] if not t.in_advance else (
+            # Billed in advance, a period's bill carries the next period's standing charge (and the
+            # first bill its own too).
+            standing_periods = [period] if not t.in_advance else (
                 ([period] if index == 0 else [])
                 + [p for p in [next_period(period, **t.cadence, active_end=t.end_date)] if p is not None]
             )
-            for charged in charge_periods:
-                amount = rating.standing_charge(
-                    t.standing, charged.start, charged.end, full_period_start=charged.full_start,
-                    full_period_end=charged.full_end,
-                )
-                if amount:
-                    lines.append(_line("STANDING_CHARGE", t.standing_description,
-                                       Decimal(1), "", rating.round_line(amount, exp), charged, t.refs))
+            refs: dict[str | None, dict[str, Any]] = {None: t.refs}
+            usage = []
             for pricing_id, pricing in t.pricings_in(period):
-                lines.extend(self._usage_lines(account, pricing_id, pricing, period, t.refs, exp))
-            if t.minimum:
-                prorated = rating.prorate(t.minimum, period.start, period.end, full_period_start=period.full_start,
-                                          full_period_end=period.full_end)
-                top_up = rating.minimum_spend_top_up(prorated, sum((line["subtotal"] for line in lines), Decimal(0)))
-                if top_up > 0:
-                    lines.append(_line("MINIMUM_SPEND", t.minimum_description,
-                                       Decimal(1), "", rating.round_line(top_up, exp), period, t.refs))
-            draft.lines.extend(lines)
+                item, refs[pricing_id] = self._usage(account, pricing_id, pricing, period, t.refs)
+                usage.append(item)
+            lines = rating.rate_period(t.currency, period, usage, standing=standing, standing_periods=standing_periods,
+                                       minimum_spend=minimum)
+            draft.lines.extend(_row(line, refs[line.reference]) for line in lines)
 
-    def _usage_lines(
-        self, account: _Account, pricing_id: str, pricing: schemas.PricingBody,
-        period: BillingPeriod, refs: dict[str, Any], exp: int,
-    ) -> list[dict[str, Any]]:
+    def _usage(
+        self, account: _Account, pricing_id: str, pricing: schemas.PricingBody, period: BillingPeriod,
+        refs: dict[str, Any],
+    ) -> tuple[rating.UsageInput, dict[str, Any]]:
+        """A pricing's quantity for the period, what rating prices it with, and its lines' references."""
         if pricing.aggregation_id:
             aggregation = self.catalog.body(pricing.aggregation_id, schemas.AggregationBody)
             quantity = self._aggregation_quantity(account, pricing.aggregation_id, period, pricing.segment)
@@ -461,21 +453,11 @@ class _BillRun:
             quantity = self._compound_quantity(account, compound, period)
             name, unit = compound.name, compound.unit
             target = {"compoundAggregationId": compound_id}
-        if quantity is None:
-            return []
-        priced = rating.price_quantity(quantity, self.catalog.bands(pricing_id, pricing), cumulative=pricing.cumulative)
-        subtotal = rating.round_line(priced.amount, exp)
-        line_refs = {**refs, **target, "pricingId": pricing_id, "segment": pricing.segment}
-        lines = [_line("USAGE", pricing.description or name, quantity, unit, subtotal, period, line_refs,
-                       priced.bands)]
-        if pricing.minimum_spend:
-            prorated = rating.prorate(pricing.minimum_spend, period.start, period.end,
-                                      full_period_start=period.full_start, full_period_end=period.full_end)
-            top_up = rating.minimum_spend_top_up(prorated, subtotal)
-            if top_up > 0:
-                lines.append(_line("MINIMUM_SPEND", pricing.minimum_spend_description or f"Minimum spend: {name}",
-                                   Decimal(1), "", rating.round_line(top_up, exp), period, line_refs))
-        return lines
+        minimum = (rating.Charge(pricing.minimum_spend, pricing.minimum_spend_description or f"Minimum spend: {name}")
+                   if pricing.minimum_spend else None)
+        item = rating.UsageInput(pricing.description or name, quantity, self.catalog.bands(pricing_id, pricing),
+                                 pricing.cumulative, unit, pricing_id, minimum)
+        return item, {**refs, **target, "pricingId": pricing_id, "segment": pricing.segment}
 
     def _aggregation_quantity(
         self, account: _Account, aggregation_id: str, period: BillingPeriod, segment: dict[str, str] | None,
@@ -562,19 +544,17 @@ class _BillRun:
         return bill_ids
 
 
-def _line(
-    line_type: str, description: str, quantity: Decimal, unit: str, subtotal: Decimal,
-    period: BillingPeriod, refs: dict[str, Any], bands: Iterable[rating.BandUsage] = (),
-) -> dict[str, Any]:
+def _row(line: rating.RatedLine, refs: dict[str, Any]) -> dict[str, Any]:
+    """A rated line as a bill line item row."""
     return {
-        "line_item_type": line_type,
-        "description": description[:500],
-        "quantity": quantity,
-        "unit": unit,
-        "subtotal": subtotal,
-        "average_unit_price": Decimal(0) if quantity == 0 else subtotal / quantity,
-        "service_period_start": period.start,
-        "service_period_end": period.end,
+        "line_item_type": line.line_item_type.value,
+        "description": line.description[:500],
+        "quantity": line.quantity,
+        "unit": line.unit,
+        "subtotal": line.subtotal,
+        "average_unit_price": line.average_unit_price,
+        "service_period_start": line.period.start,
+        "service_period_end": line.period.end,
         "references": {k: v for k, v in refs.items() if v is not None},
         "bands": [
             {
@@ -586,7 +566,7 @@ def _line(
                 "unitSubtotal": format(b.unit_subtotal, "f"),
                 "bandSubtotal": format(b.amount, "f"),
             }
-            for b in bands
+            for b in line.bands
             if b.units > 0
         ],
     }

@@ -1,57 +1,57 @@
-"""Rating: the pure functional core that turns aggregated usage into priced bill lines.
+"""Rating: the pure functional core, and the only code that turns aggregated quantities into bill lines.
 
-Everything here is a pure function over plain values (frozen dataclasses and named tuples, :class:`~decimal.Decimal`,
-:class:`~datetime.datetime`). There is no database access, no I/O and no ``float`` anywhere.
+Everything here is a pure function over plain values (named tuples, :class:`~decimal.Decimal`,
+:class:`~datetime.datetime`). There is no database access, no I/O and no ``float`` anywhere. A bill
+run loads the terms, asks for the period's totals, calls :func:`rate_period`, and saves its lines.
 
 The database performs the actual aggregation (``GROUP BY`` in SQL); :func:`aggregate` is the reference
 implementation of m3ter's aggregation semantics over a list of measurements and serves as the spec.
 
-Arithmetic conventions
-----------------------
-* Additions and multiplications are *exact* (they run in a context with unlimited precision, so no
-  digit is ever dropped and the result never depends on operand order).
-* Divisions (MEAN, ``quantity / quantityPerUnit`` with rounding ``NONE``, proration ratios, average unit
-  prices) are carried out with 40 significant digits, ``ROUND_HALF_UP``. Divisions that terminate within
-  40 digits (e.g. halves, quarters) are therefore exact.
-* Money is never rounded here except by :func:`round_line`; every ``amount``/``subtotal`` is exact.
+Pricing
+-------
+One pricer per pricing model: m3ter's pricing bands with ``cumulative: true`` are tiered (graduated),
+with ``cumulative: false`` volume (:func:`price_usage`; a per-unit price is a single band from 0); the
+band engine itself is :mod:`meterbill.core.pricing`, shared with billing. A standing charge is prorated
+by elapsed time over the part of the period an account plan covers (:func:`standing_charge`). Minimum
+spend - the plan's and each pricing's - is a step *after* pricing (:func:`minimum_spend_line`), as
+OpenMeter applies commitments: it tops the lines it covers up to the prorated minimum.
 
-Pricing band boundaries
------------------------
-Bands are ordered by ``lower_limit``; the first band must start at 0 and lower limits must be strictly
-increasing. Band *i* covers the quantities ``(lower_i, lower_{i+1}]`` - the upper limit is inclusive and
-a band's ``lower_limit`` is the exclusive start of that band - except the first band, which covers
-``[0, lower_1]``. The last band is unbounded. E.g. with bands at 0 / 1000 / 5000 a quantity of exactly
-1000 lies entirely in the first band.
+Rounding
+--------
+Arithmetic is exact (divisions: 40 significant digits, see :mod:`meterbill.core.pricing`). Money is
+rounded in one place, :func:`_line`: every line's subtotal is rounded once to the currency's minor
+unit with :data:`meterbill.core.money.MONEY_ROUNDING` (half-up). The minimum-spend step runs on the
+rounded lines, so a bill's total is the sum of its lines and never below its rounded minimum.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import (
-    MAX_EMAX,
-    MAX_PREC,
-    MIN_EMIN,
-    ROUND_HALF_UP,
-    Context,
-    Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
-    localcontext,
-)
+from datetime import datetime
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from typing import Any, NamedTuple
+
+from meterbill.core.money import round_to_minor
+from meterbill.core.pricing import (
+    EXACT,
+    BandUsage,
+    PricedUsage,
+    PricingBand,
+    as_decimal,
+    divide,
+    prorate,
+    tiered,
+    volume,
+)
+from meterbill.metering.periods import BillingPeriod
 
 __all__ = [
     "Aggregation",
     "BandUsage",
+    "Charge",
     "LineItemType",
-    "PricedUsage",
     "PricingBand",
     "RatedLine",
     "Rounding",
@@ -59,33 +59,12 @@ __all__ = [
     "aggregate",
     "aggregate_raw",
     "apply_units",
+    "minimum_spend_line",
     "minimum_spend_top_up",
-    "price_quantity",
-    "prorate",
-    "prorated_minimum_spend_top_up",
-    "proration_ratio",
+    "price_usage",
     "rate_period",
-    "round_line",
     "standing_charge",
 ]
-
-#: Exact context for additions / multiplications / integer division (never rounds).
-_EXACT = Context(
-    prec=MAX_PREC,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    rounding=ROUND_HALF_UP,
-    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
-)
-#: Context used for (possibly non-terminating) divisions and line rounding.
-DIVISION_PRECISION = 40
-_DIV = Context(
-    prec=DIVISION_PRECISION,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    rounding=ROUND_HALF_UP,
-    traps=[InvalidOperation, DivisionByZero, Overflow],
-)
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
@@ -126,18 +105,6 @@ class LineItemType(StrEnum):
 # --------------------------------------------------------------------------------------------------
 
 
-def _dec(value: Any, what: str) -> Decimal:
-    """Coerce ``int``/``Decimal`` to a finite Decimal; reject floats, bools and non-finite values."""
-    if type(value) is Decimal and value.is_finite():
-        return value  # the common case, checked first: rating a bill run calls this for every amount
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise TypeError(f"{what} must be a Decimal (or int), got {type(value).__name__}")
-    d = Decimal(value)
-    if not d.is_finite():
-        raise ValueError(f"{what} must be finite, got {d}")
-    return d
-
-
 @functools.total_ordering
 class _TotalKey:
     """Sort key using Decimal's *total* ordering, which also orders equal values by representation
@@ -155,11 +122,6 @@ class _TotalKey:
         return self.v.compare_total(other.v) < 0
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _div(a: Decimal, b: Decimal) -> Decimal:
-    with localcontext(_DIV):
-        return a / b
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,9 +151,9 @@ def aggregate_raw(kind: Aggregation | str, values: Iterable[tuple[datetime, Any]
         distinct: set[Hashable] = {v for _, v in items}
         return Decimal(len(distinct))
 
-    nums = [(ts, _dec(v, "measurement value")) for ts, v in items]
+    nums = [(ts, as_decimal(v, "measurement value")) for ts, v in items]
     if kind is Aggregation.SUM:
-        with localcontext(_EXACT):
+        with localcontext(EXACT):
             return sum((v for _, v in nums), _ZERO)
     if kind is Aggregation.MIN:
         return min((v for _, v in nums), key=_TotalKey)
@@ -200,9 +162,9 @@ def aggregate_raw(kind: Aggregation | str, values: Iterable[tuple[datetime, Any]
     if kind is Aggregation.LATEST:
         return max(nums, key=lambda p: (p[0], _TotalKey(p[1])))[1]
     if kind is Aggregation.MEAN:
-        with localcontext(_EXACT):
+        with localcontext(EXACT):
             total = sum((v for _, v in nums), _ZERO)
-        return _div(total, Decimal(len(nums)))
+        return divide(total, Decimal(len(nums)))
     raise AssertionError(kind)  # pragma: no cover
 
 
@@ -218,13 +180,13 @@ def apply_units(
     e.g. ``UP`` never loses a unit to precision. ``quantity_per_unit`` must be > 0.
     """
     rounding = _ROUNDINGS.get(rounding) or Rounding(rounding)  # a dict look-up: the enum call is slow
-    raw = _dec(raw, "raw")
-    qpu = _dec(quantity_per_unit, "quantity_per_unit")
+    raw = as_decimal(raw, "raw")
+    qpu = as_decimal(quantity_per_unit, "quantity_per_unit")
     if qpu <= 0:
         raise ValueError(f"quantity_per_unit must be > 0, got {qpu}")
     if rounding is Rounding.NONE:
-        return raw if qpu == _ONE else _div(raw, qpu)
-    with localcontext(_EXACT):
+        return raw if qpu == _ONE else divide(raw, qpu)
+    with localcontext(EXACT):
         q, r = divmod(raw, qpu)  # q truncated towards zero, r has the sign of raw, raw == q*qpu + r
         if rounding is Rounding.UP:
             return q + 1 if r > 0 else q
@@ -254,260 +216,59 @@ def aggregate(
     if raw is None:
         if default_value is None:
             return None
-        raw = _dec(default_value, "default_value")
+        raw = as_decimal(default_value, "default_value")
     return apply_units(raw, quantity_per_unit, rounding)
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. pricing bands
+# 2. pricers
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PricingBand:
-    """One m3ter pricing band: applies from ``lower_limit`` (exclusive, except 0 for the first band)."""
-
-    lower_limit: Decimal
-    fixed_price: Decimal
-    unit_price: Decimal
-
-    def __post_init__(self) -> None:
-        for name in ("lower_limit", "fixed_price", "unit_price"):
-            object.__setattr__(self, name, _dec(getattr(self, name), name))
-        if self.lower_limit < 0:
-            raise ValueError(f"lower_limit must be >= 0, got {self.lower_limit}")
+def price_usage(quantity: Decimal, bands: Sequence[PricingBand], *, cumulative: bool) -> PricedUsage:
+    """A usage quantity through an m3ter pricing's bands: ``cumulative`` tiered, otherwise volume."""
+    return tiered(quantity, bands) if cumulative else volume(quantity, bands)
 
 
-class BandUsage(NamedTuple):
-    """Per-band breakdown of a priced quantity (m3ter ``usagePerPricingBand``).
-
-    A named tuple, not a frozen dataclass: a bill run builds one per band of every usage line,
-    and a frozen dataclass's field-by-field ``object.__setattr__`` made that its costliest step."""
-
-    lower_limit: Decimal
-    upper_limit: Decimal | None  #: inclusive; ``None`` for the last (unbounded) band
-    units: Decimal  #: units of the quantity priced in this band (0 if the band is not used)
-    unit_price: Decimal
-    fixed_price: Decimal  #: the band's configured fixed price
-    fixed_charged: Decimal  #: fixed price actually charged (``fixed_price`` or 0)
-    unit_subtotal: Decimal  #: ``units * unit_price``
-    amount: Decimal  #: ``unit_subtotal + fixed_charged``
+def _prorated(amount: Decimal, period: BillingPeriod) -> Decimal:
+    """An amount configured for a full period, for the part ``[start, end)`` of it, by elapsed time."""
+    return prorate(amount, period.start, period.end, full_period_start=period.full_start,
+                   full_period_end=period.full_end)
 
 
-class PricedUsage(NamedTuple):
-    amount: Decimal  #: exact, unrounded
-    bands: tuple[BandUsage, ...]  #: one entry per pricing band, ordered by lower_limit
-
-
-def _validated_bands(bands: Sequence[PricingBand]) -> list[PricingBand]:
-    if not bands:
-        raise ValueError("at least one pricing band is required")
-    ordered = sorted(bands, key=lambda b: b.lower_limit)
-    if ordered[0].lower_limit != 0:
-        raise ValueError(f"the first pricing band must start at 0, got {ordered[0].lower_limit}")
-    for prev, cur in itertools.pairwise(ordered):
-        if cur.lower_limit == prev.lower_limit:
-            raise ValueError(f"duplicate pricing band lower_limit {cur.lower_limit}")
-    return ordered
-
-
-def price_quantity(quantity: Decimal, bands: Sequence[PricingBand], *, cumulative: bool) -> PricedUsage:
-    """Price ``quantity`` units through pricing ``bands``.
-
-    Bands may be given in any order (they are sorted by ``lower_limit``); the lowest must be 0 and lower
-    limits must be distinct. Prices may be any Decimal (negative for credits). ``quantity`` must be >= 0.
-    See the module docstring for the band boundary convention.
-
-    ``cumulative=True`` (tiered / graduated): every band prices the units that fall inside it,
-    ``units = clamp(quantity - lower, 0, upper - lower)``. A band's fixed price is charged once when the
-    quantity reaches into the band, i.e. when ``quantity > lower_limit`` (for the first band: ``quantity > 0``)
-    - equivalently, when the band holds any units.
-
-    ``cumulative=False`` (volume): the single band whose range contains the whole quantity prices *all*
-    units at its unit price, plus that band's fixed price.
-
-    Quantity 0 is priced at 0 in both modes: no fixed price is charged and no band holds units.
-    """
-    q = _dec(quantity, "quantity")
-    if q < 0:
-        raise ValueError(f"quantity must be >= 0, got {q}")
-    ordered = _validated_bands(bands)
-    uppers: list[Decimal | None] = [b.lower_limit for b in ordered[1:]] + [None]
-
-    out: list[BandUsage] = []
-    with localcontext(_EXACT):
-        if cumulative:
-            for band, upper in zip(ordered, uppers, strict=True):
-                units = max(q - band.lower_limit, _ZERO)
-                if upper is not None:
-                    units = min(units, upper - band.lower_limit)
-                out.append(_band_usage(band, upper, units))
-        else:
-            chosen = None
-            if q > 0:
-                chosen = next(i for i, upper in enumerate(uppers) if upper is None or q <= upper)
-            for i, (band, upper) in enumerate(zip(ordered, uppers, strict=True)):
-                out.append(_band_usage(band, upper, q if i == chosen else _ZERO))
-        total = sum((b.amount for b in out), _ZERO)
-    return PricedUsage(amount=total, bands=tuple(out))
-
-
-def _band_usage(band: PricingBand, upper: Decimal | None, units: Decimal) -> BandUsage:
-    # runs inside the exact context
-    fixed = band.fixed_price if units > 0 else _ZERO
-    unit_subtotal = units * band.unit_price
-    return BandUsage(
-        lower_limit=band.lower_limit,
-        upper_limit=upper,
-        units=units,
-        unit_price=band.unit_price,
-        fixed_price=band.fixed_price,
-        fixed_charged=fixed,
-        unit_subtotal=unit_subtotal,
-        amount=unit_subtotal + fixed,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# 3./4. proration, standing charge, minimum spend
-# --------------------------------------------------------------------------------------------------
-
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _covered_and_full(
-    period_start: datetime, period_end: datetime, full_period_start: datetime, full_period_end: datetime
-) -> tuple[int, int]:
-    """(microseconds of the period overlapping the full period, microseconds of the full period)."""
-    if full_period_end <= full_period_start:
-        raise ValueError("full period must have a positive length")
-    if period_end < period_start:
-        raise ValueError("period_end must not be before period_start")
-    start = max(period_start, full_period_start)
-    end = min(period_end, full_period_end)
-    covered = max((end - start) // _MICROSECOND, 0)
-    return covered, (full_period_end - full_period_start) // _MICROSECOND
-
-
-def proration_ratio(
-    period_start: datetime,
-    period_end: datetime,
-    *,
-    full_period_start: datetime,
-    full_period_end: datetime,
-) -> Decimal:
-    """Fraction of the full period ``[full_period_start, full_period_end)`` covered by ``[period_start, period_end)``.
-
-    Computed from exact datetime differences (microsecond resolution) - the ratio of elapsed time, which
-    is the same as the ratio of (fractional) days. Only the overlap with the full period counts, so the
-    result is in ``[0, 1]``; a period covering the whole full period gives exactly ``1``. Aware datetimes
-    are compared on absolute time (a 23-hour DST day is 23/24 of a day).
-    """
-    covered, full = _covered_and_full(period_start, period_end, full_period_start, full_period_end)
-    if covered == full:
-        return _ONE
-    return _div(Decimal(covered), Decimal(full))
-
-
-def prorate(
-    amount: Decimal,
-    period_start: datetime,
-    period_end: datetime,
-    *,
-    full_period_start: datetime,
-    full_period_end: datetime,
-) -> Decimal:
-    """``amount`` scaled by the covered fraction of the full period (see :func:`proration_ratio`).
-
-    Computed as ``amount * covered / full`` (exact product, then a 40-digit division), so a full period
-    returns ``amount`` unchanged and half a period returns exactly ``amount / 2``.
-    """
-    amount = _dec(amount, "amount")
-    covered, full = _covered_and_full(period_start, period_end, full_period_start, full_period_end)
-    if covered == full:
-        return amount
-    with localcontext(_EXACT):
-        numerator = amount * covered
-    return _div(numerator, Decimal(full))
-
-
-def standing_charge(
-    amount: Decimal,
-    period_start: datetime,
-    period_end: datetime,
-    *,
-    full_period_start: datetime,
-    full_period_end: datetime,
-) -> Decimal:
-    """Standing charge for a (possibly partial) billing period: ``amount`` prorated by elapsed time."""
-    return prorate(
-        amount, period_start, period_end, full_period_start=full_period_start, full_period_end=full_period_end
-    )
+def standing_charge(amount: Decimal, period: BillingPeriod) -> Decimal:
+    """A standing charge for the part ``[start, end)`` of its full period: ``amount`` prorated by elapsed time."""
+    return _prorated(amount, period)
 
 
 def minimum_spend_top_up(minimum: Decimal, charged: Decimal) -> Decimal:
     """Amount needed to bring ``charged`` up to ``minimum``: ``max(0, minimum - charged)``."""
-    minimum = _dec(minimum, "minimum")
-    charged = _dec(charged, "charged")
-    with localcontext(_EXACT):
+    minimum = as_decimal(minimum, "minimum")
+    charged = as_decimal(charged, "charged")
+    with localcontext(EXACT):
         return max(minimum - charged, _ZERO)
 
 
-def prorated_minimum_spend_top_up(
-    minimum: Decimal,
-    charged: Decimal,
-    period_start: datetime,
-    period_end: datetime,
-    *,
-    full_period_start: datetime,
-    full_period_end: datetime,
-) -> Decimal:
-    """:func:`minimum_spend_top_up` with ``minimum`` first prorated for a partial period (:func:`prorate`)."""
-    prorated = prorate(
-        minimum,
-        period_start,
-        period_end,
-        full_period_start=full_period_start,
-        full_period_end=full_period_end,
-    )
-    return minimum_spend_top_up(prorated, charged)
-
-
 # --------------------------------------------------------------------------------------------------
-# 5. rounding of lines
+# 3. lines
 # --------------------------------------------------------------------------------------------------
 
 
-def round_line(amount: Decimal, exponent: int) -> Decimal:
-    """Round ``amount`` half-up (away from zero) to ``exponent`` decimal places (e.g. 2 for USD).
+class Charge(NamedTuple):
+    """An amount configured for a full billing period (a standing charge, a minimum spend), and the
+    description of its line."""
 
-    Runs in a local context of 40 significant digits.
-    """
-    amount = _dec(amount, "amount")
-    if isinstance(exponent, bool) or not isinstance(exponent, int):
-        raise TypeError("exponent must be an int")
-    # The context goes to quantize itself: entering a local context cost more than the rounding,
-    # and a bill run rounds every line.
-    return amount.quantize(_quantum(exponent), rounding=ROUND_HALF_UP, context=_DIV)
+    amount: Decimal
+    description: str
 
 
-@functools.cache
-def _quantum(exponent: int) -> Decimal:
-    return Decimal((0, (1,), -exponent))
-
-
-# --------------------------------------------------------------------------------------------------
-# 6. composition
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UsageInput:
-    """One priced usage charge for the period.
+class UsageInput(NamedTuple):
+    """One pricing's usage for the period.
 
     ``quantity`` is the already-aggregated number of *units* (the output of :func:`aggregate`, i.e. after
     ``quantityPerUnit`` and rounding). ``None`` means "no usage": the line is omitted from the bill.
-    ``reference`` is opaque to rating (e.g. a pricing / aggregation id) and carried onto the line.
+    ``reference`` is opaque to rating (e.g. a pricing id) and carried onto the line and its top-up.
+    ``minimum_spend`` is the pricing's own minimum for a full period.
     """
 
     description: str
@@ -516,18 +277,21 @@ class UsageInput:
     cumulative: bool = True
     unit: str = ""
     reference: str | None = None
+    minimum_spend: Charge | None = None
 
 
-@dataclass(frozen=True)
-class RatedLine:
-    """A priced bill line (the subset of an m3ter bill ``lineItem`` that rating produces)."""
+class RatedLine(NamedTuple):
+    """A priced bill line (the subset of an m3ter bill ``lineItem`` that rating produces).
+
+    A named tuple: a bill run builds one per line of every account."""
 
     line_item_type: LineItemType
     description: str
     quantity: Decimal
     unit: str  #: unit label, e.g. "GB" (m3ter ``unit``)
-    subtotal: Decimal  #: exact, unrounded (round with :func:`round_line` when issuing the bill)
+    subtotal: Decimal  #: rounded to the currency's minor unit
     average_unit_price: Decimal  #: ``subtotal / quantity`` (40 digits), 0 when quantity is 0
+    period: BillingPeriod  #: the service period (``start``/``end``) the line charges for
     bands: tuple[BandUsage, ...] = ()  #: m3ter ``usagePerPricingBand``; empty for non-usage lines
     reference: str | None = None
 
@@ -536,72 +300,85 @@ def _line(
     line_item_type: LineItemType,
     description: str,
     quantity: Decimal,
-    subtotal: Decimal,
+    amount: Decimal,
+    currency: str,
+    period: BillingPeriod,
     *,
     unit: str = "",
     bands: tuple[BandUsage, ...] = (),
     reference: str | None = None,
 ) -> RatedLine:
-    avg = _ZERO if quantity == 0 else _div(subtotal, quantity)
+    """The one place money is rounded: the exact ``amount`` becomes the line's subtotal in whole minor units."""
+    subtotal = round_to_minor(amount, currency)
     return RatedLine(
         line_item_type=line_item_type,
         description=description,
         quantity=quantity,
         unit=unit,
         subtotal=subtotal,
-        average_unit_price=avg,
+        average_unit_price=_ZERO if quantity == 0 else divide(subtotal, quantity),
+        period=period,
         bands=bands,
         reference=reference,
     )
 
 
-def rate_period(
-    usage_lines: Sequence[UsageInput],
-    *,
-    standing_charge: Decimal | None = None,
-    minimum_spend: Decimal | None = None,
-    standing_charge_description: str = "Standing charge",
-    minimum_spend_description: str = "Minimum spend",
-) -> list[RatedLine]:
-    """Rate one billing period of one plan/account into bill lines.
+def minimum_spend_line(
+    minimum: Charge, lines: Sequence[RatedLine], currency: str, period: BillingPeriod, *, reference: str | None = None,
+) -> RatedLine | None:
+    """The post-pricing minimum-spend step: a ``MINIMUM_SPEND`` line topping ``lines`` (already
+    rounded) up to ``minimum`` prorated over the period, or ``None`` when they reach it."""
+    prorated = _prorated(minimum.amount, period)
+    with localcontext(EXACT):
+        charged = sum((line.subtotal for line in lines), _ZERO)
+    line = _line(LineItemType.MINIMUM_SPEND, minimum.description, _ONE, minimum_spend_top_up(prorated, charged),
+                 currency, period, reference=reference)
+    return line if line.subtotal > 0 else None
 
-    ``standing_charge`` and ``minimum_spend`` are the amounts *for this period*: prorate them first with
-    :func:`standing_charge` / :func:`prorate` when the period is partial. ``None`` means not configured.
+
+def rate_period(
+    currency: str,
+    period: BillingPeriod,
+    usage: Iterable[UsageInput],
+    *,
+    standing: Charge | None = None,
+    standing_periods: Sequence[BillingPeriod] | None = None,
+    minimum_spend: Charge | None = None,
+) -> list[RatedLine]:
+    """Rate one billing period of one account plan into bill lines, each rounded to ``currency``.
+
+    ``standing`` and ``minimum_spend`` are configured for a full period and prorated here over the part
+    of it the account plan covers. ``standing_periods`` are the periods the standing charge is billed
+    for (by default this one; billed in advance, the next one too).
 
     Lines are returned in this order:
 
-    1. ``STANDING_CHARGE`` (quantity 1, subtotal = the amount) when ``standing_charge`` is not ``None``;
-    2. one ``USAGE`` line per input with usage (input order; inputs with ``quantity=None`` are skipped),
-       priced with :func:`price_quantity`, with the band breakdown;
-    3. ``MINIMUM_SPEND`` (quantity 1) when ``minimum_spend`` is given and exceeds the sum of *all other
-       lines of the bill* (standing charge + usage); its subtotal is the top-up
-       (:func:`minimum_spend_top_up`). No line is produced when no top-up is due.
-
-    All subtotals are exact; nothing is rounded.
+    1. ``STANDING_CHARGE`` (quantity 1) per standing period; none where the prorated charge rounds to 0;
+    2. per usage input with usage (input order; ``quantity=None`` is skipped), a ``USAGE`` line priced
+       by :func:`price_usage`, with its band breakdown, followed by the pricing's own ``MINIMUM_SPEND``
+       top-up against that usage line when one is due;
+    3. the plan's ``MINIMUM_SPEND`` top-up against *all* the lines above, when one is due.
     """
     lines: list[RatedLine] = []
-    if standing_charge is not None:
-        sc = _dec(standing_charge, "standing_charge")
-        lines.append(_line(LineItemType.STANDING_CHARGE, standing_charge_description, _ONE, sc))
-    for usage in usage_lines:
-        if usage.quantity is None:
+    if standing is not None:
+        for charged in (period,) if standing_periods is None else standing_periods:
+            line = _line(LineItemType.STANDING_CHARGE, standing.description, _ONE,
+                         standing_charge(standing.amount, charged), currency, charged)
+            if line.subtotal:
+                lines.append(line)
+    for item in usage:
+        if item.quantity is None:
             continue
-        priced = price_quantity(usage.quantity, usage.bands, cumulative=usage.cumulative)
-        lines.append(
-            _line(
-                LineItemType.USAGE,
-                usage.description,
-                _dec(usage.quantity, "quantity"),
-                priced.amount,
-                unit=usage.unit,
-                bands=priced.bands,
-                reference=usage.reference,
-            )
-        )
+        priced = price_usage(item.quantity, item.bands, cumulative=item.cumulative)
+        usage_line = _line(LineItemType.USAGE, item.description, as_decimal(item.quantity, "quantity"), priced.amount,
+                           currency, period, unit=item.unit, bands=priced.bands, reference=item.reference)
+        lines.append(usage_line)
+        if item.minimum_spend is not None:
+            top_up = minimum_spend_line(item.minimum_spend, [usage_line], currency, period, reference=item.reference)
+            if top_up is not None:
+                lines.append(top_up)
     if minimum_spend is not None:
-        with localcontext(_EXACT):
-            charged = sum((line.subtotal for line in lines), _ZERO)
-        top_up = minimum_spend_top_up(minimum_spend, charged)
-        if top_up > 0:
-            lines.append(_line(LineItemType.MINIMUM_SPEND, minimum_spend_description, _ONE, top_up))
+        top_up = minimum_spend_line(minimum_spend, lines, currency, period)
+        if top_up is not None:
+            lines.append(top_up)
     return lines
