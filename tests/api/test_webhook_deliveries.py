@@ -17,14 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import chargebee
 import httpx
 import pytest
 
-import meterbill
 from tests.api.test_billing_webhooks import Receiver, _customer, _endpoint, wait_until
 from tests.api.test_console_isolation import console
 from tests.conftest import chargebee_client, unique_name
@@ -219,17 +217,14 @@ def test_upgrade_gives_queued_done_and_dead_deliveries_their_rows(new_database_u
     """Deliveries queued before migration 0015 keep going (their messages carry no token), and
     ones that died before it can be seen and resent."""
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import column, select, table
 
     from meterbill.billing import sites
     from meterbill.billing.models import BillingEvent, WebhookDelivery, WebhookEndpoint
-    from meterbill.core.db import Database, JSONDocument, UTCDateTime, utcnow
+    from meterbill.core.db import Database, JSONDocument, UTCDateTime, alembic_config, utcnow
 
     url = new_database_url()
-    config = Config()
-    config.set_main_option("script_location", str(Path(meterbill.__file__).parent / "migrations"))
-    config.attributes["database_url"] = url
+    config = alembic_config(url)
     command.upgrade(config, "0013")
     db = Database(url)
     now = utcnow()

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from sqlalchemy import (
@@ -43,6 +43,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from meterbill.core.wirejson import dumps
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -434,13 +437,19 @@ def _copy_text(value: Any) -> str:
     raise TypeError(f"no COPY text for {type(value).__name__}")
 
 
-def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
-    from alembic import command
+def alembic_config(url: str) -> AlembicConfig:
+    """Our migrations, aimed at the database `url` (for `alembic.command`)."""
     from alembic.config import Config
 
-    # A missing SQLite folder is the caller's mistake to report (the CLI names it), never created here.
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
     config.attributes["database_url"] = url
-    command.upgrade(config, "head")
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    from alembic import command
+
+    # A missing SQLite folder is the caller's mistake to report (the CLI names it), never created here.
+    command.upgrade(alembic_config(url), "head")
