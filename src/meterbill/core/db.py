@@ -120,9 +120,12 @@ class JSONDocument(TypeDecorator[object]):
 
 
 class JSONText(JSONDocument):
-    """JSON kept as written (PostgreSQL `json`, not `jsonb`), for documents only ever read whole:
-    converting to JSONB's binary form costs every insert, and only queries into a document use it
-    (a bill run writes tens of thousands of line items with their bands)."""
+    """JSON kept as written (PostgreSQL `json`, not `jsonb`), for documents written far more than
+    queried into: converting to JSONB's binary form costs every insert and more bytes on disk
+    (a bill run writes tens of thousands of line items with their bands; ingest, a measurement's
+    fields, read by key only by aggregations over a few rows)."""
+
+    cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect):
         return dialect.type_descriptor(JSON())

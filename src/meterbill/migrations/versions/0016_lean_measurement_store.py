@@ -187,7 +187,7 @@ def downgrade() -> None:
         sa.Column('ts', meterbill.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column('micros', sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(['measurement_id'], ['metering_measurements_v1.id'],
-                                name='fk_metering_measurement_values_measurement_id_metering_measurements',
+                                name=op.f('fk_metering_measurement_values_measurement_id_metering_measurements'),
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('measurement_id', 'field', name='pk_metering_measurement_values'),
     )
