@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -169,13 +170,17 @@ def _json_dumps(value: object) -> str:
     return dumps(value).decode()
 
 
+SQLITE_BUSY_SECONDS = 30
+
+
 def make_engine(url: str) -> Engine:
     # hide_parameters: a database error's message names the statement, never its values
     # (customer emails, addresses), so an error log carries no personal data.
     json_options = {"json_serializer": _json_dumps, "json_deserializer": _json_loads, "hide_parameters": True}
     if url.startswith("sqlite"):
         # isolation_level=None hands transaction control to us (see _begin).
-        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None}, **json_options)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "isolation_level": None},
+                               **json_options)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -183,7 +188,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -298,6 +303,13 @@ class Database:
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+        # SQLite has one writer at a time. This process's writers queue here and each starts
+        # the moment the last one commits; left to SQLite, a writer that finds the lock taken
+        # sleeps in its busy handler (1 ms, 2 ms, ... up to 100 ms) and the lock stands idle.
+        # Other processes' writers still meet at SQLite's lock. A plain lock, not an RLock: a
+        # request's unit of work may be opened on one thread and closed on another (FastAPI runs
+        # a dependency's set-up and teardown on different pool threads).
+        self._writers = threading.Lock() if self.engine.dialect.name == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -306,8 +318,18 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """Commit on success, roll back on any exception: nothing half-written."""
-        with self._sessions() as session, session.begin():
-            yield session
+        if self._writers is None:
+            with self._sessions() as session, session.begin():
+                yield session
+            return
+        # As long as SQLite's own busy timeout, and failing as it would.
+        if not self._writers.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        finally:
+            self._writers.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
