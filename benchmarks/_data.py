@@ -1,6 +1,8 @@
-"""Shared set-up of the metering benchmarks (bill run, usage query): a fresh `bench_*` database, a
-live server, a tenant whose catalog is made through the m3ter SDK, thousands of accounts and
-millions of measurements of one month written straight into our tables.
+"""Shared set-up of the metering benchmarks: a fresh `bench_*` database, a live server, a tenant
+whose catalog is made through the m3ter SDK, thousands of accounts and millions of measurements of
+one month written straight into the measurement store's tables; the lean baseline table of the same
+rows; and the helpers the HTTP benchmarks share (one token, batches posted from client threads,
+waiting for the roll-up).
 
 The catalog (product, 3 meters, 3 SUM aggregations, plan template, plan, 3 tiered pricings) and the
 first account with its account plan go through the SDK, so their stored documents are exactly what
@@ -8,9 +10,9 @@ the API writes. The other accounts and account plans are copies of those two doc
 bulk: through the API, 2 x N requests (each with the SDK's token request) would take minutes and
 measure the configuration endpoints, which are not what these benchmarks are about.
 
-Measurements go in with `COPY` (PostgreSQL) or `executemany` (SQLite) into `metering_measurements`,
-then INSERT ... SELECTs derive their `metering_measurement_values` rows and the daily rollup
-`metering_usage_days`, as ingest stores them.
+Measurements go in with `COPY` (PostgreSQL) or `executemany` (SQLite) into `metering_series` and
+`metering_measurements` as ingest stores them (series ids, uid keys and millionths computed here),
+then the store's own roll-up builds `metering_usage_days`, as the server's worker would.
 """
 
 from __future__ import annotations
@@ -20,17 +22,22 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
+import httpx
 import m3ter
 import psycopg
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +45,9 @@ from tests.support.server import ServerProcess, create_database
 
 from meterbill.core.db import make_engine, new_id
 from meterbill.metering.models import ConfigEntity
+from meterbill.metering.store import MICROS
+from meterbill.metering.store.sql import uid_key
+from meterbill.metering.store.sql_rollup import roll_up
 
 MONTH_START = datetime(2024, 1, 1, tzinfo=UTC)
 MONTH_END = datetime(2024, 2, 1, tzinfo=UTC)
@@ -97,9 +107,9 @@ def connect(url: str):
     return closing(sqlite3.connect(url.removeprefix("sqlite:///")))
 
 
-def sql(query: str, dataset: Dataset) -> str:
+def sql(query: str, url: str) -> str:
     """`?` placeholders, as psycopg wants them on PostgreSQL."""
-    return query.replace("?", "%s") if is_postgres(dataset.database_url) else query
+    return query.replace("?", "%s") if is_postgres(url) else query
 
 
 def timestamps(url: str, *moments: datetime) -> tuple:
@@ -136,9 +146,10 @@ def drop_bench_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_server(url: str, log_level: str = "WARNING") -> ServerProcess:
+def start_server(url: str, log_level: str = "WARNING", embedded_worker: bool = True) -> ServerProcess:
     workdir = Path(tempfile.mkdtemp(prefix="meterbill-bench-server-"))
-    server = ServerProcess(database_url=url, workdir=workdir, extra_env={"METERBILL_LOG_LEVEL": log_level})
+    server = ServerProcess(database_url=url, workdir=workdir, extra_env={
+        "METERBILL_LOG_LEVEL": log_level, "METERBILL_EMBEDDED_WORKER": "true" if embedded_worker else "false"})
     server.start()
     return server
 
@@ -181,9 +192,10 @@ def build(server: ServerProcess, accounts: int, measurements: int, log=print) ->
     account_ids = [first.id, *_clone_accounts(tenant["org_id"], server.database_url, first.id, accounts)]
     log(f"catalog and {accounts:,} accounts with account plans: {time.perf_counter() - started:.1f} s")
     dataset = Dataset(server.database_url, tenant, accounts, measurements, account_ids, meter_ids, aggregation_ids)
+    load_measurements(dataset, log)
     started = time.perf_counter()
-    load_measurements(dataset)
-    log(f"{measurements:,} measurements loaded: {time.perf_counter() - started:.1f} s")
+    load_lean_table(dataset)
+    log(f"the same rows in the lean baseline table {LEAN_TABLE}: {time.perf_counter() - started:.1f} s")
     return dataset
 
 
@@ -226,53 +238,159 @@ def rows(dataset: Dataset) -> Iterator[tuple[str, str, str, str, int]]:
                f"2024-01-{day + 1:02d} {hour:02d}:{minute:02d}:{sec:02d}", i * 7919 % 1000)
 
 
-def load_measurements(dataset: Dataset) -> None:
+def load_measurements(dataset: Dataset, log=print) -> None:
+    """The dataset's measurements, stored as ingest stores them: a series row per (meter, account),
+    then one row per measurement with its series id, uid key and millionths (computed here, as
+    the server computes them), by COPY (SQLite: executemany); then the roll-up, as the server's
+    worker would run it, until nothing is left to fold, and VACUUM ANALYZE."""
     org_id, url = dataset.tenant["org_id"], dataset.database_url
-    received = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    derive_values = (
-        "INSERT INTO metering_measurement_values (measurement_id, field, organization_id, meter_id, account_id,"
-        " ts, micros) SELECT id, '{field}', organization_id, meter_id, account_id, ts, "
-        "CAST({extract} AS BIGINT) * 1000000 FROM metering_measurements WHERE organization_id = {org}"
-    )
-    # The daily rollup ingest keeps in the same transaction as the values it adds.
-    derive_days = (
-        "INSERT INTO metering_usage_days (organization_id, account_id, meter_id, field, day, total, smallest,"
-        " largest, count) SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros),"
-        " MAX(micros), COUNT(*) FROM metering_measurement_values WHERE organization_id = {org}"
-        " GROUP BY organization_id, account_id, meter_id, field, {day}"
-    )
-    if is_postgres(url):
-        with psycopg.connect(libpq(url)) as conn, conn.cursor() as cur:
-            with cur.copy("COPY metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions,"
-                          " measures, received_at) FROM STDIN") as copy:
-                chunk: list[str] = []
-                for uid, meter_id, account_id, ts, units in rows(dataset):
-                    chunk.append(f'{org_id}\t{uid}\t{meter_id}\t{account_id}\t{ts}+00\t{{}}\t'
-                                 f'{{"{FIELD}": "{units}"}}\t{received}+00\n')
-                    if len(chunk) == 50_000:
-                        copy.write("".join(chunk))
-                        chunk.clear()
-                copy.write("".join(chunk))
-            cur.execute(derive_values.format(field=FIELD, extract=f"(measures->>'{FIELD}')", org="%s"), (org_id,))
-            cur.execute(derive_days.format(day="date_trunc('day', ts, 'UTC')", org="%s"), (org_id,))
-            conn.commit()
-        # Autovacuum would get there on its own; the benchmarks should not depend on when.
-        with psycopg.connect(libpq(url), autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE metering_measurements")
-            conn.execute("VACUUM ANALYZE metering_measurement_values")
-            conn.execute("VACUUM ANALYZE metering_usage_days")
-    else:
-        import sqlite3
-
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        conn.executemany(
-            "INSERT INTO metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions,"
-            " measures, received_at) VALUES (?, ?, ?, ?, ?, '{}', ?, ?)",
-            ((org_id, uid, meter_id, account_id, f"{ts}.000000", f'{{"{FIELD}": "{units}"}}', f"{received}.000000")
-             for uid, meter_id, account_id, ts, units in rows(dataset)))
-        conn.execute(derive_values.format(field=FIELD, extract=f"json_extract(measures, '$.{FIELD}')", org="?"),
-                     (org_id,))
-        conn.execute(derive_days.format(day="substr(ts, 1, 10) || ' 00:00:00.000000'", org="?"), (org_id,))
+    postgres = is_postgres(url)
+    started = time.perf_counter()
+    # The rows repeat their (meter, account) pattern every 3 rounds of accounts.
+    pairs = sorted({(meter_id, account_id) for _, meter_id, account_id, _, _ in
+                    islice(rows(dataset), len(METERS) * dataset.accounts)})
+    with connect(url) as conn:
+        cursor = conn.cursor()
+        cursor.executemany(sql("INSERT INTO metering_series (organization_id, meter_id, account_id)"
+                               " VALUES (?, ?, ?)", url), [(org_id, *pair) for pair in pairs])
+        cursor.execute(sql("SELECT meter_id, account_id, id FROM metering_series WHERE organization_id = ?", url),
+                       (org_id,))
+        series = {(meter_id, account_id): id_ for meter_id, account_id, id_ in cursor.fetchall()}
+        if postgres:
+            copy_lines(cursor, "COPY metering_measurements (ts, uid_key, series_id, uid, measures) FROM STDIN", (
+                f'{ts}+00\t{uid_key(org_id, uid)}\t{series[meter_id, account_id]}\t{uid}\t'
+                f'{{"{FIELD}":{units * MICROS}}}\n' for uid, meter_id, account_id, ts, units in rows(dataset)))
+        else:
+            cursor.executemany(
+                "INSERT INTO metering_measurements (ts, uid_key, series_id, uid, measures) VALUES (?, ?, ?, ?, ?)",
+                ((f"{ts}.000000", uid_key(org_id, uid), series[meter_id, account_id], uid,
+                  f'{{"{FIELD}":{units * MICROS}}}') for uid, meter_id, account_id, ts, units in rows(dataset)))
         conn.commit()
-        conn.execute("ANALYZE")
-        conn.close()
+    stored = time.perf_counter()
+    roll_up_all(url)
+    rolled_up = time.perf_counter()
+    vacuum_analyze(url, "metering_series", "metering_measurements", "metering_usage_days")
+    log(f"{dataset.measurements:,} measurements stored in {stored - started:.1f} s, rolled up in "
+        f"{rolled_up - stored:.1f} s, vacuumed in {time.perf_counter() - rolled_up:.1f} s")
+
+
+def roll_up_all(url: str) -> None:
+    """Run the store's roll-up passes until nothing is left to fold (what the server's worker does
+    about 10 s after ingest)."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            while True:
+                more = roll_up(session)
+                session.commit()
+                if not more:
+                    return
+    finally:
+        engine.dispose()
+
+
+def vacuum_analyze(url: str, *tables: str) -> None:
+    """Autovacuum would get there on its own; the figures should not depend on when."""
+    if is_postgres(url):
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            for table in tables:
+                conn.execute(f"VACUUM ANALYZE {table}")
+    else:
+        with connect(url) as conn:
+            for table in tables:
+                conn.execute(f"ANALYZE {table}")
+
+
+def copy_lines(cursor: psycopg.Cursor, statement: str, lines: Iterable[str]) -> None:
+    """COPY lines of its text format, written in chunks (a write per line would make Python the limit)."""
+    with cursor.copy(statement) as copy:
+        chunk: list[str] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == 50_000:
+                copy.write("".join(chunk))
+                chunk.clear()
+        copy.write("".join(chunk))
+
+
+# The baseline of the bill run and the usage query: the same rows in the table a hand-written
+# system would keep (fixed-width columns first, as PostgreSQL pads each to its alignment), with
+# one index for one account's usage.
+LEAN_TABLE = "bench_lean_usage"
+
+
+def load_lean_table(dataset: Dataset) -> None:
+    """The dataset's rows (millionths, as the store keeps them) into the lean baseline table."""
+    org_id, url = dataset.tenant["org_id"], dataset.database_url
+    postgres = is_postgres(url)
+    time_type, integer, text = ("timestamptz", "bigint", "varchar(36)") if postgres else ("TEXT", "INTEGER", "TEXT")
+    columns = "ts, value, organization_id, account_id, meter_id"
+    with connect(url) as conn:
+        cursor = conn.cursor()
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {LEAN_TABLE} (ts {time_type} NOT NULL, value {integer} NOT NULL,"
+                       f" organization_id {text} NOT NULL, account_id {text} NOT NULL, meter_id {text} NOT NULL)")
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {LEAN_TABLE}_usage ON {LEAN_TABLE}"
+                       " (organization_id, account_id, meter_id, ts)")
+        if postgres:
+            copy_lines(cursor, f"COPY {LEAN_TABLE} ({columns}) FROM STDIN", (
+                f"{ts}+00\t{units * MICROS}\t{org_id}\t{account_id}\t{meter_id}\n"
+                for _, meter_id, account_id, ts, units in rows(dataset)))
+        else:
+            cursor.executemany(f"INSERT INTO {LEAN_TABLE} ({columns}) VALUES (?, ?, ?, ?, ?)", (
+                (f"{ts}.000000", units * MICROS, org_id, account_id, meter_id)
+                for _, meter_id, account_id, ts, units in rows(dataset)))
+        conn.commit()
+    vacuum_analyze(url, LEAN_TABLE)
+
+
+def bearer_token(server: ServerProcess, tenant: dict[str, str]) -> str:
+    """One token for a whole run (the SDK asks for one before every request: that is the token
+    endpoint's cost, not the measured one's)."""
+    return httpx.post(f"{server.base_url}/oauth/token", json={"grant_type": "client_credentials"},
+                      auth=(tenant["metering_api_key"], tenant["metering_api_secret"])).json()["access_token"]
+
+
+def post_batches(urls: list[str], token: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
+    """POST the encoded bodies from `clients` threads, dealt to `urls` in turn; the seconds from
+    the first request to the last response, and each request's latency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    local = threading.local()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def send(numbered: tuple[int, bytes]) -> None:
+        number, body = numbered
+        client = getattr(local, "client", None) or httpx.Client(timeout=120)
+        local.client = client
+        started = time.perf_counter()
+        response = client.post(urls[number % len(urls)], content=body, headers=headers)
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        with lock:
+            latencies.append(elapsed)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, enumerate(bodies)))
+    return time.perf_counter() - started, latencies
+
+
+def wait_rolled_up(url: str, timeout: float = 180) -> float:
+    """Wait until the server's worker has rolled up every stored measurement; the seconds waited."""
+    started = time.perf_counter()
+    with connect(url) as conn:
+        while True:
+            mark, highest = conn.execute("SELECT (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1),"
+                                         " (SELECT COALESCE(MAX(id), 0) FROM metering_measurements)").fetchone()
+            conn.commit()
+            # A replayed uid takes a sequence number without a row, so the mark may pass the last id.
+            if mark >= highest:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"roll-up at id {mark:,} of {highest:,} after {timeout} s")
+            time.sleep(0.5)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, int(len(ordered) * fraction) - 1)]

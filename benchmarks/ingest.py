@@ -1,200 +1,224 @@
 """Ingest benchmark: measurements over HTTP through a real server, against a baseline of the
-same rows written straight into the same tables in the same run.
+same rows stored by the database's own fastest path into one lean table, alternating in one run.
 
     uv run python benchmarks/ingest.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
-        --measurements 1000000 --clients 8 [--api-processes 2]
+        [--measurements 1000000] [--clients 8] [--pairs 3] [--api-processes 2]
+    uv run python benchmarks/ingest.py            # SQLite, 100,000 measurements
 
-Prints measurements/s, request latency p50/p99, the servers' peak RSS, and the ratio to the
-baseline (PostgreSQL: COPY; SQLite: executemany). With `--api-processes N`, N `meterbill serve`
-processes share the database (the first with its embedded worker, the others without) and the
-batches are dealt to them in turn. Not a test: it asserts nothing.
+Each pair gets a fresh database with a live server (the first of `--api-processes` runs the
+embedded worker), a tenant, a meter and 100 accounts, and runs both sides on it, in alternating
+order (HTTP first in odd pairs, baseline first in even ones):
+- HTTP: `--clients` threads POST batches of 1000 (bodies encoded before the clock), dealt to the
+  processes in turn; then the wait for the worker to roll the rows up, which is not timed;
+- baseline: the same rows into a lean table (primary key (organization, uid), nothing else).
+  PostgreSQL: `--clients` connections, per 1000 rows one transaction: COPY into a temporary
+  staging table, then `INSERT … SELECT … ON CONFLICT DO NOTHING`. SQLite (one writer at a time):
+  one connection, `executemany` with `ON CONFLICT DO NOTHING` in 1000-row transactions.
+Prints each pair (rates, request latency p50/p99, rows stored by each side, the servers' peak
+RSS, the roll-up's lag) and the medians with their ratio. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import queue
 import secrets
 import statistics
 import sys
-import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
+import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.support.server import ServerProcess, create_database, drop_database
+import _data
 
 BATCH = 1000
+ACCOUNTS = 100
+LEAN_TABLE = "bench_lean_ingest"
 
 
-def measurements(prefix: str, start: int, count: int, accounts: int = 100) -> list[dict]:
-    return [{"uid": f"{prefix}-{i}", "meter": "api", "account": f"acct-{i % accounts}",
+def measurements(prefix: str, start: int, count: int) -> list[dict]:
+    return [{"uid": f"{prefix}-{i}", "meter": "api", "account": f"acct-{i % ACCOUNTS}",
              "ts": f"2024-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
              "measure": {"requests": i % 100}} for i in range(start, start + count)]
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+@dataclass
+class HttpRun:
+    seconds: float
+    latencies: list[float]
+    stored: int
+    peak_rss_mb: list[float]
+    roll_up_lag: float
 
 
-def run_http(servers: list[ServerProcess], tenant: dict[str, str], total: int,
-             clients: int) -> tuple[float, list[float]]:
-    # Every server signs with the same secret key, so one token serves them all.
-    token = httpx.post(f"{servers[0].base_url}/oauth/token", json={"grant_type": "client_credentials"},
-                       auth=(tenant["metering_api_key"], tenant["metering_api_secret"])).json()["access_token"]
+@dataclass
+class BaselineRun:
+    seconds: float
+    stored: int
+
+
+def run_http(servers: list[_data.ServerProcess], tenant: dict[str, str], batches: list[list[dict]],
+             clients: int) -> HttpRun:
+    token = _data.bearer_token(servers[0], tenant)  # every server signs with the same secret key
     urls = [f"{server.base_url}/organizations/{tenant['org_id']}/measurements" for server in servers]
-    latencies: list[float] = []
-    lock = threading.Lock()
-    local = threading.local()
-
     # Bodies are encoded before the clock starts: the client's own JSON work is not the server's cost.
-    bodies = [orjson.dumps({"measurements": measurements("http", offset, min(BATCH, total - offset))})
-              for offset in range(0, total, BATCH)]
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def send(numbered: tuple[int, bytes]) -> None:
-        number, body = numbered
-        client = getattr(local, "client", None) or httpx.Client(timeout=120)
-        local.client = client
-        started = time.perf_counter()
-        response = client.post(urls[number % len(urls)], content=body, headers=headers)
-        elapsed = time.perf_counter() - started
-        response.raise_for_status()
-        with lock:
-            latencies.append(elapsed)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(send, enumerate(bodies)))
-    return time.perf_counter() - started, latencies
+    bodies = [orjson.dumps({"measurements": batch}) for batch in batches]
+    seconds, latencies = _data.post_batches(urls, token, bodies, clients)
+    lag = _data.wait_rolled_up(servers[0].database_url)
+    url = servers[0].database_url
+    with _data.connect(url) as conn:
+        (stored,) = conn.execute(_data.sql(
+            "SELECT count(*) FROM metering_measurements m JOIN metering_series s ON s.id = m.series_id"
+            " WHERE s.organization_id = ? AND m.uid LIKE ?", url), (tenant["org_id"], "http-%")).fetchone()
+    return HttpRun(seconds, latencies, stored, [_data.peak_rss_mb(s.process.pid) for s in servers], lag)
 
 
-def stored_http_rows(database_url: str) -> tuple[int, int]:
-    """Measurements and values the HTTP run stored: both must equal --measurements."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        counts = conn.execute(text(
-            "SELECT (SELECT count(*) FROM metering_measurements WHERE uid LIKE 'http-%'),"
-            " (SELECT count(*) FROM metering_measurement_values v JOIN metering_measurements m"
-            " ON m.id = v.measurement_id WHERE m.uid LIKE 'http-%')")).one()
-    engine.dispose()
-    return counts[0], counts[1]
+def lean_rows(org_id: str, meter_id: str, account_ids: dict[str, str], batch: list[dict],
+              postgres: bool) -> list[tuple]:
+    """The lean table's rows for a batch: ids as the server resolves them, numbers in millionths,
+    times as each database stores them."""
+    return [(org_id, m["uid"], meter_id, account_ids[m["account"]],
+             m["ts"] if postgres else m["ts"].replace("T", " ").replace("Z", ".000000"),
+             m["measure"]["requests"] * _data.MICROS) for m in batch]
 
 
-# The values and daily totals of the baseline's measurements, derived by the database itself.
-BASELINE_VALUES = (
-    "INSERT INTO metering_measurement_values (measurement_id, field, organization_id, meter_id, account_id, ts, micros)"
-    " SELECT id, 'requests', organization_id, meter_id, account_id, ts, CAST({requests} AS BIGINT) * 1000000"
-    " FROM metering_measurements WHERE uid LIKE 'base-%'"
-)
-BASELINE_DAYS = (
-    "INSERT INTO metering_usage_days (organization_id, account_id, meter_id, field, day, total, smallest, largest,"
-    " count) SELECT organization_id, account_id, meter_id, field, {day}, SUM(micros), MIN(micros), MAX(micros),"
-    " COUNT(*) FROM metering_measurement_values v WHERE measurement_id IN"
-    " (SELECT id FROM metering_measurements WHERE uid LIKE 'base-%') GROUP BY 1, 2, 3, 4, 5"
-)
+LEAN_COLUMNS = "organization_id, uid, meter_id, account_id, ts, value"
 
 
-def run_baseline(database_url: str, org_id: str, meter_id: str, account_ids: list[str], total: int) -> float:
-    """The same rows, stored as ingest stores them (measurements, their values, the daily totals), by the
-    database's own fastest means: one COPY of text formatted before the clock starts, then the values and
-    the days derived in SQL. No HTTP, no validation, no per-row Python."""
-    from datetime import UTC, datetime
+def run_baseline_postgres(url: str, batches: list[list[tuple]], clients: int) -> BaselineRun:
+    with psycopg.connect(_data.libpq(url), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {LEAN_TABLE} (organization_id varchar(36), uid text, meter_id varchar(36),"
+                     " account_id varchar(36), ts timestamptz, value bigint, PRIMARY KEY (organization_id, uid))")
+    # COPY's text format, built before the clock starts, as the HTTP side's bodies are.
+    texts = ["".join("\t".join(map(str, row)) + "\n" for row in batch) for batch in batches]
+    idle: queue.Queue[psycopg.Connection] = queue.Queue()
+    connections = [psycopg.connect(_data.libpq(url)) for _ in range(clients)]
+    for conn in connections:
+        conn.execute(f"CREATE TEMPORARY TABLE staging (LIKE {LEAN_TABLE}) ON COMMIT DELETE ROWS")
+        conn.commit()
+        idle.put(conn)
 
-    rows = measurements("base", 0, total)
-    now = datetime.now(UTC).isoformat()
-    if database_url.startswith("postgresql"):
-        import psycopg
-
-        text_rows = "".join(
-            f'{org_id}\t{m["uid"]}\t{meter_id}\t{account_ids[i % len(account_ids)]}\t{m["ts"]}\t{{}}\t'
-            f'{{"requests": "{m["measure"]["requests"]}"}}\t{now}\n' for i, m in enumerate(rows))
-        dsn = database_url.replace("postgresql+psycopg", "postgresql")
-        with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-            started = time.perf_counter()
-            with cur.copy("COPY metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, "
-                          "measures, received_at) FROM STDIN") as copy:
-                copy.write(text_rows)
-            cur.execute(BASELINE_VALUES.format(requests="measures->>'requests'").replace("%", "%%"))
-            cur.execute(BASELINE_DAYS.format(day="date_trunc('day', ts, 'UTC')").replace("%", "%%"))
+    def store(text: str) -> None:
+        conn = idle.get()
+        try:
+            with conn.cursor() as cursor:
+                with cursor.copy(f"COPY staging ({LEAN_COLUMNS}) FROM STDIN") as copy:
+                    copy.write(text)
+                cursor.execute(f"INSERT INTO {LEAN_TABLE} SELECT * FROM staging ON CONFLICT DO NOTHING")
             conn.commit()
-            return time.perf_counter() - started
+        finally:
+            idle.put(conn)
+
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(store, texts))
+        seconds = time.perf_counter() - started
+    finally:
+        for conn in connections:
+            conn.close()
+    with psycopg.connect(_data.libpq(url)) as conn:
+        (stored,) = conn.execute(f"SELECT count(*) FROM {LEAN_TABLE}").fetchone() or (0,)
+    return BaselineRun(seconds, stored)
+
+
+def run_baseline_sqlite(url: str, batches: list[list[tuple]]) -> BaselineRun:
     import sqlite3
 
-    parameters = [(org_id, m["uid"], meter_id, account_ids[i % len(account_ids)], m["ts"].replace("T", " ")[:-1]
-                   + ".000000", f'{{"requests": "{m["measure"]["requests"]}"}}', now) for i, m in enumerate(rows)]
-    conn = sqlite3.connect(database_url.removeprefix("sqlite:///"))
-    started = time.perf_counter()
-    conn.executemany(
-        "INSERT INTO metering_measurements (organization_id, uid, meter_id, account_id, ts, dimensions, measures,"
-        " received_at) VALUES (?, ?, ?, ?, ?, '{}', ?, ?)", parameters)
-    conn.execute(BASELINE_VALUES.format(requests="json_extract(measures, '$.requests')"))
-    conn.execute(BASELINE_DAYS.format(day="substr(ts, 1, 10) || ' 00:00:00.000000'"))
-    conn.commit()
-    conn.close()
-    return time.perf_counter() - started
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        # What the server's connections set (core.db): the file is already in WAL mode.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"CREATE TABLE {LEAN_TABLE} (organization_id TEXT, uid TEXT, meter_id TEXT, account_id TEXT,"
+                     " ts TEXT, value INTEGER, PRIMARY KEY (organization_id, uid))")
+        conn.commit()
+        statement = f"INSERT INTO {LEAN_TABLE} ({LEAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        started = time.perf_counter()
+        for batch in batches:
+            conn.executemany(statement, batch)
+            conn.commit()
+        seconds = time.perf_counter() - started
+        (stored,) = conn.execute(f"SELECT count(*) FROM {LEAN_TABLE}").fetchone()
+    finally:
+        conn.close()
+    return BaselineRun(seconds, stored)
+
+
+def run_pair(args: argparse.Namespace, http_first: bool) -> tuple[HttpRun, BaselineRun]:
+    url = _data.create_bench_database(args.database, "ingest")
+    servers: list[_data.ServerProcess] = []
+    try:
+        for number in range(args.api_processes):
+            servers.append(_data.start_server(url, embedded_worker=number == 0))
+        tenant = servers[0].create_tenant(f"bench-{secrets.token_hex(3)}")
+        client = _data.client_for(servers[0], tenant)
+        product = client.products.create(code="api", name="API")
+        meter = client.meters.create(code="api", name="API", product_id=product.id, derived_fields=[],
+                                     data_fields=[{"category": "MEASURE", "code": "requests", "name": "Requests"}])
+        client.usage.submit(measurements=measurements("warmup", 0, ACCOUNTS))  # creates the accounts
+        account_ids = {a.code: a.id for a in client.accounts.list(page_size=200)}
+        _data.wait_rolled_up(url)  # the warm-up's roll-up runs now, not during either side
+        batches = [measurements("http", offset, min(BATCH, args.measurements - offset))
+                   for offset in range(0, args.measurements, BATCH)]
+        postgres = _data.is_postgres(url)
+        lean = [lean_rows(tenant["org_id"], meter.id, account_ids, batch, postgres) for batch in batches]
+
+        def baseline() -> BaselineRun:
+            return (run_baseline_postgres(url, lean, args.clients) if postgres
+                    else run_baseline_sqlite(url, lean))
+
+        if http_first:
+            http = run_http(servers, tenant, batches, args.clients)
+            return http, baseline()
+        base = baseline()
+        return run_http(servers, tenant, batches, args.clients), base
+    finally:
+        for server in servers:
+            server.stop()
+        _data.drop_bench_database(url)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default=None, help="PostgreSQL URL (a fresh database is created on it); "
-                        "default: a new SQLite file")
-    parser.add_argument("--measurements", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--database", default=None, help="PostgreSQL URL (a new bench_* database is created on "
+                        "its server for each pair); default: a new SQLite file for each pair")
+    parser.add_argument("--measurements", type=int, default=None, help="default 1,000,000 (SQLite: 100,000)")
+    parser.add_argument("--clients", type=int, default=8, help="HTTP clients, and the baseline's PostgreSQL "
+                        "connections")
+    parser.add_argument("--pairs", type=int, default=3, help="HTTP and baseline runs, alternating (default 3)")
     parser.add_argument("--api-processes", type=int, default=1,
                         help="`meterbill serve` processes sharing the database; only the first runs the worker")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="meterbill-bench-"))
-    url = create_database(args.database, workdir)
-    servers = [ServerProcess(database_url=url, workdir=workdir,
-                             extra_env={"METERBILL_LOG_LEVEL": "WARNING",
-                                        "METERBILL_EMBEDDED_WORKER": "true" if n == 0 else "false"})
-               for n in range(args.api_processes)]
-    server = servers[0]
-    try:
-        for each in servers:
-            each.start()
-        tenant = server.create_tenant(f"bench-{secrets.token_hex(3)}")
-        import m3ter
-
-        client = m3ter.M3ter(api_key=tenant["metering_api_key"], api_secret=tenant["metering_api_secret"],
-                             org_id=tenant["org_id"], base_url=server.base_url)
-        product = client.products.create(code="api", name="API")
-        meter = client.meters.create(code="api", name="API", product_id=product.id, derived_fields=[],
-                                     data_fields=[{"category": "MEASURE", "code": "requests", "name": "Requests"}])
-        client.usage.submit(measurements=measurements("warmup", 0, 100))  # creates the 100 accounts
-        account_ids = [a.id for a in client.accounts.list(page_size=200)]
-        seconds, latencies = run_http(servers, tenant, args.measurements, args.clients)
-        rss = [peak_rss_mb(each.process.pid) for each in servers]
-        stored = stored_http_rows(url)
-        baseline = run_baseline(url, tenant["org_id"], meter.id, account_ids, args.measurements)
-        latencies.sort()
-        rate, base_rate = args.measurements / seconds, args.measurements / baseline
-        backend = "postgresql" if url.startswith("postgresql") else "sqlite"
-        print(f"backend={backend} measurements={args.measurements} clients={args.clients} batch={BATCH} "
-              f"api_processes={args.api_processes}")
-        p50 = statistics.median(latencies) * 1000
-        p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
-        print(f"http ingest: {rate:,.0f} measurements/s ({seconds:.1f} s); request latency p50={p50:.0f} ms "
-              f"p99={p99:.0f} ms; server peak RSS {' + '.join(f'{mb:.0f}' for mb in rss)} MB")
-        print(f"stored by http: {stored[0]:,} measurements, {stored[1]:,} values")
-        print(f"baseline ({'COPY' if backend == 'postgresql' else 'executemany'}): {base_rate:,.0f} measurements/s "
-              f"({baseline:.1f} s)")
-        print(f"ratio http/baseline: {rate / base_rate:.2f}")
-    finally:
-        for each in servers:
-            each.stop()
-        drop_database(url)
+    postgres = bool(args.database)
+    args.measurements = args.measurements or (1_000_000 if postgres else 100_000)
+    backend = "postgresql" if postgres else "sqlite"
+    base_name = "COPY to staging + INSERT ON CONFLICT" if postgres else "executemany ON CONFLICT"
+    print(f"backend={backend} measurements={args.measurements:,} clients={args.clients} batch={BATCH} "
+          f"api_processes={args.api_processes} pairs={args.pairs}; baseline: one lean table, {base_name}",
+          flush=True)
+    rates, base_rates, ratios = [], [], []
+    for number in range(args.pairs):
+        http, base = run_pair(args, http_first=number % 2 == 0)
+        rate, base_rate = args.measurements / http.seconds, args.measurements / base.seconds
+        rates.append(rate)
+        base_rates.append(base_rate)
+        ratios.append(rate / base_rate)
+        print(f"pair {number + 1} ({'http first' if number % 2 == 0 else 'baseline first'}): "
+              f"http {rate:,.0f}/s ({http.seconds:.1f} s, request p50 "
+              f"{_data.percentile(http.latencies, 0.5) * 1000:.0f} ms, p99 "
+              f"{_data.percentile(http.latencies, 0.99) * 1000:.0f} ms, stored {http.stored:,}, server peak RSS "
+              f"{' + '.join(f'{mb:.0f}' for mb in http.peak_rss_mb)} MB, rolled up {http.roll_up_lag:.1f} s "
+              f"after the last response); baseline {base_rate:,.0f}/s ({base.seconds:.1f} s, stored "
+              f"{base.stored:,}); ratio {rate / base_rate:.2f}", flush=True)
+    rate, base_rate = statistics.median(rates), statistics.median(base_rates)
+    print(f"median of {args.pairs} pairs: http {rate:,.0f} measurements/s, baseline {base_rate:,.0f}/s; "
+          f"ratio of the medians {rate / base_rate:.2f}, median of the pairs' ratios {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":
