@@ -148,18 +148,21 @@ _meter_schemas: dict[tuple[str, int], MeterSchema] = {}
 
 
 def _meters_by_code(session: Session, org_id: str, codes: set[str]) -> dict[str, MeterSchema]:
-    found = {}
-    for entity in session.scalars(select(ConfigEntity).where(
-            ConfigEntity.organization_id == org_id, ConfigEntity.kind == "meter", ConfigEntity.unique_key.in_(codes))):
-        if entity.unique_key is None:  # matched by the IN, so never; narrows the nullable column's type
-            continue
-        schema = _meter_schemas.get((entity.id, entity.version))
-        if schema is None:
-            if len(_meter_schemas) > 10_000:
-                _meter_schemas.clear()
-            schema = _meter_schemas[entity.id, entity.version] = MeterSchema.of(entity)
-        found[entity.unique_key] = schema
-    return found
+    """The meters by code: their versions read on every batch, their documents once per version."""
+    in_org = (ConfigEntity.organization_id == org_id, ConfigEntity.kind == "meter")
+    while True:
+        versions = [(code, (id_, version)) for code, id_, version in session.execute(
+            select(ConfigEntity.unique_key, ConfigEntity.id, ConfigEntity.version).where(
+                *in_org, ConfigEntity.unique_key.in_(codes)))
+            if code is not None]  # matched by the IN, so never None; narrows the nullable column's type
+        missing = [key[0] for _, key in versions if key not in _meter_schemas]
+        if not missing:
+            return {code: _meter_schemas[key] for code, key in versions}
+        if len(_meter_schemas) > 10_000:
+            _meter_schemas.clear()
+        for entity in session.scalars(select(ConfigEntity).where(*in_org, ConfigEntity.id.in_(missing))):
+            _meter_schemas[entity.id, entity.version] = MeterSchema.of(entity)
+        # Read the versions again: a meter updated between the two reads is cached at its new version.
 
 
 def parse_measurement(index: int, item: Any, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement:
