@@ -230,8 +230,10 @@ def _with_derived(index: int, meter: MeterSchema, measures: dict[str, Decimal]) 
     return {code: to_micros(value) for code, value in measures.items()}
 
 
-class _Wire(msgspec.Struct, forbid_unknown_fields=True):
-    """A measurement as the fast path decodes it: field names and types checked in C."""
+class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A measurement as the fast path decodes it: field names and types checked in C.
+    (Untracked by the garbage collector: it refers to strings and dicts of strings and numbers
+    only, so it can be in no cycle, and a batch's thousand of them cost the collector nothing.)"""
 
     meter: str
     account: str
