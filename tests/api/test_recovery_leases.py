@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import func, select
 
 from meterbill.core.db import Database, must_get
-from meterbill.metering.models import FileUploadJob, Measurement
+from meterbill.metering.models import FileUploadJob
+from meterbill.metering.store.sql_tables import MeasurementSeries, StoredMeasurement
 from tests.api.test_connector import wait_for
 from tests.api.test_connector_chaos import ChaosStory
 from tests.api.test_job_states import BILL_TOTAL, Catalog, wait_until
@@ -145,8 +146,9 @@ def test_file_upload_stopped_or_killed_mid_file_resumes_at_once(slow_server):
     assert (done.processed_rows, done.failed_rows, done.total_rows) == (ROWS, 0, ROWS)
     try:
         with db.read() as session:
-            stored = session.scalar(select(func.count()).select_from(Measurement).where(
-                Measurement.organization_id == tenant["org_id"], Measurement.account_id == account.id))
+            stored = session.scalar(select(func.count()).select_from(StoredMeasurement).join(
+                MeasurementSeries, MeasurementSeries.id == StoredMeasurement.series_id).where(
+                MeasurementSeries.organization_id == tenant["org_id"], MeasurementSeries.account_id == account.id))
     finally:
         db.dispose()
     assert stored == ROWS + 1  # every row once, and the one measurement Catalog.account submitted
