@@ -8,14 +8,15 @@ and otherwise replaced with "?" rather than failing the download.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fpdf import FPDF
-from fpdf.fonts import FontFace
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 from meterbill.core.money import exponent, from_minor_units, round_places, round_to_minor
 
@@ -148,19 +149,27 @@ def totals(invoice: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [row for row in rows if row is not None]
 
 
-class _Document(FPDF):
-    def __init__(self, footer_text: str) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="A4")
-        self.footer_text = footer_text
-        self.core_fonts_encoding = ENCODING
+@functools.cache
+def _document_class() -> type[FPDF]:
+    """fpdf and its fonts take about a second to import: only a process that makes a PDF pays it
+    (every server start and CLI run did)."""
+    from fpdf import FPDF
 
-    def footer(self) -> None:
-        self.set_y(-14)
-        self.set_font("Helvetica", size=8)
-        self.set_text_color(*_MUTED)
-        self.cell(0, 5, self.footer_text, align="L")
-        self.set_x(self.l_margin)
-        self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align="R")
+    class Document(FPDF):
+        def __init__(self, footer_text: str) -> None:
+            super().__init__(orientation="portrait", unit="mm", format="A4")
+            self.footer_text = footer_text
+            self.core_fonts_encoding = ENCODING
+
+        def footer(self) -> None:
+            self.set_y(-14)
+            self.set_font("Helvetica", size=8)
+            self.set_text_color(*_MUTED)
+            self.cell(0, 5, self.footer_text, align="L")
+            self.set_x(self.l_margin)
+            self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align="R")
+
+    return Document
 
 
 def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
@@ -168,7 +177,7 @@ def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] |
     currency = str(invoice["currency_code"])
     number = printable(invoice["id"])
     seller_text = printable(seller)
-    pdf = _Document(f"{seller_text} - Invoice {number}")
+    pdf = _document_class()(f"{seller_text} - Invoice {number}")
     pdf.set_margins(18, 18, 18)
     pdf.set_auto_page_break(auto=True, margin=22)
     pdf.set_title(f"Invoice {number}")
@@ -237,6 +246,8 @@ def _details(pdf: FPDF, rows: list[tuple[str, str]], status: str, *, x: float, w
 
 
 def _lines_table(pdf: FPDF, lines: list[Mapping[str, Any]], currency: str) -> None:
+    from fpdf.fonts import FontFace  # imported with fpdf itself, on the first PDF (see _document_class)
+
     pdf.set_font("Helvetica", size=9)
     pdf.set_draw_color(*_RULE)
     with pdf.table(
