@@ -152,7 +152,8 @@ ROWS = table("metering_measurements", column("id"), column("ts", UTCDateTime()),
              column("uid_key"), column("series_id"), column("uid"), column("measures", JSONText()),
              column("dimensions", JSONText()))
 DAYS = table("metering_usage_days", column("series_id"), column("field"), column("day", UTCDateTime()),
-             column("organization_id"), column("total"), column("smallest"), column("largest"), column("count"))
+             column("organization_id"), column("total_units"), column("total_micros"), column("smallest"),
+             column("largest"), column("count"))
 MARKS = table("metering_rollup_marks", column("id"), column("rolled_through"))
 OUTBOX = table("outbox_messages", column("topic"))
 OLD_COMPACTION_TOPIC = "metering.compact_usage_days"
@@ -244,7 +245,8 @@ def check_lean_store(db: Database, tenants: dict[str, Tenant], measurements: lis
         series = session.execute(select(SERIES.c.organization_id, SERIES.c.meter_id, SERIES.c.account_id)).all()
         days = session.execute(
             select(SERIES.c.organization_id, SERIES.c.meter_id, SERIES.c.account_id, DAYS.c.field, DAYS.c.day,
-                   DAYS.c.total, DAYS.c.smallest, DAYS.c.largest, DAYS.c["count"], DAYS.c.organization_id)
+                   DAYS.c.total_units * 1_000_000 + DAYS.c.total_micros, DAYS.c.smallest, DAYS.c.largest,
+                   DAYS.c["count"], DAYS.c.organization_id)
             .select_from(DAYS.join(SERIES, SERIES.c.id == DAYS.c.series_id))).all()
         marks = session.execute(select(MARKS.c.id, MARKS.c.rolled_through)).all()
         compactions = session.execute(select(func.count()).where(OUTBOX.c.topic == OLD_COMPACTION_TOPIC)).scalar()

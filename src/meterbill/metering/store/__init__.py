@@ -153,7 +153,9 @@ class MeasurementStore(Protocol):
         ...
 
     def series(self, org_id: str, request: SeriesRequest) -> list[tuple[tuple[str | None, ...], Decimal]]:
-        """(group keys in the request's order, value) per group, at most `limit + 1` rows."""
+        """(group keys in the request's order, value) per group, at most `limit + 1` rows; no row
+        for a group (or, without groups, for the whole range) without measurements. LATEST is the
+        value of the measurement with the latest ts, the largest of them at equal times."""
         ...
 
     def totals_series(

@@ -168,11 +168,12 @@ class SqlMeasurementStore:
         account_ids: Sequence[str] | None, groups: Sequence[Group], limit: int,
     ) -> dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]]:
         sql, params = self._totals_sql(org_id, fields=fields, start=start, end=end, account_ids=account_ids,
-                                       groups=groups)
+                                       groups=groups, per_field_limit=limit + 1)
         found: dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]] = {}
         keys = len(groups)
-        for row in self._run(f"{sql} LIMIT {(limit + 1) * len(fields)}", params):
-            found.setdefault((row[keys], row[keys + 1]), []).append((tuple(row[:keys]), _totals(row[keys + 2:])))
+        for row in self._run(sql, params):
+            found.setdefault((row[keys], row[keys + 1]), []).append(
+                (tuple(row[:keys]), _totals(row[keys + 2:keys + 7])))
         return found
 
     def aggregate(
@@ -208,10 +209,14 @@ class SqlMeasurementStore:
         if self.postgres:
             unit = {"HOUR": "hour", "DAY": "day", "WEEK": "week", "MONTH": "month"}[bucket]
             return f"""to_char(date_trunc('{unit}', {column} AT TIME ZONE 'UTC'), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+        # SQLite's date functions round a time to the millisecond once a modifier applies (a
+        # Sunday 23:59:59.9995 would fall in the next week): cut the stored text instead, and
+        # move only whole days.
+        day = f"substr({column}, 1, 10)"
         if bucket == TimeBucket.WEEK:  # ISO weeks start on Monday
-            return f"strftime('%Y-%m-%dT00:00:00Z', {column}, '-6 days', 'weekday 1')"
-        pattern = {"HOUR": "%Y-%m-%dT%H:00:00Z", "DAY": "%Y-%m-%dT00:00:00Z", "MONTH": "%Y-%m-01T00:00:00Z"}[bucket]
-        return f"strftime('{pattern}', {column})"
+            return f"strftime('%Y-%m-%d', {day}, '-6 days', 'weekday 1') || 'T00:00:00Z'"
+        return {"HOUR": f"{day} || 'T' || substr({column}, 12, 2) || ':00:00Z'", "DAY": f"{day} || 'T00:00:00Z'",
+                "MONTH": f"substr({column}, 1, 7) || '-01T00:00:00Z'"}[bucket]
 
     def _number(self, json_column: str, key: str) -> str:
         return f"({json_column} ->> {key})::bigint" if self.postgres else f"({json_column} ->> {key})"
@@ -227,11 +232,16 @@ class SqlMeasurementStore:
         """Run one statement; list parameters are expanded into IN lists."""
         expanding: list[Any] = [bindparam(name, expanding=True)
                                 for name, value in params.items() if isinstance(value, list)]
+        if not self.postgres:
+            # Compared as the text SQLite stores (naive UTC, 6 decimals): the driver's own text of an
+            # aware datetime ends in '+00:00', which sorts before '.', so microseconds would be lost.
+            params = {name: sqlite_time(value) if isinstance(value, datetime) else value
+                      for name, value in params.items()}
         return self.session.execute(text(sql).bindparams(*expanding), params)
 
     def _totals_sql(
         self, org_id: str, *, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
-        account_ids: Sequence[str] | None, groups: Sequence[Group],
+        account_ids: Sequence[str] | None, groups: Sequence[Group], per_field_limit: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """SUM, MIN, MAX and COUNT of numeric fields' millionths over start <= ts < end, grouped by
         `groups` (ACCOUNT and TIME only), then meter and field. Whole UTC days come from the rollup
@@ -249,8 +259,9 @@ class SqlMeasurementStore:
 
         def raw(condition: str) -> str:
             keys = "".join(f"{key} AS t{i}, " for i, key in enumerate(time_keys("m.ts")))
-            return (f"SELECT m.series_id, {keys}{raw_field} AS field, {raw_value} AS total, {raw_value} AS smallest,"
-                    f" {raw_value} AS largest, 1 AS count FROM metering_measurements m, {each} f"
+            return (f"SELECT m.series_id, {keys}{raw_field} AS field, {raw_value} / {MICROS} AS units,"
+                    f" {raw_value} % {MICROS} AS micros, {raw_value} AS smallest, {raw_value} AS largest, 1 AS count"
+                    f" FROM metering_measurements m, {each} f"
                     f" WHERE m.series_id IN (SELECT id FROM s) AND {raw_field} IN :fields AND {condition}")
 
         parts = []
@@ -261,7 +272,8 @@ class SqlMeasurementStore:
             params.update(start=start, end=end, first_day=first_day, last_day=last_day, hint=self._mark_hint())
             keys = "".join(f"{key} AS t{i}, " for i, key in enumerate(time_keys("d.day")))
             parts.append(
-                f"SELECT d.series_id, {keys}d.field, d.total, d.smallest, d.largest, d.count"
+                f"SELECT d.series_id, {keys}d.field, d.total_units AS units, d.total_micros AS micros, d.smallest,"
+                " d.largest, d.count"
                 " FROM metering_usage_days d WHERE d.organization_id = :org AND d.series_id IN (SELECT id FROM s)"
                 " AND d.field IN :fields AND d.day >= :first_day AND d.day < :last_day")
             parts.append(raw("m.id > :hint AND m.id > (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1)"
@@ -282,9 +294,20 @@ class SqlMeasurementStore:
         assert time_index == time_count and all(g.kind in (GroupKind.ACCOUNT, GroupKind.TIME) for g in groups)
         selected = "".join(f"{column}, " for column in outer)
         union = " UNION ALL ".join(parts)
-        return (f"WITH {series} SELECT {selected}s.meter_id, p.field, SUM(p.total), MIN(p.smallest), MAX(p.largest),"
-                f" SUM(p.count) FROM ({union}) p JOIN s ON s.id = p.series_id"
-                f" GROUP BY {selected}s.meter_id, p.field"), params
+        # Meters and fields were filtered apart above (for the indexes); the pairs asked, here.
+        pairs = ", ".join(f"(:pair_meter{i}, :pair_field{i})" for i in range(len(fields)))
+        for i, (meter, name) in enumerate(fields):
+            params[f"pair_meter{i}"], params[f"pair_field{i}"] = meter, name
+        sql = (f"SELECT {selected}s.meter_id, p.field, SUM(p.units), SUM(p.micros), MIN(p.smallest),"
+               f" MAX(p.largest), SUM(p.count){{rank}} FROM ({union}) p JOIN s ON s.id = p.series_id"
+               f" WHERE (s.meter_id, p.field) IN (VALUES {pairs}) GROUP BY {selected}s.meter_id, p.field")
+        if per_field_limit is None:
+            return f"WITH {series} {sql.format(rank='')}", params
+        # At most `per_field_limit` groups of each field, whatever the others have.
+        order = ", ".join(outer) or "s.meter_id"
+        params["per_field_limit"] = per_field_limit
+        ranked = sql.format(rank=f", ROW_NUMBER() OVER (PARTITION BY s.meter_id, p.field ORDER BY {order}) AS rank")
+        return f"WITH {series} SELECT * FROM ({ranked}) ranked WHERE rank <= :per_field_limit", params
 
     def _series_rows(self, org_id: str, request: SeriesRequest,
                      limit: int | None) -> list[tuple[tuple[str | None, ...], Decimal]]:
@@ -315,9 +338,11 @@ class SqlMeasurementStore:
                    f"ORDER BY m.ts DESC, {value} DESC) AS rank FROM {source}) ranked WHERE rank = 1")
         else:
             measure = {
-                Aggregation.SUM: f"SUM({value})", Aggregation.MIN: f"MIN({value})",
-                Aggregation.MAX: f"MAX({value})", Aggregation.COUNT: "COUNT(*)",
-                Aggregation.MEAN: f"SUM({value}), COUNT(*)", Aggregation.UNIQUE: f"COUNT(DISTINCT {value})",
+                # Sums as quotient and remainder by 10^6 (see sql_tables.UsageDay): exact past 64 bits.
+                Aggregation.SUM: f"SUM({value} / {MICROS}), SUM({value} % {MICROS})",
+                Aggregation.MEAN: f"SUM({value} / {MICROS}), SUM({value} % {MICROS}), COUNT(*)",
+                Aggregation.MIN: f"MIN({value})", Aggregation.MAX: f"MAX({value})", Aggregation.COUNT: "COUNT(*)",
+                Aggregation.UNIQUE: f"COUNT(DISTINCT {value})",
             }[function]
             grouping = f" GROUP BY {', '.join(groups)}" if groups else ""
             sql = f"SELECT {keys}{measure} FROM {source}{grouping}"
@@ -326,8 +351,10 @@ class SqlMeasurementStore:
         rows = []
         for row in self._run(f"WITH {series} {sql}", params):
             keys_found, raw = tuple(row[:len(groups)]), row[len(groups):]
-            if raw[0] is None or (function == Aggregation.MEAN and not raw[1]):
-                continue  # an aggregate over no rows (no groups): nothing measured
+            if raw[0] is None or (function in (Aggregation.COUNT, Aggregation.UNIQUE) and raw[0] == 0):
+                # Without groups an aggregate answers one row even over no measurements (SUM
+                # NULL, COUNT 0): nothing was measured, so no row, as for a group without any.
+                continue
             rows.append((keys_found, _value(function, request.numeric, raw)))
         return rows
 
@@ -364,15 +391,17 @@ def _chunks(account_ids: Sequence[str] | None) -> list[Sequence[str] | None]:
 
 
 def _totals(sums: Sequence[Any]) -> Totals:
-    total, smallest, largest, count = sums
-    return Totals(int(total), int(smallest), int(largest), int(count))
+    units, micros, smallest, largest, count = sums
+    return Totals(int(units) * MICROS + int(micros), int(smallest), int(largest), int(count))
 
 
 def _value(function: Aggregation, numeric: bool, raw: Sequence[Any]) -> Decimal:
     if function in (Aggregation.COUNT, Aggregation.UNIQUE) or not numeric:
         return Decimal(raw[0])
+    if function == Aggregation.SUM:
+        return from_micros(int(raw[0]) * MICROS + int(raw[1]))
     if function == Aggregation.MEAN:
-        return Decimal(int(raw[0])) / (Decimal(raw[1]) * MICROS)
+        return Decimal(int(raw[0]) * MICROS + int(raw[1])) / (Decimal(raw[2]) * MICROS)
     return from_micros(int(raw[0]))
 
 

@@ -74,13 +74,16 @@ def roll_up(session: Session, pass_size: int = PASS_SIZE) -> bool:
                                                                                       "f.value")
     smallest, largest = ("LEAST", "GREATEST") if postgres else ("min", "max")
     session.execute(text(f"""
-        INSERT INTO metering_usage_days (organization_id, series_id, field, day, total, smallest, largest, count)
-        SELECT s.organization_id, m.series_id, f.key, {day}, SUM({value}), MIN({value}), MAX({value}), COUNT(*)
+        INSERT INTO metering_usage_days
+            (organization_id, series_id, field, day, total_units, total_micros, smallest, largest, count)
+        SELECT s.organization_id, m.series_id, f.key, {day}, SUM({value} / 1000000), SUM({value} % 1000000),
+               MIN({value}), MAX({value}), COUNT(*)
         FROM metering_measurements m JOIN metering_series s ON s.id = m.series_id, {each} f
         WHERE m.id > :mark AND m.id <= :through
         GROUP BY s.organization_id, m.series_id, f.key, {day}
         ON CONFLICT (series_id, field, day) DO UPDATE SET
-            total = metering_usage_days.total + excluded.total,
+            total_units = metering_usage_days.total_units + excluded.total_units,
+            total_micros = metering_usage_days.total_micros + excluded.total_micros,
             smallest = {smallest}(metering_usage_days.smallest, excluded.smallest),
             largest = {largest}(metering_usage_days.largest, excluded.largest),
             count = metering_usage_days.count + excluded.count

@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, Numeric, String, UniqueConstraint, Uuid
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.core.db import Base, JSONText, UTCDateTime
@@ -77,8 +77,11 @@ class UsageDay(Base):
     field: Mapped[str] = mapped_column(String(100), primary_key=True)
     day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     organization_id: Mapped[str] = mapped_column(String(36))
-    # A day's total can pass 64 bits (values reach 10^18 millionths); SQLite's integers are 64-bit anyway.
-    total: Mapped[int] = mapped_column(BigInteger().with_variant(Numeric(38, 0), "postgresql"))
+    # The day's sum of millionths is total_units × 10^6 + total_micros, each the sum of the values'
+    # quotient and remainder by 10^6 (both truncated toward zero): a sum can pass 64 bits (one
+    # value reaches 10^18 millionths), and SQLite's integers stop there.
+    total_units: Mapped[int] = mapped_column(BigInteger)
+    total_micros: Mapped[int] = mapped_column(BigInteger)
     smallest: Mapped[int] = mapped_column(BigInteger)
     largest: Mapped[int] = mapped_column(BigInteger)
     count: Mapped[int] = mapped_column(BigInteger)

@@ -62,7 +62,8 @@ def _create_store_tables() -> None:
         sa.Column('field', sa.String(length=100), nullable=False),
         sa.Column('day', meterbill.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column('organization_id', sa.String(length=36), nullable=False),
-        sa.Column('total', sa.BigInteger().with_variant(sa.Numeric(38, 0), 'postgresql'), nullable=False),
+        sa.Column('total_units', sa.BigInteger(), nullable=False),
+        sa.Column('total_micros', sa.BigInteger(), nullable=False),
         sa.Column('smallest', sa.BigInteger(), nullable=False),
         sa.Column('largest', sa.BigInteger(), nullable=False),
         sa.Column('count', sa.BigInteger(), nullable=False),
@@ -124,8 +125,10 @@ def upgrade() -> None:
     each, value = ("json_each_text(m.measures)", "f.value::bigint") if postgres else ("json_each(m.measures)",
                                                                                       "f.value")
     op.execute(
-        "INSERT INTO metering_usage_days (organization_id, series_id, field, day, total, smallest, largest, count)"
-        f" SELECT s.organization_id, m.series_id, f.key, {day}, SUM({value}), MIN({value}), MAX({value}), COUNT(*)"
+        "INSERT INTO metering_usage_days"
+        " (organization_id, series_id, field, day, total_units, total_micros, smallest, largest, count)"
+        f" SELECT s.organization_id, m.series_id, f.key, {day}, SUM({value} / 1000000), SUM({value} % 1000000),"
+        f" MIN({value}), MAX({value}), COUNT(*)"
         f" FROM metering_measurements m JOIN metering_series s ON s.id = m.series_id, {each} f"
         f" GROUP BY s.organization_id, m.series_id, f.key, {day}"
     )
