@@ -30,7 +30,6 @@ from meterbill.metering.calculations import CalculationError, Expression, evalua
 from meterbill.metering.config import document_body
 from meterbill.metering.models import ConfigEntity
 from meterbill.metering.store import NewMeasurement, store_for
-from meterbill.metering.store.sql_rollup import schedule_roll_up
 
 MAX_MEASUREMENTS = 1000
 MAX_BODY_BYTES = 512_000
@@ -344,7 +343,6 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
                        dimensions=m.dimensions, micros=m.micros)
         for m in batch
     ])
-    schedule_roll_up(session)
     return outcome.stored
 
 

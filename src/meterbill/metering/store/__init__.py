@@ -172,6 +172,9 @@ class MeasurementStore(Protocol):
 
 def store_for(session: Session) -> MeasurementStore:
     """The organization-wide measurement store, bound to this unit of work."""
-    from meterbill.metering.store.sql import SqlMeasurementStore
-
     return SqlMeasurementStore(session)
+
+
+# The default adapter, imported with the port so its background work (the roll-up's outbox
+# handler) is registered in every process that uses the port, workers included.
+from meterbill.metering.store.sql import SqlMeasurementStore  # noqa: E402 - needs the names above

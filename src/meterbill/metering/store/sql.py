@@ -41,11 +41,9 @@ from meterbill.metering.store import (
     Totals,
     from_micros,
 )
+from meterbill.metering.store.sql_rollup import INGEST_LOCK_KEY, schedule_roll_up
 from meterbill.metering.store.sql_tables import MeasurementSeries
 
-# Ingest holds this advisory lock shared; the roll-up takes it exclusively for an instant to learn
-# the highest id no open transaction can still commit below (see sql_rollup.watermark).
-INGEST_LOCK_KEY = 0x6D62_7374  # "mbst"
 # Series ids by (organization, meter, account), per engine. Only ids of committed rows enter it
 # (after_commit): an id a rolled-back transaction inserted would name nothing.
 _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str, str], int]] = weakref.WeakKeyDictionary()
@@ -107,6 +105,7 @@ class SqlMeasurementStore:
                 stored = cursor.rowcount
         finally:
             cursor.close()
+        schedule_roll_up(self.session)
         return IngestOutcome(stored, len(batch) - stored)
 
     def _series_ids(self, org_id: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:

@@ -25,9 +25,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from meterbill.core.outbox import Delivery, enqueue, handles
-from meterbill.metering.store.sql import INGEST_LOCK_KEY
 
 ROLL_UP_TOPIC = "metering.roll_up"
+# Ingest holds this advisory lock shared; the pass takes it exclusively for an instant (`watermark`).
+INGEST_LOCK_KEY = 0x6D62_7374  # "mbst"
 # How long after a batch its measurements may stay in the tail: the readers' cost of the tail
 # grows with it; a pass costs a moment of every ingest's lock.
 ROLL_UP_AFTER = timedelta(seconds=10)
