@@ -41,7 +41,7 @@ BILL_TOTAL = Decimal("13.50")  # 10.00 standing charge + 7 requests * 0.50
 SLOW_USAGE_ENV = {
     "METERBILL_PLUGINS": '["tests.support.slow_sql"]',
     # The rating's reads of usage (a worker thread's SELECTs over measurements or their day totals).
-    "METERBILL_TEST_SLOW_SQL": r"^\s*SELECT\b.*\bmetering_(usage_days|measurement)",
+    "METERBILL_TEST_SLOW_SQL": r"^\s*(SELECT|WITH)\b.*\bmetering_(usage_days|measurement)",
     "METERBILL_TEST_SLOW_SQL_SECONDS": "0.6",
 }
 

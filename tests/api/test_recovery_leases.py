@@ -53,7 +53,7 @@ def slow_server(new_database_url, tmp_path) -> Iterator[Callable[[str, float], S
 
 
 def test_bill_job_killed_mid_run_completes_soon_after_restart(slow_server):
-    server = slow_server(r"^\s*SELECT\b.*\bmetering_(usage_days|measurement)", 2)
+    server = slow_server(r"^\s*(SELECT|WITH)\b.*\bmetering_(usage_days|measurement)", 2)
     server.start()
     client = m3ter_client(server, server.create_tenant(unique_name()))
     catalog = Catalog(client)
