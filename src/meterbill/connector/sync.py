@@ -12,6 +12,8 @@ look at), so duplicated or reordered events converge on the same result.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -90,13 +92,44 @@ def open_run(session: Session, vault: Vault, integration_id: str) -> Run:
     integration = session.get(Integration, integration_id)
     if integration is None:
         raise NotFound(f"integration {integration_id} not found")
-    return Run(
-        integration,
+    return Run(integration, *_ports(integration, vault))
+
+
+# The ports of recently run integrations, kept with their HTTP clients and m3ter token: building
+# an SDK client builds a TLS context (about 20 ms of CPU), and every integration polls every few
+# seconds. Keyed by what the ports are built from, so changed credentials build new ones; a failed
+# run drops them (`forget_ports`), so a revoked token or a broken connection is not kept either.
+_PORTS: OrderedDict[tuple[str, ...], tuple[ChargebeePort, M3terPort]] = OrderedDict()
+_PORTS_LOCK = threading.Lock()
+_PORTS_KEPT = 256
+
+
+def _ports(integration: Integration, vault: Vault) -> tuple[ChargebeePort, M3terPort]:
+    key = (integration.id, integration.chargebee_base_url, integration.chargebee_site,
+           integration.chargebee_api_key_encrypted, integration.m3ter_base_url, integration.m3ter_org_id,
+           integration.m3ter_api_key, integration.m3ter_api_secret_encrypted)
+    with _PORTS_LOCK:
+        ports = _PORTS.get(key)
+        if ports is not None:
+            _PORTS.move_to_end(key)
+            return ports
+    ports = (
         ChargebeePort(integration.chargebee_base_url, integration.chargebee_site,
                       vault.decrypt(integration.chargebee_api_key_encrypted)),
         M3terPort(integration.m3ter_base_url, integration.m3ter_org_id, integration.m3ter_api_key,
                   vault.decrypt(integration.m3ter_api_secret_encrypted)),
     )
+    with _PORTS_LOCK:
+        _PORTS[key] = ports
+        while len(_PORTS) > _PORTS_KEPT:
+            _PORTS.popitem(last=False)
+    return ports
+
+
+def forget_ports(integration_id: str) -> None:
+    with _PORTS_LOCK:
+        for key in [k for k in _PORTS if k[0] == integration_id]:
+            del _PORTS[key]
 
 
 def _failed(delivery: Delivery, integration_id: str, action: str, exc: Exception,
@@ -104,6 +137,8 @@ def _failed(delivery: Delivery, integration_id: str, action: str, exc: Exception
     """Record the failure on the action's one sync log entry and let the outbox retry with backoff
     (the entry stays open once the retry schedule is exhausted)."""
     attempt = delivery.attempts + 1
+    if not isinstance(exc, Problem):  # a problem is about the data, not the connection
+        forget_ports(integration_id)
     if isinstance(exc, WaitingForInvoice):
         status, state = SyncStatus.WAITING, SyncState.WAITING
     else:
