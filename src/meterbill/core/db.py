@@ -62,6 +62,7 @@ class Base(DeclarativeBase):
 
 
 M = TypeVar("M", bound=Base)
+V = TypeVar("V")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -375,6 +376,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# Values per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
+IN_LIST_SIZE = 1000
+
+
+def in_lists(values: Sequence[V]) -> Iterator[Sequence[V]]:
+    """`values` in slices of at most IN_LIST_SIZE, one IN list each."""
+    for offset in range(0, len(values), IN_LIST_SIZE):
+        yield values[offset:offset + IN_LIST_SIZE]
 
 
 def rowcount(result: Result[Any]) -> int:

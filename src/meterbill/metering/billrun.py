@@ -12,7 +12,6 @@ or locked one, so late measurements cannot change what was approved.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -24,7 +23,7 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import bulk_insert, must_get, new_id, utcnow
+from meterbill.core.db import bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
 from meterbill.metering import rating, schemas
@@ -165,7 +164,7 @@ def _job_accounts(session: Session, job: BillJob) -> list[_Account]:
         rows = session.execute(query.order_by(ConfigEntity.id)).all()
     else:
         # Ids of other organizations count as missing: a job reveals nothing about them.
-        found = {row.id: row for ids in _chunks(list(dict.fromkeys(job.account_ids)))
+        found = {row.id: row for ids in in_lists(list(dict.fromkeys(job.account_ids)))
                  for row in session.execute(query.where(ConfigEntity.id.in_(ids)))}
         rows = [found[i] for i in dict.fromkeys(job.account_ids) if i in found]
     return [_Account(id_, code or "", date.fromisoformat(epoch) if epoch else None) for id_, code, epoch in rows]
@@ -184,15 +183,6 @@ def _account_plans(session: Session, org_id: str) -> dict[str, list[tuple[str, s
             {field: value for field, value in zip(names.values(), values, strict=True) if value is not None})
         by_account.setdefault(body.account_id, []).append((account_plan_id, body))
     return by_account
-
-
-# Ids per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
-IN_CHUNK = 1000
-
-
-def _chunks(items: list[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
-    for offset in range(0, len(items), size):
-        yield items[offset:offset + size]
 
 
 @dataclass
@@ -497,7 +487,7 @@ class _BillRun:
         period_ends = sorted({end for account_drafts in drafts.values() for end, _ in account_drafts})
         existing: dict[tuple[str, datetime, str], Bill] = {}
         if period_ends:
-            for ids in _chunks([a.id for a in accounts if drafts[a.id]]):
+            for ids in in_lists([a.id for a in accounts if drafts[a.id]]):
                 for stored in session.scalars(select(Bill).where(
                         Bill.organization_id == self.org_id, Bill.account_id.in_(ids),
                         Bill.period_end.in_(period_ends))):
@@ -536,7 +526,7 @@ class _BillRun:
                 events.append(("billing.bill.created" if bill is None else "billing.bill.updated", account.id,
                                bill_id, {"status": PENDING}))
                 bill_ids.append(bill_id)
-        for ids in _chunks(recalculated):
+        for ids in in_lists(recalculated):
             session.execute(delete(BillLineItem).where(BillLineItem.bill_id.in_(ids)))
         bulk_insert(session, Bill, new_bills)
         bulk_insert(session, BillLineItem, lines)

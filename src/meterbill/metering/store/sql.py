@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from meterbill.core.db import in_lists
 from meterbill.metering.store import (
     MICROS,
     Aggregation,
@@ -49,8 +50,6 @@ from meterbill.metering.store.sql_tables import MeasurementSeries
 _series_cache: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str, str], int]] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 _PENDING_SERIES = "meterbill.pending_series"
-# Accounts per IN list: well under SQLite's bound-parameter limit, and small enough for an index plan.
-IN_CHUNK = 1000
 
 
 def uid_key(org_id: str, uid: str) -> str:
@@ -391,10 +390,9 @@ ON CONFLICT (uid_key) DO NOTHING
 """
 
 
-def _chunks(account_ids: Sequence[str] | None) -> list[Sequence[str] | None]:
-    if account_ids is None:
-        return [None]
-    return [account_ids[offset:offset + IN_CHUNK] for offset in range(0, len(account_ids), IN_CHUNK)]
+def _chunks(account_ids: Sequence[str] | None) -> Iterable[Sequence[str] | None]:
+    """The accounts in IN lists; None (every account) as one read."""
+    return [None] if account_ids is None else in_lists(account_ids)
 
 
 def _totals(sums: Sequence[Any]) -> Totals:
