@@ -311,7 +311,9 @@ def _accept(item: _Wire, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement
                     raise _Refused
             dimensions.update(values)
     micros: dict[str, int] = {}
+    # The exact values only feed derived fields' formulas: not built for the meters without them.
     exact: dict[str, Decimal] = {}
+    derived = bool(meter.derived)
     for category in NUMERIC_CATEGORIES:
         numbers = getattr(item, category)
         if numbers is not None:
@@ -320,13 +322,14 @@ def _accept(item: _Wire, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement
             for code, raw in numbers.items():
                 if type(raw) is int and -MAX_ABS_INT <= raw <= MAX_ABS_INT:
                     micros[code] = raw * MICROS_PER_UNIT  # exact, no Decimal needed
-                    exact[code] = Decimal(raw)
+                    if derived:
+                        exact[code] = Decimal(raw)
                 else:
                     exact[code] = value = _number(0, category, code, raw)
                     micros[code] = to_micros(value)
     if not dimensions and not micros:
         raise _Refused
-    if meter.derived:
+    if derived:
         micros = _with_derived(0, meter, exact)
     return ParsedMeasurement(uid, meter, account, ts, ets, dimensions, micros)
 
