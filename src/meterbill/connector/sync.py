@@ -478,6 +478,13 @@ def push_bill(delivery: Delivery) -> None:
 def push(run: Run, bill_id: str, close_after: bool) -> None:
     retry = (PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
     bill = run.m3ter.bill(bill_id)
+    if bill.status != "APPROVED":
+        # Recalculated (or returned to PENDING) since the approval that queued this push: its lines may
+        # still change, so nothing goes to Chargebee until it is approved again.
+        run.note("push_bill", SyncStatus.SKIPPED,
+                 f"bill {bill_id} is {bill.status} again (recalculated after approval); pushed when approved",
+                 m3ter_id=bill_id, key=synclog.action_key(*retry))
+        return
     account_mapping = next(iter(run.m3ter.mappings_to("Account", bill.account_id)), None)
     customer_id = account_mapping.external_id if account_mapping else bill.account_code
     pushed = _invoice_of_bill(run, bill_id)

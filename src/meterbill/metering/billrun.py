@@ -7,13 +7,15 @@ appear all at once or not at all. That transaction locks the job row first and w
 only if the job is still RUNNING: a cancel committed before it wins (nothing is written),
 one arriving after it waits and is refused. Bills are keyed by (account, period end,
 currency): a re-run recalculates a PENDING bill in place and never touches an APPROVED
-or locked one, so late measurements cannot change what was approved.
+or locked one, so late measurements cannot change what was approved by accident.
+A RECALCULATE job (/billjobs/recalculate) rates the bills it names through the same path,
+approved ones included (they go back to PENDING); only a locked bill is final.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from time import perf_counter
@@ -26,7 +28,8 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
-from meterbill.metering import rating, schemas
+from meterbill.metering import bills, rating, schemas
+from meterbill.metering.billstatus import BillAction, BillStatus, refusal, require
 from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
 from meterbill.metering.events import record_events
@@ -36,7 +39,6 @@ from meterbill.metering.periods import BillingPeriod, billing_periods, next_peri
 from meterbill.metering.store import TOTALS_KINDS, Aggregation, MeasurementStore, Segment, store_for
 
 BILL_JOB_TOPIC = "metering.bill_job"
-PENDING, APPROVED = "PENDING", "APPROVED"
 M = TypeVar("M", bound=schemas.WireModel)
 log = structlog.get_logger("meterbill.billrun")
 
@@ -55,15 +57,42 @@ def create_bill_job(session: Session, org_id: str, principal: str, body: schemas
             f"{now.date().isoformat()} UTC): a bill job bills only periods that ended on or before today",
             param="billDate",
         )
-    job = BillJob(
-        id=new_id(), organization_id=org_id, version=1, status=JobStatus.PENDING, bill_date=body.bill_date,
-        account_ids=body.account_ids, bill_ids=[], total=0, pending=0, created_by=principal,
-        created_at=now, modified_at=now,
-    )
+    return _queued(session, BillJob(
+        id=new_id(), organization_id=org_id, version=1, status=JobStatus.PENDING, job_type=JobType.CREATE,
+        bill_date=body.bill_date, account_ids=body.account_ids, bill_ids=[], total=0, pending=0,
+        created_by=principal, created_at=now, modified_at=now,
+    ))
+
+
+def create_recalculation_job(session: Session, org_id: str, principal: str, bill_ids: list[str]) -> BillJob:
+    """A job that rates the named bills again. Every id must name an unlocked bill of this organization,
+    or no job is made (the refusal names the bill); a bill locked after this answer is left alone by the job."""
+    named = list(dict.fromkeys(bill_ids))
+    # Locked in id order (as approval locks them), so the two cannot deadlock.
+    targets = [bills.get(session, org_id, bill_id, for_update=True) for bill_id in sorted(named)]
+    for bill in targets:
+        require(bill.id, bill.status, bill.locked, BillAction.RECALCULATE, param="billIds")
+    last_end = max(bill.period_end for bill in targets)
+    # The job rates every period that ended by its bill date: the day that holds the last bill's end.
+    bill_date = last_end.date() if last_end == midnight(last_end.date()) else last_end.date() + timedelta(days=1)
+    now = utcnow()
+    return _queued(session, BillJob(
+        id=new_id(), organization_id=org_id, version=1, status=JobStatus.PENDING, job_type=JobType.RECALCULATE,
+        bill_date=bill_date, account_ids=sorted({bill.account_id for bill in targets}), bill_ids=named, total=0,
+        pending=0, created_by=principal, created_at=now, modified_at=now,
+    ))
+
+
+def _queued(session: Session, job: BillJob) -> BillJob:
     session.add(job)
     session.flush()
     enqueue(session, BILL_JOB_TOPIC, {"job_id": job.id})
     return job
+
+
+class JobType(StrEnum):
+    CREATE = "CREATE"
+    RECALCULATE = "RECALCULATE"
 
 
 class JobStatus(StrEnum):
@@ -481,57 +510,111 @@ class _BillRun:
 
     def save(self, session: Session, job: BillJob, accounts: list[_Account],
              drafts: dict[str, dict[tuple[datetime, str], _BillDraft]]) -> list[str]:
-        """Insert new bills, recalculate PENDING ones in place, leave approved or locked ones alone
-        (read again here, in the writing transaction: one may have been approved meanwhile)."""
+        """Insert new bills and rate existing ones again where their status allows it (read again
+        here, in the writing transaction: one may have been approved or locked meanwhile). A bill
+        whose rated lines come out the same is left exactly as it is: no new version. One that
+        changes keeps its id and its credit and debit lines, its earlier lines are kept as a
+        BillVersion, and it is PENDING at a new version."""
         now = utcnow()
+        recalculating = job.job_type == JobType.RECALCULATE
+        action = BillAction.RECALCULATE if recalculating else BillAction.RERATE
+        existing = self._named_bills(session, job) if recalculating else self._existing_bills(
+            session, accounts, drafts)
+        if recalculating:
+            # A named bill that no account plan bills any more is rated to no lines: so the configuration says.
+            for stored in existing.values():
+                drafts.setdefault(stored.account_id, {}).setdefault(
+                    (stored.period_end, stored.currency),
+                    _BillDraft(stored.currency, stored.bill_frequency, stored.bill_frequency_interval,
+                               stored.period_start, stored.period_end))
+        stored_lines = bills.lines_by_bill(session, [b.id for b in existing.values()])
+        new_bills: list[dict[str, Any]] = []
+        replaced: list[str] = []
+        lines: list[dict[str, Any]] = []
+        events: list[tuple[str, str | None, str | None, dict[str, Any]]] = []
+        bill_ids: list[str] = []
+        for account in accounts:
+            for (period_end, currency), draft in sorted(drafts.get(account.id, {}).items()):
+                rated_total = sum((line["subtotal"] for line in draft.lines), Decimal(0))
+                bill = existing.get((account.id, period_end, currency))
+                if bill is None:
+                    if recalculating:
+                        continue  # a recalculation touches only the bills it names
+                    bill_id = new_id()
+                    new_bills.append(dict(
+                        id=bill_id, organization_id=self.org_id, account_id=account.id,
+                        account_code=account.code, currency=currency, period_start=draft.full_start,
+                        period_end=period_end, bill_frequency=draft.frequency, bill_frequency_interval=draft.interval,
+                        status=BillStatus.PENDING.value, locked=False, total=rated_total, bill_job_id=job.id,
+                        version=1, approved_by=None, approved_at=None, locked_at=None,
+                        created_by=job.created_by, calculated_at=now, created_at=now, modified_at=now,
+                    ))
+                    lines.extend(_numbered(bill_id, draft.lines))
+                    events.append(("billing.bill.created", account.id, bill_id, {"status": BillStatus.PENDING.value}))
+                    bill_ids.append(bill_id)
+                    continue
+                if refusal(bill.id, bill.status, bill.locked, action) is not None:
+                    continue  # approved bills are final to a bill job, locked ones to everything
+                bill_ids.append(bill.id)
+                current = stored_lines.get(bill.id, [])
+                rated = [line for line in current if not bills.is_manual(line)]
+                if _same_lines(rated, draft.lines):
+                    continue
+                manual = [line for line in current if bills.is_manual(line)]
+                bills.archive(session, bill, current, now)
+                replaced.extend(line.id for line in rated)
+                bill.status = BillStatus.PENDING
+                bill.approved_at = None
+                bill.approved_by = None
+                bill.version += 1
+                bill.bill_job_id = job.id
+                bill.calculated_at = now
+                bill.modified_at = now
+                bill.total = rated_total + sum((line.subtotal for line in manual), Decimal(0))
+                lines.extend(_numbered(bill.id, draft.lines))
+                for sequence, line in enumerate(manual, start=len(draft.lines) + 1):
+                    line.sequence_number = sequence  # after the rated lines, as they were
+                events.append(("billing.bill.updated", account.id, bill.id, {"status": BillStatus.PENDING.value}))
+        for ids in in_lists(replaced):
+            session.execute(delete(BillLineItem).where(BillLineItem.id.in_(ids)))
+        bulk_insert(session, Bill, new_bills)
+        bulk_insert(session, BillLineItem, lines)
+        record_events(session, self.org_id, events)
+        return bill_ids
+
+    def _existing_bills(self, session: Session, accounts: list[_Account],
+                        drafts: dict[str, dict[tuple[datetime, str], _BillDraft]]) -> dict[BillKey, Bill]:
         period_ends = sorted({end for account_drafts in drafts.values() for end, _ in account_drafts})
-        existing: dict[tuple[str, datetime, str], Bill] = {}
+        existing: dict[BillKey, Bill] = {}
         if period_ends:
             for ids in in_lists([a.id for a in accounts if drafts[a.id]]):
                 for stored in session.scalars(select(Bill).where(
                         Bill.organization_id == self.org_id, Bill.account_id.in_(ids),
                         Bill.period_end.in_(period_ends))):
                     existing[stored.account_id, stored.period_end, stored.currency] = stored
-        new_bills: list[dict[str, Any]] = []
-        recalculated: list[str] = []
-        lines: list[dict[str, Any]] = []
-        events: list[tuple[str, str | None, str | None, dict[str, Any]]] = []
-        bill_ids: list[str] = []
-        for account in accounts:
-            for (period_end, currency), draft in sorted(drafts[account.id].items()):
-                total = sum((line["subtotal"] for line in draft.lines), Decimal(0))
-                bill = existing.get((account.id, period_end, currency))
-                if bill is not None and (bill.status != PENDING or bill.locked):
-                    continue  # approved bills are final: late usage does not change them
-                if bill is None:
-                    bill_id = new_id()
-                    new_bills.append(dict(
-                        id=bill_id, organization_id=self.org_id, account_id=account.id,
-                        account_code=account.code, currency=currency, period_start=draft.full_start,
-                        period_end=period_end, bill_frequency=draft.frequency, bill_frequency_interval=draft.interval,
-                        status=PENDING, locked=False, total=total, bill_job_id=job.id, version=1,
-                        approved_by=None, approved_at=None, locked_at=None,
-                        created_by=job.created_by, calculated_at=now, created_at=now, modified_at=now,
-                    ))
-                else:
-                    bill_id = bill.id
-                    recalculated.append(bill_id)
-                    bill.version += 1
-                    bill.bill_job_id = job.id
-                    bill.calculated_at = now
-                    bill.modified_at = now
-                    bill.total = total
-                lines.extend({"id": new_id(), "bill_id": bill_id, "sequence_number": sequence, **line}
-                             for sequence, line in enumerate(draft.lines, start=1))
-                events.append(("billing.bill.created" if bill is None else "billing.bill.updated", account.id,
-                               bill_id, {"status": PENDING}))
-                bill_ids.append(bill_id)
-        for ids in in_lists(recalculated):
-            session.execute(delete(BillLineItem).where(BillLineItem.bill_id.in_(ids)))
-        bulk_insert(session, Bill, new_bills)
-        bulk_insert(session, BillLineItem, lines)
-        record_events(session, self.org_id, events)
-        return bill_ids
+        return existing
+
+    def _named_bills(self, session: Session, job: BillJob) -> dict[BillKey, Bill]:
+        """A recalculation's bills, locked until it commits (a bill deleted meanwhile is simply gone)."""
+        return {(b.account_id, b.period_end, b.currency): b for b in session.scalars(
+            select(Bill).where(Bill.organization_id == self.org_id, Bill.id.in_(job.bill_ids))
+            .order_by(Bill.id).with_for_update())}
+
+
+BillKey = tuple[str, datetime, str]  # account, period end, currency
+# What makes two rated lines the same line: a recalculation that changes none of these changes nothing.
+_COMPARED = ("line_item_type", "description", "quantity", "unit", "subtotal", "average_unit_price",
+             "service_period_start", "service_period_end", "references", "bands")
+
+
+def _same_lines(stored: list[BillLineItem], drafted: list[dict[str, Any]]) -> bool:
+    return len(stored) == len(drafted) and all(
+        getattr(old, name) == new[name] for old, new in zip(stored, drafted, strict=True) for name in _COMPARED)
+
+
+def _numbered(bill_id: str, drafted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": new_id(), "bill_id": bill_id, "sequence_number": sequence, **line}
+            for sequence, line in enumerate(drafted, start=1)]
 
 
 def _row(line: rating.RatedLine, refs: dict[str, Any]) -> dict[str, Any]:

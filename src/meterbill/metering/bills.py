@@ -1,4 +1,4 @@
-"""Bills: listing, approval, locking and their m3ter wire shape."""
+"""Bills: listing, approval, locking, earlier versions and their m3ter wire shape."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from typing import Any
 from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import utcnow
-from meterbill.core.errors import InvalidInput, InvalidState, NotFound
+from meterbill.core.db import in_lists, new_id, utcnow
+from meterbill.core.errors import InvalidInput, NotFound
+from meterbill.metering.billstatus import BillAction, BillStatus, require
 from meterbill.metering.events import record_event
-from meterbill.metering.models import Bill, BillJob, BillLineItem, ConfigEntity
+from meterbill.metering.models import Bill, BillJob, BillLineItem, BillVersion, ConfigEntity
 from meterbill.metering.paging import first_rows, keyset_page
 
-PENDING, APPROVED = "PENDING", "APPROVED"
+# Credit and debit line items: made by hand on a PENDING bill, kept when the bill is recalculated.
+CREDIT_MEMO, DEBIT_MEMO = "CREDIT_MEMO", "DEBIT_MEMO"
+MANUAL_LINE_TYPES = (CREDIT_MEMO, DEBIT_MEMO)
 
 
 def get(session: Session, org_id: str, bill_id: str, *, for_update: bool = False) -> Bill:
@@ -73,63 +76,133 @@ def approve(session: Session, org_id: str, principal: str, bill_ids: Sequence[st
     # Locked in id order, so two approvals naming the same bills cannot deadlock.
     bills = [get(session, org_id, bill_id, for_update=True) for bill_id in sorted(set(bill_ids))]
     for bill in bills:
-        if bill.locked:
-            raise InvalidState(f"bill {bill.id} is locked", param="billIds")
-        if bill.status != PENDING:
-            raise InvalidState(
-                f"bill {bill.id} is already {bill.status}; only PENDING bills can be approved "
-                "(nothing was changed)",
-                param="billIds",
-            )
+        require(bill.id, bill.status, bill.locked, BillAction.APPROVE, param="billIds")
     now = utcnow()
     for bill in bills:
-        bill.status = APPROVED
+        bill.status = BillStatus.APPROVED
         bill.approved_by = principal
         bill.approved_at = now
-        bill.version += 1
-        bill.modified_at = now
+        touch(bill, now)
         record_event(session, org_id, "billing.bill.updated", account_id=bill.account_id, resource_id=bill.id,
-                     data={"status": APPROVED})
+                     data={"status": BillStatus.APPROVED.value})
     session.flush()
     return bills
 
 
 def set_status(session: Session, org_id: str, principal: str, bill_id: str, status: str) -> Bill:
     bill = get(session, org_id, bill_id, for_update=True)
-    if status == APPROVED:
+    if status == BillStatus.APPROVED:
         return approve(session, org_id, principal, [bill_id])[0]
-    if bill.locked:
-        raise InvalidState(f"bill {bill_id} is locked")
-    if bill.status != PENDING:
-        bill.status = PENDING
-        bill.approved_at = None
-        bill.approved_by = None
-        bill.version += 1
-        bill.modified_at = utcnow()
-        record_event(session, org_id, "billing.bill.updated", account_id=bill.account_id, resource_id=bill.id,
-                     data={"status": PENDING})
+    if bill.status == BillStatus.PENDING and not bill.locked:
+        return bill  # already there
+    require(bill.id, bill.status, bill.locked, BillAction.RETURN_TO_PENDING, param="status")
+    bill.status = BillStatus.PENDING
+    bill.approved_at = None
+    bill.approved_by = None
+    touch(bill, utcnow())
+    record_event(session, org_id, "billing.bill.updated", account_id=bill.account_id, resource_id=bill.id,
+                 data={"status": BillStatus.PENDING.value})
     return bill
 
 
 def lock(session: Session, org_id: str, bill_id: str) -> Bill:
     bill = get(session, org_id, bill_id, for_update=True)
-    if bill.status != APPROVED:
-        raise InvalidState(f"bill {bill_id} must be approved before it is locked")
+    require(bill.id, bill.status, bill.locked, BillAction.LOCK)
     if not bill.locked:
         bill.locked = True
         bill.locked_at = utcnow()
-        bill.version += 1
-        bill.modified_at = bill.locked_at
+        touch(bill, bill.locked_at)
     return bill
 
 
 def delete(session: Session, org_id: str, bill_id: str) -> Bill:
     bill = get(session, org_id, bill_id, for_update=True)
-    if bill.status != PENDING or bill.locked:
-        raise InvalidState(f"bill {bill_id} is {bill.status.lower()}; only pending bills can be deleted")
+    require(bill.id, bill.status, bill.locked, BillAction.DELETE)
     record_event(session, org_id, "billing.bill.deleted", account_id=bill.account_id, resource_id=bill.id, data={})
     session.delete(bill)
     return bill
+
+
+def touch(bill: Bill, now: datetime) -> None:
+    """Every change to a bill is a new version of it (m3ter's optimistic locking counter)."""
+    bill.version += 1
+    bill.modified_at = now
+
+
+def lines_by_bill(session: Session, bill_ids: Sequence[str]) -> dict[str, list[BillLineItem]]:
+    """Each bill's lines in line order, for many bills at once."""
+    found: dict[str, list[BillLineItem]] = {}
+    for ids in in_lists(list(bill_ids)):
+        for line in session.scalars(select(BillLineItem).where(BillLineItem.bill_id.in_(ids))
+                                    .order_by(BillLineItem.bill_id, BillLineItem.sequence_number)):
+            found.setdefault(line.bill_id, []).append(line)
+    return found
+
+
+def is_manual(line: BillLineItem) -> bool:
+    return line.line_item_type in MANUAL_LINE_TYPES
+
+
+def archive(session: Session, bill: Bill, lines: Sequence[BillLineItem], now: datetime) -> None:
+    """Keep the bill's lines and total as they are now, before a recalculation replaces them."""
+    session.add(BillVersion(
+        id=new_id(), organization_id=bill.organization_id, bill_id=bill.id, version=bill.version,
+        status=bill.status, total=bill.total, calculated_at=bill.calculated_at, approved_at=bill.approved_at,
+        superseded_at=now, lines=[_frozen(line) for line in lines],
+    ))
+
+
+_FROZEN_DECIMALS = ("quantity", "average_unit_price", "subtotal")
+_FROZEN_TIMES = ("service_period_start", "service_period_end")
+_FROZEN_AS_IS = ("id", "sequence_number", "line_item_type", "description", "unit", "references", "bands")
+
+
+def _frozen(line: BillLineItem) -> dict[str, Any]:
+    return {
+        **{name: getattr(line, name) for name in _FROZEN_AS_IS},
+        **{name: format(getattr(line, name), "f") for name in _FROZEN_DECIMALS},
+        **{name: getattr(line, name).isoformat() for name in _FROZEN_TIMES},
+    }
+
+
+def _thawed(bill_id: str, row: dict[str, Any]) -> BillLineItem:
+    return BillLineItem(
+        bill_id=bill_id,
+        **{name: row[name] for name in _FROZEN_AS_IS},
+        **{name: Decimal(row[name]) for name in _FROZEN_DECIMALS},
+        **{name: datetime.fromisoformat(row[name]) for name in _FROZEN_TIMES},
+    )
+
+
+def render_versions(session: Session, bill: Bill) -> dict[str, Any]:
+    """GET /bills/{id}/versions (a meterbill extension): every earlier calculation, oldest first,
+    then the bill as it is now; each with its lines and total."""
+    earlier = session.scalars(select(BillVersion).where(
+        BillVersion.organization_id == bill.organization_id, BillVersion.bill_id == bill.id,
+    ).order_by(BillVersion.version))
+    data = [
+        _version_wire(bill, v.version, v.status, v.total, v.calculated_at, v.approved_at,
+                      [_thawed(bill.id, row) for row in v.lines], superseded_at=v.superseded_at)
+        for v in earlier
+    ]
+    data.append(_version_wire(bill, bill.version, bill.status, bill.total, bill.calculated_at, bill.approved_at,
+                              lines_of(session, bill.id), superseded_at=None))
+    return {"billId": bill.id, "data": data}
+
+
+def _version_wire(bill: Bill, version: int, status: str, total: Decimal, calculated_at: datetime,
+                  approved_at: datetime | None, lines: list[BillLineItem], *,
+                  superseded_at: datetime | None) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "billId": bill.id, "version": version, "status": status, "current": superseded_at is None,
+        "billTotal": total, "currency": bill.currency, "lastCalculatedDate": calculated_at,
+        "lineItems": [render_line(bill, line) for line in lines],
+    }
+    if approved_at is not None:
+        wire["dtApproved"] = approved_at
+    if superseded_at is not None:
+        wire["dtSuperseded"] = superseded_at
+    return wire
 
 
 def list_page(
@@ -250,7 +323,7 @@ def render_job(job: BillJob) -> dict[str, Any]:
         "accountIds": job.account_ids or [],
         "billIds": job.bill_ids,
         "status": job.status,
-        "type": "CREATE",
+        "type": job.job_type,
         "timezone": "UTC",
         "total": job.total,
         "pending": job.pending,

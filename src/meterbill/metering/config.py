@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session, aliased
 
 from meterbill.core.db import new_id, utcnow
@@ -219,6 +219,7 @@ def list_page(
     page_size: int = DEFAULT_PAGE_SIZE,
     next_token: str | None = None,
     active_on: datetime | None = None,
+    unarchived_only: bool = False,
 ) -> tuple[list[ConfigEntity], str | None]:
     """One page in id order; the token is the last id returned (keyset pagination:
     every entity appears exactly once even while others are created)."""
@@ -231,6 +232,8 @@ def list_page(
         query = query.where(ConfigEntity.unique_key.in_(codes))
     for doc_field, values in (filters or {}).items():
         query = query.where(ConfigEntity.document[doc_field].as_string().in_(values))
+    if unarchived_only:
+        query = query.where(ConfigEntity.document["archived"].as_boolean() == false())
     for (doc_field, kind, other_field), values in (via or {}).items():
         other = aliased(ConfigEntity)
         query = query.where(ConfigEntity.document[doc_field].as_string().in_(
@@ -510,6 +513,9 @@ RESOURCES: dict[str, Resource] = {
             "webhook", "integrationdestinations/webhooks", "webhook destination", schemas.WebhookBody,
             secrets=(("credentials", "secret"),), render_extras=_webhook_credentials_wire,
         ),
+        *(Resource(kind, f"picklists/{path}", label, schemas.ReasonBody, list_params=("archived", "codes", "ids"))
+          for kind, path, label in (("credit_reason", "creditreasons", "credit reason"),
+                                    ("debit_reason", "debitreasons", "debit reason"))),
         Resource(
             "external_mapping", "externalmappings", "external mapping", schemas.ExternalMappingBody,
             unique_key=_mapping_key, check=_check_mapping,

@@ -82,6 +82,8 @@ class BillJob(Base):
     organization_id: Mapped[str] = mapped_column(String(36), index=True)
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20))
+    # CREATE bills every ended period; RECALCULATE rates again the bills it names (bill_ids).
+    job_type: Mapped[str] = mapped_column(String(20), default="CREATE")
     bill_date: Mapped[date] = mapped_column(Date)
     account_ids: Mapped[list[str] | None] = mapped_column(JSONDocument)
     bill_ids: Mapped[list[str]] = mapped_column(JSONDocument)
@@ -144,6 +146,35 @@ class BillLineItem(Base):
     # References to configuration: plan, product, aggregation, pricing, account plan.
     references: Mapped[dict[str, Any]] = mapped_column(JSONText)
     bands: Mapped[list[dict[str, Any]]] = mapped_column(JSONText)
+    # Only credit and debit line items (made by hand, each an m3ter resource of its own) carry
+    # these; rated lines are the bill's and are replaced whole when it is recalculated.
+    version: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    modified_by: Mapped[str | None] = mapped_column(String(100))
+    modified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BillVersion(Base):
+    """A bill's lines and total as they were before a recalculation changed them: what was approved
+    (or shown) at `version`, kept so users and the connector can see what changed."""
+
+    __tablename__ = "metering_bill_versions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(36))
+    bill_id: Mapped[str] = mapped_column(ForeignKey("metering_bills.id", ondelete="CASCADE"))
+    # The bill's version while it had these lines (the last one, if approval or a lock moved it on).
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    total: Mapped[Decimal] = mapped_column(ExactDecimal)
+    calculated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    superseded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The line item rows, numbers as decimal text and times as ISO 8601.
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONText)
+
+    __table_args__ = (Index("ix_metering_bill_versions_bill", "organization_id", "bill_id", "version"),)
 
 
 class MeteringEvent(Base):

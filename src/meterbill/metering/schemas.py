@@ -347,6 +347,42 @@ class ApproveBillsBody(BaseModel):
     bill_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
 
 
+class RecalculateBillsBody(WireModel):
+    bill_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class ManualLineBody(WireModel):
+    """A credit or debit line item, as the m3ter SDK sends one (create and update alike)."""
+
+    accounting_product_id: Id
+    amount: Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=Decimal("1e15"))]
+    description: Annotated[str, Field(min_length=1, max_length=500)]
+    product_id: Id
+    referenced_bill_id: Id
+    referenced_line_item_id: Id
+    service_period_start_date: Timestamp
+    service_period_end_date: Timestamp
+    amount_to_apply_on_bill: Amount | None = None
+    line_item_type: Annotated[str, Field(max_length=40)] | None = None
+    reason_id: Id | None = None
+
+
+class CreditLineBody(ManualLineBody):
+    credit_reason_id: Id | None = None
+
+
+class DebitLineBody(ManualLineBody):
+    debit_reason_id: Id | None = None
+
+
+class ReasonBody(WireModel):
+    """A credit or debit reason (m3ter's picklists)."""
+
+    name: Name
+    code: Code | None = None
+    archived: bool = False
+
+
 class BillStatusBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

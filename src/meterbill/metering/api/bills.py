@@ -1,4 +1,5 @@
-"""Bill jobs and bills: /billjobs, /bills, approval, locking, line items."""
+"""Bill jobs and bills: /billjobs, /bills, approval, locking, recalculation, line items and a bill's
+earlier versions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import billrun, bills, schemas
 from meterbill.metering.auth import CallerDep
+from meterbill.metering.billstatus import BillStatus
 from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
 from meterbill.metering.models import BillJob
 from meterbill.metering.paging import page_body
@@ -48,6 +50,12 @@ def _no_additional_fields(query: ListQuery) -> None:
         raise InvalidInput(f"additional: bills have no additional field {wanted[0]}", param="additional")
 
 
+@router.post("/billjobs/recalculate", summary="Recalculate bills")
+def recalculate_bills(body: schemas.RecalculateBillsBody, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    job = billrun.create_recalculation_job(session, caller.org_id, caller.principal, body.bill_ids)
+    return ExactJSONResponse(bills.render_job(job))
+
+
 @router.get("/billjobs", summary="List bill jobs", openapi_extra=BILL_JOB_LIST.openapi)
 def list_bill_jobs(
     caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, BILL_JOB_LIST.depends]
@@ -80,7 +88,7 @@ def list_bills(
         page_size=query.page_size,
         next_token=query.next_token,
         account_id=query.text("accountId"),
-        status=query.choice("status", (bills.PENDING, bills.APPROVED)),
+        status=query.choice("status", tuple(BillStatus)),
         bill_job_id=query.text("billJobId"),
         ids=query.values("ids"),
         locked=query.flag("locked"),
@@ -164,3 +172,9 @@ def retrieve_line_item(
         if line.id == id:
             return ExactJSONResponse(bills.render_line(bill, line))
     raise NotFound(f"line item {id} not found on bill {billId}")
+
+
+@router.get("/bills/{id}/versions", summary="A bill's earlier versions and the current one (meterbill extension)")
+def bill_versions(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    return ExactJSONResponse(bills.render_versions(session, bills.get(session, caller.org_id, id)))
+

@@ -64,6 +64,8 @@ def _add_routes(resource: Resource) -> None:
             page_size=query.page_size,
             next_token=query.next_token,
             active_on=active_on,
+            # m3ter: archived=false leaves archived entities out; true (or no filter) lists them too.
+            unarchived_only="archived" in resource.list_params and query.flag("archived") is False,
         )
         return ExactJSONResponse(page(resource, entities, token))
 
