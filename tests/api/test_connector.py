@@ -317,3 +317,38 @@ def test_mappings_refuse_unknown_item_prices_and_targets(server, tenant):
     (mapping,) = story.m3.external_mappings.list_by_external_entity(
         "basic-usd", system="Chargebee", external_table="ItemPrice").data
     assert mapping.m3ter_id == story.basic.id  # the earlier mapping is untouched
+
+
+def test_a_bill_recalculated_after_approval_is_pushed_only_once_approved_again(server, tenant):
+    """Approved before the subscription has a pending invoice, the bill's push waits; recalculated
+    meanwhile (back to PENDING), it is not pushed when the invoice appears; approved again, its new
+    lines are."""
+    story = Story(server, tenant)
+    story.cb.Subscription.create_with_items("cust_1", {
+        "id": "sub_1", "subscription_items": [{"item_price_id": "basic-usd"}], "create_pending_invoices": True})
+    wait_for(story.account_plans)
+    story.usage("u1", "2024-01-05T10:00:00Z", 900)
+    story.usage("u2", "2024-01-20T10:00:00Z", 700)
+    (bill,) = story.bill("2024-02-01")
+    assert Decimal(str(bill.bill_total)) == Decimal("13.00")  # 1000 * 0.01 + 600 * 0.005
+    story.m3.bills.approve(bill_ids=[bill.id])
+    wait_for(lambda: any(e["action"] == "push_bill" and e["status"] == "waiting" for e in story.sync_log()))
+
+    story.usage("u3", "2024-01-25T10:00:00Z", 400)  # late
+    job = story.m3.bill_jobs.recalculate(bill_ids=[bill.id])
+    wait_for(lambda: story.m3.bill_jobs.retrieve(id=job.id).status == "COMPLETE")
+    recalculated = story.m3.bills.retrieve(id=bill.id)
+    assert recalculated.status == "PENDING"
+    assert Decimal(str(recalculated.bill_total)) == Decimal("15.00")  # 1000 * 0.01 + 1000 * 0.005
+
+    story.cb.TimeMachine.travel_forward("delorean", {"destination_time": ts(2024, 2, 1, 0, 0, 1)})
+    (pending,) = [i for i in story.invoices() if i.status == "pending"]
+    wait_for(lambda: any(e["action"] == "push_bill" and e["status"] == "skipped" and bill.id in e["message"]
+                         for e in story.sync_log()))
+    time.sleep(3)  # a poll or a retry later, still nothing pushed
+    unpushed = story.cb.Invoice.retrieve(pending.id).invoice
+    assert (unpushed.status, unpushed.total) == ("pending", 2000)  # Basic for February only
+
+    story.m3.bills.approve(bill_ids=[bill.id])
+    invoice = wait_for(lambda: (i := story.cb.Invoice.retrieve(pending.id).invoice).status != "pending" and i)
+    assert invoice.total == 3500  # 2000 (Basic, February) + 1500 (the recalculated usage of January)
