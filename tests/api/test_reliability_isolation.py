@@ -115,6 +115,13 @@ def _metering_resources(server, tenant: dict[str, str]) -> dict[str, str]:
     job = run_bill_job(client, timeout=30)
     (bill_id,) = job.bill_ids
     line = next(iter(client.bills.line_items.list(bill_id)))
+    credit_reason = client.credit_reasons.create(name="Goodwill")
+    debit_reason = client.debit_reasons.create(name="Late fee")
+    correction = dict(amount=1, description="Correction", accounting_product_id=product.id, product_id=product.id,
+                      referenced_bill_id=bill_id, referenced_line_item_id=line.id,
+                      service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+    credit_line = client.bills.credit_line_items.create(bill_id, credit_reason_id=credit_reason.id, **correction)
+    debit_line = client.bills.debit_line_items.create(bill_id, debit_reason_id=debit_reason.id, **correction)
     upload = client.usage.file_uploads.generate_upload_url(content_length=10, content_type="application/json",
                                                            file_name="m.jsonl")
     event = next(iter(client.events.list()))
@@ -123,7 +130,9 @@ def _metering_resources(server, tenant: dict[str, str]) -> dict[str, str]:
         "compoundaggregations": compound.id, "plantemplates": template.id, "plans": plan.id,
         "pricings": pricing.id, "accounts": account.id, "accountplans": account_plan.id, "webhooks": webhook.id,
         "externalmappings": mapping.id, "billjobs": job.id, "bills": bill_id, "lineitems": line.id,
-        "events": event.id, "jobs": upload.job_id, "externalId": external_id, "m3terId": account.id,
+        "events": event.id, "jobs": upload.job_id, "creditreasons": credit_reason.id,
+        "debitreasons": debit_reason.id, "creditlineitems": credit_line.id, "debitlineitems": debit_line.id,
+        "externalId": external_id, "m3terId": account.id,
         "accountId": account.id, "billId": bill_id, "jobId": upload.job_id, "m3ter_email": email,
     }
 

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 
 from meterbill.core.money import is_known_currency
+from meterbill.metering.billstatus import BillStatus
 
 MIN_YEAR, MAX_YEAR = 1970, 2200
 CODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,199}$"
@@ -386,7 +387,7 @@ class ReasonBody(WireModel):
 class BillStatusBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["PENDING", "APPROVED"]
+    status: BillStatus
 
 
 class UsageAggregation(BaseModel):
