@@ -219,3 +219,25 @@ def test_credit_and_debit_lines_change_the_total_by_their_amounts_and_survive_re
     recalculate(client, bill.id)
     after = client.bills.retrieve(id=bill.id)
     assert (after.version, money(after.bill_total)) == (before.version, Decimal("104.00"))
+
+
+@pytest.mark.parametrize("resource", ["credit_reasons", "debit_reasons"])
+def test_credit_and_debit_reasons_crud_and_archived_filter(client, resource):
+    reasons = getattr(client, resource)
+    kept = reasons.create(name="Goodwill", code=code("goodwill"))
+    old = reasons.create(name="Old reason", code=code("old"), archived=True)
+    assert (kept.version, kept.archived, old.archived) == (1, False, True)
+    assert reasons.retrieve(id=kept.id).name == "Goodwill"
+    with pytest.raises(m3ter.ConflictError):  # a stale version
+        reasons.update(id=kept.id, name="Service credit", version=7)
+    renamed = reasons.update(id=kept.id, name="Service credit", code=kept.code, version=1)
+    assert (renamed.name, renamed.version) == ("Service credit", 2)
+    assert {r.id for r in reasons.list()} == {kept.id, old.id}
+    assert {r.id for r in reasons.list(archived=True)} == {kept.id, old.id}  # true includes the archived
+    assert [r.id for r in reasons.list(archived=False)] == [kept.id]
+    assert [r.id for r in reasons.list(codes=[old.code])] == [old.id]
+    with pytest.raises(m3ter.ConflictError):  # codes are unique in an organization
+        reasons.create(name="Again", code=kept.code)
+    assert reasons.delete(id=old.id).id == old.id
+    with pytest.raises(m3ter.NotFoundError):
+        reasons.retrieve(id=old.id)
