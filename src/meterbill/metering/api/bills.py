@@ -176,5 +176,11 @@ def retrieve_line_item(
 
 @router.get("/bills/{id}/versions", summary="A bill's earlier versions and the current one (meterbill extension)")
 def bill_versions(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    """`{"billId", "data": [...]}`: one entry for each calculation of the bill that a recalculation
+    replaced, oldest first, then the bill as it is now (`current: true`). Each entry has `version`
+    (the bill's version while it had those lines), `status`, `billTotal`, `currency`,
+    `lastCalculatedDate`, `dtApproved` (if it was approved), `dtSuperseded` (not on the current one)
+    and `lineItems` in the shape of the bill's own line items. A recalculation that changes no rated
+    line makes no entry."""
     return ExactJSONResponse(bills.render_versions(session, bills.get(session, caller.org_id, id)))
 
