@@ -23,6 +23,7 @@ from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_f
 from meterbill.core.db import must_get, utcnow
 from meterbill.core.errors import AuthenticationFailed, DomainError, InvalidState, NotFound
 from meterbill.metering import bills as metering_bills
+from meterbill.metering.billstatus import BillStatus
 from meterbill.metering.config import all_of, find_by_key
 from meterbill.metering.models import Bill, BillLineItem, ConfigEntity
 
@@ -64,7 +65,7 @@ def dashboard(request: Request, console: ConsoleDep) -> Response:
         mrr: dict[str, int] = {}
         for sub in live:  # one figure per currency: amounts in different currencies never add up
             mrr[sub.currency_code] = mrr.get(sub.currency_code, 0) + int(subscriptions.render(db, site, sub)["mrr"])
-        pending = _bills(db, console.org_id, "PENDING")
+        pending = _bills(db, console.org_id, BillStatus.PENDING)
         problems = synclog.open_problems(db, console.integration_id)
         cards: list[tuple[str, str | int]] = [(f"MRR ({currency})", formatting.money(amount, currency))
                  for currency, amount in sorted(mrr.items())] or [("MRR", "0")]
