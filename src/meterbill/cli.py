@@ -179,21 +179,43 @@ def _seed_demo(base: str, credentials) -> None:
 def worker(database_url: DatabaseUrl = None) -> None:
     """Drain the outbox (webhooks, connector calls, bill runs) until stopped."""
     from meterbill.app import build_worker
+    from meterbill.cli_errors import USAGE, CliError
+    from meterbill.metering import store
 
     settings = _settings(database_url)
+    if store.is_chdb_url(settings.measurement_store):
+        # Decided by the URL alone: the worker must not wait for (or take) the folder `serve` holds.
+        raise CliError("a chDB measurement store (METERBILL_MEASUREMENT_STORE=chdb:///...) opens in one process "
+                       "only: run `meterbill serve` alone, whose embedded worker does this work, or use a "
+                       "ClickHouse server (clickhouse://...) to run separate workers", USAGE)
     runtime = _runtime(settings)
     outbox_worker = build_worker(runtime)
     signal.signal(signal.SIGTERM, lambda *_: outbox_worker.stop())
     signal.signal(signal.SIGINT, lambda *_: outbox_worker.stop())
-    outbox_worker.run_forever()
+    store.configure(settings.measurement_store)
+    try:
+        outbox_worker.run_forever()
+    finally:
+        store.release()
 
 
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
-    """Apply every pending migration."""
+    """Apply every pending migration, to the main database and to the measurement store if it is another."""
+    from meterbill.metering.store import open_store
+    from meterbill.settings import masked_url
+
     settings = _settings(database_url)
     upgrade(settings.database_url)
     err.print("database is up to date")
+    if settings.measurement_store:
+        store = open_store(settings.measurement_store)
+        try:
+            applied = store.migrate()
+        finally:
+            store.close()
+        done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
+        err.print(f"measurement store {masked_url(settings.measurement_store)} is up to date ({done})")
 
 
 @tenants_app.command("create")
