@@ -461,9 +461,11 @@ def connector_retry(entry_id: Annotated[str, typer.Argument(help="a retryable sy
 
 
 from meterbill.cli_mappings import mappings_app  # noqa: E402 - registered after the app it joins
+from meterbill.cli_store import store_app  # noqa: E402 - registered after the app it joins
 from meterbill.cli_webhooks import webhooks_app  # noqa: E402 - registered after the app it joins
 
 app.add_typer(mappings_app, name="mappings")
+app.add_typer(store_app, name="store")
 app.add_typer(webhooks_app, name="webhooks")
 
 
