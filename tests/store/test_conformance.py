@@ -731,6 +731,40 @@ def test_has_measurements_by_meter_and_account(adapter: StoreUnderTest) -> None:
 # -- concurrency -----------------------------------------------------------------------------------
 
 
+def race(writers: Sequence[Callable[[], None]], background: Callable[[], None]) -> int:
+    """Each writer in a thread of its own while another thread runs `background` over and over until
+    they are all done; re-raises what any of them raised, and answers how often `background` ran."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+    runs = 0
+
+    def guarded(work: Callable[[], None], repeat: bool) -> None:
+        nonlocal runs
+        try:
+            while True:
+                work()
+                if not repeat:
+                    return
+                runs += 1
+                if done.is_set():
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    repeating = threading.Thread(target=guarded, args=(background, True))
+    repeating.start()
+    threads = [threading.Thread(target=guarded, args=(writer, False)) for writer in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    repeating.join()
+    if errors:
+        raise errors[0]
+    return runs
+
+
 def test_ingest_racing_background_work_loses_and_doubles_nothing(adapter: StoreUnderTest) -> None:
     """Writers commit out of id order (each holds its unit open a moment after ingesting, some
     roll back) while another thread runs the background work over and over."""
@@ -754,44 +788,19 @@ def test_ingest_racing_background_work_loses_and_doubles_nothing(adapter: StoreU
             if not fails:
                 stored.update({x.uid: x for x in batch})
         plans.append(plan)
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
     def write(plan: list[tuple[list[NewMeasurement], bool, float]]) -> None:
-        try:
-            for batch, fails, pause in plan:
-                try:
-                    with adapter.unit() as store:
-                        store.ingest(org, batch)
-                        time.sleep(pause)
-                        if fails:
-                            raise Abandon
-                except Abandon:
-                    pass
-        except BaseException as exc:
-            errors.append(exc)
+        for batch, fails, pause in plan:
+            try:
+                with adapter.unit() as store:
+                    store.ingest(org, batch)
+                    time.sleep(pause)
+                    if fails:
+                        raise Abandon
+            except Abandon:
+                pass
 
-    passes = 0
-
-    def background() -> None:
-        nonlocal passes
-        try:
-            while not stop.is_set():
-                adapter.run_background_work()
-                passes += 1
-        except BaseException as exc:
-            errors.append(exc)
-
-    roller = threading.Thread(target=background)
-    roller.start()
-    threads = [threading.Thread(target=write, args=(plan,)) for plan in plans]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    stop.set()
-    roller.join()
-    assert errors == []
+    passes = race([lambda plan=plan: write(plan) for plan in plans], adapter.run_background_work)
     assert passes >= 2, "the background work never ran while the writers did"
 
     expected: dict[tuple[str, str, str], Totals] = {}
@@ -878,45 +887,27 @@ def test_a_scan_racing_writers_never_skips_a_measurement_committed_late(own_adap
     reader scans on from its cursor over and over: once they are done, one more scan from the cursor
     brings the rest, and together the scans passed every measurement exactly once."""
     org, writers, batches = new_org(), 3, 8
-    errors: list[BaseException] = []
-    done = threading.Event()
     written: list[tuple[str, NewMeasurement]] = []
 
     def write(writer: int) -> None:
         rng = random.Random(writer)
-        try:
-            for b in range(batches):
-                batch = [m(f"r{writer}-{b}-{n}", "2024-04-01 10:00", calls=str(n)) for n in range(20)]
-                with own_adapter.unit() as store:
-                    store.ingest(org, batch)
-                    time.sleep(rng.random() * 0.02)
-                written.extend((org, x) for x in batch)
-        except BaseException as exc:
-            errors.append(exc)
+        for b in range(batches):
+            batch = [m(f"r{writer}-{b}-{n}", "2024-04-01 10:00", calls=str(n)) for n in range(20)]
+            with own_adapter.unit() as store:
+                store.ingest(org, batch)
+                time.sleep(rng.random() * 0.02)
+            written.extend((org, x) for x in batch)
 
     seen: list[tuple[str, NewMeasurement]] = []
     cursor: str | None = None
 
     def read() -> None:
         nonlocal cursor
-        try:
-            while not done.is_set():
-                with own_adapter.unit() as store:
-                    rows, cursor = scan_all(store, cursor, 7)
-                seen.extend(rows)
-        except BaseException as exc:
-            errors.append(exc)
+        with own_adapter.unit() as store:
+            rows, cursor = scan_all(store, cursor, 7)
+        seen.extend(rows)
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done.set()
-    reader.join()
-    assert errors == []
+    race([lambda writer=writer: write(writer) for writer in range(writers)], read)
     with own_adapter.unit() as store:
         seen.extend(scan_all(store, cursor, 7)[0])
     assert as_set(seen) == as_set(written)
