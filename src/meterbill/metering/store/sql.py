@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, bindparam, event, select, text, tuple_
+from sqlalchemy import Engine, Text, bindparam, cast, event, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -205,17 +205,29 @@ class SqlMeasurementStore:
         # (Above it, a batch that took lower ids than one already committed may still be in flight.)
         last = int(after) if after is not None else 0
         through = watermark(self.session)
-        rows = self.session.execute(
-            select(StoredMeasurement.id, MeasurementSeries.organization_id, MeasurementSeries.meter_id,
-                   MeasurementSeries.account_id, StoredMeasurement.uid, StoredMeasurement.ts, StoredMeasurement.ets,
-                   StoredMeasurement.dimensions, StoredMeasurement.measures)
-            .join(MeasurementSeries, MeasurementSeries.id == StoredMeasurement.series_id)
-            .where(StoredMeasurement.id > last, StoredMeasurement.id <= through)
-            .order_by(StoredMeasurement.id).limit(limit)).all()
-        found = [(org_id, NewMeasurement(uid=uid, meter_id=meter_id, account_id=account_id, ts=ts, ets=ets,
-                                         dimensions=dimensions or {}, micros=measures or {}))
-                 for _, org_id, meter_id, account_id, uid, ts, ets, dimensions, measures in rows]
-        return found, (str(rows[-1][0]) if rows else None)
+        while last < through:
+            # A range of at most `limit` ids rather than ORDER BY id LIMIT, which a join may turn into a
+            # sort of everything after the cursor. (Ids have gaps: a duplicate or a rolled-back batch
+            # takes ids too, so a range may hold fewer rows, or none.)
+            upto = min(through, last + limit)
+            rows = self.session.execute(
+                select(StoredMeasurement.id, MeasurementSeries.organization_id, MeasurementSeries.meter_id,
+                       MeasurementSeries.account_id, StoredMeasurement.uid, StoredMeasurement.ts,
+                       StoredMeasurement.ets, cast(StoredMeasurement.dimensions, Text),
+                       cast(StoredMeasurement.measures, Text))
+                .join(MeasurementSeries, MeasurementSeries.id == StoredMeasurement.series_id)
+                .where(StoredMeasurement.id > last, StoredMeasurement.id <= upto)
+                .order_by(StoredMeasurement.id)).all()
+            if rows:
+                # The JSON as text, parsed by orjson: the column type's parser (Decimal-exact floats, which
+                # these objects of texts and integers never hold) took half the time of a page.
+                return [(org_id, NewMeasurement(uid=uid, meter_id=meter_id, account_id=account_id, ts=ts, ets=ets,
+                                                dimensions=orjson.loads(dimensions) if dimensions else {},
+                                                micros=orjson.loads(measures) if measures else {}))
+                        for _, org_id, meter_id, account_id, uid, ts, ets, dimensions, measures in rows], \
+                    str(rows[-1][0])
+            last = upto
+        return [], None
 
     def census(self) -> dict[str, tuple[int, dict[tuple[str, str], int]]]:
         counts = self._run("SELECT s.organization_id, COUNT(*) FROM metering_measurements m"
