@@ -118,6 +118,9 @@ def serve(
     from meterbill.tenants import demo_tenant
 
     settings = _settings(database_url, host=host, port=port)
+    if not settings.embedded_worker:
+        _one_process_store(settings, "`meterbill serve` with METERBILL_EMBEDDED_WORKER=false (no worker could run "
+                                     "beside it)")
     # Bound before any credentials are minted: a busy port must not cost a set of valid keys.
     listener = _listen(settings.host, settings.port)
     runtime = _runtime(settings)
@@ -179,15 +182,10 @@ def _seed_demo(base: str, credentials) -> None:
 def worker(database_url: DatabaseUrl = None) -> None:
     """Drain the outbox (webhooks, connector calls, bill runs) until stopped."""
     from meterbill.app import build_worker
-    from meterbill.cli_errors import USAGE, CliError
     from meterbill.metering import store
 
     settings = _settings(database_url)
-    if store.is_chdb_url(settings.measurement_store):
-        # Decided by the URL alone: the worker must not wait for (or take) the folder `serve` holds.
-        raise CliError("a chDB measurement store (METERBILL_MEASUREMENT_STORE=chdb:///...) opens in one process "
-                       "only: run `meterbill serve` alone, whose embedded worker does this work, or use a "
-                       "ClickHouse server (clickhouse://...) to run separate workers", USAGE)
+    _one_process_store(settings, "`meterbill worker`")
     runtime = _runtime(settings)
     outbox_worker = build_worker(runtime)
     signal.signal(signal.SIGTERM, lambda *_: outbox_worker.stop())
@@ -197,6 +195,18 @@ def worker(database_url: DatabaseUrl = None) -> None:
         outbox_worker.run_forever()
     finally:
         store.release()
+
+
+def _one_process_store(settings: Settings, what: str) -> None:
+    """Refuse a chDB store where its one process could not do all the work. Decided by the URL alone: the
+    command must not wait for (or take) the folder `meterbill serve` holds, and needs no chdb installed."""
+    from meterbill.cli_errors import USAGE, CliError
+    from meterbill.metering.store import is_chdb_url
+
+    if is_chdb_url(settings.measurement_store):
+        raise CliError(f"a chDB measurement store (METERBILL_MEASUREMENT_STORE=chdb:///...) opens in one process "
+                       f"only, so {what} cannot use it: run `meterbill serve` alone, whose embedded worker does this "
+                       "work, or use a ClickHouse server (clickhouse://...) to run separate workers", USAGE)
 
 
 @db_app.command("upgrade")

@@ -39,14 +39,17 @@ def test_an_unknown_store_is_refused_at_start_in_one_line(tmp_path: Path, url: s
     assert not database.exists(), "nothing is started (or migrated) with a setting refused"
 
 
-def test_a_worker_refuses_a_chdb_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "embedded_worker"), [(["worker"], "true"), (["serve", "--port", "1"], "false")])
+def test_a_worker_refuses_a_chdb_store(tmp_path: Path, command: list[str], embedded_worker: str) -> None:
+    """A worker process, or a server whose embedded worker is off (so workers would have to run beside it)."""
     database = tmp_path / "main.db"
     folder = tmp_path / "chdb"
-    env = base_env(f"sqlite:///{database}", METERBILL_MEASUREMENT_STORE=f"chdb://{folder}")
-    result = meterbill("worker", env=env, cwd=tmp_path, check=False)
+    env = base_env(f"sqlite:///{database}", METERBILL_MEASUREMENT_STORE=f"chdb://{folder}",
+                   METERBILL_EMBEDDED_WORKER=embedded_worker)
+    result = meterbill(*command, env=env, cwd=tmp_path, check=False)
     assert result.returncode == 2, result.stderr
     line = one_line(result)
-    assert "chDB" in line and "meterbill serve" in line
+    assert "chDB" in line and "run `meterbill serve` alone" in line
     assert not folder.exists() and not database.exists()
 
 
