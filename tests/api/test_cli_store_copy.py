@@ -7,15 +7,21 @@ when the stores differ. The totals on the target are those the source bills and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import m3ter
+import pytest
 
 from meterbill.metering.store import NewMeasurement, open_store, unit_of_work
 from tests.api.test_metering_billing import (
@@ -40,6 +46,7 @@ from tests.support.server import ServerProcess, meterbill
 JANUARY = datetime(2024, 1, 1, tzinfo=UTC)
 FEBRUARY = datetime(2024, 2, 1, tzinfo=UTC)
 ROWS = 12_000
+OTHER_ROWS = 300
 PAGE = 200
 
 
@@ -63,42 +70,67 @@ def saved_progress(path: Path) -> int:
     return sum(int(entry["scanned"]) for entry in entries.values())
 
 
+@dataclass
+class Source:
+    """A tenant's measurements in the source, and what the source reports and bills of them."""
+
+    tenant: dict[str, str]
+    client: m3ter.M3ter
+    meter: Any
+    aggregation: Any
+    accounts: list[Any]
+    expected: dict[str, Decimal]  # account code -> January's sum of requests
+    usage: dict[str, Any]  # the usage query of those sums
+
+    def check(self) -> None:
+        """The usage query answers the sums, and the January bill of the first account prices them (by hand:
+        0.50 a request)."""
+        assert by_account(query_rows(self.client, **self.usage)) == self.expected
+        run_bill_job(self.client)
+        bill = only_bill(self.client, self.accounts[0].id)
+        assert money(usage_line(bill, self.aggregation.id).subtotal) == (
+            self.expected[self.accounts[0].code] / 2).quantize(Decimal("0.01"))
+
+
+def billed_source(server: ServerProcess, rows: int) -> Source:
+    """`rows` measurements of two accounts of one tenant through the m3ter SDK, and OTHER_ROWS of another
+    tenant's (so copies and their verification are per organization); checked once."""
+    tenant = server.create_tenant(unique_name())
+    client = m3ter_client(server, tenant)
+    product = client.products.create(code=code("prod"), name="API")
+    meter = make_meter(client, product.id)
+    aggregation = make_aggregation(client, meter.id, "SUM", "requests")
+    _, plan = make_plan(client, product.id, standing_charge=10)
+    price(client, aggregation.id, per_unit(0.5), plan_id=plan.id)
+    accounts = [make_account(client, code=code("acct")) for _ in range(2)]
+    for account in accounts:
+        subscribe(client, account.id, plan.id)
+    items = [item(meter.code, accounts[i % 2].code, i) for i in range(rows)]
+    for start in range(0, rows, 1000):
+        submit(client, *items[start:start + 1000])
+    other = m3ter_client(server, server.create_tenant(unique_name()))
+    other_meter = make_meter(other, other.products.create(code=code("prod"), name="API").id)
+    other_account = make_account(other, code=code("acct"))
+    submit(other, *[item(other_meter.code, other_account.code, i) for i in range(OTHER_ROWS)])
+    source = Source(
+        tenant, client, meter, aggregation, accounts,
+        expected={account.code: sum((requests_of(i) for i in range(rows) if i % 2 == n), Decimal(0))
+                  for n, account in enumerate(accounts)},
+        usage={"start_date": "2024-01-01T00:00:00Z", "end_date": "2024-02-01T00:00:00Z",
+               "aggregations": [{"meterId": meter.id, "fieldCode": "requests", "fieldType": "MEASURE",
+                                 "function": "SUM"}], "groups": [{"groupType": "ACCOUNT"}]})
+    source.check()
+    return source
+
+
 def test_copy_is_resumable_catches_up_and_verifies(tmp_path: Path, new_database_url: Callable[[], str]) -> None:
     server = ServerProcess(database_url=f"sqlite:///{tmp_path / 'source.db'}", workdir=tmp_path)
     server.start()
     try:
-        tenant = server.create_tenant(unique_name())
-        client = m3ter_client(server, tenant)
-        product = client.products.create(code=code("prod"), name="API")
-        meter = make_meter(client, product.id)
-        aggregation = make_aggregation(client, meter.id, "SUM", "requests")
-        _, plan = make_plan(client, product.id, standing_charge=10)
-        price(client, aggregation.id, per_unit(0.5), plan_id=plan.id)
-        accounts = [make_account(client, code=code("acct")) for _ in range(2)]
-        for account in accounts:
-            subscribe(client, account.id, plan.id)
-        items = [item(meter.code, accounts[i % 2].code, i) for i in range(ROWS)]
-        for start in range(0, ROWS, 1000):
-            submit(client, *items[start:start + 1000])
-        expected = {account.code: sum((requests_of(i) for i in range(ROWS) if i % 2 == n), Decimal(0))
-                    for n, account in enumerate(accounts)}
-        # A second organization, so the copy and its verification are per organization.
-        other_tenant = server.create_tenant(unique_name())
-        other = m3ter_client(server, other_tenant)
-        other_product = other.products.create(code=code("prod"), name="API")
-        other_meter = make_meter(other, other_product.id)
-        other_account = make_account(other, code=code("acct"))
-        submit(other, *[item(other_meter.code, other_account.code, i) for i in range(300)])
-
-        # The source's own answers: the usage query, and a bill worked out by hand.
-        usage = {"start_date": "2024-01-01T00:00:00Z", "end_date": "2024-02-01T00:00:00Z",
-                 "aggregations": [{"meterId": meter.id, "fieldCode": "requests", "fieldType": "MEASURE",
-                                   "function": "SUM"}], "groups": [{"groupType": "ACCOUNT"}]}
-        assert by_account(query_rows(client, **usage)) == expected
-        run_bill_job(client)
-        bill = only_bill(client, accounts[0].id)
-        assert money(usage_line(bill, aggregation.id).subtotal) == (expected[accounts[0].code] / 2).quantize(
-            Decimal("0.01"))
+        source = billed_source(server, ROWS)
+        tenant, client, meter, accounts, expected = (source.tenant, source.client, source.meter, source.accounts,
+                                                     source.expected)
+        total = ROWS + OTHER_ROWS
 
         target_url = new_database_url()
         cursor_file = tmp_path / "progress.json"
@@ -113,7 +145,6 @@ def test_copy_is_resumable_catches_up_and_verifies(tmp_path: Path, new_database_
         copying.send_signal(signal.SIGKILL)
         copying.wait(10)
         done_before = saved_progress(cursor_file)
-        total = ROWS + 300
         assert 0 < done_before < total, f"the copy was not interrupted mid-way ({done_before} of {total})"
 
         # Resumed: from the saved page on, not from the start; a page stored but not saved comes twice, harmlessly.
@@ -139,7 +170,7 @@ def test_copy_is_resumable_catches_up_and_verifies(tmp_path: Path, new_database_
             "the target"]
 
         # The target answers the totals the source reports and bills.
-        assert by_account(query_rows(client, **usage)) == expected
+        assert by_account(query_rows(client, **source.usage)) == expected
         ids = {account.id: account.code for account in accounts}
         target = open_store(target_url)
         try:
@@ -172,3 +203,58 @@ def test_copy_refuses_a_missing_source_and_the_same_store(tmp_path: Path) -> Non
                      check=False)
     assert same.returncode == 2 and "same store" in same.stderr
 
+
+
+CHDB = importlib.util.find_spec("chdb") is not None and \
+    importlib.util.find_spec("meterbill.metering.store.clickhouse") is not None
+
+
+@pytest.mark.skipif(not CHDB, reason="needs the ClickHouse adapter and chdb (pip install 'meterbill[clickhouse]')")
+def test_moving_to_chdb_loses_no_measurement_and_bills_the_same(tmp_path: Path,
+                                                                 new_database_url: Callable[[], str]) -> None:
+    """The README's move to an embedded chDB store (one process only, so the server stops for the catch-up):
+    copy while the server runs on its main database, stop it, copy again (only what arrived in between),
+    start it on chDB: the usage query and the bill are the same, and new measurements go to chDB."""
+    database_url = new_database_url()
+    folder = tmp_path / "chdb"
+    chdb_url = f"chdb://{folder}"
+    server = ServerProcess(database_url=database_url, workdir=tmp_path)
+    server.start()
+    moved: ServerProcess | None = None
+    try:
+        source = billed_source(server, 3_000)
+        store_env = {**server.env, "METERBILL_MEASUREMENT_STORE": chdb_url}
+        first = meterbill("db", "upgrade", env=store_env, cwd=tmp_path)
+        assert f"measurement store {chdb_url} is up to date (applied " in first.stderr
+        again = meterbill("db", "upgrade", env=store_env, cwd=tmp_path)
+        assert f"measurement store {chdb_url} is up to date (nothing to apply)" in again.stderr
+
+        # While the server runs: the bulk.
+        copy = ["store", "copy", "--to", chdb_url, "--cursor-file", str(tmp_path / "progress.json")]
+        bulk = meterbill(*copy, env=server.env, cwd=tmp_path)
+        total = 3_000 + OTHER_ROWS
+        assert bulk.stdout.strip().splitlines()[-1].startswith(f"verified: {total:,} measurements")
+        late = [item(source.meter.code, source.accounts[0].code, i, prefix="late") for i in range(5)]
+        submit(source.client, *late)
+        expected = dict(source.expected)
+        expected[source.accounts[0].code] += sum((requests_of(i) for i in range(5)), Decimal(0))
+
+        # Stopped a moment: what arrived since the bulk, then the switch.
+        server.stop()
+        catch_up = meterbill(*copy, env=server.env, cwd=tmp_path)
+        assert catch_up.stdout.strip().splitlines() == [
+            "copied 5 measurements: 5 new to the target, 0 already there",
+            f"verified: {total + 5:,} measurements of 2 organization(s), counts and sums equal in the source and "
+            "the target"]
+        moved = ServerProcess(database_url=database_url, workdir=tmp_path,
+                              extra_env={"METERBILL_MEASUREMENT_STORE": chdb_url})
+        moved.start()
+        on_chdb = replace(source, client=m3ter_client(moved, source.tenant), expected=expected)
+        on_chdb.check()  # the usage query, and the bill job run again over chDB's measurements
+        submit(on_chdb.client, item(source.meter.code, source.accounts[1].code, 0, prefix="after-the-move"))
+        expected[source.accounts[1].code] += requests_of(0)
+        assert by_account(query_rows(on_chdb.client, **source.usage)) == expected
+    finally:
+        server.stop()
+        if moved is not None:
+            moved.stop()
