@@ -25,6 +25,8 @@ def store_copy(
         help="where the copy keeps its progress (one entry per source and target): a rerun continues from it")]
         = Path("meterbill-store-copy.json"),
     batch_size: Annotated[int, typer.Option(min=1, help="measurements per page of the copy")] = 10_000,
+    from_start: Annotated[bool, typer.Option(
+        "--from-start", help="ignore the saved progress (say, of a copy into a target emptied since)")] = False,
     database_url: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--database-url", help="the main database, when the copy is from it; default METERBILL_DATABASE_URL")] = None,
 ) -> None:
@@ -47,11 +49,14 @@ def store_copy(
     if source_url == to:
         raise CliError("--from and --to name the same store: name another target", USAGE)
     for url in (source_url, to):
-        # A missing SQLite folder is a typo to report, not a database to create.
-        if is_sql_url(url) and _settings(url).sqlite_folder() is not None and url == source_url \
-                and not _sqlite_file(url).exists():
-            raise CliError(f"the source database {_sqlite_file(url)} does not exist: check --from", USAGE)
+        if is_sql_url(url):
+            _settings(url)  # a missing SQLite folder is a typo to report, not a folder to create
+    if is_sql_url(source_url) and _settings(source_url).sqlite_folder() is not None \
+            and not _sqlite_file(source_url).exists():
+        raise CliError(f"the source database {_sqlite_file(source_url)} does not exist: check --from", USAGE)
     progress_file = copy.CursorFile(cursor_file.absolute(), source_url, to)
+    if from_start:
+        progress_file.save(copy.Progress(None, 0))
     source, target = open_store(source_url), open_store(to)
     try:
         target.migrate()

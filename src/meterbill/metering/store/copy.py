@@ -130,7 +130,7 @@ class Verdict:
                    "there only")
         else:
             why = ("the source has more: measurements that arrived during the copy are copied by running "
-                   "it again")
+                   "it again (with --from-start if the target lost measurements since an earlier copy)")
         return (f"MISMATCH in {len(self.differing)} of {self.organizations} organization(s) (first {org}: "
                 f"{detail}); {self.source_measurements:,} measurements in the source, "
                 f"{self.target_measurements:,} in the target: {why}")
