@@ -11,7 +11,6 @@ skips a measurement acknowledged later. `verify` then compares both stores' `cen
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -35,14 +34,13 @@ class Progress:
 
 
 class CursorFile:
-    """Where a copy keeps its progress: one JSON file, one entry per (source, target) pair, keyed by a
-    hash of both URLs (the file names them with their passwords masked). Replaced atomically and
+    """Where a copy keeps its progress: one JSON file, one entry per (source, target) pair, keyed by both
+    URLs with their passwords masked (not even a hash of a password is written). Replaced atomically and
     flushed to disk after every page, so a copy killed at any instant finds its last saved page."""
 
     def __init__(self, path: Path, source_url: str, target_url: str) -> None:
         self.path = path
-        self.key = hashlib.sha256(f"{source_url}\n{target_url}".encode()).hexdigest()[:16]
-        self.names = {"from": masked_url(source_url), "to": masked_url(target_url)}
+        self.key = f"{masked_url(source_url)} -> {masked_url(target_url)}"
 
     def _entries(self) -> dict[str, dict[str, object]]:
         try:
@@ -57,7 +55,7 @@ class CursorFile:
 
     def save(self, progress: Progress) -> None:
         entries = self._entries()
-        entries[self.key] = {**self.names, "cursor": progress.cursor, "scanned": progress.scanned,
+        entries[self.key] = {"cursor": progress.cursor, "scanned": progress.scanned,
                              "saved_at": datetime.now(UTC).isoformat(timespec="seconds")}
         draft = self.path.with_name(self.path.name + ".tmp")
         with draft.open("w") as handle:
