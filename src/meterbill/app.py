@@ -52,6 +52,8 @@ from meterbill.metering.api import fileuploads as metering_fileuploads_api
 from meterbill.metering.api import manual_lines as metering_manual_lines_api
 from meterbill.metering.api import measurements as metering_measurements_api
 from meterbill.metering.api import usage as metering_usage_api
+from meterbill.metering.store import configure as configure_measurement_store
+from meterbill.metering.store import release as release_measurement_store
 from meterbill.settings import Settings
 from meterbill.stall_metrics import StallCollector
 
@@ -94,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Before the workers start: they read measurements (bill runs) as the requests do.
+        configure_measurement_store(settings.measurement_store)
         workers = [build_worker(runtime) for _ in range(settings.embedded_worker_threads)] \
             if settings.embedded_worker else []
         threads = [threading.Thread(target=w.run_forever, name=f"outbox-worker-{i}", daemon=True)
@@ -110,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             worker.stop()
         for thread in threads:
             thread.join(timeout=10)
+        release_measurement_store()
         runtime.db.dispose()
 
     # /docs is served below from packaged assets; FastAPI's own pages load theirs from a CDN.

@@ -118,6 +118,9 @@ def serve(
     from meterbill.tenants import demo_tenant
 
     settings = _settings(database_url, host=host, port=port)
+    if not settings.embedded_worker:
+        _one_process_store(settings, "`meterbill serve` with METERBILL_EMBEDDED_WORKER=false (no worker could run "
+                                     "beside it)")
     # Bound before any credentials are minted: a busy port must not cost a set of valid keys.
     listener = _listen(settings.host, settings.port)
     runtime = _runtime(settings)
@@ -179,21 +182,50 @@ def _seed_demo(base: str, credentials) -> None:
 def worker(database_url: DatabaseUrl = None) -> None:
     """Drain the outbox (webhooks, connector calls, bill runs) until stopped."""
     from meterbill.app import build_worker
+    from meterbill.metering import store
 
     settings = _settings(database_url)
+    _one_process_store(settings, "`meterbill worker`")
     runtime = _runtime(settings)
     outbox_worker = build_worker(runtime)
     signal.signal(signal.SIGTERM, lambda *_: outbox_worker.stop())
     signal.signal(signal.SIGINT, lambda *_: outbox_worker.stop())
-    outbox_worker.run_forever()
+    store.configure(settings.measurement_store)
+    try:
+        outbox_worker.run_forever()
+    finally:
+        store.release()
+
+
+def _one_process_store(settings: Settings, what: str) -> None:
+    """Refuse a chDB store where its one process could not do all the work. Decided by the URL alone: the
+    command must not wait for (or take) the folder `meterbill serve` holds, and needs no chdb installed."""
+    from meterbill.cli_errors import USAGE, CliError
+    from meterbill.metering.store import is_chdb_url
+
+    if is_chdb_url(settings.measurement_store):
+        raise CliError(f"a chDB measurement store (METERBILL_MEASUREMENT_STORE=chdb:///...) opens in one process "
+                       f"only, so {what} cannot use it: run `meterbill serve` alone, whose embedded worker does this "
+                       "work, or use a ClickHouse server (clickhouse://...) to run separate workers", USAGE)
 
 
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
-    """Apply every pending migration."""
+    """Apply every pending migration, to the main database and to the measurement store if it is another."""
+    from meterbill.metering.store import open_store
+    from meterbill.settings import masked_url
+
     settings = _settings(database_url)
     upgrade(settings.database_url)
     err.print("database is up to date")
+    if settings.measurement_store:
+        store = open_store(settings.measurement_store)
+        try:
+            applied = store.migrate()
+        finally:
+            store.close()
+        done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
+        err.print(f"measurement store {masked_url(settings.measurement_store)} is up to date ({done})")
 
 
 @tenants_app.command("create")
@@ -439,9 +471,11 @@ def connector_retry(entry_id: Annotated[str, typer.Argument(help="a retryable sy
 
 
 from meterbill.cli_mappings import mappings_app  # noqa: E402 - registered after the app it joins
+from meterbill.cli_store import store_app  # noqa: E402 - registered after the app it joins
 from meterbill.cli_webhooks import webhooks_app  # noqa: E402 - registered after the app it joins
 
 app.add_typer(mappings_app, name="mappings")
+app.add_typer(store_app, name="store")
 app.add_typer(webhooks_app, name="webhooks")
 
 

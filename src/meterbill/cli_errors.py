@@ -62,6 +62,9 @@ def describe(exc: BaseException) -> Failure | None:
                        "e.g. sqlite:///./meterbill.db or postgresql+psycopg://USER@HOST:5432/NAME", USAGE)
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return Failure(_database(exc))
+    if isinstance(exc, ModuleNotFoundError) and exc.name in ("clickhouse_connect", "chdb"):
+        return Failure(f"a ClickHouse measurement store needs the optional {exc.name} package: "
+                       "pip install 'meterbill[clickhouse]', or unset METERBILL_MEASUREMENT_STORE", USAGE)
     if isinstance(exc, pydantic.ValidationError):
         problems = "; ".join(f"METERBILL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         return Failure(f"invalid setting: {problems}", USAGE)

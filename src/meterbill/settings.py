@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+# The measurement stores METERBILL_MEASUREMENT_STORE may name besides the main database (unset).
+CLICKHOUSE_SCHEMES = ("clickhouse", "clickhouses")
+CHDB_SCHEME = "chdb"
 
 
 class Settings(BaseSettings):
@@ -49,6 +55,24 @@ class Settings(BaseSettings):
     # Modules imported at start-up that may register extra outbox handlers.
     plugins: list[str] = Field(default_factory=list)
     token_ttl_seconds: int = 3600
+    # Where measurements live: unset = the main database; a ClickHouse server or an embedded chDB
+    # folder otherwise (see `measurement_store_url`). Holds a password: never in a repr or a log.
+    measurement_store: str | None = Field(default=None, repr=False)
+
+    @field_validator("measurement_store")
+    @classmethod
+    def _known_store(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme == CHDB_SCHEME and not parts.netloc and parts.path.startswith("/"):
+            return value
+        if parts.scheme in CLICKHOUSE_SCHEMES and parts.hostname:
+            return value
+        # Raised as a custom error: pydantic's own would prefix "Value error," and the CLI prints only this.
+        raise PydanticCustomError("measurement_store", "expected clickhouse://USER:PASSWORD@HOST:8123/DATABASE, "
+                                  "clickhouses://... (TLS) or chdb:///ABSOLUTE/PATH, or unset for the main "
+                                  "database; got {url}", {"url": masked_url(value)})
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -59,6 +83,16 @@ class Settings(BaseSettings):
         if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
             return None
         return Path(url.database).expanduser().absolute().parent
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***, fit for a log or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=user + host).geturl()
 
 
 @lru_cache

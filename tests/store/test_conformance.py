@@ -731,6 +731,40 @@ def test_has_measurements_by_meter_and_account(adapter: StoreUnderTest) -> None:
 # -- concurrency -----------------------------------------------------------------------------------
 
 
+def race(writers: Sequence[Callable[[], None]], background: Callable[[], None]) -> int:
+    """Each writer in a thread of its own while another thread runs `background` over and over until
+    they are all done; re-raises what any of them raised, and answers how often `background` ran."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+    runs = 0
+
+    def guarded(work: Callable[[], None], repeat: bool) -> None:
+        nonlocal runs
+        try:
+            while True:
+                work()
+                if not repeat:
+                    return
+                runs += 1
+                if done.is_set():
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    repeating = threading.Thread(target=guarded, args=(background, True))
+    repeating.start()
+    threads = [threading.Thread(target=guarded, args=(writer, False)) for writer in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    repeating.join()
+    if errors:
+        raise errors[0]
+    return runs
+
+
 def test_ingest_racing_background_work_loses_and_doubles_nothing(adapter: StoreUnderTest) -> None:
     """Writers commit out of id order (each holds its unit open a moment after ingesting, some
     roll back) while another thread runs the background work over and over."""
@@ -754,44 +788,19 @@ def test_ingest_racing_background_work_loses_and_doubles_nothing(adapter: StoreU
             if not fails:
                 stored.update({x.uid: x for x in batch})
         plans.append(plan)
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
     def write(plan: list[tuple[list[NewMeasurement], bool, float]]) -> None:
-        try:
-            for batch, fails, pause in plan:
-                try:
-                    with adapter.unit() as store:
-                        store.ingest(org, batch)
-                        time.sleep(pause)
-                        if fails:
-                            raise Abandon
-                except Abandon:
-                    pass
-        except BaseException as exc:
-            errors.append(exc)
+        for batch, fails, pause in plan:
+            try:
+                with adapter.unit() as store:
+                    store.ingest(org, batch)
+                    time.sleep(pause)
+                    if fails:
+                        raise Abandon
+            except Abandon:
+                pass
 
-    passes = 0
-
-    def background() -> None:
-        nonlocal passes
-        try:
-            while not stop.is_set():
-                adapter.run_background_work()
-                passes += 1
-        except BaseException as exc:
-            errors.append(exc)
-
-    roller = threading.Thread(target=background)
-    roller.start()
-    threads = [threading.Thread(target=write, args=(plan,)) for plan in plans]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    stop.set()
-    roller.join()
-    assert errors == []
+    passes = race([lambda plan=plan: write(plan) for plan in plans], adapter.run_background_work)
     assert passes >= 2, "the background work never ran while the writers did"
 
     expected: dict[tuple[str, str, str], Totals] = {}
@@ -805,6 +814,103 @@ def test_ingest_racing_background_work_loses_and_doubles_nothing(adapter: StoreU
         with adapter.unit() as store:
             assert store.period_totals(org, account_ids=None, fields=[(CALLS, "calls")], **JANUARY) == expected
         adapter.run_background_work()
+
+
+# -- copying: scan and census ----------------------------------------------------------------------
+
+
+def scan_all(store: MeasurementStore, after: str | None,
+             limit: int) -> tuple[list[tuple[str, NewMeasurement]], str | None]:
+    """Every row a scan passes from `after`, page by page, and the cursor it ends at."""
+    rows: list[tuple[str, NewMeasurement]] = []
+    while True:
+        page, cursor = store.scan(after=after, limit=limit)
+        assert len(page) <= limit
+        if cursor is None:
+            assert page == []
+            return rows, after
+        rows.extend(page)
+        after = cursor
+
+
+def as_set(rows: Sequence[tuple[str, NewMeasurement]]) -> set[tuple[Any, ...]]:
+    found = {(org, x.uid, x.meter_id, x.account_id, x.ts, x.ets, tuple(sorted(x.dimensions.items())),
+              tuple(sorted(x.micros.items()))) for org, x in rows}
+    assert len(found) == len(rows), "a scan passed a measurement twice"
+    return found
+
+
+def test_scan_passes_every_measurement_once_and_census_counts_and_sums_them(own_adapter: StoreUnderTest) -> None:
+    first, second = new_org(), new_org()
+    batch = [m("s1", "2024-01-10 10:00", calls="1.5", bytes="-0.000001"),
+             m("s2", "2024-01-10 11:00", A2, dims={"region": "eu", "tier": "gold"}, calls="2"),
+             m("s3", "2024-02-01 00:00", meter=OTHER, calls="0.25"),
+             m("s4", "2024-01-11 00:00", dims={"region": "us"}),  # text fields only
+             NewMeasurement(uid="s5", meter_id=CALLS, account_id=A1, ts=at("2024-01-12 08:30:00.000001"),
+                            ets=at("2024-01-12 09:00"), dimensions={}, micros={"calls": 7})]
+    ingest(own_adapter, first, batch)
+    ingest(own_adapter, second, [m("s1", "2024-01-10 10:00", calls="3")])  # the same uid, another organization
+    expected = [(first, x) for x in batch] + [(second, m("s1", "2024-01-10 10:00", calls="3"))]
+    with own_adapter.unit() as store:
+        assert store.census() == {
+            first: (5, {(CALLS, "calls"): 1_500_000 + 2_000_000 + 7, (CALLS, "bytes"): -1, (OTHER, "calls"): 250_000}),
+            second: (1, {(CALLS, "calls"): 3_000_000}),
+        }
+        for limit in (1, 2, 6, 10_000):
+            rows, _ = scan_all(store, None, limit)
+            assert as_set(rows) == as_set(expected), f"limit {limit}"
+            # One stable order: the same rows in the same order every time.
+            assert rows == scan_all(store, None, limit)[0]
+    own_adapter.run_background_work()
+    with own_adapter.unit() as store:
+        assert as_set(scan_all(store, None, 3)[0]) == as_set(expected)
+
+
+def test_a_scan_from_its_cursor_passes_what_arrived_since_and_nothing_before(own_adapter: StoreUnderTest) -> None:
+    org = new_org()
+    ingest(own_adapter, org, [m(f"a{n}", "2024-03-01 10:00", calls=str(n)) for n in range(5)])
+    with own_adapter.unit() as store:
+        assert store.scan(after=None, limit=10)[1] is not None
+        done, cursor = scan_all(store, None, 2)
+    assert len(done) == 5
+    later = [m(f"b{n}", "2024-01-01 10:00", calls=str(n)) for n in range(3)]  # earlier times, later arrivals
+    ingest(own_adapter, org, [*later, m("a0", "2024-03-01 10:00", calls="0")])  # a replay is no new row
+    own_adapter.run_background_work()
+    with own_adapter.unit() as store:
+        rows, end = scan_all(store, cursor, 2)
+        assert as_set(rows) == as_set([(org, x) for x in later])
+        assert store.scan(after=end, limit=10) == ([], None)
+
+
+def test_a_scan_racing_writers_never_skips_a_measurement_committed_late(own_adapter: StoreUnderTest) -> None:
+    """Writers hold their units open a moment after ingesting, so they commit out of order, while a
+    reader scans on from its cursor over and over: once they are done, one more scan from the cursor
+    brings the rest, and together the scans passed every measurement exactly once."""
+    org, writers, batches = new_org(), 3, 8
+    written: list[tuple[str, NewMeasurement]] = []
+
+    def write(writer: int) -> None:
+        rng = random.Random(writer)
+        for b in range(batches):
+            batch = [m(f"r{writer}-{b}-{n}", "2024-04-01 10:00", calls=str(n)) for n in range(20)]
+            with own_adapter.unit() as store:
+                store.ingest(org, batch)
+                time.sleep(rng.random() * 0.02)
+            written.extend((org, x) for x in batch)
+
+    seen: list[tuple[str, NewMeasurement]] = []
+    cursor: str | None = None
+
+    def read() -> None:
+        nonlocal cursor
+        with own_adapter.unit() as store:
+            rows, cursor = scan_all(store, cursor, 7)
+        seen.extend(rows)
+
+    race([lambda writer=writer: write(writer) for writer in range(writers)], read)
+    with own_adapter.unit() as store:
+        seen.extend(scan_all(store, cursor, 7)[0])
+    assert as_set(seen) == as_set(written)
 
 
 # -- the property: the store agrees with a plain-Python aggregation --------------------------------

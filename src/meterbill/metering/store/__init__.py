@@ -12,18 +12,30 @@ contract. The contract, which `tests/store/test_conformance.py` holds every adap
   of their unit, summed as integers), and counts every measurement `ingest` acknowledged
   before the read began, whatever background work (rollups) has or has not done yet.
 - Nothing is visible across organizations.
+
+Which store a process uses is configured once at its start (`configure`, from
+METERBILL_MEASUREMENT_STORE): unset, the main database; otherwise a ClickHouse store,
+opened once per process and bound to each unit of work by `store_for`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
 
+import structlog
 from sqlalchemy.orm import Session
+
+from meterbill.settings import CHDB_SCHEME, CLICKHOUSE_SCHEMES, masked_url
+
+log = structlog.get_logger("meterbill.metering.store")
 
 MICROS = 1_000_000
 _MICROS = Decimal(MICROS)
@@ -169,12 +181,107 @@ class MeasurementStore(Protocol):
     def has_measurements(self, org_id: str, *, meter_id: str | None = None, account_id: str | None = None) -> bool:
         ...
 
+    # -- copying between stores (`meterbill store copy`) ------------------------------------------
+
+    def scan(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, NewMeasurement]], str | None]:
+        """Every organization's measurements in one stable order, `limit` at a time: (org_id, measurement)
+        rows after the opaque cursor `after` (None = from the start), and the cursor of the last row returned
+        (None when no row). A cursor never skips a measurement acknowledged later (copy is resumable and,
+        rerun after the switch, catches up what arrived meanwhile)."""
+        ...
+
+    def census(self) -> dict[str, tuple[int, dict[tuple[str, str], int]]]:
+        """Per organization: the number of measurements, and the sum in millionths of every numeric
+        (meter_id, field) — to verify a copy."""
+        ...
+
+
+class OpenStore(Protocol):
+    """A measurement store opened from its URL: a ClickHouse store (`clickhouse.ClickHouseStore`) or a
+    SQL database (`sql.SqlDatabaseStore`), each one client for the whole process."""
+
+    def migrate(self) -> list[str]:
+        """Create or bring up to date the store's tables; the versions applied now."""
+        ...
+
+    def bind(self, session: Session | None) -> MeasurementStore:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def is_sql_url(url: str) -> bool:
+    """Whether a store URL names a SQL database (only `meterbill store copy` takes those)."""
+    scheme = urlsplit(url).scheme
+    return scheme != CHDB_SCHEME and scheme not in CLICKHOUSE_SCHEMES
+
+
+def is_chdb_url(url: str | None) -> bool:
+    """An embedded chDB store: one process only may open its folder."""
+    return url is not None and urlsplit(url).scheme == CHDB_SCHEME
+
+
+def open_store(url: str) -> OpenStore:
+    """The store a URL names. ClickHouse's client comes with the `meterbill[clickhouse]` extra, so it is
+    imported only when such a store is named."""
+    if is_sql_url(url):
+        return SqlDatabaseStore(url)
+    # Ignored for mypy while the adapter's module (and its extra) may be absent.
+    from meterbill.metering.store.clickhouse import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+        ClickHouseStore,
+    )
+
+    return ClickHouseStore.open(url)
+
+
+@contextmanager
+def unit_of_work(store: OpenStore, *, read: bool = False) -> Iterator[MeasurementStore]:
+    """The store bound to a unit of work of its own: a SQL store's transaction (committed when the
+    block ends, rolled back when it raises), or a store with no transactions of the main database's."""
+    if isinstance(store, SqlDatabaseStore):
+        with store.database.read() if read else store.database.transaction() as session:
+            yield store.bind(session)
+    else:
+        yield store.bind(None)
+
+
+# The process's store when it is not the main database: set by `configure` at start (the app's
+# lifespan, a worker, a CLI command) and read by every `store_for`.
+_configured: OpenStore | None = None
+_configure_lock = threading.Lock()
+
+
+def configure(url: str | None) -> None:
+    """Use the store METERBILL_MEASUREMENT_STORE names from now on in this process (None: the main
+    database), its tables migrated first. Once per process: the store opened stays until `release`."""
+    global _configured
+    if url is None:
+        return
+    with _configure_lock:
+        if _configured is not None:
+            raise RuntimeError("the measurement store is configured once per process")
+        store = open_store(url)
+        applied = store.migrate()
+        _configured = store
+    log.info("measurement_store_opened", url=masked_url(url), migrations_applied=applied)
+
+
+def release() -> None:
+    """Close the configured store (at the end of the process's work); `store_for` uses the main database again."""
+    global _configured
+    with _configure_lock:
+        store, _configured = _configured, None
+    if store is not None:
+        store.close()
+
 
 def store_for(session: Session) -> MeasurementStore:
     """The organization-wide measurement store, bound to this unit of work."""
-    return SqlMeasurementStore(session)
+    configured = _configured
+    return SqlMeasurementStore(session) if configured is None else configured.bind(session)
 
 
 # The default adapter, imported with the port so its background work (the roll-up's outbox
 # handler) is registered in every process that uses the port, workers included.
-from meterbill.metering.store.sql import SqlMeasurementStore  # noqa: E402 - needs the names above
+from meterbill.metering.store.sql import SqlDatabaseStore, SqlMeasurementStore  # noqa: E402 - needs the names above

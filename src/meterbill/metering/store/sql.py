@@ -24,12 +24,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, bindparam, event, select, text, tuple_
+from sqlalchemy import Engine, Text, bindparam, cast, event, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import in_lists
+from meterbill.core.db import Database, in_lists, upgrade
 from meterbill.metering.store import (
     MICROS,
     Aggregation,
@@ -42,8 +42,8 @@ from meterbill.metering.store import (
     Totals,
     from_micros,
 )
-from meterbill.metering.store.sql_rollup import INGEST_LOCK_KEY, schedule_roll_up
-from meterbill.metering.store.sql_tables import MeasurementSeries
+from meterbill.metering.store.sql_rollup import INGEST_LOCK_KEY, schedule_roll_up, watermark
+from meterbill.metering.store.sql_tables import MeasurementSeries, StoredMeasurement
 
 # Series ids by (organization, meter, account), per engine. Only ids of committed rows enter it
 # (after_commit): an id a rolled-back transaction inserted would name nothing.
@@ -196,6 +196,53 @@ class SqlMeasurementStore:
 
     def series(self, org_id: str, request: SeriesRequest) -> list[tuple[tuple[str | None, ...], Decimal]]:
         return self._series_rows(org_id, request, limit=request.limit + 1)
+
+    # -- copying -------------------------------------------------------------------------------
+
+    def scan(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, NewMeasurement]], str | None]:
+        # In id order, the cursor the last id passed, and never past the roll-up's watermark: below it no
+        # transaction can still commit, so a later scan from a cursor never misses a row committed late.
+        # (Above it, a batch that took lower ids than one already committed may still be in flight.)
+        last = int(after) if after is not None else 0
+        through = watermark(self.session)
+        while last < through:
+            # A range of at most `limit` ids rather than ORDER BY id LIMIT, which a join may turn into a
+            # sort of everything after the cursor. (Ids have gaps: a duplicate or a rolled-back batch
+            # takes ids too, so a range may hold fewer rows, or none.)
+            upto = min(through, last + limit)
+            rows = self.session.execute(
+                select(StoredMeasurement.id, MeasurementSeries.organization_id, MeasurementSeries.meter_id,
+                       MeasurementSeries.account_id, StoredMeasurement.uid, StoredMeasurement.ts,
+                       StoredMeasurement.ets, cast(StoredMeasurement.dimensions, Text),
+                       cast(StoredMeasurement.measures, Text))
+                .join(MeasurementSeries, MeasurementSeries.id == StoredMeasurement.series_id)
+                .where(StoredMeasurement.id > last, StoredMeasurement.id <= upto)
+                .order_by(StoredMeasurement.id)).all()
+            if rows:
+                # The JSON as text, parsed by orjson: the column type's parser (Decimal-exact floats, which
+                # these objects of texts and integers never hold) took half the time of a page.
+                return [(org_id, NewMeasurement(uid=uid, meter_id=meter_id, account_id=account_id, ts=ts, ets=ets,
+                                                dimensions=orjson.loads(dimensions) if dimensions else {},
+                                                micros=orjson.loads(measures) if measures else {}))
+                        for _, org_id, meter_id, account_id, uid, ts, ets, dimensions, measures in rows], \
+                    str(rows[-1][0])
+            last = upto
+        return [], None
+
+    def census(self) -> dict[str, tuple[int, dict[tuple[str, str], int]]]:
+        counts = self._run("SELECT s.organization_id, COUNT(*) FROM metering_measurements m"
+                           " JOIN metering_series s ON s.id = m.series_id GROUP BY s.organization_id", {})
+        found: dict[str, tuple[int, dict[tuple[str, str], int]]] = {org: (int(n), {}) for org, n in counts}
+        each, value = ("json_each_text(m.measures)", "f.value::bigint") if self.postgres else \
+            ("json_each(m.measures)", "f.value")
+        # Quotient and remainder by 10^6, as every sum of the store: exact past 64 bits.
+        sums = self._run(f"SELECT s.organization_id, s.meter_id, f.key, SUM({value} / {MICROS}),"
+                         f" SUM({value} % {MICROS}) FROM metering_measurements m"
+                         f" JOIN metering_series s ON s.id = m.series_id, {each} f"
+                         " GROUP BY s.organization_id, s.meter_id, f.key", {})
+        for org_id, meter_id, name, units, micros in sums:
+            found[org_id][1][meter_id, name] = int(units) * MICROS + int(micros)
+        return found
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -363,6 +410,27 @@ class SqlMeasurementStore:
                 continue
             rows.append((keys_found, _value(function, request.numeric, raw)))
         return rows
+
+
+class SqlDatabaseStore:
+    """A SQL database named by its URL as a measurement store of its own (`store.open_store`):
+    the source or the target of `meterbill store copy`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.database = Database(url)
+
+    def migrate(self) -> list[str]:
+        # The measurement tables come with the whole schema's migrations (alembic says nothing of what it ran).
+        upgrade(self.url)
+        return []
+
+    def bind(self, session: Session | None) -> SqlMeasurementStore:
+        assert session is not None, "the SQL store works in a transaction of its database"
+        return SqlMeasurementStore(session)
+
+    def close(self) -> None:
+        self.database.dispose()
 
 
 _INSERT_COLUMNS = "series_id, ts, ets, uid_key, uid, measures, dimensions"
