@@ -1,0 +1,381 @@
+"""The measurement store in ClickHouse: a server over HTTP, or chDB (the engine in-process).
+
+One client path for both: `clickhouse-connect` drives a server over HTTP and, since 1.13,
+chDB in-process through the same `Client` API (queries with server-side parameters,
+inserts in Native format), so every statement here runs unchanged on either.
+
+URLs: `chdb:///ABSOLUTE/PATH` (database `meterbill`, or `?database=NAME`),
+`clickhouse://USER:PASSWORD@HOST:8123/DATABASE`, `clickhouses://…` (TLS, port 8443 by default).
+
+Units of work. Measurements are not in the main database, so there is no transaction to
+join; `bind(session)` instead holds a unit's batches and writes them when the session
+commits (`before_commit`: a failed write fails the commit), and forgets them when it
+rolls back, so a unit that fails after `ingest` stores nothing. An acknowledged batch is
+therefore on disk before the unit's commit returns (inserts are synchronous, never
+`async_insert`, and the table fsyncs each part). `bind(None)` writes at `ingest`.
+
+Dedupe: at write time, under a lock held by this process, the uids being written are
+looked up among those stored (the table's `by_uid` projection, see clickhouse_schema) and
+only the new ones are inserted, in one insert (one part: all or nothing). Exact on every
+read, with no FINAL or read-time dedupe to pay, whenever one process writes the store:
+always with chDB (only one process can open its folder), and with a server as long as
+one API process ingests. Several processes writing one server could each find a uid new
+in the same instant and both store it: scale a server deployment's ingest in one process
+(or put the dedupe behind one writer) until that is lifted. `ingest` answers from the
+same check made without the lock (stored, or pending in this unit): under a race for
+one uid both units may report it stored, and it is stored once.
+
+Reads are plain aggregations over exact integers (Int128 sums), straight from the rows:
+no rollup is needed at these sizes (a bill run over 10M measurements is one scan of the
+organization's key range). `run_background_work` has nothing to finish.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from meterbill.metering.store import (
+    MICROS,
+    Aggregation,
+    Group,
+    GroupKind,
+    IngestOutcome,
+    MeasurementStore,
+    NewMeasurement,
+    SeriesRequest,
+    TimeBucket,
+    Totals,
+    from_micros,
+)
+from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+
+_PENDING = "meterbill.clickhouse_pending"
+# A row's place in the ingest order: its batch's number above these bits, its index in the batch below.
+_SEQ_BITS = 24
+_COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "dimensions"]
+# Every client call runs with these: synchronous inserts (acknowledged once on disk) and UTC.
+_SETTINGS = {"async_insert": 0, "session_timezone": "UTC"}
+_BUCKET_START = {TimeBucket.HOUR: "toStartOfHour(ts)", TimeBucket.DAY: "toStartOfDay(ts)",
+                 TimeBucket.WEEK: "toStartOfWeek(ts, 1)", TimeBucket.MONTH: "toStartOfMonth(ts)"}
+
+
+class ClickHouseStore:
+    """Process-wide: one client, safe to use from many threads at once."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        if not database.replace("_", "").isalnum():
+            raise ValueError(f"a ClickHouse database name of letters, digits and _ only, not {database!r}")
+        self.client = client
+        self.database = database
+        self.table = f"`{database}`.measurements"
+        # Held around each write's dedupe check and insert, so they are one step for this process.
+        self._write_lock = threading.Lock()
+        self._next_batch: int | None = None
+
+    @classmethod
+    def open(cls, url: str) -> ClickHouseStore:
+        import clickhouse_connect  # the `clickhouse` extra: only a process that uses this store needs it
+
+        parts = urlsplit(url)
+        if parts.scheme == "chdb":
+            if parts.netloc or not parts.path.startswith("/"):
+                raise ValueError(f"a chDB store is chdb:///ABSOLUTE/PATH, not {url!r}")
+            database = parse_qs(parts.query).get("database", ["meterbill"])[0]
+            client = clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS)
+            return cls(client, database)
+        if parts.scheme not in ("clickhouse", "clickhouses"):
+            raise ValueError(f"a ClickHouse store's URL starts chdb://, clickhouse:// or clickhouses://, not {url!r}")
+        secure = parts.scheme == "clickhouses"
+        client = clickhouse_connect.get_client(
+            host=parts.hostname or "localhost", port=parts.port or (8443 if secure else 8123),
+            username=unquote(parts.username or "default"), password=unquote(parts.password or ""), secure=secure,
+            # A session id would make the server refuse a second query while one runs: no sessions,
+            # so many threads share the client (its HTTP pool).
+            autogenerate_session_id=False, settings=_SETTINGS)
+        return cls(client, parts.path.strip("/") or "default")
+
+    def migrate(self) -> list[str]:
+        """Create or bring up to date this store's tables; the versions applied now."""
+        versions = f"`{self.database}`.schema_versions"
+        with self._write_lock:
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            self.client.command(f"CREATE TABLE IF NOT EXISTS {versions} (version String, applied_at"
+                                " DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version")
+            done = {row[0] for row in self.client.query(f"SELECT version FROM {versions}").result_rows}
+            applied = []
+            for version, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    self.client.command(statement.format(db=f"`{self.database}`"))
+                self.client.insert(versions, [[version]], column_names=["version"])
+                applied.append(version)
+            return applied
+
+    def bind(self, session: Session | None) -> MeasurementStore:
+        return ClickHouseMeasurements(self, session)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def stored_uids(self, org_id: str, uids: Iterable[str]) -> set[str]:
+        asked = sorted(set(uids))
+        if not asked:
+            return set()
+        rows = self.client.query(f"SELECT uid FROM {self.table} WHERE org = {{org:String}}"
+                                 " AND uid IN {uids:Array(String)}", parameters={"org": org_id, "uids": asked})
+        return {row[0] for row in rows.result_rows}
+
+    def write(self, pending: Sequence[tuple[str, NewMeasurement]]) -> None:
+        """Insert what is still new among (organization, measurement)s of units that committed, in one insert."""
+        by_org: dict[str, list[NewMeasurement]] = {}
+        for org_id, measurement in pending:
+            by_org.setdefault(org_id, []).append(measurement)
+        with self._write_lock:
+            columns: list[list[Any]] = [[] for _ in _COLUMNS]
+            org, meter, account, ts, ets, uid, seq, measures, dimensions = columns
+            if self._next_batch is None:
+                last = self.client.query(f"SELECT max(seq) FROM {self.table}").result_rows[0][0]
+                self._next_batch = (int(last) >> _SEQ_BITS) + 1
+            base = self._next_batch << _SEQ_BITS
+            for org_id, batch in by_org.items():
+                stored = self.stored_uids(org_id, (m.uid for m in batch))
+                for m in batch:
+                    if m.uid in stored:
+                        continue
+                    stored.add(m.uid)
+                    org.append(org_id)
+                    meter.append(m.meter_id)
+                    account.append(m.account_id)
+                    ts.append(m.ts)
+                    ets.append(m.ets)
+                    uid.append(m.uid)
+                    seq.append(base + len(seq))
+                    measures.append(m.micros)
+                    dimensions.append(m.dimensions)
+            if org:
+                self.client.insert(self.table, columns, column_names=_COLUMNS, column_oriented=True)
+                self._next_batch += 1
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    pending: dict[ClickHouseStore, list[tuple[str, NewMeasurement]]] | None = session.info.pop(_PENDING, None)
+    for store, rows in (pending or {}).items():
+        store.write(rows)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+class ClickHouseMeasurements:
+    """The port over one `ClickHouseStore`, for one unit of work (see the module's docstring)."""
+
+    def __init__(self, store: ClickHouseStore, session: Session | None) -> None:
+        self.store = store
+        self.session = session
+        self.client = store.client
+        self.table = store.table
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
+        if not batch:
+            return IngestOutcome(0, 0)
+        pending: list[tuple[str, NewMeasurement]] = []
+        if self.session is not None:
+            pending = self.session.info.setdefault(_PENDING, {}).setdefault(self.store, [])
+        seen = self.store.stored_uids(org_id, (m.uid for m in batch))
+        seen.update(m.uid for org, m in pending if org == org_id)
+        new = []
+        for m in batch:
+            if m.uid not in seen:
+                seen.add(m.uid)
+                new.append((org_id, m))
+        if self.session is None:
+            self.store.write(new)
+        else:
+            pending.extend(new)
+        return IngestOutcome(len(new), len(batch) - len(new))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return self.client.query(sql, parameters=parameters).result_rows
+
+    def has_measurements(self, org_id: str, *, meter_id: str | None = None, account_id: str | None = None) -> bool:
+        where = ["org = {org:String}"]
+        if meter_id is not None:
+            where.append("meter = {meter:String}")
+        if account_id is not None:
+            where.append("account = {account:String}")
+        return bool(self._rows(f"SELECT 1 FROM {self.table} WHERE {' AND '.join(where)} LIMIT 1",
+                               {"org": org_id, "meter": meter_id, "account": account_id}))
+
+    def period_totals(
+        self, org_id: str, *, account_ids: Sequence[str] | None, fields: Sequence[tuple[str, str]],
+        start: datetime, end: datetime,
+    ) -> dict[tuple[str, str, str], Totals]:
+        if account_ids is not None and not account_ids:
+            return {}
+        found = self.totals_series(org_id, fields=fields, start=start, end=end, account_ids=account_ids,
+                                   groups=[Group(GroupKind.ACCOUNT)], limit=None)
+        return {(str(keys[0]), meter, name): t for (meter, name), rows in found.items() for keys, t in rows}
+
+    def totals_series(
+        self, org_id: str, *, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
+        account_ids: Sequence[str] | None, groups: Sequence[Group], limit: int | None,
+    ) -> dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]]:
+        assert all(g.kind in (GroupKind.ACCOUNT, GroupKind.TIME) for g in groups)
+        params = _range(org_id, start, end, account_ids)
+        params.update(meters=sorted({meter for meter, _ in fields}), fields=sorted({name for _, name in fields}))
+        keys = [_group_key(g, index, params) for index, g in enumerate(groups)]
+        selected = "".join(f"{key} AS g{i}, " for i, key in enumerate(keys))
+        names = "".join(f"g{i}, " for i in range(len(keys)))
+        # Meters and fields are filtered apart: a field of one meter asked may bring the same
+        # field of another meter asked, dropped below.
+        sql = (f"SELECT {selected}meter, field, sum(toInt128(value)), min(value), max(value), count()"
+               f" FROM {self.table} ARRAY JOIN mapKeys(measures) AS field, mapValues(measures) AS value"
+               f" WHERE {_where(account_ids)} AND meter IN {{meters:Array(String)}}"
+               " AND field IN {fields:Array(String)}"
+               f" GROUP BY {names}meter, field")
+        if limit is not None:
+            sql += f" ORDER BY {names}meter, field LIMIT {int(limit) + 1} BY meter, field"
+        asked = set(fields)
+        found: dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]] = {}
+        width = len(keys)
+        for row in self._rows(sql, params):
+            meter, name = row[width], row[width + 1]
+            if (meter, name) in asked:
+                total, smallest, largest, count = row[width + 2:]
+                found.setdefault((meter, name), []).append(
+                    (tuple(row[:width]), Totals(int(total), int(smallest), int(largest), int(count))))
+        return found
+
+    def aggregate(
+        self, org_id: str, *, account_ids: Sequence[str], meter_id: str, field: str, numeric: bool,
+        function: Aggregation, segmented_fields: Sequence[str], start: datetime, end: datetime,
+    ) -> dict[str, dict[tuple[str | None, ...], Decimal]]:
+        if not account_ids:
+            return {}
+        groups = [Group(GroupKind.ACCOUNT), *(Group(GroupKind.DIMENSION, name) for name in segmented_fields)]
+        request = SeriesRequest(meter_id=meter_id, field=field, numeric=numeric, function=function,
+                                start=start, end=end, account_ids=account_ids, groups=groups)
+        result: dict[str, dict[tuple[str | None, ...], Decimal]] = {}
+        for keys, value in self._series_rows(org_id, request, limit=None):
+            result.setdefault(str(keys[0]), {})[tuple(keys[1:])] = value
+        return result
+
+    def series(self, org_id: str, request: SeriesRequest) -> list[tuple[tuple[str | None, ...], Decimal]]:
+        return self._series_rows(org_id, request, limit=request.limit + 1)
+
+    def _series_rows(self, org_id: str, request: SeriesRequest,
+                     limit: int | None) -> list[tuple[tuple[str | None, ...], Decimal]]:
+        params = _range(org_id, request.start, request.end, request.account_ids)
+        params.update(meter=request.meter_id, field=request.field)
+        column = "measures" if request.numeric else "dimensions"
+        value = f"{column}[{{field:String}}]"
+        where = [_where(request.account_ids), "meter = {meter:String}", f"mapContains({column}, {{field:String}})"]
+        for index, (name, values) in enumerate(request.filters):
+            params[f"fk{index}"], params[f"fv{index}"] = name, list(values)
+            where.append(f"mapContains(dimensions, {{fk{index}:String}})"
+                         f" AND dimensions[{{fk{index}:String}}] IN {{fv{index}:Array(String)}}")
+        keys = [_group_key(g, index, params) for index, g in enumerate(request.groups)]
+        selected = "".join(f"{key} AS g{i}, " for i, key in enumerate(keys))
+        grouping = f" GROUP BY {', '.join(f'g{i}' for i in range(len(keys)))}" if keys else ""
+        measure = {
+            Aggregation.SUM: f"sum(toInt128({value}))", Aggregation.MEAN: f"sum(toInt128({value}))",
+            Aggregation.MIN: f"min({value})", Aggregation.MAX: f"max({value})", Aggregation.COUNT: "count()",
+            Aggregation.UNIQUE: f"uniqExact({value})",
+            # The latest measurement's value, the largest of them at equal times.
+            Aggregation.LATEST: f"argMax({value}, (ts, {value}))",
+        }[request.function]
+        # count() last, always: without groups an aggregate answers one row even over no measurements.
+        sql = f"SELECT {selected}{measure}, count() FROM {self.table} WHERE {' AND '.join(where)}{grouping}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = []
+        width = len(keys)
+        for row in self._rows(sql, params):
+            raw, count = row[width], int(row[width + 1])
+            if count:
+                rows.append((tuple(row[:width]), _value(request.function, request.numeric, raw, count)))
+        return rows
+
+    # -- copying a store ----------------------------------------------------------------------------
+
+    def scan(self, *, after: str | None, limit: int) -> tuple[list[tuple[str, NewMeasurement]], str | None]:
+        """Every organization's measurements in ingest order, `limit` at a time (see the port)."""
+        params: dict[str, Any] = {}
+        where = ""
+        if after is not None:
+            seq, org, uid = after.split(":", 2)
+            params.update(seq=int(seq), org=org, uid=uid)
+            where = " WHERE (seq, org, uid) > ({seq:UInt64}, {org:String}, {uid:String})"
+        rows = self._rows(f"SELECT seq, org, uid, meter, account, ts, ets, measures, dimensions FROM {self.table}"
+                          f"{where} ORDER BY seq, org, uid LIMIT {int(limit)}", params)
+        found = [(org, NewMeasurement(uid=uid, meter_id=meter, account_id=account, ts=_utc(ts),
+                                      ets=None if ets is None else _utc(ets), dimensions=dict(dimensions),
+                                      micros={name: int(v) for name, v in measures.items()}))
+                 for _, org, uid, meter, account, ts, ets, measures, dimensions in rows]
+        if not rows:
+            return found, None
+        seq, org, uid = rows[-1][:3]
+        return found, f"{seq}:{org}:{uid}"
+
+    def census(self) -> dict[str, tuple[int, dict[tuple[str, str], int]]]:
+        """Per organization: its number of measurements and the sum in millionths of each numeric (meter, field)."""
+        counts = self._rows(f"SELECT org, count() FROM {self.table} GROUP BY org", {})
+        result: dict[str, tuple[int, dict[tuple[str, str], int]]] = {org: (int(count), {}) for org, count in counts}
+        for org, meter, field, total in self._rows(
+                f"SELECT org, meter, field, sum(toInt128(value)) FROM {self.table}"
+                " ARRAY JOIN mapKeys(measures) AS field, mapValues(measures) AS value GROUP BY org, meter, field", {}):
+            result[org][1][meter, field] = int(total)
+        return result
+
+
+def _range(org_id: str, start: datetime, end: datetime, account_ids: Sequence[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"org": org_id, "start": start.astimezone(UTC), "end": end.astimezone(UTC)}
+    if account_ids is not None:
+        params["accounts"] = list(account_ids)
+    return params
+
+
+def _where(account_ids: Sequence[str] | None) -> str:
+    accounts = "" if account_ids is None else " AND account IN {accounts:Array(String)}"
+    return ("org = {org:String}" + accounts +
+            " AND ts >= {start:DateTime64(6, 'UTC')} AND ts < {end:DateTime64(6, 'UTC')}")
+
+
+def _group_key(group: Group, index: int, params: dict[str, Any]) -> str:
+    if group.kind == GroupKind.ACCOUNT:
+        return "account"
+    if group.kind == GroupKind.TIME:
+        start = _BUCKET_START[group.bucket or TimeBucket.DAY]
+        return f"formatDateTime(toDateTime({start}, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC')"
+    params[f"g{index}"] = group.field
+    return f"if(mapContains(dimensions, {{g{index}:String}}), dimensions[{{g{index}:String}}], NULL)"
+
+
+def _value(function: Aggregation, numeric: bool, raw: Any, count: int) -> Decimal:
+    if function in (Aggregation.COUNT, Aggregation.UNIQUE) or not numeric:
+        return Decimal(int(raw))
+    if function == Aggregation.MEAN:
+        return Decimal(int(raw)) / (Decimal(count) * MICROS)
+    return from_micros(int(raw))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
