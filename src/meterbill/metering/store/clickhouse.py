@@ -14,16 +14,18 @@ rolls back, so a unit that fails after `ingest` stores nothing. An acknowledged 
 therefore on disk before the unit's commit returns (inserts are synchronous, never
 `async_insert`, and the table fsyncs each part). `bind(None)` writes at `ingest`.
 
-Dedupe: at write time, under a lock held by this process, the uids being written are
-looked up among those stored (the table's `by_uid` projection, see clickhouse_schema) and
-only the new ones are inserted, in one insert (one part: all or nothing). Exact on every
-read, with no FINAL or read-time dedupe to pay, whenever one process writes the store:
-always with chDB (only one process can open its folder), and with a server as long as
-one API process ingests. Several processes writing one server could each find a uid new
-in the same instant and both store it: scale a server deployment's ingest in one process
-(or put the dedupe behind one writer) until that is lifted. `ingest` answers from the
-same check made without the lock (stored, or pending in this unit): under a race for
-one uid both units may report it stored, and it is stored once.
+Dedupe: at write time, under a lock held by this process, the batch's uid keys are
+looked up in the `uids` table (see clickhouse_schema) and only the new measurements are
+inserted: keys first, then rows, each one insert (one part: all or nothing), and a
+crash between the two is repaired before the next write. Exact on every read, with no
+FINAL or read-time dedupe to pay (ClickHouse's merges never have to catch up), whenever
+one process writes the store: always with chDB (only one process can open its folder),
+and with a server as long as one API process ingests. Several processes writing one
+server could each find a uid new in the same instant and both store it: a server
+deployment keeps ingest in one process until that is lifted. In a unit of work
+`ingest` answers from the same lookup made at once, without the lock; the write at
+commit decides again, so under a race for one uid both units may report it stored, and
+it is stored once.
 
 Reads are plain aggregations over exact integers (Int128 sums), straight from the rows:
 no rollup is needed at these sizes (a bill run over 10M measurements is one scan of the
@@ -56,8 +58,11 @@ from meterbill.metering.store import (
     from_micros,
 )
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+from meterbill.metering.store.sql import uid_key
 
 _PENDING = "meterbill.clickhouse_pending"
+# `_key` in SQL: the first 128 bits of SHA-256(organization id ‖ uid), read big-endian.
+_KEY_SQL = "reinterpretAsUInt128(reverse(substring(SHA256(concat(org, uid)), 1, 16)))"
 # A row's place in the ingest order: its batch's number above these bits, its index in the batch below.
 _SEQ_BITS = 24
 _COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "dimensions"]
@@ -71,11 +76,10 @@ class ClickHouseStore:
     """Process-wide: one client, safe to use from many threads at once."""
 
     def __init__(self, client: Any, database: str) -> None:
-        if not database.replace("_", "").isalnum():
-            raise ValueError(f"a ClickHouse database name of letters, digits and _ only, not {database!r}")
         self.client = client
         self.database = database
         self.table = f"`{database}`.measurements"
+        self.uids = f"`{database}`.uids"
         # Held around each write's dedupe check and insert, so they are one step for this process.
         self._write_lock = threading.Lock()
         self._next_batch: int | None = None
@@ -88,19 +92,19 @@ class ClickHouseStore:
         if parts.scheme == "chdb":
             if parts.netloc or not parts.path.startswith("/"):
                 raise ValueError(f"a chDB store is chdb:///ABSOLUTE/PATH, not {url!r}")
-            database = parse_qs(parts.query).get("database", ["meterbill"])[0]
-            client = clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS)
-            return cls(client, database)
+            database = _database(parse_qs(parts.query).get("database", ["meterbill"])[0])
+            return cls(clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS), database)
         if parts.scheme not in ("clickhouse", "clickhouses"):
             raise ValueError(f"a ClickHouse store's URL starts chdb://, clickhouse:// or clickhouses://, not {url!r}")
         secure = parts.scheme == "clickhouses"
+        database = _database(parts.path.strip("/") or "default")
         client = clickhouse_connect.get_client(
             host=parts.hostname or "localhost", port=parts.port or (8443 if secure else 8123),
             username=unquote(parts.username or "default"), password=unquote(parts.password or ""), secure=secure,
             # A session id would make the server refuse a second query while one runs: no sessions,
             # so many threads share the client (its HTTP pool).
             autogenerate_session_id=False, settings=_SETTINGS)
-        return cls(client, parts.path.strip("/") or "default")
+        return cls(client, database)
 
     def migrate(self) -> list[str]:
         """Create or bring up to date this store's tables; the versions applied now."""
@@ -128,51 +132,70 @@ class ClickHouseStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def stored_uids(self, org_id: str, uids: Iterable[str]) -> set[str]:
-        asked = sorted(set(uids))
+    def stored_keys(self, keys: Iterable[int]) -> set[int]:
+        """Which of these uid keys (`_key`) are stored."""
+        asked = sorted(set(keys))
         if not asked:
             return set()
-        rows = self.client.query(f"SELECT uid FROM {self.table} WHERE org = {{org:String}}"
-                                 " AND uid IN {uids:Array(String)}", parameters={"org": org_id, "uids": asked})
-        return {row[0] for row in rows.result_rows}
+        rows = self.client.query(f"SELECT key FROM {self.uids} WHERE key IN {{keys:Array(UInt128)}}",
+                                 parameters={"keys": asked})
+        return {int(row[0]) for row in rows.result_rows}
 
-    def write(self, pending: Sequence[tuple[str, NewMeasurement]]) -> None:
-        """Insert what is still new among (organization, measurement)s of units that committed, in one insert."""
-        by_org: dict[str, list[NewMeasurement]] = {}
-        for org_id, measurement in pending:
-            by_org.setdefault(org_id, []).append(measurement)
+    def write(self, pending: Sequence[tuple[str, NewMeasurement]]) -> int:
+        """Store what is still new among these (organization, measurement)s, in ingest order; how many that was."""
         with self._write_lock:
+            if self._next_batch is None:
+                self._next_batch = self._recover()
+            keyed = [(_key(org_id, m.uid), org_id, m) for org_id, m in pending]
+            stored = self.stored_keys(key for key, _, _ in keyed)
+            keys: list[int] = []
             columns: list[list[Any]] = [[] for _ in _COLUMNS]
             org, meter, account, ts, ets, uid, seq, measures, dimensions = columns
-            if self._next_batch is None:
-                last = self.client.query(f"SELECT max(seq) FROM {self.table}").result_rows[0][0]
-                self._next_batch = (int(last) >> _SEQ_BITS) + 1
             base = self._next_batch << _SEQ_BITS
-            for org_id, batch in by_org.items():
-                stored = self.stored_uids(org_id, (m.uid for m in batch))
-                for m in batch:
-                    if m.uid in stored:
-                        continue
-                    stored.add(m.uid)
-                    org.append(org_id)
-                    meter.append(m.meter_id)
-                    account.append(m.account_id)
-                    ts.append(m.ts)
-                    ets.append(m.ets)
-                    uid.append(m.uid)
-                    seq.append(base + len(seq))
-                    measures.append(m.micros)
-                    dimensions.append(m.dimensions)
-            if org:
+            for key, org_id, m in keyed:
+                if key in stored:
+                    continue
+                stored.add(key)
+                keys.append(key)
+                org.append(org_id)
+                meter.append(m.meter_id)
+                account.append(m.account_id)
+                ts.append(m.ts)
+                ets.append(m.ets)
+                uid.append(m.uid)
+                seq.append(base + len(seq))
+                measures.append(m.micros)
+                dimensions.append(m.dimensions)
+            if not keys:
+                return 0
+            try:
+                # Keys first: a crash between the two inserts leaves keys without rows, which
+                # `_recover` removes, never rows without keys, which a replay would store again.
+                self.client.insert(self.uids, [keys], column_names=["key"], column_oriented=True)
                 self.client.insert(self.table, columns, column_names=_COLUMNS, column_oriented=True)
-                self._next_batch += 1
+            except BaseException:
+                self._next_batch = None  # whatever half was written, the next write repairs it first
+                raise
+            self._next_batch += 1
+            return len(keys)
+
+    def _recover(self) -> int:
+        """Remove the keys of a batch whose rows never arrived (one key per row otherwise);
+        the next batch number."""
+        (keys,), (rows, last) = (self.client.query(f"SELECT count() FROM {self.uids}").result_rows[0],
+                                 self.client.query(f"SELECT count(), max(seq) FROM {self.table}").result_rows[0])
+        if keys != rows:
+            self.client.command(
+                f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_KEY_SQL} FROM {self.table})",
+                settings={"mutations_sync": 2})
+        return (int(last) >> _SEQ_BITS) + 1
 
 
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
-    pending: dict[ClickHouseStore, list[tuple[str, NewMeasurement]]] | None = session.info.pop(_PENDING, None)
+    pending: dict[ClickHouseStore, dict[int, tuple[str, NewMeasurement]]] | None = session.info.pop(_PENDING, None)
     for store, rows in (pending or {}).items():
-        store.write(rows)
+        store.write(list(rows.values()))
 
 
 @event.listens_for(Session, "after_rollback")
@@ -194,21 +217,21 @@ class ClickHouseMeasurements:
     def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
         if not batch:
             return IngestOutcome(0, 0)
-        pending: list[tuple[str, NewMeasurement]] = []
-        if self.session is not None:
-            pending = self.session.info.setdefault(_PENDING, {}).setdefault(self.store, [])
-        seen = self.store.stored_uids(org_id, (m.uid for m in batch))
-        seen.update(m.uid for org, m in pending if org == org_id)
-        new = []
-        for m in batch:
-            if m.uid not in seen:
-                seen.add(m.uid)
-                new.append((org_id, m))
         if self.session is None:
-            self.store.write(new)
-        else:
-            pending.extend(new)
-        return IngestOutcome(len(new), len(batch) - len(new))
+            stored = self.store.write([(org_id, m) for m in batch])
+            return IngestOutcome(stored, len(batch) - stored)
+        # Held until the unit commits, the first of each uid in the unit; the write decides
+        # again then, against what is stored by that time.
+        pending: dict[int, tuple[str, NewMeasurement]] = (
+            self.session.info.setdefault(_PENDING, {}).setdefault(self.store, {}))
+        new = {}
+        for m in batch:
+            key = _key(org_id, m.uid)
+            if key not in pending and key not in new:
+                new[key] = (org_id, m)
+        known = self.store.stored_keys(new)
+        pending.update(new)
+        return IngestOutcome(len(new) - len(known), len(batch) - len(new) + len(known))
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -375,6 +398,17 @@ def _value(function: Aggregation, numeric: bool, raw: Any, count: int) -> Decima
     if function == Aggregation.MEAN:
         return Decimal(int(raw)) / (Decimal(count) * MICROS)
     return from_micros(int(raw))
+
+
+def _database(name: str) -> str:
+    """The name, checked: it is written into statements (between backquotes)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"a ClickHouse database name is letters, digits and _, not {name!r}")
+    return name
+
+
+def _key(org_id: str, uid: str) -> int:
+    return int(uid_key(org_id, uid), 16)
 
 
 def _utc(moment: datetime) -> datetime:
