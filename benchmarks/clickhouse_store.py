@@ -8,9 +8,11 @@ of 5 values, and `tier`, one of 3), random UUID uids, the accounts in turn and t
 through January 2024 (the shape of footprint.py). Figures:
 
 - ingest: the adapter's `ingest` in batches of 1000, each in a unit of work of its own (a
-  session whose commit writes it: the API's path, two dedupe checks per batch), one thread;
-  against the same rows inserted by chDB in one `INSERT` (clickhouse-connect's Native insert)
-  into a table of the same definition in another database.
+  session whose commit writes it: the API's path, two dedupe lookups per batch), from 8
+  threads (as 8 HTTP clients would) and from one, each into a database of its own;
+  against the same rows inserted by chDB in one `INSERT` into a table of the same definition
+  in another database, from Python (clickhouse-connect's Native insert of the same objects)
+  and from a JSONEachRow file (`INSERT ... FROM INFILE`, writing the file not timed).
 - bytes on disk per measurement: system.parts bytes_on_disk / rows of the active parts, as
   ingested and after `OPTIMIZE FINAL` (the background merges' end state).
 - usage query: one account-month SUM by `series`, 200 random accounts, p50/p99 warm.
@@ -27,9 +29,11 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -55,11 +59,13 @@ def measurements(count: int, accounts: int) -> list[NewMeasurement]:
             for i in range(count)]
 
 
-def footprint(store: ClickHouseStore) -> float:
-    bytes_, rows = store.client.query(
-        "SELECT sum(bytes_on_disk), sum(rows) FROM system.parts WHERE active AND database = {db:String}"
-        " AND table = 'measurements'", parameters={"db": store.database}).result_rows[0]
-    return int(bytes_) / int(rows)
+def footprint(store: ClickHouseStore, count: int) -> str:
+    """Bytes on disk per measurement, in all and per table."""
+    found = dict(store.client.query(
+        "SELECT table, sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String}"
+        " AND table IN ('measurements', 'uids') GROUP BY table", parameters={"db": store.database}).result_rows)
+    return (f"{sum(found.values()) / count:.1f} = "
+            + " + ".join(f"{table} {int(size) / count:.1f}" for table, size in sorted(found.items())))
 
 
 def main() -> None:
@@ -72,9 +78,7 @@ def main() -> None:
     rows = measurements(args.measurements, args.accounts)
     print(f"{len(rows):,} measurements, {args.accounts:,} accounts, chDB in {folder}")
 
-    store = ClickHouseStore.open(f"chdb://{folder}?database=adapter")
     bulk = ClickHouseStore.open(f"chdb://{folder}?database=bulk")
-    store.migrate()
     bulk.migrate()
 
     began = time.perf_counter()
@@ -85,25 +89,52 @@ def main() -> None:
             column.append(value)
     bulk.client.insert(bulk.table, columns, column_names=_COLUMNS, column_oriented=True)
     bulk_seconds = time.perf_counter() - began
-    print(f"chDB bulk insert (one INSERT, columns built from the same objects): {bulk_seconds:.1f} s,"
-          f" {len(rows) / bulk_seconds:,.0f} rows/s")
-
+    print(f"chDB bulk insert (one INSERT through clickhouse-connect, columns built from the same objects):"
+          f" {bulk_seconds:.1f} s, {len(rows) / bulk_seconds:,.0f} rows/s")
+    lines = Path(folder) / "rows.jsonl"
+    with lines.open("wb") as out:
+        for index, m in enumerate(rows):
+            out.write(orjson.dumps({"org": ORG, "meter": m.meter_id, "account": m.account_id,
+                                    "ts": m.ts.strftime("%Y-%m-%d %H:%M:%S.%f"), "uid": m.uid, "seq": index,
+                                    "measures": m.micros, "dimensions": m.dimensions}) + b"\n")
+    bulk.client.command(f"TRUNCATE TABLE {bulk.table}")
     began = time.perf_counter()
-    for offset in range(0, len(rows), BATCH):
-        with Session() as session, session.begin():
-            store.bind(session).ingest(ORG, rows[offset:offset + BATCH])
-    adapter_seconds = time.perf_counter() - began
-    print(f"adapter ingest, batches of {BATCH}, one thread: {adapter_seconds:.1f} s,"
-          f" {len(rows) / adapter_seconds:,.0f} rows/s = {bulk_seconds / adapter_seconds:.2f}x the bulk insert")
+    bulk.client.command(f"INSERT INTO {bulk.table} FROM INFILE '{lines}' FORMAT JSONEachRow")
+    file_seconds = time.perf_counter() - began
+    print(f"chDB bulk insert (INSERT FROM INFILE of the rows as JSONEachRow): {file_seconds:.1f} s,"
+          f" {len(rows) / file_seconds:,.0f} rows/s")
+    lines.unlink()
 
-    print(f"bytes/measurement as ingested: adapter {footprint(store):.1f}, bulk {footprint(bulk):.1f}")
-    for each in (store, bulk):
-        each.client.command(f"OPTIMIZE TABLE {each.table} FINAL")
-    print(f"bytes/measurement after OPTIMIZE FINAL: adapter {footprint(store):.1f}, bulk {footprint(bulk):.1f}")
-    for column, compressed, raw in store.client.query(
-            "SELECT name, data_compressed_bytes, data_uncompressed_bytes FROM system.columns"
-            " WHERE database = 'adapter' AND table = 'measurements'").result_rows:
-        print(f"  {column}: {int(compressed) / len(rows):.2f} bytes/measurement ({int(raw) / len(rows):.1f} raw)")
+    def ingest(into: ClickHouseStore, offsets: range) -> None:
+        for offset in offsets:
+            with Session() as session, session.begin():
+                into.bind(session).ingest(ORG, rows[offset:offset + BATCH])
+
+    for threads in (8, 1):
+        into = ClickHouseStore.open(f"chdb://{folder}?database=adapter{threads}")
+        into.migrate()
+        began = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(ingest, [into] * threads,
+                          [range(first * BATCH, len(rows), threads * BATCH) for first in range(threads)]))
+        seconds = time.perf_counter() - began
+        print(f"adapter ingest, batches of {BATCH}, {threads} thread(s): {seconds:.1f} s,"
+              f" {len(rows) / seconds:,.0f} rows/s = {bulk_seconds / seconds:.2f}x the first bulk insert,"
+              f" {file_seconds / seconds:.2f}x the second")
+        if threads == 1:
+            store = into
+        else:
+            into.close()
+
+    print(f"bytes/measurement as ingested: {footprint(store, len(rows))}")
+    for table in (store.table, store.uids):
+        store.client.command(f"OPTIMIZE TABLE {table} FINAL")
+    print(f"bytes/measurement after OPTIMIZE FINAL: {footprint(store, len(rows))}")
+    for table, column, compressed, raw in store.client.query(
+            "SELECT table, name, data_compressed_bytes, data_uncompressed_bytes FROM system.columns"
+            " WHERE database = 'adapter1' AND table IN ('measurements', 'uids')").result_rows:
+        print(f"  {table}.{column}: {int(compressed) / len(rows):.2f} bytes/measurement"
+              f" ({int(raw) / len(rows):.1f} raw)")
 
     reader = store.bind(None)
     rng = random.Random(7)

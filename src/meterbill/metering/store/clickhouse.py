@@ -72,6 +72,25 @@ _BUCKET_START = {TimeBucket.HOUR: "toStartOfHour(ts)", TimeBucket.DAY: "toStartO
                  TimeBucket.WEEK: "toStartOfWeek(ts, 1)", TimeBucket.MONTH: "toStartOfMonth(ts)"}
 
 
+class _Pending:
+    """Measurements waiting for a write, by uid key (the first of each), and the store's
+    generation when they were last all found new, if they were (see `ClickHouseStore.write`)."""
+
+    def __init__(self, rows: dict[int, tuple[str, NewMeasurement]] | None = None, checked: int | None = None) -> None:
+        self.rows = rows or {}
+        self.checked = checked
+
+
+class _Job:
+    """One caller's measurements waiting for a write (`ClickHouseStore.write`), and its answer."""
+
+    def __init__(self, pending: _Pending) -> None:
+        self.pending = pending
+        self.stored = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class ClickHouseStore:
     """Process-wide: one client, safe to use from many threads at once."""
 
@@ -82,7 +101,12 @@ class ClickHouseStore:
         self.uids = f"`{database}`.uids"
         # Held around each write's dedupe check and insert, so they are one step for this process.
         self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Job] = []
         self._next_batch: int | None = None
+        # Counts the writes (and repairs) of this process: a lookup made at generation g still holds while it is g.
+        self.generation = 0
+        self._inserts: tuple[Any, Any] | None = None
 
     @classmethod
     def open(cls, url: str) -> ClickHouseStore:
@@ -141,21 +165,50 @@ class ClickHouseStore:
                                  parameters={"keys": asked})
         return {int(row[0]) for row in rows.result_rows}
 
-    def write(self, pending: Sequence[tuple[str, NewMeasurement]]) -> int:
-        """Store what is still new among these (organization, measurement)s, in ingest order; how many that was."""
+    def write(self, pending: _Pending) -> int:
+        """Store what is still new of these measurements, in ingest order; how many that was.
+
+        Measurements found new at the generation the store is still at (no write since) are
+        not looked up again: in the API's path, a batch checked by `ingest` and committed
+        before any other write costs one lookup, not two.
+
+        Group commit: the thread that takes the write lock writes every batch queued by then, in
+        one lookup and one insert per table, while the others wait for its answer. Under load a
+        write then costs about the same for eight batches as for one."""
+        job = _Job(pending)
+        with self._queue_lock:
+            self._queue.append(job)
         with self._write_lock:
-            if self._next_batch is None:
-                self._next_batch = self._recover()
-            keyed = [(_key(org_id, m.uid), org_id, m) for org_id, m in pending]
-            stored = self.stored_keys(key for key, _, _ in keyed)
-            keys: list[int] = []
-            columns: list[list[Any]] = [[] for _ in _COLUMNS]
-            org, meter, account, ts, ets, uid, seq, measures, dimensions = columns
-            base = self._next_batch << _SEQ_BITS
-            for key, org_id, m in keyed:
+            if not job.done.is_set():
+                with self._queue_lock:
+                    jobs, self._queue = self._queue, []
+                try:
+                    self._write(jobs)
+                except BaseException as exc:
+                    for each in jobs:
+                        each.error = exc
+                finally:
+                    for each in jobs:
+                        each.done.set()
+        if job.error is not None:
+            raise job.error
+        return job.stored
+
+    def _write(self, jobs: Sequence[_Job]) -> None:
+        if self._next_batch is None:
+            self._next_batch = self._recover()
+        stored = self.stored_keys(key for job in jobs if job.pending.checked != self.generation
+                                  for key in job.pending.rows)
+        keys: list[int] = []
+        columns: list[list[Any]] = [[] for _ in _COLUMNS]
+        org, meter, account, ts, ets, uid, seq, measures, dimensions = columns
+        base = self._next_batch << _SEQ_BITS
+        for job in jobs:
+            for key, (org_id, m) in job.pending.rows.items():
                 if key in stored:
                     continue
                 stored.add(key)
+                job.stored += 1
                 keys.append(key)
                 org.append(org_id)
                 meter.append(m.meter_id)
@@ -166,18 +219,26 @@ class ClickHouseStore:
                 seq.append(base + len(seq))
                 measures.append(m.micros)
                 dimensions.append(m.dimensions)
-            if not keys:
-                return 0
-            try:
-                # Keys first: a crash between the two inserts leaves keys without rows, which
-                # `_recover` removes, never rows without keys, which a replay would store again.
-                self.client.insert(self.uids, [keys], column_names=["key"], column_oriented=True)
-                self.client.insert(self.table, columns, column_names=_COLUMNS, column_oriented=True)
-            except BaseException:
-                self._next_batch = None  # whatever half was written, the next write repairs it first
-                raise
-            self._next_batch += 1
-            return len(keys)
+        if not keys:
+            return
+        if self._inserts is None:  # each table's column types, asked once
+            self._inserts = (
+                self.client.create_insert_context(self.uids, column_names=["key"], column_oriented=True),
+                self.client.create_insert_context(self.table, column_names=_COLUMNS, column_oriented=True))
+        into_uids, into_table = self._inserts
+        try:
+            # Keys first: a crash between the two inserts leaves keys without rows, which
+            # `_recover` removes, never rows without keys, which a replay would store again.
+            into_uids.data = [keys]
+            self.client.insert(context=into_uids)
+            into_table.data = columns
+            self.client.insert(context=into_table)
+        except BaseException:
+            self._next_batch = None  # whatever half was written, the next write repairs it first
+            raise
+        finally:
+            self.generation += 1
+        self._next_batch += 1
 
     def _recover(self) -> int:
         """Remove the keys of a batch whose rows never arrived (one key per row otherwise);
@@ -185,6 +246,7 @@ class ClickHouseStore:
         (keys,), (rows, last) = (self.client.query(f"SELECT count() FROM {self.uids}").result_rows[0],
                                  self.client.query(f"SELECT count(), max(seq) FROM {self.table}").result_rows[0])
         if keys != rows:
+            self.generation += 1
             self.client.command(
                 f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_KEY_SQL} FROM {self.table})",
                 settings={"mutations_sync": 2})
@@ -193,9 +255,9 @@ class ClickHouseStore:
 
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
-    pending: dict[ClickHouseStore, dict[int, tuple[str, NewMeasurement]]] | None = session.info.pop(_PENDING, None)
+    pending: dict[ClickHouseStore, _Pending] | None = session.info.pop(_PENDING, None)
     for store, rows in (pending or {}).items():
-        store.write(list(rows.values()))
+        store.write(rows)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -217,20 +279,19 @@ class ClickHouseMeasurements:
     def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
         if not batch:
             return IngestOutcome(0, 0)
-        if self.session is None:
-            stored = self.store.write([(org_id, m) for m in batch])
-            return IngestOutcome(stored, len(batch) - stored)
-        # Held until the unit commits, the first of each uid in the unit; the write decides
-        # again then, against what is stored by that time.
-        pending: dict[int, tuple[str, NewMeasurement]] = (
-            self.session.info.setdefault(_PENDING, {}).setdefault(self.store, {}))
-        new = {}
+        keyed: dict[int, tuple[str, NewMeasurement]] = {}
         for m in batch:
-            key = _key(org_id, m.uid)
-            if key not in pending and key not in new:
-                new[key] = (org_id, m)
+            keyed.setdefault(_key(org_id, m.uid), (org_id, m))
+        if self.session is None:
+            stored = self.store.write(_Pending(keyed))
+            return IngestOutcome(stored, len(batch) - stored)
+        # Held until the unit commits, the first of each uid in the unit, less those stored now.
+        pending: _Pending = self.session.info.setdefault(_PENDING, {}).setdefault(self.store, _Pending())
+        new = {key: row for key, row in keyed.items() if key not in pending.rows}
+        generation = self.store.generation  # before the lookup: a write during it makes the answer stale
         known = self.store.stored_keys(new)
-        pending.update(new)
+        pending.rows.update((key, row) for key, row in new.items() if key not in known)
+        pending.checked = generation if pending.checked in (None, generation) else -1
         return IngestOutcome(len(new) - len(known), len(batch) - len(new) + len(known))
 
     # -- reads ---------------------------------------------------------------------------------
