@@ -51,10 +51,11 @@ def test_a_crash_between_the_keys_and_the_rows_loses_no_replay(store: ClickHouse
     lost = [m("lost-1", 2), m("lost-2", 3, account="acct-2")]
     store.client.insert(store.uids, [[store_key(org, x.uid) for x in lost]], column_names=["key"], column_oriented=True)
     # A new process: its first write repairs the store.
-    again = ClickHouseStore(store.client, store.database)
+    again = ClickHouseStore(store.connect, store.database)
     assert again.bind(None).ingest(org, [*lost, m("kept", 4)]) == IngestOutcome(2, 1)
     assert again.bind(None).ingest(org, lost) == IngestOutcome(0, 2)
     assert again.bind(None).census() == {org: (3, {("meter-calls", "calls"): 3_000_000})}
+    again.close()
 
 
 def store_key(org: str, uid: str) -> int:

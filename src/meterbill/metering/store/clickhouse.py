@@ -34,8 +34,9 @@ organization's key range). `run_background_work` has nothing to finish.
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -92,10 +93,17 @@ class _Job:
 
 
 class ClickHouseStore:
-    """Process-wide: one client, safe to use from many threads at once."""
+    """Process-wide: safe to use from many threads at once.
 
-    def __init__(self, client: Any, database: str) -> None:
-        self.client = client
+    One client writes (under the write lock) and runs DDL; reads take an idle client of their
+    own, opened as needed: a chDB client runs one statement at a time, so the lookups of
+    batches waiting to be written run beside the write in progress instead of behind it."""
+
+    def __init__(self, connect: Callable[[], Any], database: str) -> None:
+        self.connect = connect
+        self.client = connect()
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._readers: list[Any] = []
         self.database = database
         self.table = f"`{database}`.measurements"
         self.uids = f"`{database}`.uids"
@@ -117,18 +125,17 @@ class ClickHouseStore:
             if parts.netloc or not parts.path.startswith("/"):
                 raise ValueError(f"a chDB store is chdb:///ABSOLUTE/PATH, not {url!r}")
             database = _database(parse_qs(parts.query).get("database", ["meterbill"])[0])
-            return cls(clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS), database)
+            return cls(lambda: clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS),
+                       database)
         if parts.scheme not in ("clickhouse", "clickhouses"):
             raise ValueError(f"a ClickHouse store's URL starts chdb://, clickhouse:// or clickhouses://, not {url!r}")
         secure = parts.scheme == "clickhouses"
         database = _database(parts.path.strip("/") or "default")
-        client = clickhouse_connect.get_client(
+        return cls(lambda: clickhouse_connect.get_client(
             host=parts.hostname or "localhost", port=parts.port or (8443 if secure else 8123),
             username=unquote(parts.username or "default"), password=unquote(parts.password or ""), secure=secure,
-            # A session id would make the server refuse a second query while one runs: no sessions,
-            # so many threads share the client (its HTTP pool).
-            autogenerate_session_id=False, settings=_SETTINGS)
-        return cls(client, database)
+            # A session id would make the server refuse a second query while one runs: no sessions.
+            autogenerate_session_id=False, settings=_SETTINGS), database)
 
     def migrate(self) -> list[str]:
         """Create or bring up to date this store's tables; the versions applied now."""
@@ -152,7 +159,21 @@ class ClickHouseStore:
         return ClickHouseMeasurements(self, session)
 
     def close(self) -> None:
-        self.client.close()
+        for client in [self.client, *self._readers]:
+            client.close()
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        """A read's rows, on an idle client."""
+        try:
+            client = self._idle.get_nowait()
+        except queue.Empty:
+            client = self.connect()
+            with self._queue_lock:
+                self._readers.append(client)
+        try:
+            return client.query(sql, parameters=parameters).result_rows
+        finally:
+            self._idle.put(client)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -161,9 +182,8 @@ class ClickHouseStore:
         asked = sorted(set(keys))
         if not asked:
             return set()
-        rows = self.client.query(f"SELECT key FROM {self.uids} WHERE key IN {{keys:Array(UInt128)}}",
-                                 parameters={"keys": asked})
-        return {int(row[0]) for row in rows.result_rows}
+        rows = self.query(f"SELECT key FROM {self.uids} WHERE key IN {{keys:Array(UInt128)}}", {"keys": asked})
+        return {int(row[0]) for row in rows}
 
     def write(self, pending: _Pending) -> int:
         """Store what is still new of these measurements, in ingest order; how many that was.
@@ -271,7 +291,6 @@ class ClickHouseMeasurements:
     def __init__(self, store: ClickHouseStore, session: Session | None) -> None:
         self.store = store
         self.session = session
-        self.client = store.client
         self.table = store.table
 
     # -- writes --------------------------------------------------------------------------------
@@ -297,7 +316,7 @@ class ClickHouseMeasurements:
     # -- reads ---------------------------------------------------------------------------------
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        return self.client.query(sql, parameters=parameters).result_rows
+        return self.store.query(sql, parameters)
 
     def has_measurements(self, org_id: str, *, meter_id: str | None = None, account_id: str | None = None) -> bool:
         where = ["org = {org:String}"]
