@@ -34,6 +34,7 @@ organization's key range). `run_background_work` has nothing to finish.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -59,7 +60,6 @@ from meterbill.metering.store import (
     from_micros,
 )
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
-from meterbill.metering.store.sql import uid_key
 
 _PENDING = "meterbill.clickhouse_pending"
 # `_key` in SQL: the first 128 bits of SHA-256(organization id ‖ uid), read big-endian.
@@ -220,25 +220,19 @@ class ClickHouseStore:
         stored = self.stored_keys(key for job in jobs if job.pending.checked != self.generation
                                   for key in job.pending.rows)
         keys: list[int] = []
-        columns: list[list[Any]] = [[] for _ in _COLUMNS]
-        org, meter, account, ts, ets, uid, seq, measures, dimensions = columns
-        base = self._next_batch << _SEQ_BITS
+        new: list[tuple[str, NewMeasurement]] = []
         for job in jobs:
-            for key, (org_id, m) in job.pending.rows.items():
-                if key in stored:
-                    continue
-                stored.add(key)
-                job.stored += 1
-                keys.append(key)
-                org.append(org_id)
-                meter.append(m.meter_id)
-                account.append(m.account_id)
-                ts.append(m.ts)
-                ets.append(m.ets)
-                uid.append(m.uid)
-                seq.append(base + len(seq))
-                measures.append(m.micros)
-                dimensions.append(m.dimensions)
+            for key, row in job.pending.rows.items():
+                if key not in stored:
+                    stored.add(key)
+                    job.stored += 1
+                    keys.append(key)
+                    new.append(row)
+        base = self._next_batch << _SEQ_BITS
+        # Column by column (one comprehension each costs a third of appending row by row).
+        columns = [[org_id for org_id, _ in new], [m.meter_id for _, m in new], [m.account_id for _, m in new],
+                   [m.ts for _, m in new], [m.ets for _, m in new], [m.uid for _, m in new],
+                   list(range(base, base + len(new))), [m.micros for _, m in new], [m.dimensions for _, m in new]]
         if not keys:
             return
         if self._inserts is None:  # each table's column types, asked once
@@ -488,7 +482,8 @@ def _database(name: str) -> str:
 
 
 def _key(org_id: str, uid: str) -> int:
-    return int(uid_key(org_id, uid), 16)
+    """`sql.uid_key` as a number (the SQL store's key, without its hex text, which ingest would pay for)."""
+    return int.from_bytes(hashlib.sha256(f"{org_id}{uid}".encode()).digest()[:16], "big")
 
 
 def _utc(moment: datetime) -> datetime:
