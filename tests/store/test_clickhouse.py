@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.orm import Session
 
 from meterbill.metering.store import IngestOutcome, NewMeasurement
 from meterbill.metering.store.clickhouse import ClickHouseStore
@@ -86,3 +87,14 @@ def test_scan_pages_through_every_organization_in_ingest_order_and_resumes(store
 def test_urls_that_name_no_store_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         ClickHouseStore.open(url)
+
+
+def test_a_unit_closed_without_commit_leaves_nothing_for_the_next(store: ClickHouseStore) -> None:
+    org = str(uuid.uuid4())
+    session = Session()
+    session.begin()
+    assert store.bind(session).ingest(org, [m("dropped", 1)]) == IngestOutcome(1, 0)
+    session.close()
+    with session.begin():
+        store.bind(session).ingest(org, [m("kept", 2)])
+    assert store.bind(None).census() == {org: (1, {("meter-calls", "calls"): 1_000_000})}
