@@ -98,3 +98,19 @@ def test_a_unit_closed_without_commit_leaves_nothing_for_the_next(store: ClickHo
     with session.begin():
         store.bind(session).ingest(org, [m("kept", 2)])
     assert store.bind(None).census() == {org: (1, {("meter-calls", "calls"): 1_000_000})}
+
+
+@pytest.mark.parametrize("writes_between", [0, 80])
+def test_a_uid_stored_between_a_units_ingest_and_its_commit_is_not_stored_again(
+        store: ClickHouseStore, writes_between: int) -> None:
+    """The commit of a unit does not look its batch up again: it compares it with the keys written
+    since its ingest, or looks it up when more writes than the store remembers came between."""
+    org = str(uuid.uuid4())
+    first, second = Session(), Session()
+    with first.begin():
+        assert store.bind(first).ingest(org, [m("same", 1), m("only-first", 2)]) == IngestOutcome(2, 0)
+        with second.begin():
+            assert store.bind(second).ingest(org, [m("same", 3, calls=5)]) == IngestOutcome(1, 0)
+        for n in range(writes_between):
+            store.bind(None).ingest(org, [m(f"other-{n}", 4, account="acct-2", calls=0)])
+    assert store.bind(None).census() == {org: (2 + writes_between, {("meter-calls", "calls"): 5 + 1_000_000})}

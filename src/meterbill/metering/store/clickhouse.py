@@ -51,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -80,6 +81,9 @@ _PENDING = "meterbill.clickhouse_pending"
 _KEY_SQL = "reinterpretAsUInt128(reverse(substring(SHA256(concat(org, uid)), 1, 16)))"
 # A row's place in the ingest order: its batch's number above these bits, its index in the batch below.
 _SEQ_BITS = 24
+# How many writes' keys a process keeps, to recheck units that ingested up to that many writes ago
+# without a lookup (a few MB at most: a write is a few batches).
+_WRITES_REMEMBERED = 64
 _COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "dimensions"]
 # Every client call runs with these: synchronous inserts (acknowledged once on disk) and UTC.
 _SETTINGS = {"async_insert": 0, "session_timezone": "UTC"}
@@ -126,8 +130,10 @@ class ClickHouseStore:
         self._queue_lock = threading.Lock()
         self._queue: list[_Job] = []
         self._next_batch: int | None = None
-        # Counts the writes (and repairs) of this process: a lookup made at generation g still holds while it is g.
+        # Counts the writes (and repairs) of this process; `_written` holds the keys of the last
+        # writes, the newest last, one set per generation up to now (cleared when a write fails).
         self.generation = 0
+        self._written: deque[set[int]] = deque(maxlen=_WRITES_REMEMBERED)
         self._inserts: tuple[Any, Any] | None = None
 
     @classmethod
@@ -196,15 +202,18 @@ class ClickHouseStore:
         asked = sorted(set(keys))
         if not asked:
             return set()
-        rows = self.query(f"SELECT key FROM {self.uids} WHERE key IN {{keys:Array(UInt128)}}", {"keys": asked})
+        # The array as its text: clickhouse-connect's formatting of a thousand numbers one by one
+        # cost more than the lookup itself.
+        rows = self.query(f"SELECT key FROM {self.uids} WHERE key IN {{keys:Array(UInt128)}}",
+                          {"keys": f"[{','.join(map(str, asked))}]"})
         return {int(row[0]) for row in rows}
 
     def write(self, pending: _Pending) -> int:
         """Store what is still new of these measurements, in ingest order; how many that was.
 
-        Measurements found new at the generation the store is still at (no write since) are
-        not looked up again: in the API's path, a batch checked by `ingest` and committed
-        before any other write costs one lookup, not two.
+        Measurements found new by `ingest` are not looked up again, but compared with the
+        keys written since (kept in memory for the last writes): in the API's path a batch
+        costs one lookup, not two.
 
         Group commit: the thread that takes the write lock writes every batch queued by then, in
         one lookup and one insert per table, while the others wait for its answer. Under load a
@@ -231,8 +240,18 @@ class ClickHouseStore:
     def _write(self, jobs: Sequence[_Job]) -> None:
         if self._next_batch is None:
             self._next_batch = self._recover()
-        stored = self.stored_keys(key for job in jobs if job.pending.checked != self.generation
-                                  for key in job.pending.rows)
+        # A job found new at generation g needs no lookup while the keys written since g are
+        # still in memory (`_written`): only this process writes, so they are all that changed.
+        stored: set[int] = set()
+        unchecked: list[int] = []
+        for job in jobs:
+            checked = job.pending.checked
+            if checked is not None and checked >= self.generation - len(self._written):
+                for generation in range(checked, self.generation):
+                    stored.update(job.pending.rows.keys() & self._written[generation - self.generation])
+            else:
+                unchecked.extend(job.pending.rows)
+        stored |= self.stored_keys(unchecked)
         keys: list[int] = []
         new: list[tuple[str, NewMeasurement]] = []
         for job in jobs:
@@ -263,9 +282,11 @@ class ClickHouseStore:
             self.client.insert(context=into_table)
         except BaseException:
             self._next_batch = None  # whatever half was written, the next write repairs it first
+            self._written.clear()  # and then only a lookup can say what is stored
             raise
         finally:
             self.generation += 1
+        self._written.append(set(keys))
         self._next_batch += 1
 
     def _recover(self) -> int:
@@ -275,6 +296,7 @@ class ClickHouseStore:
                                  self.client.query(f"SELECT count(), max(seq) FROM {self.table}").result_rows[0])
         if keys != rows:
             self.generation += 1
+            self._written.clear()
             self.client.command(
                 f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_KEY_SQL} FROM {self.table})",
                 settings={"mutations_sync": 2})
@@ -321,7 +343,7 @@ class ClickHouseMeasurements:
         generation = self.store.generation  # before the lookup: a write during it makes the answer stale
         known = self.store.stored_keys(new)
         pending.rows.update((key, row) for key, row in new.items() if key not in known)
-        pending.checked = generation if pending.checked in (None, generation) else -1
+        pending.checked = generation if pending.checked is None else min(pending.checked, generation)
         return IngestOutcome(len(new) - len(known), len(batch) - len(new) + len(known))
 
     # -- reads ---------------------------------------------------------------------------------
