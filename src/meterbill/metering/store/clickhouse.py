@@ -24,15 +24,15 @@ and with a server as long as one API process ingests. Several processes writing 
 server could each find a uid new in the same instant and both store it: a server
 deployment keeps ingest in one process until that is lifted. In a unit of work
 `ingest` answers from the same lookup made at once, without the lock; the write at
-commit decides again, so under a race for one uid both units may report it stored, and
-it is stored once.
+commit decides again (against the keys this process wrote since, or a new lookup), so
+under a race for one uid both units may report it stored, and it is stored once.
 
 Writes are grouped: the thread that takes the write lock writes every batch waiting by
 then in one lookup and one insert per table (see `ClickHouseStore.write`). A write
 costs ClickHouse two parts with their fsyncs whatever its size, so batches of 1000 one
 at a time stay far below a bulk insert: first figures (chDB, 2 shared and loaded cores,
-benchmarks/clickhouse_store.py) 9,000-13,500 measurements/s from one thread and
-11,000-19,000 from 8, against 150,000-350,000/s for one INSERT of the same million rows.
+benchmarks/clickhouse_store.py, 1M measurements) 16,138 measurements/s from one thread
+and 24,087/s from 8, against 346,766/s for one INSERT of the same rows in the same run.
 
 Reads are plain aggregations over exact integers (Int128 sums), straight from the rows:
 no rollup. The sort key makes one account-month a few granules (usage query p50 5.8 ms,
