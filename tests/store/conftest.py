@@ -8,14 +8,22 @@ in `OPENERS`; the suite itself does not change.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from sqlalchemy.orm import Session
 
 from meterbill.core.db import Database, upgrade
 from meterbill.metering.store import MeasurementStore
+from meterbill.metering.store.clickhouse import ClickHouseStore
 from meterbill.metering.store.sql import SqlMeasurementStore
 from meterbill.metering.store.sql_rollup import roll_up
 
@@ -62,7 +70,63 @@ def open_sql(new_database_url: Callable[[], str]) -> Iterator[StoreUnderTest]:
         database.dispose()
 
 
-OPENERS: dict[str, Callable[[Callable[[], str]], AbstractContextManager[StoreUnderTest]]] = {"sql": open_sql}
+class ClickHouseUnderTest:
+    """The ClickHouse adapter: a unit of work is a session of no database, whose commit writes the
+    unit's batches (as in the API, where it is the request's session)."""
+
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+
+    @contextmanager
+    def unit(self) -> Iterator[MeasurementStore]:
+        with Session() as session, session.begin():
+            yield self.store.bind(session)
+
+    def run_background_work(self) -> None:
+        # Nothing is left for later (no rollup); merging the parts now checks reads after a merge too.
+        self.store.client.command(f"OPTIMIZE TABLE {self.store.table} FINAL")
+
+
+@contextmanager
+def _clickhouse(url: str) -> Iterator[StoreUnderTest]:
+    store = ClickHouseStore.open(url)
+    try:
+        store.migrate()
+        yield ClickHouseUnderTest(store)
+    finally:
+        store.client.command(f"DROP DATABASE IF EXISTS `{store.database}`")
+        store.close()
+
+
+_chdb_folder: list[str] = []
+
+
+@contextmanager
+def open_chdb(new_database_url: Callable[[], str]) -> Iterator[StoreUnderTest]:
+    """chDB in this process. A process can open one chDB folder only (clients on it share the
+    engine), so every store of the test run is a database of its own in one folder."""
+    if not _chdb_folder:
+        _chdb_folder.append(tempfile.mkdtemp(prefix="meterbill-chdb-"))
+        atexit.register(shutil.rmtree, _chdb_folder[0], True)
+    with _clickhouse(f"chdb://{_chdb_folder[0]}?database=store_{uuid.uuid4().hex}") as store:
+        yield store
+
+
+@contextmanager
+def open_clickhouse_server(new_database_url: Callable[[], str]) -> Iterator[StoreUnderTest]:
+    """A ClickHouse server at METERBILL_TEST_CLICKHOUSE_URL (clickhouse://USER:PASSWORD@HOST:8123/DATABASE),
+    a database of its own per store; skipped without it."""
+    url = os.environ.get("METERBILL_TEST_CLICKHOUSE_URL")
+    if not url:
+        pytest.skip("no ClickHouse server: set METERBILL_TEST_CLICKHOUSE_URL")
+    parts = urlsplit(url)
+    database = f"{parts.path.strip('/') or 'meterbill'}_{uuid.uuid4().hex}"
+    with _clickhouse(urlunsplit(parts._replace(path=f"/{database}"))) as store:
+        yield store
+
+
+OPENERS: dict[str, Callable[[Callable[[], str]], AbstractContextManager[StoreUnderTest]]] = {
+    "sql": open_sql, "chdb": open_chdb, "clickhouse-server": open_clickhouse_server}
 
 
 @pytest.fixture(scope="module", params=sorted(OPENERS))
