@@ -227,10 +227,7 @@ def open_store(url: str) -> OpenStore:
     imported only when such a store is named."""
     if is_sql_url(url):
         return SqlDatabaseStore(url)
-    # Ignored for mypy while the adapter's module (and its extra) may be absent.
-    from meterbill.metering.store.clickhouse import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
-        ClickHouseStore,
-    )
+    from meterbill.metering.store.clickhouse import ClickHouseStore
 
     return ClickHouseStore.open(url)
 
