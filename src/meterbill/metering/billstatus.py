@@ -42,6 +42,13 @@ ALLOWED_FROM: dict[BillAction, frozenset[BillStatus]] = {
 }
 
 
+# The status an action leads to, where it changes the status: asking for it again is "already" done.
+LEADS_TO: dict[BillAction, BillStatus] = {
+    BillAction.APPROVE: BillStatus.APPROVED,
+    BillAction.RETURN_TO_PENDING: BillStatus.PENDING,
+}
+
+
 def refusal(bill_id: str, status: str, locked: bool, action: BillAction) -> str | None:
     """Why `action` may not be done to this bill, or None when it may."""
     if locked and action is not BillAction.LOCK:
@@ -49,7 +56,8 @@ def refusal(bill_id: str, status: str, locked: bool, action: BillAction) -> str 
     allowed = ALLOWED_FROM[action]
     if status not in allowed:
         wanted = " or ".join(sorted(allowed))
-        return (f"bill {bill_id} is {status}: only a {wanted} bill can be {action.value} "
+        already = "already " if LEADS_TO.get(action) == status else ""
+        return (f"bill {bill_id} is {already}{status}: only a {wanted} bill can be {action.value} "
                 "(nothing was changed)")
     return None
 
