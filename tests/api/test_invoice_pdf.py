@@ -25,6 +25,12 @@ from tests.support.pdf_pages import A4_POINTS, read_pages
 GENESIS = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 
 
+def fetch(url: str) -> httpx.Response:
+    """GET without an API key. The first PDF a server renders loads fpdf and its fonts, which can
+    outlast httpx's 5 s default on a loaded machine: these tests judge the document, not its speed."""
+    return httpx.get(url, timeout=60)
+
+
 @pytest.fixture
 def invoiced(server, tenant) -> tuple[chargebee.Chargebee, str]:
     """A site whose subscription to 3 seats at 10.00 USD a month was just invoiced 30.00 USD."""
@@ -54,7 +60,7 @@ def _with_token(url: str, token: str) -> str:
 
 
 def _refused(url: str, status: int = 403) -> dict:
-    response = httpx.get(url)
+    response = fetch(url)
     assert response.status_code == status, response.text
     body = response.json()
     assert body["http_status_code"] == status and body["message"] == body["error_msg"]
@@ -71,7 +77,7 @@ def test_invoice_pdf_download_link_serves_the_invoice(server, invoiced, tmp_path
     # Links last an hour of real time, whatever the site's time machine says.
     assert before + 3600 <= download.valid_till <= int(time.time()) + 3600
 
-    response = httpx.get(download.download_url)  # no API key: the link is the credential
+    response = fetch(download.download_url)  # no API key: the link is the credential
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/pdf"
     assert response.headers["content-disposition"] == f'attachment; filename="invoice-{invoice_id}.pdf"'
@@ -89,14 +95,14 @@ def test_invoice_pdf_download_link_serves_the_invoice(server, invoiced, tmp_path
                      "Amount paid 0.00 USD", "Amount due 30.00 USD"):
         assert expected in page.text, expected
 
-    inline = httpx.get(cb.Invoice.pdf(invoice_id, {"disposition_type": "inline"}).download.download_url)
+    inline = fetch(cb.Invoice.pdf(invoice_id, {"disposition_type": "inline"}).download.download_url)
     assert inline.status_code == 200
     assert inline.headers["content-disposition"] == f'inline; filename="invoice-{invoice_id}.pdf"'
     assert inline.content == response.content
 
     # The PDF follows the invoice: once paid, it says so.
     cb.Invoice.record_payment(invoice_id, {"transaction": {"amount": 3000, "payment_method": "cash"}})
-    paid = read_pages(httpx.get(download.download_url).content)[0].text
+    paid = read_pages(fetch(download.download_url).content)[0].text
     assert "Status Paid" in paid and "Amount paid -30.00 USD" in paid and "Amount due 0.00 USD" in paid
 
 
@@ -133,7 +139,7 @@ def test_pdf_links_are_refused_for_other_invoices_sites_and_tampering(server, in
         assert body["message"] == "The download link is invalid or has expired"
     # A good token does not open another invoice of the same site.
     _refused(url.replace(f"/invoices/{invoice_id}/", "/invoices/999999/"))
-    assert httpx.get(url).status_code == 200
+    assert fetch(url).status_code == 200
 
     # Once the site's data is gone, so is the document.
     cb.TimeMachine.start_afresh("delorean", {"genesis_time": GENESIS})
@@ -191,7 +197,7 @@ def test_usage_lines_keep_their_quantity_on_the_console_page_and_the_pdf(server,
     assert [line.amount for line in closed.line_items] == [2000, 36495, 123450]
     assert closed.total == 2000 + 36495 + 123450 == 161945
 
-    text = read_pages(httpx.get(cb.Invoice.pdf(invoice_id).download.download_url).content)[0].text
+    text = read_pages(fetch(cb.Invoice.pdf(invoice_id).download.download_url).content)[0].text
     assert "API requests 01 Jan 2026 - 31 Jan 2026 264,955 0.00137741 364.95" in text
     assert "1,234,500 API requests (usage) 01 Jan 2026 - 31 Jan 2026 1,234.50" in text
     assert "(usage) 01 Jan 2026 - 31 Jan 2026 1 " not in text
