@@ -146,10 +146,12 @@ def drop_bench_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_server(url: str, log_level: str = "WARNING", embedded_worker: bool = True) -> ServerProcess:
+def start_server(url: str, log_level: str = "WARNING", embedded_worker: bool = True,
+                 measurement_store: str | None = None) -> ServerProcess:
     workdir = Path(tempfile.mkdtemp(prefix="meterbill-bench-server-"))
     server = ServerProcess(database_url=url, workdir=workdir, extra_env={
-        "METERBILL_LOG_LEVEL": log_level, "METERBILL_EMBEDDED_WORKER": "true" if embedded_worker else "false"})
+        "METERBILL_LOG_LEVEL": log_level, "METERBILL_EMBEDDED_WORKER": "true" if embedded_worker else "false",
+        **({"METERBILL_MEASUREMENT_STORE": measurement_store} if measurement_store else {})})
     server.start()
     return server
 

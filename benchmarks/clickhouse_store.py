@@ -68,6 +68,19 @@ def footprint(store: ClickHouseStore, count: int) -> str:
             + " + ".join(f"{table} {int(size) / count:.1f}" for table, size in sorted(found.items())))
 
 
+def bulk_insert(store: ClickHouseStore, org_id: str, rows: list[NewMeasurement]) -> float:
+    """chDB's own fastest path from Python for these rows: their columns, built from the same objects,
+    in one INSERT through clickhouse-connect into the store's table (no dedupe); the seconds it took."""
+    began = time.perf_counter()
+    columns: list[list[object]] = [[] for _ in _COLUMNS]
+    for index, m in enumerate(rows):
+        for column, value in zip(columns, (org_id, m.meter_id, m.account_id, m.ts, m.ets, m.uid, index, m.micros,
+                                           m.dimensions), strict=True):
+            column.append(value)
+    store.client.insert(store.table, columns, column_names=_COLUMNS, column_oriented=True)
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--measurements", type=int, default=1_000_000)
@@ -81,14 +94,7 @@ def main() -> None:
     bulk = ClickHouseStore.open(f"chdb://{folder}?database=bulk")
     bulk.migrate()
 
-    began = time.perf_counter()
-    columns: list[list[object]] = [[] for _ in _COLUMNS]
-    for index, m in enumerate(rows):
-        for column, value in zip(columns, (ORG, m.meter_id, m.account_id, m.ts, m.ets, m.uid, index, m.micros,
-                                           m.dimensions), strict=True):
-            column.append(value)
-    bulk.client.insert(bulk.table, columns, column_names=_COLUMNS, column_oriented=True)
-    bulk_seconds = time.perf_counter() - began
+    bulk_seconds = bulk_insert(bulk, ORG, rows)
     print(f"chDB bulk insert (one INSERT through clickhouse-connect, columns built from the same objects):"
           f" {bulk_seconds:.1f} s, {len(rows) / bulk_seconds:,.0f} rows/s")
     lines = Path(folder) / "rows.jsonl"

@@ -4,6 +4,7 @@ same rows stored by the database's own fastest path into one lean table, alterna
     uv run python benchmarks/ingest.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
         [--measurements 1000000] [--clients 8] [--pairs 3] [--api-processes 2]
     uv run python benchmarks/ingest.py            # SQLite, 100,000 measurements
+    uv run python benchmarks/ingest.py --store chdb --measurements 200000   # chDB measurement store
 
 Each pair gets a fresh database with a live server (the first of `--api-processes` runs the
 embedded worker), a tenant, a meter and 100 accounts, and runs both sides on it, in alternating
@@ -14,6 +15,13 @@ order (HTTP first in odd pairs, baseline first in even ones):
   PostgreSQL: `--clients` connections, per 1000 rows one transaction: COPY into a temporary
   staging table, then `INSERT … SELECT … ON CONFLICT DO NOTHING`. SQLite (one writer at a time):
   one connection, `executemany` with `ON CONFLICT DO NOTHING` in 1000-row transactions.
+With `--store chdb` (one API process: only one process opens a chDB folder) each pair gets a new
+chDB folder too, the server's measurement store (METERBILL_MEASUREMENT_STORE=chdb:///FOLDER), and
+the HTTP side always runs first: once the server is stopped, this process counts the rows stored and
+runs the baseline, chDB's own bulk insert of the same rows (one INSERT through clickhouse-connect, as
+benchmarks/clickhouse_store.py measures it) into a table of the same definition in another database
+of the folder. There is no roll-up to wait for.
+
 Prints each pair (rates, request latency p50/p99, rows stored by each side, the servers' peak
 RSS, the roll-up's lag) and the medians with their ratio. Not a test: it asserts nothing.
 """
@@ -23,11 +31,14 @@ from __future__ import annotations
 import argparse
 import queue
 import secrets
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -70,13 +81,16 @@ def run_http(servers: list[_data.ServerProcess], tenant: dict[str, str], batches
     # Bodies are encoded before the clock starts: the client's own JSON work is not the server's cost.
     bodies = [orjson.dumps({"measurements": batch}) for batch in batches]
     seconds, latencies = _data.post_batches(urls, token, bodies, clients)
+    peak = [_data.peak_rss_mb(s.process.pid) for s in servers]
+    if "METERBILL_MEASUREMENT_STORE" in servers[0].extra_env:
+        return HttpRun(seconds, latencies, -1, peak, 0.0)  # counted once the server is stopped (see run_pair)
     lag = _data.wait_rolled_up(servers[0].database_url)
     url = servers[0].database_url
     with _data.connect(url) as conn:
         (stored,) = conn.execute(_data.sql(
             "SELECT count(*) FROM metering_measurements m JOIN metering_series s ON s.id = m.series_id"
             " WHERE s.organization_id = ? AND m.uid LIKE ?", url), (tenant["org_id"], "http-%")).fetchone()
-    return HttpRun(seconds, latencies, stored, [_data.peak_rss_mb(s.process.pid) for s in servers], lag)
+    return HttpRun(seconds, latencies, stored, peak, lag)
 
 
 def lean_rows(org_id: str, meter_id: str, account_ids: dict[str, str], batch: list[dict],
@@ -150,12 +164,41 @@ def run_baseline_sqlite(url: str, batches: list[list[tuple]]) -> BaselineRun:
     return BaselineRun(seconds, stored)
 
 
+def run_chdb_side(folder: str, org_id: str, meter_id: str, account_ids: dict[str, str], batches: list[list[dict]],
+                  http: HttpRun) -> BaselineRun:
+    """With the server stopped: count the HTTP side's rows in the chDB store, then time chDB's bulk insert
+    of the same rows into another database of the folder."""
+    from clickhouse_store import bulk_insert
+
+    from meterbill.metering.store import NewMeasurement
+    from meterbill.metering.store.clickhouse import ClickHouseStore
+
+    served = ClickHouseStore.open(f"chdb://{folder}")
+    http.stored = int(served.query(f"SELECT count() FROM {served.table} WHERE org = {{org:String}} AND "
+                                   "startsWith(uid, 'http-')", {"org": org_id})[0][0])
+    served.close()
+    rows = [NewMeasurement(uid=m["uid"], meter_id=meter_id, account_id=account_ids[m["account"]],
+                           ts=datetime.fromisoformat(m["ts"]), ets=None, dimensions={},
+                           micros={"requests": m["measure"]["requests"] * _data.MICROS})
+            for batch in batches for m in batch]
+    bulk = ClickHouseStore.open(f"chdb://{folder}?database=bulk")
+    try:
+        bulk.migrate()
+        seconds = bulk_insert(bulk, org_id, rows)
+        stored = int(bulk.query(f"SELECT count() FROM {bulk.table}")[0][0])
+    finally:
+        bulk.close()
+    return BaselineRun(seconds, stored)
+
+
 def run_pair(args: argparse.Namespace, http_first: bool) -> tuple[HttpRun, BaselineRun]:
     url = _data.create_bench_database(args.database, "ingest")
+    folder = tempfile.mkdtemp(prefix="meterbill-bench-chdb-") if args.store == "chdb" else None
     servers: list[_data.ServerProcess] = []
     try:
         for number in range(args.api_processes):
-            servers.append(_data.start_server(url, embedded_worker=number == 0))
+            servers.append(_data.start_server(url, embedded_worker=number == 0,
+                                              measurement_store=folder and f"chdb://{folder}"))
         tenant = servers[0].create_tenant(f"bench-{secrets.token_hex(3)}")
         client = _data.client_for(servers[0], tenant)
         product = client.products.create(code="api", name="API")
@@ -166,6 +209,10 @@ def run_pair(args: argparse.Namespace, http_first: bool) -> tuple[HttpRun, Basel
         _data.wait_rolled_up(url)  # the warm-up's roll-up runs now, not during either side
         batches = [measurements("http", offset, min(BATCH, args.measurements - offset))
                    for offset in range(0, args.measurements, BATCH)]
+        if folder is not None:
+            http = run_http(servers, tenant, batches, args.clients)
+            servers.pop().stop()
+            return http, run_chdb_side(folder, tenant["org_id"], meter.id, account_ids, batches, http)
         postgres = _data.is_postgres(url)
         lean = [lean_rows(tenant["org_id"], meter.id, account_ids, batch, postgres) for batch in batches]
 
@@ -182,6 +229,8 @@ def run_pair(args: argparse.Namespace, http_first: bool) -> tuple[HttpRun, Basel
         for server in servers:
             server.stop()
         _data.drop_bench_database(url)
+        if folder is not None:
+            shutil.rmtree(folder)
 
 
 def main() -> None:
@@ -194,27 +243,37 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="HTTP and baseline runs, alternating (default 3)")
     parser.add_argument("--api-processes", type=int, default=1,
                         help="`meterbill serve` processes sharing the database; only the first runs the worker")
+    parser.add_argument("--store", choices=["main", "chdb"], default="main",
+                        help="the measurement store: the main database (default), or a new chDB folder per pair")
     args = parser.parse_args()
+    if args.store == "chdb" and args.api_processes != 1:
+        parser.error("a chDB store is opened by one process only: --api-processes 1")
     postgres = bool(args.database)
     args.measurements = args.measurements or (1_000_000 if postgres else 100_000)
     backend = "postgresql" if postgres else "sqlite"
-    base_name = "COPY to staging + INSERT ON CONFLICT" if postgres else "executemany ON CONFLICT"
+    chdb = args.store == "chdb"
+    base_name = "one lean table, " + ("COPY to staging + INSERT ON CONFLICT" if postgres else "executemany ON CONFLICT")
+    if chdb:
+        backend += " + chdb measurement store"
+        base_name = "chDB's bulk insert of the same rows (one INSERT, clickhouse-connect)"
     print(f"backend={backend} measurements={args.measurements:,} clients={args.clients} batch={BATCH} "
-          f"api_processes={args.api_processes} pairs={args.pairs}; baseline: one lean table, {base_name}",
+          f"api_processes={args.api_processes} pairs={args.pairs}; baseline: {base_name}",
           flush=True)
     rates, base_rates, ratios = [], [], []
     for number in range(args.pairs):
-        http, base = run_pair(args, http_first=number % 2 == 0)
+        http_first = number % 2 == 0 or chdb
+        http, base = run_pair(args, http_first)
         rate, base_rate = args.measurements / http.seconds, args.measurements / base.seconds
         rates.append(rate)
         base_rates.append(base_rate)
         ratios.append(rate / base_rate)
-        print(f"pair {number + 1} ({'http first' if number % 2 == 0 else 'baseline first'}): "
+        roll_up = "no roll-up" if chdb else f"rolled up {http.roll_up_lag:.1f} s after the last response"
+        print(f"pair {number + 1} ({'http first' if http_first else 'baseline first'}): "
               f"http {rate:,.0f}/s ({http.seconds:.1f} s, request p50 "
               f"{_data.percentile(http.latencies, 0.5) * 1000:.0f} ms, p99 "
               f"{_data.percentile(http.latencies, 0.99) * 1000:.0f} ms, stored {http.stored:,}, server peak RSS "
-              f"{' + '.join(f'{mb:.0f}' for mb in http.peak_rss_mb)} MB, rolled up {http.roll_up_lag:.1f} s "
-              f"after the last response); baseline {base_rate:,.0f}/s ({base.seconds:.1f} s, stored "
+              f"{' + '.join(f'{mb:.0f}' for mb in http.peak_rss_mb)} MB, {roll_up}); "
+              f"baseline {base_rate:,.0f}/s ({base.seconds:.1f} s, stored "
               f"{base.stored:,}); ratio {rate / base_rate:.2f}", flush=True)
     rate, base_rate = statistics.median(rates), statistics.median(base_rates)
     print(f"median of {args.pairs} pairs: http {rate:,.0f} measurements/s, baseline {base_rate:,.0f}/s; "

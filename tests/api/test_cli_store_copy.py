@@ -7,7 +7,6 @@ when the stores differ. The totals on the target are those the source bills and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import m3ter
-import pytest
 
 from meterbill.metering.store import NewMeasurement, open_store, unit_of_work
 from tests.api.test_metering_billing import (
@@ -41,7 +39,7 @@ from tests.api.test_metering_billing import (
 )
 from tests.api.test_metering_uploads_and_usage import by_account, query_rows
 from tests.conftest import m3ter_client, unique_name
-from tests.support.server import ServerProcess, meterbill
+from tests.support.server import ServerProcess, meterbill, needs_chdb
 
 JANUARY = datetime(2024, 1, 1, tzinfo=UTC)
 FEBRUARY = datetime(2024, 2, 1, tzinfo=UTC)
@@ -209,12 +207,7 @@ def test_copy_refuses_a_missing_source_and_the_same_store(tmp_path: Path) -> Non
     assert same.returncode == 2 and "same store" in same.stderr
 
 
-
-CHDB = importlib.util.find_spec("chdb") is not None and \
-    importlib.util.find_spec("meterbill.metering.store.clickhouse") is not None
-
-
-@pytest.mark.skipif(not CHDB, reason="needs the ClickHouse adapter and chdb (pip install 'meterbill[clickhouse]')")
+@needs_chdb
 def test_moving_to_chdb_loses_no_measurement_and_bills_the_same(tmp_path: Path,
                                                                  new_database_url: Callable[[], str]) -> None:
     """The README's move to an embedded chDB store (one process only, so the server stops for the catch-up):

@@ -43,17 +43,23 @@ def test_migrate_applies_each_version_once(store: ClickHouseStore) -> None:
     assert versions == 1
 
 
-def test_a_crash_between_the_keys_and_the_rows_loses_no_replay(store: ClickHouseStore) -> None:
+@pytest.mark.parametrize("in_a_unit", [False, True], ids=["written-at-ingest", "in-a-unit-of-work"])
+def test_a_crash_between_the_keys_and_the_rows_loses_no_replay(store: ClickHouseStore, in_a_unit: bool) -> None:
     """The keys of a batch went in, its rows never did (the process died between the two inserts):
-    the batch was never acknowledged, so its replay must be stored, once."""
+    the batch was never acknowledged, so its replay must be stored, once. Also when the new process's
+    first ingest is in a unit of work (the API's path), whose lookup runs before any write."""
     org = str(uuid.uuid4())
     writer = store.bind(None)
     assert writer.ingest(org, [m("kept", 1)]) == IngestOutcome(1, 0)
     lost = [m("lost-1", 2), m("lost-2", 3, account="acct-2")]
     store.client.insert(store.uids, [[store_key(org, x.uid) for x in lost]], column_names=["key"], column_oriented=True)
-    # A new process: its first write repairs the store.
+    # A new process: it repairs the store before its first lookup.
     again = ClickHouseStore(store.connect, store.database)
-    assert again.bind(None).ingest(org, [*lost, m("kept", 4)]) == IngestOutcome(2, 1)
+    if in_a_unit:
+        with Session() as session, session.begin():
+            assert again.bind(session).ingest(org, [*lost, m("kept", 4)]) == IngestOutcome(2, 1)
+    else:
+        assert again.bind(None).ingest(org, [*lost, m("kept", 4)]) == IngestOutcome(2, 1)
     assert again.bind(None).ingest(org, lost) == IngestOutcome(0, 2)
     assert again.bind(None).census() == {org: (3, {("meter-calls", "calls"): 3_000_000})}
     again.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -16,9 +17,15 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from sqlalchemy.engine import make_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# For the tests of a server whose measurement store is chDB (METERBILL_MEASUREMENT_STORE=chdb:///PATH).
+CHDB = importlib.util.find_spec("chdb") is not None and \
+    importlib.util.find_spec("meterbill.metering.store.clickhouse") is not None
+needs_chdb = pytest.mark.skipif(not CHDB, reason="needs the ClickHouse adapter and chdb "
+                                                 "(pip install 'meterbill[clickhouse]')")
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ therefore on disk before the unit's commit returns (inserts are synchronous, nev
 Dedupe: at write time, under a lock held by this process, the batch's uid keys are
 looked up in the `uids` table (see clickhouse_schema) and only the new measurements are
 inserted: keys first, then rows, each one insert (one part: all or nothing), and a
-crash between the two is repaired before the next write. Exact on every read, with no
+crash between the two is repaired before the next lookup or write. Exact on every read, with no
 FINAL or read-time dedupe to pay (ClickHouse's merges never have to catch up), whenever
 one process writes the store: always with chDB (only one process can open its folder),
 and with a server as long as one API process ingests. Several processes writing one
@@ -237,6 +237,14 @@ class ClickHouseStore:
             raise job.error
         return job.stored
 
+    def repair(self) -> None:
+        """Remove what a write cut between its two inserts left (by a crash, or a failure in this
+        process), if a repair is due: before any lookup whose answer is trusted."""
+        if self._next_batch is None:
+            with self._write_lock:
+                if self._next_batch is None:
+                    self._next_batch = self._recover()
+
     def _write(self, jobs: Sequence[_Job]) -> None:
         if self._next_batch is None:
             self._next_batch = self._recover()
@@ -337,6 +345,10 @@ class ClickHouseMeasurements:
         if self.session is None:
             stored = self.store.write(_Pending(keyed))
             return IngestOutcome(stored, len(batch) - stored)
+        # Keys without rows (a write cut by kill -9, or failed) would pass for stored here, and the
+        # batch would be acknowledged as replays and never stored: the crash test on chDB found this
+        # when the lookup ran before the first write of a restarted process, which is what repaired.
+        self.store.repair()
         # Held until the unit commits, the first of each uid in the unit, less those stored now.
         pending: _Pending = self.session.info.setdefault(_PENDING, {}).setdefault(self.store, _Pending())
         new = {key: row for key, row in keyed.items() if key not in pending.rows}
