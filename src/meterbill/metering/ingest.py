@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import new_id, utcnow
+from meterbill.core.db import utcnow
 from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
@@ -349,6 +349,17 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
     return outcome.stored
 
 
+# Skeleton accounts' ids follow from (organization, code). With a measurement store outside the
+# main database (ClickHouse), a crash between the store's write and the main commit leaves stored
+# measurements whose skeleton account was never committed; the client's resend must then create
+# the account under the same id, or those measurements (now duplicates) would name a lost account.
+_SKELETON_NAMESPACE = uuid.UUID("6d657465-7262-696c-6c2d-736b656c6574")
+
+
+def skeleton_account_id(org_id: str, code: str) -> str:
+    return str(uuid.uuid5(_SKELETON_NAMESPACE, f"{org_id}/{code}"))
+
+
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
     """Account ids by code; unknown codes get a skeleton account, as m3ter does."""
     found: dict[str, str] = {
@@ -365,7 +376,7 @@ def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, st
     now = utcnow()
     for code in sorted(codes - set(found)):
         entity = ConfigEntity(
-            id=new_id(), organization_id=org_id, kind="account", unique_key=code, version=1,
+            id=skeleton_account_id(org_id, code), organization_id=org_id, kind="account", unique_key=code, version=1,
             document={"code": code, "name": code, "emailAddress": SKELETON_EMAIL},
             created_by="ingest", last_modified_by="ingest", created_at=now, modified_at=now,
         )
