@@ -93,15 +93,14 @@ def test_corrections_push_the_difference_once(server, tenant):
     decrease = corrections(story)[0]
     assert "112.50 → 90.00 USD" in decrease["message"] and note.id in decrease["message"]
 
-    # Recalculated with nothing new: the bill stays as approved (no new version), nothing pushed.
-    version = story.m3.bills.retrieve(id=bill.id).version
+    # Recalculated with nothing new, and approved as a new version: nothing pushed. (The metering side
+    # keeps an unchanged approved bill as it is on SQLite but makes it PENDING again on PostgreSQL: either
+    # way the version approved here has the total already pushed.)
     job = story.m3.bill_jobs.recalculate(bill_ids=[bill.id])
     wait_for(lambda: story.m3.bill_jobs.retrieve(id=job.id).status == "COMPLETE")
-    assert story.m3.bills.retrieve(id=bill.id).version == version
-    settled_at(story, 9000)
-    assert len(corrections(story)) == 2
-    # Returned to PENDING and approved again unchanged: a new version, still nothing pushed.
-    story.m3.bills.update_status(id=bill.id, status="PENDING")
+    if story.m3.bills.retrieve(id=bill.id).status == "APPROVED":
+        story.m3.bills.update_status(id=bill.id, status="PENDING")
+    assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("90.00")
     story.m3.bills.approve(bill_ids=[bill.id])
     unchanged = wait_for(lambda: len(corrections(story)) == 3 and corrections(story)[0])
     assert "90.00 → 90.00 USD" in unchanged["message"] and "nothing pushed" in unchanged["message"]

@@ -130,4 +130,7 @@ class BillPush(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_connector_bill_pushes_bill", "integration_id", "bill_id"),)
+    # One row per document and version: two runs pushing the same approval (its keys make Chargebee
+    # answer both with one document) cannot both record it; the second fails and, retried, finds it.
+    __table_args__ = (Index("ix_connector_bill_pushes_bill", "integration_id", "bill_id", "bill_version",
+                            "document_id", unique=True),)

@@ -620,10 +620,10 @@ def correct(run: Run, bill: Any, customer_id: str, close_after: bool, earlier: l
         subscription_id = _subscription_of(run, bill)
         pending = run.chargebee.pending_invoices(subscription_id) if subscription_id else []
         if pending:
+            # Left pending: it is a later period's invoice (or, not closing after pushes, the bill's own),
+            # closed with its own bill.
             invoice = run.chargebee.add_charge(pending[0]["id"], amount=increase, description=description,
                                                date_from=start, date_to=end, key=key)
-            if close_after:
-                run.chargebee.close_invoice(invoice["id"], key=f"mb-close-{bill.id}-{bill.version}")
         else:
             invoice = run.chargebee.invoice_for_charge(
                 customer_id=customer_id, subscription_id=subscription_id, currency=bill.currency, amount=increase,

@@ -32,8 +32,8 @@ def upgrade() -> None:
         sa.Column('at', meterbill.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_connector_bill_pushes')),
     )
-    op.create_index('ix_connector_bill_pushes_bill', 'connector_bill_pushes', ['integration_id', 'bill_id'],
-                    unique=False)
+    op.create_index('ix_connector_bill_pushes_bill', 'connector_bill_pushes',
+                    ['integration_id', 'bill_id', 'bill_version', 'document_id'], unique=True)
 
 
 def downgrade() -> None:
