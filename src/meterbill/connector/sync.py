@@ -607,14 +607,28 @@ def correct(run: Run, bill: Any, customer_id: str, close_after: bool, earlier: l
     by_invoice = carried(earlier)
     before, after = sum(by_invoice.values()), bill_amount(bill)
     money = f"{_major(before, bill.currency)} → {_major(after, bill.currency)} {bill.currency}"
-    start = int(bill.start_date_time_utc.timestamp())
-    end = int(bill.end_date_time_utc.timestamp())
-    description = f"Correction of bill {bill.id} (version {bill.version})"
-    key = f"mb-corr-{bill.id}-{bill.version}"
     if after == before:
         run.note("bill_correction", SyncStatus.SKIPPED, f"bill {bill.id} version {bill.version}: {money}, "
                  f"unchanged; nothing pushed", m3ter_id=bill.id, key=retry_key)
         return
+    try:
+        _push_difference(run, bill, customer_id, close_after, by_invoice, before, after, retry_key)
+    except Refused as exc:
+        # Nothing of this version is recorded, so the retry (after a fix) pushes all of it again: what
+        # Chargebee already made answers the same keys with the same documents.
+        run.pushes = [p for p in run.pushes if (p.bill_id, p.bill_version) != (bill.id, bill.version)]
+        run.note("bill_correction", SyncStatus.ERROR, f"bill {bill.id} version {bill.version}: {money}; Chargebee "
+                 f"refused the correction: {exc}; fix it, then retry", m3ter_id=bill.id, state=SyncState.OPEN,
+                 retry=(PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id}))
+
+
+def _push_difference(run: Run, bill: Any, customer_id: str, close_after: bool, by_invoice: dict[str, int],
+                     before: int, after: int, retry_key: str) -> None:
+    money = f"{_major(before, bill.currency)} → {_major(after, bill.currency)} {bill.currency}"
+    start = int(bill.start_date_time_utc.timestamp())
+    end = int(bill.end_date_time_utc.timestamp())
+    description = f"Correction of bill {bill.id} (version {bill.version})"
+    key = f"mb-corr-{bill.id}-{bill.version}"
     if after > before:
         increase = after - before
         subscription_id = _subscription_of(run, bill)
