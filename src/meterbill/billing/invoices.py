@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -201,6 +201,75 @@ def create_credit_note(
     return note
 
 
+class CreditNoteLine(Params):
+    reference_line_item_id: Id | None = None
+    amount: int = Field(ge=1, le=10**15)
+    description: Text | None = None
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+    entity_type: Literal["adhoc"] = "adhoc"
+
+
+class CreateCreditNote(Params):
+    reference_invoice_id: Id
+    customer_id: Id | None = None
+    total: MinorAmount | None = None
+    type: Literal["adjustment"]
+    reason_code: Literal["write_off", "subscription_change", "subscription_cancellation", "subscription_pause",
+                         "chargeback", "product_unsatisfactory", "service_unsatisfactory", "order_change",
+                         "order_cancellation", "waiver", "other", "fraudulent"] | None = None
+    create_reason_code: Text | None = None
+    date: UnixTime | None = None
+    customer_notes: Text | None = None
+    currency_code: Annotated[str, Field(min_length=3, max_length=3)] | None = None
+    line_items: list[CreditNoteLine] = Field(default_factory=list)
+    comment: Text | None = None
+
+
+def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> CreditNote:
+    """An adjustment credit note against a posted invoice (`total` alone, or line items), never more
+    than what the invoice still carries after the adjustments already made against it."""
+    params = parse(CreateCreditNote, form)
+    invoice = get(session, site, params.reference_invoice_id)
+    if invoice.status in (PENDING, VOIDED):
+        raise InvalidState(f"Invoice {invoice.id} is {invoice.status}; credit notes are created against closed "
+                           f"invoices")
+    if params.customer_id and params.customer_id != invoice.customer_id:
+        raise InvalidInput(f"customer_id : invoice {invoice.id} belongs to {invoice.customer_id}",
+                           param="customer_id")
+    if params.currency_code and params.currency_code != invoice.currency_code:
+        raise InvalidInput(f"currency_code : invoice {invoice.id} is in {invoice.currency_code}",
+                           param="currency_code")
+    now = records.site_clock(site).now()
+    at = from_unix(params.date) if params.date is not None else now
+    if params.line_items:
+        lines = [Line(item.description or f"Adjustment of invoice {invoice.id}", item.entity_type, None, Decimal(1),
+                      Decimal(item.amount), Decimal(item.amount), *_period(item.date_from, item.date_to, at,
+                                                                             "line_items"),
+                      subscription_id=invoice.subscription_id) for item in params.line_items]
+    elif params.total:
+        lines = [Line(f"Adjustment of invoice {invoice.id}", "adhoc", None, Decimal(1), Decimal(params.total),
+                      Decimal(params.total), at, at, subscription_id=invoice.subscription_id)]
+    else:
+        raise InvalidInput("total : a positive total or line items are required", param="total")
+    amount = sum(whole_minor_units(line.amount) for line in lines)
+    if params.total and params.line_items and params.total != amount:
+        raise InvalidInput(f"total : {params.total} differs from the line items' sum {amount}", param="total")
+    credited = session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
+        CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
+        CreditNote.type == "adjustment")) or 0
+    carried = invoice.total - credited
+    if amount > carried:
+        raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} still carries ({carried} of its "
+                           f"total {invoice.total} after {credited} already credited)", param="total")
+    note = create_credit_note(session, site, customer_id=invoice.customer_id, subscription_id=invoice.subscription_id,
+                              currency=invoice.currency_code, lines=lines, at=at, reference_invoice_id=invoice.id,
+                              reason_code=params.reason_code or "other")
+    extra = {"create_reason_code": params.create_reason_code, "customer_notes": params.customer_notes}
+    note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
+    return note
+
+
 def get(session: Session, site: Site, invoice_id: str) -> Invoice:
     return records.get(session, Invoice, site, invoice_id, "Invoice")
 
@@ -253,18 +322,26 @@ class AddChargeItem(Params):
 def add_charge_item(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
     invoice = _pending(session, site, invoice_id)
     params = parse(AddChargeItem, form).item_price
+    start, end = _line_dates(invoice, LinePeriod(date_from=params.date_from, date_to=params.date_to), site)
+    line = _charge_item_line(session, site, params, invoice.currency_code, invoice.subscription_id, start, end,
+                             param="item_price")
+    return _add_line(session, site, invoice, line)
+
+
+def _charge_item_line(session: Session, site: Site, params: ChargeItemPrice, currency: str,
+                      subscription_id: str | None, start: datetime, end: datetime, *, param: str) -> Line:
+    """A charge item price as a line in `currency`; `param` names the form field in refusals."""
     item_price = records.get(session, ItemPrice, site, params.item_price_id, "Item price")
     if item_price.item_type != "charge":
-        raise InvalidInput("item_price[item_price_id] : must be a charge item price",
-                           param="item_price[item_price_id]")
-    if item_price.currency_code != invoice.currency_code:
-        raise InvalidInput(f"item_price[item_price_id] : currency {item_price.currency_code} differs from the "
-                           f"invoice's {invoice.currency_code}", param="item_price[item_price_id]")
+        raise InvalidInput(f"{param}[item_price_id] : must be a charge item price", param=f"{param}[item_price_id]")
+    if item_price.currency_code != currency:
+        raise InvalidInput(f"{param}[item_price_id] : currency {item_price.currency_code} differs from the "
+                           f"invoice's {currency}", param=f"{param}[item_price_id]")
     quantity = params.quantity_in_decimal if params.quantity_in_decimal is not None else Decimal(params.quantity or 1)
     if quantity <= 0:
-        raise InvalidInput("item_price[quantity] : must be positive", param="item_price[quantity]")
+        raise InvalidInput(f"{param}[quantity] : must be positive", param=f"{param}[quantity]")
     if params.unit_price_in_decimal is not None:
-        unit = exact_minor_units(params.unit_price_in_decimal, invoice.currency_code)
+        unit = exact_minor_units(params.unit_price_in_decimal, currency)
         amount = unit * quantity
     elif params.unit_price is not None:
         unit = Decimal(params.unit_price)
@@ -272,11 +349,71 @@ def add_charge_item(session: Session, site: Site, invoice_id: str, form: dict[st
     else:
         amount = price_quantity(item_price.pricing_model, item_price.price, tiers_of(item_price), quantity)
         unit = amount / quantity
-    start, end = _line_dates(invoice, LinePeriod(date_from=params.date_from, date_to=params.date_to), site)
-    line = Line(item_price.data.get("external_name") or item_price.data.get("name", item_price.id),
+    return Line(item_price.data.get("external_name") or item_price.data.get("name", item_price.id),
                 "charge_item_price", item_price.id, quantity, unit, amount, start, end,
-                pricing_model=item_price.pricing_model, subscription_id=invoice.subscription_id)
-    return _add_line(session, site, invoice, line)
+                pricing_model=item_price.pricing_model, subscription_id=subscription_id)
+
+
+class ChargeForInvoice(Params):
+    amount: int = Field(ge=1, le=10**15)
+    description: Text
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+
+
+class CreateForCharges(Params):
+    customer_id: Id | None = None
+    subscription_id: Id | None = None
+    currency_code: Annotated[str, Field(min_length=3, max_length=3)] | None = None
+    item_prices: list[ChargeItemPrice] = Field(default_factory=list)
+    charges: list[ChargeForInvoice] = Field(default_factory=list)
+    invoice_note: Text | None = None
+    invoice_date: UnixTime | None = None
+    create_pending_invoice: bool = False
+
+
+def create_for_charge_items_and_charges(session: Session, site: Site, form: dict[str, Any]) -> Invoice:
+    """A one-off invoice of charge items and ad-hoc charges, for a customer or a subscription; posted
+    at once unless `create_pending_invoice` (then closed like any pending invoice)."""
+    params = parse(CreateForCharges, form)
+    subscription = (records.get(session, Subscription, site, params.subscription_id, "Subscription")
+                    if params.subscription_id else None)
+    customer_id = subscription.customer_id if subscription else params.customer_id
+    if customer_id is None:
+        raise InvalidInput("customer_id : cannot be blank when subscription_id is not given", param="customer_id")
+    customer = records.get(session, Customer, site, customer_id, "Customer")
+    if params.customer_id and params.customer_id != customer.id:
+        raise InvalidInput(f"customer_id : subscription {params.subscription_id} belongs to {customer.id}",
+                           param="customer_id")
+    currency = subscription.currency_code if subscription else params.currency_code
+    if currency is None:
+        raise InvalidInput("currency_code : cannot be blank when subscription_id is not given", param="currency_code")
+    if not params.item_prices and not params.charges:
+        raise InvalidInput("item_prices or charges : at least one is required", param="charges")
+    now = records.site_clock(site).now()
+    at = from_unix(params.invoice_date) if params.invoice_date is not None else now
+    sub_id = subscription.id if subscription else None
+    lines = []
+    for item in params.item_prices:
+        start, end = _period(item.date_from, item.date_to, at, "item_prices")
+        lines.append(_charge_item_line(session, site, item, currency, sub_id, start, end, param="item_prices"))
+    for charge in params.charges:
+        start, end = _period(charge.date_from, charge.date_to, at, "charges")
+        lines.append(Line(charge.description, "adhoc", None, Decimal(1), Decimal(charge.amount),
+                          Decimal(charge.amount), start, end, subscription_id=sub_id))
+    invoice = create_invoice(session, site, customer_id=customer.id, subscription_id=sub_id, currency=currency,
+                             lines=lines, at=at, pending=params.create_pending_invoice, recurring=False)
+    if params.invoice_note:
+        invoice.data = {**invoice.data, "notes": [{"note": params.invoice_note}]}
+    return invoice
+
+
+def _period(date_from: int | None, date_to: int | None, at: datetime, param: str) -> tuple[datetime, datetime]:
+    start = from_unix(date_from) if date_from is not None else at
+    end = from_unix(date_to) if date_to is not None else at
+    if end < start:
+        raise InvalidInput(f"{param}[date_to] : must not be before date_from", param=f"{param}[date_to]")
+    return start, end
 
 
 def _line_dates(invoice: Invoice, period: LinePeriod | None, site: Site) -> tuple[datetime, datetime]:

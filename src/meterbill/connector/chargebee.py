@@ -87,6 +87,34 @@ class ChargebeePort:
         with _refusals():
             return self.client.Invoice.add_charge(invoice_id, params, headers={KEY_HEADER: key}).invoice.raw_data
 
+    def invoice_for_charge(
+        self, *, customer_id: str, subscription_id: str | None, currency: str, amount: int, description: str,
+        date_from: int, date_to: int, pending: bool, key: str,
+    ) -> dict[str, Any]:
+        """A new invoice holding one ad-hoc charge (posted at once unless `pending`)."""
+        params: dict[str, Any] = {
+            "customer_id": customer_id, "currency_code": currency, "create_pending_invoice": pending,
+            "charges": [{"amount": amount, "description": description, "date_from": date_from, "date_to": date_to}],
+        }
+        if subscription_id:
+            params["subscription_id"] = subscription_id
+        with _refusals():
+            return self.client.Invoice.create_for_charge_items_and_charges(
+                params, headers={KEY_HEADER: key}).invoice.raw_data
+
+    def adjustment_credit_note(
+        self, invoice_id: str, *, amount: int, description: str, date_from: int, date_to: int, key: str,
+    ) -> dict[str, Any]:
+        """An adjustment credit note of `amount` (minor units) against a closed invoice."""
+        params: dict[str, Any] = {
+            "reference_invoice_id": invoice_id, "type": "adjustment", "reason_code": "other",
+            "create_reason_code": "bill corrected", "total": amount,
+            "line_items": [{"amount": amount, "description": description, "date_from": date_from,
+                            "date_to": date_to, "entity_type": "adhoc"}],
+        }
+        with _refusals():
+            return self.client.CreditNote.create(params, headers={KEY_HEADER: key}).credit_note.raw_data
+
     def close_invoice(self, invoice_id: str, *, key: str) -> dict[str, Any]:
         return self.client.Invoice.close(invoice_id, {}, headers={KEY_HEADER: key}).invoice.raw_data
 

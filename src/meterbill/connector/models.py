@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.core.db import Base, JSONDocument, UTCDateTime
@@ -105,3 +105,32 @@ class IntegrationCursor(Base):
 
     integration_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     m3ter_event_token: Mapped[str | None] = mapped_column(String(100))
+
+
+class PushedDocument(StrEnum):
+    INVOICE = "invoice"  # charges on an invoice (the bill's first push, or an increase)
+    CREDIT_NOTE = "credit_note"  # an adjustment credit note against an invoice (a decrease)
+
+
+class BillPush(Base):
+    """What one approved version of a bill became in Chargebee: the amount (minor units) it put on an
+    invoice or credited against one. A bill's rows sum (invoices minus credit notes) to what Chargebee
+    carries for it, the base a later approval's correction is computed from."""
+
+    __tablename__ = "connector_bill_pushes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    integration_id: Mapped[str] = mapped_column(String(36))
+    bill_id: Mapped[str] = mapped_column(String(100))
+    bill_version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[str] = mapped_column(String(20))  # PushedDocument
+    document_id: Mapped[str] = mapped_column(String(100))
+    # The invoice that carries the amount: the document itself, or the one a credit note adjusts.
+    invoice_id: Mapped[str] = mapped_column(String(100))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # One row per document and version: two runs pushing the same approval (its keys make Chargebee
+    # answer both with one document) cannot both record it; the second fails and, retried, finds it.
+    __table_args__ = (Index("ix_connector_bill_pushes_bill", "integration_id", "bill_id", "bill_version",
+                            "document_id", unique=True),)

@@ -4,7 +4,10 @@
    and one account plan per mapped subscription item (`{subscription}-{item price}`),
    ended and recreated when items change, ended at cancellation.
 2. Approved bills: each line pushed to the subscription's pending invoice with an
-   idempotency key derived from the bill line id, then the invoice is closed.
+   idempotency key derived from the bill line id, then the invoice is closed. A bill
+   approved again after recalculation pushes only the difference from what it pushed
+   before: a charge for an increase, an adjustment credit note for a decrease, keyed
+   by (bill, version) so one approval is pushed once.
 
 State always comes from the two systems themselves (the webhook only says what to
 look at), so duplicated or reordered events converge on the same result.
@@ -27,8 +30,10 @@ from meterbill.connector import synclog, timeline
 from meterbill.connector.chargebee import ChargebeePort, Refused
 from meterbill.connector.m3ter import M3terPort
 from meterbill.connector.models import (
+    BillPush,
     Integration,
     IntegrationCursor,
+    PushedDocument,
     ReceivedWebhook,
     SyncLogEntry,
     SyncState,
@@ -36,7 +41,7 @@ from meterbill.connector.models import (
 )
 from meterbill.core.db import Database, new_id, utcnow
 from meterbill.core.errors import NotFound
-from meterbill.core.money import round_places, to_minor_units, whole_minor_units
+from meterbill.core.money import format_decimal, from_minor_units, round_places, to_minor_units, whole_minor_units
 from meterbill.core.outbox import Delivery, OutboxMessage, enqueue, handles
 from meterbill.core.security import Vault
 
@@ -69,6 +74,8 @@ class Run:
     # run that created it may have died (or lost its lease) before recording so.
     has_account_plan: bool = False
     settled: list[str] = field(default_factory=list)
+    # What approved bills became in Chargebee during this run, stored with its log.
+    pushes: list[BillPush] = field(default_factory=list)
 
     def note(self, action: str, status: SyncStatus, message: str, *, chargebee_id: str | None = None,
              m3ter_id: str | None = None, retry: tuple[str, dict[str, Any]] | None = None,
@@ -213,6 +220,7 @@ def _record(session: Session, run: Run, delivery: Delivery) -> None:
     before and this run logged nothing under it, is now resolved."""
     for entry in run.entries:
         synclog.add(session, entry)
+    session.add_all(run.pushes)
     noted = {entry.action_key for entry in run.entries}
     for key in (*run.settled, synclog.action_key(delivery.topic, delivery.payload)):
         if key not in noted:
@@ -466,8 +474,10 @@ def push_bill(delivery: Delivery) -> None:
     with delivery.db.read() as session:
         run = open_run(session, delivery.context["vault"], integration_id)
         close_after = run.integration.close_invoice_after_push
+        earlier = list(session.scalars(select(BillPush).where(
+            BillPush.integration_id == integration_id, BillPush.bill_id == bill_id).order_by(BillPush.at)))
     try:
-        push(run, bill_id, close_after)
+        push(run, bill_id, close_after, earlier)
     except Exception as exc:
         _failed(delivery, integration_id, "push_bill", exc, (PUSH_TOPIC, payload), m3ter_id=bill_id)
         raise
@@ -475,7 +485,9 @@ def push_bill(delivery: Delivery) -> None:
         _record(session, run, delivery)
 
 
-def push(run: Run, bill_id: str, close_after: bool) -> None:
+def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> None:
+    """Push an approved bill: its lines the first time (`earlier` empty), afterwards the difference
+    between its total and what its earlier approvals left in Chargebee."""
     retry = (PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
     bill = run.m3ter.bill(bill_id)
     if bill.status != "APPROVED":
@@ -487,9 +499,13 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
         return
     account_mapping = next(iter(run.m3ter.mappings_to("Account", bill.account_id)), None)
     customer_id = account_mapping.external_id if account_mapping else bill.account_code
+    if earlier:
+        correct(run, bill, customer_id, close_after, earlier)
+        return
     pushed = _invoice_of_bill(run, bill_id)
     if pushed is not None and pushed["status"] != "pending":
         # An earlier attempt pushed and closed it but died before recording so: finish quietly.
+        run.pushes.append(_pushed(run, bill, PushedDocument.INVOICE, pushed["id"], pushed["id"], bill_amount(bill)))
         run.note("push_bill", SyncStatus.OK, f"bill {bill_id} already on invoice {pushed['id']} ({pushed['status']})",
                  chargebee_id=pushed["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
         return
@@ -542,9 +558,112 @@ def push(run: Run, bill_id: str, close_after: bool) -> None:
             run.m3ter.map("InvoiceItem", invoice_line["id"], "BillLineItem", line.id)
     if close_after:
         run.chargebee.close_invoice(invoice["id"], key=f"mb-close-{bill_id}")
+    run.pushes.append(_pushed(run, bill, PushedDocument.INVOICE, invoice["id"], invoice["id"], bill_amount(bill)))
     run.note("push_bill", SyncStatus.OK,
              f"bill {bill_id} pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
              chargebee_id=invoice["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
+
+
+def bill_amount(bill: Any) -> int:
+    """What the bill's lines come to on an invoice: each line in minor units, as pushed."""
+    return sum(to_minor_units(Decimal(str(line.subtotal)), bill.currency) for line in bill.line_items or [])
+
+
+def carried(earlier: list[BillPush]) -> dict[str, int]:
+    """What each invoice still carries for the bill: charged on it minus credited against it, in push order."""
+    by_invoice: dict[str, int] = {}
+    for push_ in earlier:
+        sign = 1 if push_.document == PushedDocument.INVOICE else -1
+        by_invoice[push_.invoice_id] = by_invoice.get(push_.invoice_id, 0) + sign * push_.amount
+    return by_invoice
+
+
+def credits_for(decrease: int, by_invoice: dict[str, int]) -> list[tuple[str, int]]:
+    """(invoice, amount) credit notes for a decrease: against the invoice that carried the bill's lines
+    first, then its corrections', none more than what its invoice carries for the bill."""
+    credits = []
+    for invoice_id, amount in by_invoice.items():
+        take = min(decrease, amount)
+        if take > 0:
+            credits.append((invoice_id, take))
+            decrease -= take
+    return credits
+
+
+def _pushed(run: Run, bill: Any, document: PushedDocument, document_id: str, invoice_id: str,
+            amount: int) -> BillPush:
+    return BillPush(id=new_id(), integration_id=run.integration.id, bill_id=bill.id, bill_version=bill.version,
+                    document=document, document_id=document_id, invoice_id=invoice_id, amount=amount, at=utcnow())
+
+
+def correct(run: Run, bill: Any, customer_id: str, close_after: bool, earlier: list[BillPush]) -> None:
+    """A bill approved again (after recalculation): push the difference from what it left in Chargebee.
+    Every write is keyed by (bill, version), so a retry, or the same version approved twice, adds nothing."""
+    retry_key = synclog.action_key(PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id})
+    if any(p.bill_version == bill.version for p in earlier):
+        run.note("push_bill", SyncStatus.SKIPPED, f"bill {bill.id} version {bill.version} was already pushed",
+                 m3ter_id=bill.id, key=retry_key)
+        return
+    by_invoice = carried(earlier)
+    before, after = sum(by_invoice.values()), bill_amount(bill)
+    money = f"{_major(before, bill.currency)} → {_major(after, bill.currency)} {bill.currency}"
+    if after == before:
+        run.note("bill_correction", SyncStatus.SKIPPED, f"bill {bill.id} version {bill.version}: {money}, "
+                 f"unchanged; nothing pushed", m3ter_id=bill.id, key=retry_key)
+        return
+    try:
+        _push_difference(run, bill, customer_id, close_after, by_invoice, before, after, retry_key)
+    except Refused as exc:
+        # Nothing of this version is recorded, so the retry (after a fix) pushes all of it again: what
+        # Chargebee already made answers the same keys with the same documents.
+        run.pushes = [p for p in run.pushes if (p.bill_id, p.bill_version) != (bill.id, bill.version)]
+        run.note("bill_correction", SyncStatus.ERROR, f"bill {bill.id} version {bill.version}: {money}; Chargebee "
+                 f"refused the correction: {exc}; fix it, then retry", m3ter_id=bill.id, state=SyncState.OPEN,
+                 retry=(PUSH_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id}))
+
+
+def _push_difference(run: Run, bill: Any, customer_id: str, close_after: bool, by_invoice: dict[str, int],
+                     before: int, after: int, retry_key: str) -> None:
+    money = f"{_major(before, bill.currency)} → {_major(after, bill.currency)} {bill.currency}"
+    start = int(bill.start_date_time_utc.timestamp())
+    end = int(bill.end_date_time_utc.timestamp())
+    description = f"Correction of bill {bill.id} (version {bill.version})"
+    key = f"mb-corr-{bill.id}-{bill.version}"
+    if after > before:
+        increase = after - before
+        subscription_id = _subscription_of(run, bill)
+        pending = run.chargebee.pending_invoices(subscription_id) if subscription_id else []
+        if pending:
+            # Left pending: it is a later period's invoice (or, not closing after pushes, the bill's own),
+            # closed with its own bill.
+            invoice = run.chargebee.add_charge(pending[0]["id"], amount=increase, description=description,
+                                               date_from=start, date_to=end, key=key)
+        else:
+            invoice = run.chargebee.invoice_for_charge(
+                customer_id=customer_id, subscription_id=subscription_id, currency=bill.currency, amount=increase,
+                description=description, date_from=start, date_to=end, pending=not close_after, key=key)
+        run.pushes.append(_pushed(run, bill, PushedDocument.INVOICE, invoice["id"], invoice["id"], increase))
+        run.note("bill_correction", SyncStatus.OK, f"bill {bill.id} version {bill.version}: {money}; "
+                 f"{_major(increase, bill.currency)} charged on invoice {invoice['id']}", chargebee_id=invoice["id"],
+                 m3ter_id=bill.id, key=retry_key)
+        return
+    credits = credits_for(before - after, by_invoice)
+    for invoice_id, _ in credits:
+        if run.chargebee.invoice(invoice_id)["status"] == "pending":
+            raise WaitingForInvoice(f"bill {bill.id} version {bill.version} ({money}) is credited against invoice "
+                                    f"{invoice_id} once it is closed", chargebee_id=invoice_id, m3ter_id=bill.id)
+    notes = []
+    for invoice_id, amount in credits:
+        note = run.chargebee.adjustment_credit_note(invoice_id, amount=amount, description=description,
+                                                    date_from=start, date_to=end, key=f"{key}-{invoice_id}")
+        run.pushes.append(_pushed(run, bill, PushedDocument.CREDIT_NOTE, note["id"], invoice_id, amount))
+        notes.append(f"credit note {note['id']} of {_major(amount, bill.currency)} against invoice {invoice_id}")
+    run.note("bill_correction", SyncStatus.OK, f"bill {bill.id} version {bill.version}: {money}; "
+             + ", ".join(notes), chargebee_id=credits[0][0] if credits else None, m3ter_id=bill.id, key=retry_key)
+
+
+def _major(amount: int, currency: str) -> str:
+    return format_decimal(from_minor_units(amount, currency))
 
 
 def _refusal_message(bill_id: str, invoice_id: str, currency: str, line: Any, item_price_id: str | None,

@@ -106,7 +106,6 @@ UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
     "customers": [("POST", "move", "customer.move"), ("POST", "merge", "customer.merge")],
     "subscriptions": [("POST", "import_subscription", "subscription.import_subscription")],
     "invoices": [
-        ("POST", "create_for_charge_items_and_charges", "invoice.create_for_charge_items_and_charges"),
         ("POST", "charge", "invoice.charge"), ("POST", "charge_addon", "invoice.charge_addon"),
         ("POST", "create_for_charge_item", "invoice.create_for_charge_item"),
         ("POST", "import_invoice", "invoice.import_invoice"),

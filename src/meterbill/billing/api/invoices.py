@@ -23,6 +23,13 @@ async def list_invoices(request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
+@router.post("/invoices/create_for_charge_items_and_charges",
+             summary="Create an invoice for charge items and one-off charges")
+async def create_for_charge_items_and_charges(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.create_for_charge_items_and_charges(s, site, form))))
+
+
 @router.get("/invoices/{invoice_id}", summary="Retrieve an invoice")
 async def retrieve_invoice(invoice_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoice_lists.with_line_items(
@@ -90,6 +97,12 @@ async def list_credit_notes(request: Request) -> JSONResponse:
         return listing([{"credit_note": invoices.render_credit_note(n)} for n in rows], offset)
 
     return await handle(request, run)
+
+
+@router.post("/credit_notes", summary="Create an adjustment credit note against an invoice")
+async def create_credit_note(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
+        invoices.create_adjustment(s, site, form))))
 
 
 @router.get("/credit_notes/{note_id}", summary="Retrieve a credit note")
