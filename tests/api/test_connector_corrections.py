@@ -93,13 +93,15 @@ def test_corrections_push_the_difference_once(server, tenant):
     decrease = corrections(story)[0]
     assert "112.50 → 90.00 USD" in decrease["message"] and note.id in decrease["message"]
 
-    # Recalculated with nothing new, and approved as a new version: nothing pushed. (The metering side
-    # keeps an unchanged approved bill as it is on SQLite but makes it PENDING again on PostgreSQL: either
-    # way the version approved here has the total already pushed.)
+    # Recalculated with nothing new: the approved bill stays as it is, on both databases (its usage
+    # line's average unit price has more decimals than a bill line keeps: compared as stored).
+    # Returned to PENDING and approved again as a new version: nothing pushed.
+    approved = story.m3.bills.retrieve(id=bill.id)
     job = story.m3.bill_jobs.recalculate(bill_ids=[bill.id])
     wait_for(lambda: story.m3.bill_jobs.retrieve(id=job.id).status == "COMPLETE")
-    if story.m3.bills.retrieve(id=bill.id).status == "APPROVED":
-        story.m3.bills.update_status(id=bill.id, status="PENDING")
+    kept = story.m3.bills.retrieve(id=bill.id)
+    assert (kept.status, kept.version) == ("APPROVED", approved.version)
+    story.m3.bills.update_status(id=bill.id, status="PENDING")
     assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("90.00")
     story.m3.bills.approve(bill_ids=[bill.id])
     unchanged = wait_for(lambda: len(corrections(story)) == 3 and corrections(story)[0])

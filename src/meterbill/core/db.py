@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -86,10 +86,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """NUMERIC on PostgreSQL; text on SQLite, whose NUMERIC affinity rounds through float."""
+    """NUMERIC on PostgreSQL; text on SQLite, whose NUMERIC affinity rounds through float.
+    Both keep `SCALE` decimal places (`fit`), so a value reads back the same from either."""
 
-    impl = Numeric(38, 12)
+    SCALE = 12
+    impl = Numeric(38, SCALE)
     cache_ok = True
+
+    @classmethod
+    def fit(cls, value: Decimal) -> Decimal:
+        """The value as stored: PostgreSQL's NUMERIC rounds (half away from zero) past its scale,
+        and SQLite's text is made to do the same (an average unit price like 101/1920 has more)."""
+        if value.as_tuple().exponent < -cls.SCALE:  # type: ignore[operator]  # finite: an int exponent
+            return value.quantize(Decimal(1).scaleb(-cls.SCALE), rounding=ROUND_HALF_UP)
+        return value
 
     def load_dialect_impl(self, dialect: Dialect):
         if dialect.name == "sqlite":
@@ -101,6 +111,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return None
         if not isinstance(value, Decimal):
             raise TypeError(f"ExactDecimal needs a Decimal, got {type(value).__name__}")
+        value = self.fit(value)
         return format(value, "f") if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect: Dialect) -> Decimal | None:

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import bulk_insert, in_lists, must_get, new_id, utcnow
+from meterbill.core.db import ExactDecimal, bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
 from meterbill.metering import bills, rating, schemas
@@ -608,8 +608,14 @@ _COMPARED = ("line_item_type", "description", "quantity", "unit", "subtotal", "a
 
 
 def _same_lines(stored: list[BillLineItem], drafted: list[dict[str, Any]]) -> bool:
+    """Whether a recalculation drafted the lines already stored (decimals compared as the column keeps them)."""
     return len(stored) == len(drafted) and all(
-        getattr(old, name) == new[name] for old, new in zip(stored, drafted, strict=True) for name in _COMPARED)
+        getattr(old, name) == _as_stored(new[name])
+        for old, new in zip(stored, drafted, strict=True) for name in _COMPARED)
+
+
+def _as_stored(value: Any) -> Any:
+    return ExactDecimal.fit(value) if isinstance(value, Decimal) else value
 
 
 def _numbered(bill_id: str, drafted: list[dict[str, Any]]) -> list[dict[str, Any]]:
