@@ -15,8 +15,10 @@ from decimal import Decimal
 import httpx
 
 from tests.api.test_connector import Story, ts, wait_for
+from tests.api.test_connector_corrections import january, pushed_net, recalculate, settled_at
 from tests.support.forked_server import ForkedServerProcess
 from tests.support.proxy import TcpProxy
+from tests.support.replaying_events import ReplayingEventsProxy
 from tests.support.server import ServerProcess
 
 # Kept short for CI; the issue's 60 s variant runs with METERBILL_CHAOS_OUTAGE_SECONDS=60.
@@ -364,3 +366,91 @@ def test_metering_outage_is_retried_and_nothing_is_lost(server, tenant):
         proxy.stop()
         httpx.patch(story.connector, json={"m3ter_base_url": server.base_url}, auth=story.auth)
 
+
+
+# --- SIGKILL while correcting a re-approved bill -----------------------------------------------------------------
+
+
+def _kill_when(server: ServerProcess, written, timeout: float = 20) -> str:
+    """Kill at once when `written()` shows the connector's Chargebee write (mid-push: maybe not yet recorded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if written():
+            server.kill()
+            return "killed as its write showed"
+        time.sleep(0.01)
+    server.kill()
+    return f"write never seen; killed after {timeout:.0f}s"
+
+
+def test_recalculated_bill_corrections_survive_kills_and_replays(new_database_url, tmp_path_factory):
+    """Approved and pushed, then up by a late measurement, down by a credit, back to the original,
+    each approved again, with the server killed mid-push and the approvals re-delivered: after every
+    step Σ the connector's invoice lines − Σ adjustment credit notes = the approved total."""
+    server = ForkedServerProcess(database_url=new_database_url(), workdir=tmp_path_factory.mktemp("chaos-corr"),
+                                 extra_env={"METERBILL_OUTBOX_LEASE_SECONDS": "3"})
+    server.start()
+    outcomes = []
+    events = None
+    try:
+        story = Story(server, server.create_tenant(f"chaos-corr-{SEED}"))
+        # The connector reads m3ter through a proxy that answers every poll of its event stream from the
+        # start: each approval (of every version so far) is delivered to it again every 2 s.
+        events = ReplayingEventsProxy(server.base_url).__enter__()
+        response = httpx.patch(story.connector, json={"m3ter_base_url": events.url}, auth=story.auth)
+        assert response.status_code == 200, response.text
+        pending, bill = january(story, 18800)
+        assert Decimal(str(bill.bill_total)) == Decimal("99.00")  # 1000 * 0.01 + 17800 * 0.005
+
+        # Approved, killed as its first line lands on the invoice, restarted, the approval replayed.
+        story.m3.bills.approve(bill_ids=[bill.id])
+        outcomes.append("push: " + _kill_mid_push(server, story, pending.id, 0.0))
+        server.start()
+        settled_at(story, 9900)
+
+        # A late measurement: 21500 requests = 10.00 + 20500 * 0.005 = 112.50; killed as the 13.50 shows.
+        story.usage("u2", "2024-01-25T10:00:00Z", 2700)
+        assert Decimal(str(recalculate(story, bill.id).bill_total)) == Decimal("112.50")
+        story.m3.bills.approve(bill_ids=[bill.id])
+        outcomes.append("increase: " + _kill_when(server, lambda: pushed_net(story) != 9900))
+        server.start()
+        settled_at(story, 11250)
+
+        # Back to PENDING for a goodwill credit of 22.50: 112.50 - 22.50 = 90.00; killed as the note shows.
+        recalculated = story.m3.bills.update_status(id=bill.id, status="PENDING")
+        usage = next(li for li in recalculated.line_items if li.line_item_type == "USAGE")
+        reason = story.m3.credit_reasons.create(name="Goodwill", code="goodwill")
+        credit = story.m3.bills.credit_line_items.create(
+            bill.id, amount=22.50, description="Goodwill", credit_reason_id=reason.id,
+            accounting_product_id=usage.product_id, product_id=usage.product_id, referenced_bill_id=bill.id,
+            referenced_line_item_id=usage.id,
+            service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+        assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("90.00")
+        story.m3.bills.approve(bill_ids=[bill.id])
+        outcomes.append("decrease: " + _kill_when(server, lambda: pushed_net(story) != 11250))
+        server.start()
+        settled_at(story, 9000)
+
+        # The credit withdrawn: back to 112.50 - 13.50 = 99.00, the original amount, with the approval replayed.
+        story.m3.bills.update_status(id=bill.id, status="PENDING")
+        story.m3.bills.credit_line_items.delete(credit.id, bill_id=bill.id)
+        story.m3.bills.credit_line_items.create(
+            bill.id, amount=13.50, description="Goodwill", credit_reason_id=reason.id,
+            accounting_product_id=usage.product_id, product_id=usage.product_id, referenced_bill_id=bill.id,
+            referenced_line_item_id=usage.id,
+            service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+        assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("99.00")
+        story.m3.bills.approve(bill_ids=[bill.id])
+        settled_at(story, 9900)
+        versions = [e["message"] for e in story.sync_log() if e["action"] == "bill_correction"]
+        assert len(versions) == 3, versions  # one correction per approved version, however often replayed
+        assert events.replays >= 4, events.replays  # the approvals were re-delivered, across every step
+    except BaseException:
+        print(f"seed {SEED}; " + "; ".join(outcomes))
+        print(server.log_path.read_text()[-6000:])
+        raise
+    finally:
+        if events is not None:
+            events.__exit__()
+        server.stop()
+    print(f"seed {SEED}; " + "; ".join(outcomes) + f"; {events.replays} event listings replayed")
