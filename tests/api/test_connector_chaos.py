@@ -15,7 +15,7 @@ from decimal import Decimal
 import httpx
 
 from tests.api.test_connector import Story, ts, wait_for
-from tests.api.test_connector_corrections import january, pushed_net, recalculate, settled_at
+from tests.api.test_connector_corrections import goodwill, january, pushed_net, recalculate, settled_at
 from tests.support.forked_server import ForkedServerProcess
 from tests.support.proxy import TcpProxy
 from tests.support.replaying_events import ReplayingEventsProxy
@@ -420,11 +420,7 @@ def test_recalculated_bill_corrections_survive_kills_and_replays(new_database_ur
         recalculated = story.m3.bills.update_status(id=bill.id, status="PENDING")
         usage = next(li for li in recalculated.line_items if li.line_item_type == "USAGE")
         reason = story.m3.credit_reasons.create(name="Goodwill", code="goodwill")
-        credit = story.m3.bills.credit_line_items.create(
-            bill.id, amount=22.50, description="Goodwill", credit_reason_id=reason.id,
-            accounting_product_id=usage.product_id, product_id=usage.product_id, referenced_bill_id=bill.id,
-            referenced_line_item_id=usage.id,
-            service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+        credit = goodwill(story, bill.id, usage, reason.id, 22.50)
         assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("90.00")
         story.m3.bills.approve(bill_ids=[bill.id])
         outcomes.append("decrease: " + _kill_when(server, lambda: pushed_net(story) != 11250))
@@ -434,11 +430,7 @@ def test_recalculated_bill_corrections_survive_kills_and_replays(new_database_ur
         # The credit withdrawn: back to 112.50 - 13.50 = 99.00, the original amount, with the approval replayed.
         story.m3.bills.update_status(id=bill.id, status="PENDING")
         story.m3.bills.credit_line_items.delete(credit.id, bill_id=bill.id)
-        story.m3.bills.credit_line_items.create(
-            bill.id, amount=13.50, description="Goodwill", credit_reason_id=reason.id,
-            accounting_product_id=usage.product_id, product_id=usage.product_id, referenced_bill_id=bill.id,
-            referenced_line_item_id=usage.id,
-            service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+        goodwill(story, bill.id, usage, reason.id, 13.50)
         assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("99.00")
         story.m3.bills.approve(bill_ids=[bill.id])
         settled_at(story, 9900)

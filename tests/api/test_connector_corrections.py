@@ -42,6 +42,15 @@ def corrections(story: Story) -> list[dict]:
     return [e for e in story.sync_log() if e["action"] == "bill_correction"]
 
 
+def goodwill(story: Story, bill_id: str, usage, reason_id: str, amount: float):
+    """A goodwill credit line item on the (PENDING) bill, against its January usage line."""
+    return story.m3.bills.credit_line_items.create(
+        bill_id, amount=amount, description="Goodwill", credit_reason_id=reason_id,
+        accounting_product_id=usage.product_id, product_id=usage.product_id, referenced_bill_id=bill_id,
+        referenced_line_item_id=usage.id,
+        service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+
+
 def january(story: Story, requests: int):
     story.cb.Subscription.create_with_items("cust_1", {
         "id": "sub_1", "subscription_items": [{"item_price_id": "basic-usd"}], "create_pending_invoices": True})
@@ -79,11 +88,7 @@ def test_corrections_push_the_difference_once(server, tenant):
     recalculated = story.m3.bills.update_status(id=bill.id, status="PENDING")
     usage = next(li for li in recalculated.line_items if li.line_item_type == "USAGE")
     reason = story.m3.credit_reasons.create(name="Goodwill", code="goodwill")
-    story.m3.bills.credit_line_items.create(
-        bill.id, amount=22.50, description="Goodwill", credit_reason_id=reason.id,
-        accounting_product_id=usage.product_id, product_id=usage.product_id, referenced_bill_id=bill.id,
-        referenced_line_item_id=usage.id,
-        service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-02-01T00:00:00Z")
+    goodwill(story, bill.id, usage, reason.id, 22.50)
     assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("90.00")
     story.m3.bills.approve(bill_ids=[bill.id])
     settled_at(story, 9000)
