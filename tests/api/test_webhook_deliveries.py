@@ -170,7 +170,20 @@ def test_outage_longer_than_the_schedule_ends_failed_and_resend_delivers_every_e
     assert "ev_nope" in unknown.stderr
 
 
-def test_deliveries_to_one_endpoint_go_out_in_event_order(server, tenant, receiver):
+@pytest.fixture(scope="module")
+def quiet_server(new_database_url, tmp_path_factory) -> Iterator[ServerProcess]:
+    """A server of the module's own, with the suite's retry schedule: a chain of 40 ordered deliveries,
+    each handed over by the one before, is timed against it, and the session's server also polls
+    m3ter for every integration the earlier tests made."""
+    process = ServerProcess(database_url=new_database_url(), workdir=tmp_path_factory.mktemp("ordered"))
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_deliveries_to_one_endpoint_go_out_in_event_order(quiet_server, receiver):
+    server = quiet_server
+    tenant = server.create_tenant(unique_name())
     cb = chargebee_client(server, tenant["billing_api_key"])
     endpoint = _endpoint(cb, receiver, enabled_events=["customer_created"]).id
     # Every seventh event fails its first attempt: the events after it wait while it is retried.
