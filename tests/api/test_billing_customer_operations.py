@@ -10,6 +10,7 @@ from typing import Any
 import chargebee
 import pytest
 
+from tests.api.test_connector import Story, wait_for
 from tests.conftest import chargebee_client
 
 
@@ -88,8 +89,10 @@ def test_update_payment_method_records_it_without_a_gateway(cb):
     direct = cb.Customer.update_payment_method("c1", {"payment_method": {
         "type": "direct_debit", "reference_id": "BA-1"}}).customer.payment_method
     assert (direct.type, direct.gateway) == ("direct_debit", "not_applicable")
+    assert cb.Customer.retrieve("c1").customer.card_status == "no_card"
     for params, param in (
         ({"type": "card", "tmp_token": "tok_1"}, "payment_method[tmp_token]"),
+        ({"type": "card", "reference_id": "x", "issuing_country": "GB"}, "payment_method[issuing_country]"),
         ({"type": "card"}, "payment_method[reference_id]"),
         ({"type": "free_trial", "reference_id": "x"}, "payment_method[type]"),
     ):
@@ -372,3 +375,27 @@ def test_applicable_items_and_item_prices_follow_the_plans_applicability(cb):
     assert _refused(cb.ItemPrice.find_applicable_items, "plan-usd", {"item_id": "seats"}).param == "item_id"
     assert _refused(cb.ItemPrice.find_applicable_item_prices, "plan-usd", {"sort_by": {"asc": "price"}}
                     ).param == "sort_by[asc]"
+
+
+# --- through the connector -------------------------------------------------------------------------
+
+
+def test_the_m3ter_account_follows_billing_info_and_forgets_cleared_personal_data(server, tenant):
+    story = Story(server, tenant)
+    story.cb.Subscription.create_with_items("cust_1", {"id": "sub_1",
+                                                       "subscription_items": [{"item_price_id": "basic-usd"}]})
+    wait_for(story.account_plans)
+
+    def account() -> Any:
+        (found,) = story.m3.accounts.list(codes=["cust_1"])
+        return found
+
+    assert (account().email_address, account().address.locality) == ("ada@example.com", "London")
+    story.cb.Customer.update_billing_info("cust_1", {"billing_address": {"line1": "2 New Road", "city": "York"}})
+    wait_for(lambda: account().address.locality == "York")
+    assert account().address.address_line1 == "2 New Road"
+
+    story.cb.Subscription.cancel_for_items("sub_1", {"cancel_option": "immediately"})
+    story.cb.Customer.clear_personal_data("cust_1")
+    cleared = wait_for(lambda: (a := account()).email_address == "cust_1@unknown.invalid" and a)
+    assert (cleared.name, cleared.address) == ("cust_1", None)

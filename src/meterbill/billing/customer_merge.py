@@ -55,7 +55,7 @@ def merge(session: Session, site: Site, form: dict[str, Any]) -> Customer:
         note.data = {**note.data, "line_items": _owned_by(note.data.get("line_items", []), target.id)}
         records.touch(note, now)
     # The target keeps its own payment method; without one it takes the source's.
-    moving = () if "payment_method" in target.data else ("payment_method", "payment_method_details", "card_status")
+    moving = () if "payment_method" in target.data else ("payment_method", "card_status")
     taken: dict[str, Any] = {key: source.data[key] for key in moving if key in source.data}
     target_data = {**target.data, **taken,
                    "excess_payments": int(target.data.get("excess_payments", 0)) + excess or None}

@@ -219,19 +219,18 @@ def update_payment_method(session: Session, site: Site, customer_id: str, form: 
     method = parse(UpdatePaymentMethod, form).payment_method
     if method.type not in PAYMENT_METHOD_TYPES:
         raise InvalidInput("payment_method[type] : invalid value", param="payment_method[type]")
-    if method.tmp_token is not None:
-        raise InvalidInput("payment_method[tmp_token] : no payment gateway is configured on this site; "
-                           "record the method with payment_method[reference_id]", param="payment_method[tmp_token]")
+    # What only a gateway takes (a token to exchange, details to create the source with) is refused.
+    for name in ("tmp_token", "issuing_country", "additional_information"):
+        if getattr(method, name) is not None:
+            raise InvalidInput(f"payment_method[{name}] : no payment gateway is configured on this site; record "
+                               "the method with payment_method[reference_id]", param=f"payment_method[{name}]")
     if method.reference_id is None:
         raise InvalidInput("payment_method[reference_id] : cannot be blank", param="payment_method[reference_id]")
     recorded = {"type": method.type, "gateway": method.gateway or "not_applicable",
                 "gateway_account_id": method.gateway_account_id, "reference_id": method.reference_id,
-                "status": "valid", "object": "payment_method"}
-    extra = {"issuing_country": method.issuing_country, "additional_information": method.additional_information}
+                "status": "valid"}
     data = {**customer.data, "payment_method": {k: v for k, v in recorded.items() if v is not None},
-            "payment_method_details": {k: v for k, v in extra.items() if v is not None} or None}
-    if method.type == "card":
-        data["card_status"] = "valid"
+            "card_status": "valid" if method.type == "card" else "no_card"}
     return changed(session, site, customer, data)
 
 
@@ -261,7 +260,7 @@ def change_billing_date(session: Session, site: Site, customer_id: str, form: di
 
 # What clear_personal_data erases: everything that names or reaches a person.
 _PERSONAL = ("first_name", "last_name", "email", "phone", "company", "billing_address", "contacts", "vat_number",
-             "vat_number_prefix", "meta_data", "invoice_notes", "payment_method", "payment_method_details")
+             "vat_number_prefix", "meta_data", "invoice_notes", "payment_method")
 
 
 def clear_personal_data(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> Customer:
