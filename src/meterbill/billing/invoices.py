@@ -20,13 +20,15 @@ from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.catalog import tiers_of
+from meterbill.billing.invoicestatus import InvoiceAction, InvoiceStatus, check_transition, require, settled_status
 from meterbill.billing.invoicing import invoice_totals, price_quantity
 from meterbill.billing.models import CreditNote, Customer, DocumentCounter, Invoice, ItemPrice, Site, Subscription
 from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
 from meterbill.core.money import exact_minor_units, format_decimal, from_minor_units, whole_minor_units
 
-PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = "pending", "posted", "payment_due", "paid", "voided"
+PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = (InvoiceStatus.PENDING, InvoiceStatus.POSTED, InvoiceStatus.PAYMENT_DUE,
+                                              InvoiceStatus.PAID, InvoiceStatus.VOIDED)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,30 @@ def _recompute(invoice: Invoice) -> None:
     invoice.total = invoice_totals([line["amount"] for line in invoice.line_items]).total
 
 
+def amount_due(invoice: Invoice) -> int:
+    """What the invoice still asks for: nothing while pending or once voided, never below zero."""
+    if invoice.status in (PENDING, VOIDED):
+        return 0
+    return invoice_totals([invoice.total], amount_paid=invoice.amount_paid, credits_applied=invoice.credits_applied,
+                          amount_adjusted=invoice.amount_adjusted).amount_due
+
+
+def set_status(invoice: Invoice, status: InvoiceStatus) -> None:
+    check_transition(invoice.status, status)
+    invoice.status = status
+
+
+def settle(invoice: Invoice, at: datetime) -> None:
+    """After a closed invoice's balance changed: paid when nothing is left to pay, else due again."""
+    if invoice.status not in (POSTED, PAYMENT_DUE, PAID):
+        return
+    set_status(invoice, settled_status(amount_due(invoice), int(invoice.data.get("net_term_days", 0))))
+    if invoice.status == PAID:
+        invoice.data = {**invoice.data, "paid_at": invoice.data.get("paid_at") or unix(at)}
+    else:
+        invoice.data = {k: v for k, v in invoice.data.items() if k != "paid_at"}
+
+
 def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     """Leave the pending state: apply available credits, then posted / payment_due / paid."""
     _apply_credits(session, site, invoice, at)
@@ -147,7 +173,7 @@ def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     net_term_days = int(terms if terms is not None else (customer.data if customer else {}).get("net_term_days", 0))
     due = invoice_totals([invoice.total], amount_paid=invoice.amount_paid,
                          credits_applied=invoice.credits_applied).amount_due
-    invoice.status = PAID if due == 0 else (POSTED if net_term_days > 0 else PAYMENT_DUE)
+    set_status(invoice, settled_status(due, net_term_days))
     generated_at = int(at.timestamp())
     invoice.data = {**invoice.data, "net_term_days": net_term_days,
                     "due_date": generated_at + net_term_days * 86400, "generated_at": generated_at}
@@ -163,13 +189,14 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
         select(CreditNote).where(
             CreditNote.site_id == site.id, CreditNote.customer_id == invoice.customer_id,
             CreditNote.currency_code == invoice.currency_code, CreditNote.status == "refund_due",
+            CreditNote.deleted.is_(False),
         ).order_by(CreditNote.created_at, CreditNote.id)
     ).all()
     for note in notes:
         outstanding = invoice.total - invoice.amount_paid - invoice.credits_applied
         if outstanding <= 0:
             break
-        allocation = min(outstanding, note.total - note.amount_allocated)
+        allocation = min(outstanding, available(note))
         if allocation <= 0:
             continue
         note.amount_allocated += allocation
@@ -177,7 +204,7 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
         note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
                                                    {"invoice_id": invoice.id, "allocated_amount": allocation,
                                                     "allocated_at": unix(at)}]}
-        if note.amount_allocated == note.total:
+        if available(note) == 0:
             note.status = "adjusted"
         records.touch(note, at)
 
@@ -231,9 +258,7 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     than what the invoice still carries after the adjustments already made against it."""
     params = parse(CreateCreditNote, form)
     invoice = get(session, site, params.reference_invoice_id)
-    if invoice.status in (PENDING, VOIDED):
-        raise InvalidState(f"Invoice {invoice.id} is {invoice.status}; credit notes are created against closed "
-                           f"invoices")
+    require(invoice.id, invoice.status, InvoiceAction.CREDIT)
     if params.customer_id and params.customer_id != invoice.customer_id:
         raise InvalidInput(f"customer_id : invoice {invoice.id} belongs to {invoice.customer_id}",
                            param="customer_id")
@@ -255,9 +280,7 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     amount = sum(whole_minor_units(line.amount) for line in lines)
     if params.total and params.line_items and params.total != amount:
         raise InvalidInput(f"total : {params.total} differs from the line items' sum {amount}", param="total")
-    credited = session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
-        CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
-        CreditNote.type == "adjustment")) or 0
+    credited = credited_against(session, site, invoice)
     carried = invoice.total - credited
     if amount > carried:
         raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} still carries ({carried} of its "
@@ -270,15 +293,26 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     return note
 
 
-def get(session: Session, site: Site, invoice_id: str) -> Invoice:
-    return records.get(session, Invoice, site, invoice_id, "Invoice")
+def credited_against(session: Session, site: Site, invoice: Invoice) -> int:
+    """What the credit notes raised against this invoice (not voided) already give back of it."""
+    return session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
+        CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
+        CreditNote.status != "voided", CreditNote.deleted.is_(False))) or 0
+
+
+def get(session: Session, site: Site, invoice_id: str, *, for_update: bool = False) -> Invoice:
+    return records.get(session, Invoice, site, invoice_id, "Invoice", for_update=for_update)
+
+
+def for_action(session: Session, site: Site, invoice_id: str, action: InvoiceAction) -> Invoice:
+    """The invoice, locked until commit, when its status allows the action."""
+    invoice = get(session, site, invoice_id, for_update=True)
+    require(invoice.id, invoice.status, action)
+    return invoice
 
 
 def _pending(session: Session, site: Site, invoice_id: str) -> Invoice:
-    invoice = get(session, site, invoice_id)
-    if invoice.status != PENDING:
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; only pending invoices accept this operation")
-    return invoice
+    return for_action(session, site, invoice_id, InvoiceAction.EDIT_LINES)
 
 
 class LinePeriod(Params):
@@ -441,7 +475,7 @@ class CloseParams(Params):
 
 
 def close(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
-    invoice = _pending(session, site, invoice_id)
+    invoice = for_action(session, site, invoice_id, InvoiceAction.CLOSE)
     params = parse(CloseParams, form)
     now = records.site_clock(site).now()
     if params.invoice_date is not None:
@@ -474,37 +508,55 @@ class RecordPayment(Params):
 
 
 def record_payment(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> tuple[Invoice, dict]:
-    invoice = get(session, site, invoice_id)
-    if invoice.status not in (POSTED, PAYMENT_DUE):
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; payments are recorded on posted or due invoices")
+    invoice = for_action(session, site, invoice_id, InvoiceAction.RECORD_PAYMENT)
     params = parse(RecordPayment, form).transaction
-    due = invoice.total - invoice.amount_paid - invoice.credits_applied
-    amount = due if params.amount is None else params.amount
-    if not 0 < amount <= due:
-        raise InvalidInput(f"transaction[amount] : must be between 1 and the amount due ({due})",
-                           param="transaction[amount]")
-    now = records.site_clock(site).now()
-    paid_at = from_unix(params.date) if params.date is not None else now
-    transaction = {
+    transaction = pay(session, site, invoice, params.amount, params.payment_method, param="transaction[amount]",
+                      reference_number=params.reference_number,
+                      paid_at=from_unix(params.date) if params.date is not None else None,
+                      status=params.status or "success")
+    return invoice, transaction
+
+
+def transaction(invoice: Invoice, kind: Literal["payment", "refund"], amount: int, payment_method: str,
+                at: datetime, *, reference_number: str | None = None, status: str = "success") -> dict[str, Any]:
+    """A Chargebee `transaction` for money recorded against this invoice's customer (no gateway)."""
+    wire = {
         "id": "txn_" + records.new_resource_id(), "object": "transaction", "customer_id": invoice.customer_id,
-        "subscription_id": invoice.subscription_id, "payment_method": params.payment_method,
-        "reference_number": params.reference_number, "type": "payment", "date": unix(paid_at),
-        "currency_code": invoice.currency_code, "amount": amount, "status": params.status or "success",
-        "linked_invoices": [{"invoice_id": invoice.id, "applied_amount": amount, "applied_at": unix(now)}],
+        "subscription_id": invoice.subscription_id, "payment_method": payment_method,
+        "reference_number": reference_number, "type": kind, "date": unix(at), "gateway": "not_applicable",
+        "currency_code": invoice.currency_code, "amount": amount, "status": status,
     }
+    return {k: v for k, v in wire.items() if v is not None}
+
+
+def pay(session: Session, site: Site, invoice: Invoice, amount: int | None, payment_method: str, *, param: str,
+        reference_number: str | None = None, paid_at: datetime | None = None,
+        status: str = "success") -> dict[str, Any]:
+    """Record a payment of `amount` (all that is due when None) on an open invoice; the transaction."""
+    due = amount_due(invoice)
+    amount = due if amount is None else amount
+    if not 0 < amount <= due:
+        raise InvalidInput(f"{param} : must be between 1 and the amount due ({due})", param=param)
+    now = records.site_clock(site).now()
+    paid_at = paid_at or now
+    payment = transaction(invoice, "payment", amount, payment_method, paid_at, reference_number=reference_number,
+                          status=status)
+    payment["linked_invoices"] = [{"invoice_id": invoice.id, "applied_amount": amount, "applied_at": unix(now),
+                                   "invoice_date": unix(invoice.date), "invoice_total": invoice.total,
+                                   "invoice_status": str(invoice.status)}]
     invoice.amount_paid += amount
     invoice.data = {**invoice.data, "linked_payments": [
         *invoice.data.get("linked_payments", []),
-        {"txn_id": transaction["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
-         "txn_date": unix(paid_at), "txn_amount": amount},
+        {"txn_id": payment["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
+         "txn_date": unix(paid_at), "txn_amount": amount, "payment_method": payment_method,
+         **({"reference_number": reference_number} if reference_number else {})},
     ]}
-    if invoice.amount_paid + invoice.credits_applied >= invoice.total:
-        invoice.status = PAID
+    if amount_due(invoice) == 0:
         invoice.data = {**invoice.data, "paid_at": unix(paid_at)}
+        settle(invoice, paid_at)
     records.touch(invoice, now)
-    events.record_event(session, site, "payment_succeeded", now,
-                        {"transaction": transaction, "invoice": render(invoice)})
-    return invoice, {k: v for k, v in transaction.items() if v is not None}
+    events.record_event(session, site, "payment_succeeded", now, {"transaction": payment, "invoice": render(invoice)})
+    return payment
 
 
 class VoidParams(Params):
@@ -513,12 +565,13 @@ class VoidParams(Params):
 
 
 def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
-    invoice = get(session, site, invoice_id)
+    invoice = for_action(session, site, invoice_id, InvoiceAction.VOID)
     params = parse(VoidParams, form)
-    if invoice.status in (PAID, VOIDED) or invoice.amount_paid > 0:
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; only unpaid invoices can be voided")
+    if invoice.amount_paid > 0:
+        raise InvalidState(f"Invoice {invoice_id} has payments of {invoice.amount_paid}; only unpaid invoices can "
+                           "be voided (remove the payments first)")
     now = records.site_clock(site).now()
-    invoice.status = VOIDED
+    set_status(invoice, VOIDED)
     invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
@@ -526,16 +579,15 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
 
 
 def render(invoice: Invoice) -> dict[str, Any]:
-    due = 0 if invoice.status in (PENDING, VOIDED) else max(
-        0, invoice.total - invoice.amount_paid - invoice.credits_applied
-    )
+    due = amount_due(invoice)
     wire = {
-        "exchange_rate": 1.0, "amount_adjusted": 0, "write_off_amount": 0, "tax": 0, "deleted": False,
+        "exchange_rate": 1.0, "write_off_amount": 0, "tax": 0,
         "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
         **{k: v for k, v in invoice.data.items() if v is not None},
         "id": invoice.id, "object": "invoice", "customer_id": invoice.customer_id, "status": invoice.status,
         "currency_code": invoice.currency_code, "date": unix(invoice.date), "sub_total": invoice.total,
         "total": invoice.total, "amount_paid": invoice.amount_paid, "credits_applied": invoice.credits_applied,
+        "amount_adjusted": invoice.amount_adjusted, "deleted": invoice.deleted,
         "amount_due": due, "amount_to_collect": due, "line_items": invoice.line_items,
         "updated_at": unix(invoice.updated_at), "resource_version": invoice.resource_version,
     }
@@ -550,7 +602,12 @@ def render_credit_note(note: CreditNote) -> dict[str, Any]:
         "subscription_id": note.subscription_id, "reference_invoice_id": note.reference_invoice_id,
         "type": note.type, "status": note.status, "currency_code": note.currency_code, "date": unix(note.created_at),
         "price_type": "tax_exclusive", "sub_total": note.total, "total": note.total,
-        "amount_allocated": note.amount_allocated, "amount_refunded": 0,
-        "amount_available": note.total - note.amount_allocated, "generated_at": unix(note.created_at),
-        "updated_at": unix(note.updated_at), "resource_version": note.resource_version, "deleted": False,
+        "amount_allocated": note.amount_allocated, "amount_refunded": note.amount_refunded,
+        "amount_available": available(note), "generated_at": unix(note.created_at),
+        "updated_at": unix(note.updated_at), "resource_version": note.resource_version, "deleted": note.deleted,
     }
+
+
+def available(note: CreditNote) -> int:
+    """What a credit note can still give: neither allocated to invoices nor refunded."""
+    return note.total - note.amount_allocated - note.amount_refunded
