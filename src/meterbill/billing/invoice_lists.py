@@ -56,7 +56,7 @@ INVOICE_LIST = ListOperation(
     instants={"paid_on_after": _paid_on_or_after},
     deleted=Invoice.deleted.is_(True),
 )
-# invoices_for_customer and invoices_for_subscription offer paging only.
+# invoices_for_customer, invoices_for_subscription and credit_notes_for_customer offer paging only.
 INVOICES_OF = ListOperation()
 
 CREDIT_NOTE_LIST = ListOperation(
@@ -94,6 +94,24 @@ def invoices_of(
 
 def list_credit_notes(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[CreditNote], str | None]:
     return records.page(session, CreditNote, site, parse_list(CREDIT_NOTE_LIST, form))
+
+
+def credit_notes_of(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> tuple[
+        list[CreditNote], str | None]:
+    """credit_notes_for_customer: paging only, deleted ones left out."""
+    return records.page(session, CreditNote, site, parse_list(INVOICES_OF, form), CreditNote.customer_id == customer_id,
+                        CreditNote.deleted.is_(False))
+
+
+# list_payment_reference_numbers: payment reference numbers (KID, OCR, ...) are never issued here,
+# so the list is always empty; its filters are still checked as the SDK declares them.
+PAYMENT_REFERENCE_NUMBERS = ListOperation(filters={
+    "id": Filter(_STRING, null()), "payment_reference_number[number]": Filter(_STRING, null())})
+
+
+def payment_reference_numbers(form: dict[str, Any]) -> list[dict[str, Any]]:
+    parse_list(PAYMENT_REFERENCE_NUMBERS, form)
+    return []
 
 
 # invoice.retrieve and credit_note.retrieve filter and page the document's own line items
