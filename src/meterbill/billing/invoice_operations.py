@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, invoices, records
+from meterbill.billing.customers import BillingAddress
 from meterbill.billing.invoices import Line
 from meterbill.billing.invoicestatus import InvoiceAction
 from meterbill.billing.models import CreditNote, Customer, Invoice, Site, Usage
@@ -322,30 +323,13 @@ def resume_dunning(session: Session, site: Site, invoice_id: str, form: dict[str
 # --- details and deletion --------------------------------------------------------------------------------
 
 
-class Address(Params):
-    first_name: Text | None = None
-    last_name: Text | None = None
-    email: Text | None = None
-    company: Text | None = None
-    phone: Text | None = None
-    line1: Text | None = None
-    line2: Text | None = None
-    line3: Text | None = None
-    city: Text | None = None
-    state_code: Text | None = None
-    state: Text | None = None
-    zip: Text | None = None
-    country: Text | None = None
-    validation_status: Literal["not_validated", "valid", "partially_valid", "invalid"] | None = None
-
-
 class StatementDescriptor(Params):
     descriptor: Text | None = None
 
 
 class UpdateDetails(Params):
-    billing_address: Address | None = None
-    shipping_address: Address | None = None
+    billing_address: BillingAddress | None = None
+    shipping_address: BillingAddress | None = None
     statement_descriptor: StatementDescriptor | None = None
     vat_number: Text | None = None
     vat_number_prefix: Text | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -62,50 +65,35 @@ async def retrieve_invoice(invoice_id: str, request: Request) -> JSONResponse:
         invoices.render(invoices.get(s, site, invoice_id)), form)))
 
 
-@router.post("/invoices/{invoice_id}/add_charge", summary="Add an ad-hoc charge to a pending invoice")
-async def add_charge(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.add_charge(s, site, invoice_id, form))))
+def _resources(result: Any) -> dict[str, Any]:
+    """The envelope of what an operation returns: an invoice, a credit note, a transaction, or a tuple
+    of them (None for one it did not make)."""
+    body: dict[str, Any] = {}
+    for item in result if isinstance(result, tuple) else (result,):
+        if isinstance(item, Invoice):
+            body["invoice"] = invoices.render(item)
+        elif isinstance(item, CreditNote):
+            body["credit_note"] = invoices.render_credit_note(item)
+        elif item is not None:
+            body["transaction"] = item
+    return body
 
 
-@router.post("/invoices/{invoice_id}/add_charge_item", summary="Add a charge item to a pending invoice")
-async def add_charge_item(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.add_charge_item(s, site, invoice_id, form))))
-
-
-@router.post("/invoices/{invoice_id}/close", summary="Close a pending invoice")
-async def close_invoice(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.close(s, site, invoice_id, form))))
-
-
-@router.post("/invoices/{invoice_id}/record_payment", summary="Record an offline payment")
-async def record_payment(invoice_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        invoice, transaction = invoices.record_payment(s, site, invoice_id, form)
-        return envelope(invoice=invoices.render(invoice), transaction=transaction)
-
-    return await handle(request, run)
-
-
-@router.post("/invoices/{invoice_id}/void", summary="Void an unpaid invoice")
-async def void_invoice(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.void(s, site, invoice_id, form))))
-
-
-def _invoice_only(operation):
-    """An operation answering with the invoice alone."""
-    def run(s, site, form, invoice_id):
-        return envelope(invoice=invoices.render(operation(s, site, invoice_id, form)))
-    return run
-
-
-_INVOICE_ONLY = {
-    "sync_usages": (subscriptions.sync_usages, "Rate the usages recorded for a pending invoice's period onto it"),
+# POST /invoices/{invoice_id}/<operation>, each answering with what it changed or made.
+INVOICE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
+    "add_charge": (invoices.add_charge, "Add an ad-hoc charge to a pending invoice"),
+    "add_charge_item": (invoices.add_charge_item, "Add a charge item to a pending invoice"),
     "delete_line_items": (invoices.delete_line_items, "Remove lines from a pending invoice"),
+    "sync_usages": (subscriptions.sync_usages, "Rate the usages recorded for a pending invoice's period onto it"),
+    "close": (invoices.close, "Close a pending invoice"),
+    "record_payment": (invoices.record_payment, "Record an offline payment"),
+    "collect_payment": (invoice_operations.collect_payment, "Collect what is due (recorded; no gateway)"),
     "apply_payments": (invoice_operations.apply_payments, "Apply the customer's excess payments"),
+    "remove_payment": (invoice_operations.remove_payment, "Unlink a recorded payment"),
+    "refund": (invoice_operations.refund, "Refund an invoice's payments"),
+    "record_refund": (invoice_operations.record_refund, "Record a refund made elsewhere"),
+    "write_off": (invoice_operations.write_off, "Write off what is left to pay"),
+    "void": (invoices.void, "Void an unpaid invoice"),
     "void_before_capture": (invoice_operations.void_before_capture, "Void an invoice with an uncaptured payment"),
     "stop_dunning": (invoice_operations.stop_dunning, "Stop dunning"),
     "pause_dunning": (invoice_operations.pause_dunning, "Pause dunning until an expected payment date"),
@@ -113,68 +101,36 @@ _INVOICE_ONLY = {
     "update_details": (invoice_operations.update_details, "Change an invoice's addresses, VAT and PO numbers"),
     "delete": (invoice_operations.delete, "Delete an invoice nothing was settled against"),
 }
+# POST /credit_notes/{note_id}/<operation>.
+CREDIT_NOTE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
+    "refund": (credit_notes.refund, "Refund a credit note's available balance"),
+    "record_refund": (credit_notes.record_refund, "Record a refund of a credit note made elsewhere"),
+    "void": (credit_notes.void, "Void a credit note (its allocations are taken back)"),
+    "update": (credit_notes.update, "Update a credit note (a comment)"),
+    "delete": (credit_notes.delete, "Delete a credit note that gave nothing yet"),
+}
 
 
-def _register_invoice_only(name: str, operation, summary: str) -> None:
-    run = _invoice_only(operation)
-
+def _invoice_operation(name: str, operation: Callable[..., Any], summary: str) -> None:
     async def endpoint(invoice_id: str, request: Request) -> JSONResponse:
-        return await handle(request, lambda s, site, form: run(s, site, form, invoice_id))
+        return await handle(request, lambda s, site, form: _resources(operation(s, site, invoice_id, form)))
 
     router.add_api_route(f"/invoices/{{invoice_id}}/{name}", endpoint, methods=["POST"], summary=summary,
                          name=f"invoice_{name}")
 
 
-for _name, (_operation, _summary) in _INVOICE_ONLY.items():
-    _register_invoice_only(_name, _operation, _summary)
+def _credit_note_operation(name: str, operation: Callable[..., Any], summary: str) -> None:
+    async def endpoint(note_id: str, request: Request) -> JSONResponse:
+        return await handle(request, lambda s, site, form: _resources(operation(s, site, note_id, form)))
+
+    router.add_api_route(f"/credit_notes/{{note_id}}/{name}", endpoint, methods=["POST"], summary=summary,
+                         name=f"credit_note_{name}")
 
 
-@router.post("/invoices/{invoice_id}/write_off", summary="Write off what is left to pay")
-async def write_off(invoice_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        invoice, note = invoice_operations.write_off(s, site, invoice_id, form)
-        return envelope(invoice=invoices.render(invoice), credit_note=invoices.render_credit_note(note))
-
-    return await handle(request, run)
-
-
-@router.post("/invoices/{invoice_id}/refund", summary="Refund an invoice's payments")
-async def refund_invoice(invoice_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        invoice, transaction, note = invoice_operations.refund(s, site, invoice_id, form)
-        return envelope(invoice=invoices.render(invoice), transaction=transaction,
-                        credit_note=invoices.render_credit_note(note))
-
-    return await handle(request, run)
-
-
-@router.post("/invoices/{invoice_id}/record_refund", summary="Record a refund made elsewhere")
-async def record_invoice_refund(invoice_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        invoice, transaction, note = invoice_operations.record_refund(s, site, invoice_id, form)
-        return envelope(invoice=invoices.render(invoice), transaction=transaction,
-                        credit_note=invoices.render_credit_note(note))
-
-    return await handle(request, run)
-
-
-def _with_transaction(operation):
-    def run(s, site, form, invoice_id):
-        invoice, transaction = operation(s, site, invoice_id, form)
-        return envelope(invoice=invoices.render(invoice), transaction=transaction)
-    return run
-
-
-@router.post("/invoices/{invoice_id}/remove_payment", summary="Unlink a recorded payment")
-async def remove_payment(invoice_id: str, request: Request) -> JSONResponse:
-    run = _with_transaction(invoice_operations.remove_payment)
-    return await handle(request, lambda s, site, form: run(s, site, form, invoice_id))
-
-
-@router.post("/invoices/{invoice_id}/collect_payment", summary="Collect what is due (recorded; no gateway)")
-async def collect_payment(invoice_id: str, request: Request) -> JSONResponse:
-    run = _with_transaction(invoice_operations.collect_payment)
-    return await handle(request, lambda s, site, form: run(s, site, form, invoice_id))
+for _name, (_operation, _summary) in INVOICE_OPERATIONS.items():
+    _invoice_operation(_name, _operation, _summary)
+for _name, (_operation, _summary) in CREDIT_NOTE_OPERATIONS.items():
+    _credit_note_operation(_name, _operation, _summary)
 
 
 @router.get("/invoices/{invoice_id}/payment_schedules", summary="An invoice's payment schedules (none here)")
@@ -235,42 +191,6 @@ async def list_credit_notes(request: Request) -> JSONResponse:
 async def create_credit_note(request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
         invoices.create_adjustment(s, site, form))))
-
-
-@router.post("/credit_notes/{note_id}/void", summary="Void a credit note (its allocations are taken back)")
-async def void_credit_note(note_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
-        credit_notes.void(s, site, note_id, form))))
-
-
-@router.post("/credit_notes/{note_id}/delete", summary="Delete a credit note that gave nothing yet")
-async def delete_credit_note(note_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
-        credit_notes.delete(s, site, note_id, form))))
-
-
-@router.post("/credit_notes/{note_id}/update", summary="Update a credit note (a comment)")
-async def update_credit_note(note_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
-        credit_notes.update(s, site, note_id, form))))
-
-
-@router.post("/credit_notes/{note_id}/refund", summary="Refund a credit note's available balance")
-async def refund_credit_note(note_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        note, transaction = credit_notes.refund(s, site, note_id, form)
-        return envelope(credit_note=invoices.render_credit_note(note), transaction=transaction)
-
-    return await handle(request, run)
-
-
-@router.post("/credit_notes/{note_id}/record_refund", summary="Record a refund of a credit note made elsewhere")
-async def record_credit_note_refund(note_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        note, transaction = credit_notes.record_refund(s, site, note_id, form)
-        return envelope(credit_note=invoices.render_credit_note(note), transaction=transaction)
-
-    return await handle(request, run)
 
 
 @router.get("/customers/{customer_id}/credit_notes", summary="A customer's credit notes")
