@@ -1,8 +1,6 @@
 """What happens to a credit note after it is issued: refunds paid out of its balance, voiding
 (which takes back what it gave the invoices it was allocated to), deletion, a customer's list.
-
-A credit note's status: `refund_due` while it has a balance, `adjusted` once allocated in full,
-`refunded` once its balance was paid out, `voided` for good.
+Its statuses are in invoicestatus.py.
 """
 
 from __future__ import annotations
@@ -13,11 +11,10 @@ from sqlalchemy.orm import Session
 
 from meterbill.billing import events, invoice_lists, invoices, records
 from meterbill.billing.invoice_operations import PaymentMethod, record_payout
+from meterbill.billing.invoicestatus import CreditNoteStatus
 from meterbill.billing.models import CreditNote, Customer, Site
 from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
-
-VOIDED = "voided"
 
 
 class Comment(Params):
@@ -41,7 +38,7 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
     the invoice asks for that amount again."""
     note = get(session, site, note_id)
     parse(Comment, form)
-    if note.status == VOIDED:
+    if note.status == CreditNoteStatus.VOIDED:
         raise InvalidState(f"Credit note {note.id} is already voided")
     if note.amount_refunded:
         raise InvalidState(f"Credit note {note.id} has refunds of {note.amount_refunded}; a refunded credit note "
@@ -55,7 +52,7 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
             invoice.amount_adjusted -= amount
             invoice.data = {**invoice.data, "write_off_amount": invoice.data.get("write_off_amount", 0) - amount,
                             "adjustment_credit_notes": [
-                                {**entry, "cn_status": VOIDED} if entry["cn_id"] == note.id else entry
+                                {**entry, "cn_status": CreditNoteStatus.VOIDED} if entry["cn_id"] == note.id else entry
                                 for entry in invoice.data["adjustment_credit_notes"]]}
         else:
             invoice.credits_applied -= amount
@@ -64,7 +61,7 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
         invoices.settle(invoice, now)
         records.touch(invoice, now)
         events.record_event(session, site, "invoice_updated", now, {"invoice": invoices.render(invoice)})
-    note.status = VOIDED
+    note.status = CreditNoteStatus.VOIDED
     note.amount_allocated = 0
     note.data = {**note.data, "allocations": [], "voided_at": unix(now)}
     return _changed(session, site, note)
@@ -113,7 +110,7 @@ def _pay_out(session: Session, site: Site, note_id: str, amount: int | None, par
              refunded_at: int | None = None) -> tuple[CreditNote, dict[str, Any]]:
     note = get(session, site, note_id)
     available = invoices.available(note)
-    if note.status != "refund_due" or available == 0:
+    if note.status != CreditNoteStatus.REFUND_DUE or available == 0:
         raise InvalidState(f"Credit note {note.id} is {note.status} with {available} available; only a refund_due "
                            "credit note with a balance can be refunded")
     amount = available if amount is None else amount

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import events, invoices, records
 from meterbill.billing.customers import BillingAddress
 from meterbill.billing.invoices import Line
-from meterbill.billing.invoicestatus import InvoiceAction
+from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceAction, spent_status
 from meterbill.billing.models import CreditNote, Customer, Invoice, Site, Usage
 from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
@@ -52,7 +52,7 @@ def write_off(session: Session, site: Site, invoice_id: str, form: dict[str, Any
 
     def allocate(note: CreditNote) -> None:
         note.amount_allocated = note.total
-        note.status = "adjusted"
+        note.status = CreditNoteStatus.ADJUSTED
         note.data = {**note.data, "allocations": [{"invoice_id": invoice.id, "allocated_amount": note.total,
                                                    "allocated_at": unix(now), "invoice_date": unix(invoice.date),
                                                    "invoice_status": "paid"}]}
@@ -149,7 +149,7 @@ def _refund_note(session: Session, site: Site, invoice: Invoice, amount: int | N
         transaction["linked_credit_notes"] = [{"cn_id": note.id, "applied_amount": note.total,
                                                "applied_at": unix(now), "cn_total": note.total,
                                                "cn_reason_code": note.data.get("reason_code"),
-                                               "cn_date": unix(note.created_at), "cn_status": "refunded",
+                                               "cn_date": unix(note.created_at), "cn_status": CreditNoteStatus.REFUNDED,
                                                "cn_reference_invoice_id": invoice.id}]
         record_payout(note, transaction, now)
 
@@ -179,7 +179,7 @@ def record_payout(note: CreditNote, transaction: dict[str, Any], now: datetime) 
         {"txn_id": transaction["id"], "applied_amount": transaction["amount"], "applied_at": unix(now),
          "txn_status": transaction["status"], "txn_date": transaction["date"], "txn_amount": transaction["amount"]}]}
     if invoices.available(note) == 0:
-        note.status = "refunded"
+        note.status = spent_status(note.amount_refunded)
 
 
 # --- payments --------------------------------------------------------------------------------------------

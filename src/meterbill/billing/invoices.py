@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.catalog import tiers_of
-from meterbill.billing.invoicestatus import InvoiceAction, InvoiceStatus, check_transition, require, settled_status
+from meterbill.billing.invoicestatus import (
+    CreditNoteStatus,
+    InvoiceAction,
+    InvoiceStatus,
+    check_transition,
+    require,
+    settled_status,
+    spent_status,
+)
 from meterbill.billing.invoicing import invoice_totals, price_quantity
 from meterbill.billing.models import (
     CreditNote,
@@ -198,7 +206,7 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
     notes = session.scalars(
         select(CreditNote).where(
             CreditNote.site_id == site.id, CreditNote.customer_id == invoice.customer_id,
-            CreditNote.currency_code == invoice.currency_code, CreditNote.status == "refund_due",
+            CreditNote.currency_code == invoice.currency_code, CreditNote.status == CreditNoteStatus.REFUND_DUE,
             CreditNote.deleted.is_(False),
         ).order_by(CreditNote.created_at, CreditNote.id)
     ).all()
@@ -215,7 +223,7 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
                                                    {"invoice_id": invoice.id, "allocated_amount": allocation,
                                                     "allocated_at": unix(at)}]}
         if available(note) == 0:
-            note.status = "adjusted"
+            note.status = spent_status(note.amount_refunded)
         records.touch(note, at)
 
 
@@ -231,7 +239,7 @@ def create_credit_note(
         site_id=site.id, id=f"CN-{next_document_number(session, site, DocumentType.CREDIT_NOTE)}",
         customer_id=customer_id,
         subscription_id=subscription_id, reference_invoice_id=reference_invoice_id, type=note_type,
-        status="refund_due", currency_code=currency, total=sum(line["amount"] for line in issued),
+        status=CreditNoteStatus.REFUND_DUE, currency_code=currency, total=sum(line["amount"] for line in issued),
         amount_allocated=0, amount_refunded=0, deleted=False, resource_version=0,
         data={"line_items": issued, "reason_code": reason_code},
     )
@@ -329,14 +337,15 @@ def credited_against(session: Session, site: Site, invoice: Invoice) -> int:
     """What the credit notes raised against this invoice (not voided) already give back of it."""
     return session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
         CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
-        CreditNote.status != "voided", CreditNote.deleted.is_(False))) or 0
+        CreditNote.status != CreditNoteStatus.VOIDED, CreditNote.deleted.is_(False))) or 0
 
 
 def refunded(session: Session, site: Site, invoice: Invoice) -> int:
     """What refundable credit notes (not voided) already give back of the invoice's payments."""
     return session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
         CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
-        CreditNote.type == "refundable", CreditNote.status != "voided", CreditNote.deleted.is_(False))) or 0
+        CreditNote.type == "refundable", CreditNote.status != CreditNoteStatus.VOIDED,
+        CreditNote.deleted.is_(False))) or 0
 
 
 def refundable(session: Session, site: Site, invoice: Invoice) -> int:

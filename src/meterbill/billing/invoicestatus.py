@@ -1,5 +1,6 @@
 """An invoice's statuses, what may be done to an invoice in each, and which status changes exist:
-the one place these rules live (as metering/billstatus.py is for m3ter's bills).
+the one place these rules live (as metering/billstatus.py is for m3ter's bills); and a credit
+note's statuses.
 
 A pending invoice still takes charges; closing it posts it (`posted` while net terms run,
 `payment_due` without them, `paid` when nothing is left to pay). Payments, credits,
@@ -86,3 +87,18 @@ def settled_status(amount_due: int, net_term_days: int) -> InvoiceStatus:
 def check_transition(current: str, new: InvoiceStatus) -> None:
     if current != new and new not in TRANSITIONS[InvoiceStatus(current)]:
         raise AssertionError(f"an invoice cannot go from {current} to {new}")
+
+
+class CreditNoteStatus(StrEnum):
+    """`refund_due` while a credit note has a balance; once it is spent, `adjusted` (allocated to
+    invoices) or `refunded` (some of it paid out); `voided` for good."""
+
+    REFUND_DUE = "refund_due"
+    ADJUSTED = "adjusted"
+    REFUNDED = "refunded"
+    VOIDED = "voided"
+
+
+def spent_status(amount_refunded: int) -> CreditNoteStatus:
+    """The status of a credit note whose whole balance was allocated or refunded."""
+    return CreditNoteStatus.REFUNDED if amount_refunded else CreditNoteStatus.ADJUSTED
