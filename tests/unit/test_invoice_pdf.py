@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterbill.billing import customers, invoices
-from meterbill.billing.invoice_pdf import money, period, printable, render_invoice_pdf
+from meterbill.billing.invoice_pdf import money, period, printable, render_credit_note_pdf, render_invoice_pdf
 from meterbill.billing.models import Customer, Invoice
 from meterbill.billing.params import unix
 from tests.support.pdf_pages import A4_POINTS, read_pages
@@ -34,7 +34,8 @@ def _invoice(lines: list[dict[str, Any]], *, status: str = "payment_due", curren
     invoice = Invoice(
         site_id="acme", id="1042", customer_id="cust_1", subscription_id="sub_1", status=status,
         currency_code=currency, date=FEB_1, line_items=lines, total=sum(line["amount"] for line in lines),
-        amount_paid=amount_paid, credits_applied=credits_applied, updated_at=FEB_1, resource_version=1,
+        amount_paid=amount_paid, credits_applied=credits_applied, amount_adjusted=0, deleted=False, updated_at=FEB_1,
+        resource_version=1,
         data={"price_type": "tax_exclusive", **({"due_date": unix(FEB_15)} if status != "pending" else {}), **data},
     )
     return invoices.render(invoice)
@@ -175,3 +176,14 @@ def test_any_customer_text_renders(name, description, note):
     invoice = _invoice([_line(description, "1", "100")], notes=[{"note": note}])
     document = render_invoice_pdf(invoice, _customer(first_name=name, company=name), seller="acme")
     assert document.startswith(b"%PDF-")
+
+
+def test_a_credit_note_shows_what_it_gives_and_where_that_went():
+    # 12.34 credited: 10.00 allocated to invoices, 1.00 refunded, 1.34 still available.
+    note = {"id": "CN-7", "currency_code": "USD", "date": unix(FEB_1), "status": "refund_due", "customer_id": "cust_1",
+            "reference_invoice_id": "1042", "line_items": [_line("Goodwill", "1", "1234")], "sub_total": 1234,
+            "total": 1234, "amount_allocated": 1000, "amount_refunded": 100, "amount_available": 134}
+    text = read_pages(render_credit_note_pdf(note, _customer(**GRACE), seller="acme"))[0].text
+    assert "CREDIT NOTE" in text and "Credit note number CN-7" in text and "Invoice 1042" in text
+    assert "Due" not in text.split("Goodwill")[0]
+    assert ("Total 12.34 USD Allocated to invoices -10.00 USD Refunded -1.00 USD Available 1.34 USD") in text

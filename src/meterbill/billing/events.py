@@ -42,7 +42,7 @@ EVENT_TYPES = (
     "subscription_cancelled", "subscription_cancellation_scheduled", "subscription_renewed",
     "subscription_reactivated", "subscription_scheduled_cancellation_removed",
     "invoice_generated", "invoice_updated", "invoice_deleted", "pending_invoice_created", "pending_invoice_updated",
-    "credit_note_created", "credit_note_updated", "payment_succeeded",
+    "credit_note_created", "credit_note_updated", "credit_note_deleted", "payment_succeeded", "payment_refunded",
     "item_family_created", "item_created", "item_price_created",
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, false, func, literal, null
+from sqlalchemy import ColumnElement, case, literal, null
 from sqlalchemy.orm import Session
 
 from meterbill.billing import records
@@ -26,7 +26,7 @@ def _unix(model: Any, key: str) -> Filter:
     return Filter(_TIME, model.data[key].as_integer(), unix=True)
 
 
-_outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied
+_outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied - Invoice.amount_adjusted
 # As invoices.render reports it: nothing is due on a pending or voided invoice, never below zero.
 _amount_due = case((Invoice.status.in_((PENDING, VOIDED)), 0), (_outstanding > 0, _outstanding), else_=0)
 
@@ -43,7 +43,7 @@ INVOICE_LIST = ListOperation(
         "status": Filter(_ENUM, Invoice.status), "price_type": Filter(_ENUM, _text(Invoice, "price_type")),
         "date": Filter(_TIME, Invoice.date), "paid_at": _unix(Invoice, "paid_at"),
         "total": Filter(_NUMBER, Invoice.total), "amount_paid": Filter(_NUMBER, Invoice.amount_paid),
-        "amount_adjusted": Filter(_NUMBER, func.coalesce(Invoice.data["amount_adjusted"].as_integer(), 0)),
+        "amount_adjusted": Filter(_NUMBER, Invoice.amount_adjusted),
         "credits_applied": Filter(_NUMBER, Invoice.credits_applied), "amount_due": Filter(_NUMBER, _amount_due),
         "dunning_status": Filter(_ENUM, _text(Invoice, "dunning_status")),
         "payment_owner": Filter(_STRING, _text(Invoice, "payment_owner")),
@@ -54,9 +54,9 @@ INVOICE_LIST = ListOperation(
     },
     sortable={"date": Invoice.date, "updated_at": Invoice.updated_at},
     instants={"paid_on_after": _paid_on_or_after},
-    deleted=false(),  # invoices are voided, never deleted
+    deleted=Invoice.deleted.is_(True),
 )
-# invoices_for_customer and invoices_for_subscription offer paging only.
+# invoices_for_customer, invoices_for_subscription and credit_notes_for_customer offer paging only.
 INVOICES_OF = ListOperation()
 
 CREDIT_NOTE_LIST = ListOperation(
@@ -69,14 +69,15 @@ CREDIT_NOTE_LIST = ListOperation(
         "status": Filter(_ENUM, CreditNote.status), "date": Filter(_TIME, CreditNote.created_at),
         "total": Filter(_NUMBER, CreditNote.total), "price_type": Filter(_ENUM, literal("tax_exclusive")),
         "amount_allocated": Filter(_NUMBER, CreditNote.amount_allocated),
-        "amount_refunded": Filter(_NUMBER, literal(0)),  # refunds are not recorded here
-        "amount_available": Filter(_NUMBER, CreditNote.total - CreditNote.amount_allocated),
+        "amount_refunded": Filter(_NUMBER, CreditNote.amount_refunded),
+        "amount_available": Filter(_NUMBER,
+                                   CreditNote.total - CreditNote.amount_allocated - CreditNote.amount_refunded),
         "voided_at": _unix(CreditNote, "voided_at"), "updated_at": Filter(_TIME, CreditNote.updated_at),
         "channel": Filter(_ENUM, _text(CreditNote, "channel")),
         "einvoice[status]": Filter(_ENUM, null()),
     },
     sortable={"date": CreditNote.created_at},
-    deleted=false(),
+    deleted=CreditNote.deleted.is_(True),
 )
 
 
@@ -88,11 +89,29 @@ def invoices_of(
     session: Session, site: Site, owner: ColumnElement[bool], form: dict[str, Any]
 ) -> tuple[list[Invoice], str | None]:
     """A customer's or a subscription's invoices (`owner` is the condition naming it)."""
-    return records.page(session, Invoice, site, parse_list(INVOICES_OF, form), owner)
+    return records.page(session, Invoice, site, parse_list(INVOICES_OF, form), owner, Invoice.deleted.is_(False))
 
 
 def list_credit_notes(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[CreditNote], str | None]:
     return records.page(session, CreditNote, site, parse_list(CREDIT_NOTE_LIST, form))
+
+
+def credit_notes_of(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> tuple[
+        list[CreditNote], str | None]:
+    """credit_notes_for_customer: paging only, deleted ones left out."""
+    return records.page(session, CreditNote, site, parse_list(INVOICES_OF, form), CreditNote.customer_id == customer_id,
+                        CreditNote.deleted.is_(False))
+
+
+# list_payment_reference_numbers: payment reference numbers (KID, OCR, ...) are never issued here,
+# so the list is always empty; its filters are still checked as the SDK declares them.
+PAYMENT_REFERENCE_NUMBERS = ListOperation(filters={
+    "id": Filter(_STRING, null()), "payment_reference_number[number]": Filter(_STRING, null())})
+
+
+def payment_reference_numbers(form: dict[str, Any]) -> list[dict[str, Any]]:
+    parse_list(PAYMENT_REFERENCE_NUMBERS, form)
+    return []
 
 
 # invoice.retrieve and credit_note.retrieve filter and page the document's own line items

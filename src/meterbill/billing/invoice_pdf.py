@@ -26,7 +26,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TRANSLITERATIONS = str.maketrans({"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i",
                                    "ŀ": "l", "Ŀ": "L", "ŧ": "t", "Ŧ": "T", "\u2212": "-"})
 _STATUS_LABELS = {"pending": "Pending", "posted": "Posted", "payment_due": "Payment due", "paid": "Paid",
-                  "voided": "Voided"}
+                  "voided": "Voided", "refund_due": "Refund due", "adjusted": "Adjusted", "refunded": "Refunded"}
 _STATUS_COLOURS = {"paid": (22, 128, 61), "payment_due": (185, 28, 28), "voided": (107, 114, 128)}
 _INK, _MUTED, _RULE, _BAND = (17, 24, 39), (107, 114, 128), (209, 213, 219), (243, 244, 246)
 
@@ -172,15 +172,34 @@ def _document_class() -> type[FPDF]:
     return Document
 
 
+def credit_note_totals(note: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """A credit note's summary rows: what it gives back, and where that went."""
+    return [("Subtotal", int(note.get("sub_total", 0))), ("Total", int(note.get("total", 0))),
+            ("Allocated to invoices", -int(note.get("amount_allocated", 0))),
+            ("Refunded", -int(note.get("amount_refunded", 0))),
+            ("Available", int(note.get("amount_available", 0)))]
+
+
 def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
     """The invoice as a PDF; the same input always gives the same bytes (dated by the invoice)."""
+    return _render(invoice, customer, seller=seller, title="Invoice", due=True, totals_rows=totals(invoice))
+
+
+def render_credit_note_pdf(note: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
+    """A credit note as a PDF, laid out as its invoice is, with the note's own totals."""
+    return _render(note, customer, seller=seller, title="Credit note", due=False,
+                   totals_rows=credit_note_totals(note))
+
+
+def _render(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str, title: str, due: bool,
+            totals_rows: list[tuple[str, int]]) -> bytes:
     currency = str(invoice["currency_code"])
     number = printable(invoice["id"])
     seller_text = printable(seller)
-    pdf = _document_class()(f"{seller_text} - Invoice {number}")
+    pdf = _document_class()(f"{seller_text} - {title} {number}")
     pdf.set_margins(18, 18, 18)
     pdf.set_auto_page_break(auto=True, margin=22)
-    pdf.set_title(f"Invoice {number}")
+    pdf.set_title(f"{title} {number}")
     pdf.set_author(seller_text)
     pdf.set_creator("meterbill")
     pdf.set_creation_date(datetime.fromtimestamp(int(invoice["date"]), tz=UTC))
@@ -190,7 +209,7 @@ def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] |
     # Seller on the left, the document's title on the right.
     pdf.set_text_color(*_INK)
     pdf.set_font("Helvetica", "B", 22)
-    pdf.cell(0, 8, "INVOICE", align="R")
+    pdf.cell(0, 8, title.upper(), align="R")
     pdf.set_x(pdf.l_margin)
     pdf.set_font("Helvetica", "B", 18)
     pdf.multi_cell(width * 0.6, 8, seller_text, new_x="LMARGIN", new_y="NEXT")
@@ -202,9 +221,11 @@ def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] |
     left_bottom = pdf.get_y()
     pdf.set_y(top)
     status = str(invoice.get("status", ""))
-    details = [("Invoice number", number), ("Issued", day(invoice.get("date"))),
-               ("Due", day(invoice.get("due_date"))), ("Status", _STATUS_LABELS.get(status, status)),
-               ("Currency", currency)]
+    details = [(f"{title} number", number), ("Issued", day(invoice.get("date"))),
+               *([("Due", day(invoice.get("due_date")))] if due else []),
+               ("Status", _STATUS_LABELS.get(status, status)), ("Currency", currency)]
+    if invoice.get("reference_invoice_id"):
+        details.append(("Invoice", printable(invoice["reference_invoice_id"])))
     if invoice.get("subscription_id"):
         details.append(("Subscription", printable(invoice["subscription_id"])))
     _details(pdf, details, status, x=pdf.l_margin + width * 0.58, w=width * 0.42)
@@ -212,7 +233,7 @@ def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] |
 
     _lines_table(pdf, invoice.get("line_items") or [], currency)
     pdf.ln(4)
-    _totals(pdf, totals(invoice), currency)
+    _totals(pdf, totals_rows, currency)
 
     notes = [printable(n.get("note", "")) for n in invoice.get("notes") or [] if n.get("note")]
     if notes:

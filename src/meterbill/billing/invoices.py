@@ -7,6 +7,7 @@ minor-unit amounts (half-up per line) and keeps every total consistent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,13 +21,32 @@ from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
 from meterbill.billing.catalog import tiers_of
+from meterbill.billing.invoicestatus import (
+    CreditNoteStatus,
+    InvoiceAction,
+    InvoiceStatus,
+    check_transition,
+    require,
+    settled_status,
+    spent_status,
+)
 from meterbill.billing.invoicing import invoice_totals, price_quantity
-from meterbill.billing.models import CreditNote, Customer, DocumentCounter, Invoice, ItemPrice, Site, Subscription
+from meterbill.billing.models import (
+    CreditNote,
+    Customer,
+    DocumentCounter,
+    Invoice,
+    ItemPrice,
+    Site,
+    Subscription,
+    Usage,
+)
 from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
 from meterbill.core.money import exact_minor_units, format_decimal, from_minor_units, whole_minor_units
 
-PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = "pending", "posted", "payment_due", "paid", "voided"
+PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = (InvoiceStatus.PENDING, InvoiceStatus.POSTED, InvoiceStatus.PAYMENT_DUE,
+                                              InvoiceStatus.PAID, InvoiceStatus.VOIDED)
 
 
 @dataclass(frozen=True)
@@ -137,6 +157,30 @@ def _recompute(invoice: Invoice) -> None:
     invoice.total = invoice_totals([line["amount"] for line in invoice.line_items]).total
 
 
+def amount_due(invoice: Invoice) -> int:
+    """What the invoice still asks for: nothing while pending or once voided, never below zero."""
+    if invoice.status in (PENDING, VOIDED):
+        return 0
+    return invoice_totals([invoice.total], amount_paid=invoice.amount_paid, credits_applied=invoice.credits_applied,
+                          amount_adjusted=invoice.amount_adjusted).amount_due
+
+
+def set_status(invoice: Invoice, status: InvoiceStatus) -> None:
+    check_transition(invoice.status, status)
+    invoice.status = status
+
+
+def settle(invoice: Invoice, at: datetime) -> None:
+    """After a closed invoice's balance changed: paid when nothing is left to pay, else due again."""
+    if invoice.status not in (POSTED, PAYMENT_DUE, PAID):
+        return
+    set_status(invoice, settled_status(amount_due(invoice), int(invoice.data.get("net_term_days", 0))))
+    if invoice.status == PAID:
+        invoice.data = {**invoice.data, "paid_at": invoice.data.get("paid_at") or unix(at)}
+    else:
+        invoice.data = {k: v for k, v in invoice.data.items() if k != "paid_at"}
+
+
 def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     """Leave the pending state: apply available credits, then posted / payment_due / paid."""
     _apply_credits(session, site, invoice, at)
@@ -147,7 +191,7 @@ def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     net_term_days = int(terms if terms is not None else (customer.data if customer else {}).get("net_term_days", 0))
     due = invoice_totals([invoice.total], amount_paid=invoice.amount_paid,
                          credits_applied=invoice.credits_applied).amount_due
-    invoice.status = PAID if due == 0 else (POSTED if net_term_days > 0 else PAYMENT_DUE)
+    set_status(invoice, settled_status(due, net_term_days))
     generated_at = int(at.timestamp())
     invoice.data = {**invoice.data, "net_term_days": net_term_days,
                     "due_date": generated_at + net_term_days * 86400, "generated_at": generated_at}
@@ -162,14 +206,15 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
     notes = session.scalars(
         select(CreditNote).where(
             CreditNote.site_id == site.id, CreditNote.customer_id == invoice.customer_id,
-            CreditNote.currency_code == invoice.currency_code, CreditNote.status == "refund_due",
+            CreditNote.currency_code == invoice.currency_code, CreditNote.status == CreditNoteStatus.REFUND_DUE,
+            CreditNote.deleted.is_(False),
         ).order_by(CreditNote.created_at, CreditNote.id)
     ).all()
     for note in notes:
         outstanding = invoice.total - invoice.amount_paid - invoice.credits_applied
         if outstanding <= 0:
             break
-        allocation = min(outstanding, note.total - note.amount_allocated)
+        allocation = min(outstanding, available(note))
         if allocation <= 0:
             continue
         note.amount_allocated += allocation
@@ -177,28 +222,42 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
         note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
                                                    {"invoice_id": invoice.id, "allocated_amount": allocation,
                                                     "allocated_at": unix(at)}]}
-        if note.amount_allocated == note.total:
-            note.status = "adjusted"
+        if available(note) == 0:
+            note.status = spent_status(note.amount_refunded)
         records.touch(note, at)
 
 
 def create_credit_note(
     session: Session, site: Site, *, customer_id: str, subscription_id: str | None, currency: str,
     lines: list[Line], at: datetime, reference_invoice_id: str | None, reason_code: str,
+    note_type: Literal["adjustment", "refundable"] = "adjustment", settle: Callable[[CreditNote], None] | None = None,
 ) -> CreditNote:
+    """A credit note with an available balance (`refund_due`), unless `settle` spends it before it is
+    announced (a write-off allocates it to its invoice, a refund pays it out)."""
     issued = [issue_line(line, customer_id, currency) for line in lines]
     note = CreditNote(
         site_id=site.id, id=f"CN-{next_document_number(session, site, DocumentType.CREDIT_NOTE)}",
         customer_id=customer_id,
-        subscription_id=subscription_id, reference_invoice_id=reference_invoice_id, type="adjustment",
-        status="refund_due", currency_code=currency, total=sum(line["amount"] for line in issued),
-        amount_allocated=0, resource_version=0, data={"line_items": issued, "reason_code": reason_code},
+        subscription_id=subscription_id, reference_invoice_id=reference_invoice_id, type=note_type,
+        status=CreditNoteStatus.REFUND_DUE, currency_code=currency, total=sum(line["amount"] for line in issued),
+        amount_allocated=0, amount_refunded=0, deleted=False, resource_version=0,
+        data={"line_items": issued, "reason_code": reason_code},
     )
     records.touch(note, at, created=True)
+    if settle is not None:
+        settle(note)
     session.add(note)
     session.flush()
     events.record_event(session, site, "credit_note_created", at, {"credit_note": render_credit_note(note)})
     return note
+
+
+def credit_note_summary(note: CreditNote) -> dict[str, Any]:
+    """How an invoice lists a credit note raised against it (`adjustment_credit_notes`, `issued_credit_notes`)."""
+    summary = {"cn_id": note.id, "cn_reason_code": note.data.get("reason_code"),
+               "cn_create_reason_code": note.data.get("create_reason_code"), "cn_date": unix(note.created_at),
+               "cn_total": note.total, "cn_status": note.status}
+    return {k: v for k, v in summary.items() if v is not None}
 
 
 class CreditNoteLine(Params):
@@ -214,7 +273,7 @@ class CreateCreditNote(Params):
     reference_invoice_id: Id
     customer_id: Id | None = None
     total: MinorAmount | None = None
-    type: Literal["adjustment"]
+    type: Literal["adjustment", "refundable"]
     reason_code: Literal["write_off", "subscription_change", "subscription_cancellation", "subscription_pause",
                          "chargeback", "product_unsatisfactory", "service_unsatisfactory", "order_change",
                          "order_cancellation", "waiver", "other", "fraudulent"] | None = None
@@ -227,13 +286,12 @@ class CreateCreditNote(Params):
 
 
 def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> CreditNote:
-    """An adjustment credit note against a posted invoice (`total` alone, or line items), never more
-    than what the invoice still carries after the adjustments already made against it."""
+    """A credit note against a closed invoice (`total` alone, or line items), never more than what the
+    invoice still carries after the credit notes already raised against it. A `refundable` one gives
+    back payments, so it is also held to what was paid and not yet refunded."""
     params = parse(CreateCreditNote, form)
     invoice = get(session, site, params.reference_invoice_id)
-    if invoice.status in (PENDING, VOIDED):
-        raise InvalidState(f"Invoice {invoice.id} is {invoice.status}; credit notes are created against closed "
-                           f"invoices")
+    require(invoice.id, invoice.status, InvoiceAction.CREDIT)
     if params.customer_id and params.customer_id != invoice.customer_id:
         raise InvalidInput(f"customer_id : invoice {invoice.id} belongs to {invoice.customer_id}",
                            param="customer_id")
@@ -255,30 +313,61 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     amount = sum(whole_minor_units(line.amount) for line in lines)
     if params.total and params.line_items and params.total != amount:
         raise InvalidInput(f"total : {params.total} differs from the line items' sum {amount}", param="total")
-    credited = session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
-        CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
-        CreditNote.type == "adjustment")) or 0
+    credited = credited_against(session, site, invoice)
     carried = invoice.total - credited
     if amount > carried:
         raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} still carries ({carried} of its "
                            f"total {invoice.total} after {credited} already credited)", param="total")
+    if params.type == "refundable" and amount > (limit := refundable(session, site, invoice)):
+        raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} can refund ({limit}: paid "
+                           f"{invoice.amount_paid}, refunded {refunded(session, site, invoice)})", param="total")
     note = create_credit_note(session, site, customer_id=invoice.customer_id, subscription_id=invoice.subscription_id,
                               currency=invoice.currency_code, lines=lines, at=at, reference_invoice_id=invoice.id,
-                              reason_code=params.reason_code or "other")
+                              reason_code=params.reason_code or "other", note_type=params.type)
     extra = {"create_reason_code": params.create_reason_code, "customer_notes": params.customer_notes}
     note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
+    if params.type == "refundable":
+        invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
+                                                                credit_note_summary(note)]}
+        records.touch(invoice, now)
     return note
 
 
-def get(session: Session, site: Site, invoice_id: str) -> Invoice:
-    return records.get(session, Invoice, site, invoice_id, "Invoice")
+def credited_against(session: Session, site: Site, invoice: Invoice) -> int:
+    """What the credit notes raised against this invoice (not voided) already give back of it."""
+    return session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
+        CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
+        CreditNote.status != CreditNoteStatus.VOIDED, CreditNote.deleted.is_(False))) or 0
+
+
+def refunded(session: Session, site: Site, invoice: Invoice) -> int:
+    """What refundable credit notes (not voided) already give back of the invoice's payments."""
+    return session.scalar(select(func.coalesce(func.sum(CreditNote.total), 0)).where(
+        CreditNote.site_id == site.id, CreditNote.reference_invoice_id == invoice.id,
+        CreditNote.type == "refundable", CreditNote.status != CreditNoteStatus.VOIDED,
+        CreditNote.deleted.is_(False))) or 0
+
+
+def refundable(session: Session, site: Site, invoice: Invoice) -> int:
+    """What can still be refunded: paid and not yet refunded, and never more than the invoice still
+    carries after the credit notes raised against it."""
+    return max(0, min(invoice.amount_paid - refunded(session, site, invoice),
+                      invoice.total - credited_against(session, site, invoice)))
+
+
+def get(session: Session, site: Site, invoice_id: str, *, for_update: bool = False) -> Invoice:
+    return records.get(session, Invoice, site, invoice_id, "Invoice", for_update=for_update)
+
+
+def for_action(session: Session, site: Site, invoice_id: str, action: InvoiceAction) -> Invoice:
+    """The invoice, locked until commit, when its status allows the action."""
+    invoice = get(session, site, invoice_id, for_update=True)
+    require(invoice.id, invoice.status, action)
+    return invoice
 
 
 def _pending(session: Session, site: Site, invoice_id: str) -> Invoice:
-    invoice = get(session, site, invoice_id)
-    if invoice.status != PENDING:
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; only pending invoices accept this operation")
-    return invoice
+    return for_action(session, site, invoice_id, InvoiceAction.EDIT_LINES)
 
 
 class LinePeriod(Params):
@@ -372,27 +461,48 @@ class CreateForCharges(Params):
     create_pending_invoice: bool = False
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Whom a one-off invoice bills: a customer, or a subscription (and so its customer and currency)."""
+
+    customer_id: str
+    subscription_id: str | None
+    currency: str
+
+
+def _owner(session: Session, site: Site, customer_id: str | None, subscription_id: str | None,
+           currency_code: str | None) -> Owner:
+    subscription = (records.get(session, Subscription, site, subscription_id, "Subscription")
+                    if subscription_id else None)
+    owner_id = subscription.customer_id if subscription else customer_id
+    if owner_id is None:
+        raise InvalidInput("customer_id : cannot be blank when subscription_id is not given", param="customer_id")
+    customer = records.get(session, Customer, site, owner_id, "Customer")
+    if customer_id and customer_id != customer.id:
+        raise InvalidInput(f"customer_id : subscription {subscription_id} belongs to {customer.id}",
+                           param="customer_id")
+    currency = subscription.currency_code if subscription else currency_code
+    if currency is None:
+        raise InvalidInput("currency_code : cannot be blank when subscription_id is not given", param="currency_code")
+    if subscription and currency_code and currency_code != currency:
+        raise InvalidInput(f"currency_code : subscription {subscription.id} bills in {currency}",
+                           param="currency_code")
+    return Owner(customer.id, subscription.id if subscription else None, currency)
+
+
+def _invoice_date(site: Site, invoice_date: int | None) -> datetime:
+    return from_unix(invoice_date) if invoice_date is not None else records.site_clock(site).now()
+
+
 def create_for_charge_items_and_charges(session: Session, site: Site, form: dict[str, Any]) -> Invoice:
     """A one-off invoice of charge items and ad-hoc charges, for a customer or a subscription; posted
     at once unless `create_pending_invoice` (then closed like any pending invoice)."""
     params = parse(CreateForCharges, form)
-    subscription = (records.get(session, Subscription, site, params.subscription_id, "Subscription")
-                    if params.subscription_id else None)
-    customer_id = subscription.customer_id if subscription else params.customer_id
-    if customer_id is None:
-        raise InvalidInput("customer_id : cannot be blank when subscription_id is not given", param="customer_id")
-    customer = records.get(session, Customer, site, customer_id, "Customer")
-    if params.customer_id and params.customer_id != customer.id:
-        raise InvalidInput(f"customer_id : subscription {params.subscription_id} belongs to {customer.id}",
-                           param="customer_id")
-    currency = subscription.currency_code if subscription else params.currency_code
-    if currency is None:
-        raise InvalidInput("currency_code : cannot be blank when subscription_id is not given", param="currency_code")
+    owner = _owner(session, site, params.customer_id, params.subscription_id, params.currency_code)
+    currency, sub_id = owner.currency, owner.subscription_id
     if not params.item_prices and not params.charges:
         raise InvalidInput("item_prices or charges : at least one is required", param="charges")
-    now = records.site_clock(site).now()
-    at = from_unix(params.invoice_date) if params.invoice_date is not None else now
-    sub_id = subscription.id if subscription else None
+    at = _invoice_date(site, params.invoice_date)
     lines = []
     for item in params.item_prices:
         start, end = _period(item.date_from, item.date_to, at, "item_prices")
@@ -401,18 +511,82 @@ def create_for_charge_items_and_charges(session: Session, site: Site, form: dict
         start, end = _period(charge.date_from, charge.date_to, at, "charges")
         lines.append(Line(charge.description, "adhoc", None, Decimal(1), Decimal(charge.amount),
                           Decimal(charge.amount), start, end, subscription_id=sub_id))
-    invoice = create_invoice(session, site, customer_id=customer.id, subscription_id=sub_id, currency=currency,
+    invoice = create_invoice(session, site, customer_id=owner.customer_id, subscription_id=sub_id, currency=currency,
                              lines=lines, at=at, pending=params.create_pending_invoice, recurring=False)
     if params.invoice_note:
         invoice.data = {**invoice.data, "notes": [{"note": params.invoice_note}]}
     return invoice
 
 
-def _period(date_from: int | None, date_to: int | None, at: datetime, param: str) -> tuple[datetime, datetime]:
+class CreateForChargeItem(Params):
+    customer_id: Id | None = None
+    subscription_id: Id | None = None
+    item_price: ChargeItemPrice
+    po_number: Text | None = None
+    invoice_date: UnixTime | None = None
+
+
+def create_for_charge_item(session: Session, site: Site, form: dict[str, Any]) -> Invoice:
+    """A posted invoice for one charge item price, in the item price's currency (or the subscription's)."""
+    params = parse(CreateForChargeItem, form)
+    item_price = records.get(session, ItemPrice, site, params.item_price.item_price_id, "Item price")
+    owner = _owner(session, site, params.customer_id, params.subscription_id, None if params.subscription_id
+                   else item_price.currency_code)
+    at = _invoice_date(site, params.invoice_date)
+    start, end = _period(params.item_price.date_from, params.item_price.date_to, at, "item_price")
+    line = _charge_item_line(session, site, params.item_price, owner.currency, owner.subscription_id, start, end,
+                             param="item_price")
+    return _one_off(session, site, owner, line, at, params.po_number)
+
+
+class Charge(Params):
+    customer_id: Id | None = None
+    subscription_id: Id | None = None
+    currency_code: Annotated[str, Field(min_length=3, max_length=3)] | None = None
+    amount: int | None = Field(default=None, ge=1, le=10**15)
+    amount_in_decimal: DecimalText | None = None
+    description: Text
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+    po_number: Text | None = None
+    invoice_date: UnixTime | None = None
+
+
+def charge(session: Session, site: Site, form: dict[str, Any]) -> Invoice:
+    """A posted invoice for one ad-hoc charge (`amount` in minor units or `amount_in_decimal`)."""
+    params = parse(Charge, form)
+    owner = _owner(session, site, params.customer_id, params.subscription_id, params.currency_code)
+    if params.amount is not None and params.amount_in_decimal is None:
+        amount = Decimal(params.amount)
+    elif params.amount_in_decimal is not None and params.amount is None:
+        amount = exact_minor_units(params.amount_in_decimal, owner.currency)
+    else:
+        raise InvalidInput("amount : give either amount or amount_in_decimal", param="amount")
+    if amount <= 0:
+        raise InvalidInput("amount_in_decimal : must be positive", param="amount_in_decimal")
+    at = _invoice_date(site, params.invoice_date)
+    start, end = _period(params.date_from, params.date_to, at, None)
+    line = Line(params.description, "adhoc", None, Decimal(1), amount, amount, start, end,
+                subscription_id=owner.subscription_id)
+    return _one_off(session, site, owner, line, at, params.po_number)
+
+
+def _one_off(session: Session, site: Site, owner: Owner, line: Line, at: datetime, po_number: str | None) -> Invoice:
+    invoice = create_invoice(session, site, customer_id=owner.customer_id, subscription_id=owner.subscription_id,
+                             currency=owner.currency, lines=[line], at=at, pending=False, recurring=False)
+    if po_number:
+        invoice.data = {**invoice.data, "po_number": po_number}
+    return invoice
+
+
+def _period(date_from: int | None, date_to: int | None, at: datetime,
+            param: str | None) -> tuple[datetime, datetime]:
+    """A line's dates (the invoice's date where not given); `param` is the dates' parent parameter."""
     start = from_unix(date_from) if date_from is not None else at
     end = from_unix(date_to) if date_to is not None else at
     if end < start:
-        raise InvalidInput(f"{param}[date_to] : must not be before date_from", param=f"{param}[date_to]")
+        name = f"{param}[date_to]" if param else "date_to"
+        raise InvalidInput(f"{name} : must not be before date_from", param=name)
     return start, end
 
 
@@ -426,12 +600,44 @@ def _line_dates(invoice: Invoice, period: LinePeriod | None, site: Site) -> tupl
 
 
 def _add_line(session: Session, site: Site, invoice: Invoice, line: Line) -> Invoice:
-    invoice.line_items = [*invoice.line_items, issue_line(line, invoice.customer_id, invoice.currency_code)]
+    return replace_lines(session, site, invoice, [*invoice.line_items,
+                                                  issue_line(line, invoice.customer_id, invoice.currency_code)])
+
+
+def replace_lines(session: Session, site: Site, invoice: Invoice, line_items: list[dict[str, Any]]) -> Invoice:
+    """A pending invoice's new lines (already issued), its total recomputed and the change announced."""
+    invoice.line_items = line_items
     _recompute(invoice)
     now = records.site_clock(site).now()
     records.touch(invoice, now)
     events.record_event(session, site, "pending_invoice_updated", now, {"invoice": render(invoice)})
     return invoice
+
+
+class LineItemId(Params):
+    id: Text
+
+
+class DeleteLineItems(Params):
+    line_items: list[LineItemId] = Field(min_length=1)
+
+
+def delete_line_items(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    """Remove lines from a pending invoice. The usages a removed usage line billed are no longer
+    invoiced: `sync_usages` brings them back, a later usage line of the term can bill them."""
+    invoice = _pending(session, site, invoice_id)
+    params = parse(DeleteLineItems, form)
+    ids = [item.id for item in params.line_items]
+    known = {line["id"]: line for line in invoice.line_items}
+    missing = next((line_id for line_id in ids if line_id not in known), None)
+    if missing is not None:
+        raise InvalidInput(f"line_items[id] : invoice {invoice.id} has no line item {missing}",
+                           param="line_items[id]")
+    removed = {known[line_id].get("entity_id") for line_id in ids} - {None}
+    for usage in session.scalars(select(Usage).where(Usage.site_id == site.id, Usage.invoice_id == invoice.id,
+                                                     Usage.item_price_id.in_(removed))):
+        usage.invoice_id = None
+    return replace_lines(session, site, invoice, [line for line in invoice.line_items if line["id"] not in ids])
 
 
 class CloseParams(Params):
@@ -441,7 +647,7 @@ class CloseParams(Params):
 
 
 def close(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
-    invoice = _pending(session, site, invoice_id)
+    invoice = for_action(session, site, invoice_id, InvoiceAction.CLOSE)
     params = parse(CloseParams, form)
     now = records.site_clock(site).now()
     if params.invoice_date is not None:
@@ -474,37 +680,56 @@ class RecordPayment(Params):
 
 
 def record_payment(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> tuple[Invoice, dict]:
-    invoice = get(session, site, invoice_id)
-    if invoice.status not in (POSTED, PAYMENT_DUE):
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; payments are recorded on posted or due invoices")
+    invoice = for_action(session, site, invoice_id, InvoiceAction.RECORD_PAYMENT)
     params = parse(RecordPayment, form).transaction
-    due = invoice.total - invoice.amount_paid - invoice.credits_applied
-    amount = due if params.amount is None else params.amount
-    if not 0 < amount <= due:
-        raise InvalidInput(f"transaction[amount] : must be between 1 and the amount due ({due})",
-                           param="transaction[amount]")
-    now = records.site_clock(site).now()
-    paid_at = from_unix(params.date) if params.date is not None else now
-    transaction = {
-        "id": "txn_" + records.new_resource_id(), "object": "transaction", "customer_id": invoice.customer_id,
-        "subscription_id": invoice.subscription_id, "payment_method": params.payment_method,
-        "reference_number": params.reference_number, "type": "payment", "date": unix(paid_at),
-        "currency_code": invoice.currency_code, "amount": amount, "status": params.status or "success",
-        "linked_invoices": [{"invoice_id": invoice.id, "applied_amount": amount, "applied_at": unix(now)}],
+    transaction = pay(session, site, invoice, params.amount, params.payment_method, param="transaction[amount]",
+                      reference_number=params.reference_number,
+                      paid_at=from_unix(params.date) if params.date is not None else None,
+                      status=params.status or "success")
+    return invoice, transaction
+
+
+def transaction(document: Invoice | CreditNote, kind: Literal["payment", "refund"], amount: int,
+                payment_method: str, at: datetime, *, reference_number: str | None = None,
+                status: str = "success") -> dict[str, Any]:
+    """A Chargebee `transaction` for money recorded against the document's customer (no gateway)."""
+    wire = {
+        "id": "txn_" + records.new_resource_id(), "object": "transaction", "customer_id": document.customer_id,
+        "subscription_id": document.subscription_id, "payment_method": payment_method,
+        "reference_number": reference_number, "type": kind, "date": unix(at), "gateway": "not_applicable",
+        "currency_code": document.currency_code, "amount": amount, "status": status,
     }
+    return {k: v for k, v in wire.items() if v is not None}
+
+
+def pay(session: Session, site: Site, invoice: Invoice, amount: int | None, payment_method: str, *, param: str,
+        reference_number: str | None = None, paid_at: datetime | None = None,
+        status: str = "success") -> dict[str, Any]:
+    """Record a payment of `amount` (all that is due when None) on an open invoice; the transaction."""
+    due = amount_due(invoice)
+    amount = due if amount is None else amount
+    if not 0 < amount <= due:
+        raise InvalidInput(f"{param} : must be between 1 and the amount due ({due})", param=param)
+    now = records.site_clock(site).now()
+    paid_at = paid_at or now
+    payment = transaction(invoice, "payment", amount, payment_method, paid_at, reference_number=reference_number,
+                          status=status)
+    payment["linked_invoices"] = [{"invoice_id": invoice.id, "applied_amount": amount, "applied_at": unix(now),
+                                   "invoice_date": unix(invoice.date), "invoice_total": invoice.total,
+                                   "invoice_status": str(invoice.status)}]
     invoice.amount_paid += amount
     invoice.data = {**invoice.data, "linked_payments": [
         *invoice.data.get("linked_payments", []),
-        {"txn_id": transaction["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
-         "txn_date": unix(paid_at), "txn_amount": amount},
+        {"txn_id": payment["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
+         "txn_date": unix(paid_at), "txn_amount": amount, "payment_method": payment_method,
+         **({"reference_number": reference_number} if reference_number else {})},
     ]}
-    if invoice.amount_paid + invoice.credits_applied >= invoice.total:
-        invoice.status = PAID
+    if amount_due(invoice) == 0:
         invoice.data = {**invoice.data, "paid_at": unix(paid_at)}
+        settle(invoice, paid_at)
     records.touch(invoice, now)
-    events.record_event(session, site, "payment_succeeded", now,
-                        {"transaction": transaction, "invoice": render(invoice)})
-    return invoice, {k: v for k, v in transaction.items() if v is not None}
+    events.record_event(session, site, "payment_succeeded", now, {"transaction": payment, "invoice": render(invoice)})
+    return payment
 
 
 class VoidParams(Params):
@@ -513,12 +738,13 @@ class VoidParams(Params):
 
 
 def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
-    invoice = get(session, site, invoice_id)
+    invoice = for_action(session, site, invoice_id, InvoiceAction.VOID)
     params = parse(VoidParams, form)
-    if invoice.status in (PAID, VOIDED) or invoice.amount_paid > 0:
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; only unpaid invoices can be voided")
+    if invoice.amount_paid > 0:
+        raise InvalidState(f"Invoice {invoice_id} has payments of {invoice.amount_paid}; only unpaid invoices can "
+                           "be voided (remove the payments first)")
     now = records.site_clock(site).now()
-    invoice.status = VOIDED
+    set_status(invoice, VOIDED)
     invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
@@ -526,16 +752,15 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
 
 
 def render(invoice: Invoice) -> dict[str, Any]:
-    due = 0 if invoice.status in (PENDING, VOIDED) else max(
-        0, invoice.total - invoice.amount_paid - invoice.credits_applied
-    )
+    due = amount_due(invoice)
     wire = {
-        "exchange_rate": 1.0, "amount_adjusted": 0, "write_off_amount": 0, "tax": 0, "deleted": False,
+        "exchange_rate": 1.0, "write_off_amount": 0, "tax": 0,
         "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
         **{k: v for k, v in invoice.data.items() if v is not None},
         "id": invoice.id, "object": "invoice", "customer_id": invoice.customer_id, "status": invoice.status,
         "currency_code": invoice.currency_code, "date": unix(invoice.date), "sub_total": invoice.total,
         "total": invoice.total, "amount_paid": invoice.amount_paid, "credits_applied": invoice.credits_applied,
+        "amount_adjusted": invoice.amount_adjusted, "deleted": invoice.deleted,
         "amount_due": due, "amount_to_collect": due, "line_items": invoice.line_items,
         "updated_at": unix(invoice.updated_at), "resource_version": invoice.resource_version,
     }
@@ -550,7 +775,12 @@ def render_credit_note(note: CreditNote) -> dict[str, Any]:
         "subscription_id": note.subscription_id, "reference_invoice_id": note.reference_invoice_id,
         "type": note.type, "status": note.status, "currency_code": note.currency_code, "date": unix(note.created_at),
         "price_type": "tax_exclusive", "sub_total": note.total, "total": note.total,
-        "amount_allocated": note.amount_allocated, "amount_refunded": 0,
-        "amount_available": note.total - note.amount_allocated, "generated_at": unix(note.created_at),
-        "updated_at": unix(note.updated_at), "resource_version": note.resource_version, "deleted": False,
+        "amount_allocated": note.amount_allocated, "amount_refunded": note.amount_refunded,
+        "amount_available": available(note), "generated_at": unix(note.created_at),
+        "updated_at": unix(note.updated_at), "resource_version": note.resource_version, "deleted": note.deleted,
     }
+
+
+def available(note: CreditNote) -> int:
+    """What a credit note can still give: neither allocated to invoices nor refunded."""
+    return note.total - note.amount_allocated - note.amount_refunded

@@ -79,7 +79,9 @@ class InvoiceTotals:
     amount_due: int
 
 
-def invoice_totals(line_amounts: Sequence[int], *, amount_paid: int = 0, credits_applied: int = 0) -> InvoiceTotals:
-    """Taxes are zero for now, so total == sub_total; what is due never goes below zero."""
+def invoice_totals(line_amounts: Sequence[int], *, amount_paid: int = 0, credits_applied: int = 0,
+                   amount_adjusted: int = 0) -> InvoiceTotals:
+    """Taxes are zero for now, so total == sub_total; what is due never goes below zero.
+    `amount_adjusted` is what write-offs settled without a payment."""
     sub_total = sum(line_amounts)
-    return InvoiceTotals(sub_total, sub_total, max(0, sub_total - amount_paid - credits_applied))
+    return InvoiceTotals(sub_total, sub_total, max(0, sub_total - amount_paid - credits_applied - amount_adjusted))

@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from meterbill.core.db import Base, ExactDecimal, JSONDocument, UTCDateTime
@@ -163,6 +163,9 @@ class Invoice(BillingRecord, Base):
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_applied: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Write-offs: adjustment credit notes settled against this invoice, not credits it can reuse.
+    amount_adjusted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    deleted: Mapped[bool] = mapped_column(default=False, server_default=false())
     line_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
 
 
@@ -177,6 +180,8 @@ class CreditNote(BillingRecord, Base):
     currency_code: Mapped[str] = mapped_column(String(3))
     total: Mapped[int] = mapped_column(BigInteger)
     amount_allocated: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    deleted: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class BillingEvent(Base):

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import customers, events, invoices, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoices import Line
+from meterbill.billing.invoicestatus import InvoiceAction
 from meterbill.billing.invoicing import aggregate_usages, price_quantity, term_bounds
 from meterbill.billing.models import Customer, Invoice, Item, ItemPrice, Site, Subscription, Usage
 from meterbill.billing.params import (
@@ -270,6 +271,31 @@ def _invoice(session: Session, site: Site, sub: Subscription, lines: list[Line],
             usage = must_get(session, Usage, (site.id, usage_id))
             usage.invoice_id = invoice.id
     return invoice
+
+
+def sync_usages(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    """Bring a pending term invoice's usage lines up to date with the usages recorded for its period,
+    late ones included: each metered item price's line is rated again from all of its usages."""
+    invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.EDIT_LINES)
+    parse(Params, form)  # the operation takes no parameters
+    if invoice.subscription_id is None or invoice.period_start is None or invoice.period_end is None:
+        raise InvalidState(f"Invoice {invoice.id} is not a subscription term's invoice: it bills no usages")
+    sub = must_get(session, Subscription, (site.id, invoice.subscription_id))
+    start, end = invoice.period_start, invoice.period_end
+    billed = session.scalars(select(Usage).where(Usage.site_id == site.id, Usage.invoice_id == invoice.id)).all()
+    for usage in billed:
+        usage.invoice_id = None
+    rated: set[str | None] = {usage.item_price_id for usage in billed}
+    lines = _usage_lines(session, site, sub, start, end)
+    rated |= {line.entity_id for line in lines}
+    # A usage line carries the period's dates; a recurring line of the same item price the next term's.
+    kept = [line for line in invoice.line_items if not (
+        line.get("entity_id") in rated and (line["date_from"], line["date_to"]) == (unix(start), unix(end)))]
+    for line in lines:
+        for usage_id in line.usage_ids:
+            must_get(session, Usage, (site.id, usage_id)).invoice_id = invoice.id
+    issued = [invoices.issue_line(line, invoice.customer_id, invoice.currency_code) for line in lines]
+    return invoices.replace_lines(session, site, invoice, issued + kept)
 
 
 # --- lifecycle -------------------------------------------------------------------------------------------
@@ -720,11 +746,11 @@ def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
             wire_item["unit_price"] = int(item_price.price.to_integral_value())
         items.append({k: v for k, v in wire_item.items() if v is not None})
     active = sub.status in ("active", "in_trial")
-    outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied
+    outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied - Invoice.amount_adjusted
     due = session.execute(
         select(func.count(), func.sum(outstanding), func.min(Invoice.date))
         .where(Invoice.site_id == site.id, Invoice.subscription_id == sub.id,
-               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE)))
+               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE)), Invoice.deleted.is_(False))
     ).one()
     wire = {
         "auto_collection": "on", "channel": "web", "deleted": False,

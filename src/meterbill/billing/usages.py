@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import records
-from meterbill.billing.models import Item, ItemPrice, Site, Subscription, Usage
+from meterbill.billing.models import Invoice, Item, ItemPrice, Site, Subscription, Usage
 from meterbill.billing.params import (
     DecimalText,
     Filter,
@@ -57,9 +58,9 @@ def create(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> U
         raise InvalidInput("usage_date : cannot be in the future", param="usage_date")
     if sub.status not in ("active", "non_renewing", "in_trial") or sub.current_term_start is None:
         raise InvalidState(f"Subscription {sub_id} is {sub.status}; usages are recorded on live subscriptions")
-    if usage_date < sub.current_term_start:
-        raise InvalidInput("usage_date : must fall in the current term (earlier terms are already invoiced)",
-                           param="usage_date")
+    if usage_date < sub.current_term_start and not _pending_period_holds(session, site, sub_id, usage_date):
+        raise InvalidInput("usage_date : must fall in the current term, or in the period of the subscription's "
+                           "pending invoice (earlier terms are already invoiced)", param="usage_date")
     count = session.execute(
         select(func.count()).where(Usage.site_id == site.id, Usage.subscription_id == sub_id)).scalar_one()
     if count >= MAX_USAGES_PER_SUBSCRIPTION:
@@ -82,6 +83,14 @@ def create(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> U
     records.touch(usage, now, created=True)
     session.add(usage)
     return usage
+
+
+def _pending_period_holds(session: Session, site: Site, sub_id: str, usage_date: datetime) -> bool:
+    """A late usage of an ended term is still taken while that term's invoice is pending
+    (`invoice.sync_usages` then rates it onto the invoice)."""
+    return session.scalar(select(func.count()).where(
+        Invoice.site_id == site.id, Invoice.subscription_id == sub_id, Invoice.status == "pending",
+        Invoice.deleted.is_(False), Invoice.period_start <= usage_date, Invoice.period_end > usage_date)) != 0
 
 
 def retrieve(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Usage:

@@ -143,7 +143,7 @@ def customers_page(request: Request, console: ConsoleDep, q: str = "") -> Respon
                 "subscriptions": db.scalars(select(Subscription).where(
                     Subscription.site_id == console.site_id, Subscription.customer_id == customer.id)).all(),
                 "invoices": db.scalars(select(Invoice).where(
-                    Invoice.site_id == console.site_id, Invoice.customer_id == customer.id
+                    Invoice.site_id == console.site_id, Invoice.customer_id == customer.id, Invoice.deleted.is_(False)
                 ).order_by(Invoice.date)).all(),
             })
         return render(request, "customers.html", console, title="Customers", page="customers", rows=rows, q=q)
@@ -165,7 +165,7 @@ def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Re
             subscriptions=db.scalars(select(Subscription).where(
                 Subscription.site_id == console.site_id, Subscription.customer_id == customer_id)).all(),
             invoices=db.scalars(select(Invoice).where(
-                Invoice.site_id == console.site_id, Invoice.customer_id == customer_id,
+                Invoice.site_id == console.site_id, Invoice.customer_id == customer_id, Invoice.deleted.is_(False),
             ).order_by(Invoice.date.desc())).all(),
             account=account, plans=plans,
             account_plans=sorted(account_plans, key=lambda ap: ap.document.get("startDate", "")))
@@ -174,7 +174,7 @@ def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Re
 @router.get("/invoices")
 def invoices_page(request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
-        rows = db.scalars(select(Invoice).where(Invoice.site_id == console.site_id)
+        rows = db.scalars(select(Invoice).where(Invoice.site_id == console.site_id, Invoice.deleted.is_(False))
                           .order_by(Invoice.date.desc()).limit(300)).all()
         return render(request, "invoices.html", console, title="Invoices", page="invoices", invoices=rows)
 
@@ -183,7 +183,7 @@ def invoices_page(request: Request, console: ConsoleDep) -> Response:
 def invoice_page(invoice_id: str, request: Request, console: ConsoleDep) -> Response:
     with runtime_of(request).db.read() as db:
         invoice = db.get(Invoice, (console.site_id, invoice_id))
-        if invoice is None:
+        if invoice is None or invoice.deleted:
             return redirect("/console/invoices", error="No such invoice")
         return render(request, "invoice.html", console, title=f"Invoice {invoice_id}", page="invoices", inv=invoice)
 

@@ -105,10 +105,7 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
 UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
     "subscriptions": [("POST", "import_subscription", "subscription.import_subscription")],
     "invoices": [
-        ("POST", "charge", "invoice.charge"), ("POST", "charge_addon", "invoice.charge_addon"),
-        ("POST", "create_for_charge_item", "invoice.create_for_charge_item"),
-        ("POST", "import_invoice", "invoice.import_invoice"),
-        ("GET", "payment_reference_numbers", "invoice.list_payment_reference_numbers"),
+        ("POST", "charge_addon", "invoice.charge_addon"), ("POST", "import_invoice", "invoice.import_invoice"),
     ],
     "credit_notes": [("POST", "import_credit_note", "credit_note.import_credit_note")],
     "usages": [("POST", "pdf", "usage.pdf")],

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.billing import invoice_documents, invoice_lists, invoices, records
+from meterbill.billing import (
+    credit_notes,
+    invoice_documents,
+    invoice_lists,
+    invoice_operations,
+    invoices,
+    records,
+    subscriptions,
+)
 from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
+from meterbill.billing.invoice_documents import Kind
 from meterbill.billing.models import CreditNote, Invoice
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -30,64 +42,140 @@ async def create_for_charge_items_and_charges(request: Request) -> JSONResponse:
         invoices.create_for_charge_items_and_charges(s, site, form))))
 
 
+@router.post("/invoices/create_for_charge_item", summary="Create a posted invoice for one charge item price")
+async def create_for_charge_item(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.create_for_charge_item(s, site, form))))
+
+
+@router.post("/invoices/charge", summary="Create a posted invoice for one ad-hoc charge")
+async def charge(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.charge(s, site, form))))
+
+
+@router.get("/invoices/payment_reference_numbers", summary="Payment reference numbers (none are issued here)")
+async def list_payment_reference_numbers(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: listing(invoice_lists.payment_reference_numbers(form), None))
+
+
 @router.get("/invoices/{invoice_id}", summary="Retrieve an invoice")
 async def retrieve_invoice(invoice_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoice_lists.with_line_items(
         invoices.render(invoices.get(s, site, invoice_id)), form)))
 
 
-@router.post("/invoices/{invoice_id}/add_charge", summary="Add an ad-hoc charge to a pending invoice")
-async def add_charge(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.add_charge(s, site, invoice_id, form))))
+def _resources(result: Any) -> dict[str, Any]:
+    """The envelope of what an operation returns: an invoice, a credit note, a transaction, or a tuple
+    of them (None for one it did not make)."""
+    body: dict[str, Any] = {}
+    for item in result if isinstance(result, tuple) else (result,):
+        if isinstance(item, Invoice):
+            body["invoice"] = invoices.render(item)
+        elif isinstance(item, CreditNote):
+            body["credit_note"] = invoices.render_credit_note(item)
+        elif item is not None:
+            body["transaction"] = item
+    return body
 
 
-@router.post("/invoices/{invoice_id}/add_charge_item", summary="Add a charge item to a pending invoice")
-async def add_charge_item(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.add_charge_item(s, site, invoice_id, form))))
+# POST /invoices/{invoice_id}/<operation>, each answering with what it changed or made.
+INVOICE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
+    "add_charge": (invoices.add_charge, "Add an ad-hoc charge to a pending invoice"),
+    "add_charge_item": (invoices.add_charge_item, "Add a charge item to a pending invoice"),
+    "delete_line_items": (invoices.delete_line_items, "Remove lines from a pending invoice"),
+    "sync_usages": (subscriptions.sync_usages, "Rate the usages recorded for a pending invoice's period onto it"),
+    "close": (invoices.close, "Close a pending invoice"),
+    "record_payment": (invoices.record_payment, "Record an offline payment"),
+    "collect_payment": (invoice_operations.collect_payment, "Collect what is due (recorded; no gateway)"),
+    "apply_payments": (invoice_operations.apply_payments, "Apply the customer's excess payments"),
+    "remove_payment": (invoice_operations.remove_payment, "Unlink a recorded payment"),
+    "refund": (invoice_operations.refund, "Refund an invoice's payments"),
+    "record_refund": (invoice_operations.record_refund, "Record a refund made elsewhere"),
+    "write_off": (invoice_operations.write_off, "Write off what is left to pay"),
+    "void": (invoices.void, "Void an unpaid invoice"),
+    "void_before_capture": (invoice_operations.void_before_capture, "Void an invoice with an uncaptured payment"),
+    "stop_dunning": (invoice_operations.stop_dunning, "Stop dunning"),
+    "pause_dunning": (invoice_operations.pause_dunning, "Pause dunning until an expected payment date"),
+    "resume_dunning": (invoice_operations.resume_dunning, "Resume paused dunning"),
+    "update_details": (invoice_operations.update_details, "Change an invoice's addresses, VAT and PO numbers"),
+    "delete": (invoice_operations.delete, "Delete an invoice nothing was settled against"),
+}
+# POST /credit_notes/{note_id}/<operation>.
+CREDIT_NOTE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
+    "refund": (credit_notes.refund, "Refund a credit note's available balance"),
+    "record_refund": (credit_notes.record_refund, "Record a refund of a credit note made elsewhere"),
+    "void": (credit_notes.void, "Void a credit note (its allocations are taken back)"),
+    "update": (credit_notes.update, "Update a credit note (a comment)"),
+    "delete": (credit_notes.delete, "Delete a credit note that gave nothing yet"),
+}
 
 
-@router.post("/invoices/{invoice_id}/close", summary="Close a pending invoice")
-async def close_invoice(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.close(s, site, invoice_id, form))))
+def _invoice_operation(name: str, operation: Callable[..., Any], summary: str) -> None:
+    async def endpoint(invoice_id: str, request: Request) -> JSONResponse:
+        return await handle(request, lambda s, site, form: _resources(operation(s, site, invoice_id, form)))
+
+    router.add_api_route(f"/invoices/{{invoice_id}}/{name}", endpoint, methods=["POST"], summary=summary,
+                         name=f"invoice_{name}")
 
 
-@router.post("/invoices/{invoice_id}/record_payment", summary="Record an offline payment")
-async def record_payment(invoice_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        invoice, transaction = invoices.record_payment(s, site, invoice_id, form)
-        return envelope(invoice=invoices.render(invoice), transaction=transaction)
+def _credit_note_operation(name: str, operation: Callable[..., Any], summary: str) -> None:
+    async def endpoint(note_id: str, request: Request) -> JSONResponse:
+        return await handle(request, lambda s, site, form: _resources(operation(s, site, note_id, form)))
 
-    return await handle(request, run)
-
-
-@router.post("/invoices/{invoice_id}/void", summary="Void an unpaid invoice")
-async def void_invoice(invoice_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
-        invoices.void(s, site, invoice_id, form))))
+    router.add_api_route(f"/credit_notes/{{note_id}}/{name}", endpoint, methods=["POST"], summary=summary,
+                         name=f"credit_note_{name}")
 
 
-@router.post("/invoices/{invoice_id}/pdf", summary="A temporary download link for an invoice's PDF")
-async def invoice_pdf(invoice_id: str, request: Request) -> JSONResponse:
+for _name, (_operation, _summary) in INVOICE_OPERATIONS.items():
+    _invoice_operation(_name, _operation, _summary)
+for _name, (_operation, _summary) in CREDIT_NOTE_OPERATIONS.items():
+    _credit_note_operation(_name, _operation, _summary)
+
+
+@router.get("/invoices/{invoice_id}/payment_schedules", summary="An invoice's payment schedules (none here)")
+async def payment_schedules(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "payment_schedules": invoice_operations.payment_schedules(s, site, invoice_id, form)})
+
+
+async def _download_link(request: Request, kind: Kind, document_id: str) -> JSONResponse:
     runtime = request.app.state.runtime
     return await handle(request, lambda s, site, form: envelope(download=invoice_documents.download_link(
-        s, site, invoice_id, form, vault=runtime.vault, base_url=runtime.settings.base_url())))
+        s, site, document_id, form, vault=runtime.vault, base_url=runtime.settings.base_url(), kind=kind)))
 
 
-# The target of the download links: the signed token stands in for the API key.
-@router.get("/invoices/{invoice_id}/pdf/download", include_in_schema=False)
-async def download_invoice_pdf(invoice_id: str, token: str, request: Request) -> Response:
+async def _download(request: Request, kind: Kind, document_id: str, token: str) -> Response:
     runtime = request.app.state.runtime
 
     def work():
         with runtime.db.read() as session:
-            return invoice_documents.redeem(session, runtime.vault, invoice_id, token)
+            return invoice_documents.redeem(session, runtime.vault, document_id, token, kind)
 
     document, disposition = await run_in_threadpool(work)
     return Response(document, media_type=invoice_documents.MIME_TYPE,
-                    headers=invoice_documents.pdf_headers(invoice_id, disposition))
+                    headers=invoice_documents.pdf_headers(document_id, disposition, kind))
+
+
+@router.post("/invoices/{invoice_id}/pdf", summary="A temporary download link for an invoice's PDF")
+async def invoice_pdf(invoice_id: str, request: Request) -> JSONResponse:
+    return await _download_link(request, "invoice", invoice_id)
+
+
+# The targets of the download links: the signed token stands in for the API key.
+@router.get("/invoices/{invoice_id}/pdf/download", include_in_schema=False)
+async def download_invoice_pdf(invoice_id: str, token: str, request: Request) -> Response:
+    return await _download(request, "invoice", invoice_id, token)
+
+
+@router.post("/credit_notes/{note_id}/pdf", summary="A temporary download link for a credit note's PDF")
+async def credit_note_pdf(note_id: str, request: Request) -> JSONResponse:
+    return await _download_link(request, "credit_note", note_id)
+
+
+@router.get("/credit_notes/{note_id}/pdf/download", include_in_schema=False)
+async def download_credit_note_pdf(note_id: str, token: str, request: Request) -> Response:
+    return await _download(request, "credit_note", note_id, token)
 
 
 @router.get("/credit_notes", summary="List credit notes")
@@ -103,6 +191,15 @@ async def list_credit_notes(request: Request) -> JSONResponse:
 async def create_credit_note(request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
         invoices.create_adjustment(s, site, form))))
+
+
+@router.get("/customers/{customer_id}/credit_notes", summary="A customer's credit notes")
+async def credit_notes_for_customer(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = credit_notes.for_customer(s, site, customer_id, form)
+        return listing([{"credit_note": invoices.render_credit_note(n)} for n in rows], offset)
+
+    return await handle(request, run)
 
 
 @router.get("/credit_notes/{note_id}", summary="Retrieve a credit note")

@@ -1,0 +1,158 @@
+"""What happens to a credit note after it is issued: refunds paid out of its balance, voiding
+(which takes back what it gave the invoices it was allocated to), deletion, a customer's list.
+Its statuses are in invoicestatus.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from meterbill.billing import events, invoice_lists, invoices, records
+from meterbill.billing.invoice_operations import PaymentMethod, record_payout
+from meterbill.billing.invoicestatus import CreditNoteStatus
+from meterbill.billing.models import CreditNote, Customer, Site
+from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
+from meterbill.core.errors import InvalidInput, InvalidState
+
+
+class Comment(Params):
+    comment: Text | None = None
+
+
+def get(session: Session, site: Site, note_id: str) -> CreditNote:
+    return records.get(session, CreditNote, site, note_id, "Credit note", for_update=True)
+
+
+def _changed(session: Session, site: Site, note: CreditNote, event_type: str = "credit_note_updated") -> CreditNote:
+    now = records.site_clock(site).now()
+    records.touch(note, now)
+    events.record_event(session, site, event_type, now, {"credit_note": invoices.render_credit_note(note)})
+    return note
+
+
+def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> CreditNote:
+    """Void a credit note nothing was refunded from. What it gave each invoice is taken back: an
+    invoice's `credits_applied` (or, for a write-off, `amount_adjusted`) falls by its allocation and
+    the invoice asks for that amount again."""
+    note = get(session, site, note_id)
+    parse(Comment, form)
+    if note.status == CreditNoteStatus.VOIDED:
+        raise InvalidState(f"Credit note {note.id} is already voided")
+    if note.amount_refunded:
+        raise InvalidState(f"Credit note {note.id} has refunds of {note.amount_refunded}; a refunded credit note "
+                           "cannot be voided")
+    now = records.site_clock(site).now()
+    for allocation in note.data.get("allocations", []):
+        invoice = invoices.get(session, site, allocation["invoice_id"], for_update=True)
+        amount = int(allocation["allocated_amount"])
+        written_off = any(entry["cn_id"] == note.id for entry in invoice.data.get("adjustment_credit_notes", []))
+        if written_off:
+            invoice.amount_adjusted -= amount
+            invoice.data = {**invoice.data, "write_off_amount": invoice.data.get("write_off_amount", 0) - amount,
+                            "adjustment_credit_notes": [
+                                {**entry, "cn_status": CreditNoteStatus.VOIDED} if entry["cn_id"] == note.id else entry
+                                for entry in invoice.data["adjustment_credit_notes"]]}
+        else:
+            invoice.credits_applied -= amount
+            invoice.data = {**invoice.data, "applied_credits": [
+                entry for entry in invoice.data.get("applied_credits", []) if entry.get("cn_id") != note.id]}
+        invoices.settle(invoice, now)
+        records.touch(invoice, now)
+        events.record_event(session, site, "invoice_updated", now, {"invoice": invoices.render(invoice)})
+    note.status = CreditNoteStatus.VOIDED
+    note.amount_allocated = 0
+    note.data = {**note.data, "allocations": [], "voided_at": unix(now)}
+    return _changed(session, site, note)
+
+
+class CreditNoteRefund(Params):
+    refund_amount: MinorAmount | None = None
+    customer_notes: Text | None = None
+    refund_reason_code: Text | None = None
+
+
+class RefundTransaction(Params):
+    id: Id | None = None
+    amount: MinorAmount | None = None
+    payment_method: PaymentMethod
+    reference_number: Text | None = None
+    custom_payment_method_id: Text | None = None
+    date: UnixTime
+
+
+class CreditNoteRecordRefund(Params):
+    transaction: RefundTransaction
+    refund_reason_code: Text | None = None
+    comment: Text | None = None
+
+
+def refund(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> tuple[CreditNote, dict[str, Any]]:
+    """Pay out (part of) a credit note's available balance to the customer, as it was paid."""
+    params = parse(CreditNoteRefund, form)
+    return _pay_out(session, site, note_id, params.refund_amount, "refund_amount", "other",
+                    reason=params.refund_reason_code)
+
+
+def record_refund(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> tuple[
+        CreditNote, dict[str, Any]]:
+    """A refund of the credit note's balance made outside this server."""
+    params = parse(CreditNoteRecordRefund, form)
+    given = params.transaction
+    return _pay_out(session, site, note_id, given.amount, "transaction[amount]", given.payment_method,
+                    reason=params.refund_reason_code, reference_number=given.reference_number,
+                    refunded_at=given.date)
+
+
+def _pay_out(session: Session, site: Site, note_id: str, amount: int | None, param: str, method: str, *,
+             reason: str | None, reference_number: str | None = None,
+             refunded_at: int | None = None) -> tuple[CreditNote, dict[str, Any]]:
+    note = get(session, site, note_id)
+    available = invoices.available(note)
+    if note.status != CreditNoteStatus.REFUND_DUE or available == 0:
+        raise InvalidState(f"Credit note {note.id} is {note.status} with {available} available; only a refund_due "
+                           "credit note with a balance can be refunded")
+    amount = available if amount is None else amount
+    if not 0 < amount <= available:
+        raise InvalidInput(f"{param} : must be between 1 and the available amount ({available})", param=param)
+    now = records.site_clock(site).now()
+    transaction = invoices.transaction(note, "refund", amount, method,
+                                       from_unix(refunded_at) if refunded_at is not None else now,
+                                       reference_number=reference_number)
+    record_payout(note, transaction, now)
+    transaction["linked_credit_notes"] = [{"cn_id": note.id, "applied_amount": amount, "applied_at": unix(now),
+                                           "cn_total": note.total, "cn_status": note.status,
+                                           "cn_reason_code": note.data.get("reason_code"),
+                                           "cn_date": unix(note.created_at),
+                                           "cn_reference_invoice_id": note.reference_invoice_id}]
+    if reason:
+        note.data = {**note.data, "refund_reason_code": reason}
+    _changed(session, site, note)
+    events.record_event(session, site, "payment_refunded", now, {
+        "transaction": transaction, "credit_note": invoices.render_credit_note(note)})
+    return note, transaction
+
+
+def delete(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> CreditNote:
+    """Delete a credit note that gave nothing yet (a voided one, or one with its whole balance)."""
+    note = get(session, site, note_id)
+    parse(Comment, form)
+    if note.amount_allocated or note.amount_refunded:
+        raise InvalidState(f"Credit note {note.id} has allocations of {note.amount_allocated} and refunds of "
+                           f"{note.amount_refunded}; void it first")
+    note.deleted = True
+    return _changed(session, site, note, "credit_note_deleted")
+
+
+def update(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> CreditNote:
+    """Chargebee's update takes only a comment; comments are not kept here, so nothing else changes."""
+    note = get(session, site, note_id)
+    parse(Comment, form)
+    return _changed(session, site, note)
+
+
+def for_customer(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> tuple[
+        list[CreditNote], str | None]:
+    records.get(session, Customer, site, customer_id, "Customer")
+    return invoice_lists.credit_notes_of(session, site, customer_id, form)
