@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, records
+from meterbill.billing import events, promotional_credits, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoicing import invoice_totals, price_quantity
 from meterbill.billing.models import CreditNote, Customer, DocumentCounter, Invoice, ItemPrice, Site, Subscription
@@ -138,7 +138,11 @@ def _recompute(invoice: Invoice) -> None:
 
 
 def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
-    """Leave the pending state: apply available credits, then posted / payment_due / paid."""
+    """Leave the pending state: apply available credits, then posted / payment_due / paid.
+
+    Chargebee's order: promotional credits first, as a discount (the total falls), then the
+    customer's credit notes with a balance, oldest first, like payments (`credits_applied`)."""
+    promotional_credits.apply_to_invoice(session, site, invoice, at)
     _apply_credits(session, site, invoice, at)
     customer = session.get(Customer, (site.id, invoice.customer_id))
     subscription = session.get(Subscription, (site.id, invoice.subscription_id)) if invoice.subscription_id else None
@@ -520,6 +524,7 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
     now = records.site_clock(site).now()
     invoice.status = VOIDED
     invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
+    promotional_credits.restore_from_invoice(session, site, invoice, now)
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
     return invoice
@@ -534,7 +539,9 @@ def render(invoice: Invoice) -> dict[str, Any]:
         "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
         **{k: v for k, v in invoice.data.items() if v is not None},
         "id": invoice.id, "object": "invoice", "customer_id": invoice.customer_id, "status": invoice.status,
-        "currency_code": invoice.currency_code, "date": unix(invoice.date), "sub_total": invoice.total,
+        "currency_code": invoice.currency_code, "date": unix(invoice.date),
+        # Discounts (promotional credits) come off the sub-total; `total` is what is left.
+        "sub_total": invoice.total + sum(int(d["amount"]) for d in invoice.data.get("discounts", [])),
         "total": invoice.total, "amount_paid": invoice.amount_paid, "credits_applied": invoice.credits_applied,
         "amount_due": due, "amount_to_collect": due, "line_items": invoice.line_items,
         "updated_at": unix(invoice.updated_at), "resource_version": invoice.resource_version,
