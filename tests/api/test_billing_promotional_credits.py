@@ -207,6 +207,7 @@ def test_promotional_credits_come_before_credit_notes(cb):
     # 2000 - 1000 promotional = 1000 total; the credit note's 1500 then covers 1000 of it.
     assert (invoice.sub_total, invoice.total, invoice.credits_applied, invoice.amount_due) == (2000, 1000, 1000, 0)
     assert invoice.status == "paid"
+    assert [(c.cn_id, c.applied_amount) for c in invoice.applied_credits] == [(note.id, 1000)]
     assert cb.CreditNote.retrieve(note.id).credit_note.amount_available == 500
     assert _balance(cb) == 0
 
@@ -227,3 +228,40 @@ def test_a_replayed_add_is_stored_once(cb):
     assert again.promotional_credit.id == first.promotional_credit.id
     assert (first.is_idempotency_replayed, again.is_idempotency_replayed) == (False, True)
     assert _balance(cb) == 500
+
+
+def test_apply_credits_lets_credit_notes_pay_an_invoice_already_posted(cb):
+    earlier = _invoice(cb, 2000)
+    later = _invoice(cb, 3000)
+    note = cb.CreditNote.create({"reference_invoice_id": earlier.id, "type": "adjustment", "total": 1500,
+                                 "reason_code": "other"}).credit_note
+    with pytest.raises(chargebee.InvalidRequestError) as other:
+        cb.Invoice.apply_credits(later.id, {"credit_notes": [{"id": "CN-999"}]})
+    assert other.value.http_status_code == 404
+    applied = cb.Invoice.apply_credits(later.id, {"credit_notes": [{"id": note.id}]}).invoice
+    # 3000 - 1500 = 1500 still due.
+    assert (applied.credits_applied, applied.amount_due, applied.status) == (1500, 1500, "payment_due")
+    assert [(c.cn_id, c.applied_amount, c.cn_status) for c in applied.applied_credits] == [
+        (note.id, 1500, "adjusted")]
+    assert cb.CreditNote.retrieve(note.id).credit_note.amount_available == 0
+    with pytest.raises(chargebee.InvalidRequestError) as spent:
+        cb.Invoice.apply_credits(later.id, {"credit_notes": [{"id": note.id}]})
+    assert spent.value.param == "credit_notes[id][0]"
+    with pytest.raises(chargebee.InvalidRequestError) as none_left:
+        cb.Invoice.apply_credits(earlier.id)
+    assert none_left.value.param == "credit_notes"
+    assert cb.Invoice.retrieve(later.id).invoice.amount_due == 1500  # the refusals changed nothing
+
+
+def test_apply_credits_with_no_note_named_takes_all_oldest_first(cb):
+    source = _invoice(cb, 5000)
+    target = _invoice(cb, 1200)
+    first = cb.CreditNote.create({"reference_invoice_id": source.id, "type": "adjustment", "total": 1000,
+                                  "reason_code": "other"}).credit_note
+    second = cb.CreditNote.create({"reference_invoice_id": source.id, "type": "adjustment", "total": 1000,
+                                   "reason_code": "other"}).credit_note
+    paid = cb.Invoice.apply_credits(target.id).invoice
+    # 1200: 1000 from the first note, 200 from the second.
+    assert [(c.cn_id, c.applied_amount) for c in paid.applied_credits] == [(first.id, 1000), (second.id, 200)]
+    assert (paid.credits_applied, paid.amount_due, paid.status) == (1200, 0, "paid")
+    assert cb.CreditNote.retrieve(second.id).credit_note.amount_available == 800

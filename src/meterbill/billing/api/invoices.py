@@ -63,6 +63,12 @@ async def record_payment(invoice_id: str, request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
+@router.post("/invoices/{invoice_id}/apply_credits", summary="Apply available credit notes to an invoice")
+async def apply_credits(invoice_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        invoices.apply_credits(s, site, invoice_id, form))))
+
+
 @router.post("/invoices/{invoice_id}/void", summary="Void an unpaid invoice")
 async def void_invoice(invoice_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
