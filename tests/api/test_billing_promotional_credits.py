@@ -265,3 +265,11 @@ def test_apply_credits_with_no_note_named_takes_all_oldest_first(cb):
     assert [(c.cn_id, c.applied_amount) for c in paid.applied_credits] == [(first.id, 1000), (second.id, 200)]
     assert (paid.credits_applied, paid.amount_due, paid.status) == (1200, 0, "paid")
     assert cb.CreditNote.retrieve(second.id).credit_note.amount_available == 800
+
+
+def test_start_afresh_wipes_the_ledger(cb):
+    _add(cb, 900)
+    cb.TimeMachine.start_afresh(TM, {"genesis_time": ts(2024, 1, 1)})
+    cb.Customer.create({"id": "cust", "first_name": "Ada", "preferred_currency_code": "USD"})
+    assert (_balance(cb), _ledger(cb)) == (0, [])
+    assert _invoice(cb, 500).total == 500

@@ -96,7 +96,10 @@ def change_in_ledger(session: Session, site: Site, change: Change,
 
 def _locked(session: Session, site: Site, customer_id: str, *, deleted_too: bool = False) -> Customer:
     """The customer's row, locked until commit: every change of its balances waits for the one
-    before it. Pending changes are flushed first, since the lock re-reads the row."""
+    before it. The site's row is locked first, as every writer that numbers documents or events
+    does, so two transactions never hold these two locks in opposite orders. Pending changes are
+    flushed first, since the lock re-reads the row."""
+    records.lock_site(session, site)
     session.flush()
     customer = session.get(Customer, (site.id, customer_id), with_for_update=True, populate_existing=True)
     if customer is None or (customer.deleted and not deleted_too):
@@ -178,7 +181,7 @@ def _record(session: Session, site: Site, customer: Customer, currency: str, del
 def apply_to_invoice(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     """Take the customer's promotional credits in the invoice's currency as a discount, at most
     the invoice's total, so it never goes below zero; the ledger gets the decrement."""
-    if invoice.total <= 0:
+    if invoice.total <= 0 or not _may_have_credits(session, site, invoice):
         return
     customer = _locked(session, site, invoice.customer_id, deleted_too=True)
     balance = balance_of(session, site, customer.id, invoice.currency_code)
@@ -203,6 +206,15 @@ def apply_to_invoice(session: Session, site: Site, invoice: Invoice, at: datetim
                                    "discount_type": DISCOUNT_TYPE, "discount_amount": share}
                                   for line, share in zip(invoice.line_items, shares, strict=True) if share)],
     }
+
+
+def _may_have_credits(session: Session, site: Site, invoice: Invoice) -> bool:
+    """Whether the customer, as this transaction last read it, had credits in the invoice's
+    currency: most customers have none, and their invoices need no lock and no ledger query."""
+    customer = session.get(Customer, (site.id, invoice.customer_id))
+    return customer is not None and any(
+        b["currency_code"] == invoice.currency_code and b["promotional_credits"] > 0
+        for b in customer.data.get("balances", []))
 
 
 def restore_from_invoice(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
