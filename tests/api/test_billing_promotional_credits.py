@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import chargebee
+import httpx
 import pytest
 
 from tests.conftest import chargebee_client
@@ -273,3 +274,14 @@ def test_start_afresh_wipes_the_ledger(cb):
     cb.Customer.create({"id": "cust", "first_name": "Ada", "preferred_currency_code": "USD"})
     assert (_balance(cb), _ledger(cb)) == (0, [])
     assert _invoice(cb, 500).total == 500
+
+
+def test_the_console_shows_the_credits_an_invoice_took(cb, server, tenant):
+    _add(cb, 2000)
+    invoice = _invoice(cb, 5000)
+    with httpx.Client(base_url=server.base_url, timeout=30) as console:
+        assert console.post("/console/login", data={"api_key": tenant["billing_api_key"]}).status_code == 303
+        page = console.get(f"/console/invoices/{invoice.id}").text
+    # The line of 50.00, the 20.00 of credits under it, the total of 30.00.
+    assert "50.00 USD" in page and "Promotional Credits" in page and "-20.00 USD" in page
+    assert page.index("Promotional Credits") < page.index("Total") < page.index("30.00 USD")
