@@ -8,6 +8,7 @@ first (its `total` falls, `discounts` shows them), then credit notes like paymen
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,8 +95,12 @@ def test_a_credit_covers_part_of_the_renewal_invoice(cb):
 
 
 def test_a_pending_invoice_takes_the_credits_when_it_is_closed(cb):
+    _add(cb, 1000)
     cb.Subscription.create_with_items("cust", {"id": "sub", "create_pending_invoices": True,
                                                "subscription_items": [{"item_price_id": "plan-usd"}]})
+    first = cb.Invoice.list({"subscription_id[is]": "sub"}).list[0].invoice
+    # The first invoice is posted at once and takes the 1000 there are: 5000 - 1000 = 4000.
+    assert (first.status, first.total, first.amount_due, _balance(cb)) == ("payment_due", 4000, 4000, 0)
     cb.TimeMachine.travel_forward(TM, {"destination_time": ts(2024, 2, 1)})
     _add(cb, 2000)
     pending = next(e.invoice for e in cb.Invoice.list({"status[is]": "pending"}).list)
@@ -285,3 +290,21 @@ def test_the_console_shows_the_credits_an_invoice_took(cb, server, tenant):
     # The line of 50.00, the 20.00 of credits under it, the total of 30.00.
     assert "50.00 USD" in page and "Promotional Credits" in page and "-20.00 USD" in page
     assert page.index("Promotional Credits") < page.index("Total") < page.index("30.00 USD")
+
+
+def test_concurrent_deductions_never_take_the_balance_below_zero(cb):
+    _add(cb, 1000)
+
+    def deduct(_: int) -> str:
+        try:
+            cb.PromotionalCredit.deduct({"customer_id": "cust", "amount": 300, "description": "Race"})
+        except chargebee.InvalidRequestError as err:
+            return str(err.api_error_code)
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(deduct, range(6)))
+    # 1000 covers three deductions of 300; the other three are refused: 100 left.
+    assert sorted(outcomes) == ["ok"] * 3 + ["param_wrong_value"] * 3
+    assert _balance(cb) == 100
+    assert [closing for _, _, closing in _ledger(cb)] == [100, 400, 700, 1000]
