@@ -183,7 +183,12 @@ def test_bad_input_is_refused_by_name(cb):
         ({"customer_id": "cust", "description": "x"}, "amount"),
         ({"customer_id": "cust", "amount": 100, "description": "x", "currency_code": "XYZ"}, "currency_code"),
         ({"customer_id": "cust", "amount": 100, "description": "x", "credit_type": "cash"}, "credit_type"),
+        ({"customer_id": "cust", "amount": 10**15 + 1, "description": "x"}, "amount"),
     ]
+    cb.PromotionalCredit.set({"customer_id": "cust", "amount": 10**15, "description": "The most"})
+    with pytest.raises(chargebee.InvalidRequestError, match="exceed"):
+        cb.PromotionalCredit.add({"customer_id": "cust", "amount": 1, "description": "One more"})
+    cb.PromotionalCredit.set({"customer_id": "cust", "amount": 0, "description": "None"})
     for params, param in cases:
         with pytest.raises(chargebee.InvalidRequestError) as err:
             cb.PromotionalCredit.add(params)
@@ -193,7 +198,7 @@ def test_bad_input_is_refused_by_name(cb):
     assert missing.value.http_status_code == 404
     assert cb.PromotionalCredit.add({"customer_id": "nocur", "amount": 100, "description": "x",
                                      "currency_code": "EUR"}).promotional_credit.currency_code == "EUR"
-    assert _ledger(cb) == []
+    assert _ledger(cb) == [("decrement", 10**15, 0), ("increment", 10**15, 10**15)]
 
 
 def test_credits_in_another_currency_are_not_taken(cb):

@@ -41,6 +41,7 @@ from meterbill.core.money import exact_minor_units, format_decimal, from_minor_u
 
 INCREMENT, DECREMENT = "increment", "decrement"
 DISCOUNT_TYPE = "promotional_credits"  # invoice discounts[entity_type], line_item_discounts[discount_type]
+MAX_BALANCE = 10**15  # the largest amount a parameter may carry; balances stay within it
 
 
 class Change(StrEnum):
@@ -116,6 +117,8 @@ def _change(session: Session, site: Site, customer: Customer, currency: str, cha
         raise InvalidInput(f"amount : {amount} is more than the customer's promotional credits ({balance} "
                            f"{currency})", param="amount")
     delta = {Change.ADD: amount, Change.DEDUCT: -amount, Change.SET: amount - balance}[change]
+    if balance + delta > MAX_BALANCE:
+        raise InvalidInput(f"amount : the balance would exceed {MAX_BALANCE} {currency} minor units", param="amount")
     now = records.site_clock(site).now()
     entry = _record(session, site, customer, currency, delta, now, description=params.description,
                     credit_type=params.credit_type, reference=params.reference)
