@@ -167,10 +167,11 @@ def _record(session: Session, site: Site, customer: Customer, currency: str, del
     )
     records.touch(entry, at, created=True)
     session.add(entry)
+    # Excess payments are kept apart (the customer's `excess_payments`), so they are left out here
+    # rather than reported as a figure this ledger does not know.
     balances = {b["currency_code"]: b for b in customer.data.get("balances", [])}
     balances[currency] = {"object": "customer_balance", "currency_code": currency, "balance_currency_code": currency,
-                          "promotional_credits": closing, "excess_payments": 0, "refundable_credits": 0,
-                          "unbilled_charges": 0}
+                          "promotional_credits": closing, "refundable_credits": 0, "unbilled_charges": 0}
     # `promotional_credits` is the balance in the customer's preferred currency, else in the first
     # currency it was given credits in (Chargebee's single-currency field; `balances` has them all).
     main = customer.data.get("preferred_currency_code") or next(iter(balances))
