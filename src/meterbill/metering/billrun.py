@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import ExactDecimal, bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
-from meterbill.metering import bills, rating, schemas
+from meterbill.metering import billconfig, bills, rating, schemas
 from meterbill.metering.billstatus import BillAction, BillStatus, refusal, require
 from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
@@ -528,6 +528,7 @@ class _BillRun:
                     _BillDraft(stored.currency, stored.bill_frequency, stored.bill_frequency_interval,
                                stored.period_start, stored.period_end))
         stored_lines = bills.lines_by_bill(session, [b.id for b in existing.values()])
+        closed = billconfig.lock_cutoff(session, self.org_id)
         new_bills: list[dict[str, Any]] = []
         replaced: list[str] = []
         lines: list[dict[str, Any]] = []
@@ -540,6 +541,8 @@ class _BillRun:
                 if bill is None:
                     if recalculating:
                         continue  # a recalculation touches only the bills it names
+                    if closed is not None and period_end < closed:
+                        continue  # the lock date closed the books on this period: no bill after the fact
                     bill_id = new_id()
                     new_bills.append(dict(
                         id=bill_id, organization_id=self.org_id, account_id=account.id,
