@@ -12,7 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterbill.billing.invoicing import Tier, aggregate_usages, bands, invoice_totals, price_quantity, term_bounds
+from meterbill.billing.invoicing import (
+    Tier,
+    aggregate_usages,
+    bands,
+    invoice_totals,
+    price_quantity,
+    spread,
+    term_bounds,
+)
 from meterbill.core.money import whole_minor_units
 from meterbill.core.pricing import PricingBand, prorate
 
@@ -169,3 +177,30 @@ def test_invoice_totals() -> None:
     totals = invoice_totals([1000, 250, -50], amount_paid=200, credits_applied=100)
     assert (totals.sub_total, totals.total, totals.amount_due) == (1200, 1200, 900)
     assert invoice_totals([500], amount_paid=300, credits_applied=400).amount_due == 0  # never below zero
+
+
+def test_spread_shares_a_deduction_in_proportion() -> None:
+    # 1000 over 300 and 1350: 181.8 and 818.2, rounded down to 181 + 818; the last cent to the larger remainder.
+    assert spread(1000, [300, 1350]) == [182, 818]
+    # 2000 over 5000 and 1000: 1666.7 and 333.3 -> 1666 + 333 + the cent to the first.
+    assert spread(2000, [5000, 1000]) == [1667, 333]
+    # Ties go to the earlier line: 1 over three equal lines.
+    assert spread(1, [100, 100, 100]) == [1, 0, 0]
+    # Negative (credit) lines and zero lines carry nothing.
+    assert spread(500, [-200, 0, 1000]) == [0, 0, 500]
+    assert spread(0, [100]) == [0]
+
+
+def test_spread_refuses_more_than_the_lines_carry() -> None:
+    with pytest.raises(ValueError, match="cannot spread 101"):
+        spread(101, [100, -50])
+
+
+@FAST
+@given(st.lists(st.integers(min_value=-10**6, max_value=10**9), min_size=1, max_size=8), st.data())
+def test_spread_sums_to_the_amount_and_stays_within_each_line(lines: list[int], data: st.DataObject) -> None:
+    positive = sum(max(0, line) for line in lines)
+    amount = data.draw(st.integers(min_value=0, max_value=positive))
+    shares = spread(amount, lines)
+    assert sum(shares) == amount
+    assert all(0 <= share <= max(0, line) for share, line in zip(shares, lines, strict=True))

@@ -43,6 +43,7 @@ EVENT_TYPES = (
     "subscription_reactivated", "subscription_scheduled_cancellation_removed",
     "invoice_generated", "invoice_updated", "invoice_deleted", "pending_invoice_created", "pending_invoice_updated",
     "credit_note_created", "credit_note_updated", "credit_note_deleted", "payment_succeeded", "payment_refunded",
+    "promotional_credits_added", "promotional_credits_deducted",
     "item_family_created", "item_created", "item_price_created",
 )
 

@@ -7,7 +7,7 @@ minor-unit amounts (half-up per line) and keeps every total consistent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, records
+from meterbill.billing import events, promotional_credits, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoicestatus import (
     CreditNoteStatus,
@@ -182,7 +182,11 @@ def settle(invoice: Invoice, at: datetime) -> None:
 
 
 def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
-    """Leave the pending state: apply available credits, then posted / payment_due / paid."""
+    """Leave the pending state: apply available credits, then posted / payment_due / paid.
+
+    Chargebee's order: promotional credits first, as a discount (the total falls), then the
+    customer's credit notes with a balance, oldest first, like payments (`credits_applied`)."""
+    promotional_credits.apply_to_invoice(session, site, invoice, at)
     _apply_credits(session, site, invoice, at)
     customer = session.get(Customer, (site.id, invoice.customer_id))
     subscription = session.get(Subscription, (site.id, invoice.subscription_id)) if invoice.subscription_id else None
@@ -201,14 +205,17 @@ def _post(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
     events.record_event(session, site, "invoice_generated", at, {"invoice": render(invoice)})
 
 
-def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
-    """Adjustment credit notes with an unallocated balance reduce what this invoice asks for."""
+def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime,
+                   only: Sequence[str] | None = None) -> None:
+    """Adjustment credit notes with an unallocated balance (`only` these, when named) reduce what
+    this invoice asks for, oldest first; the invoice lists each in `applied_credits`."""
     notes = session.scalars(
         select(CreditNote).where(
             CreditNote.site_id == site.id, CreditNote.customer_id == invoice.customer_id,
             CreditNote.currency_code == invoice.currency_code, CreditNote.status == CreditNoteStatus.REFUND_DUE,
-            CreditNote.deleted.is_(False),
-        ).order_by(CreditNote.created_at, CreditNote.id)
+            CreditNote.deleted.is_(False), *([CreditNote.id.in_(only)] if only is not None else []),
+        # Numbers in order of issue: CN-9 before CN-10 within one second (a frozen test clock).
+        ).order_by(CreditNote.created_at, func.length(CreditNote.id), CreditNote.id)
     ).all()
     for note in notes:
         outstanding = invoice.total - invoice.amount_paid - invoice.credits_applied
@@ -224,7 +231,51 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
                                                     "allocated_at": unix(at)}]}
         if available(note) == 0:
             note.status = spent_status(note.amount_refunded)
+        invoice.data = {**invoice.data, "applied_credits": [
+            *invoice.data.get("applied_credits", []),
+            {"cn_id": note.id, "applied_amount": allocation, "applied_at": unix(at),
+             "cn_reason_code": note.data.get("reason_code"), "cn_date": unix(note.created_at),
+             "cn_status": note.status}]}
         records.touch(note, at)
+
+
+class CreditNoteRef(Params):
+    id: Id
+
+
+class ApplyCredits(Params):
+    credit_notes: list[CreditNoteRef] = Field(default_factory=list)
+    comment: Text | None = None
+
+
+def apply_credits(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    """invoice.apply_credits: the named credit notes (or, with none named, every one of the
+    customer's with a balance, oldest first) pay what the invoice still asks for."""
+    invoice = get(session, site, invoice_id)
+    params = parse(ApplyCredits, form)
+    if invoice.status not in (POSTED, PAYMENT_DUE):
+        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; credits are applied to posted or due invoices")
+    named = [ref.id for ref in params.credit_notes]
+    for index, note_id in enumerate(named):
+        param = f"credit_notes[id][{index}]"
+        note = records.get(session, CreditNote, site, note_id, "Credit note")
+        if note.customer_id != invoice.customer_id or note.currency_code != invoice.currency_code:
+            raise InvalidInput(f"{param} : credit note {note_id} is not the customer's in {invoice.currency_code}",
+                               param=param)
+        if note.status != "refund_due" or note.total <= note.amount_allocated:
+            raise InvalidInput(f"{param} : credit note {note_id} has no credits available", param=param)
+    now = records.site_clock(site).now()
+    before = invoice.credits_applied
+    _apply_credits(session, site, invoice, now, named or None)
+    if invoice.credits_applied == before:
+        raise InvalidInput("credit_notes : the customer has no credits available for this invoice",
+                           param="credit_notes")
+    if invoice.amount_paid + invoice.credits_applied >= invoice.total:
+        invoice.status = PAID
+        invoice.data = {**invoice.data, "paid_at": unix(now)}
+    records.touch(invoice, now)
+    events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
+    return invoice
 
 
 def create_credit_note(
@@ -746,6 +797,7 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
     now = records.site_clock(site).now()
     set_status(invoice, VOIDED)
     invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
+    promotional_credits.restore_from_invoice(session, site, invoice, now)
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
     return invoice
@@ -758,7 +810,9 @@ def render(invoice: Invoice) -> dict[str, Any]:
         "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
         **{k: v for k, v in invoice.data.items() if v is not None},
         "id": invoice.id, "object": "invoice", "customer_id": invoice.customer_id, "status": invoice.status,
-        "currency_code": invoice.currency_code, "date": unix(invoice.date), "sub_total": invoice.total,
+        "currency_code": invoice.currency_code, "date": unix(invoice.date),
+        # Discounts (promotional credits) come off the sub-total; `total` is what is left.
+        "sub_total": invoice.total + sum(int(d["amount"]) for d in invoice.data.get("discounts", [])),
         "total": invoice.total, "amount_paid": invoice.amount_paid, "credits_applied": invoice.credits_applied,
         "amount_adjusted": invoice.amount_adjusted, "deleted": invoice.deleted,
         "amount_due": due, "amount_to_collect": due, "line_items": invoice.line_items,

@@ -85,3 +85,21 @@ def invoice_totals(line_amounts: Sequence[int], *, amount_paid: int = 0, credits
     `amount_adjusted` is what write-offs settled without a payment."""
     sub_total = sum(line_amounts)
     return InvoiceTotals(sub_total, sub_total, max(0, sub_total - amount_paid - credits_applied - amount_adjusted))
+
+
+def spread(amount: int, line_amounts: Sequence[int]) -> list[int]:
+    """A document-level deduction (promotional credits) shared over the lines, in proportion to
+    their positive amounts, in whole minor units: each line's exact share rounded down, then the
+    minor units left over to the largest remainders (earlier lines on ties). Shares sum to
+    `amount`, and none exceeds its line, as long as `amount` is at most the positive lines' sum."""
+    weights = [max(0, line) for line in line_amounts]
+    base = sum(weights)
+    if not 0 <= amount <= base:
+        raise ValueError(f"cannot spread {amount} over lines worth {base}")
+    if amount == 0:
+        return [0] * len(weights)
+    shares = [amount * weight // base for weight in weights]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(amount * weights[i] % base), i))
+    for index in by_remainder[:amount - sum(shares)]:
+        shares[index] += 1
+    return shares

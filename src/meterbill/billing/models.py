@@ -184,6 +184,27 @@ class CreditNote(BillingRecord, Base):
     deleted: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
+class PromotionalCredit(BillingRecord, Base):
+    """One entry of a customer's promotional credit ledger in one currency: an increment or a
+    decrement and the balance it left. Entries are never changed; the customer's balance is the
+    closing balance of its newest entry, and `sequence` (the site's event counter) orders them."""
+
+    __tablename__ = "billing_promotional_credits"
+
+    customer_id: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(10))  # increment, decrement
+    currency_code: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    closing_balance: Mapped[int] = mapped_column(BigInteger)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # The balance: a customer's newest entry in a currency.
+        Index("ix_billing_promotional_credits_customer", "site_id", "customer_id", "currency_code", "sequence"),
+        Index("ix_billing_promotional_credits_sequence", "site_id", "sequence"),
+    )
+
+
 class BillingEvent(Base):
     __tablename__ = "billing_events"
 

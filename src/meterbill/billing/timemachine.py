@@ -15,6 +15,7 @@ from meterbill.billing.models import (
     Customer,
     IdempotentResponse,
     Invoice,
+    PromotionalCredit,
     Site,
     Subscription,
     Usage,
@@ -45,7 +46,8 @@ def start_afresh(session: Session, site: Site, name: str, form: dict[str, Any]) 
     check_name(site, name)
     params = parse(StartAfresh, form)
     genesis = from_unix(params.genesis_time) if params.genesis_time is not None else records.site_clock(site).now()
-    for model in (Usage, Invoice, CreditNote, Subscription, Customer, BillingEvent, IdempotentResponse):
+    for model in (Usage, Invoice, CreditNote, PromotionalCredit, Subscription, Customer, BillingEvent,
+                  IdempotentResponse):
         session.execute(delete(model).where(model.site_id == site.id))
     site.time_machine_genesis = genesis
     site.time_machine_time = genesis

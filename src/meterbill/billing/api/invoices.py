@@ -86,6 +86,7 @@ INVOICE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "delete_line_items": (invoices.delete_line_items, "Remove lines from a pending invoice"),
     "sync_usages": (subscriptions.sync_usages, "Rate the usages recorded for a pending invoice's period onto it"),
     "close": (invoices.close, "Close a pending invoice"),
+    "apply_credits": (invoices.apply_credits, "Apply available credit notes to an invoice"),
     "record_payment": (invoices.record_payment, "Record an offline payment"),
     "collect_payment": (invoice_operations.collect_payment, "Collect what is due (recorded; no gateway)"),
     "apply_payments": (invoice_operations.apply_payments, "Apply the customer's excess payments"),
