@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import ExactDecimal, bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
-from meterbill.metering import bills, rating, schemas
+from meterbill.metering import bills, prepaid, rating, schemas
 from meterbill.metering.billstatus import BillAction, BillStatus, refusal, require
 from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
@@ -222,6 +222,8 @@ class _BillDraft:
     full_start: datetime
     full_end: datetime
     lines: list[dict[str, Any]] = field(default_factory=list)
+    # Priced lines with their references, until the drawdown step has run over them.
+    rated: list[tuple[rating.RatedLine, dict[str, Any]]] = field(default_factory=list)
 
 
 class _Terms(NamedTuple):
@@ -318,6 +320,12 @@ def _segmented(aggregation: schemas.AggregationBody, segment: dict[str, str] | N
     return tuple(aggregation.segmented_fields or []) if segment else ()
 
 
+class _StoredBill(NamedTuple):
+    id: str
+    status: str
+    locked: bool
+
+
 UsageKey = tuple[str, tuple[str, ...], datetime, datetime]  # aggregation, segmented fields, period start, end
 
 
@@ -333,6 +341,10 @@ class _BillRun:
         self.store: MeasurementStore = store_for(session)
         # A job for every account reads the period's usage without an IN list of account ids.
         self.every_account = not job.account_ids
+        # A recalculation writes only the bills it names; a bill job every bill its status allows.
+        self.bill_ids = set(job.bill_ids) if job.job_type == JobType.RECALCULATE else None
+        self.ledgers: dict[str, list[prepaid.Ledger]] = {}
+        self.existing: dict[BillKey, _StoredBill] = {}
         self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
         self._period_cache: dict[tuple[Any, ...], list[BillingPeriod]] = {}
         # Seconds per pass, logged with the job: where a slow job spent its time.
@@ -354,9 +366,21 @@ class _BillRun:
         self.lap("terms")
         self._aggregate(terms)
         self.lap("usage")
+        self.ledgers = prepaid.ledgers(self.session, self.org_id, [a.id for a in accounts])
+        self.existing = self._stored_bills(list(self.ledgers))
         drafts = {account.id: self._drafts(account, terms[account.id]) for account in accounts}
         self.lap("rating")
         return drafts
+
+    def _stored_bills(self, account_ids: list[str]) -> dict[BillKey, _StoredBill]:
+        """The bills of the accounts that have prepaid money: which of them this job may rewrite."""
+        found: dict[BillKey, _StoredBill] = {}
+        for ids in in_lists(account_ids):
+            for row in self.session.execute(select(
+                    Bill.account_id, Bill.period_end, Bill.currency, Bill.id, Bill.status, Bill.locked).where(
+                    Bill.organization_id == self.org_id, Bill.account_id.in_(ids))):
+                found[row.account_id, row.period_end, row.currency] = _StoredBill(row.id, row.status, row.locked)
+        return found
 
     def _terms(self, account: _Account, account_plan_id: str, ap: schemas.AccountPlanBody, until: datetime) -> _Terms:
         plan = self.catalog.body(ap.plan_id, schemas.PlanBody)
@@ -430,7 +454,46 @@ class _BillRun:
         drafts: dict[tuple[datetime, str], _BillDraft] = {}
         for t in account_terms:
             self._rate_account_plan(account, t, drafts)
+        ledgers = self.ledgers.get(account.id, [])
+        written = {(account.id, end, currency) for end, currency in drafts
+                   if self._writes(self.existing.get((account.id, end, currency)))}
+        # In period order: a later bill draws what the earlier ones of this run left.
+        for (end, currency), draft in sorted(drafts.items()):
+            rated = draft.rated
+            if ledgers and (account.id, end, currency) in written:
+                rated = self._draw_down(draft, [ledger for ledger in ledgers if ledger.currency == currency], written)
+            draft.lines = [_row(line, refs) for line, refs in rated]
         return drafts
+
+    def _writes(self, bill: _StoredBill | None) -> bool:
+        """Whether this job will write the bill (a draft it does not write draws nothing down)."""
+        if self.bill_ids is None:
+            return bill is None or refusal(bill.id, bill.status, bill.locked, BillAction.RERATE) is None
+        return (bill is not None and bill.id in self.bill_ids
+                and refusal(bill.id, bill.status, bill.locked, BillAction.RECALCULATE) is None)
+
+    @staticmethod
+    def _draw_down(draft: _BillDraft, ledgers: list[prepaid.Ledger],
+                   written: set[BillKey]) -> list[tuple[rating.RatedLine, dict[str, Any]]]:
+        """The prepaid step over a bill's priced lines; the ledgers learn what it drew."""
+        if not ledgers:
+            return draft.rated
+        period = BillingPeriod(draft.full_start, draft.full_end, draft.full_start, draft.full_end)
+        result = rating.draw_down([(line, refs.get("productId")) for line, refs in draft.rated],
+                                  [ledger.for_bill(written) for ledger in ledgers], draft.currency, period)
+        for ledger in ledgers:
+            ledger.record(result.used[ledger.prepaid.id])
+        lines = []
+        for drawn in result.lines:
+            refs = {} if drawn.source is None else draft.rated[drawn.source][1]
+            if drawn.prepaid is not None:
+                # A drawdown line names its prepaid and the plan it covers, not the priced aggregation:
+                # only the usage line itself is the aggregation's charge.
+                kept = refs if drawn.line.line_item_type is rating.LineItemType.OVERAGE_USAGE else {
+                    k: v for k, v in refs.items() if k in ("planId", "productId", "accountPlanId")}
+                refs = {**kept, **prepaid.reference(drawn.prepaid)}
+            lines.append((drawn.line, refs))
+        return lines
 
     def _rate_account_plan(self, account: _Account, t: _Terms,
                            drafts: dict[tuple[datetime, str], _BillDraft]) -> None:
@@ -454,7 +517,7 @@ class _BillRun:
                 usage.append(item)
             lines = rating.rate_period(t.currency, period, usage, standing=standing, standing_periods=standing_periods,
                                        minimum_spend=minimum)
-            draft.lines.extend(_row(line, refs[line.reference]) for line in lines)
+            draft.rated.extend((line, refs[line.reference]) for line in lines)
 
     def _usage(
         self, account: _Account, pricing_id: str, pricing: schemas.PricingBody, period: BillingPeriod,

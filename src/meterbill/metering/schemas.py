@@ -377,7 +377,7 @@ class DebitLineBody(ManualLineBody):
 
 
 class ReasonBody(WireModel):
-    """A credit or debit reason (m3ter's picklists)."""
+    """An entry of one of m3ter's picklists: a credit or debit reason, a transaction type."""
 
     name: Name
     code: Code | None = None
