@@ -216,3 +216,55 @@ def test_bad_prepaid_input_is_refused_and_changes_nothing(client):
     assert deleted.id == overdrawn.id
     with pytest.raises(m3ter.NotFoundError):
         client.balances.retrieve(overdrawn.id)
+
+
+def test_balance_schedules_charge_fees_and_pay_in(client):
+    _, meter, account = customer(client)
+    grant = client.transaction_types.create(name="Monthly grant", code=code("grant"))
+    balance = client.balances.create(account_id=account.id, code=code("bal"), currency="USD", name="Credit",
+                                     start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+    charge = dict(bill_frequency="MONTHLY", bill_frequency_interval=1, bill_in_advance=True,
+                  charge_description="Balance fee", code=code("fee"), currency="USD", name="Fee",
+                  service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-03-01T00:00:00Z",
+                  amount=25.00)
+    preview = client.balances.charge_schedules.preview(balance.id, page_size=1, **charge)
+    runs = preview.model_extra["meterbill"]
+    assert [(r["date"], Decimal(str(r["amount"]))) for r in runs["runs"]] == [
+        ("2024-01-01T00:00:00Z", Decimal("25.00"))]
+    assert runs["nextToken"] == "1"
+    assert list(client.balances.charge_schedules.list(balance.id)) == []  # a preview stores nothing
+    schedule = client.balances.charge_schedules.create(balance.id, **charge)
+    assert client.balances.charge_schedules.retrieve(schedule.id, balance_id=balance.id).charge_description == (
+        "Balance fee")
+    with pytest.raises(m3ter.BadRequestError):  # the balance is in USD
+        client.balances.charge_schedules.create(balance.id, **{**charge, "currency": "EUR", "code": code("eur")})
+    # Two grants of 50.00, on 1 January and 1 February 2024 (both past, so both paid in).
+    payments = client.balances.transaction_schedules.create(
+        balance.id, amount=50.00, code=code("pay"), name="Grant", frequency="MONTHLY", frequency_interval=1,
+        start_date="2024-01-01T00:00:00Z", end_date="2024-03-01T00:00:00Z", transaction_description="Grant",
+        transaction_type_id=grant.id)
+    made = list(client.balances.transactions.list(balance.id))
+    assert sorted((money(t.amount), t.entity_type) for t in made) == [(Decimal("50.00"), "SCHEDULER")] * 2
+    assert money(client.balances.retrieve(balance.id).amount) == Decimal("100.00")
+
+    submit(client, measurement(meter.code, account.code, "2024-01-10T00:00:00Z", requests=70),
+           measurement(meter.code, account.code, "2024-02-10T00:00:00Z", requests=10))
+    run_bill_job(client, "2024-03-01")
+    january = bill_for(client, account.id, "2024-01-01")
+    assert amounts(january, "BALANCE_FEE") == [Decimal("25.00")]
+    assert amounts(january, "BALANCE_CONSUMED") == [Decimal("-70.00")]
+    assert money(january.bill_total) == Decimal("25.00")  # 25.00 + 70.00 - 70.00
+    february = bill_for(client, account.id, "2024-02-01")
+    assert amounts(february, "BALANCE_FEE") == [Decimal("25.00")]
+    assert amounts(february, "BALANCE_CONSUMED") == [Decimal("-10.00")]
+    assert extension(client.balances.retrieve(balance.id))["remainingAfterPendingBills"] == Decimal("20.00")
+
+    updated = client.balances.transaction_schedules.update(
+        payments.id, balance_id=balance.id, amount=60.00, code=payments.code, name="Grant", frequency="MONTHLY",
+        frequency_interval=1, start_date="2024-01-01T00:00:00Z", end_date="2024-03-01T00:00:00Z",
+        transaction_description="Grant", transaction_type_id=grant.id, version=payments.version)
+    assert updated.version == payments.version + 1
+    assert extension(client.balances.retrieve(balance.id))["remainingAfterPendingBills"] == Decimal("40.00")
+    client.balances.transaction_schedules.delete(payments.id, balance_id=balance.id)
+    assert list(client.balances.transaction_schedules.list(balance.id)) == []
+    assert [s.id for s in client.balances.charge_schedules.list(balance.id)] == [schedule.id]

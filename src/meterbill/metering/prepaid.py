@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import in_lists, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState
 from meterbill.core.money import exponent, round_to_minor
-from meterbill.metering import config, rating, schemas
+from meterbill.metering import balance_schedules, config, rating, schemas
 from meterbill.metering.billstatus import BillStatus
 from meterbill.metering.config import Resource, document_body
 from meterbill.metering.listquery import ListQuery
@@ -80,18 +80,16 @@ def consumption(session: Session, org_id: str, account_ids: Sequence[str],
     return found
 
 
-def _transactions(session: Session, org_id: str, balance_id: str) -> list[ConfigEntity]:
-    return config.all_of(session, org_id, TRANSACTION_KIND, balanceId=balance_id)
+def _transactions(session: Session, org_id: str, balance_id: str) -> list[dict[str, Any]]:
+    """A balance's transactions as documents: those made through the API and those its schedules made."""
+    return ([e.document for e in config.all_of(session, org_id, TRANSACTION_KIND, balanceId=balance_id)]
+            + balance_schedules.scheduled_transactions(session, org_id, balance_id))
 
 
 def _paid_in(session: Session, org_id: str, balance_ids: Iterable[str]) -> dict[str, Decimal]:
     """Balance id -> the sum of its transactions."""
-    wanted = set(balance_ids)
-    totals = dict.fromkeys(wanted, _ZERO)
-    for entity in config.all_of(session, org_id, TRANSACTION_KIND):
-        if entity.document["balanceId"] in wanted:
-            totals[entity.document["balanceId"]] += Decimal(str(entity.document["amount"]))
-    return totals
+    return {balance_id: sum((Decimal(str(t["amount"])) for t in _transactions(session, org_id, balance_id)), _ZERO)
+            for balance_id in balance_ids}
 
 
 @dataclass(frozen=True)
@@ -187,8 +185,10 @@ def _delete_balance_transactions(session: Session, org_id: str, entity: ConfigEn
     """A balance goes with its transactions, unless a bill drew on it (its lines name it)."""
     if consumption(session, org_id, [entity.document["accountId"]], {entity.id: _term_end(entity)}).get(entity.id):
         raise InvalidState(f"balance {entity.id} was drawn down by bills; delete or recalculate them first")
-    for transaction in _transactions(session, org_id, entity.id):
-        session.delete(transaction)
+    for kind in (TRANSACTION_KIND, balance_schedules.CHARGES.resource.kind,
+                 balance_schedules.TRANSACTIONS.resource.kind):
+        for owned in config.all_of(session, org_id, kind, balanceId=entity.id):
+            session.delete(owned)
 
 
 def _check_commitment_unused(session: Session, org_id: str, entity: ConfigEntity) -> None:
@@ -330,24 +330,43 @@ TRANSACTION_FIELDS = ("amount", "appliedDate", "currencyPaid", "description", "p
 
 
 def render_transaction(entity: ConfigEntity) -> dict[str, Any]:
-    document = entity.document
-    wire: dict[str, Any] = {name: document[name] for name in TRANSACTION_FIELDS if name in document}
-    wire["amount"] = Decimal(str(document["amount"]))
-    if "paid" in document:
-        wire["paid"] = Decimal(str(document["paid"]))
+    wire = _transaction_wire(entity.document)
     wire.update(id=entity.id, version=entity.version, dtCreated=entity.created_at, dtLastModified=entity.modified_at,
                 createdBy=entity.created_by, lastModifiedBy=entity.last_modified_by)
     return wire
 
 
-def list_transactions(session: Session, org_id: str, balance_id: str, query: ListQuery) -> tuple[list[ConfigEntity],
-                                                                                                 str | None]:
+def _transaction_wire(document: dict[str, Any]) -> dict[str, Any]:
+    wire: dict[str, Any] = {name: document[name] for name in TRANSACTION_FIELDS if name in document}
+    wire["amount"] = Decimal(str(document["amount"]))
+    if "paid" in document:
+        wire["paid"] = Decimal(str(document["paid"]))
+    return wire
+
+
+def _scheduled_wire(document: dict[str, Any]) -> dict[str, Any]:
+    """A transaction a schedule made: no row of its own, so its audit fields are the schedule's run."""
+    wire = _transaction_wire(document)
+    wire.update(id=document["id"], version=1, dtCreated=document["transactionDate"],
+                dtLastModified=document["transactionDate"], createdBy="SCHEDULER", lastModifiedBy="SCHEDULER")
+    return wire
+
+
+def list_transactions(session: Session, org_id: str, balance_id: str,
+                      query: ListQuery) -> tuple[list[dict[str, Any]], str | None]:
+    """The balance's transactions, those made through the API (in id order) and then, on the last
+    page, those its schedules have made so far."""
     config.get(session, org_id, BALANCES, balance_id)
     filters = {name: values for name in ("entityId", "entityType", "transactionTypeId")
                if (values := query.values(name))}
     filters["balanceId"] = [balance_id]
-    return config.list_page(session, org_id, _TRANSACTIONS, filters=filters, page_size=query.page_size,
-                            next_token=query.next_token)
+    rows, token = config.list_page(session, org_id, _TRANSACTIONS, filters=filters, page_size=query.page_size,
+                                   next_token=query.next_token)
+    page = [render_transaction(e) for e in rows]
+    if token is None:
+        page.extend(_scheduled_wire(t) for t in balance_schedules.scheduled_transactions(session, org_id, balance_id)
+                    if all(str(t.get(name)) in values for name, values in filters.items() if name != "balanceId"))
+    return page, token
 
 
 _TRANSACTIONS = Resource(TRANSACTION_KIND, "transactions", "balance transaction", schemas.TransactionBody)
@@ -358,8 +377,8 @@ def transaction_summary(session: Session, org_id: str, balance_id: str) -> dict[
     balanceConsumed - rolloverConsumed = amount (approved bills); pending bills apart, as on the balance."""
     balance = config.get(session, org_id, BALANCES, balance_id)
     transactions = sorted(_transactions(session, org_id, balance_id),
-                          key=lambda t: (str(t.document.get("transactionDate")), t.created_at, t.id))
-    amounts = [Decimal(str(t.document["amount"])) for t in transactions]
+                          key=lambda t: schemas.utc_timestamp(t["transactionDate"]))
+    amounts = [Decimal(str(t["amount"])) for t in transactions]
     credits = sum((a for a in amounts if a > 0), _ZERO)
     debits = -sum((a for a in amounts if a < 0), _ZERO)
     money = standing(session, org_id, balance, credits - debits)
@@ -437,7 +456,8 @@ def ledgers(session: Session, org_id: str, account_ids: Sequence[str]) -> dict[s
                 entity.id, kind, balance.start_date, balance.end_date, paid_in[entity.id],
                 frozenset(balance.line_item_types or ()), frozenset(balance.product_ids or ()),
                 balance.overage_surcharge_percent or _ZERO, False, balance.balance_draw_down_description or "",
-                balance.overage_description or "", balance.rollover_end_date, None, ())
+                balance.overage_description or "", balance.rollover_end_date, None,
+                balance_schedules.charge_fees(session, org_id, entity.id))
             ledger = Ledger(prepaid, balance.currency, balance.rollover_amount, stored.get(entity.id, []))
         else:
             commitment = document_body(entity, schemas.CommitmentBody)

@@ -573,3 +573,64 @@ class CommitmentBody(WireModel):
         if self.separate_overage_usage and self.overage_surcharge_percent:
             raise ValueError("separateOverageUsage needs overageSurchargePercent 0 (as m3ter requires)")
         return self
+
+
+ScheduleInterval = Annotated[int, Field(ge=1, le=365)]
+
+
+class ChargeScheduleBody(WireModel):
+    """A balance charge schedule: a BALANCE_FEE on the account's bills every billing period of it."""
+
+    bill_frequency: BillFrequency
+    bill_frequency_interval: ScheduleInterval
+    bill_in_advance: bool
+    charge_description: Annotated[str, Field(min_length=1, max_length=500)]
+    code: Code
+    currency: Currency
+    name: Name
+    service_period_end_date: Timestamp
+    service_period_start_date: Timestamp
+    amount: NonNegativeAmount | None = None
+    bill_epoch: CalendarDate | None = None
+    custom_fields: CustomFields | None = None
+    unit_price: NonNegativeAmount | None = None
+    units: NonNegativeAmount | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChargeScheduleBody:
+        if self.service_period_end_date <= self.service_period_start_date:
+            raise ValueError("servicePeriodEndDate must be after servicePeriodStartDate")
+        if (self.amount is None) == (self.units is None or self.unit_price is None):
+            raise ValueError("send either amount, or units and unitPrice")
+        if self.amount is not None and (self.units is not None or self.unit_price is not None):
+            raise ValueError("units and unitPrice must be omitted when amount is sent")
+        return self
+
+    def charge(self) -> Decimal:
+        if self.amount is not None:
+            return self.amount
+        assert self.units is not None and self.unit_price is not None  # the validator above
+        return self.units * self.unit_price
+
+
+class TransactionScheduleBody(WireModel):
+    """A balance transaction schedule: a transaction of `amount` at the start of every period of it."""
+
+    amount: Amount
+    code: Code
+    end_date: Timestamp
+    frequency: BillFrequency
+    frequency_interval: ScheduleInterval
+    name: Name
+    start_date: Timestamp
+    transaction_description: Annotated[str, Field(min_length=1, max_length=500)]
+    transaction_type_id: Id
+    currency_paid: Currency | None = None
+    custom_fields: CustomFields | None = None
+    paid: Amount | None = None
+
+    @model_validator(mode="after")
+    def _dates(self) -> TransactionScheduleBody:
+        if self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        return self

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body
 
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
-from meterbill.metering import config, prepaid, schemas
+from meterbill.metering import balance_schedules, config, prepaid, schemas
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
 from meterbill.metering.paging import page_body
@@ -65,8 +65,7 @@ def create_transaction(balanceId: str, body: Annotated[schemas.TransactionBody, 
             openapi_extra=TRANSACTION_LIST.openapi)
 def list_transactions(balanceId: str, caller: CallerDep, session: SessionDep,
                       query: Annotated[ListQuery, TRANSACTION_LIST.depends]) -> ExactJSONResponse:
-    rows, token = prepaid.list_transactions(session, caller.org_id, balanceId, query)
-    return ExactJSONResponse(page_body([prepaid.render_transaction(e) for e in rows], token))
+    return ExactJSONResponse(page_body(*prepaid.list_transactions(session, caller.org_id, balanceId, query)))
 
 
 @router.get("/balances/{balanceId}/transactions/summary", summary="A balance's transactions and drawdown in sum",
@@ -114,3 +113,53 @@ def delete_commitment(id: str, caller: CallerDep, session: SessionDep) -> ExactJ
     wire = prepaid.render_commitment(session, entity)
     config.delete(session, caller.org_id, C, id)
     return ExactJSONResponse(wire)
+
+
+SCHEDULE_LIST = list_params("ids")
+PREVIEW = list_params()
+
+
+def _add_schedule_routes(kind: balance_schedules.ScheduleKind, model: type[schemas.WireModel]) -> None:
+    def create(balanceId: str, body: Annotated[model, Body()], caller: CallerDep,  # type: ignore[valid-type]
+               session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(balance_schedules.render(
+            kind, balance_schedules.create(session, caller, kind, balanceId, body)))
+
+    def preview(balanceId: str, body: Annotated[model, Body()], caller: CallerDep,  # type: ignore[valid-type]
+                session: SessionDep, query: Annotated[ListQuery, PREVIEW.depends]) -> ExactJSONResponse:
+        return ExactJSONResponse(balance_schedules.preview(session, caller, kind, balanceId, body, query.page_size,
+                                                           query.next_token))
+
+    def retrieve(balanceId: str, id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(balance_schedules.render(
+            kind, balance_schedules.get(session, caller.org_id, kind, balanceId, id)))
+
+    def update(balanceId: str, id: str, body: Annotated[model, Body()], caller: CallerDep,  # type: ignore[valid-type]
+               session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(balance_schedules.render(
+            kind, balance_schedules.update(session, caller, kind, balanceId, id, body)))
+
+    def delete(balanceId: str, id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(balance_schedules.render(
+            kind, balance_schedules.delete(session, caller.org_id, kind, balanceId, id)))
+
+    def list_(balanceId: str, caller: CallerDep, session: SessionDep,
+              query: Annotated[ListQuery, SCHEDULE_LIST.depends]) -> ExactJSONResponse:
+        rows, token = balance_schedules.list_page(session, caller.org_id, kind, balanceId, query.values("ids"),
+                                                  query.page_size, query.next_token)
+        return ExactJSONResponse(page_body([balance_schedules.render(kind, e) for e in rows], token))
+
+    base = f"/balances/{{balanceId}}/{kind.resource.path}"
+    label = kind.resource.label
+    router.add_api_route(base + "/preview", preview, methods=["POST"], summary=f"Preview a {label}'s runs",
+                         openapi_extra=PREVIEW.openapi)
+    router.add_api_route(base, create, methods=["POST"], summary=f"Create a {label}")
+    router.add_api_route(base, list_, methods=["GET"], summary=f"List a balance's {label}s",
+                         openapi_extra=SCHEDULE_LIST.openapi)
+    router.add_api_route(base + "/{id}", retrieve, methods=["GET"], summary=f"Retrieve a {label}")
+    router.add_api_route(base + "/{id}", update, methods=["PUT"], summary=f"Update a {label}")
+    router.add_api_route(base + "/{id}", delete, methods=["DELETE"], summary=f"Delete a {label}")
+
+
+_add_schedule_routes(balance_schedules.CHARGES, schemas.ChargeScheduleBody)
+_add_schedule_routes(balance_schedules.TRANSACTIONS, schemas.TransactionScheduleBody)
