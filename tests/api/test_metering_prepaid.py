@@ -265,6 +265,9 @@ def test_balance_schedules_charge_fees_and_pay_in(client):
         transaction_description="Grant", transaction_type_id=grant.id, version=payments.version)
     assert updated.version == payments.version + 1
     assert extension(client.balances.retrieve(balance.id))["remainingAfterPendingBills"] == Decimal("40.00")
+    with pytest.raises(m3ter.ConflictError) as in_use:  # the schedule still names the transaction type
+        client.transaction_types.delete(grant.id)
+    assert "balance transaction schedule" in in_use.value.body["message"]
     client.balances.transaction_schedules.delete(payments.id, balance_id=balance.id)
     assert list(client.balances.transaction_schedules.list(balance.id)) == []
     assert [s.id for s in client.balances.charge_schedules.list(balance.id)] == [schedule.id]

@@ -202,7 +202,7 @@ def _job_accounts(session: Session, job: BillJob) -> list[_Account]:
 def _account_plans(session: Session, org_id: str) -> dict[str, list[tuple[str, schemas.AccountPlanBody]]]:
     """Account id → (account plan id, the fields of it a bill run reads), every account plan of the organization."""
     names = {"accountId": "account_id", "planId": "plan_id", "startDate": "start_date", "endDate": "end_date",
-             "billEpoch": "bill_epoch"}
+             "billEpoch": "bill_epoch", "contractId": "contract_id"}
     rows = session.execute(select(ConfigEntity.id, *[ConfigEntity.document[name].as_string() for name in names])
                            .where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == "account_plan")
                            .order_by(ConfigEntity.id))
@@ -391,7 +391,7 @@ class _BillRun:
         return _Terms(
             account_plan_id=account_plan_id,
             refs={"planId": ap.plan_id, "productId": self.catalog.entities[ap.plan_id].document["productId"],
-                  "accountPlanId": account_plan_id},
+                  "accountPlanId": account_plan_id, "contractId": ap.contract_id},
             currency=template.currency, frequency=template.bill_frequency,
             interval=template.bill_frequency_interval, cadence=cadence, end_date=ap.end_date,
             standing=plan.standing_charge if plan.standing_charge is not None else template.standing_charge,
@@ -479,7 +479,8 @@ class _BillRun:
         if not ledgers:
             return draft.rated
         period = BillingPeriod(draft.full_start, draft.full_end, draft.full_start, draft.full_end)
-        result = rating.draw_down([(line, refs.get("productId")) for line, refs in draft.rated],
+        result = rating.draw_down([rating.Priced(line, refs.get("productId"), refs.get("contractId"))
+                                   for line, refs in draft.rated],
                                   [ledger.for_bill(written) for ledger in ledgers], draft.currency, period)
         for ledger in ledgers:
             ledger.record(result.used[ledger.prepaid.id])
@@ -490,7 +491,7 @@ class _BillRun:
                 # A drawdown line names its prepaid and the plan it covers, not the priced aggregation:
                 # only the usage line itself is the aggregation's charge.
                 kept = refs if drawn.line.line_item_type is rating.LineItemType.OVERAGE_USAGE else {
-                    k: v for k, v in refs.items() if k in ("planId", "productId", "accountPlanId")}
+                    k: v for k, v in refs.items() if k in ("planId", "productId", "accountPlanId", "contractId")}
                 refs = {**kept, **prepaid.reference(drawn.prepaid)}
             lines.append((drawn.line, refs))
         return lines

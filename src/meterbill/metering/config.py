@@ -179,7 +179,7 @@ def delete(session: Session, org_id: str, resource: Resource, entity_id: str) ->
     for kind, doc_field in resource.dependents:
         if _first_with(session, org_id, kind, doc_field, entity_id) is not None:
             raise InvalidState(
-                f"{resource.label} {entity_id} is still used by a {RESOURCES[kind].label}; delete that first"
+                f"{resource.label} {entity_id} is still used by a {_label(kind)}; delete that first"
             )
     if resource.kind in ("meter", "account"):
         store = store_for(session)
@@ -191,6 +191,11 @@ def delete(session: Session, org_id: str, resource: Resource, entity_id: str) ->
     session.delete(entity)
     session.flush()
     return entity
+
+
+def _label(kind: str) -> str:
+    """A kind's label: balance transactions and schedules live outside RESOURCES (they have routes of their own)."""
+    return RESOURCES[kind].label if kind in RESOURCES else kind.replace("_", " ")
 
 
 def _first_with(session: Session, org_id: str, kind: str, doc_field: str, value: str) -> ConfigEntity | None:
@@ -519,10 +524,14 @@ RESOURCES: dict[str, Resource] = {
             "webhook", "integrationdestinations/webhooks", "webhook destination", schemas.WebhookBody,
             secrets=(("credentials", "secret"),), render_extras=_webhook_credentials_wire,
         ),
-        *(Resource(kind, f"picklists/{path}", label, schemas.ReasonBody, list_params=("archived", "codes", "ids"))
-          for kind, path, label in (("credit_reason", "creditreasons", "credit reason"),
-                                    ("debit_reason", "debitreasons", "debit reason"),
-                                    ("transaction_type", "transactiontypes", "transaction type"))),
+        *(Resource(kind, f"picklists/{path}", label, schemas.ReasonBody, list_params=("archived", "codes", "ids"),
+                   dependents=dependents)
+          for kind, path, label, dependents in (
+              ("credit_reason", "creditreasons", "credit reason", ()),
+              ("debit_reason", "debitreasons", "debit reason", ()),
+              ("transaction_type", "transactiontypes", "transaction type",
+               (("balance_transaction", "transactionTypeId"), ("balance_transaction_schedule", "transactionTypeId"))),
+          )),
         Resource(
             "external_mapping", "externalmappings", "external mapping", schemas.ExternalMappingBody,
             unique_key=_mapping_key, check=_check_mapping,

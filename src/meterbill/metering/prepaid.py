@@ -457,7 +457,7 @@ def ledgers(session: Session, org_id: str, account_ids: Sequence[str]) -> dict[s
                 frozenset(balance.line_item_types or ()), frozenset(balance.product_ids or ()),
                 balance.overage_surcharge_percent or _ZERO, False, balance.balance_draw_down_description or "",
                 balance.overage_description or "", balance.rollover_end_date, None,
-                balance_schedules.charge_fees(session, org_id, entity.id))
+                balance_schedules.charge_fees(session, org_id, entity.id), balance.contract_id)
             ledger = Ledger(prepaid, balance.currency, balance.rollover_amount, stored.get(entity.id, []))
         else:
             commitment = document_body(entity, schemas.CommitmentBody)
@@ -468,7 +468,8 @@ def ledgers(session: Session, org_id: str, account_ids: Sequence[str]) -> dict[s
                 entity.id, kind, start, end, commitment.amount, frozenset(commitment.line_item_types or ()),
                 frozenset(commitment.product_ids or ()), commitment.overage_surcharge_percent or _ZERO,
                 commitment.separate_overage_usage, commitment.commitment_usage_description or "",
-                commitment.overage_description or "", None, None, _fees(entity, commitment, kind))
+                commitment.overage_description or "", None, None, _fees(entity, commitment, kind),
+                commitment.contract_id)
             ledger = Ledger(prepaid, commitment.currency, None, stored.get(entity.id, []))
         account = session.get(ConfigEntity, account_id)
         order = [*(account.document.get("creditApplicationOrder") or () if account else ()), *DEFAULT_CREDIT_ORDER]

@@ -59,6 +59,7 @@ __all__ = [
     "Prepaid",
     "PrepaidFee",
     "PrepaidKind",
+    "Priced",
     "PricingBand",
     "RatedLine",
     "Rounding",
@@ -447,18 +448,30 @@ class Prepaid(NamedTuple):
     rollover_end: datetime | None = None
     rollover_available: Decimal | None = None
     fees: tuple[PrepaidFee, ...] = ()
+    contract_id: str | None = None  #: only the lines of account plans on this contract (m3ter's rule)
 
-    def window(self, line: RatedLine, product_id: str | None) -> str | None:
+    def window(self, item: Priced) -> str | None:
         """``"term"`` or ``"rollover"`` when this prepaid covers the line, else ``None``."""
+        line = item.line
         if line.line_item_type not in (self.line_item_types or DRAWABLE) or line.line_item_type not in DRAWABLE:
             return None
-        if self.product_ids and product_id not in self.product_ids:
+        if self.product_ids and item.product_id not in self.product_ids:
+            return None
+        if self.contract_id is not None and item.contract_id != self.contract_id:
             return None
         if self.start <= line.period.start < self.end:
             return "term"
         if self.rollover_end is not None and self.end <= line.period.start < self.rollover_end:
             return "rollover"
         return None
+
+
+class Priced(NamedTuple):
+    """A priced line as the drawdown step reads it: with the product and contract it charges under."""
+
+    line: RatedLine
+    product_id: str | None = None
+    contract_id: str | None = None
 
 
 class DrawnLine(NamedTuple):
@@ -477,12 +490,12 @@ class Drawdown(NamedTuple):
 
 
 def draw_down(
-    priced: Sequence[tuple[RatedLine, str | None]], prepaids: Sequence[Prepaid], currency: str,
+    priced: Sequence[Priced], prepaids: Sequence[Prepaid], currency: str,
     period: BillingPeriod,
 ) -> Drawdown:
     """The prepaid step after pricing (and after minimum spend), as OpenMeter applies commitments.
 
-    ``priced`` are one bill's rounded lines with the product each charges for; ``prepaids`` come in
+    ``priced`` are one bill's rounded lines with the product and contract of each; ``prepaids`` come in
     the order they are drawn (the account's credit application order, then start date). Lines are
     drawn in service-period start order: each covered line's amount is taken from the first prepaid
     with something left, as a negative ``BALANCE_CONSUMED`` / ``COMMITMENT_CONSUMED`` line. What a
@@ -495,15 +508,15 @@ def draw_down(
     left = {p.id: max(p.available, _ZERO) for p in prepaids}
     rollover_left = {p.id: p.rollover_available for p in prepaids}
     used = {p.id: (_ZERO, _ZERO) for p in prepaids}
-    kept: list[DrawnLine | None] = [DrawnLine(line, index, None) for index, (line, _) in enumerate(priced)]
+    kept: list[DrawnLine | None] = [DrawnLine(item.line, index, None) for index, item in enumerate(priced)]
     split: dict[int, list[DrawnLine]] = {}
     added: list[DrawnLine] = []
     with localcontext(EXACT):
-        for index in sorted(range(len(priced)), key=lambda i: priced[i][0].period.start):
-            line, product_id = priced[index]
+        for index in sorted(range(len(priced)), key=lambda i: priced[i].line.period.start):
+            line = priced[index].line
             if line.subtotal <= 0:
                 continue
-            covering = [(p, w) for p in prepaids if (w := p.window(line, product_id)) is not None]
+            covering = [(p, w) for p in prepaids if (w := p.window(priced[index])) is not None]
             if not covering:
                 continue
             due = line.subtotal
