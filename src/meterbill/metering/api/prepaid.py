@@ -2,57 +2,59 @@
 
 No `from __future__ import annotations` here: FastAPI reads each route's body class from its annotation."""
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
+from sqlalchemy.orm import Session
 
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import balance_schedules, config, prepaid, schemas
 from meterbill.metering.auth import CallerDep
+from meterbill.metering.config import Resource
 from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
+from meterbill.metering.models import ConfigEntity
 from meterbill.metering.paging import page_body
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
 
-BALANCE_LIST = list_params(*prepaid.BALANCES.list_params)
-COMMITMENT_LIST = list_params(*prepaid.COMMITMENTS.list_params)
 COMMITMENT_SEARCH = list_params(*prepaid.SEARCH_PARAMS)
 TRANSACTION_LIST = list_params("entityId", "entityType", "transactionTypeId")
 SUMMARY = retrieve_params()
-B, C = prepaid.BALANCES, prepaid.COMMITMENTS
 
 
-@router.post("/balances", summary="Create a balance")
-def create_balance(body: Annotated[schemas.BalanceBody, Body()], caller: CallerDep,
-                   session: SessionDep) -> ExactJSONResponse:
-    return ExactJSONResponse(prepaid.render_balance(session, config.create(session, caller, B, body)))
+def _add_prepaid_routes(resource: Resource, model: type[schemas.WireModel],
+                        render: Callable[[Session, ConfigEntity], dict[str, Any]]) -> None:
+    """Balances and commitments: the configuration routes, rendered with what each has left."""
+    params = list_params(*resource.list_params)
 
+    def create(body: Annotated[model, Body()], caller: CallerDep,  # type: ignore[valid-type]
+               session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(render(session, config.create(session, caller, resource, body)))
 
-@router.get("/balances", summary="List balances", openapi_extra=BALANCE_LIST.openapi)
-def list_balances(caller: CallerDep, session: SessionDep,
-                  query: Annotated[ListQuery, BALANCE_LIST.depends]) -> ExactJSONResponse:
-    rows, token = prepaid.list_page(session, caller.org_id, B, query)
-    return ExactJSONResponse(page_body([prepaid.render_balance(session, e) for e in rows], token))
+    def list_(caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, params.depends]) -> ExactJSONResponse:
+        rows, token = prepaid.list_page(session, caller.org_id, resource, query)
+        return ExactJSONResponse(page_body([render(session, e) for e in rows], token))
 
+    def retrieve(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(render(session, config.get(session, caller.org_id, resource, id)))
 
-@router.get("/balances/{id}", summary="Retrieve a balance, with what it has left")
-def retrieve_balance(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
-    return ExactJSONResponse(prepaid.render_balance(session, config.get(session, caller.org_id, B, id)))
+    def update(id: str, body: Annotated[model, Body()], caller: CallerDep,  # type: ignore[valid-type]
+               session: SessionDep) -> ExactJSONResponse:
+        return ExactJSONResponse(render(session, config.update(session, caller, resource, id, body)))
 
+    def delete(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+        wire = render(session, config.get(session, caller.org_id, resource, id))  # what it had, as it goes
+        config.delete(session, caller.org_id, resource, id)
+        return ExactJSONResponse(wire)
 
-@router.put("/balances/{id}", summary="Update a balance")
-def update_balance(id: str, body: Annotated[schemas.BalanceBody, Body()], caller: CallerDep,
-                   session: SessionDep) -> ExactJSONResponse:
-    return ExactJSONResponse(prepaid.render_balance(session, config.update(session, caller, B, id, body)))
-
-
-@router.delete("/balances/{id}", summary="Delete a balance and its transactions")
-def delete_balance(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
-    entity = config.get(session, caller.org_id, B, id)
-    wire = prepaid.render_balance(session, entity)
-    config.delete(session, caller.org_id, B, id)
-    return ExactJSONResponse(wire)
+    base, label = f"/{resource.path}", resource.label
+    router.add_api_route(base, create, methods=["POST"], summary=f"Create a {label}")
+    router.add_api_route(base, list_, methods=["GET"], summary=f"List {label}s", openapi_extra=params.openapi)
+    router.add_api_route(base + "/{id}", retrieve, methods=["GET"], summary=f"Retrieve a {label} and what it has left")
+    router.add_api_route(base + "/{id}", update, methods=["PUT"], summary=f"Update a {label}")
+    router.add_api_route(base + "/{id}", delete, methods=["DELETE"], summary=f"Delete a {label}")
 
 
 @router.post("/balances/{balanceId}/transactions", summary="Add a transaction to a balance")
@@ -75,20 +77,7 @@ def transaction_summary(balanceId: str, caller: CallerDep, session: SessionDep,
     return ExactJSONResponse(prepaid.transaction_summary(session, caller.org_id, balanceId))
 
 
-@router.post("/commitments", summary="Create a commitment")
-def create_commitment(body: Annotated[schemas.CommitmentBody, Body()], caller: CallerDep,
-                      session: SessionDep) -> ExactJSONResponse:
-    return ExactJSONResponse(prepaid.render_commitment(session, config.create(session, caller, C, body)))
-
-
-@router.get("/commitments", summary="List commitments", openapi_extra=COMMITMENT_LIST.openapi)
-def list_commitments(caller: CallerDep, session: SessionDep,
-                     query: Annotated[ListQuery, COMMITMENT_LIST.depends]) -> ExactJSONResponse:
-    rows, token = prepaid.list_page(session, caller.org_id, C, query)
-    return ExactJSONResponse(page_body([prepaid.render_commitment(session, e) for e in rows], token))
-
-
-# Before /commitments/{id}, which would take `search` for an id.
+# Before the commitment routes: /commitments/{id} would take `search` for an id.
 @router.get("/commitments/search", summary="Search commitments", openapi_extra=COMMITMENT_SEARCH.openapi)
 def search_commitments(caller: CallerDep, session: SessionDep,
                        query: Annotated[ListQuery, COMMITMENT_SEARCH.depends]) -> ExactJSONResponse:
@@ -96,24 +85,8 @@ def search_commitments(caller: CallerDep, session: SessionDep,
     return ExactJSONResponse(page_body(rows, token))
 
 
-@router.get("/commitments/{id}", summary="Retrieve a commitment, with what it has left")
-def retrieve_commitment(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
-    return ExactJSONResponse(prepaid.render_commitment(session, config.get(session, caller.org_id, C, id)))
-
-
-@router.put("/commitments/{id}", summary="Update a commitment")
-def update_commitment(id: str, body: Annotated[schemas.CommitmentBody, Body()], caller: CallerDep,
-                      session: SessionDep) -> ExactJSONResponse:
-    return ExactJSONResponse(prepaid.render_commitment(session, config.update(session, caller, C, id, body)))
-
-
-@router.delete("/commitments/{id}", summary="Delete a commitment")
-def delete_commitment(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
-    entity = config.get(session, caller.org_id, C, id)
-    wire = prepaid.render_commitment(session, entity)
-    config.delete(session, caller.org_id, C, id)
-    return ExactJSONResponse(wire)
-
+_add_prepaid_routes(prepaid.BALANCES, schemas.BalanceBody, prepaid.render_balance)
+_add_prepaid_routes(prepaid.COMMITMENTS, schemas.CommitmentBody, prepaid.render_commitment)
 
 SCHEDULE_LIST = list_params("ids")
 PREVIEW = list_params()
