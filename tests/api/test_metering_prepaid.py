@@ -141,10 +141,10 @@ def test_balance_draws_down_once_across_bills_and_recalculation(client):
 
 
 def test_commitment_runs_out_with_overage_and_surcharge(client):
-    _, meter, account = customer(client)
+    product, meter, account = customer(client)
     commitment = client.commitments.create(
         account_id=account.id, amount=300.00, currency="USD", start_date="2024-01-01", end_date="2024-04-01",
-        overage_surcharge_percent=10,
+        overage_surcharge_percent=10, drawdowns_accounting_product_id=product.id,
         fee_dates=[{"amount": 300.00, "date": "2024-01-01", "service_period_start_date": "2024-01-01T00:00:00Z",
                     "service_period_end_date": "2024-04-01T00:00:00Z"}],
     )
@@ -155,6 +155,7 @@ def test_commitment_runs_out_with_overage_and_surcharge(client):
     january = bill_for(client, account.id, "2024-01-01")
     assert amounts(january, "COMMITMENT_FEE") == [Decimal("300.00")]
     assert amounts(january, "COMMITMENT_CONSUMED") == [Decimal("-120.00")]
+    assert lines_of_type(january, "COMMITMENT_CONSUMED")[0].accounting_product_id == product.id
     assert money(january.bill_total) == Decimal("300.00")  # fee 300.00 + 120.00 - 120.00
     february = bill_for(client, account.id, "2024-02-01")
     assert amounts(february, "COMMITMENT_CONSUMED") == [Decimal("-120.00")]
@@ -174,6 +175,30 @@ def test_commitment_runs_out_with_overage_and_surcharge(client):
     assert list(client.commitments.list(account_id=account.id, date="2024-04-01")) == []
     found = client.commitments.search(search_query=f"accountId:{account.id}")
     assert [c.id for c in found.data or []] == [commitment.id]
+
+
+def test_separate_overage_usage_moves_the_uncovered_usage_to_its_own_line(client):
+    _, meter, account = customer(client)
+    client.commitments.create(account_id=account.id, amount=50.00, currency="USD", start_date="2024-01-01",
+                              end_date="2025-01-01", separate_overage_usage=True)
+    submit(client, measurement(meter.code, account.code, "2024-01-10T00:00:00Z", requests=80))
+    run_bill_job(client, "2024-02-01")
+    january = bill_for(client, account.id, "2024-01-01")
+    # 80.00 of usage: 50.00 covered (50 requests), 30.00 overage (30 requests), the commitment drawn by 50.00.
+    (usage,) = lines_of_type(january, "USAGE")
+    (overage,) = lines_of_type(january, "OVERAGE_USAGE")
+    assert (money(usage.quantity), money(usage.subtotal)) == (50, Decimal("50.00"))
+    assert (money(overage.quantity), money(overage.subtotal)) == (30, Decimal("30.00"))
+    assert amounts(january, "COMMITMENT_CONSUMED") == [Decimal("-50.00")]
+    assert money(january.bill_total) == Decimal("30.00")
+    with pytest.raises(m3ter.BadRequestError):  # m3ter: no surcharge with separate overage usage
+        client.commitments.create(account_id=account.id, amount=50.00, currency="USD", start_date="2025-01-01",
+                                  end_date="2025-02-01", separate_overage_usage=True, overage_surcharge_percent=5)
+    # An account with no plan yet is held to its own currency.
+    planless = make_account(client, currency="USD")
+    with pytest.raises(m3ter.BadRequestError):
+        client.balances.create(account_id=planless.id, code=code("eur"), currency="EUR", name="Euro credit",
+                               start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
 
 
 def test_bad_prepaid_input_is_refused_and_changes_nothing(client):

@@ -482,6 +482,7 @@ class _BillRun:
         result = rating.draw_down([rating.Priced(line, refs.get("productId"), refs.get("contractId"))
                                    for line, refs in draft.rated],
                                   [ledger.for_bill(written) for ledger in ledgers], draft.currency, period)
+        by_id = {ledger.prepaid.id: ledger for ledger in ledgers}
         for ledger in ledgers:
             ledger.record(result.used[ledger.prepaid.id])
         lines = []
@@ -492,7 +493,7 @@ class _BillRun:
                 # only the usage line itself is the aggregation's charge.
                 kept = refs if drawn.line.line_item_type is rating.LineItemType.OVERAGE_USAGE else {
                     k: v for k, v in refs.items() if k in ("planId", "productId", "accountPlanId", "contractId")}
-                refs = {**kept, **prepaid.reference(drawn.prepaid)}
+                refs = {**kept, **by_id[drawn.prepaid.id].references(drawn.line.line_item_type)}
             lines.append((drawn.line, refs))
         return lines
 

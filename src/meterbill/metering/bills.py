@@ -261,7 +261,8 @@ def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:
         "servicePeriodStartDate": line.service_period_start,
         "servicePeriodEndDate": line.service_period_end,
         **{k: refs[k] for k in ("planId", "productId", "aggregationId", "compoundAggregationId", "pricingId",
-                                "meterId", "segment", "balanceId", "commitmentId", "contractId")
+                                "meterId", "segment", "balanceId", "commitmentId", "contractId",
+                                "accountingProductId")
            if refs.get(k) is not None},
     }
     if line.bands:

@@ -140,6 +140,9 @@ def _account_currencies(session: Session, org_id: str, account_id: str) -> set[s
         template = plan and session.get(ConfigEntity, plan.document["planTemplateId"])
         if template is not None:
             currencies.add(template.document["currency"])
+    if not currencies:  # no plan yet: the account's own currency, when it has one
+        account = session.get(ConfigEntity, account_id)
+        currencies.update([account.document["currency"]] if account and account.document.get("currency") else [])
     return currencies
 
 
@@ -147,7 +150,7 @@ def _check_prepaid(session: Session, org_id: str, body: Any, label: str) -> None
     config.require(session, org_id, "account", body.account_id, "accountId")
     currencies = _account_currencies(session, org_id, body.account_id)
     if currencies and body.currency not in currencies:
-        raise InvalidInput(f"currency: the account's plans bill in {', '.join(sorted(currencies))}; a {label} in "
+        raise InvalidInput(f"currency: the account bills in {', '.join(sorted(currencies))}; a {label} in "
                            f"{body.currency} would never be drawn down", param="currency")
     for index, product_id in enumerate(body.product_ids or []):
         config.require(session, org_id, "product", product_id, f"productIds[{index}]")
@@ -417,7 +420,14 @@ class Ledger:
     currency: str
     rollover_cap: Decimal | None
     stored: list[Consumed]
+    # The product each kind of line it writes is attributed to for accounting (m3ter's *AccountingProductId).
+    accounting: dict[str, str] = field(default_factory=dict)
     drawn: list[tuple[Decimal, Decimal]] = field(default_factory=list)
+
+    def references(self, line_item_type: str) -> dict[str, str]:
+        """What a line this prepaid wrote names: the prepaid, and the product it is accounted to."""
+        product = self.accounting.get(line_item_type) or self.accounting.get("*")
+        return {REFERENCE[self.prepaid.kind]: self.prepaid.id, **({"accountingProductId": product} if product else {})}
 
     def for_bill(self, rewritten: set[BillKey]) -> rating.Prepaid:
         """The prepaid as one bill of the run may draw it: minus every other current bill's drawdown
@@ -458,7 +468,8 @@ def ledgers(session: Session, org_id: str, account_ids: Sequence[str]) -> dict[s
                 balance.overage_surcharge_percent or _ZERO, False, balance.balance_draw_down_description or "",
                 balance.overage_description or "", balance.rollover_end_date, None,
                 balance_schedules.charge_fees(session, org_id, entity.id), balance.contract_id)
-            ledger = Ledger(prepaid, balance.currency, balance.rollover_amount, stored.get(entity.id, []))
+            ledger = Ledger(prepaid, balance.currency, balance.rollover_amount, stored.get(entity.id, []), _accounting(
+                consumed=balance.consumptions_accounting_product_id, fee=balance.fees_accounting_product_id))
         else:
             commitment = document_body(entity, schemas.CommitmentBody)
             kind = rating.PrepaidKind.COMMITMENT
@@ -470,7 +481,9 @@ def ledgers(session: Session, org_id: str, account_ids: Sequence[str]) -> dict[s
                 commitment.separate_overage_usage, commitment.commitment_usage_description or "",
                 commitment.overage_description or "", None, None, _fees(entity, commitment, kind),
                 commitment.contract_id)
-            ledger = Ledger(prepaid, commitment.currency, None, stored.get(entity.id, []))
+            ledger = Ledger(prepaid, commitment.currency, None, stored.get(entity.id, []), _accounting(
+                consumed=commitment.drawdowns_accounting_product_id, fee=commitment.fees_accounting_product_id,
+                other=commitment.accounting_product_id))
         account = session.get(ConfigEntity, account_id)
         order = [*(account.document.get("creditApplicationOrder") or () if account else ()), *DEFAULT_CREDIT_ORDER]
         rank = order.index("BALANCE" if kind is rating.PrepaidKind.BALANCE else "PREPAYMENT")
@@ -479,6 +492,9 @@ def ledgers(session: Session, org_id: str, account_ids: Sequence[str]) -> dict[s
             for account_id, items in found.items()}
 
 
-def reference(prepaid: rating.Prepaid) -> dict[str, str]:
-    return {REFERENCE[prepaid.kind]: prepaid.id}
+def _accounting(*, consumed: str | None, fee: str | None, other: str | None = None) -> dict[str, str]:
+    types = rating.LineItemType
+    kinds: dict[str, str | None] = {"*": other, types.BALANCE_CONSUMED: consumed, types.COMMITMENT_CONSUMED: consumed,
+                                    types.BALANCE_FEE: fee, types.COMMITMENT_FEE: fee}
+    return {str(kind): product for kind, product in kinds.items() if product}
 
