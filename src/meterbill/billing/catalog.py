@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from sqlalchemy import ColumnElement, false, func, null, select, true
+from sqlalchemy import ColumnElement, SQLColumnExpression, false, func, null, select, true
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, records
@@ -446,3 +446,51 @@ def _created(session: Session, site: Site, record: Any, event_type: str, render:
     key = {"item_family_created": "item_family", "item_created": "item", "item_price_created": "item_price"}
     events.record_event(session, site, event_type, now, {key[event_type]: render(record)})
     return record
+
+
+# --- what a plan item price can be sold with ---------------------------------------------------
+
+_APPLICABLE_ITEMS = ListOperation(sortable=ITEM_LIST.sortable)
+_APPLICABLE_ITEM_PRICES = ListOperation(sortable=ITEM_PRICE_LIST.sortable)
+
+
+def _plan_price(session: Session, site: Site, item_price_id: str) -> tuple[ItemPrice, Item]:
+    plan_price = records.get(session, ItemPrice, site, item_price_id, "Item price")
+    if plan_price.item_type != "plan":
+        raise InvalidInput(f"{item_price_id} is a {plan_price.item_type} item price; applicability is "
+                           "defined for plan item prices", param="item_price_id")
+    return plan_price, must_get(session, Item, (site.id, plan_price.item_id))
+
+
+def _applicable(plan: Item, item_id: SQLColumnExpression[str]) -> list[ColumnElement[bool]]:
+    """The plan item's `item_applicability`: every addon, or only its `applicable_items`."""
+    if plan.data.get("item_applicability", "all") == "all":
+        return []
+    return [item_id.in_(plan.data.get("applicable_items", []))]
+
+
+def applicable_items(session: Session, site: Site, item_price_id: str,
+                     form: dict[str, Any]) -> tuple[list[Item], str | None]:
+    """item_price.find_applicable_items: the active addon items a subscription to this plan item
+    price may carry."""
+    _, plan = _plan_price(session, site, item_price_id)
+    return records.page(session, Item, site, parse_list(_APPLICABLE_ITEMS, form), Item.type == "addon",
+                        Item.status == "active", *_applicable(plan, Item.id))
+
+
+def applicable_item_prices(session: Session, site: Site, item_price_id: str,
+                           form: dict[str, Any]) -> tuple[list[ItemPrice], str | None]:
+    """item_price.find_applicable_item_prices: the active prices of those addons that fit the plan
+    item price as a subscription requires: same currency and same billing period."""
+    plan_price, plan = _plan_price(session, site, item_price_id)
+    form = dict(form)
+    item_id = form.pop("item_id", None)
+    if item_id is not None and not isinstance(item_id, str):
+        raise InvalidInput("item_id : must be an item id", param="item_id")
+    narrowed = [] if item_id is None else [ItemPrice.item_id == item_id]
+    active_item = select(Item.id).where(Item.site_id == site.id, Item.status == "active")
+    return records.page(
+        session, ItemPrice, site, parse_list(_APPLICABLE_ITEM_PRICES, form), ItemPrice.item_type == "addon",
+        ItemPrice.status == "active", ItemPrice.currency_code == plan_price.currency_code,
+        ItemPrice.period == plan_price.period, ItemPrice.period_unit == plan_price.period_unit,
+        ItemPrice.item_id.in_(active_item), *_applicable(plan, ItemPrice.item_id), *narrowed)

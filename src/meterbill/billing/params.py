@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +24,7 @@ from meterbill.core.errors import InvalidInput
 from meterbill.core.money import InvalidAmount, parse_decimal
 
 P = TypeVar("P", bound=BaseModel)
+T = TypeVar("T")
 MIN_TIMESTAMP, MAX_TIMESTAMP = 0, 7_258_118_400  # 1970 .. 2200
 
 
@@ -277,3 +278,10 @@ def page_window(form: Mapping[str, Any]) -> tuple[int, int]:
     if offset < 0:
         raise InvalidInput("offset : invalid", param="offset")
     return limit, offset
+
+
+def page_of(rows: Sequence[T], form: Mapping[str, Any]) -> tuple[list[T], str | None]:
+    """One page of a list held in memory (a customer's contacts), as `records.page` pages tables."""
+    limit, offset = page_window(form)
+    more = len(rows) > offset + limit
+    return list(rows[offset:offset + limit]), (str(offset + limit) if more else None)

@@ -16,10 +16,15 @@ class OperationNotSupported(errors.InvalidInput):
     """A Chargebee operation this server does not offer."""
 
 
+class PaymentMethodNotPresent(errors.InvalidInput):
+    """A payment needs a payment source at a gateway, and the customer has none usable."""
+
+
 # domain error -> (HTTP status, api_error_code, error type). Chargebee omits `type`
 # on authentication failures, and the SDK then raises its base APIError.
 _ERROR_CODES: dict[type[errors.DomainError], tuple[int, str, str | None]] = {
     OperationNotSupported: (400, "operation_not_supported", "invalid_request"),
+    PaymentMethodNotPresent: (400, "payment_method_not_present", "payment"),
     errors.NotFound: (404, "resource_not_found", "invalid_request"),
     errors.InvalidInput: (400, "param_wrong_value", "invalid_request"),
     errors.Duplicate: (400, "duplicate_entry", "invalid_request"),

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import ExactDecimal, bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
-from meterbill.metering import bills, prepaid, rating, schemas
+from meterbill.metering import billconfig, bills, prepaid, rating, schemas
 from meterbill.metering.billstatus import BillAction, BillStatus, refusal, require
 from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
@@ -345,6 +345,7 @@ class _BillRun:
         self.bill_ids = set(job.bill_ids) if job.job_type == JobType.RECALCULATE else None
         self.ledgers: dict[str, list[prepaid.Ledger]] = {}
         self.existing: dict[BillKey, _StoredBill] = {}
+        self.closed: datetime | None = None
         self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
         self._period_cache: dict[tuple[Any, ...], list[BillingPeriod]] = {}
         # Seconds per pass, logged with the job: where a slow job spent its time.
@@ -368,6 +369,7 @@ class _BillRun:
         self.lap("usage")
         self.ledgers = prepaid.ledgers(self.session, self.org_id, [a.id for a in accounts])
         self.existing = self._stored_bills(list(self.ledgers))
+        self.closed = billconfig.lock_cutoff(self.session, self.org_id)
         drafts = {account.id: self._drafts(account, terms[account.id]) for account in accounts}
         self.lap("rating")
         return drafts
@@ -456,7 +458,7 @@ class _BillRun:
             self._rate_account_plan(account, t, drafts)
         ledgers = self.ledgers.get(account.id, [])
         written = {(account.id, end, currency) for end, currency in drafts
-                   if self._writes(self.existing.get((account.id, end, currency)))}
+                   if self._writes(end, self.existing.get((account.id, end, currency)))}
         # In period order: a later bill draws what the earlier ones of this run left.
         for (end, currency), draft in sorted(drafts.items()):
             rated = draft.rated
@@ -465,10 +467,13 @@ class _BillRun:
             draft.lines = [_row(line, refs) for line, refs in rated]
         return drafts
 
-    def _writes(self, bill: _StoredBill | None) -> bool:
-        """Whether this job will write the bill (a draft it does not write draws nothing down)."""
+    def _writes(self, period_end: datetime, bill: _StoredBill | None) -> bool:
+        """Whether this job will write the bill (a draft it does not write draws nothing down); as `save`
+        decides it."""
         if self.bill_ids is None:
-            return bill is None or refusal(bill.id, bill.status, bill.locked, BillAction.RERATE) is None
+            if bill is None:
+                return self.closed is None or period_end >= self.closed  # the lock date closed earlier periods
+            return refusal(bill.id, bill.status, bill.locked, BillAction.RERATE) is None
         return (bill is not None and bill.id in self.bill_ids
                 and refusal(bill.id, bill.status, bill.locked, BillAction.RECALCULATE) is None)
 
@@ -593,6 +598,7 @@ class _BillRun:
                     _BillDraft(stored.currency, stored.bill_frequency, stored.bill_frequency_interval,
                                stored.period_start, stored.period_end))
         stored_lines = bills.lines_by_bill(session, [b.id for b in existing.values()])
+        closed = billconfig.lock_cutoff(session, self.org_id)
         new_bills: list[dict[str, Any]] = []
         replaced: list[str] = []
         lines: list[dict[str, Any]] = []
@@ -605,6 +611,8 @@ class _BillRun:
                 if bill is None:
                     if recalculating:
                         continue  # a recalculation touches only the bills it names
+                    if closed is not None and period_end < closed:
+                        continue  # the lock date closed the books on this period: no bill after the fact
                     bill_id = new_id()
                     new_bills.append(dict(
                         id=bill_id, organization_id=self.org_id, account_id=account.id,

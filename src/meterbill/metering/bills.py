@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import false, select
+from sqlalchemy import false, select, update
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import in_lists, new_id, utcnow
+from meterbill.core.db import in_lists, new_id, rowcount, utcnow
 from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.metering.billstatus import BillAction, BillStatus, require
 from meterbill.metering.events import record_event
@@ -113,6 +113,15 @@ def lock(session: Session, org_id: str, bill_id: str) -> Bill:
         bill.locked_at = utcnow()
         touch(bill, bill.locked_at)
     return bill
+
+
+def lock_ending_before(session: Session, org_id: str, cutoff: datetime, now: datetime) -> int:
+    """Lock every bill of the organization whose period ends before `cutoff` (the lock date's
+    closing of the books), whatever its status; returns how many were locked."""
+    return rowcount(session.execute(
+        update(Bill).where(Bill.organization_id == org_id, Bill.period_end < cutoff, Bill.locked.is_(False))
+        .values(locked=True, locked_at=now, version=Bill.version + 1, modified_at=now)
+        .execution_options(synchronize_session="fetch")))
 
 
 def delete(session: Session, org_id: str, bill_id: str) -> Bill:

@@ -352,6 +352,12 @@ class RecalculateBillsBody(WireModel):
     bill_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
 
 
+class BillConfigBody(WireModel):
+    """The organization's bill configuration: no lock date (null or absent) clears it."""
+
+    bill_lock_date: date | None = None
+
+
 class ManualLineBody(WireModel):
     """A credit or debit line item, as the m3ter SDK sends one (create and update alike)."""
 

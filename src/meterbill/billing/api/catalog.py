@@ -62,3 +62,22 @@ _resource_routes("items", "item", "Item", Item, catalog.render_item,
                  catalog.create_item, catalog.update_item, catalog.delete_item)
 _resource_routes("item_prices", "item_price", "Item price", ItemPrice, catalog.render_item_price,
                  catalog.create_item_price, catalog.update_item_price, catalog.delete_item_price)
+
+
+@router.get("/item_prices/{resource_id}/applicable_items", summary="Addon items applicable to a plan item price")
+async def find_applicable_items(resource_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = catalog.applicable_items(s, site, resource_id, form)
+        return listing([{"item": catalog.render_item(row)} for row in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.get("/item_prices/{resource_id}/applicable_item_prices",
+            summary="Addon item prices applicable to a plan item price")
+async def find_applicable_item_prices(resource_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = catalog.applicable_item_prices(s, site, resource_id, form)
+        return listing([{"item_price": catalog.render_item_price(row)} for row in rows], offset)
+
+    return await handle(request, run)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
-from meterbill.metering import billrun, bills, schemas
+from meterbill.metering import billconfig, billrun, bills, schemas
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.billstatus import BillStatus
 from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
@@ -184,3 +184,13 @@ def bill_versions(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONR
     line makes no entry."""
     return ExactJSONResponse(bills.render_versions(session, bills.get(session, caller.org_id, id)))
 
+
+
+@router.get("/billconfig", summary="Retrieve the organization's bill configuration")
+def retrieve_bill_config(caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    return ExactJSONResponse(billconfig.render(session, caller.org_id))
+
+
+@router.put("/billconfig", summary="Update the organization's bill configuration (its lock date)")
+def update_bill_config(body: schemas.BillConfigBody, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
+    return ExactJSONResponse(billconfig.update(session, caller, body))
