@@ -584,7 +584,13 @@ class _BillRun:
         here, in the writing transaction: one may have been approved or locked meanwhile). A bill
         whose rated lines come out the same is left exactly as it is: no new version. One that
         changes keeps its id and its credit and debit lines, its earlier lines are kept as a
-        BillVersion, and it is PENDING at a new version."""
+        BillVersion, and it is PENDING at a new version.
+
+        Prepaid money was drawn down from what the other bills had drawn when the job rated; if another
+        job (or an approval) changed that meanwhile, the job is handed back to rate again, so two runs
+        never draw the same balance twice."""
+        if self.ledgers and not prepaid.unchanged(session, self.org_id, self.ledgers):
+            raise HandBack()
         now = utcnow()
         recalculating = job.job_type == JobType.RECALCULATE
         action = BillAction.RECALCULATE if recalculating else BillAction.RERATE

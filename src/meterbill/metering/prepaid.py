@@ -442,6 +442,16 @@ class Ledger:
         self.drawn.append(used)
 
 
+def unchanged(session: Session, org_id: str, ledgers: dict[str, list[Ledger]]) -> bool:
+    """Whether the bills still draw these balances and commitments as when the ledgers were read.
+    Locks them (in id order) until commit first, so bill runs that draw on one write one after another."""
+    every = sorted((ledger for account in ledgers.values() for ledger in account), key=lambda ledger: ledger.prepaid.id)
+    for ledger in every:
+        session.get(ConfigEntity, ledger.prepaid.id, with_for_update=True)
+    now = consumption(session, org_id, list(ledgers), {ledger.prepaid.id: ledger.prepaid.end for ledger in every})
+    return all(sorted(now.get(ledger.prepaid.id, [])) == sorted(ledger.stored) for ledger in every)
+
+
 DEFAULT_CREDIT_ORDER = ("PREPAYMENT", "BALANCE")  # m3ter's: commitments before balances
 
 
