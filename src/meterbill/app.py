@@ -52,6 +52,7 @@ from meterbill.metering.api import events as metering_events_api
 from meterbill.metering.api import fileuploads as metering_fileuploads_api
 from meterbill.metering.api import manual_lines as metering_manual_lines_api
 from meterbill.metering.api import measurements as metering_measurements_api
+from meterbill.metering.api import prepaid as metering_prepaid_api
 from meterbill.metering.api import usage as metering_usage_api
 from meterbill.metering.store import configure as configure_measurement_store
 from meterbill.metering.store import release as release_measurement_store
@@ -137,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metering_measurements_api.router)
     app.include_router(metering_bills_api.router)
     app.include_router(metering_manual_lines_api.router)
+    app.include_router(metering_prepaid_api.router)
     app.include_router(metering_events_api.router)
     app.include_router(metering_fileuploads_api.router)
     app.include_router(metering_usage_api.router)

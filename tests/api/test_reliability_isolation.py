@@ -125,7 +125,24 @@ def _metering_resources(server, tenant: dict[str, str]) -> dict[str, str]:
     upload = client.usage.file_uploads.generate_upload_url(content_length=10, content_type="application/json",
                                                            file_name="m.jsonl")
     event = next(iter(client.events.list()))
+    transaction_type = client.transaction_types.create(name="Payment")
+    balance = client.balances.create(account_id=account.id, code=_sfx("bal"), currency="USD", name="Credit",
+                                     start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+    client.balances.transactions.create(balance.id, amount=10, transaction_type_id=transaction_type.id)
+    charge_schedule = client.balances.charge_schedules.create(
+        balance.id, bill_frequency="MONTHLY", bill_frequency_interval=1, bill_in_advance=True,
+        charge_description="Fee", code=_sfx("fee"), currency="USD", name="Fee", amount=1,
+        service_period_start_date="2024-01-01T00:00:00Z", service_period_end_date="2024-03-01T00:00:00Z")
+    transaction_schedule = client.balances.transaction_schedules.create(
+        balance.id, amount=1, code=_sfx("grant"), name="Grant", frequency="MONTHLY", frequency_interval=1,
+        start_date="2024-01-01T00:00:00Z", end_date="2024-03-01T00:00:00Z", transaction_description="Grant",
+        transaction_type_id=transaction_type.id)
+    commitment = client.commitments.create(account_id=account.id, amount=100, currency="USD",
+                                           start_date="2024-01-01", end_date="2024-04-01")
     return {
+        "transactiontypes": transaction_type.id, "balances": balance.id, "balanceId": balance.id,
+        "balancechargeschedules": charge_schedule.id, "balancetransactionschedules": transaction_schedule.id,
+        "commitments": commitment.id,
         "products": product.id, "meters": meter.id, "aggregations": aggregation.id,
         "compoundaggregations": compound.id, "plantemplates": template.id, "plans": plan.id,
         "pricings": pricing.id, "accounts": account.id, "accountplans": account_plan.id, "webhooks": webhook.id,

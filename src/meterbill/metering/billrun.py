@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from meterbill.core.db import ExactDecimal, bulk_insert, in_lists, must_get, new_id, utcnow
 from meterbill.core.errors import InvalidInput, InvalidState, NotFound
 from meterbill.core.outbox import Delivery, HandBack, enqueue, handles
-from meterbill.metering import billconfig, bills, rating, schemas
+from meterbill.metering import billconfig, bills, prepaid, rating, schemas
 from meterbill.metering.billstatus import BillAction, BillStatus, refusal, require
 from meterbill.metering.calculations import CalculationError, evaluate, parse
 from meterbill.metering.config import document_body
@@ -202,7 +202,7 @@ def _job_accounts(session: Session, job: BillJob) -> list[_Account]:
 def _account_plans(session: Session, org_id: str) -> dict[str, list[tuple[str, schemas.AccountPlanBody]]]:
     """Account id → (account plan id, the fields of it a bill run reads), every account plan of the organization."""
     names = {"accountId": "account_id", "planId": "plan_id", "startDate": "start_date", "endDate": "end_date",
-             "billEpoch": "bill_epoch"}
+             "billEpoch": "bill_epoch", "contractId": "contract_id"}
     rows = session.execute(select(ConfigEntity.id, *[ConfigEntity.document[name].as_string() for name in names])
                            .where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == "account_plan")
                            .order_by(ConfigEntity.id))
@@ -222,6 +222,8 @@ class _BillDraft:
     full_start: datetime
     full_end: datetime
     lines: list[dict[str, Any]] = field(default_factory=list)
+    # Priced lines with their references, until the drawdown step has run over them.
+    rated: list[tuple[rating.RatedLine, dict[str, Any]]] = field(default_factory=list)
 
 
 class _Terms(NamedTuple):
@@ -318,6 +320,12 @@ def _segmented(aggregation: schemas.AggregationBody, segment: dict[str, str] | N
     return tuple(aggregation.segmented_fields or []) if segment else ()
 
 
+class _StoredBill(NamedTuple):
+    id: str
+    status: str
+    locked: bool
+
+
 UsageKey = tuple[str, tuple[str, ...], datetime, datetime]  # aggregation, segmented fields, period start, end
 
 
@@ -333,6 +341,11 @@ class _BillRun:
         self.store: MeasurementStore = store_for(session)
         # A job for every account reads the period's usage without an IN list of account ids.
         self.every_account = not job.account_ids
+        # A recalculation writes only the bills it names; a bill job every bill its status allows.
+        self.bill_ids = set(job.bill_ids) if job.job_type == JobType.RECALCULATE else None
+        self.ledgers: dict[str, list[prepaid.Ledger]] = {}
+        self.existing: dict[BillKey, _StoredBill] = {}
+        self.closed: datetime | None = None
         self.usage: dict[UsageKey, dict[str, dict[Segment, Decimal]]] = {}
         self._period_cache: dict[tuple[Any, ...], list[BillingPeriod]] = {}
         # Seconds per pass, logged with the job: where a slow job spent its time.
@@ -354,9 +367,22 @@ class _BillRun:
         self.lap("terms")
         self._aggregate(terms)
         self.lap("usage")
+        self.ledgers = prepaid.ledgers(self.session, self.org_id, [a.id for a in accounts])
+        self.existing = self._stored_bills(list(self.ledgers))
+        self.closed = billconfig.lock_cutoff(self.session, self.org_id)
         drafts = {account.id: self._drafts(account, terms[account.id]) for account in accounts}
         self.lap("rating")
         return drafts
+
+    def _stored_bills(self, account_ids: list[str]) -> dict[BillKey, _StoredBill]:
+        """The bills of the accounts that have prepaid money: which of them this job may rewrite."""
+        found: dict[BillKey, _StoredBill] = {}
+        for ids in in_lists(account_ids):
+            for row in self.session.execute(select(
+                    Bill.account_id, Bill.period_end, Bill.currency, Bill.id, Bill.status, Bill.locked).where(
+                    Bill.organization_id == self.org_id, Bill.account_id.in_(ids))):
+                found[row.account_id, row.period_end, row.currency] = _StoredBill(row.id, row.status, row.locked)
+        return found
 
     def _terms(self, account: _Account, account_plan_id: str, ap: schemas.AccountPlanBody, until: datetime) -> _Terms:
         plan = self.catalog.body(ap.plan_id, schemas.PlanBody)
@@ -367,7 +393,7 @@ class _BillRun:
         return _Terms(
             account_plan_id=account_plan_id,
             refs={"planId": ap.plan_id, "productId": self.catalog.entities[ap.plan_id].document["productId"],
-                  "accountPlanId": account_plan_id},
+                  "accountPlanId": account_plan_id, "contractId": ap.contract_id},
             currency=template.currency, frequency=template.bill_frequency,
             interval=template.bill_frequency_interval, cadence=cadence, end_date=ap.end_date,
             standing=plan.standing_charge if plan.standing_charge is not None else template.standing_charge,
@@ -430,7 +456,51 @@ class _BillRun:
         drafts: dict[tuple[datetime, str], _BillDraft] = {}
         for t in account_terms:
             self._rate_account_plan(account, t, drafts)
+        ledgers = self.ledgers.get(account.id, [])
+        written = {(account.id, end, currency) for end, currency in drafts
+                   if self._writes(end, self.existing.get((account.id, end, currency)))}
+        # In period order: a later bill draws what the earlier ones of this run left.
+        for (end, currency), draft in sorted(drafts.items()):
+            rated = draft.rated
+            if ledgers and (account.id, end, currency) in written:
+                rated = self._draw_down(draft, [ledger for ledger in ledgers if ledger.currency == currency], written)
+            draft.lines = [_row(line, refs) for line, refs in rated]
         return drafts
+
+    def _writes(self, period_end: datetime, bill: _StoredBill | None) -> bool:
+        """Whether this job will write the bill (a draft it does not write draws nothing down); as `save`
+        decides it."""
+        if self.bill_ids is None:
+            if bill is None:
+                return self.closed is None or period_end >= self.closed  # the lock date closed earlier periods
+            return refusal(bill.id, bill.status, bill.locked, BillAction.RERATE) is None
+        return (bill is not None and bill.id in self.bill_ids
+                and refusal(bill.id, bill.status, bill.locked, BillAction.RECALCULATE) is None)
+
+    @staticmethod
+    def _draw_down(draft: _BillDraft, ledgers: list[prepaid.Ledger],
+                   written: set[BillKey]) -> list[tuple[rating.RatedLine, dict[str, Any]]]:
+        """The prepaid step over a bill's priced lines; the ledgers learn what it drew."""
+        if not ledgers:
+            return draft.rated
+        period = BillingPeriod(draft.full_start, draft.full_end, draft.full_start, draft.full_end)
+        result = rating.draw_down([rating.Priced(line, refs.get("productId"), refs.get("contractId"))
+                                   for line, refs in draft.rated],
+                                  [ledger.for_bill(written) for ledger in ledgers], draft.currency, period)
+        by_id = {ledger.prepaid.id: ledger for ledger in ledgers}
+        for ledger in ledgers:
+            ledger.record(result.used[ledger.prepaid.id])
+        lines = []
+        for drawn in result.lines:
+            refs = {} if drawn.source is None else draft.rated[drawn.source][1]
+            if drawn.prepaid is not None:
+                # A drawdown line names its prepaid and the plan it covers, not the priced aggregation:
+                # only the usage line itself is the aggregation's charge.
+                kept = refs if drawn.line.line_item_type is rating.LineItemType.OVERAGE_USAGE else {
+                    k: v for k, v in refs.items() if k in ("planId", "productId", "accountPlanId", "contractId")}
+                refs = {**kept, **by_id[drawn.prepaid.id].references(drawn.line.line_item_type)}
+            lines.append((drawn.line, refs))
+        return lines
 
     def _rate_account_plan(self, account: _Account, t: _Terms,
                            drafts: dict[tuple[datetime, str], _BillDraft]) -> None:
@@ -454,7 +524,7 @@ class _BillRun:
                 usage.append(item)
             lines = rating.rate_period(t.currency, period, usage, standing=standing, standing_periods=standing_periods,
                                        minimum_spend=minimum)
-            draft.lines.extend(_row(line, refs[line.reference]) for line in lines)
+            draft.rated.extend((line, refs[line.reference]) for line in lines)
 
     def _usage(
         self, account: _Account, pricing_id: str, pricing: schemas.PricingBody, period: BillingPeriod,
@@ -514,7 +584,13 @@ class _BillRun:
         here, in the writing transaction: one may have been approved or locked meanwhile). A bill
         whose rated lines come out the same is left exactly as it is: no new version. One that
         changes keeps its id and its credit and debit lines, its earlier lines are kept as a
-        BillVersion, and it is PENDING at a new version."""
+        BillVersion, and it is PENDING at a new version.
+
+        Prepaid money was drawn down from what the other bills had drawn when the job rated; if another
+        job (or an approval) changed that meanwhile, the job is handed back to rate again, so two runs
+        never draw the same balance twice."""
+        if self.ledgers and not prepaid.unchanged(session, self.org_id, self.ledgers):
+            raise HandBack()
         now = utcnow()
         recalculating = job.job_type == JobType.RECALCULATE
         action = BillAction.RECALCULATE if recalculating else BillAction.RERATE

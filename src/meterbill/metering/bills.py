@@ -270,7 +270,9 @@ def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:
         "servicePeriodStartDate": line.service_period_start,
         "servicePeriodEndDate": line.service_period_end,
         **{k: refs[k] for k in ("planId", "productId", "aggregationId", "compoundAggregationId", "pricingId",
-                                "meterId", "segment") if refs.get(k) is not None},
+                                "meterId", "segment", "balanceId", "commitmentId", "contractId",
+                                "accountingProductId")
+           if refs.get(k) is not None},
     }
     if line.bands:
         wire["usagePerPricingBand"] = [

@@ -62,17 +62,20 @@ class Resource:
     secrets: tuple[tuple[str, str], ...] = ()
     # Adds wire fields the SDK's model declares that are not in the stored body.
     render_extras: Callable[[ConfigEntity, dict[str, Any]], None] | None = None
+    # Runs before the entity is deleted: refuses (raises) or removes what belongs to it.
+    before_delete: Callable[[Session, str, ConfigEntity], None] | None = None
 
 
-def _load(session: Session, org_id: str, kind: str, entity_id: str) -> ConfigEntity | None:
-    entity = session.get(ConfigEntity, entity_id)
+def _load(session: Session, org_id: str, kind: str, entity_id: str, for_update: bool = False) -> ConfigEntity | None:
+    entity = session.get(ConfigEntity, entity_id, with_for_update=for_update or None, populate_existing=for_update)
     if entity is None or entity.organization_id != org_id or entity.kind != kind:
         return None
     return entity
 
 
-def get(session: Session, org_id: str, resource: Resource, entity_id: str) -> ConfigEntity:
-    entity = _load(session, org_id, resource.kind, entity_id)
+def get(session: Session, org_id: str, resource: Resource, entity_id: str, *, for_update: bool = False) -> ConfigEntity:
+    """`for_update` locks the row until commit: changes that depend on its state apply one after another."""
+    entity = _load(session, org_id, resource.kind, entity_id, for_update)
     if entity is None:
         raise NotFound(f"{resource.label} {entity_id} not found")
     return entity
@@ -176,16 +179,23 @@ def delete(session: Session, org_id: str, resource: Resource, entity_id: str) ->
     for kind, doc_field in resource.dependents:
         if _first_with(session, org_id, kind, doc_field, entity_id) is not None:
             raise InvalidState(
-                f"{resource.label} {entity_id} is still used by a {RESOURCES[kind].label}; delete that first"
+                f"{resource.label} {entity_id} is still used by a {_label(kind)}; delete that first"
             )
     if resource.kind in ("meter", "account"):
         store = store_for(session)
         if (store.has_measurements(org_id, meter_id=entity_id) if resource.kind == "meter"
                 else store.has_measurements(org_id, account_id=entity_id)):
             raise InvalidState(f"{resource.label} {entity_id} has measurements and cannot be deleted")
+    if resource.before_delete is not None:
+        resource.before_delete(session, org_id, entity)
     session.delete(entity)
     session.flush()
     return entity
+
+
+def _label(kind: str) -> str:
+    """A kind's label: balance transactions and schedules live outside RESOURCES (they have routes of their own)."""
+    return RESOURCES[kind].label if kind in RESOURCES else kind.replace("_", " ")
 
 
 def _first_with(session: Session, org_id: str, kind: str, doc_field: str, value: str) -> ConfigEntity | None:
@@ -220,6 +230,7 @@ def list_page(
     next_token: str | None = None,
     active_on: datetime | None = None,
     unarchived_only: bool = False,
+    keep: Callable[[ConfigEntity], bool] | None = None,
 ) -> tuple[list[ConfigEntity], str | None]:
     """One page in id order; the token is the last id returned (keyset pagination:
     every entity appears exactly once even while others are created)."""
@@ -239,15 +250,15 @@ def list_page(
         query = query.where(ConfigEntity.document[doc_field].as_string().in_(
             select(other.id).where(other.organization_id == org_id, other.kind == kind,
                                    other.document[other_field].as_string().in_(values))))
-    if active_on is None:
+    if active_on is None and keep is None:
         return keyset_page(session, query, ConfigEntity.id, page_size, next_token)
-    # Dates are compared as instants (not as stored text), so this filter runs here,
+    # Dates are compared as instants (not as stored text), so these filters run here,
     # reading on until the page is full.
     rows: list[ConfigEntity] = []
     token = next_token
     while len(rows) <= page_size:
         batch, token = keyset_page(session, query, ConfigEntity.id, page_size, token)
-        rows.extend(e for e in batch if _active(e, active_on))
+        rows.extend(e for e in batch if (active_on is None or _active(e, active_on)) and (keep is None or keep(e)))
         if token is None:
             break
     if len(rows) > page_size:
@@ -513,9 +524,14 @@ RESOURCES: dict[str, Resource] = {
             "webhook", "integrationdestinations/webhooks", "webhook destination", schemas.WebhookBody,
             secrets=(("credentials", "secret"),), render_extras=_webhook_credentials_wire,
         ),
-        *(Resource(kind, f"picklists/{path}", label, schemas.ReasonBody, list_params=("archived", "codes", "ids"))
-          for kind, path, label in (("credit_reason", "creditreasons", "credit reason"),
-                                    ("debit_reason", "debitreasons", "debit reason"))),
+        *(Resource(kind, f"picklists/{path}", label, schemas.ReasonBody, list_params=("archived", "codes", "ids"),
+                   dependents=dependents)
+          for kind, path, label, dependents in (
+              ("credit_reason", "creditreasons", "credit reason", ()),
+              ("debit_reason", "debitreasons", "debit reason", ()),
+              ("transaction_type", "transactiontypes", "transaction type",
+               (("balance_transaction", "transactionTypeId"), ("balance_transaction_schedule", "transactionTypeId"))),
+          )),
         Resource(
             "external_mapping", "externalmappings", "external mapping", schemas.ExternalMappingBody,
             unique_key=_mapping_key, check=_check_mapping,

@@ -14,7 +14,9 @@ with ``cumulative: false`` volume (:func:`price_usage`; a per-unit price is a si
 band engine itself is :mod:`meterbill.core.pricing`, shared with billing. A standing charge is prorated
 by elapsed time over the part of the period an account plan covers (:func:`standing_charge`). Minimum
 spend - the plan's and each pricing's - is a step *after* pricing (:func:`minimum_spend_line`), as
-OpenMeter applies commitments: it tops the lines it covers up to the prorated minimum.
+OpenMeter applies commitments: it tops the lines it covers up to the prorated minimum. Prepaid money
+(balances and commitments) is the last step (:func:`draw_down`): covered lines draw the prepaid amount
+down with negative lines, overage and its surcharge where it runs out, and fees that fall due.
 
 Rounding
 --------
@@ -51,7 +53,13 @@ __all__ = [
     "Aggregation",
     "BandUsage",
     "Charge",
+    "Drawdown",
+    "DrawnLine",
     "LineItemType",
+    "Prepaid",
+    "PrepaidFee",
+    "PrepaidKind",
+    "Priced",
     "PricingBand",
     "RatedLine",
     "Rounding",
@@ -59,6 +67,7 @@ __all__ = [
     "aggregate",
     "aggregate_raw",
     "apply_units",
+    "draw_down",
     "minimum_spend_line",
     "minimum_spend_top_up",
     "price_usage",
@@ -98,6 +107,13 @@ class LineItemType(StrEnum):
     STANDING_CHARGE = "STANDING_CHARGE"
     USAGE = "USAGE"
     MINIMUM_SPEND = "MINIMUM_SPEND"
+    # Written by the prepaid drawdown step (:func:`draw_down`).
+    BALANCE_CONSUMED = "BALANCE_CONSUMED"
+    COMMITMENT_CONSUMED = "COMMITMENT_CONSUMED"
+    OVERAGE_USAGE = "OVERAGE_USAGE"
+    OVERAGE_SURCHARGE = "OVERAGE_SURCHARGE"
+    BALANCE_FEE = "BALANCE_FEE"
+    COMMITMENT_FEE = "COMMITMENT_FEE"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,3 +398,182 @@ def rate_period(
         if top_up is not None:
             lines.append(top_up)
     return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. prepaid drawdown (balances and commitments), the last post-pricing step
+# --------------------------------------------------------------------------------------------------
+
+
+class PrepaidKind(StrEnum):
+    BALANCE = "BALANCE"
+    COMMITMENT = "COMMITMENT"
+
+
+_CONSUMED = {PrepaidKind.BALANCE: LineItemType.BALANCE_CONSUMED,
+             PrepaidKind.COMMITMENT: LineItemType.COMMITMENT_CONSUMED}
+_FEE = {PrepaidKind.BALANCE: LineItemType.BALANCE_FEE, PrepaidKind.COMMITMENT: LineItemType.COMMITMENT_FEE}
+# What a prepaid amount draws down when it names no line item types: the charges pricing produced.
+DRAWABLE = frozenset({LineItemType.STANDING_CHARGE, LineItemType.USAGE, LineItemType.MINIMUM_SPEND})
+_HUNDRED = Decimal(100)
+
+
+class PrepaidFee(NamedTuple):
+    """A fee a balance or commitment bills once: on the bill whose period holds ``due``."""
+
+    due: datetime
+    amount: Decimal
+    period: BillingPeriod  #: the service period the fee line shows
+    description: str
+
+
+class Prepaid(NamedTuple):
+    """A balance or a commitment as the drawdown step sees it: plain values, loaded by the bill run.
+
+    ``available`` is what the other bills left of it (transactions and commitment amount included);
+    a line starting in ``[start, end)`` draws on it. A line starting in ``[end, rollover_end)`` draws
+    too, at most ``rollover_available`` (``None``: no cap beyond ``available``)."""
+
+    id: str
+    kind: PrepaidKind
+    start: datetime
+    end: datetime
+    available: Decimal
+    line_item_types: frozenset[str] = frozenset()  #: empty: every type in :data:`DRAWABLE`
+    product_ids: frozenset[str] = frozenset()  #: empty: every product
+    surcharge_percent: Decimal = _ZERO
+    separate_overage: bool = False
+    description: str = ""
+    overage_description: str = ""
+    rollover_end: datetime | None = None
+    rollover_available: Decimal | None = None
+    fees: tuple[PrepaidFee, ...] = ()
+    contract_id: str | None = None  #: only the lines of account plans on this contract (m3ter's rule)
+
+    def window(self, item: Priced) -> str | None:
+        """``"term"`` or ``"rollover"`` when this prepaid covers the line, else ``None``."""
+        line = item.line
+        if line.line_item_type not in (self.line_item_types or DRAWABLE) or line.line_item_type not in DRAWABLE:
+            return None
+        if self.product_ids and item.product_id not in self.product_ids:
+            return None
+        if self.contract_id is not None and item.contract_id != self.contract_id:
+            return None
+        if self.start <= line.period.start < self.end:
+            return "term"
+        if self.rollover_end is not None and self.end <= line.period.start < self.rollover_end:
+            return "rollover"
+        return None
+
+
+class Priced(NamedTuple):
+    """A priced line as the drawdown step reads it: with the product and contract it charges under."""
+
+    line: RatedLine
+    product_id: str | None = None
+    contract_id: str | None = None
+
+
+class DrawnLine(NamedTuple):
+    """A line of the bill after drawdown. ``source`` is the index of the priced line it is (or was split
+    from, or draws down), ``None`` for a fee; ``prepaid`` the balance or commitment it concerns."""
+
+    line: RatedLine
+    source: int | None
+    prepaid: Prepaid | None
+
+
+class Drawdown(NamedTuple):
+    lines: list[DrawnLine]
+    #: prepaid id -> (amount drawn, of which drawn in its rollover window), for the next bill's ``available``
+    used: dict[str, tuple[Decimal, Decimal]]
+
+
+def draw_down(
+    priced: Sequence[Priced], prepaids: Sequence[Prepaid], currency: str,
+    period: BillingPeriod,
+) -> Drawdown:
+    """The prepaid step after pricing (and after minimum spend), as OpenMeter applies commitments.
+
+    ``priced`` are one bill's rounded lines with the product and contract of each; ``prepaids`` come in
+    the order they are drawn (the account's credit application order, then start date). Lines are
+    drawn in service-period start order: each covered line's amount is taken from the first prepaid
+    with something left, as a negative ``BALANCE_CONSUMED`` / ``COMMITMENT_CONSUMED`` line. What a
+    covering prepaid cannot pay is overage: it stays charged on its line (with ``separate_overage``,
+    moved to an ``OVERAGE_USAGE`` line), plus an ``OVERAGE_SURCHARGE`` of the surcharge percent of it
+    (quantity: the overage; average unit price: the rate). A fee due in the bill's period becomes a
+    ``BALANCE_FEE`` / ``COMMITMENT_FEE`` line. Every amount is already in minor units or rounded by
+    :func:`_line`, so the bill's total is the exact sum of its lines.
+    """
+    left = {p.id: max(p.available, _ZERO) for p in prepaids}
+    rollover_left = {p.id: p.rollover_available for p in prepaids}
+    used = {p.id: (_ZERO, _ZERO) for p in prepaids}
+    kept: list[DrawnLine | None] = [DrawnLine(item.line, index, None) for index, item in enumerate(priced)]
+    split: dict[int, list[DrawnLine]] = {}
+    added: list[DrawnLine] = []
+    with localcontext(EXACT):
+        for index in sorted(range(len(priced)), key=lambda i: priced[i].line.period.start):
+            line = priced[index].line
+            if line.subtotal <= 0:
+                continue
+            covering = [(p, w) for p in prepaids if (w := p.window(priced[index])) is not None]
+            if not covering:
+                continue
+            due = line.subtotal
+            for prepaid, window in covering:
+                cap = left[prepaid.id]
+                rollover_cap = rollover_left[prepaid.id] if window == "rollover" else None
+                if rollover_cap is not None:
+                    cap = min(cap, rollover_cap)
+                take = min(due, cap)
+                if take <= 0:
+                    continue
+                due -= take
+                left[prepaid.id] -= take
+                if rollover_cap is not None:
+                    rollover_left[prepaid.id] = rollover_cap - take
+                total, in_rollover = used[prepaid.id]
+                used[prepaid.id] = (total + take, in_rollover + (take if window == "rollover" else _ZERO))
+                description = prepaid.description or f"Drawn from {prepaid.kind.value.lower()}: {line.description}"
+                added.append(DrawnLine(_line(_CONSUMED[prepaid.kind], description, _ONE, -take, currency,
+                                             line.period, reference=line.reference), index, prepaid))
+                if due == 0:
+                    break
+            if due == 0:
+                continue
+            last = covering[-1][0]  # the overage is owed under the prepaid drawn last
+            if last.separate_overage:
+                kept[index] = None
+                split[index] = _overage_usage(line, due, index, last, currency)
+            if last.surcharge_percent:
+                description = last.overage_description or f"Overage surcharge {last.surcharge_percent}%"
+                added.append(DrawnLine(_line(LineItemType.OVERAGE_SURCHARGE, description, due,
+                                             due * last.surcharge_percent / _HUNDRED, currency, line.period,
+                                             reference=line.reference), index, last))
+    lines: list[DrawnLine] = []
+    for index, drawn in enumerate(kept):
+        lines.extend([drawn] if drawn is not None else split[index])
+    lines.extend(added)
+    for prepaid in prepaids:
+        for fee in prepaid.fees:
+            if period.full_start <= fee.due < period.full_end:
+                lines.append(DrawnLine(_line(_FEE[prepaid.kind], fee.description, _ONE, fee.amount, currency,
+                                             fee.period), None, prepaid))
+    return Drawdown(lines, used)
+
+
+def _overage_usage(line: RatedLine, overage: Decimal, index: int, prepaid: Prepaid, currency: str) -> list[DrawnLine]:
+    """A line the prepaid paid only part of, split: the covered part stays, the rest is OVERAGE_USAGE.
+    The quantity is shared in proportion to the amounts (a band breakdown describes the whole line,
+    so the parts of a split line carry none)."""
+    if overage == line.subtotal:
+        return [DrawnLine(line._replace(line_item_type=LineItemType.OVERAGE_USAGE), index, prepaid)]
+    covered = line.subtotal - overage
+    covered_quantity = divide(line.quantity * covered, line.subtotal)
+    return [
+        DrawnLine(_line(line.line_item_type, line.description, covered_quantity, covered, currency, line.period,
+                        unit=line.unit, reference=line.reference), index, None),
+        DrawnLine(_line(LineItemType.OVERAGE_USAGE, prepaid.overage_description or line.description,
+                        line.quantity - covered_quantity, overage, currency, line.period, unit=line.unit,
+                        reference=line.reference), index, prepaid),
+    ]

@@ -383,7 +383,7 @@ class DebitLineBody(ManualLineBody):
 
 
 class ReasonBody(WireModel):
-    """A credit or debit reason (m3ter's picklists)."""
+    """An entry of one of m3ter's picklists: a credit or debit reason, a transaction type."""
 
     name: Name
     code: Code | None = None
@@ -466,3 +466,177 @@ class WebhookBody(WireModel):
     url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
     active: bool = True
     code: Code | None = None
+
+
+# --- prepaid money: balances, their transactions, commitments -------------------------------------
+
+# The charge types a balance or commitment may draw down (m3ter's picklist; none given = all of them).
+DrawableType = Literal["STANDING_CHARGE", "USAGE", "MINIMUM_SPEND", "COUNTER_RUNNING_TOTAL_CHARGE",
+                       "COUNTER_ADJUSTMENT_DEBIT", "AD_HOC"]
+Percent = Annotated[Decimal, Field(allow_inf_nan=False, ge=0, le=1000, decimal_places=6)]
+Description = Annotated[str, Field(max_length=500)]
+
+
+class BalanceBody(WireModel):
+    account_id: Id
+    code: Code
+    currency: Currency
+    end_date: Timestamp
+    name: Name
+    start_date: Timestamp
+    allow_overdraft: bool = False
+    balance_draw_down_description: Description | None = None
+    consumptions_accounting_product_id: Id | None = None
+    contract_id: Id | None = None
+    custom_fields: CustomFields | None = None
+    description: Description | None = None
+    fees_accounting_product_id: Id | None = None
+    line_item_types: Annotated[list[DrawableType], Field(max_length=6)] | None = None
+    overage_description: Description | None = None
+    overage_surcharge_percent: Percent | None = None
+    product_ids: Annotated[list[Id], Field(max_length=1000)] | None = None
+    rollover_amount: NonNegativeAmount | None = None
+    rollover_end_date: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _dates(self) -> BalanceBody:
+        if self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        if self.rollover_amount is not None and self.rollover_end_date is None:
+            raise ValueError("rolloverAmount needs a rolloverEndDate")
+        if self.rollover_end_date is not None and self.rollover_end_date <= self.end_date:
+            raise ValueError("rolloverEndDate must be after endDate")
+        return self
+
+
+class TransactionBody(WireModel):
+    amount: Amount
+    applied_date: Timestamp | None = None
+    currency_paid: Currency | None = None
+    description: Description | None = None
+    paid: Amount | None = None
+    transaction_date: Timestamp | None = None
+    transaction_type_id: Id | None = None
+
+
+class CommitmentFeeBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    amount: Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=Decimal("1e15"), decimal_places=12)]
+    date: CalendarDate
+    service_period_end_date: Timestamp
+    service_period_start_date: Timestamp
+
+    @model_validator(mode="after")
+    def _period(self) -> CommitmentFeeBody:
+        if self.service_period_end_date <= self.service_period_start_date:
+            raise ValueError("servicePeriodEndDate must be after servicePeriodStartDate")
+        return self
+
+
+def _not_supported_here(what: str) -> BeforeValidator:
+    def refuse(value: object) -> object:
+        if value is not None:
+            raise ValueError(f"not supported: {what}")
+        return value
+    return BeforeValidator(refuse)
+
+
+_FEES_BY_PLAN = _not_supported_here("commitment fees are billed on feeDates here, not through a billing plan")
+
+
+class CommitmentBody(WireModel):
+    account_id: Id
+    amount: Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=Decimal("1e15"), decimal_places=12)]
+    currency: Currency
+    end_date: CalendarDate
+    start_date: CalendarDate
+    accounting_product_id: Id | None = None
+    amount_first_bill: Annotated[None, _FEES_BY_PLAN] = None
+    amount_pre_paid: Annotated[None, _FEES_BY_PLAN] = None
+    bill_epoch: Annotated[None, _FEES_BY_PLAN] = None
+    billing_interval: Annotated[None, _FEES_BY_PLAN] = None
+    billing_offset: Annotated[None, _FEES_BY_PLAN] = None
+    billing_plan_id: Annotated[None, _FEES_BY_PLAN] = None
+    child_billing_mode: Annotated[None, _not_supported_here("parent and child account billing")] = None
+    commitment_fee_bill_in_advance: Annotated[None, _FEES_BY_PLAN] = None
+    commitment_fee_description: Description | None = None
+    commitment_usage_description: Description | None = None
+    contract_id: Id | None = None
+    drawdowns_accounting_product_id: Id | None = None
+    fee_dates: Annotated[list[CommitmentFeeBody], Field(max_length=1000)] | None = None
+    fees_accounting_product_id: Id | None = None
+    line_item_types: Annotated[list[DrawableType], Field(max_length=6)] | None = None
+    overage_description: Description | None = None
+    overage_surcharge_percent: Percent | None = None
+    product_ids: Annotated[list[Id], Field(max_length=1000)] | None = None
+    separate_overage_usage: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CommitmentBody:
+        if self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        if self.separate_overage_usage and self.overage_surcharge_percent:
+            raise ValueError("separateOverageUsage needs overageSurchargePercent 0 (as m3ter requires)")
+        return self
+
+
+ScheduleInterval = Annotated[int, Field(ge=1, le=365)]
+
+
+class ChargeScheduleBody(WireModel):
+    """A balance charge schedule: a BALANCE_FEE on the account's bills every billing period of it."""
+
+    bill_frequency: BillFrequency
+    bill_frequency_interval: ScheduleInterval
+    bill_in_advance: bool
+    charge_description: Annotated[str, Field(min_length=1, max_length=500)]
+    code: Code
+    currency: Currency
+    name: Name
+    service_period_end_date: Timestamp
+    service_period_start_date: Timestamp
+    amount: NonNegativeAmount | None = None
+    bill_epoch: CalendarDate | None = None
+    custom_fields: CustomFields | None = None
+    unit_price: NonNegativeAmount | None = None
+    units: NonNegativeAmount | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChargeScheduleBody:
+        if self.service_period_end_date <= self.service_period_start_date:
+            raise ValueError("servicePeriodEndDate must be after servicePeriodStartDate")
+        if (self.amount is None) == (self.units is None or self.unit_price is None):
+            raise ValueError("send either amount, or units and unitPrice")
+        if self.amount is not None and (self.units is not None or self.unit_price is not None):
+            raise ValueError("units and unitPrice must be omitted when amount is sent")
+        return self
+
+    def charge(self) -> Decimal:
+        if self.amount is not None:
+            return self.amount
+        assert self.units is not None and self.unit_price is not None  # the validator above
+        return self.units * self.unit_price
+
+
+class TransactionScheduleBody(WireModel):
+    """A balance transaction schedule: a transaction of `amount` at the start of every period of it."""
+
+    amount: Amount
+    code: Code
+    end_date: Timestamp
+    frequency: BillFrequency
+    frequency_interval: ScheduleInterval
+    name: Name
+    start_date: Timestamp
+    transaction_description: Annotated[str, Field(min_length=1, max_length=500)]
+    transaction_type_id: Id
+    currency_paid: Currency | None = None
+    custom_fields: CustomFields | None = None
+    paid: Amount | None = None
+
+    @model_validator(mode="after")
+    def _dates(self) -> TransactionScheduleBody:
+        if self.end_date <= self.start_date:
+            raise ValueError("endDate must be after startDate")
+        return self
