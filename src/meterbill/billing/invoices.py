@@ -166,20 +166,48 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime)
         ).order_by(CreditNote.created_at, CreditNote.id)
     ).all()
     for note in notes:
-        outstanding = invoice.total - invoice.amount_paid - invoice.credits_applied
-        if outstanding <= 0:
+        if outstanding(invoice) <= 0:
             break
-        allocation = min(outstanding, note.total - note.amount_allocated)
+        allocation = min(outstanding(invoice), note.total - note.amount_allocated)
         if allocation <= 0:
             continue
-        note.amount_allocated += allocation
         invoice.credits_applied += allocation
-        note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
-                                                   {"invoice_id": invoice.id, "allocated_amount": allocation,
-                                                    "allocated_at": unix(at)}]}
-        if note.amount_allocated == note.total:
-            note.status = "adjusted"
-        records.touch(note, at)
+        _allocate(note, invoice, allocation, at)
+
+
+def outstanding(invoice: Invoice) -> int:
+    """What a closed invoice still asks for: its total less payments, credits applied and the adjustment
+    credit notes raised against it."""
+    return invoice.total - invoice.amount_paid - invoice.credits_applied - invoice.data.get("amount_adjusted", 0)
+
+
+def _allocate(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Part of a credit note's amount taken by an invoice (the caller books it on the invoice)."""
+    note.amount_allocated += amount
+    note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
+                                               {"invoice_id": invoice.id, "allocated_amount": amount,
+                                                "allocated_at": unix(at)}]}
+    if note.amount_allocated == note.total:
+        note.status = "adjusted"
+    records.touch(note, at)
+
+
+def _adjust(invoice: Invoice, note: CreditNote, at: datetime) -> None:
+    """An adjustment credit note reduces what its own invoice still asks for, as in Chargebee
+    (`amount_adjusted`, `adjustment_credit_notes`); what the invoice no longer owes (it was paid)
+    stays on the note for the customer's later invoices."""
+    amount = min(note.total, max(0, outstanding(invoice))) if invoice.status in (POSTED, PAYMENT_DUE) else 0
+    invoice.data = {**invoice.data, "amount_adjusted": invoice.data.get("amount_adjusted", 0) + amount,
+                    "adjustment_credit_notes": [*invoice.data.get("adjustment_credit_notes", []), {
+                        "cn_id": note.id, "cn_reason_code": note.data.get("reason_code"),
+                        "cn_create_reason_code": note.data.get("create_reason_code"), "cn_date": unix(at),
+                        "cn_total": note.total, "cn_status": "adjusted" if amount == note.total else note.status}]}
+    if amount:
+        _allocate(note, invoice, amount, at)
+    if amount and outstanding(invoice) <= 0:
+        invoice.status = PAID
+        invoice.data = {**invoice.data, "paid_at": unix(at)}
+    records.touch(invoice, at)
 
 
 def create_credit_note(
@@ -267,6 +295,7 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
                               reason_code=params.reason_code or "other")
     extra = {"create_reason_code": params.create_reason_code, "customer_notes": params.customer_notes}
     note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
+    _adjust(invoice, note, now)
     return note
 
 
@@ -478,7 +507,7 @@ def record_payment(session: Session, site: Site, invoice_id: str, form: dict[str
     if invoice.status not in (POSTED, PAYMENT_DUE):
         raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; payments are recorded on posted or due invoices")
     params = parse(RecordPayment, form).transaction
-    due = invoice.total - invoice.amount_paid - invoice.credits_applied
+    due = outstanding(invoice)
     amount = due if params.amount is None else params.amount
     if not 0 < amount <= due:
         raise InvalidInput(f"transaction[amount] : must be between 1 and the amount due ({due})",
@@ -498,7 +527,7 @@ def record_payment(session: Session, site: Site, invoice_id: str, form: dict[str
         {"txn_id": transaction["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
          "txn_date": unix(paid_at), "txn_amount": amount},
     ]}
-    if invoice.amount_paid + invoice.credits_applied >= invoice.total:
+    if outstanding(invoice) <= 0:
         invoice.status = PAID
         invoice.data = {**invoice.data, "paid_at": unix(paid_at)}
     records.touch(invoice, now)
@@ -526,9 +555,7 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
 
 
 def render(invoice: Invoice) -> dict[str, Any]:
-    due = 0 if invoice.status in (PENDING, VOIDED) else max(
-        0, invoice.total - invoice.amount_paid - invoice.credits_applied
-    )
+    due = 0 if invoice.status in (PENDING, VOIDED) else max(0, outstanding(invoice))
     wire = {
         "exchange_rate": 1.0, "amount_adjusted": 0, "write_off_amount": 0, "tax": 0, "deleted": False,
         "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
