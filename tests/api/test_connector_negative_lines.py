@@ -127,30 +127,45 @@ def test_a_credit_line_becomes_one_credit_note_against_the_closed_invoice_howeve
         events.__exit__()
 
 
-def test_a_credit_note_waits_for_its_pending_invoice_and_is_issued_when_it_closes(server, tenant):
+def test_credit_notes_wait_for_their_pending_invoice_and_are_issued_when_it_closes(server, tenant):
+    """Left pending after the push, the invoice cannot take a credit note yet: the credit line's note
+    waits, and so does a correction's (issue 17), until someone else closes the invoice."""
     story = Story(server, tenant)
     response = httpx.patch(story.connector, json={"close_invoice_after_push": False}, auth=story.auth)
     assert response.status_code == 200, response.text
     pending, bill = credited_bill(story)
     story.m3.bills.approve(bill_ids=[bill.id])
-
     wait_for(lambda: story.cb.Invoice.retrieve(pending.id).invoice.total == 2000 + 15000)
-    # The credit waits, retried on the connector's schedule (1, 2, 5, 10, then 30 s): let it reach the
-    # 30-second step, so what issues it below is the invoice closing, not the next scheduled retry.
-    waiting = wait_for(lambda: [e for e in entries(story, "credit_bill")
-                                if e["state"] == "waiting" and e["attempts"] >= 6], timeout=40)[0]
-    assert waiting["status"] == "waiting" and pending.id in waiting["message"]
+    wait_for(lambda: entries(story, "credit_bill"))
+
+    # Back to PENDING for 10.00 more of credit and approved again: 50.00 - 10.00 = 40.00, a decrease of 10.00
+    # from what the bill carries (150.00 charged less the 100.00 owed), credited against the same invoice.
+    recalculated = story.m3.bills.update_status(id=bill.id, status="PENDING")
+    usage = next(li for li in recalculated.line_items if li.line_item_type == "USAGE")
+    goodwill(story, bill.id, usage, story.m3.credit_reasons.list().data[0].id, 10.00)
+    assert Decimal(str(story.m3.bills.retrieve(id=bill.id).bill_total)) == Decimal("40.00")
+    story.m3.bills.approve(bill_ids=[bill.id])
+
+    # Both wait, retried on the connector's schedule (1, 2, 5, 10, then 30 s): let them reach the 30-second
+    # step, so what issues them below is the invoice closing, not their next scheduled retry.
+    def waiting(action: str) -> list[dict]:
+        return [e for e in entries(story, action) if e["state"] == "waiting" and e["attempts"] >= 6]
+
+    (credit,) = wait_for(lambda: waiting("credit_bill"), timeout=60)
+    (correction,) = wait_for(lambda: waiting("push_bill"), timeout=60)
+    assert pending.id in credit["message"] and "100.00 USD Credit memo" in credit["message"]
+    assert pending.id in correction["message"] and "50.00 → 40.00 USD" in correction["message"]
     assert credit_notes(story) == []
     assert story.cb.Invoice.retrieve(pending.id).invoice.status == "pending"
 
-    # Closed by someone else than the connector (a person, or the renewal's auto-close).
+    # Closed by someone other than the connector (a person, or Chargebee's auto-close).
     closed = story.cb.Invoice.close(pending.id).invoice
     assert (closed.total, closed.amount_due) == (2000 + 15000, 2000 + 15000)
-    (note,) = wait_for(lambda: credit_notes(story), timeout=20)
-    assert (note.reference_invoice_id, note.total) == (pending.id, 10000)
+    notes = wait_for(lambda: len(credit_notes(story)) == 2 and credit_notes(story), timeout=20)
+    assert sorted((n.reference_invoice_id, n.total) for n in notes) == [(pending.id, 1000), (pending.id, 10000)]
     invoice = story.cb.Invoice.retrieve(pending.id).invoice
-    assert (invoice.total, invoice.amount_adjusted, invoice.amount_due) == (17000, 10000, 2000 + 5000)
-    (logged,) = entries(story, "credit_bill")
-    assert (logged["status"], logged["state"]) == ("ok", "resolved")
-    settled_at(story, 5000)
-    assert len(credit_notes(story)) == 1
+    # 170.00 - 100.00 - 10.00 = 60.00: the fee and the bill's 40.00
+    assert (invoice.total, invoice.amount_adjusted, invoice.amount_due) == (17000, 11000, 2000 + 4000)
+    assert [(e["status"], e["state"]) for e in entries(story, "credit_bill")] == [("ok", "resolved")]
+    settled_at(story, 4000)
+    assert len(credit_notes(story)) == 2
