@@ -20,6 +20,13 @@ def due_credits(session: Session, integration_id: str, bill_id: str) -> list[Bil
     return [push for push in of_bill(session, integration_id, bill_id) if push.document == PushedDocument.CREDIT_DUE]
 
 
+def bills_owing_credit(session: Session, integration_id: str, invoice_id: str) -> list[str]:
+    """The bills that owe a credit note against the invoice (issued once it is closed)."""
+    return list(session.scalars(select(BillPush.bill_id).where(
+        BillPush.integration_id == integration_id, BillPush.invoice_id == invoice_id,
+        BillPush.document == PushedDocument.CREDIT_DUE).distinct()))
+
+
 def against_invoice(session: Session, integration_id: str | None, invoice_id: str) -> list[BillPush]:
     """What bills put on an invoice, and the credit notes (issued or owed) against it, in push order."""
     return list(session.scalars(select(BillPush).where(

@@ -226,6 +226,11 @@ def process_webhook(delivery: Delivery) -> None:
         _record(session, run, delivery)
         if event_type in ("pending_invoice_created", "invoice_generated"):
             _wake_waiting(session, run.integration.id)
+        if event_type == "invoice_generated":
+            # From the records, not only the queue: a credit that waited longer than its retries (an invoice
+            # left pending for weeks) is issued too.
+            for bill_id in pushes.bills_owing_credit(session, run.integration.id, content["invoice"]["id"]):
+                _enqueue_once(session, CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
 
 
 def _record(session: Session, run: Run, delivery: Delivery) -> None:
@@ -236,8 +241,8 @@ def _record(session: Session, run: Run, delivery: Delivery) -> None:
     session.add_all(run.pushes)
     for push_ in run.issued:
         pushes.mark_issued(session, push_)
-    for bill_id in dict.fromkeys(run.credits_waiting):
-        enqueue(session, CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
+    for bill_id in run.credits_waiting:
+        _enqueue_once(session, CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
     noted = {entry.action_key for entry in run.entries}
     for key in (*run.settled, synclog.action_key(delivery.topic, delivery.payload)):
         if key not in noted:
@@ -894,14 +899,19 @@ def currency_warnings(run: Run, item_price_id: str, entity: str, target: str) ->
 def _start_polling(session: Session, integration_id: str) -> None:
     """Follow m3ter's bill events once the integration has synced an account plan (until
     then no bill of its can exist, and idle integrations would only cost requests)."""
-    running = session.scalars(
+    _enqueue_once(session, POLL_TOPIC, {"integration_id": integration_id})
+
+
+def _enqueue_once(session: Session, topic: str, payload: dict[str, str]) -> None:
+    """Queue an action unless the same one is already queued (or being retried)."""
+    queued = session.scalars(
         select(OutboxMessage.id).where(
-            OutboxMessage.topic == POLL_TOPIC, OutboxMessage.status == "pending",
-            OutboxMessage.payload["integration_id"].as_string() == integration_id,
+            OutboxMessage.topic == topic, OutboxMessage.status == "pending",
+            *(OutboxMessage.payload[name].as_string() == value for name, value in payload.items()),
         ).limit(1)
     ).first()
-    if running is None:
-        enqueue(session, POLL_TOPIC, {"integration_id": integration_id})
+    if queued is None:
+        enqueue(session, topic, payload)
 
 
 def ensure_polling(db: Database) -> None:
