@@ -18,7 +18,8 @@ from meterbill.connector.sync import SUBSCRIPTION_EVENTS
 from meterbill.core.runtime import Runtime
 from meterbill.metering import organizations
 
-CONNECTOR_EVENTS = (*sorted(SUBSCRIPTION_EVENTS), "customer_changed", "pending_invoice_created")
+# invoice_generated: a pending invoice closed, so credit notes waiting for it can be issued.
+CONNECTOR_EVENTS = (*sorted(SUBSCRIPTION_EVENTS), "customer_changed", "pending_invoice_created", "invoice_generated")
 
 
 @dataclass(frozen=True)

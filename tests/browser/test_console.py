@@ -98,6 +98,16 @@ def test_approve_a_bill_and_see_the_invoice_it_became(page, server, tenant, arti
     # Basic for February in advance (20.00) + January's 1600 requests: 1000 * 0.01 + 600 * 0.005 = 13.00
     total_row = page.locator("tr", has_text="Total")
     assert total_row.inner_text().split()[-2:] == ["33.00", "USD"]
+    assert page.locator("#amount-due").inner_text() == "33.00 USD"
+
+    # The invoice names the bill whose lines it carries; the bill, its versions and what each became.
+    invoice_id = page.url.rsplit("/", 1)[1]
+    page.locator("#invoice-bills a", has_text=bill.id).click()
+    page.wait_for_url(f"**/console/bills/{bill.id}")
+    versions = page.locator("#bill-versions tr[data-version]")
+    assert versions.count() == 1
+    assert versions.first.inner_text().split("\t")[0] == f"{bill.version + 1} (current)"  # approving raised it
+    assert f"Charged on invoice #{invoice_id}: 13.00 USD" in versions.first.inner_text()
 
 
 def test_fix_a_mapping_error_from_the_sync_log_and_retry(page, server, tenant, artifacts):

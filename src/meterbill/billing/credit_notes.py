@@ -34,8 +34,8 @@ def _changed(session: Session, site: Site, note: CreditNote, event_type: str = "
 
 def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> CreditNote:
     """Void a credit note nothing was refunded from. What it gave each invoice is taken back: an
-    invoice's `credits_applied` (or, for a write-off, `amount_adjusted`) falls by its allocation and
-    the invoice asks for that amount again."""
+    invoice's `credits_applied` (or, for an adjustment against it or a write-off, `amount_adjusted`)
+    falls by its allocation and the invoice asks for that amount again."""
     note = get(session, site, note_id)
     parse(Comment, form)
     if note.status == CreditNoteStatus.VOIDED:
@@ -47,13 +47,14 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
     for allocation in note.data.get("allocations", []):
         invoice = invoices.get(session, site, allocation["invoice_id"], for_update=True)
         amount = int(allocation["allocated_amount"])
-        written_off = any(entry["cn_id"] == note.id for entry in invoice.data.get("adjustment_credit_notes", []))
-        if written_off:
+        adjusted = any(entry["cn_id"] == note.id for entry in invoice.data.get("adjustment_credit_notes", []))
+        if adjusted:
             invoice.amount_adjusted -= amount
-            invoice.data = {**invoice.data, "write_off_amount": invoice.data.get("write_off_amount", 0) - amount,
-                            "adjustment_credit_notes": [
-                                {**entry, "cn_status": CreditNoteStatus.VOIDED} if entry["cn_id"] == note.id else entry
-                                for entry in invoice.data["adjustment_credit_notes"]]}
+            if note.data.get("reason_code") == "write_off":
+                invoice.data = {**invoice.data, "write_off_amount": invoice.data.get("write_off_amount", 0) - amount}
+            invoice.data = {**invoice.data, "adjustment_credit_notes": [
+                {**entry, "cn_status": CreditNoteStatus.VOIDED} if entry["cn_id"] == note.id else entry
+                for entry in invoice.data["adjustment_credit_notes"]]}
         else:
             invoice.credits_applied -= amount
             invoice.data = {**invoice.data, "applied_credits": [

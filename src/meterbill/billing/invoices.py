@@ -218,25 +218,49 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime,
         ).order_by(CreditNote.created_at, func.length(CreditNote.id), CreditNote.id)
     ).all()
     for note in notes:
-        outstanding = invoice.total - invoice.amount_paid - invoice.credits_applied
-        if outstanding <= 0:
+        if outstanding(invoice) <= 0:
             break
-        allocation = min(outstanding, available(note))
+        allocation = min(outstanding(invoice), available(note))
         if allocation <= 0:
             continue
-        note.amount_allocated += allocation
         invoice.credits_applied += allocation
-        note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
-                                                   {"invoice_id": invoice.id, "allocated_amount": allocation,
-                                                    "allocated_at": unix(at)}]}
-        if available(note) == 0:
-            note.status = spent_status(note.amount_refunded)
+        _allocate(note, invoice, allocation, at)
         invoice.data = {**invoice.data, "applied_credits": [
             *invoice.data.get("applied_credits", []),
             {"cn_id": note.id, "applied_amount": allocation, "applied_at": unix(at),
              "cn_reason_code": note.data.get("reason_code"), "cn_date": unix(note.created_at),
              "cn_status": note.status}]}
-        records.touch(note, at)
+
+
+def outstanding(invoice: Invoice) -> int:
+    """What an invoice asks for before its status says so (`amount_due` is this once it is closed,
+    never below zero): its total less payments, credits applied and adjustments."""
+    return invoice.total - invoice.amount_paid - invoice.credits_applied - invoice.amount_adjusted
+
+
+def _allocate(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Part of a credit note's amount taken by an invoice (the caller books it on the invoice)."""
+    note.amount_allocated += amount
+    note.data = {**note.data, "allocations": [*note.data.get("allocations", []),
+                                               {"invoice_id": invoice.id, "allocated_amount": amount,
+                                                "allocated_at": unix(at)}]}
+    if available(note) == 0:
+        note.status = spent_status(note.amount_refunded)
+    records.touch(note, at)
+
+
+def _adjust(invoice: Invoice, note: CreditNote, at: datetime) -> None:
+    """An adjustment credit note reduces what its own invoice still asks for, as in Chargebee
+    (`amount_adjusted`, `adjustment_credit_notes`); what the invoice no longer owes (it was paid)
+    stays on the note for the customer's later invoices."""
+    amount = min(note.total, max(0, outstanding(invoice))) if invoice.status in (POSTED, PAYMENT_DUE) else 0
+    if amount:
+        invoice.amount_adjusted += amount
+        _allocate(note, invoice, amount, at)
+    invoice.data = {**invoice.data, "adjustment_credit_notes": [*invoice.data.get("adjustment_credit_notes", []),
+                                                                credit_note_summary(note)]}
+    settle(invoice, at)
+    records.touch(invoice, at)
 
 
 class CreditNoteRef(Params):
@@ -262,7 +286,7 @@ def apply_credits(session: Session, site: Site, invoice_id: str, form: dict[str,
         if note.customer_id != invoice.customer_id or note.currency_code != invoice.currency_code:
             raise InvalidInput(f"{param} : credit note {note_id} is not the customer's in {invoice.currency_code}",
                                param=param)
-        if note.status != "refund_due" or note.total <= note.amount_allocated:
+        if note.status != CreditNoteStatus.REFUND_DUE or available(note) <= 0:
             raise InvalidInput(f"{param} : credit note {note_id} has no credits available", param=param)
     now = records.site_clock(site).now()
     before = invoice.credits_applied
@@ -270,9 +294,7 @@ def apply_credits(session: Session, site: Site, invoice_id: str, form: dict[str,
     if invoice.credits_applied == before:
         raise InvalidInput("credit_notes : the customer has no credits available for this invoice",
                            param="credit_notes")
-    if invoice.amount_paid + invoice.credits_applied >= invoice.total:
-        invoice.status = PAID
-        invoice.data = {**invoice.data, "paid_at": unix(now)}
+    settle(invoice, now)
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
     return invoice
@@ -381,6 +403,8 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
         invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
                                                                 credit_note_summary(note)]}
         records.touch(invoice, now)
+    else:
+        _adjust(invoice, note, now)
     return note
 
 

@@ -104,11 +104,13 @@ class ChargebeePort:
 
     def adjustment_credit_note(
         self, invoice_id: str, *, amount: int, description: str, date_from: int, date_to: int, key: str,
+        reason: str,
     ) -> dict[str, Any]:
-        """An adjustment credit note of `amount` (minor units) against a closed invoice."""
+        """An adjustment credit note of `amount` (minor units) against a closed invoice, `reason` its
+        `create_reason_code` (what a reader of the invoice's credit notes sees it for)."""
         params: dict[str, Any] = {
             "reference_invoice_id": invoice_id, "type": "adjustment", "reason_code": "other",
-            "create_reason_code": "bill corrected", "total": amount,
+            "create_reason_code": reason, "total": amount,
             "line_items": [{"amount": amount, "description": description, "date_from": date_from,
                             "date_to": date_to, "entity_type": "adhoc"}],
         }

@@ -109,7 +109,11 @@ class IntegrationCursor(Base):
 
 class PushedDocument(StrEnum):
     INVOICE = "invoice"  # charges on an invoice (the bill's first push, or an increase)
-    CREDIT_NOTE = "credit_note"  # an adjustment credit note against an invoice (a decrease)
+    CREDIT_NOTE = "credit_note"  # an adjustment credit note against an invoice (a decrease, or negative lines)
+    # A credit note owed for a bill's negative lines, waiting for its invoice to close (credit notes go only
+    # against closed invoices); it becomes CREDIT_NOTE when issued. Counted as credited already, so a later
+    # correction of the bill computes its difference from what the bill will carry.
+    CREDIT_DUE = "credit_due"
 
 
 class BillPush(Base):
@@ -129,8 +133,11 @@ class BillPush(Base):
     invoice_id: Mapped[str] = mapped_column(String(100))
     amount: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The m3ter line type a credit for negative lines covers (BALANCE_CONSUMED, CREDIT_MEMO, ...); None otherwise.
+    line_type: Mapped[str | None] = mapped_column(String(40))
 
     # One row per document and version: two runs pushing the same approval (its keys make Chargebee
     # answer both with one document) cannot both record it; the second fails and, retried, finds it.
     __table_args__ = (Index("ix_connector_bill_pushes_bill", "integration_id", "bill_id", "bill_version",
-                            "document_id", unique=True),)
+                            "document_id", unique=True),
+                      Index("ix_connector_bill_pushes_invoice", "integration_id", "invoice_id"))

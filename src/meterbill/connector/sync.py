@@ -8,6 +8,9 @@
    approved again after recalculation pushes only the difference from what it pushed
    before: a charge for an increase, an adjustment credit note for a decrease, keyed
    by (bill, version) so one approval is pushed once.
+3. Negative bill lines (prepaid drawdown, credit memos): Chargebee takes no negative charge, so the
+   invoice carries the bill's positive lines and each negative line type becomes an adjustment credit
+   note against it, issued once the invoice is closed (waiting for it, like a bill for its invoice).
 
 State always comes from the two systems themselves (the webhook only says what to
 look at), so duplicated or reordered events converge on the same result.
@@ -26,7 +29,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from meterbill.connector import synclog, timeline
+from meterbill.connector import pushes, synclog, timeline
 from meterbill.connector.chargebee import ChargebeePort, Refused
 from meterbill.connector.m3ter import M3terPort
 from meterbill.connector.models import (
@@ -52,8 +55,11 @@ POLL_TOPIC = "connector.poll_bills"
 PUSH_TOPIC = "connector.push_bill"
 RECONCILE_TOPIC = "connector.reconcile_subscription"
 RESYNC_TOPIC = "connector.resync"
+CREDIT_TOPIC = "connector.credit_bill"
 # Messages still to be worked through, as the status endpoint counts them (polling never ends, so it is not one).
-WORK_TOPICS = (WEBHOOK_TOPIC, PUSH_TOPIC, RECONCILE_TOPIC, RESYNC_TOPIC)
+WORK_TOPICS = (WEBHOOK_TOPIC, PUSH_TOPIC, RECONCILE_TOPIC, RESYNC_TOPIC, CREDIT_TOPIC)
+# Actions that wait for an invoice to appear or to close, woken when Chargebee says one did.
+WAITING_TOPICS = (PUSH_TOPIC, CREDIT_TOPIC)
 POLL_EVERY = timedelta(seconds=2)
 SUBSCRIPTION_EVENTS = {
     "subscription_created", "subscription_started", "subscription_activated", "subscription_changed",
@@ -76,6 +82,10 @@ class Run:
     settled: list[str] = field(default_factory=list)
     # What approved bills became in Chargebee during this run, stored with its log.
     pushes: list[BillPush] = field(default_factory=list)
+    # Owed credit notes (stored rows or this run's) that this run issued.
+    issued: list[BillPush] = field(default_factory=list)
+    # Bills whose credit notes wait for their invoice to close: a credit action is queued for each.
+    credits_waiting: list[str] = field(default_factory=list)
 
     def note(self, action: str, status: SyncStatus, message: str, *, chargebee_id: str | None = None,
              m3ter_id: str | None = None, retry: tuple[str, dict[str, Any]] | None = None,
@@ -204,6 +214,9 @@ def process_webhook(delivery: Delivery) -> None:
         elif event_type == "pending_invoice_created":
             run.note("pending_invoice", SyncStatus.OK, "pending invoice received; waiting bills will be pushed",
                      chargebee_id=content.get("invoice", {}).get("id"))
+        elif event_type == "invoice_generated":
+            run.note("invoice_closed", SyncStatus.OK, "invoice closed; credit notes waiting for it will be issued",
+                     chargebee_id=content.get("invoice", {}).get("id"))
         else:
             run.note("webhook", SyncStatus.SKIPPED, f"{event_type} needs no sync", chargebee_id=payload["event_id"])
     except Exception as exc:
@@ -211,8 +224,13 @@ def process_webhook(delivery: Delivery) -> None:
         raise
     with delivery.commit() as session:
         _record(session, run, delivery)
-        if event_type == "pending_invoice_created":
-            _wake_waiting_bills(session, run.integration.id)
+        if event_type in ("pending_invoice_created", "invoice_generated"):
+            _wake_waiting(session, run.integration.id)
+        if event_type == "invoice_generated":
+            # From the records, not only the queue: a credit that waited longer than its retries (an invoice
+            # left pending for weeks) is issued too.
+            for bill_id in pushes.bills_owing_credit(session, run.integration.id, content["invoice"]["id"]):
+                _enqueue_once(session, CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
 
 
 def _record(session: Session, run: Run, delivery: Delivery) -> None:
@@ -221,6 +239,10 @@ def _record(session: Session, run: Run, delivery: Delivery) -> None:
     for entry in run.entries:
         synclog.add(session, entry)
     session.add_all(run.pushes)
+    for push_ in run.issued:
+        pushes.mark_issued(session, push_)
+    for bill_id in run.credits_waiting:
+        _enqueue_once(session, CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill_id})
     noted = {entry.action_key for entry in run.entries}
     for key in (*run.settled, synclog.action_key(delivery.topic, delivery.payload)):
         if key not in noted:
@@ -457,11 +479,12 @@ def poll_bills(delivery: Delivery) -> None:
         _record(session, run, delivery)
 
 
-def _wake_waiting_bills(session: Session, integration_id: str) -> None:
-    """A pending invoice arrived: retry at once the bills that were waiting for one."""
+def _wake_waiting(session: Session, integration_id: str) -> None:
+    """A pending invoice arrived, or an invoice closed: retry at once the bills waiting for an invoice
+    and the credit notes (corrections, negative lines) waiting for theirs to close."""
     session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.topic == PUSH_TOPIC, OutboxMessage.status == "pending",
+        .where(OutboxMessage.topic.in_(WAITING_TOPICS), OutboxMessage.status == "pending",
                OutboxMessage.payload["integration_id"].as_string() == integration_id)
         .values(available_at=utcnow())
     )
@@ -474,8 +497,7 @@ def push_bill(delivery: Delivery) -> None:
     with delivery.db.read() as session:
         run = open_run(session, delivery.context["vault"], integration_id)
         close_after = run.integration.close_invoice_after_push
-        earlier = list(session.scalars(select(BillPush).where(
-            BillPush.integration_id == integration_id, BillPush.bill_id == bill_id).order_by(BillPush.at)))
+        earlier = pushes.of_bill(session, integration_id, bill_id)
     try:
         push(run, bill_id, close_after, earlier)
     except Exception as exc:
@@ -502,10 +524,18 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
     if earlier:
         correct(run, bill, customer_id, close_after, earlier)
         return
+    gross, credits = split_lines(line_amounts(bill))
+    if sum(credits.values()) > gross:
+        run.note("push_bill", SyncStatus.ERROR, f"bill {bill_id}: its negative lines "
+                 f"({_major(sum(credits.values()), bill.currency)} {bill.currency}) exceed its charges "
+                 f"({_major(gross, bill.currency)}); an adjustment credit note never credits more than the bill put "
+                 f"on the invoice, so nothing was pushed (correct the bill, approve it again, then retry)",
+                 m3ter_id=bill_id, retry=retry, state=SyncState.OPEN)
+        return
     pushed = _invoice_of_bill(run, bill_id)
     if pushed is not None and pushed["status"] != "pending":
         # An earlier attempt pushed and closed it but died before recording so: finish quietly.
-        run.pushes.append(_pushed(run, bill, PushedDocument.INVOICE, pushed["id"], pushed["id"], bill_amount(bill)))
+        _record_first_push(run, bill, pushed["id"], gross, credits)
         run.note("push_bill", SyncStatus.OK, f"bill {bill_id} already on invoice {pushed['id']} ({pushed['status']})",
                  chargebee_id=pushed["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
         return
@@ -528,9 +558,8 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
         return
     # Recorded first, so a retry after a crash comes back to this very invoice.
     run.m3ter.map("Invoice", invoice["id"], "Bill", bill_id)
-    for line in bill.line_items or []:
-        amount = to_minor_units(Decimal(str(line.subtotal)), bill.currency)
-        if amount == 0:
+    for line, amount in line_amounts(bill):
+        if amount <= 0:  # negative lines become credit notes once the invoice is closed
             continue
         key = f"mb-line-{line.id}"
         start = int(line.service_period_start_date.timestamp())
@@ -558,15 +587,111 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
             run.m3ter.map("InvoiceItem", invoice_line["id"], "BillLineItem", line.id)
     if close_after:
         run.chargebee.close_invoice(invoice["id"], key=f"mb-close-{bill_id}")
-    run.pushes.append(_pushed(run, bill, PushedDocument.INVOICE, invoice["id"], invoice["id"], bill_amount(bill)))
     run.note("push_bill", SyncStatus.OK,
              f"bill {bill_id} pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
              chargebee_id=invoice["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
+    _record_first_push(run, bill, invoice["id"], gross, credits)
+
+
+def line_amounts(bill: Any) -> list[tuple[Any, int]]:
+    """Each bill line with its amount on an invoice: its subtotal in minor units, rounded half-up."""
+    return [(line, to_minor_units(Decimal(str(line.subtotal)), bill.currency)) for line in bill.line_items or []]
 
 
 def bill_amount(bill: Any) -> int:
-    """What the bill's lines come to on an invoice: each line in minor units, as pushed."""
-    return sum(to_minor_units(Decimal(str(line.subtotal)), bill.currency) for line in bill.line_items or [])
+    """What the bill comes to in Chargebee: its lines as pushed, less the credit notes for its negative lines."""
+    return sum(amount for _, amount in line_amounts(bill))
+
+
+def split_lines(lines: list[tuple[Any, int]]) -> tuple[int, dict[str, int]]:
+    """(what the positive lines put on the invoice, the credit owed per negative line type), in minor units:
+    Chargebee takes no negative charge, so a negative line (a prepaid drawdown, a credit memo) is credited."""
+    gross, credits = 0, dict[str, int]()
+    for line, amount in lines:
+        if amount > 0:
+            gross += amount
+        elif amount < 0:
+            credits[line.line_item_type] = credits.get(line.line_item_type, 0) - amount
+    return gross, credits
+
+
+# How a credit note names the negative line type it carries, for a reader of the invoice.
+CREDIT_LABELS = {"BALANCE_CONSUMED": "Prepaid balance consumed", "COMMITMENT_CONSUMED": "Prepaid commitment consumed",
+                 "CREDIT_MEMO": "Credit memo"}
+
+
+def credit_label(line_type: str) -> str:
+    return CREDIT_LABELS.get(line_type) or line_type.replace("_", " ").capitalize()
+
+
+def _record_first_push(run: Run, bill: Any, invoice_id: str, gross: int, credits: dict[str, int]) -> None:
+    """A bill's first approval in Chargebee: its positive lines on the invoice and, one per negative line
+    type, the credit notes it owes against that invoice (issued now if it is closed, else when it closes)."""
+    run.pushes.append(_pushed(run, bill, PushedDocument.INVOICE, invoice_id, invoice_id, gross))
+    due = [_pushed(run, bill, PushedDocument.CREDIT_DUE, f"mb-neg-{bill.id}-{bill.version}-{line_type}", invoice_id,
+                   amount, line_type=line_type) for line_type, amount in credits.items()]
+    if not due:
+        return
+    run.pushes.extend(due)
+    try:
+        credit(run, bill, due)
+    except WaitingForInvoice as waiting:
+        run.note("credit_bill", SyncStatus.WAITING, str(waiting), chargebee_id=invoice_id, m3ter_id=bill.id,
+                 state=SyncState.WAITING, retry=(CREDIT_TOPIC, {"integration_id": run.integration.id,
+                                                                "bill_id": bill.id}))
+        run.credits_waiting.append(bill.id)
+
+
+@handles(CREDIT_TOPIC, retry_delays=PATIENT)
+def credit_bill(delivery: Delivery) -> None:
+    """Issue the credit notes a bill owes for its negative lines, once their invoice is closed: until
+    then it waits (retried on the connector's schedule, and at once when an invoice closes)."""
+    payload = delivery.payload
+    integration_id, bill_id = payload["integration_id"], payload["bill_id"]
+    with delivery.db.read() as session:
+        run = open_run(session, delivery.context["vault"], integration_id)
+        due = pushes.due_credits(session, integration_id, bill_id)
+    try:
+        if due:
+            credit(run, run.m3ter.bill(bill_id), due)
+    except Exception as exc:
+        _failed(delivery, integration_id, "credit_bill", exc, (CREDIT_TOPIC, payload), m3ter_id=bill_id)
+        raise
+    with delivery.commit() as session:
+        _record(session, run, delivery)
+
+
+def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
+    """Adjustment credit notes for owed credits, each keyed by (bill, version, line type) so a replay
+    issues it once. Raises WaitingForInvoice while an invoice they go against is still pending."""
+    retry = (CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id})
+    owed = ", ".join(f"{_major(p.amount, bill.currency)} {bill.currency} {credit_label(p.line_type or '')}"
+                     for p in due)
+    for invoice_id in dict.fromkeys(p.invoice_id for p in due):
+        if run.chargebee.invoice(invoice_id)["status"] == "pending":
+            raise WaitingForInvoice(f"bill {bill.id}: credit notes ({owed}) wait for invoice {invoice_id} to close "
+                                    f"(by its renewal, or `invoice.close`); issued as soon as it is",
+                                    chargebee_id=invoice_id, m3ter_id=bill.id)
+    start, end = int(bill.start_date_time_utc.timestamp()), int(bill.end_date_time_utc.timestamp())
+    notes = []
+    for push_ in due:
+        label = credit_label(push_.line_type or "")
+        try:
+            note = run.chargebee.adjustment_credit_note(
+                push_.invoice_id, amount=push_.amount, description=f"{label} (bill {bill.id})", date_from=start,
+                date_to=end, key=push_.document_id, reason=label)
+        except Refused as exc:
+            run.note("credit_bill", SyncStatus.ERROR, f"bill {bill.id}: Chargebee refused the credit note for "
+                     f"{label} ({_major(push_.amount, bill.currency)} {bill.currency}) against invoice "
+                     f"{push_.invoice_id}: {exc}; fix it, then retry", chargebee_id=push_.invoice_id,
+                     m3ter_id=bill.id, retry=retry, state=SyncState.OPEN)
+            return
+        push_.document, push_.document_id = PushedDocument.CREDIT_NOTE, note["id"]
+        run.issued.append(push_)
+        notes.append(f"credit note {note['id']} of {_major(push_.amount, bill.currency)} ({label}) against invoice "
+                     f"{push_.invoice_id}")
+    run.note("credit_bill", SyncStatus.OK, f"bill {bill.id}: " + ", ".join(notes), chargebee_id=due[0].invoice_id,
+             m3ter_id=bill.id, key=synclog.action_key(*retry))
 
 
 def carried(earlier: list[BillPush]) -> dict[str, int]:
@@ -591,9 +716,10 @@ def credits_for(decrease: int, by_invoice: dict[str, int]) -> list[tuple[str, in
 
 
 def _pushed(run: Run, bill: Any, document: PushedDocument, document_id: str, invoice_id: str,
-            amount: int) -> BillPush:
+            amount: int, *, line_type: str | None = None) -> BillPush:
     return BillPush(id=new_id(), integration_id=run.integration.id, bill_id=bill.id, bill_version=bill.version,
-                    document=document, document_id=document_id, invoice_id=invoice_id, amount=amount, at=utcnow())
+                    document=document, document_id=document_id, invoice_id=invoice_id, amount=amount, at=utcnow(),
+                    line_type=line_type)
 
 
 def correct(run: Run, bill: Any, customer_id: str, close_after: bool, earlier: list[BillPush]) -> None:
@@ -655,7 +781,8 @@ def _push_difference(run: Run, bill: Any, customer_id: str, close_after: bool, b
     notes = []
     for invoice_id, amount in credits:
         note = run.chargebee.adjustment_credit_note(invoice_id, amount=amount, description=description,
-                                                    date_from=start, date_to=end, key=f"{key}-{invoice_id}")
+                                                    date_from=start, date_to=end, key=f"{key}-{invoice_id}",
+                                                    reason="bill corrected")
         run.pushes.append(_pushed(run, bill, PushedDocument.CREDIT_NOTE, note["id"], invoice_id, amount))
         notes.append(f"credit note {note['id']} of {_major(amount, bill.currency)} against invoice {invoice_id}")
     run.note("bill_correction", SyncStatus.OK, f"bill {bill.id} version {bill.version}: {money}; "
@@ -772,14 +899,19 @@ def currency_warnings(run: Run, item_price_id: str, entity: str, target: str) ->
 def _start_polling(session: Session, integration_id: str) -> None:
     """Follow m3ter's bill events once the integration has synced an account plan (until
     then no bill of its can exist, and idle integrations would only cost requests)."""
-    running = session.scalars(
+    _enqueue_once(session, POLL_TOPIC, {"integration_id": integration_id})
+
+
+def _enqueue_once(session: Session, topic: str, payload: dict[str, str]) -> None:
+    """Queue an action unless the same one is already queued (or being retried)."""
+    queued = session.scalars(
         select(OutboxMessage.id).where(
-            OutboxMessage.topic == POLL_TOPIC, OutboxMessage.status == "pending",
-            OutboxMessage.payload["integration_id"].as_string() == integration_id,
+            OutboxMessage.topic == topic, OutboxMessage.status == "pending",
+            *(OutboxMessage.payload[name].as_string() == value for name, value in payload.items()),
         ).limit(1)
     ).first()
-    if running is None:
-        enqueue(session, POLL_TOPIC, {"integration_id": integration_id})
+    if queued is None:
+        enqueue(session, topic, payload)
 
 
 def ensure_polling(db: Database) -> None:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from meterbill.billing import invoice_pdf
+from meterbill.connector.sync import credit_label
 from meterbill.core.money import from_minor_units, parse_decimal, round_to_minor
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -24,6 +25,10 @@ _DASH = "\u2013"  # en dash, as ranges are written
 _LABELS: Mapping[tuple[str, str], str] = {
     ("bill", "PENDING"): "Pending approval",
     ("subscription", "non_renewing"): "Non-renewing",
+    # What an approved bill version became in Chargebee (the connector's PushedDocument).
+    ("document", "invoice"): "Charged on invoice",
+    ("document", "credit_note"): "Credit note",
+    ("document", "credit_due"): "Credit note owed, issued when the invoice closes",
 }
 
 Number = Decimal | int | str
@@ -118,4 +123,5 @@ def line_unit_price(line: Mapping[str, Any], currency: str) -> str:
 FILTERS = {
     "money": money, "amount": amount, "quantity": quantity, "unit_price": unit_price, "day": day,
     "period": period, "label": label, "line_quantity": line_quantity, "line_unit_price": line_unit_price,
+    "credit_label": credit_label,
 }

@@ -14,9 +14,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from meterbill.billing import invoices as billing_invoices
 from meterbill.billing import records, sites, subscriptions, webhook_deliveries
 from meterbill.billing.models import Customer, Invoice, Site, Subscription, WebhookEndpoint
-from meterbill.connector import synclog
+from meterbill.connector import pushes, synclog
 from meterbill.connector.models import SyncLogEntry, SyncState, SyncStatus
 from meterbill.console import formatting, usage
 from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_form, redirect, render, runtime_of
@@ -107,8 +108,12 @@ def bill_page(bill_id: str, request: Request, console: ConsoleDep) -> Response:
         found = _bills(db, console.org_id, None, bill_id)
         if not found:
             return redirect("/console/bills", error="No such bill")
+        # Every calculation of the bill (as GET /bills/{id}/versions answers) and what each approved
+        # version became in Chargebee (the connector's own record).
+        versions = metering_bills.render_versions(db, found[0].bill)["data"]
         return render(request, "bill.html", console, title=f"Bill {found[0].account_code}", page="bills",
-                      bill=found[0])
+                      bill=found[0], versions=list(reversed(versions)),
+                      documents=pushes.of_bill(db, console.integration_id, bill_id))
 
 
 @router.post("/bills/approve")
@@ -185,7 +190,10 @@ def invoice_page(invoice_id: str, request: Request, console: ConsoleDep) -> Resp
         invoice = db.get(Invoice, (console.site_id, invoice_id))
         if invoice is None or invoice.deleted:
             return redirect("/console/invoices", error="No such invoice")
-        return render(request, "invoice.html", console, title=f"Invoice {invoice_id}", page="invoices", inv=invoice)
+        # The bills pushed onto the invoice and the corrections and credit notes (issued or owed) against it.
+        return render(request, "invoice.html", console, title=f"Invoice {invoice_id}", page="invoices", inv=invoice,
+                      amount_due=billing_invoices.render(invoice)["amount_due"],
+                      documents=pushes.against_invoice(db, console.integration_id, invoice_id))
 
 
 @router.get("/sync-log")

@@ -1,0 +1,53 @@
+"""A bill's negative lines (prepaid drawdown, credit memos) in Chargebee: the invoice carries the
+positive lines, and each negative line type is owed as one credit note; what the bill carries (the
+invoice's lines less the credit notes, issued or owed) is the bill's total."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meterbill.connector.models import BillPush, PushedDocument
+from meterbill.connector.sync import carried, credit_label, split_lines
+
+TYPES = ("STANDING_CHARGE", "USAGE", "MINIMUM_SPEND", "CREDIT_MEMO", "BALANCE_CONSUMED", "COMMITMENT_CONSUMED")
+
+
+def line(line_type: str) -> SimpleNamespace:
+    return SimpleNamespace(line_item_type=line_type)
+
+
+def test_usage_and_its_drawdown_split_into_a_charge_and_a_credit_per_type():
+    lines = [(line("USAGE"), 15000), (line("BALANCE_CONSUMED"), -10000), (line("USAGE"), 2500),
+             (line("CREDIT_MEMO"), -700), (line("BALANCE_CONSUMED"), -2500), (line("MINIMUM_SPEND"), 0)]
+    assert split_lines(lines) == (17500, {"BALANCE_CONSUMED": 12500, "CREDIT_MEMO": 700})
+
+
+def test_a_bill_without_negative_lines_owes_no_credit():
+    assert split_lines([(line("STANDING_CHARGE"), 2000), (line("USAGE"), 15000)]) == (17000, {})
+
+
+def test_credit_notes_name_the_line_type_they_carry():
+    assert credit_label("BALANCE_CONSUMED") == "Prepaid balance consumed"
+    assert credit_label("COMMITMENT_CONSUMED") == "Prepaid commitment consumed"
+    assert credit_label("CREDIT_MEMO") == "Credit memo"
+    assert credit_label("SOME_NEW_TYPE") == "Some new type"
+
+
+def test_an_owed_credit_counts_as_credited_for_a_later_correction():
+    at = datetime(2024, 2, 1, tzinfo=UTC)
+    pushes = [BillPush(id="1", integration_id="i", bill_id="b", bill_version=1, document=PushedDocument.INVOICE,
+                       document_id="7", invoice_id="7", amount=15000, at=at),
+              BillPush(id="2", integration_id="i", bill_id="b", bill_version=1, document=PushedDocument.CREDIT_DUE,
+                       document_id="k", invoice_id="7", amount=10000, at=at, line_type="CREDIT_MEMO")]
+    assert carried(pushes) == {"7": 5000}
+
+
+@given(st.lists(st.tuples(st.sampled_from(TYPES), st.integers(min_value=-10**9, max_value=10**9)), max_size=8))
+def test_charges_less_credits_are_the_bill_total(amounts):
+    gross, credits = split_lines([(line(t), amount) for t, amount in amounts])
+    assert gross - sum(credits.values()) == sum(amount for _, amount in amounts)
+    assert gross >= 0 and all(credit > 0 for credit in credits.values())
