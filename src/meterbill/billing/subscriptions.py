@@ -114,6 +114,25 @@ class Reactivate(Params):
     invoice_immediately: bool | None = None
 
 
+class Pause(Params):
+    pause_option: Literal["immediately", "end_of_term", "specific_date", "billing_cycles"] = "immediately"
+    pause_date: UnixTime | None = None
+    unbilled_charges_handling: Literal["no_action", "invoice"] | None = None
+    # No dunning runs here, so both "continue" and "stop" already hold.
+    invoice_dunning_handling: Literal["continue", "stop"] | None = None
+    skip_billing_cycles: int | None = Field(default=None, ge=1, le=1000)
+    resume_date: UnixTime | None = None
+
+
+class Resume(Params):
+    resume_option: Literal["immediately", "specific_date"] = "immediately"
+    resume_date: UnixTime | None = None
+    # Unbilled charges are not modelled: the resumption's charges are invoiced at once.
+    charges_handling: Literal["invoice_immediately"] | None = None
+    # No payment gateway: nothing is collected, so there is nothing to schedule.
+    unpaid_invoices_handling: Literal["no_action"] | None = None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What an operation produced besides the subscription, for the response envelope."""
@@ -336,13 +355,8 @@ def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> 
     """First term from `at`: recurring charges in advance, one-off charges, no usage yet."""
     was_trial = sub.status == "in_trial"
     sub.status = "active"
-    sub.billing_anchor = at
-    sub.term_index = 0
     sub.started_at = sub.started_at or at
-    sub.activated_at = at
-    term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
-    sub.current_term_start, sub.current_term_end = term
-    sub.next_action_at = term[1]
+    term = _start_term(sub, at)
     records.touch(sub, at)
     lines = _recurring_lines(session, site, sub, sub.items, *term, term) + _charge_lines(session, site, sub,
                                                                                            sub.items, at)
@@ -351,6 +365,35 @@ def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> 
     events.record_event(session, site, "subscription_activated" if was_trial else "subscription_started", at,
                         content(session, site, sub, invoice))
     return invoice
+
+
+def _start_term(sub: Subscription, at: datetime) -> tuple[datetime, datetime]:
+    """A first term from `at`, which becomes the billing anchor (activation, out-of-term resumption)."""
+    sub.billing_anchor, sub.term_index, sub.activated_at = at, 0, at
+    term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
+    sub.current_term_start, sub.current_term_end = term
+    sub.next_action_at = _due(sub)
+    return term
+
+
+def _due(sub: Subscription) -> datetime | None:
+    """When the subscription's next action falls, from its status: a renewal, a scheduled
+    pause, a scheduled cancellation or a scheduled resumption, whichever comes first."""
+    if sub.status in ("active", "non_renewing"):
+        moments = [sub.current_term_end, _scheduled(sub, "pause_date")]
+    elif sub.status == "paused":
+        moments = [_scheduled(sub, "resume_date")]
+    else:
+        return sub.next_action_at
+    if sub.status != "active" and sub.cancelled_at is not None:
+        moments.append(sub.cancelled_at)
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
+
+
+def _scheduled(sub: Subscription, key: str) -> datetime | None:
+    value = sub.data.get(key)
+    return None if value is None else from_unix(value)
 
 
 def _term_if_started(sub: Subscription) -> tuple[datetime, datetime] | None:
@@ -380,7 +423,7 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
     sub.term_index += 1
     term = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, sub.term_index)
     sub.current_term_start, sub.current_term_end = term
-    sub.next_action_at = term[1]
+    sub.next_action_at = _due(sub)
     records.touch(sub, at)
     lines = usage + _recurring_lines(session, site, sub, sub.items, *term, term)
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub), period=ended)
@@ -405,6 +448,7 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     sub.status = "cancelled"
     sub.cancelled_at = at
     sub.next_action_at = None
+    sub.data = _without(sub.data, "pause_date", "resume_date")
     if term:
         sub.current_term_end = min(at, term[1])
     records.touch(sub, at)
@@ -429,8 +473,12 @@ def advance_subscription(session: Session, site: Site, sub: Subscription, until:
                 _activate(session, site, sub, at)
         elif sub.status == "in_trial":
             _activate(session, site, sub, at)
-        elif sub.status == "non_renewing" and sub.cancelled_at is not None and sub.cancelled_at <= at:
+        elif sub.status in ("non_renewing", "paused") and sub.cancelled_at is not None and sub.cancelled_at <= at:
             _cancel(session, site, sub, at)
+        elif sub.status == "paused":
+            _resume(session, site, sub, at)
+        elif sub.status in ("active", "non_renewing") and (pause := _scheduled(sub, "pause_date")) and pause <= at:
+            _pause(session, site, sub, at, invoice_unbilled=False)
         elif sub.status in ("active", "non_renewing"):
             _renew(session, site, sub, at)
         else:
@@ -628,6 +676,156 @@ def reactivate(session: Session, site: Site, sub_id: str, form: dict[str, Any]) 
     invoice = _activate(session, site, sub, now)
     events.record_event(session, site, "subscription_reactivated", now, content(session, site, sub, invoice))
     return sub, Outcome(invoice=invoice)
+
+
+# --- pause and resume ------------------------------------------------------------------------------------
+
+
+def pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    """Pause now or schedule a pause (and optionally the resumption). A paused subscription
+    does not renew: its next action is its resumption (or its scheduled cancellation)."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(Pause, form)
+    if sub.status not in ("active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only active or non-renewing subscriptions "
+                           "can be paused")
+    if "scheduled_items" in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them before pausing it")
+    now = records.site_clock(site).now()
+    term = _term(sub)
+    option = params.pause_option
+    for name, allowed in (("pause_date", "specific_date"), ("skip_billing_cycles", "billing_cycles"),
+                          ("unbilled_charges_handling", "immediately")):
+        if getattr(params, name) is not None and option != allowed:
+            raise InvalidInput(f"{name} : applies only when pause_option is {allowed}", param=name)
+    if option == "specific_date":
+        if params.pause_date is None:
+            raise InvalidInput("pause_date : is required when pause_option is specific_date", param="pause_date")
+        at = from_unix(params.pause_date)
+        if at < now:
+            raise InvalidInput("pause_date : must not be in the past", param="pause_date")
+    else:
+        at = now if option == "immediately" else term[1]
+    if sub.cancelled_at is not None and at >= sub.cancelled_at:
+        raise InvalidInput("pause_date : must be before the scheduled cancellation", param="pause_date")
+    if option == "billing_cycles":
+        if params.skip_billing_cycles is None:
+            raise InvalidInput("skip_billing_cycles : is required when pause_option is billing_cycles",
+                               param="skip_billing_cycles")
+        if params.resume_date is not None:
+            raise InvalidInput("resume_date : follows from skip_billing_cycles", param="resume_date")
+        # Resumes when the skipped terms would have ended, on the subscription's own term grid.
+        resume: datetime | None = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period,
+                                              sub.term_index + 1 + params.skip_billing_cycles)[0]
+    else:
+        resume = None if params.resume_date is None else from_unix(params.resume_date)
+        if resume is not None and resume <= at:
+            raise InvalidInput("resume_date : must be after the pause date", param="resume_date")
+    sub.data = {**_without(sub.data, "pause_date", "resume_date"), "pause_date": unix(at)}
+    if resume is not None:
+        sub.data = {**sub.data, "resume_date": unix(resume)}
+    if at <= now:
+        invoice = _pause(session, site, sub, now, invoice_unbilled=params.unbilled_charges_handling == "invoice")
+        return sub, Outcome(invoice=invoice)
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_pause_scheduled", now, content(session, site, sub))
+    return sub, Outcome()
+
+
+def _pause(session: Session, site: Site, sub: Subscription, at: datetime, *, invoice_unbilled: bool) -> (
+        Invoice | None):
+    """The pause takes effect. The usage of the term so far is invoiced when the term is over
+    or when asked (`unbilled_charges_handling=invoice`); otherwise it waits for the
+    resumption's invoice, or the renewal when the subscription resumes within its term."""
+    term = _term(sub)
+    bill = at >= term[1] or invoice_unbilled
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if bill else []
+    sub.status = "paused"
+    sub.data = {**sub.data, "pause_date": unix(at)}
+    sub.next_action_at = _due(sub)
+    records.touch(sub, at)
+    # With pending invoices the invoice is raised even empty: usage billed elsewhere (pushed by
+    # the connector from m3ter) needs an invoice for the stretch that the pause ended.
+    invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub),
+                       period=(term[0], min(at, term[1]))) if bill else None
+    events.record_event(session, site, "subscription_paused", at, content(session, site, sub, invoice))
+    return invoice
+
+
+def resume(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(Resume, form)
+    if sub.status != "paused":
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only paused subscriptions can be resumed")
+    now = records.site_clock(site).now()
+    if params.resume_option == "immediately":
+        if params.resume_date is not None:
+            raise InvalidInput("resume_date : applies only when resume_option is specific_date", param="resume_date")
+        invoice = _resume(session, site, sub, now)
+        return sub, Outcome(invoice=invoice)
+    if params.resume_date is None:
+        raise InvalidInput("resume_date : is required when resume_option is specific_date", param="resume_date")
+    at = from_unix(params.resume_date)
+    if at <= now:
+        raise InvalidInput("resume_date : must be in the future", param="resume_date")
+    if sub.cancelled_at is not None and at >= sub.cancelled_at:
+        raise InvalidInput("resume_date : must be before the scheduled cancellation", param="resume_date")
+    sub.data = {**sub.data, "resume_date": unix(at)}
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_resumption_scheduled", now, content(session, site, sub))
+    return sub, Outcome()
+
+
+def _resume(session: Session, site: Site, sub: Subscription, at: datetime) -> Invoice | None:
+    """Within the paused term, the term (already invoiced) simply continues. After it, a new
+    term starts at the resumption and is invoiced in advance, with the old term's usage
+    that was left unbilled."""
+    term = _term(sub)
+    sub.data = _without(sub.data, "pause_date", "resume_date")
+    sub.status = "active" if sub.cancelled_at is None else "non_renewing"
+    invoice = None
+    if at >= term[1]:
+        usage = _usage_lines(session, site, sub, *term)
+        new_term = _start_term(sub, at)
+        lines = usage + _recurring_lines(session, site, sub, sub.items, *new_term, new_term)
+        invoice = _invoice(session, site, sub, lines, at, pending=False, period=new_term)
+    sub.next_action_at = _due(sub)
+    records.touch(sub, at)
+    events.record_event(session, site, "subscription_resumed", at, content(session, site, sub, invoice))
+    return invoice
+
+
+def remove_scheduled_pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    if sub.status not in ("active", "non_renewing") or "pause_date" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled pause")
+    now = records.site_clock(site).now()
+    sub.data = _without(sub.data, "pause_date", "resume_date")
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_pause_removed", now, content(session, site, sub))
+    return sub
+
+
+def remove_scheduled_resumption(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    if sub.status != "paused" or "resume_date" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled resumption")
+    now = records.site_clock(site).now()
+    sub.data = _without(sub.data, "resume_date")
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_resumption_removed", now,
+                        content(session, site, sub))
+    return sub
+
+
+def _without(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in keys}
 
 
 def _holding(*where: ColumnElement[bool]) -> Callable[[ColumnElement[bool]], ColumnElement[bool]]:

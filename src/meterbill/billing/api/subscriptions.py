@@ -70,12 +70,26 @@ def _subscription_change(path: str, summary: str, operation) -> None:
 _subscription_change("update_for_items", "Change a subscription's items", subscriptions.update_for_items)
 _subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.cancel_for_items)
 _subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
+_subscription_change("pause", "Pause a subscription now or at a date", subscriptions.pause)
+_subscription_change("resume", "Resume a paused subscription now or at a date", subscriptions.resume)
 
 
 @router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")
 async def remove_scheduled_cancellation(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: _body(
         s, site, subscriptions.remove_scheduled_cancellation(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/remove_scheduled_pause", summary="Keep a subscription from pausing")
+async def remove_scheduled_pause(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_scheduled_pause(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/remove_scheduled_resumption", summary="Keep a paused subscription paused")
+async def remove_scheduled_resumption(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_scheduled_resumption(s, site, sub_id, form)))
 
 
 @router.post("/subscriptions/{sub_id}/usages", summary="Record a usage")
