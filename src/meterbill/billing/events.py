@@ -43,6 +43,7 @@ EVENT_TYPES = (
     "subscription_reactivated", "subscription_scheduled_cancellation_removed",
     "subscription_paused", "subscription_pause_scheduled", "subscription_scheduled_pause_removed",
     "subscription_resumed", "subscription_resumption_scheduled", "subscription_scheduled_resumption_removed",
+    "subscription_scheduled_changes_removed", "subscription_deleted",
     "invoice_generated", "invoice_updated", "invoice_deleted", "pending_invoice_created", "pending_invoice_updated",
     "credit_note_created", "credit_note_updated", "payment_succeeded",
     "item_family_created", "item_created", "item_price_created",

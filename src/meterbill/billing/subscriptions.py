@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from sqlalchemy import ColumnElement, case, exists, false, func, literal, null, select
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, events, invoices, records
@@ -122,6 +123,34 @@ class Pause(Params):
     invoice_dunning_handling: Literal["continue", "stop"] | None = None
     skip_billing_cycles: int | None = Field(default=None, ge=1, le=1000)
     resume_date: UnixTime | None = None
+
+
+class ChangeTermEnd(Params):
+    term_ends_at: UnixTime
+    prorate: bool | None = None
+    invoice_immediately: bool | None = None
+
+
+class ChargeFutureRenewals(Params):
+    terms_to_charge: int = Field(default=1, ge=1, le=100)
+    invoice_immediately: bool | None = None
+    # Advance invoice schedules (specific_dates, fixed_intervals) are not modelled.
+    schedule_type: Literal["immediate"] | None = None
+
+
+class AddChargeAtTermEnd(Params):
+    amount: MinorAmount | None = None
+    amount_in_decimal: DecimalText | None = None
+    description: Text
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+
+
+class RegenerateInvoice(Params):
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+    prorate: bool | None = None
+    invoice_immediately: bool | None = None
 
 
 class Resume(Params):
@@ -425,7 +454,13 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
     sub.current_term_start, sub.current_term_end = term
     sub.next_action_at = _due(sub)
     records.touch(sub, at)
-    lines = usage + _recurring_lines(session, site, sub, sub.items, *term, term)
+    advance = int(sub.data.get("advance_terms", 0))
+    if advance:  # this term was invoiced ahead by charge_future_renewals
+        sub.data = {**_without(sub.data, "advance_terms"), **({"advance_terms": advance - 1} if advance > 1 else {})}
+        recurring = []
+    else:
+        recurring = _recurring_lines(session, site, sub, sub.items, *term, term)
+    lines = usage + _term_end_charges(sub) + recurring
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub), period=ended)
     events.record_event(session, site, "subscription_renewed", at, content(session, site, sub, invoice, customer))
 
@@ -435,7 +470,7 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     """End now: bill the usage of the term so far, optionally credit unused recurring charges."""
     # No term when a subscription scheduled to cancel before it started reaches its cancel date.
     term = _term_if_started(sub)
-    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if term else []
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) + _term_end_charges(sub) if term else []
     notes: tuple[Any, ...] = ()
     if credit_option in ("prorate", "full") and term and at < term[1]:
         start = term[0] if credit_option == "full" else at
@@ -691,6 +726,8 @@ def pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tu
                            "can be paused")
     if "scheduled_items" in sub.data:
         raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them before pausing it")
+    if sub.data.get("advance_terms"):
+        raise InvalidState(f"Subscription {sub_id} has renewals invoiced in advance; it cannot be paused")
     now = records.site_clock(site).now()
     term = _term(sub)
     option = params.pause_option
@@ -740,7 +777,7 @@ def _pause(session: Session, site: Site, sub: Subscription, at: datetime, *, inv
     resumption's invoice, or the renewal when the subscription resumes within its term."""
     term = _term(sub)
     bill = at >= term[1] or invoice_unbilled
-    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if bill else []
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) + _term_end_charges(sub) if bill else []
     sub.status = "paused"
     sub.data = {**sub.data, "pause_date": unix(at)}
     sub.next_action_at = _due(sub)
@@ -787,7 +824,7 @@ def _resume(session: Session, site: Site, sub: Subscription, at: datetime) -> In
     sub.status = "active" if sub.cancelled_at is None else "non_renewing"
     invoice = None
     if at >= term[1]:
-        usage = _usage_lines(session, site, sub, *term)
+        usage = _usage_lines(session, site, sub, *term) + _term_end_charges(sub)
         new_term = _start_term(sub, at)
         lines = usage + _recurring_lines(session, site, sub, sub.items, *new_term, new_term)
         invoice = _invoice(session, site, sub, lines, at, pending=False, period=new_term)
@@ -822,6 +859,225 @@ def remove_scheduled_resumption(session: Session, site: Site, sub_id: str, form:
     events.record_event(session, site, "subscription_scheduled_resumption_removed", now,
                         content(session, site, sub))
     return sub
+
+
+# --- terms, scheduled changes, charges ahead ---------------------------------------------------------------
+
+
+def change_term_end(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    """Move the current term's end (a trial's end while in trial); later terms step from the
+    new end. With `prorate`, a longer term is charged and a shorter one credited."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(ChangeTermEnd, form)
+    _invoiced_now(params.invoice_immediately)
+    if sub.status not in ("in_trial", "active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; its term end cannot change")
+    now = records.site_clock(site).now()
+    term = _term(sub)
+    end = from_unix(params.term_ends_at)
+    if end <= now or end <= term[0]:
+        raise InvalidInput("term_ends_at : must be in the future and after the term's start", param="term_ends_at")
+    # A cancellation or pause scheduled at the term's end moves with it; one within the term must stay in it.
+    for key in ("cancelled_at", "pause_date"):
+        moment = sub.cancelled_at if key == "cancelled_at" else _scheduled(sub, key)
+        if moment is None or (key == "cancelled_at" and sub.status != "non_renewing"):
+            continue
+        if moment >= term[1]:
+            if key == "cancelled_at":
+                sub.cancelled_at = end
+            else:
+                sub.data = {**sub.data, key: unix(end)}
+        elif end <= moment:
+            raise InvalidInput(f"term_ends_at : must be after the scheduled {key.replace('_', ' ')}",
+                               param="term_ends_at")
+    sub.current_term_end = end
+    outcome = Outcome()
+    if sub.status == "in_trial":
+        sub.data = {**sub.data, "trial_end": unix(end)}
+        sub.next_action_at = end
+    else:
+        if params.prorate:
+            outcome = _term_end_proration(session, site, sub, term, end, now)
+        # The renewal steps to index 0 of the new anchor: [end, end + one period).
+        sub.billing_anchor, sub.term_index = end, -1
+        sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_changed", now, content(session, site, sub, outcome.invoice))
+    return sub, outcome
+
+
+def _term_end_proration(session: Session, site: Site, sub: Subscription, term: tuple[datetime, datetime],
+                        end: datetime, at: datetime) -> Outcome:
+    if end < term[1]:
+        credits = _recurring_lines(session, site, sub, sub.items, end, term[1], term, label=" (term shortened)")
+        if not credits:
+            return Outcome()
+        return Outcome(credit_notes=(invoices.create_credit_note(
+            session, site, customer_id=sub.customer_id, subscription_id=sub.id, currency=sub.currency_code,
+            lines=credits, at=at, reference_invoice_id=None, reason_code="subscription_change"),))
+    # The extension is priced term by term on the old grid, each part prorated against its term.
+    lines: list[Line] = []
+    index = sub.term_index + 1
+    while (grid := term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, index))[0] < end:
+        lines += _recurring_lines(session, site, sub, sub.items, grid[0], min(grid[1], end), grid,
+                                  label=" (term extended)")
+        index += 1
+    invoice = _invoice(session, site, sub, lines, at, pending=False, period=(term[1], end)) if lines else None
+    return Outcome(invoice=invoice)
+
+
+def _invoiced_now(invoice_immediately: bool | None) -> None:
+    if invoice_immediately is False:
+        raise InvalidInput("invoice_immediately : unbilled charges are not supported; charges are invoiced at once",
+                           param="invoice_immediately")
+
+
+def with_scheduled_changes(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id)
+    parse(Params, form)
+    if "scheduled_items" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled changes")
+    return sub
+
+
+def scheduled_items(sub: Subscription) -> list[dict[str, Any]]:
+    return list(sub.data["scheduled_items"])
+
+
+def remove_scheduled_changes(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    if "scheduled_items" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled changes")
+    now = records.site_clock(site).now()
+    sub.data = _without(sub.data, "scheduled_items")
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_changes_removed", now, content(session, site, sub))
+    return sub
+
+
+def charge_future_renewals(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    """Invoice the next `terms_to_charge` renewals now; those renewals then invoice no
+    recurring charges (usage in arrears still is)."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(ChargeFutureRenewals, form)
+    _invoiced_now(params.invoice_immediately)
+    if sub.status != "active" or _scheduled(sub, "pause_date") is not None:
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only active subscriptions without a scheduled "
+                           "pause can be charged ahead")
+    if "scheduled_items" in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them first")
+    now = records.site_clock(site).now()
+    ahead = int(sub.data.get("advance_terms", 0))
+    first = sub.term_index + 1 + ahead
+    lines: list[Line] = []
+    for index in range(first, first + params.terms_to_charge):
+        grid = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, index)
+        lines += _recurring_lines(session, site, sub, sub.items, *grid, grid)
+    start = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, first)[0]
+    end = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period,
+                      first + params.terms_to_charge - 1)[1]
+    invoice = _invoice(session, site, sub, lines, now, pending=False, period=(start, end)) if lines else None
+    sub.data = {**sub.data, "advance_terms": ahead + params.terms_to_charge}
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_changed", now, content(session, site, sub, invoice))
+    return sub, Outcome(invoice=invoice)
+
+
+def add_charge_at_term_end(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """A one-off charge for the invoice that closes the current term (renewal, cancellation or pause)."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(AddChargeAtTermEnd, form)
+    if sub.status not in ("active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; charges at term end need a live term")
+    if (params.amount is None) == (params.amount_in_decimal is None):
+        raise InvalidInput("amount : give amount or amount_in_decimal", param="amount")
+    amount = (Decimal(params.amount) if params.amount is not None
+              else exact_minor_units(params.amount_in_decimal or Decimal(0), sub.currency_code))
+    if amount <= 0:
+        raise InvalidInput("amount : must be positive", param="amount")
+    term = _term(sub)
+    start = from_unix(params.date_from) if params.date_from is not None else term[0]
+    end = from_unix(params.date_to) if params.date_to is not None else term[1]
+    if end < start:
+        raise InvalidInput("date_to : must not be before date_from", param="date_to")
+    charge = {"description": params.description, "amount": format_decimal(amount), "date_from": unix(start),
+              "date_to": unix(end)}
+    sub.data = {**sub.data, "term_end_charges": [*sub.data.get("term_end_charges", []), charge]}
+    records.touch(sub, records.site_clock(site).now())
+    return sub
+
+
+def _term_end_charges(sub: Subscription) -> list[Line]:
+    """The charges added for the term's end, taken off the subscription as they are invoiced."""
+    charges = sub.data.get("term_end_charges", [])
+    if charges:
+        sub.data = _without(sub.data, "term_end_charges")
+    return [Line(c["description"], "adhoc", None, Decimal(1), Decimal(c["amount"]), Decimal(c["amount"]),
+                 from_unix(c["date_from"]), from_unix(c["date_to"]), None, sub.id) for c in charges]
+
+
+def regenerate_invoice(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Invoice:
+    """The current term's recurring charges invoiced again, once its invoice was voided."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(RegenerateInvoice, form)
+    _invoiced_now(params.invoice_immediately)
+    if sub.status not in ("active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; it has no term to invoice")
+    term = _term(sub)
+    recurring = ("plan_item_price", "addon_item_price")
+    for issued in session.scalars(select(Invoice).where(
+            Invoice.site_id == site.id, Invoice.subscription_id == sub.id, Invoice.status != invoices.VOIDED)):
+        if any(line.get("entity_type") in recurring and line["date_from"] < unix(term[1])
+               and line["date_to"] > unix(term[0]) for line in issued.line_items):
+            raise InvalidState(f"Invoice {issued.id} already bills the current term; void it first")
+    start = from_unix(params.date_from) if params.date_from is not None else term[0]
+    end = from_unix(params.date_to) if params.date_to is not None else term[1]
+    if not term[0] <= start < end <= term[1]:
+        raise InvalidInput("date_from : the period must lie within the current term", param="date_from")
+    if params.prorate is False:
+        start, end = term
+    lines = _recurring_lines(session, site, sub, sub.items, start, end, term)
+    now = records.site_clock(site).now()
+    invoice = _invoice(session, site, sub, lines, now, pending=False, period=(start, end))
+    if invoice is None:
+        raise InvalidState(f"Subscription {sub_id} has no recurring charges to invoice")
+    return invoice
+
+
+def delete(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[dict[str, Any], Customer]:
+    """Gone for good, with its usages. Its invoices and credit notes stay, so document numbers
+    keep no gaps. Returns the subscription as it was, for the answer."""
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    now = records.site_clock(site).now()
+    customer = must_get(session, Customer, (site.id, sub.customer_id))
+    body = {**render(session, site, sub), "deleted": True}
+    session.execute(sa_delete(Usage).where(Usage.site_id == site.id, Usage.subscription_id == sub.id))
+    session.delete(sub)
+    events.record_event(session, site, "subscription_deleted", now,
+                        {"subscription": body, "customer": customers.render(customer)})
+    return body, customer
+
+
+# Discounts and contract terms are not modelled: every subscription has none.
+DISCOUNTS = ListOperation()
+CONTRACT_TERMS = ListOperation(sortable={"created_at": Subscription.created_at})
+
+
+def none_listed(session: Session, site: Site, sub_id: str, form: dict[str, Any], operation: ListOperation) -> None:
+    get(session, site, sub_id)
+    parse_list(operation, form)
+
+
+def term_end_estimate(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
+    """What add_charge_at_term_end answers: the subscription's estimate as it stands."""
+    wire = render(session, site, sub)
+    return {"object": "estimate", "created_at": unix(records.site_clock(site).now()), "subscription_estimate": {
+        "object": "subscription_estimate", "id": sub.id, "status": sub.status, "currency_code": sub.currency_code,
+        **{k: wire[k] for k in ("next_billing_at",) if k in wire}}}
 
 
 def _without(data: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -895,10 +1151,17 @@ def list_for_customer(
 # --- wire ------------------------------------------------------------------------------------------------
 
 
-def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
+# What the engine keeps in `data` for itself: items of scheduled changes, terms already
+# invoiced in advance, charges waiting for the term's end.
+_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges")
+
+
+def render(session: Session, site: Site, sub: Subscription,
+           items_shown: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The subscription on the wire; `items_shown` renders other items (its scheduled changes)."""
     items = []
     mrr = Decimal(0)
-    for entry in sub.items:
+    for entry in sub.items if items_shown is None else items_shown:
         item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
         quantity = Decimal(entry["quantity"])
         wire_item: dict[str, Any] = {
@@ -926,7 +1189,7 @@ def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
     ).one()
     wire = {
         "auto_collection": "on", "channel": "web", "deleted": False,
-        **{k: v for k, v in sub.data.items() if k != "scheduled_items"},
+        **{k: v for k, v in sub.data.items() if k not in _PRIVATE},
         "id": sub.id, "object": "subscription", "customer_id": sub.customer_id, "status": sub.status,
         "currency_code": sub.currency_code, "billing_period": sub.billing_period,
         "billing_period_unit": sub.billing_period_unit, "subscription_items": items,
