@@ -42,7 +42,7 @@ from meterbill.billing.params import (
     unix,
 )
 from meterbill.core.db import must_get
-from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
+from meterbill.core.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from meterbill.core.money import exact_minor_units, format_decimal
 from meterbill.core.pricing import prorate
 
@@ -151,6 +151,43 @@ class RegenerateInvoice(Params):
     date_to: UnixTime | None = None
     prorate: bool | None = None
     invoice_immediately: bool | None = None
+
+
+class Move(Params):
+    to_customer_id: Id
+    # No payment sources are kept, so there is never one to copy.
+    copy_payment_source: bool | None = None
+
+
+class OverrideBillingProfile(Params):
+    auto_collection: Literal["on", "off"] | None = None
+    payment_source_id: Id | None = None
+
+
+class ImportForItems(Params):
+    id: Id | None = None
+    subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
+    status: Literal["future", "in_trial", "active", "non_renewing", "paused", "cancelled"]
+    start_date: UnixTime | None = None
+    trial_start: UnixTime | None = None
+    trial_end: UnixTime | None = None
+    current_term_start: UnixTime | None = None
+    current_term_end: UnixTime | None = None
+    started_at: UnixTime | None = None
+    activated_at: UnixTime | None = None
+    cancelled_at: UnixTime | None = None
+    pause_date: UnixTime | None = None
+    resume_date: UnixTime | None = None
+    create_current_term_invoice: bool = False
+    billing_cycles: int | None = Field(default=None, ge=1)
+    net_term_days: int | None = Field(default=None, ge=0, le=365)
+    auto_collection: Literal["on", "off"] | None = None
+    po_number: Text | None = None
+    invoice_notes: Text | None = None
+    meta_data: MetaData | None = None
+    cancel_reason_code: Text | None = None
+    create_pending_invoices: bool | None = None
+    auto_close_invoices: bool | None = None
 
 
 class Resume(Params):
@@ -1060,6 +1097,129 @@ def delete(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> t
     events.record_event(session, site, "subscription_deleted", now,
                         {"subscription": body, "customer": customers.render(customer)})
     return body, customer
+
+
+# --- moving, billing profile, imports ----------------------------------------------------------------------
+
+
+def move(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """To another customer from now on; invoices already issued stay with the first one."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(Move, form)
+    target = records.get(session, Customer, site, params.to_customer_id, "Customer")
+    if target.id == sub.customer_id:
+        raise InvalidInput("to_customer_id : the subscription already belongs to this customer",
+                           param="to_customer_id")
+    now = records.site_clock(site).now()
+    source = must_get(session, Customer, (site.id, sub.customer_id))
+    events.record_event(session, site, "subscription_moved_out", now, content(session, site, sub, customer=source))
+    sub.customer_id = target.id
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_moved_in", now, content(session, site, sub, customer=target))
+    return sub
+
+
+def override_billing_profile(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(OverrideBillingProfile, form)
+    if params.payment_source_id is not None:
+        raise NotFound(f"Payment source {params.payment_source_id} not found (payment sources are not kept)",
+                       param="payment_source_id")
+    if params.auto_collection is not None:
+        sub.data = {**sub.data, "auto_collection": params.auto_collection}
+    records.touch(sub, records.site_clock(site).now())
+    return sub
+
+
+def import_for_items(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    """A subscription brought over from another system in the state it is in there: no
+    invoice unless `create_current_term_invoice`; renewals continue from its term's end."""
+    customer = records.get(session, Customer, site, customer_id, "Customer")
+    params = parse(ImportForItems, form)
+    sub_id = params.id or records.new_resource_id()
+    if session.get(Subscription, (site.id, sub_id)) is not None:
+        raise Duplicate(f"The value {sub_id} is already present.", param="id")
+    items = _resolve_items(session, site, params.subscription_items)
+    plan_price, currency = _validate_items(session, site, items)
+    now = records.site_clock(site).now()
+    status = params.status
+
+    def moment(name: str, *, required: bool = False, future: bool | None = None) -> datetime | None:
+        value = getattr(params, name)
+        if value is None:
+            if required:
+                raise InvalidInput(f"{name} : is required for a {status} subscription", param=name)
+            return None
+        at = from_unix(value)
+        if (future is True and at <= now) or (future is False and at > now):
+            raise InvalidInput(f"{name} : must be in the {'future' if future else 'past'}", param=name)
+        return at
+
+    for name, statuses in (("pause_date", ("active", "non_renewing", "paused")), ("resume_date", ("paused",)),
+                           ("cancelled_at", ("non_renewing", "cancelled", "paused")), ("start_date", ("future",))):
+        if getattr(params, name) is not None and status not in statuses:
+            raise InvalidInput(f"{name} : does not apply to a {status} subscription", param=name)
+    period, unit = plan_price.period or 1, plan_price.period_unit or "month"
+    start_date = moment("start_date", required=status == "future", future=True)
+    trial = (moment("trial_start", required=status == "in_trial", future=False),
+             moment("trial_end", required=status == "in_trial", future=True if status == "in_trial" else None))
+    term_end = moment("current_term_end", required=status in ("active", "non_renewing", "paused"),
+                      future=None if status == "paused" else status != "cancelled")
+    term_start = moment("current_term_start", future=False)
+    if term_end is not None and term_start is None:
+        term_start = term_bounds(term_end, unit, period, -1)[0]
+    cancelled_at = moment("cancelled_at", required=status in ("non_renewing", "cancelled"),
+                          future=status != "cancelled")
+    pause_date = moment("pause_date", required=status == "paused", future=status != "paused")
+    resume_date = moment("resume_date", future=True)
+    if term_start is not None and term_end is not None and term_start >= term_end:
+        raise InvalidInput("current_term_start : must be before current_term_end", param="current_term_start")
+    data = params.model_dump(exclude_none=True, include={
+        "billing_cycles", "net_term_days", "auto_collection", "po_number", "invoice_notes", "meta_data",
+        "cancel_reason_code", "create_pending_invoices", "auto_close_invoices"})
+    for key, value in (("start_date", start_date), ("trial_start", trial[0]), ("trial_end", trial[1]),
+                       ("pause_date", pause_date if status in ("active", "non_renewing", "paused") else None),
+                       ("resume_date", resume_date if status == "paused" else None)):
+        if value is not None:
+            data[key] = unix(value)
+    sub = Subscription(
+        site_id=site.id, id=sub_id, customer_id=customer.id, status=status, currency_code=currency,
+        billing_period=period, billing_period_unit=unit, items=items, data=data, resource_version=0,
+        # Renewals step from the imported term's end, as if it were index -1 of that grid.
+        billing_anchor=term_end or trial[1] or start_date or now, term_index=-1 if term_end else 0,
+        cancelled_at=cancelled_at,
+    )
+    if status == "in_trial":
+        sub.current_term_start, sub.current_term_end, sub.next_action_at = trial[0], trial[1], trial[1]
+        sub.started_at = moment("started_at", future=False) or trial[0]
+    elif status == "future":
+        sub.next_action_at = start_date
+    else:
+        sub.current_term_start, sub.current_term_end = term_start, term_end
+        sub.started_at = moment("started_at", future=False) or term_start
+        sub.activated_at = moment("activated_at", future=False) or sub.started_at
+        sub.next_action_at = None if status == "cancelled" else _due(sub)
+    records.touch(sub, now, created=True)
+    session.add(sub)
+    session.flush()
+    invoice = None
+    if params.create_current_term_invoice:
+        if status not in ("active", "non_renewing") or term_start is None or term_end is None:
+            raise InvalidInput("create_current_term_invoice : needs an active or non-renewing subscription",
+                               param="create_current_term_invoice")
+        lines = _recurring_lines(session, site, sub, items, term_start, term_end, (term_start, term_end))
+        invoice = _invoice(session, site, sub, lines, now, pending=False, first=True, period=(term_start, term_end))
+    events.record_event(session, site, "subscription_created", now, content(session, site, sub, invoice, customer))
+    return sub, Outcome(invoice=invoice)
+
+
+def advance_invoice_schedules(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> list[Any]:
+    """None: schedules (specific dates, fixed intervals) are not modelled; charge_future_renewals
+    invoices at once instead."""
+    get(session, site, sub_id)
+    parse(Params, form)
+    return []
 
 
 # Discounts and contract terms are not modelled: every subscription has none.

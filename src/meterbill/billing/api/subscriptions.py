@@ -35,6 +35,15 @@ async def create_with_items(customer_id: str, request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
+@router.post("/customers/{customer_id}/import_for_items", summary="Import a subscription in its current state")
+async def import_for_items(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.import_for_items(s, site, customer_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
 @router.get("/subscriptions", summary="List subscriptions")
 async def list_subscriptions(request: Request) -> JSONResponse:
     def run(s, site, form):
@@ -151,6 +160,25 @@ async def add_charge_at_term_end(sub_id: str, request: Request) -> JSONResponse:
 async def regenerate_invoice(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
         subscriptions.regenerate_invoice(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/move", summary="Move a subscription to another customer")
+async def move(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(subscription=subscriptions.render(
+        s, site, subscriptions.move(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/override_billing_profile", summary="Set the subscription's auto collection")
+async def override_billing_profile(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(subscription=subscriptions.render(
+        s, site, subscriptions.override_billing_profile(s, site, sub_id, form))))
+
+
+@router.get("/subscriptions/{sub_id}/retrieve_advance_invoice_schedule",
+            summary="A subscription's advance invoice schedules (none: not modelled)")
+async def retrieve_advance_invoice_schedule(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "advance_invoice_schedules": subscriptions.advance_invoice_schedules(s, site, sub_id, form)})
 
 
 @router.post("/subscriptions/{sub_id}/usages", summary="Record a usage")
