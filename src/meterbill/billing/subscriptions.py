@@ -676,7 +676,7 @@ def _change_with_term_reset(session: Session, site: Site, sub: Subscription, new
     sub.billing_anchor, sub.term_index = at, 0
     new_term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
     sub.current_term_start, sub.current_term_end = new_term
-    sub.next_action_at = new_term[1] if sub.status == "active" else min(new_term[1], sub.cancelled_at or new_term[1])
+    sub.next_action_at = _due(sub)
     lines = usage + _recurring_lines(session, site, sub, new_items, *new_term, new_term)
     invoice = _invoice(session, site, sub, lines, at, pending=False, period=new_term)
     return Outcome(invoice=invoice, credit_notes=notes)
@@ -718,7 +718,7 @@ def _schedule_cancel(session: Session, site: Site, sub: Subscription, at: dateti
         Subscription, Outcome]:
     sub.status = "non_renewing"
     sub.cancelled_at = at
-    sub.next_action_at = min(at, sub.current_term_end) if sub.current_term_end else at
+    sub.next_action_at = _due(sub)
     sub.data = {**sub.data, "cancel_schedule_created_at": unix(now)}
     records.touch(sub, now)
     events.record_event(session, site, "subscription_cancellation_scheduled", now, content(session, site, sub))
@@ -731,7 +731,8 @@ def remove_scheduled_cancellation(session: Session, site: Site, sub_id: str, for
     if sub.status != "non_renewing":
         raise InvalidState(f"Subscription {sub_id} has no scheduled cancellation")
     now = records.site_clock(site).now()
-    sub.status, sub.cancelled_at, sub.next_action_at = "active", None, sub.current_term_end
+    sub.status, sub.cancelled_at = "active", None
+    sub.next_action_at = _due(sub)
     records.touch(sub, now)
     events.record_event(session, site, "subscription_scheduled_cancellation_removed", now,
                         content(session, site, sub))
@@ -811,16 +812,18 @@ def _pause(session: Session, site: Site, sub: Subscription, at: datetime, *, inv
         Invoice | None):
     """The pause takes effect. The usage of the term so far is invoiced when the term is over
     or when asked (`unbilled_charges_handling=invoice`); otherwise it waits for the
-    resumption's invoice, or the renewal when the subscription resumes within its term."""
+    resumption's invoice, or the renewal when the subscription resumes within its term.
+    A subscription created with `create_pending_invoices` always gets its pending invoice
+    here: usage billed elsewhere (pushed by the connector from m3ter) for the stretch the
+    pause ends lands on it, as on a cancellation's."""
     term = _term(sub)
-    bill = at >= term[1] or invoice_unbilled
+    bill = at >= term[1] or invoice_unbilled or bool(sub.data.get("create_pending_invoices"))
     lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) + _term_end_charges(sub) if bill else []
     sub.status = "paused"
     sub.data = {**sub.data, "pause_date": unix(at)}
     sub.next_action_at = _due(sub)
     records.touch(sub, at)
-    # With pending invoices the invoice is raised even empty: usage billed elsewhere (pushed by
-    # the connector from m3ter) needs an invoice for the stretch that the pause ended.
+    # With pending invoices it is raised even empty, for the usage billed elsewhere.
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub),
                        period=(term[0], min(at, term[1]))) if bill else None
     events.record_event(session, site, "subscription_paused", at, content(session, site, sub, invoice))

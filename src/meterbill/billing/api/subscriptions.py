@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from meterbill.billing import customers, invoices, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.models import Customer
+from meterbill.billing.wire import CatalogRestricted, OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -215,3 +216,33 @@ async def subscriptions_for_customer(customer_id: str, request: Request) -> JSON
         return listing([{"subscription": subscriptions.render(s, site, sub)} for sub in rows], offset)
 
     return await handle(request, run)
+
+
+def _refused(method: str, path: str, error: Exception) -> None:
+    async def endpoint(request: Request) -> JSONResponse:
+        def run(s, site, form):
+            raise error
+
+        return await handle(request, run)
+
+    router.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+
+
+# Operations on one subscription that this server does not offer, answered by name.
+for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_unbilled_charges",
+                   "import_contract_term", "remove_coupons"):
+    _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
+        f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
+
+# Product Catalog 1.0 (plan and addon) operations, with the 2.0 operation to use instead.
+for _method, _path, _operation, _instead in (
+        ("POST", "/subscriptions", "create", "create_with_items"),
+        ("POST", "/customers/{customer_id}/subscriptions", "create_for_customer", "create_with_items"),
+        ("POST", "/customers/{customer_id}/import_subscription", "import_for_customer", "import_for_items"),
+        ("POST", "/subscriptions/{sub_id}", "update", "update_for_items"),
+        ("POST", "/subscriptions/{sub_id}/cancel", "cancel", "cancel_for_items"),
+        ("POST", "/subscriptions/{sub_id}/charge_addon_at_term_end", "charge_addon_at_term_end",
+         "add_charge_at_term_end")):
+    _refused(_method, _path, CatalogRestricted(
+        f"subscription.{_operation} belongs to Product Catalog 1.0; this site uses Product Catalog 2.0: "
+        f"use subscription.{_instead}"))
