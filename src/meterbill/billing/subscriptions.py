@@ -61,11 +61,11 @@ class SubscriptionItemParams(Params):
     charge_on_option: Literal["immediately", "on_event"] | None = None
 
 
-class CreateWithItems(Params):
+class SubscriptionAttributes(Params):
+    """What a new subscription keeps as given, whether created or imported."""
+
     id: Id | None = None
     subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
-    start_date: UnixTime | None = None
-    trial_end: UnixTime | None = None
     billing_cycles: int | None = Field(default=None, ge=1)
     net_term_days: int | None = Field(default=None, ge=0, le=365)
     auto_collection: Literal["on", "off"] | None = None
@@ -73,8 +73,13 @@ class CreateWithItems(Params):
     invoice_notes: Text | None = None
     meta_data: MetaData | None = None
     create_pending_invoices: bool | None = None
-    first_invoice_pending: bool | None = None
     auto_close_invoices: bool | None = None
+
+
+class CreateWithItems(SubscriptionAttributes):
+    start_date: UnixTime | None = None
+    trial_end: UnixTime | None = None
+    first_invoice_pending: bool | None = None
     mandatory_items_to_remove: list[Id] | None = None
 
 
@@ -164,9 +169,7 @@ class OverrideBillingProfile(Params):
     payment_source_id: Id | None = None
 
 
-class ImportForItems(Params):
-    id: Id | None = None
-    subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
+class ImportForItems(SubscriptionAttributes):
     status: Literal["future", "in_trial", "active", "non_renewing", "paused", "cancelled"]
     start_date: UnixTime | None = None
     trial_start: UnixTime | None = None
@@ -179,15 +182,7 @@ class ImportForItems(Params):
     pause_date: UnixTime | None = None
     resume_date: UnixTime | None = None
     create_current_term_invoice: bool = False
-    billing_cycles: int | None = Field(default=None, ge=1)
-    net_term_days: int | None = Field(default=None, ge=0, le=365)
-    auto_collection: Literal["on", "off"] | None = None
-    po_number: Text | None = None
-    invoice_notes: Text | None = None
-    meta_data: MetaData | None = None
     cancel_reason_code: Text | None = None
-    create_pending_invoices: bool | None = None
-    auto_close_invoices: bool | None = None
 
 
 class Resume(Params):

@@ -130,22 +130,21 @@ async def delete_subscription(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
-@router.get("/subscriptions/{sub_id}/discounts", summary="A subscription's discounts (none: not modelled)")
-async def list_discounts(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        subscriptions.none_listed(s, site, sub_id, form, subscriptions.DISCOUNTS)
-        return listing([], None)
+def _none_listed(path: str, summary: str, operation) -> None:
+    """GET /subscriptions/{id}/<path>: a list of what is not modelled, so always empty."""
 
-    return await handle(request, run)
+    async def endpoint(sub_id: str, request: Request) -> JSONResponse:
+        def run(s, site, form):
+            subscriptions.none_listed(s, site, sub_id, form, operation)
+            return listing([], None)
+
+        return await handle(request, run)
+
+    router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["GET"], summary=summary)
 
 
-@router.get("/subscriptions/{sub_id}/contract_terms", summary="A subscription's contract terms (none: not modelled)")
-async def contract_terms_for_subscription(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        subscriptions.none_listed(s, site, sub_id, form, subscriptions.CONTRACT_TERMS)
-        return listing([], None)
-
-    return await handle(request, run)
+_none_listed("discounts", "A subscription's discounts (none: not modelled)", subscriptions.DISCOUNTS)
+_none_listed("contract_terms", "A subscription's contract terms (none: not modelled)", subscriptions.CONTRACT_TERMS)
 
 
 @router.post("/subscriptions/{sub_id}/add_charge_at_term_end", summary="Charge once on the term's closing invoice")
