@@ -139,6 +139,7 @@ def test_operations_not_offered_are_refused_by_name(cb):
     before = cb.Subscription.retrieve("sub").subscription.resource_version
     catalog_1 = [
         (cb.Subscription.create, ({"plan_id": "basic"},), "create_with_items"),
+        (cb.Subscription.import_subscription, ({"plan_id": "basic", "status": "active"},), "import_for_items"),
         (cb.Subscription.create_for_customer, ("cust", {"plan_id": "basic"}), "create_with_items"),
         (cb.Subscription.import_for_customer, ("cust", {"plan_id": "basic", "status": "active"}), "import_for_items"),
         (cb.Subscription.update, ("sub", {"plan_id": "basic"}), "update_for_items"),
@@ -155,9 +156,12 @@ def test_operations_not_offered_are_refused_by_name(cb):
         (cb.Subscription.import_unbilled_charges, ("sub", {"unbilled_charges": [{"amount": 100, "date_from": JAN01,
                                                                                  "date_to": JAN01}]})),
         (cb.Subscription.import_contract_term, ("sub", {})),
-        (cb.Subscription.remove_coupons, ("sub", {})),
     ]
     for call, args in not_offered:
         err = _error(call, *args)
         assert (err.http_status_code, err.api_error_code) == (400, "operation_not_supported"), call
+    # Coupons are not modelled: removing all of them changes nothing; a named one is not applied.
+    assert cb.Subscription.remove_coupons("sub").subscription.resource_version == before
+    err = _error(cb.Subscription.remove_coupons, "sub", {"coupon_ids": ["SAVE10"]})
+    assert (err.http_status_code, err.param) == (400, "coupon_ids[0]")
     assert cb.Subscription.retrieve("sub").subscription.resource_version == before

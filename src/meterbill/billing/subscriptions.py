@@ -185,6 +185,10 @@ class ImportForItems(SubscriptionAttributes):
     cancel_reason_code: Text | None = None
 
 
+class RemoveCoupons(Params):
+    coupon_ids: list[Id] | None = None
+
+
 class Resume(Params):
     resume_option: Literal["immediately", "specific_date"] = "immediately"
     resume_date: UnixTime | None = None
@@ -1210,6 +1214,17 @@ def import_for_items(session: Session, site: Site, customer_id: str, form: dict[
         invoice = _invoice(session, site, sub, lines, now, pending=False, first=True, period=(term_start, term_end))
     events.record_event(session, site, "subscription_created", now, content(session, site, sub, invoice, customer))
     return sub, Outcome(invoice=invoice)
+
+
+def remove_coupons(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """Coupons are not modelled, so a subscription has none: removing all of them changes
+    nothing, and a named one is not applied."""
+    sub = get(session, site, sub_id)
+    params = parse(RemoveCoupons, form)
+    if params.coupon_ids:
+        raise InvalidInput(f"coupon_ids[0] : coupon {params.coupon_ids[0]} is not applied to this subscription",
+                           param="coupon_ids[0]")
+    return sub
 
 
 def advance_invoice_schedules(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> list[Any]:

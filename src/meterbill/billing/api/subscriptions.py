@@ -12,7 +12,6 @@ from meterbill.billing.wire import CatalogRestricted, OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "subscriptions")
 refuse_unsupported(router, "usages")
 
 
@@ -102,6 +101,12 @@ async def remove_scheduled_pause(sub_id: str, request: Request) -> JSONResponse:
 async def remove_scheduled_resumption(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: _body(
         s, site, subscriptions.remove_scheduled_resumption(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/remove_coupons", summary="Remove coupons (none: not modelled)")
+async def remove_coupons(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_coupons(s, site, sub_id, form)))
 
 
 @router.post("/subscriptions/{sub_id}/remove_scheduled_changes", summary="Drop the changes scheduled for term end")
@@ -229,12 +234,14 @@ def _refused(method: str, path: str, error: Exception) -> None:
 
 # Operations on one subscription that this server does not offer, answered by name.
 for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_unbilled_charges",
-                   "import_contract_term", "remove_coupons"):
+                   "import_contract_term"):
     _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
         f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
 
 # Product Catalog 1.0 (plan and addon) operations, with the 2.0 operation to use instead.
 for _method, _path, _operation, _instead in (
+        # Before POST /subscriptions/{sub_id}, which would take "import_subscription" for an id.
+        ("POST", "/subscriptions/import_subscription", "import_subscription", "import_for_items"),
         ("POST", "/subscriptions", "create", "create_with_items"),
         ("POST", "/customers/{customer_id}/subscriptions", "create_for_customer", "create_with_items"),
         ("POST", "/customers/{customer_id}/import_subscription", "import_for_customer", "import_for_items"),
