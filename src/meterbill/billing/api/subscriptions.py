@@ -76,6 +76,11 @@ def _subscription_change(path: str, summary: str, operation) -> None:
     router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["POST"], summary=summary)
 
 
+def _subscription_action(path: str, summary: str, operation) -> None:
+    """POST /subscriptions/{id}/<path>: the operation returns the subscription alone."""
+    _subscription_change(path, summary, lambda s, site, sub_id, form: (operation(s, site, sub_id, form), None))
+
+
 _subscription_change("update_for_items", "Change a subscription's items", subscriptions.update_for_items)
 _subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.cancel_for_items)
 _subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
@@ -83,36 +88,12 @@ _subscription_change("pause", "Pause a subscription now or at a date", subscript
 _subscription_change("change_term_end", "Move the current term's end", subscriptions.change_term_end)
 _subscription_change("charge_future_renewals", "Invoice the next renewals now", subscriptions.charge_future_renewals)
 _subscription_change("resume", "Resume a paused subscription now or at a date", subscriptions.resume)
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")
-async def remove_scheduled_cancellation(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_cancellation(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_pause", summary="Keep a subscription from pausing")
-async def remove_scheduled_pause(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_pause(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_resumption", summary="Keep a paused subscription paused")
-async def remove_scheduled_resumption(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_resumption(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_coupons", summary="Remove coupons (none: not modelled)")
-async def remove_coupons(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_coupons(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_changes", summary="Drop the changes scheduled for term end")
-async def remove_scheduled_changes(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_changes(s, site, sub_id, form)))
+for _action, _summary in (("remove_scheduled_cancellation", "Keep a subscription renewing"),
+                         ("remove_scheduled_pause", "Keep a subscription from pausing"),
+                         ("remove_scheduled_resumption", "Keep a paused subscription paused"),
+                         ("remove_coupons", "Remove coupons (none: not modelled)"),
+                         ("remove_scheduled_changes", "Drop the changes scheduled for term end")):
+    _subscription_action(_action, _summary, getattr(subscriptions, _action))
 
 
 @router.get("/subscriptions/{sub_id}/retrieve_with_scheduled_changes",
