@@ -103,7 +103,6 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
 # (from chargebee 3.29.0's operations.py). Each is answered "not supported" by name; without
 # these routes `POST /customers/merge` would reach `POST /customers/{id}` as customer "merge".
 UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
-    "subscriptions": [("POST", "import_subscription", "subscription.import_subscription")],
     "invoices": [
         ("POST", "charge_addon", "invoice.charge_addon"), ("POST", "import_invoice", "invoice.import_invoice"),
     ],

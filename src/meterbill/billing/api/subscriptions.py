@@ -8,10 +8,10 @@ from fastapi.responses import JSONResponse
 from meterbill.billing import customers, invoices, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.models import Customer
+from meterbill.billing.wire import CatalogRestricted, OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "subscriptions")
 refuse_unsupported(router, "usages")
 
 
@@ -30,6 +30,15 @@ def _body(session, site, sub, outcome=None):
 async def create_with_items(customer_id: str, request: Request) -> JSONResponse:
     def run(s, site, form):
         sub, outcome = subscriptions.create_with_items(s, site, customer_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
+@router.post("/customers/{customer_id}/import_for_items", summary="Import a subscription in its current state")
+async def import_for_items(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.import_for_items(s, site, customer_id, form)
         return _body(s, site, sub, outcome)
 
     return await handle(request, run)
@@ -67,15 +76,95 @@ def _subscription_change(path: str, summary: str, operation) -> None:
     router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["POST"], summary=summary)
 
 
+def _subscription_action(path: str, summary: str, operation) -> None:
+    """POST /subscriptions/{id}/<path>: the operation returns the subscription alone."""
+    _subscription_change(path, summary, lambda s, site, sub_id, form: (operation(s, site, sub_id, form), None))
+
+
 _subscription_change("update_for_items", "Change a subscription's items", subscriptions.update_for_items)
 _subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.cancel_for_items)
 _subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
+_subscription_change("pause", "Pause a subscription now or at a date", subscriptions.pause)
+_subscription_change("change_term_end", "Move the current term's end", subscriptions.change_term_end)
+_subscription_change("charge_future_renewals", "Invoice the next renewals now", subscriptions.charge_future_renewals)
+_subscription_change("resume", "Resume a paused subscription now or at a date", subscriptions.resume)
+for _action, _summary in (("remove_scheduled_cancellation", "Keep a subscription renewing"),
+                         ("remove_scheduled_pause", "Keep a subscription from pausing"),
+                         ("remove_scheduled_resumption", "Keep a paused subscription paused"),
+                         ("remove_coupons", "Remove coupons (none: not modelled)"),
+                         ("remove_scheduled_changes", "Drop the changes scheduled for term end")):
+    _subscription_action(_action, _summary, getattr(subscriptions, _action))
 
 
-@router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")
-async def remove_scheduled_cancellation(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_cancellation(s, site, sub_id, form)))
+@router.get("/subscriptions/{sub_id}/retrieve_with_scheduled_changes",
+            summary="The subscription as its scheduled changes will make it")
+async def retrieve_with_scheduled_changes(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub = subscriptions.with_scheduled_changes(s, site, sub_id, form)
+        return envelope(subscription=subscriptions.render(s, site, sub, subscriptions.scheduled_items(sub)),
+                        customer=customers.render(s.get(Customer, (site.id, sub.customer_id))))
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/delete", summary="Delete a subscription and its usages")
+async def delete_subscription(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        body, customer = subscriptions.delete(s, site, sub_id, form)
+        return envelope(subscription=body, customer=customers.render(customer))
+
+    return await handle(request, run)
+
+
+def _none_listed(path: str, summary: str, operation) -> None:
+    """GET /subscriptions/{id}/<path>: a list of what is not modelled, so always empty."""
+
+    async def endpoint(sub_id: str, request: Request) -> JSONResponse:
+        def run(s, site, form):
+            subscriptions.none_listed(s, site, sub_id, form, operation)
+            return listing([], None)
+
+        return await handle(request, run)
+
+    router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["GET"], summary=summary)
+
+
+_none_listed("discounts", "A subscription's discounts (none: not modelled)", subscriptions.DISCOUNTS)
+_none_listed("contract_terms", "A subscription's contract terms (none: not modelled)", subscriptions.CONTRACT_TERMS)
+
+
+@router.post("/subscriptions/{sub_id}/add_charge_at_term_end", summary="Charge once on the term's closing invoice")
+async def add_charge_at_term_end(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub = subscriptions.add_charge_at_term_end(s, site, sub_id, form)
+        return envelope(estimate=subscriptions.term_end_estimate(s, site, sub))
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/regenerate_invoice", summary="Invoice the current term again after a void")
+async def regenerate_invoice(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        subscriptions.regenerate_invoice(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/move", summary="Move a subscription to another customer")
+async def move(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(subscription=subscriptions.render(
+        s, site, subscriptions.move(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/override_billing_profile", summary="Set the subscription's auto collection")
+async def override_billing_profile(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(subscription=subscriptions.render(
+        s, site, subscriptions.override_billing_profile(s, site, sub_id, form))))
+
+
+@router.get("/subscriptions/{sub_id}/retrieve_advance_invoice_schedule",
+            summary="A subscription's advance invoice schedules (none: not modelled)")
+async def retrieve_advance_invoice_schedule(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "advance_invoice_schedules": subscriptions.advance_invoice_schedules(s, site, sub_id, form)})
 
 
 @router.post("/subscriptions/{sub_id}/usages", summary="Record a usage")
@@ -112,3 +201,35 @@ async def subscriptions_for_customer(customer_id: str, request: Request) -> JSON
         return listing([{"subscription": subscriptions.render(s, site, sub)} for sub in rows], offset)
 
     return await handle(request, run)
+
+
+def _refused(method: str, path: str, error: Exception) -> None:
+    async def endpoint(request: Request) -> JSONResponse:
+        def run(s, site, form):
+            raise error
+
+        return await handle(request, run)
+
+    router.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+
+
+# Operations on one subscription that this server does not offer, answered by name.
+for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_unbilled_charges",
+                   "import_contract_term"):
+    _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
+        f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
+
+# Product Catalog 1.0 (plan and addon) operations, with the 2.0 operation to use instead.
+for _method, _path, _operation, _instead in (
+        # Before POST /subscriptions/{sub_id}, which would take "import_subscription" for an id.
+        ("POST", "/subscriptions/import_subscription", "import_subscription", "import_for_items"),
+        ("POST", "/subscriptions", "create", "create_with_items"),
+        ("POST", "/customers/{customer_id}/subscriptions", "create_for_customer", "create_with_items"),
+        ("POST", "/customers/{customer_id}/import_subscription", "import_for_customer", "import_for_items"),
+        ("POST", "/subscriptions/{sub_id}", "update", "update_for_items"),
+        ("POST", "/subscriptions/{sub_id}/cancel", "cancel", "cancel_for_items"),
+        ("POST", "/subscriptions/{sub_id}/charge_addon_at_term_end", "charge_addon_at_term_end",
+         "add_charge_at_term_end")):
+    _refused(_method, _path, CatalogRestricted(
+        f"subscription.{_operation} belongs to Product Catalog 1.0; this site uses Product Catalog 2.0: "
+        f"use subscription.{_instead}"))
