@@ -11,7 +11,6 @@ from meterbill.billing.models import Customer
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "subscriptions")
 refuse_unsupported(router, "usages")
 
 
