@@ -29,6 +29,7 @@ from meterbill.billing import wire as billing_wire
 from meterbill.billing.api import catalog as billing_catalog_api
 from meterbill.billing.api import customers as billing_customers_api
 from meterbill.billing.api import events as billing_events_api
+from meterbill.billing.api import incompatible as billing_incompatible_api
 from meterbill.billing.api import invoices as billing_invoices_api
 from meterbill.billing.api import promotional_credits as billing_promotional_credits_api
 from meterbill.billing.api import subscriptions as billing_subscriptions_api
@@ -147,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(console_usage.router)
     app.include_router(console_mappings.router)
     app.add_exception_handler(console_web.LoginRequired, console_web.to_login)
+    app.include_router(billing_incompatible_api.router)
     app.include_router(billing_api.fallback_router)
     app.include_router(metering_api.fallback_router)
 

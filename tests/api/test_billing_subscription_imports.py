@@ -148,7 +148,7 @@ def test_operations_not_offered_are_refused_by_name(cb):
     ]
     for call, args, instead in catalog_1:
         err = _error(call, *args)
-        assert (err.http_status_code, err.api_error_code) == (400, "api_restricted"), call
+        assert (err.http_status_code, err.api_error_code) == (400, "configuration_incompatible"), call
         assert instead in err.json_obj["message"]
     not_offered = [
         (cb.Subscription.edit_advance_invoice_schedule, ("sub", {"terms_to_charge": 1})),

@@ -20,16 +20,17 @@ class PaymentMethodNotPresent(errors.InvalidInput):
     """A payment needs a payment source at a gateway, and the customer has none usable."""
 
 
-class CatalogRestricted(OperationNotSupported):
-    """A Product Catalog 1.0 operation (plans, addons): refused as Chargebee refuses it on a 2.0 site."""
+class ConfigurationIncompatible(errors.InvalidInput):
+    """An operation the site's configuration does not allow: Product Catalog 1.0 operations on a
+    Product Catalog 2.0 site, and features (e-invoicing, tax withholding) not enabled on it."""
 
 
 # domain error -> (HTTP status, api_error_code, error type). Chargebee omits `type`
 # on authentication failures, and the SDK then raises its base APIError.
 _ERROR_CODES: dict[type[errors.DomainError], tuple[int, str, str | None]] = {
-    CatalogRestricted: (400, "api_restricted", "invalid_request"),
     OperationNotSupported: (400, "operation_not_supported", "invalid_request"),
     PaymentMethodNotPresent: (400, "payment_method_not_present", "payment"),
+    ConfigurationIncompatible: (400, "configuration_incompatible", "invalid_request"),
     errors.NotFound: (404, "resource_not_found", "invalid_request"),
     errors.InvalidInput: (400, "param_wrong_value", "invalid_request"),
     errors.Duplicate: (400, "duplicate_entry", "invalid_request"),

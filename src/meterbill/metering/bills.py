@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import false, select, update
+from sqlalchemy import SQLColumnExpression, false, select, update
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import in_lists, new_id, rowcount, utcnow
 from meterbill.core.errors import InvalidInput, NotFound
+from meterbill.metering import search
 from meterbill.metering.billstatus import BillAction, BillStatus, require
 from meterbill.metering.events import record_event
 from meterbill.metering.models import Bill, BillJob, BillLineItem, BillVersion, ConfigEntity
 from meterbill.metering.paging import first_rows, keyset_page
+from meterbill.metering.search import Field, Kind
 
 # Credit and debit line items: made by hand on a PENDING bill, kept when the bill is recalculated.
 CREDIT_MEMO, DEBIT_MEMO = "CREDIT_MEMO", "DEBIT_MEMO"
@@ -234,11 +236,12 @@ def list_page(
     if locked is not None:
         query = query.where(Bill.locked == locked)
     if bill_date is not None:
-        query = query.where(Bill.period_end >= _midnight(bill_date), Bill.period_end < _midnight(bill_date, 1))
+        query = query.where(Bill.period_end >= search.day_start(bill_date),
+                            Bill.period_end < search.day_start(bill_date, 1))
     if bill_date_start is not None:
-        query = query.where(Bill.period_end >= _midnight(bill_date_start))
+        query = query.where(Bill.period_end >= search.day_start(bill_date_start))
     if bill_date_end is not None:
-        query = query.where(Bill.period_end < _midnight(bill_date_end))
+        query = query.where(Bill.period_end < search.day_start(bill_date_end))
     if billing_frequency:
         query = query.where(Bill.bill_frequency == billing_frequency)
     if external_invoice_dated:
@@ -247,8 +250,29 @@ def list_page(
     return keyset_page(session, query, Bill.id, page_size, next_token)
 
 
-def _midnight(day: date, plus_days: int = 0) -> datetime:
-    return datetime.combine(day + timedelta(days=plus_days), time(0), tzinfo=UTC)
+# The parameters m3ter's bill search allows (the SDK's docstring lists them). A bill's billDate is
+# its period's end. Bills here have no due date and record no lastModifiedBy: a search on
+# either matches no bill.
+SEARCH_FIELDS = {
+    "accountId": Field(Bill.account_id), "locked": Field(Bill.locked, Kind.BOOL),
+    "billDate": Field(Bill.period_end, Kind.INSTANT), "startDate": Field(Bill.period_start, Kind.INSTANT),
+    "endDate": Field(Bill.period_end, Kind.INSTANT), "dueDate": Field(None, Kind.ABSENT),
+    "billingFrequency": Field(Bill.bill_frequency), "id": Field(Bill.id), "createdBy": Field(Bill.created_by),
+    "dtCreated": Field(Bill.created_at, Kind.INSTANT), "lastModifiedBy": Field(None, Kind.ABSENT),
+    "ids": Field(Bill.id, Kind.LIST),
+}
+_SORTABLE: dict[str, SQLColumnExpression[Any]] = {
+    "id": Bill.id, "accountId": Bill.account_id, "accountCode": Bill.account_code, "billDate": Bill.period_end,
+    "startDate": Bill.period_start, "endDate": Bill.period_end, "billingFrequency": Bill.bill_frequency,
+    "status": Bill.status, "locked": Bill.locked, "billTotal": Bill.total, "currency": Bill.currency,
+    "version": Bill.version, "createdBy": Bill.created_by, "dtCreated": Bill.created_at,
+    "dtLastModified": Bill.modified_at, "dtApproved": Bill.approved_at,
+}
+
+
+def search_page(session: Session, org_id: str, request: search.SearchRequest) -> tuple[list[Bill], str | None]:
+    return search.run(session, select(Bill).where(Bill.organization_id == org_id), Bill.id, SEARCH_FIELDS,
+                      _SORTABLE.get, request)
 
 
 def render_line(bill: Bill, line: BillLineItem) -> dict[str, Any]:

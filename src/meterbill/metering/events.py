@@ -21,6 +21,13 @@ from meterbill.metering.models import ConfigEntity, MeteringEvent
 from meterbill.metering.paging import first_rows
 
 EVENT_TYPES = ("billing.bill.created", "billing.bill.updated", "billing.bill.deleted")
+# The fields of each event type's `eventData`, with their types (m3ter's List Event Fields).
+_BILL_EVENT_FIELDS = {"accountId": "String", "resourceId": "String"}
+EVENT_FIELDS: dict[str, dict[str, str]] = {
+    "billing.bill.created": {**_BILL_EVENT_FIELDS, "status": "String"},
+    "billing.bill.updated": {**_BILL_EVENT_FIELDS, "status": "String"},
+    "billing.bill.deleted": _BILL_EVENT_FIELDS,
+}
 # The categories m3ter's event list filters on (`eventType`).
 EVENT_CATEGORIES = ("Notification", "IntegrationEvent", "IngestValidationFailure", "DataExportJobFailure")
 WEBHOOK_TOPIC = "metering.webhook_delivery"
@@ -92,6 +99,16 @@ def render(event: MeteringEvent) -> dict[str, Any]:
             "eventData": {"accountId": event.account_id, "resourceId": event.resource_id, **event.payload},
         },
     }
+
+
+def fields(event_name: str | None) -> dict[str, dict[str, str]]:
+    """Every event type's fields, or one type's; an unknown type is refused, not answered empty."""
+    if event_name is None:
+        return EVENT_FIELDS
+    if event_name not in EVENT_FIELDS:
+        raise InvalidInput(f"eventName: no event type {event_name}; the types are {', '.join(EVENT_TYPES)}",
+                           param="eventName")
+    return {event_name: EVENT_FIELDS[event_name]}
 
 
 def get(session: Session, org_id: str, event_id: str) -> MeteringEvent:

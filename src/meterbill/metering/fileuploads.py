@@ -38,6 +38,8 @@ FILE_UPLOAD_TOPIC = "metering.file_upload"
 CHUNK_BYTES = 1 << 20
 BATCH_ROWS = 1000
 UPLOAD_URL_TTL = timedelta(minutes=15)
+DOWNLOAD_URL_TTL = timedelta(minutes=5)  # m3ter's presigned download URLs last 5 minutes
+ORIGINAL, FAILED_ROWS = "original", "failed"  # what a download URL gives: the file, or its refused rows
 CONTENT_TYPES = ("application/json", "text/json", "application/x-ndjson", "application/jsonl")
 NOT_UPLOADED, RUNNING, FAILED, SUCCEEDED = "notUploaded", "running", "failed", "succeeded"
 
@@ -60,6 +62,39 @@ def create_job(
 
 def upload_token(vault: Vault, job: FileUploadJob) -> str:
     return vault.sign_token({"upload": job.id, "org": job.organization_id}, int(UPLOAD_URL_TTL.total_seconds()))
+
+
+def download_token(vault: Vault, job: FileUploadJob, what: str) -> str:
+    """The credential of a download URL: one job's file (ORIGINAL) or its refused rows (FAILED_ROWS)."""
+    if job.status == NOT_UPLOADED:
+        raise InvalidState(f"file upload job {job.id} has no file yet")
+    claims: dict[str, object] = {"download": job.id, "org": job.organization_id, "what": what}
+    return vault.sign_token(claims, int(DOWNLOAD_URL_TTL.total_seconds()))
+
+
+def check_download(vault: Vault, org_id: str, job_id: str, token: str, what: str) -> None:
+    claims = vault.verify_token(token)
+    if claims is None or claims.get("download") != job_id or claims.get("org") != org_id or claims.get("what") != what:
+        raise Forbidden("the download URL is invalid or has expired", param="token")
+
+
+def original_file(db: Database, job_id: str) -> Iterator[bytes]:
+    """The uploaded bytes as they came, chunk by chunk (the file can be larger than memory)."""
+    return _byte_chunks(db, job_id)
+
+
+def failed_rows(db: Database, job_id: str) -> Iterator[bytes]:
+    """The refused rows as JSON lines `{"row", "message"}`, in row order, a page at a time."""
+    after = 0
+    while True:
+        with db.read() as session:
+            page = list(session.scalars(select(FileUploadError).where(
+                FileUploadError.job_id == job_id, FileUploadError.row > after,
+            ).order_by(FileUploadError.row).limit(BATCH_ROWS)))
+        if not page:
+            return
+        yield b"".join(json.dumps({"row": e.row, "message": e.message}).encode() + b"\n" for e in page)
+        after = page[-1].row
 
 
 def get_job(session: Session, org_id: str, job_id: str) -> FileUploadJob:

@@ -348,6 +348,16 @@ class ApproveBillsBody(BaseModel):
     bill_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
 
 
+class EndDateBillingEntitiesBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    billing_entities: Annotated[
+        list[Literal["CONTRACT", "ACCOUNTPLAN", "PREPAYMENT", "PRICINGS", "COUNTER_PRICINGS"]], Field(min_length=1)
+    ]
+    end_date: Timestamp
+    apply_to_children: bool = False
+
+
 class RecalculateBillsBody(WireModel):
     bill_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
 

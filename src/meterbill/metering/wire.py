@@ -6,11 +6,6 @@ from fastapi.responses import JSONResponse
 
 from meterbill.core import errors
 
-
-class NotSupported(errors.DomainError):
-    """An m3ter operation this server does not offer (501, never retried)."""
-
-
 _STATUS: dict[type[errors.DomainError], int] = {
     errors.NotFound: 404,
     errors.InvalidInput: 400,
@@ -20,7 +15,6 @@ _STATUS: dict[type[errors.DomainError], int] = {
     errors.AuthenticationFailed: 401,
     errors.Forbidden: 403,
     errors.PayloadTooLarge: 403,
-    NotSupported: 501,
 }
 
 
@@ -30,8 +24,7 @@ def error_response(status: int, message: str, *, field: str | None = None) -> JS
         body["field"] = field
     # The m3ter SDK retries 408/409/429/5xx by default; a refusal that would fail
     # identically again (stale version, duplicate) must tell it not to.
-    # 501 (not supported) is as final as a 4xx.
-    headers = {"x-should-retry": "false"} if (status < 500 and status != 429) or status == 501 else None
+    headers = {"x-should-retry": "false"} if status < 500 and status != 429 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -18,7 +18,7 @@ from meterbill.billing import sites
 from meterbill.billing.models import IdempotentResponse, Site
 from meterbill.billing.wire import OperationNotSupported, parse_form
 from meterbill.core.db import utcnow
-from meterbill.core.errors import AuthenticationFailed, InvalidInput, PayloadTooLarge
+from meterbill.core.errors import AuthenticationFailed, DomainError, InvalidInput, PayloadTooLarge
 from meterbill.core.runtime import Runtime
 from meterbill.core.security import parse_basic_auth
 from meterbill.core.wirejson import ExactJSONResponse
@@ -103,9 +103,7 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
 # (from chargebee 3.29.0's operations.py). Each is answered "not supported" by name; without
 # these routes `POST /customers/merge` would reach `POST /customers/{id}` as customer "merge".
 UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
-    "invoices": [
-        ("POST", "charge_addon", "invoice.charge_addon"), ("POST", "import_invoice", "invoice.import_invoice"),
-    ],
+    "invoices": [("POST", "import_invoice", "invoice.import_invoice")],
     "credit_notes": [("POST", "import_credit_note", "credit_note.import_credit_note")],
     "usages": [("POST", "pdf", "usage.pdf")],
 }
@@ -115,13 +113,15 @@ def refuse_unsupported(router: APIRouter, resource: str) -> None:
     """Register the resource's unsupported literal operations; call before its `{id}` routes."""
     for method, literal, operation in UNSUPPORTED[resource]:
         path = f"/{resource}/{literal}"
-        router.add_api_route(path, _not_supported(f"{operation} ({method} /api/v2{path})"), methods=[method],
-                             include_in_schema=False)
+        name = f"{operation} ({method} /api/v2{path})"
+        router.add_api_route(path, refusal(OperationNotSupported, f"{name} is not supported by this server"),
+                             methods=[method], include_in_schema=False)
 
 
-def _not_supported(name: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+def refusal(error: type[DomainError], message: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """An endpoint that authenticates the caller, then refuses with `error` (and changes nothing)."""
     def run(s: Session, site: Site, form: dict[str, Any]) -> dict[str, Any]:
-        raise OperationNotSupported(f"{name} is not supported by this server")
+        raise error(message)
 
     async def endpoint(request: Request) -> JSONResponse:
         return await handle(request, run)

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from meterbill.billing import customers, invoices, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.models import Customer
-from meterbill.billing.wire import CatalogRestricted, OperationNotSupported
+from meterbill.billing.wire import OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -218,18 +218,3 @@ for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_sche
                    "import_contract_term"):
     _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
         f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
-
-# Product Catalog 1.0 (plan and addon) operations, with the 2.0 operation to use instead.
-for _method, _path, _operation, _instead in (
-        # Before POST /subscriptions/{sub_id}, which would take "import_subscription" for an id.
-        ("POST", "/subscriptions/import_subscription", "import_subscription", "import_for_items"),
-        ("POST", "/subscriptions", "create", "create_with_items"),
-        ("POST", "/customers/{customer_id}/subscriptions", "create_for_customer", "create_with_items"),
-        ("POST", "/customers/{customer_id}/import_subscription", "import_for_customer", "import_for_items"),
-        ("POST", "/subscriptions/{sub_id}", "update", "update_for_items"),
-        ("POST", "/subscriptions/{sub_id}/cancel", "cancel", "cancel_for_items"),
-        ("POST", "/subscriptions/{sub_id}/charge_addon_at_term_end", "charge_addon_at_term_end",
-         "add_charge_at_term_end")):
-    _refused(_method, _path, CatalogRestricted(
-        f"subscription.{_operation} belongs to Product Catalog 1.0; this site uses Product Catalog 2.0: "
-        f"use subscription.{_instead}"))

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
-from meterbill.metering import billconfig, billrun, bills, schemas
+from meterbill.metering import billconfig, billrun, bills, schemas, search
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.billstatus import BillStatus
 from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
@@ -101,6 +101,17 @@ def list_bills(
     with_lines, with_total = not query.flag("excludeLineItems"), query.flag("includeBillTotal") is not False
     items = [bills.render(session, b, with_lines=with_lines, with_total=with_total) for b in rows]
     return ExactJSONResponse(page_body(items, token))
+
+
+BILL_SEARCH = list_params(*search.SEARCH_PARAMS)
+
+
+@router.get("/bills/search", summary="Search bills (m3ter's searchQuery syntax)", openapi_extra=BILL_SEARCH.openapi)
+def search_bills(
+    caller: CallerDep, session: SessionDep, query: Annotated[ListQuery, BILL_SEARCH.depends]
+) -> ExactJSONResponse:
+    rows, token = bills.search_page(session, caller.org_id, search.search_request(query))
+    return ExactJSONResponse(page_body([bills.render(session, b) for b in rows], token))
 
 
 @router.post("/bills/approve", summary="Approve bills")

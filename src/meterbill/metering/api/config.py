@@ -8,14 +8,14 @@ from meterbill.core.db import utcnow
 from meterbill.core.runtime import RuntimeDep, SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import config
-from meterbill.metering.api import unsupported_router
+from meterbill.metering.api import accounts as accounts_api
 from meterbill.metering.auth import CallerDep
 from meterbill.metering.config import RESOURCES, Resource
 from meterbill.metering.listquery import ListQuery, list_params
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
-# First, so `accounts/search` and the like are not taken for ids by the routes below.
-router.include_router(unsupported_router)
+# First, so `accounts/search` is not taken for an id by the routes below.
+router.include_router(accounts_api.router)
 
 def page(resource: Resource, entities: list, next_token: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"data": [config.render(e, resource) for e in entities]}

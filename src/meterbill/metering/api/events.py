@@ -10,7 +10,7 @@ from meterbill.core.runtime import SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import events
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.listquery import ListQuery, list_params
+from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
 from meterbill.metering.paging import page_body
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_response_class=ExactJSONResponse)
@@ -19,6 +19,14 @@ router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"], default_r
 @router.get("/events/types", summary="Event types")
 def event_types(caller: CallerDep) -> ExactJSONResponse:
     return ExactJSONResponse({"events": list(events.EVENT_TYPES)})
+
+
+FIELDS = retrieve_params("eventName")
+
+
+@router.get("/events/fields", summary="The fields of each event type", openapi_extra=FIELDS.openapi)
+def event_fields(caller: CallerDep, query: Annotated[ListQuery, FIELDS.depends]) -> ExactJSONResponse:
+    return ExactJSONResponse({"events": events.fields(query.text("eventName"))})
 
 
 EVENT_LIST = list_params(

@@ -7,15 +7,18 @@ from typing import Annotated
 
 import anyio.from_thread
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.core.runtime import RuntimeDep, SessionDep
+from meterbill.core.errors import InvalidInput, NotFound
+from meterbill.core.runtime import Runtime, RuntimeDep, SessionDep
 from meterbill.core.wirejson import ExactJSONResponse
 from meterbill.metering import fileuploads
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.listquery import ListQuery, list_params
+from meterbill.metering.listquery import ListQuery, list_params, retrieve_params
+from meterbill.metering.models import FileUploadJob
 from meterbill.metering.paging import page_body
 
 router = APIRouter(tags=["metering"], default_response_class=ExactJSONResponse)
@@ -100,6 +103,50 @@ def list_jobs(
 @router.get(PREFIX + "/jobs/{id}", summary="Retrieve a file upload job: status and row counts")
 def retrieve_job(id: str, caller: CallerDep, session: SessionDep) -> ExactJSONResponse:
     return ExactJSONResponse(fileuploads.render(fileuploads.get_job(session, caller.org_id, id)))
+
+
+@router.get(PREFIX + "/jobs/{id}/original", summary="A download URL for the file a job uploaded")
+def original_download_url(id: str, caller: CallerDep, session: SessionDep, runtime: RuntimeDep) -> ExactJSONResponse:
+    """`jobId` is the upload job's own id: the download needs no job of its own here."""
+    job = fileuploads.get_job(session, caller.org_id, id)
+    url = _download_url(runtime, job, fileuploads.ORIGINAL)
+    return ExactJSONResponse({"jobId": job.id, "url": url, "headers": {}})
+
+
+FAILED_INGEST = retrieve_params("file")
+
+
+@router.get("/organizations/{orgId}/measurements/failedIngest/getDownloadUrl",
+            summary="A download URL for the rows a file upload refused", openapi_extra=FAILED_INGEST.openapi)
+def failed_ingest_download_url(
+    caller: CallerDep, session: SessionDep, runtime: RuntimeDep, query: Annotated[ListQuery, FAILED_INGEST.depends]
+) -> ExactJSONResponse:
+    """`file` names a failed ingest: here, the id of the file upload job whose refused rows
+    (JSON lines `{"row", "message"}`) the URL downloads."""
+    file = query.text("file")
+    if file is None:
+        raise InvalidInput("file is required: the id of a file upload job", param="file")
+    job = fileuploads.get_job(session, caller.org_id, file)
+    return ExactJSONResponse({"url": _download_url(runtime, job, fileuploads.FAILED_ROWS)})
+
+
+def _download_url(runtime: Runtime, job: FileUploadJob, what: str) -> str:
+    token = fileuploads.download_token(runtime.vault, job, what)
+    prefix = PREFIX.format(orgId=job.organization_id)
+    return f"{runtime.settings.base_url()}{prefix}/jobs/{job.id}/{what}/download?token={token}"
+
+
+# The targets of the download URLs: the signed token stands in for the credentials.
+@router.get(PREFIX + "/jobs/{jobId}/{what}/download", include_in_schema=False)
+def download(orgId: str, jobId: str, what: str, runtime: RuntimeDep, token: str = Query()) -> StreamingResponse:
+    if what not in (fileuploads.ORIGINAL, fileuploads.FAILED_ROWS):
+        raise NotFound(f"no download {what}")
+    fileuploads.check_download(runtime.vault, orgId, jobId, token, what)
+    if what == fileuploads.ORIGINAL:
+        with runtime.db.read() as session:
+            content_type = fileuploads.get_job(session, orgId, jobId).content_type
+        return StreamingResponse(fileuploads.original_file(runtime.db, jobId), media_type=content_type)
+    return StreamingResponse(fileuploads.failed_rows(runtime.db, jobId), media_type="application/x-ndjson")
 
 
 @router.get(PREFIX + "/jobs/{id}/errors", summary="The rows a file upload job refused, with reasons")
