@@ -80,6 +80,8 @@ def _billing_resources(server, tenant: dict[str, str]) -> dict[str, str]:
         {"item_price_id": ids["basic_price"]}]})
     ids["credit_note"] = downgrade.credit_notes[0].id
     ids["event"] = cb.Event.list({"limit": 1}).list[0].event.id
+    ids["promotional_credit"] = cb.PromotionalCredit.add({
+        "customer_id": ids["customer"], "amount": 500, "description": "Goodwill"}).promotional_credit.id
     ids["endpoint"] = cb.WebhookEndpoint.create({
         "name": "Audit", "url": "http://127.0.0.1:9/audit", "basic_auth_username": "audit",
         "basic_auth_password": ENDPOINT_PASSWORD, "enabled_events": ["customer_created"]}).webhook_endpoint.id
@@ -161,7 +163,7 @@ BILLING_PARAMS = {
     ("subscriptions", "sub_id"): "sub", ("subscriptions", "subscription_id"): "sub",
     ("invoices", "invoice_id"): "invoice", ("credit_notes", "note_id"): "credit_note",
     ("events", "event_id"): "event", ("webhook_endpoints", "endpoint_id"): "endpoint",
-    ("mappings", "item_price_id"): "basic_price",
+    ("mappings", "item_price_id"): "basic_price", ("promotional_credits", "credit_id"): "promotional_credit",
 }
 FIXED_PARAMS = {"system": "Chargebee", "externalTable": "Customer", "entity": "Account", "name": "delorean"}
 
