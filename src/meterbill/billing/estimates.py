@@ -101,7 +101,8 @@ def render_credit_note(note: CreditNote) -> dict[str, Any]:
 def render_subscription(session: Session, site: Site, sub: Subscription, *, with_id: bool = True) -> dict[str, Any]:
     wire = subscriptions.render(session, site, sub)
     body = {"object": "subscription_estimate", "currency_code": sub.currency_code, "status": sub.status,
-            "next_billing_at": wire.get("next_billing_at")}
+            "next_billing_at": wire.get("next_billing_at"), "pause_date": wire.get("pause_date"),
+            "resume_date": wire.get("resume_date")}
     if with_id:
         body["id"] = sub.id
     return {k: v for k, v in body.items() if v is not None}
@@ -132,39 +133,56 @@ def _next_action(session: Session, site: Site, sub: Subscription, produced: Prod
     return produced.invoices[before] if len(produced.invoices) > before else None
 
 
-def _with_next_invoice(session: Session, site: Site, sub: Subscription, produced: Produced,
-                       body: dict[str, Any]) -> None:
-    """Add the invoice the subscription's next action raises, for an operation that bills nothing
-    now (a later start, a trial, a change or cancellation at the term's end). Run after the
-    subscription is rendered: the action moves it on."""
-    invoice = _next_action(session, site, sub, produced)
-    if invoice is not None:
-        body["next_invoice_estimate"] = render_invoice(invoice)
+SubscriptionOperation = Callable[[], tuple[Subscription, Any]]
+
+
+def _change(session: Session, site: Site, operation: SubscriptionOperation, *, sub_id_given: bool = True) -> dict[
+        str, Any]:
+    """Rehearse an operation on a subscription (create, change, cancel...): its invoice and credit
+    notes now; when it bills nothing now (a later start, a trial, a change or cancellation at the
+    term's end), the invoice the subscription's next action raises (`next_invoice_estimate`)."""
+    def run(produced: Produced) -> dict[str, Any]:
+        sub, _ = operation()
+        body = _estimate(session, site, sub=sub, sub_id_given=sub_id_given, produced=produced)
+        if not produced.invoices and not produced.credit_notes:
+            # After rendering the subscription: the action moves it on.
+            invoice = _next_action(session, site, sub, produced)
+            if invoice is not None:
+                body["next_invoice_estimate"] = render_invoice(invoice)
+        return body
+
+    return rehearse(session, run)
+
+
+def _lifted(form: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The form with the estimate's `subscription[name]` moved to the top level, where the real
+    operation takes it; a subscription[...] field the operation has no place for is refused by name."""
+    values = {k: v for k, v in form.items() if k != "subscription"}
+    given = form.get("subscription", {})
+    if not isinstance(given, dict):
+        raise InvalidInput("subscription : must be an object", param="subscription")
+    for name, value in given.items():
+        if name not in allowed:
+            raise OperationNotSupported(f"subscription[{name}] is not supported by this server",
+                                        param=f"subscription[{name}]")
+        values[name] = value
+    return values
 
 
 # --- creating a subscription ---------------------------------------------------------------------------
 
 
-# subscription[...] fields the real create takes at its top level.
-_SUBSCRIPTION_FIELDS = ("id", "trial_end", "start_date")
-# Top-level parameters of the estimate that the real create takes as they are.
-_CREATE_FIELDS = ("subscription_items", "billing_cycles", "mandatory_items_to_remove")
+# Parameters of the estimate that the real create takes as they are (subscription[...] ones lifted).
+_CREATE_FIELDS = ("id", "trial_end", "start_date", "subscription_items", "billing_cycles",
+                  "mandatory_items_to_remove")
 
 
 def _creation_form(form: dict[str, Any], *, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """The estimate's parameters as the real subscription_for_items create takes them; anything
-    else is refused by name (the invoice is always raised at once here, with existing credits)."""
+    """The estimate's parameters as the real subscription_for_items create takes them; `allowed`
+    ones are the caller's to use, anything else is refused by name."""
     sub_form: dict[str, Any] = {}
-    for key, value in form.items():
-        if key == "subscription":
-            if not isinstance(value, dict):
-                raise InvalidInput("subscription : must be an object", param="subscription")
-            for name, inner in value.items():
-                if name not in _SUBSCRIPTION_FIELDS:
-                    raise OperationNotSupported(f"subscription[{name}] is not supported by this server",
-                                                param=f"subscription[{name}]")
-                sub_form[name] = inner
-        elif key in _CREATE_FIELDS:
+    for key, value in _lifted(form, ("id", "trial_end", "start_date")).items():
+        if key in _CREATE_FIELDS:
             sub_form[key] = value
         elif key in ("invoice_immediately", "use_existing_balances") and key in allowed:
             # Both are what the real create does: invoice now, applying existing credits.
@@ -183,17 +201,6 @@ class EstimateCustomer(Params):
     customer_type: Literal["residential", "business", "senior_citizen", "industrial"] | None = None
 
 
-def _created(session: Session, site: Site, customer_id: str, sub_form: dict[str, Any],
-             produced: Produced) -> dict[str, Any]:
-    """The subscription created, with its first invoice; for one that starts later or in trial,
-    the invoice its start or trial end raises (`next_invoice_estimate`)."""
-    sub, _ = subscriptions.create_with_items(session, site, customer_id, sub_form)
-    body = _estimate(session, site, sub=sub, sub_id_given="id" in sub_form, produced=produced)
-    if not produced.invoices:
-        _with_next_invoice(session, site, sub, produced, body)
-    return body
-
-
 def create_subscription(session: Session, site: Site, form: dict[str, Any]) -> dict[str, Any]:
     """POST /estimates/create_subscription_for_items: a subscription for a customer not yet created,
     rehearsed with a customer created in the rolled-back savepoint."""
@@ -203,15 +210,16 @@ def create_subscription(session: Session, site: Site, form: dict[str, Any]) -> d
         customer_form.update(parse(EstimateCustomer, form["customer"]).model_dump(exclude_none=True))
     if "billing_address" in form:
         customer_form["billing_address"] = form["billing_address"]
-    return rehearse(session, lambda produced: _created(
-        session, site, customers.create(session, site, customer_form).id, sub_form, produced))
+    return _change(session, site, lambda: subscriptions.create_with_items(
+        session, site, customers.create(session, site, customer_form).id, sub_form), sub_id_given="id" in sub_form)
 
 
 def create_subscription_for_customer(session: Session, site: Site, customer_id: str,
                                      form: dict[str, Any]) -> dict[str, Any]:
     """POST /customers/{id}/create_subscription_for_items_estimate."""
     sub_form = _creation_form(form, allowed=("invoice_immediately", "use_existing_balances"))
-    return rehearse(session, lambda produced: _created(session, site, customer_id, sub_form, produced))
+    return _change(session, site, lambda: subscriptions.create_with_items(session, site, customer_id, sub_form),
+                   sub_id_given="id" in sub_form)
 
 
 # --- changing, renewing, cancelling --------------------------------------------------------------------
@@ -219,26 +227,12 @@ def create_subscription_for_customer(session: Session, site: Site, customer_id: 
 
 def update_subscription(session: Session, site: Site, form: dict[str, Any]) -> dict[str, Any]:
     """POST /estimates/update_subscription_for_items: `subscription[id]` names the subscription; the
-    other parameters go to the real update_for_items as they are (it refuses what it does not take).
-    A change that bills nothing now (end of term, or no proration) shows its next invoice."""
-    given = form.get("subscription")
-    if not isinstance(given, dict) or not given.get("id"):
+    other parameters go to the real update_for_items as they are (it refuses what it does not take)."""
+    change = _lifted(form, ("id",))
+    sub_id = change.pop("id", None)
+    if not sub_id:
         raise InvalidInput("subscription[id] : cannot be blank", param="subscription[id]")
-    for name in given:
-        if name != "id":
-            raise OperationNotSupported(f"subscription[{name}] is not supported by this server",
-                                        param=f"subscription[{name}]")
-    sub_id = str(given["id"])
-    change = {k: v for k, v in form.items() if k != "subscription"}
-
-    def run(produced: Produced) -> dict[str, Any]:
-        sub, _ = subscriptions.update_for_items(session, site, sub_id, change)
-        body = _estimate(session, site, sub=sub, produced=produced)
-        if not produced.invoices and not produced.credit_notes:
-            _with_next_invoice(session, site, sub, produced, body)
-        return body
-
-    return rehearse(session, run)
+    return _change(session, site, lambda: subscriptions.update_for_items(session, site, str(sub_id), change))
 
 
 class RenewalParams(Params):
@@ -304,17 +298,9 @@ def upcoming_invoices(session: Session, site: Site, customer_id: str, form: dict
 
 
 def cancel_subscription(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
-    """POST /subscriptions/{id}/cancel_subscription_for_items_estimate: the real cancel_for_items,
-    rehearsed; a cancellation scheduled for later shows the invoice it will raise then."""
-
-    def run(produced: Produced) -> dict[str, Any]:
-        sub, _ = subscriptions.cancel_for_items(session, site, sub_id, form)
-        body = _estimate(session, site, sub=sub, produced=produced)
-        if sub.status == "non_renewing":
-            _with_next_invoice(session, site, sub, produced, body)
-        return body
-
-    return rehearse(session, run)
+    """POST /subscriptions/{id}/cancel_subscription_for_items_estimate: the real cancel_for_items;
+    a cancellation scheduled for later shows the invoice it will raise then."""
+    return _change(session, site, lambda: subscriptions.cancel_for_items(session, site, sub_id, form))
 
 
 # --- one-off invoices ----------------------------------------------------------------------------------
