@@ -70,3 +70,40 @@ def test_addons_and_plans_both_count_but_charges_do_not():
         {"item_price_id": "plan", "item_type": "plan"}, {"item_price_id": "addon", "item_type": "addon"},
         {"item_price_id": "setup", "item_type": "charge"}]}
     assert {s.item_price_id for s in stretches([snapshot(view, at(1), 1)])} == {"plan", "addon"}
+
+
+def paused(items: list[str], pause: datetime, *, activated: datetime = JAN_1):
+    return {**sub("paused", items, activated=activated), "pause_date": unix(pause)}
+
+
+def test_a_pause_ends_the_stretch_at_its_date_and_a_resumption_starts_a_new_one():
+    history = [
+        *HISTORY,
+        # The paused event may arrive (and be seen) later than the pause itself.
+        snapshot(paused(["pro"], at(20)), at(21), 4),
+        # Resumed within the term: the old activation stays, the stretch starts at the resumption.
+        snapshot(sub("active", ["pro"]), at(25), 5),
+    ]
+    assert stretches(history) == [
+        Stretch("basic", at(1), at(16)),
+        Stretch("pro", at(16), at(20)),
+        Stretch("pro", at(25), None),
+    ]
+
+
+def test_an_out_of_term_resumption_starts_at_its_new_activation():
+    history = [
+        snapshot(sub("active", ["basic"]), at(1), 1),
+        snapshot(paused(["basic"], at(10)), at(10), 2),
+        # Seen only after a later change: the resumption's activation (Mar 15) is the start.
+        snapshot(sub("active", ["basic"], activated=at(15, 3)), at(20, 3), 3),
+    ]
+    assert stretches(history) == [Stretch("basic", at(1), at(10)), Stretch("basic", at(15, 3), None)]
+
+
+def test_a_scheduled_pause_bounds_the_open_stretch():
+    view = {**sub("active", ["basic"]), "pause_date": unix(at(1, 2))}
+    assert stretches([snapshot(view, at(10), 1)]) == [Stretch("basic", at(1), at(1, 2))]
+    # With a scheduled cancellation before it, the cancellation ends it.
+    view = {**sub("non_renewing", ["basic"], cancelled=at(20)), "pause_date": unix(at(1, 2))}
+    assert stretches([snapshot(view, at(10), 1)]) == [Stretch("basic", at(1), at(20))]

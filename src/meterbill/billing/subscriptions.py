@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from sqlalchemy import ColumnElement, case, exists, false, func, literal, null, select
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, events, invoices, records
@@ -41,7 +42,7 @@ from meterbill.billing.params import (
     unix,
 )
 from meterbill.core.db import must_get
-from meterbill.core.errors import Duplicate, InvalidInput, InvalidState
+from meterbill.core.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from meterbill.core.money import exact_minor_units, format_decimal
 from meterbill.core.pricing import prorate
 
@@ -112,6 +113,90 @@ class CancelForItems(Params):
 
 class Reactivate(Params):
     invoice_immediately: bool | None = None
+
+
+class Pause(Params):
+    pause_option: Literal["immediately", "end_of_term", "specific_date", "billing_cycles"] = "immediately"
+    pause_date: UnixTime | None = None
+    unbilled_charges_handling: Literal["no_action", "invoice"] | None = None
+    # No dunning runs here, so both "continue" and "stop" already hold.
+    invoice_dunning_handling: Literal["continue", "stop"] | None = None
+    skip_billing_cycles: int | None = Field(default=None, ge=1, le=1000)
+    resume_date: UnixTime | None = None
+
+
+class ChangeTermEnd(Params):
+    term_ends_at: UnixTime
+    prorate: bool | None = None
+    invoice_immediately: bool | None = None
+
+
+class ChargeFutureRenewals(Params):
+    terms_to_charge: int = Field(default=1, ge=1, le=100)
+    invoice_immediately: bool | None = None
+    # Advance invoice schedules (specific_dates, fixed_intervals) are not modelled.
+    schedule_type: Literal["immediate"] | None = None
+
+
+class AddChargeAtTermEnd(Params):
+    amount: MinorAmount | None = None
+    amount_in_decimal: DecimalText | None = None
+    description: Text
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+
+
+class RegenerateInvoice(Params):
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+    prorate: bool | None = None
+    invoice_immediately: bool | None = None
+
+
+class Move(Params):
+    to_customer_id: Id
+    # No payment sources are kept, so there is never one to copy.
+    copy_payment_source: bool | None = None
+
+
+class OverrideBillingProfile(Params):
+    auto_collection: Literal["on", "off"] | None = None
+    payment_source_id: Id | None = None
+
+
+class ImportForItems(Params):
+    id: Id | None = None
+    subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
+    status: Literal["future", "in_trial", "active", "non_renewing", "paused", "cancelled"]
+    start_date: UnixTime | None = None
+    trial_start: UnixTime | None = None
+    trial_end: UnixTime | None = None
+    current_term_start: UnixTime | None = None
+    current_term_end: UnixTime | None = None
+    started_at: UnixTime | None = None
+    activated_at: UnixTime | None = None
+    cancelled_at: UnixTime | None = None
+    pause_date: UnixTime | None = None
+    resume_date: UnixTime | None = None
+    create_current_term_invoice: bool = False
+    billing_cycles: int | None = Field(default=None, ge=1)
+    net_term_days: int | None = Field(default=None, ge=0, le=365)
+    auto_collection: Literal["on", "off"] | None = None
+    po_number: Text | None = None
+    invoice_notes: Text | None = None
+    meta_data: MetaData | None = None
+    cancel_reason_code: Text | None = None
+    create_pending_invoices: bool | None = None
+    auto_close_invoices: bool | None = None
+
+
+class Resume(Params):
+    resume_option: Literal["immediately", "specific_date"] = "immediately"
+    resume_date: UnixTime | None = None
+    # Unbilled charges are not modelled: the resumption's charges are invoiced at once.
+    charges_handling: Literal["invoice_immediately"] | None = None
+    # No payment gateway: nothing is collected, so there is nothing to schedule.
+    unpaid_invoices_handling: Literal["no_action"] | None = None
 
 
 @dataclass(frozen=True)
@@ -336,13 +421,8 @@ def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> 
     """First term from `at`: recurring charges in advance, one-off charges, no usage yet."""
     was_trial = sub.status == "in_trial"
     sub.status = "active"
-    sub.billing_anchor = at
-    sub.term_index = 0
     sub.started_at = sub.started_at or at
-    sub.activated_at = at
-    term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
-    sub.current_term_start, sub.current_term_end = term
-    sub.next_action_at = term[1]
+    term = _start_term(sub, at)
     records.touch(sub, at)
     lines = _recurring_lines(session, site, sub, sub.items, *term, term) + _charge_lines(session, site, sub,
                                                                                            sub.items, at)
@@ -351,6 +431,35 @@ def _activate(session: Session, site: Site, sub: Subscription, at: datetime) -> 
     events.record_event(session, site, "subscription_activated" if was_trial else "subscription_started", at,
                         content(session, site, sub, invoice))
     return invoice
+
+
+def _start_term(sub: Subscription, at: datetime) -> tuple[datetime, datetime]:
+    """A first term from `at`, which becomes the billing anchor (activation, out-of-term resumption)."""
+    sub.billing_anchor, sub.term_index, sub.activated_at = at, 0, at
+    term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
+    sub.current_term_start, sub.current_term_end = term
+    sub.next_action_at = _due(sub)
+    return term
+
+
+def _due(sub: Subscription) -> datetime | None:
+    """When the subscription's next action falls, from its status: a renewal, a scheduled
+    pause, a scheduled cancellation or a scheduled resumption, whichever comes first."""
+    if sub.status in ("active", "non_renewing"):
+        moments = [sub.current_term_end, _scheduled(sub, "pause_date")]
+    elif sub.status == "paused":
+        moments = [_scheduled(sub, "resume_date")]
+    else:
+        return sub.next_action_at
+    if sub.status != "active" and sub.cancelled_at is not None:
+        moments.append(sub.cancelled_at)
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
+
+
+def _scheduled(sub: Subscription, key: str) -> datetime | None:
+    value = sub.data.get(key)
+    return None if value is None else from_unix(value)
 
 
 def _term_if_started(sub: Subscription) -> tuple[datetime, datetime] | None:
@@ -380,9 +489,15 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
     sub.term_index += 1
     term = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, sub.term_index)
     sub.current_term_start, sub.current_term_end = term
-    sub.next_action_at = term[1]
+    sub.next_action_at = _due(sub)
     records.touch(sub, at)
-    lines = usage + _recurring_lines(session, site, sub, sub.items, *term, term)
+    advance = int(sub.data.get("advance_terms", 0))
+    if advance:  # this term was invoiced ahead by charge_future_renewals
+        sub.data = {**_without(sub.data, "advance_terms"), **({"advance_terms": advance - 1} if advance > 1 else {})}
+        recurring = []
+    else:
+        recurring = _recurring_lines(session, site, sub, sub.items, *term, term)
+    lines = usage + _term_end_charges(sub) + recurring
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub), period=ended)
     events.record_event(session, site, "subscription_renewed", at, content(session, site, sub, invoice, customer))
 
@@ -392,7 +507,7 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     """End now: bill the usage of the term so far, optionally credit unused recurring charges."""
     # No term when a subscription scheduled to cancel before it started reaches its cancel date.
     term = _term_if_started(sub)
-    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) if term else []
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) + _term_end_charges(sub) if term else []
     notes: tuple[Any, ...] = ()
     if credit_option in ("prorate", "full") and term and at < term[1]:
         start = term[0] if credit_option == "full" else at
@@ -405,6 +520,7 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     sub.status = "cancelled"
     sub.cancelled_at = at
     sub.next_action_at = None
+    sub.data = _without(sub.data, "pause_date", "resume_date")
     if term:
         sub.current_term_end = min(at, term[1])
     records.touch(sub, at)
@@ -429,8 +545,12 @@ def advance_subscription(session: Session, site: Site, sub: Subscription, until:
                 _activate(session, site, sub, at)
         elif sub.status == "in_trial":
             _activate(session, site, sub, at)
-        elif sub.status == "non_renewing" and sub.cancelled_at is not None and sub.cancelled_at <= at:
+        elif sub.status in ("non_renewing", "paused") and sub.cancelled_at is not None and sub.cancelled_at <= at:
             _cancel(session, site, sub, at)
+        elif sub.status == "paused":
+            _resume(session, site, sub, at)
+        elif sub.status in ("active", "non_renewing") and (pause := _scheduled(sub, "pause_date")) and pause <= at:
+            _pause(session, site, sub, at, invoice_unbilled=False)
         elif sub.status in ("active", "non_renewing"):
             _renew(session, site, sub, at)
         else:
@@ -630,6 +750,500 @@ def reactivate(session: Session, site: Site, sub_id: str, form: dict[str, Any]) 
     return sub, Outcome(invoice=invoice)
 
 
+# --- pause and resume ------------------------------------------------------------------------------------
+
+
+def pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    """Pause now or schedule a pause (and optionally the resumption). A paused subscription
+    does not renew: its next action is its resumption (or its scheduled cancellation)."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(Pause, form)
+    if sub.status not in ("active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only active or non-renewing subscriptions "
+                           "can be paused")
+    if "scheduled_items" in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them before pausing it")
+    if sub.data.get("advance_terms"):
+        raise InvalidState(f"Subscription {sub_id} has renewals invoiced in advance; it cannot be paused")
+    now = records.site_clock(site).now()
+    term = _term(sub)
+    option = params.pause_option
+    for name, allowed in (("pause_date", "specific_date"), ("skip_billing_cycles", "billing_cycles"),
+                          ("unbilled_charges_handling", "immediately")):
+        if getattr(params, name) is not None and option != allowed:
+            raise InvalidInput(f"{name} : applies only when pause_option is {allowed}", param=name)
+    if option == "specific_date":
+        if params.pause_date is None:
+            raise InvalidInput("pause_date : is required when pause_option is specific_date", param="pause_date")
+        at = from_unix(params.pause_date)
+        if at < now:
+            raise InvalidInput("pause_date : must not be in the past", param="pause_date")
+    else:
+        at = now if option == "immediately" else term[1]
+    if sub.cancelled_at is not None and at >= sub.cancelled_at:
+        raise InvalidInput("pause_date : must be before the scheduled cancellation", param="pause_date")
+    if option == "billing_cycles":
+        if params.skip_billing_cycles is None:
+            raise InvalidInput("skip_billing_cycles : is required when pause_option is billing_cycles",
+                               param="skip_billing_cycles")
+        if params.resume_date is not None:
+            raise InvalidInput("resume_date : follows from skip_billing_cycles", param="resume_date")
+        # Resumes when the skipped terms would have ended, on the subscription's own term grid.
+        resume: datetime | None = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period,
+                                              sub.term_index + 1 + params.skip_billing_cycles)[0]
+    else:
+        resume = None if params.resume_date is None else from_unix(params.resume_date)
+        if resume is not None and resume <= at:
+            raise InvalidInput("resume_date : must be after the pause date", param="resume_date")
+    sub.data = {**_without(sub.data, "pause_date", "resume_date"), "pause_date": unix(at)}
+    if resume is not None:
+        sub.data = {**sub.data, "resume_date": unix(resume)}
+    if at <= now:
+        invoice = _pause(session, site, sub, now, invoice_unbilled=params.unbilled_charges_handling == "invoice")
+        return sub, Outcome(invoice=invoice)
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_pause_scheduled", now, content(session, site, sub))
+    return sub, Outcome()
+
+
+def _pause(session: Session, site: Site, sub: Subscription, at: datetime, *, invoice_unbilled: bool) -> (
+        Invoice | None):
+    """The pause takes effect. The usage of the term so far is invoiced when the term is over
+    or when asked (`unbilled_charges_handling=invoice`); otherwise it waits for the
+    resumption's invoice, or the renewal when the subscription resumes within its term."""
+    term = _term(sub)
+    bill = at >= term[1] or invoice_unbilled
+    lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) + _term_end_charges(sub) if bill else []
+    sub.status = "paused"
+    sub.data = {**sub.data, "pause_date": unix(at)}
+    sub.next_action_at = _due(sub)
+    records.touch(sub, at)
+    # With pending invoices the invoice is raised even empty: usage billed elsewhere (pushed by
+    # the connector from m3ter) needs an invoice for the stretch that the pause ended.
+    invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub),
+                       period=(term[0], min(at, term[1]))) if bill else None
+    events.record_event(session, site, "subscription_paused", at, content(session, site, sub, invoice))
+    return invoice
+
+
+def resume(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[Subscription, Outcome]:
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(Resume, form)
+    if sub.status != "paused":
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only paused subscriptions can be resumed")
+    now = records.site_clock(site).now()
+    if params.resume_option == "immediately":
+        if params.resume_date is not None:
+            raise InvalidInput("resume_date : applies only when resume_option is specific_date", param="resume_date")
+        invoice = _resume(session, site, sub, now)
+        return sub, Outcome(invoice=invoice)
+    if params.resume_date is None:
+        raise InvalidInput("resume_date : is required when resume_option is specific_date", param="resume_date")
+    at = from_unix(params.resume_date)
+    if at <= now:
+        raise InvalidInput("resume_date : must be in the future", param="resume_date")
+    if sub.cancelled_at is not None and at >= sub.cancelled_at:
+        raise InvalidInput("resume_date : must be before the scheduled cancellation", param="resume_date")
+    sub.data = {**sub.data, "resume_date": unix(at)}
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_resumption_scheduled", now, content(session, site, sub))
+    return sub, Outcome()
+
+
+def _resume(session: Session, site: Site, sub: Subscription, at: datetime) -> Invoice | None:
+    """Within the paused term, the term (already invoiced) simply continues. After it, a new
+    term starts at the resumption and is invoiced in advance, with the old term's usage
+    that was left unbilled."""
+    term = _term(sub)
+    sub.data = _without(sub.data, "pause_date", "resume_date")
+    sub.status = "active" if sub.cancelled_at is None else "non_renewing"
+    invoice = None
+    if at >= term[1]:
+        usage = _usage_lines(session, site, sub, *term) + _term_end_charges(sub)
+        new_term = _start_term(sub, at)
+        lines = usage + _recurring_lines(session, site, sub, sub.items, *new_term, new_term)
+        invoice = _invoice(session, site, sub, lines, at, pending=False, period=new_term)
+    sub.next_action_at = _due(sub)
+    records.touch(sub, at)
+    events.record_event(session, site, "subscription_resumed", at, content(session, site, sub, invoice))
+    return invoice
+
+
+def remove_scheduled_pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    if sub.status not in ("active", "non_renewing") or "pause_date" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled pause")
+    now = records.site_clock(site).now()
+    sub.data = _without(sub.data, "pause_date", "resume_date")
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_pause_removed", now, content(session, site, sub))
+    return sub
+
+
+def remove_scheduled_resumption(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    if sub.status != "paused" or "resume_date" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled resumption")
+    now = records.site_clock(site).now()
+    sub.data = _without(sub.data, "resume_date")
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_resumption_removed", now,
+                        content(session, site, sub))
+    return sub
+
+
+# --- terms, scheduled changes, charges ahead ---------------------------------------------------------------
+
+
+def change_term_end(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    """Move the current term's end (a trial's end while in trial); later terms step from the
+    new end. With `prorate`, a longer term is charged and a shorter one credited."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(ChangeTermEnd, form)
+    _invoiced_now(params.invoice_immediately)
+    if sub.status not in ("in_trial", "active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; its term end cannot change")
+    now = records.site_clock(site).now()
+    term = _term(sub)
+    end = from_unix(params.term_ends_at)
+    if end <= now or end <= term[0]:
+        raise InvalidInput("term_ends_at : must be in the future and after the term's start", param="term_ends_at")
+    # A cancellation or pause scheduled at the term's end moves with it; one within the term must stay in it.
+    for key in ("cancelled_at", "pause_date"):
+        moment = sub.cancelled_at if key == "cancelled_at" else _scheduled(sub, key)
+        if moment is None or (key == "cancelled_at" and sub.status != "non_renewing"):
+            continue
+        if moment >= term[1]:
+            if key == "cancelled_at":
+                sub.cancelled_at = end
+            else:
+                sub.data = {**sub.data, key: unix(end)}
+        elif end <= moment:
+            raise InvalidInput(f"term_ends_at : must be after the scheduled {key.replace('_', ' ')}",
+                               param="term_ends_at")
+    sub.current_term_end = end
+    outcome = Outcome()
+    if sub.status == "in_trial":
+        sub.data = {**sub.data, "trial_end": unix(end)}
+        sub.next_action_at = end
+    else:
+        if params.prorate:
+            outcome = _term_end_proration(session, site, sub, term, end, now)
+        # The renewal steps to index 0 of the new anchor: [end, end + one period).
+        sub.billing_anchor, sub.term_index = end, -1
+        sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_changed", now, content(session, site, sub, outcome.invoice))
+    return sub, outcome
+
+
+def _term_end_proration(session: Session, site: Site, sub: Subscription, term: tuple[datetime, datetime],
+                        end: datetime, at: datetime) -> Outcome:
+    if end < term[1]:
+        credits = _recurring_lines(session, site, sub, sub.items, end, term[1], term, label=" (term shortened)")
+        if not credits:
+            return Outcome()
+        return Outcome(credit_notes=(invoices.create_credit_note(
+            session, site, customer_id=sub.customer_id, subscription_id=sub.id, currency=sub.currency_code,
+            lines=credits, at=at, reference_invoice_id=None, reason_code="subscription_change"),))
+    # The extension is priced term by term on the old grid, each part prorated against its term.
+    lines: list[Line] = []
+    index = sub.term_index + 1
+    while (grid := term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, index))[0] < end:
+        lines += _recurring_lines(session, site, sub, sub.items, grid[0], min(grid[1], end), grid,
+                                  label=" (term extended)")
+        index += 1
+    invoice = _invoice(session, site, sub, lines, at, pending=False, period=(term[1], end)) if lines else None
+    return Outcome(invoice=invoice)
+
+
+def _invoiced_now(invoice_immediately: bool | None) -> None:
+    if invoice_immediately is False:
+        raise InvalidInput("invoice_immediately : unbilled charges are not supported; charges are invoiced at once",
+                           param="invoice_immediately")
+
+
+def with_scheduled_changes(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id)
+    parse(Params, form)
+    if "scheduled_items" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled changes")
+    return sub
+
+
+def scheduled_items(sub: Subscription) -> list[dict[str, Any]]:
+    return list(sub.data["scheduled_items"])
+
+
+def remove_scheduled_changes(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    if "scheduled_items" not in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has no scheduled changes")
+    now = records.site_clock(site).now()
+    sub.data = _without(sub.data, "scheduled_items")
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_scheduled_changes_removed", now, content(session, site, sub))
+    return sub
+
+
+def charge_future_renewals(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    """Invoice the next `terms_to_charge` renewals now; those renewals then invoice no
+    recurring charges (usage in arrears still is)."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(ChargeFutureRenewals, form)
+    _invoiced_now(params.invoice_immediately)
+    if sub.status != "active" or _scheduled(sub, "pause_date") is not None:
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only active subscriptions without a scheduled "
+                           "pause can be charged ahead")
+    if "scheduled_items" in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them first")
+    now = records.site_clock(site).now()
+    ahead = int(sub.data.get("advance_terms", 0))
+    first = sub.term_index + 1 + ahead
+    lines: list[Line] = []
+    for index in range(first, first + params.terms_to_charge):
+        grid = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, index)
+        lines += _recurring_lines(session, site, sub, sub.items, *grid, grid)
+    start = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, first)[0]
+    end = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period,
+                      first + params.terms_to_charge - 1)[1]
+    invoice = _invoice(session, site, sub, lines, now, pending=False, period=(start, end)) if lines else None
+    sub.data = {**sub.data, "advance_terms": ahead + params.terms_to_charge}
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_changed", now, content(session, site, sub, invoice))
+    return sub, Outcome(invoice=invoice)
+
+
+def add_charge_at_term_end(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """A one-off charge for the invoice that closes the current term (renewal, cancellation or pause)."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(AddChargeAtTermEnd, form)
+    if sub.status not in ("active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; charges at term end need a live term")
+    if (params.amount is None) == (params.amount_in_decimal is None):
+        raise InvalidInput("amount : give amount or amount_in_decimal", param="amount")
+    amount = (Decimal(params.amount) if params.amount is not None
+              else exact_minor_units(params.amount_in_decimal or Decimal(0), sub.currency_code))
+    if amount <= 0:
+        raise InvalidInput("amount : must be positive", param="amount")
+    term = _term(sub)
+    start = from_unix(params.date_from) if params.date_from is not None else term[0]
+    end = from_unix(params.date_to) if params.date_to is not None else term[1]
+    if end < start:
+        raise InvalidInput("date_to : must not be before date_from", param="date_to")
+    charge = {"description": params.description, "amount": format_decimal(amount), "date_from": unix(start),
+              "date_to": unix(end)}
+    sub.data = {**sub.data, "term_end_charges": [*sub.data.get("term_end_charges", []), charge]}
+    records.touch(sub, records.site_clock(site).now())
+    return sub
+
+
+def _term_end_charges(sub: Subscription) -> list[Line]:
+    """The charges added for the term's end, taken off the subscription as they are invoiced."""
+    charges = sub.data.get("term_end_charges", [])
+    if charges:
+        sub.data = _without(sub.data, "term_end_charges")
+    return [Line(c["description"], "adhoc", None, Decimal(1), Decimal(c["amount"]), Decimal(c["amount"]),
+                 from_unix(c["date_from"]), from_unix(c["date_to"]), None, sub.id) for c in charges]
+
+
+def regenerate_invoice(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Invoice:
+    """The current term's recurring charges invoiced again, once its invoice was voided."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(RegenerateInvoice, form)
+    _invoiced_now(params.invoice_immediately)
+    if sub.status not in ("active", "non_renewing"):
+        raise InvalidState(f"Subscription {sub_id} is {sub.status}; it has no term to invoice")
+    term = _term(sub)
+    recurring = ("plan_item_price", "addon_item_price")
+    for issued in session.scalars(select(Invoice).where(
+            Invoice.site_id == site.id, Invoice.subscription_id == sub.id, Invoice.status != invoices.VOIDED)):
+        if any(line.get("entity_type") in recurring and line["date_from"] < unix(term[1])
+               and line["date_to"] > unix(term[0]) for line in issued.line_items):
+            raise InvalidState(f"Invoice {issued.id} already bills the current term; void it first")
+    start = from_unix(params.date_from) if params.date_from is not None else term[0]
+    end = from_unix(params.date_to) if params.date_to is not None else term[1]
+    if not term[0] <= start < end <= term[1]:
+        raise InvalidInput("date_from : the period must lie within the current term", param="date_from")
+    if params.prorate is False:
+        start, end = term
+    lines = _recurring_lines(session, site, sub, sub.items, start, end, term)
+    now = records.site_clock(site).now()
+    invoice = _invoice(session, site, sub, lines, now, pending=False, period=(start, end))
+    if invoice is None:
+        raise InvalidState(f"Subscription {sub_id} has no recurring charges to invoice")
+    return invoice
+
+
+def delete(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[dict[str, Any], Customer]:
+    """Gone for good, with its usages. Its invoices and credit notes stay, so document numbers
+    keep no gaps. Returns the subscription as it was, for the answer."""
+    sub = get(session, site, sub_id, for_update=True)
+    parse(Params, form)
+    now = records.site_clock(site).now()
+    customer = must_get(session, Customer, (site.id, sub.customer_id))
+    body = {**render(session, site, sub), "deleted": True}
+    session.execute(sa_delete(Usage).where(Usage.site_id == site.id, Usage.subscription_id == sub.id))
+    session.delete(sub)
+    events.record_event(session, site, "subscription_deleted", now,
+                        {"subscription": body, "customer": customers.render(customer)})
+    return body, customer
+
+
+# --- moving, billing profile, imports ----------------------------------------------------------------------
+
+
+def move(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """To another customer from now on; invoices already issued stay with the first one."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(Move, form)
+    target = records.get(session, Customer, site, params.to_customer_id, "Customer")
+    if target.id == sub.customer_id:
+        raise InvalidInput("to_customer_id : the subscription already belongs to this customer",
+                           param="to_customer_id")
+    now = records.site_clock(site).now()
+    source = must_get(session, Customer, (site.id, sub.customer_id))
+    events.record_event(session, site, "subscription_moved_out", now, content(session, site, sub, customer=source))
+    sub.customer_id = target.id
+    records.touch(sub, now)
+    events.record_event(session, site, "subscription_moved_in", now, content(session, site, sub, customer=target))
+    return sub
+
+
+def override_billing_profile(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(OverrideBillingProfile, form)
+    if params.payment_source_id is not None:
+        raise NotFound(f"Payment source {params.payment_source_id} not found (payment sources are not kept)",
+                       param="payment_source_id")
+    if params.auto_collection is not None:
+        sub.data = {**sub.data, "auto_collection": params.auto_collection}
+    records.touch(sub, records.site_clock(site).now())
+    return sub
+
+
+def import_for_items(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> tuple[
+        Subscription, Outcome]:
+    """A subscription brought over from another system in the state it is in there: no
+    invoice unless `create_current_term_invoice`; renewals continue from its term's end."""
+    customer = records.get(session, Customer, site, customer_id, "Customer")
+    params = parse(ImportForItems, form)
+    sub_id = params.id or records.new_resource_id()
+    if session.get(Subscription, (site.id, sub_id)) is not None:
+        raise Duplicate(f"The value {sub_id} is already present.", param="id")
+    items = _resolve_items(session, site, params.subscription_items)
+    plan_price, currency = _validate_items(session, site, items)
+    now = records.site_clock(site).now()
+    status = params.status
+
+    def moment(name: str, *, required: bool = False, future: bool | None = None) -> datetime | None:
+        value = getattr(params, name)
+        if value is None:
+            if required:
+                raise InvalidInput(f"{name} : is required for a {status} subscription", param=name)
+            return None
+        at = from_unix(value)
+        if (future is True and at <= now) or (future is False and at > now):
+            raise InvalidInput(f"{name} : must be in the {'future' if future else 'past'}", param=name)
+        return at
+
+    for name, statuses in (("pause_date", ("active", "non_renewing", "paused")), ("resume_date", ("paused",)),
+                           ("cancelled_at", ("non_renewing", "cancelled", "paused")), ("start_date", ("future",))):
+        if getattr(params, name) is not None and status not in statuses:
+            raise InvalidInput(f"{name} : does not apply to a {status} subscription", param=name)
+    period, unit = plan_price.period or 1, plan_price.period_unit or "month"
+    start_date = moment("start_date", required=status == "future", future=True)
+    trial = (moment("trial_start", required=status == "in_trial", future=False),
+             moment("trial_end", required=status == "in_trial", future=True if status == "in_trial" else None))
+    term_end = moment("current_term_end", required=status in ("active", "non_renewing", "paused"),
+                      future=None if status == "paused" else status != "cancelled")
+    term_start = moment("current_term_start", future=False)
+    if term_end is not None and term_start is None:
+        term_start = term_bounds(term_end, unit, period, -1)[0]
+    cancelled_at = moment("cancelled_at", required=status in ("non_renewing", "cancelled"),
+                          future=status != "cancelled")
+    pause_date = moment("pause_date", required=status == "paused", future=status != "paused")
+    resume_date = moment("resume_date", future=True)
+    if term_start is not None and term_end is not None and term_start >= term_end:
+        raise InvalidInput("current_term_start : must be before current_term_end", param="current_term_start")
+    data = params.model_dump(exclude_none=True, include={
+        "billing_cycles", "net_term_days", "auto_collection", "po_number", "invoice_notes", "meta_data",
+        "cancel_reason_code", "create_pending_invoices", "auto_close_invoices"})
+    for key, value in (("start_date", start_date), ("trial_start", trial[0]), ("trial_end", trial[1]),
+                       ("pause_date", pause_date if status in ("active", "non_renewing", "paused") else None),
+                       ("resume_date", resume_date if status == "paused" else None)):
+        if value is not None:
+            data[key] = unix(value)
+    sub = Subscription(
+        site_id=site.id, id=sub_id, customer_id=customer.id, status=status, currency_code=currency,
+        billing_period=period, billing_period_unit=unit, items=items, data=data, resource_version=0,
+        # Renewals step from the imported term's end, as if it were index -1 of that grid.
+        billing_anchor=term_end or trial[1] or start_date or now, term_index=-1 if term_end else 0,
+        cancelled_at=cancelled_at,
+    )
+    if status == "in_trial":
+        sub.current_term_start, sub.current_term_end, sub.next_action_at = trial[0], trial[1], trial[1]
+        sub.started_at = moment("started_at", future=False) or trial[0]
+    elif status == "future":
+        sub.next_action_at = start_date
+    else:
+        sub.current_term_start, sub.current_term_end = term_start, term_end
+        sub.started_at = moment("started_at", future=False) or term_start
+        sub.activated_at = moment("activated_at", future=False) or sub.started_at
+        sub.next_action_at = None if status == "cancelled" else _due(sub)
+    records.touch(sub, now, created=True)
+    session.add(sub)
+    session.flush()
+    invoice = None
+    if params.create_current_term_invoice:
+        if status not in ("active", "non_renewing") or term_start is None or term_end is None:
+            raise InvalidInput("create_current_term_invoice : needs an active or non-renewing subscription",
+                               param="create_current_term_invoice")
+        lines = _recurring_lines(session, site, sub, items, term_start, term_end, (term_start, term_end))
+        invoice = _invoice(session, site, sub, lines, now, pending=False, first=True, period=(term_start, term_end))
+    events.record_event(session, site, "subscription_created", now, content(session, site, sub, invoice, customer))
+    return sub, Outcome(invoice=invoice)
+
+
+def advance_invoice_schedules(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> list[Any]:
+    """None: schedules (specific dates, fixed intervals) are not modelled; charge_future_renewals
+    invoices at once instead."""
+    get(session, site, sub_id)
+    parse(Params, form)
+    return []
+
+
+# Discounts and contract terms are not modelled: every subscription has none.
+DISCOUNTS = ListOperation()
+CONTRACT_TERMS = ListOperation(sortable={"created_at": Subscription.created_at})
+
+
+def none_listed(session: Session, site: Site, sub_id: str, form: dict[str, Any], operation: ListOperation) -> None:
+    get(session, site, sub_id)
+    parse_list(operation, form)
+
+
+def term_end_estimate(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
+    """What add_charge_at_term_end answers: the subscription's estimate as it stands."""
+    wire = render(session, site, sub)
+    return {"object": "estimate", "created_at": unix(records.site_clock(site).now()), "subscription_estimate": {
+        "object": "subscription_estimate", "id": sub.id, "status": sub.status, "currency_code": sub.currency_code,
+        **{k: wire[k] for k in ("next_billing_at",) if k in wire}}}
+
+
+def _without(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in keys}
+
+
 def _holding(*where: ColumnElement[bool]) -> Callable[[ColumnElement[bool]], ColumnElement[bool]]:
     """A subscription matches when one of its item prices (restricted by `where`) does."""
     def among(matches: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -697,10 +1311,17 @@ def list_for_customer(
 # --- wire ------------------------------------------------------------------------------------------------
 
 
-def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
+# What the engine keeps in `data` for itself: items of scheduled changes, terms already
+# invoiced in advance, charges waiting for the term's end.
+_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges")
+
+
+def render(session: Session, site: Site, sub: Subscription,
+           items_shown: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The subscription on the wire; `items_shown` renders other items (its scheduled changes)."""
     items = []
     mrr = Decimal(0)
-    for entry in sub.items:
+    for entry in sub.items if items_shown is None else items_shown:
         item_price = session.get(ItemPrice, (site.id, entry["item_price_id"]))
         quantity = Decimal(entry["quantity"])
         wire_item: dict[str, Any] = {
@@ -728,7 +1349,7 @@ def render(session: Session, site: Site, sub: Subscription) -> dict[str, Any]:
     ).one()
     wire = {
         "auto_collection": "on", "channel": "web", "deleted": False,
-        **{k: v for k, v in sub.data.items() if k != "scheduled_items"},
+        **{k: v for k, v in sub.data.items() if k not in _PRIVATE},
         "id": sub.id, "object": "subscription", "customer_id": sub.customer_id, "status": sub.status,
         "currency_code": sub.currency_code, "billing_period": sub.billing_period,
         "billing_period_unit": sub.billing_period_unit, "subscription_items": items,

@@ -59,6 +59,9 @@ SUBSCRIPTION_EVENTS = {
     "subscription_created", "subscription_started", "subscription_activated", "subscription_changed",
     "subscription_cancelled", "subscription_cancellation_scheduled", "subscription_reactivated",
     "subscription_scheduled_cancellation_removed", "subscription_renewed",
+    "subscription_paused", "subscription_resumed", "subscription_pause_scheduled",
+    "subscription_scheduled_pause_removed", "subscription_resumption_scheduled",
+    "subscription_scheduled_resumption_removed",
 }
 
 

@@ -35,6 +35,15 @@ async def create_with_items(customer_id: str, request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
+@router.post("/customers/{customer_id}/import_for_items", summary="Import a subscription in its current state")
+async def import_for_items(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.import_for_items(s, site, customer_id, form)
+        return _body(s, site, sub, outcome)
+
+    return await handle(request, run)
+
+
 @router.get("/subscriptions", summary="List subscriptions")
 async def list_subscriptions(request: Request) -> JSONResponse:
     def run(s, site, form):
@@ -70,12 +79,106 @@ def _subscription_change(path: str, summary: str, operation) -> None:
 _subscription_change("update_for_items", "Change a subscription's items", subscriptions.update_for_items)
 _subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.cancel_for_items)
 _subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
+_subscription_change("pause", "Pause a subscription now or at a date", subscriptions.pause)
+_subscription_change("change_term_end", "Move the current term's end", subscriptions.change_term_end)
+_subscription_change("charge_future_renewals", "Invoice the next renewals now", subscriptions.charge_future_renewals)
+_subscription_change("resume", "Resume a paused subscription now or at a date", subscriptions.resume)
 
 
 @router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")
 async def remove_scheduled_cancellation(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: _body(
         s, site, subscriptions.remove_scheduled_cancellation(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/remove_scheduled_pause", summary="Keep a subscription from pausing")
+async def remove_scheduled_pause(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_scheduled_pause(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/remove_scheduled_resumption", summary="Keep a paused subscription paused")
+async def remove_scheduled_resumption(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_scheduled_resumption(s, site, sub_id, form)))
+
+
+@router.post("/subscriptions/{sub_id}/remove_scheduled_changes", summary="Drop the changes scheduled for term end")
+async def remove_scheduled_changes(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: _body(
+        s, site, subscriptions.remove_scheduled_changes(s, site, sub_id, form)))
+
+
+@router.get("/subscriptions/{sub_id}/retrieve_with_scheduled_changes",
+            summary="The subscription as its scheduled changes will make it")
+async def retrieve_with_scheduled_changes(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub = subscriptions.with_scheduled_changes(s, site, sub_id, form)
+        return envelope(subscription=subscriptions.render(s, site, sub, subscriptions.scheduled_items(sub)),
+                        customer=customers.render(s.get(Customer, (site.id, sub.customer_id))))
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/delete", summary="Delete a subscription and its usages")
+async def delete_subscription(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        body, customer = subscriptions.delete(s, site, sub_id, form)
+        return envelope(subscription=body, customer=customers.render(customer))
+
+    return await handle(request, run)
+
+
+@router.get("/subscriptions/{sub_id}/discounts", summary="A subscription's discounts (none: not modelled)")
+async def list_discounts(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        subscriptions.none_listed(s, site, sub_id, form, subscriptions.DISCOUNTS)
+        return listing([], None)
+
+    return await handle(request, run)
+
+
+@router.get("/subscriptions/{sub_id}/contract_terms", summary="A subscription's contract terms (none: not modelled)")
+async def contract_terms_for_subscription(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        subscriptions.none_listed(s, site, sub_id, form, subscriptions.CONTRACT_TERMS)
+        return listing([], None)
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/add_charge_at_term_end", summary="Charge once on the term's closing invoice")
+async def add_charge_at_term_end(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub = subscriptions.add_charge_at_term_end(s, site, sub_id, form)
+        return envelope(estimate=subscriptions.term_end_estimate(s, site, sub))
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/regenerate_invoice", summary="Invoice the current term again after a void")
+async def regenerate_invoice(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        subscriptions.regenerate_invoice(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/move", summary="Move a subscription to another customer")
+async def move(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(subscription=subscriptions.render(
+        s, site, subscriptions.move(s, site, sub_id, form))))
+
+
+@router.post("/subscriptions/{sub_id}/override_billing_profile", summary="Set the subscription's auto collection")
+async def override_billing_profile(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(subscription=subscriptions.render(
+        s, site, subscriptions.override_billing_profile(s, site, sub_id, form))))
+
+
+@router.get("/subscriptions/{sub_id}/retrieve_advance_invoice_schedule",
+            summary="A subscription's advance invoice schedules (none: not modelled)")
+async def retrieve_advance_invoice_schedule(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "advance_invoice_schedules": subscriptions.advance_invoice_schedules(s, site, sub_id, form)})
 
 
 @router.post("/subscriptions/{sub_id}/usages", summary="Record a usage")
