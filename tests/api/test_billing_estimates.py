@@ -288,7 +288,90 @@ def test_upcoming_invoices_and_one_off_invoice_estimates(cb):
     assert (err.http_status_code, err.api_error_code, err.type) == (400, "operation_not_supported",
                                                                     "invalid_request")
     assert "gift" in err.json_obj["message"]
-    err = _error(cb.Estimate.change_term_end, "sub-1", {"term_ends_at": ts(2024, 1, 25)})
-    assert (err.api_error_code, "change_term_end" in err.json_obj["message"]) == ("operation_not_supported", True)
     err = _error(cb.Estimate.update_subscription, {"subscription": {"id": "sub-1"}})
     assert err.api_error_code == "operation_not_supported"
+
+
+def test_term_end_advance_and_regenerate_estimates_are_the_real_operations(cb):
+    _afresh(cb, JAN01)
+    _family(cb)
+    _item(cb, "basic", "plan")
+    basic = _monthly(cb, "basic-usd", "basic", price=1000)
+    _customer(cb)
+    for sub_id in ("sub-t", "sub-a", "sub-r"):
+        cb.Subscription.create_with_items("cust", {"id": sub_id, "subscription_items": [{"item_price_id": basic}]})
+    _travel(cb, ts(2024, 1, 11))
+    before = _trace(cb)
+
+    # Ten more days, prorated against February's 29: 1000 * 10/29 = 344.83 -> 345.
+    longer = {"term_ends_at": ts(2024, 2, 11), "prorate": True}
+    term = cb.Estimate.change_term_end("sub-t", longer).estimate
+    assert _lines(term.invoice_estimate) == [("plan_item_price", basic, 1, 345, FEB01, ts(2024, 2, 11))]
+    assert term.subscription_estimate.next_billing_at == ts(2024, 2, 11)
+    # Two renewals charged now: Feb and Mar at 1000 each.
+    ahead = cb.Estimate.advance_invoice_estimate("sub-a", {"terms_to_charge": 2}).estimate
+    assert _lines(ahead.invoice_estimate) == [("plan_item_price", basic, 1, 1000, FEB01, MAR01),
+                                              ("plan_item_price", basic, 1, 1000, MAR01, APR01)]
+    err = _error(cb.Estimate.advance_invoice_estimate, "sub-a", {"schedule_type": "specific_dates"})
+    assert (err.http_status_code, err.param) == (400, "schedule_type")
+    assert _trace(cb) == before
+
+    real_term = cb.Subscription.change_term_end("sub-t", longer)
+    assert (_lines(real_term.invoice), real_term.invoice.total) == (_lines(term.invoice_estimate), 345)
+    real_ahead = cb.Subscription.charge_future_renewals("sub-a", {"terms_to_charge": 2})
+    assert (_lines(real_ahead.invoice), real_ahead.invoice.total) == (_lines(ahead.invoice_estimate), 2000)
+
+    # Regenerating the current term's voided invoice: Jan 11 -> Feb 1 of January's 31 days when
+    # prorated, 1000 * 21/31 = 677.42 -> 677.
+    voided = _invoices(cb, "sub-r")[0]
+    cb.Invoice.void_invoice(voided.id)
+    again = {"date_from": ts(2024, 1, 11), "prorate": True}
+    regenerated = cb.Estimate.regenerate_invoice_estimate("sub-r", again).estimate.invoice_estimate
+    assert _lines(regenerated) == [("plan_item_price", basic, 1, 677, ts(2024, 1, 11), FEB01)]
+    real = cb.Subscription.regenerate_invoice("sub-r", again).invoice
+    assert (_lines(real), real.total) == (_lines(regenerated), 677)
+
+
+def test_pause_and_resume_estimates_are_the_real_operations(cb):
+    _afresh(cb, JAN01)
+    plan, calls = _metered_catalog(cb)
+    _customer(cb)
+    cb.Subscription.create_with_items("cust", {"id": "sub-p", "subscription_items": [
+        {"item_price_id": plan}, {"item_price_id": calls}]})
+    _travel(cb, JAN20)
+    _usage(cb, "sub-p", calls, "100", ts(2024, 1, 15))
+    before = _trace(cb)
+
+    # Paused now with the usage so far invoiced: 100 * 2 = 200.
+    now = {"pause_option": "immediately", "unbilled_charges_handling": "invoice"}
+    paused = cb.Estimate.pause_subscription("sub-p", now).estimate
+    assert _lines(paused.invoice_estimate) == [("addon_item_price", calls, 100, 200, JAN01, JAN20)]
+    assert (paused.subscription_estimate.status, paused.subscription_estimate.pause_date) == ("paused", JAN20)
+    # Paused until Mar 15, usage left for later: nothing now; the resumption starts a new term
+    # (Mar 15 -> Apr 15, 1000) with January's usage (200).
+    until = cb.Estimate.pause_subscription("sub-p", {"pause_option": "immediately",
+                                                     "subscription": {"resume_date": ts(2024, 3, 15)}}).estimate
+    assert until.invoice_estimate is None
+    assert until.subscription_estimate.resume_date == ts(2024, 3, 15)
+    assert _lines(until.next_invoice_estimate) == [("addon_item_price", calls, 100, 200, JAN01, FEB01),
+                                                   ("plan_item_price", plan, 1, 1000, ts(2024, 3, 15),
+                                                    ts(2024, 4, 15))]
+    err = _error(cb.Estimate.pause_subscription, "sub-p", {"subscription": {"skip_billing_cycles": 1}})
+    assert (err.http_status_code, err.param) == (400, "skip_billing_cycles")
+    assert _trace(cb) == before
+
+    real = cb.Subscription.pause("sub-p", now)
+    assert (_lines(real.invoice), real.invoice.total) == (_lines(paused.invoice_estimate), 200)
+
+    # Resumed on Feb 10, after the paused term: a new term Feb 10 -> Mar 10 at 1000, the usage
+    # already invoiced.
+    later = {"resume_option": "specific_date", "subscription": {"resume_date": ts(2024, 2, 10)}}
+    resumed = cb.Estimate.resume_subscription("sub-p", later).estimate
+    assert resumed.invoice_estimate is None
+    assert _lines(resumed.next_invoice_estimate) == [("plan_item_price", plan, 1, 1000, ts(2024, 2, 10),
+                                                      ts(2024, 3, 10))]
+    cb.Subscription.resume("sub-p", {"resume_option": "specific_date", "resume_date": ts(2024, 2, 10)})
+    _travel(cb, ts(2024, 2, 11))
+    assert _lines(_invoices(cb, "sub-p")[-1]) == _lines(resumed.next_invoice_estimate)
+    err = _error(cb.Estimate.resume_subscription, "sub-p")
+    assert (err.http_status_code, err.api_error_code) == (409, "invalid_state_for_request")

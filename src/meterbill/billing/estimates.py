@@ -303,6 +303,39 @@ def cancel_subscription(session: Session, site: Site, sub_id: str, form: dict[st
     return _change(session, site, lambda: subscriptions.cancel_for_items(session, site, sub_id, form))
 
 
+def change_term_end(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """POST /subscriptions/{id}/change_term_end_estimate: the real change_term_end, rehearsed."""
+    return _change(session, site, lambda: subscriptions.change_term_end(session, site, sub_id, form))
+
+
+def pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """POST /subscriptions/{id}/pause_subscription_estimate: the real pause, with `subscription[pause_date]`,
+    `[resume_date]` and `[skip_billing_cycles]` where it takes them; a pause that bills nothing now
+    shows the invoice of what comes next (the pause at its date, or the resumption)."""
+    values = _lifted(form, ("pause_date", "resume_date", "skip_billing_cycles"))
+    return _change(session, site, lambda: subscriptions.pause(session, site, sub_id, values))
+
+
+def resume(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """POST /subscriptions/{id}/resume_subscription_estimate: the real resume (`subscription[resume_date]`)."""
+    values = _lifted(form, ("resume_date",))
+    return _change(session, site, lambda: subscriptions.resume(session, site, sub_id, values))
+
+
+def advance_invoice(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """POST /subscriptions/{id}/advance_invoice_estimate: the real charge_future_renewals, rehearsed."""
+    return _change(session, site, lambda: subscriptions.charge_future_renewals(session, site, sub_id, form))
+
+
+def regenerate_invoice(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """POST /subscriptions/{id}/regenerate_invoice_estimate: the real regenerate_invoice, rehearsed."""
+    def operation() -> tuple[Subscription, Invoice]:
+        invoice = subscriptions.regenerate_invoice(session, site, sub_id, form)
+        return subscriptions.get(session, site, sub_id), invoice
+
+    return _change(session, site, operation)
+
+
 # --- one-off invoices ----------------------------------------------------------------------------------
 
 
@@ -345,21 +378,10 @@ def payment_schedules(session: Session, site: Site, form: dict[str, Any]) -> dic
 
 
 _ITEMS_ONLY = "this site uses item-based subscriptions (product catalog 2.0): use {} instead"
-_AWAITS = "not supported by this server yet: the operation it estimates ({}) is not offered"
 # Estimates this server refuses, by name and with what to do: (method, path, operation, why).
 REFUSED = (
     ("POST", "estimates/gift_subscription_for_items", "gift_subscription_for_items",
      "gifting subscriptions is not supported by this server"),
-    ("POST", "subscriptions/{sub_id}/change_term_end_estimate", "change_term_end",
-     _AWAITS.format("subscription.change_term_end")),
-    ("POST", "subscriptions/{sub_id}/advance_invoice_estimate", "advance_invoice_estimate",
-     _AWAITS.format("advance invoices")),
-    ("POST", "subscriptions/{sub_id}/regenerate_invoice_estimate", "regenerate_invoice_estimate",
-     _AWAITS.format("subscription.regenerate_invoice")),
-    ("POST", "subscriptions/{sub_id}/pause_subscription_estimate", "pause_subscription",
-     _AWAITS.format("subscription.pause")),
-    ("POST", "subscriptions/{sub_id}/resume_subscription_estimate", "resume_subscription",
-     _AWAITS.format("subscription.resume")),
     # Chargebee's older catalog (plans and addons).
     ("POST", "estimates/create_subscription", "create_subscription",
      _ITEMS_ONLY.format("estimate.create_sub_item_estimate")),

@@ -4,13 +4,16 @@ Each one rehearses the real operation and rolls it back (see billing/estimates.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from meterbill.billing import estimates
 from meterbill.billing.api.common import envelope, handle
+from meterbill.billing.models import Site
 from meterbill.billing.wire import OperationNotSupported
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -52,11 +55,26 @@ async def upcoming_invoices_estimate(customer_id: str, request: Request) -> JSON
         estimates.upcoming_invoices(s, site, customer_id, form)), rehearses=True)
 
 
-@router.post("/subscriptions/{sub_id}/cancel_subscription_for_items_estimate",
-             summary="Estimate cancelling a subscription")
-async def cancel_subscription(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _answer(
-        estimates.cancel_subscription(s, site, sub_id, form)), rehearses=True)
+def _subscription_estimate(path: str, summary: str, service: Callable[[Session, Site, str, dict[str, Any]],
+                                                                   dict[str, Any]]) -> None:
+    """POST /subscriptions/{id}/<path>: the estimate of an operation on one subscription."""
+
+    async def endpoint(sub_id: str, request: Request) -> JSONResponse:
+        return await handle(request, lambda s, site, form: _answer(service(s, site, sub_id, form)), rehearses=True)
+
+    router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["POST"], summary=summary)
+
+
+_subscription_estimate("cancel_subscription_for_items_estimate", "Estimate cancelling a subscription",
+                       estimates.cancel_subscription)
+_subscription_estimate("change_term_end_estimate", "Estimate moving a subscription's term end",
+                       estimates.change_term_end)
+_subscription_estimate("pause_subscription_estimate", "Estimate pausing a subscription", estimates.pause)
+_subscription_estimate("resume_subscription_estimate", "Estimate resuming a paused subscription", estimates.resume)
+_subscription_estimate("advance_invoice_estimate", "Estimate charging future renewals now",
+                       estimates.advance_invoice)
+_subscription_estimate("regenerate_invoice_estimate", "Estimate regenerating a subscription's invoice",
+                       estimates.regenerate_invoice)
 
 
 @router.post("/estimates/create_invoice_for_items", summary="Estimate a one-off invoice of charge items")
