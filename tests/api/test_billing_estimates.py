@@ -53,16 +53,22 @@ def _trace(cb: chargebee.Chargebee) -> dict[str, Any]:
     }
 
 
-def test_renewal_estimate_is_the_renewal_invoice_with_the_usage_so_far(cb):
+def _metered_on_jan20(cb: chargebee.Chargebee, sub_id: str, *usages: tuple[str, int]) -> tuple[str, str, Any]:
+    """A plan (1000) with metered calls (2 each) from Jan 1, at Jan 20 with these usages recorded;
+    the plan, the calls and the first invoice."""
     _afresh(cb, JAN01)
     plan, calls = _metered_catalog(cb)
     _customer(cb)
-    created = cb.Subscription.create_with_items("cust", {"id": "sub-m", "subscription_items": [
+    created = cb.Subscription.create_with_items("cust", {"id": sub_id, "subscription_items": [
         {"item_price_id": plan}, {"item_price_id": calls}]})
-    first = created.invoice
     _travel(cb, JAN20)
-    _usage(cb, "sub-m", calls, "150", ts(2024, 1, 10))
-    _usage(cb, "sub-m", calls, "50", ts(2024, 1, 19))
+    for quantity, when in usages:
+        _usage(cb, sub_id, calls, quantity, when)
+    return plan, calls, created.invoice
+
+
+def test_renewal_estimate_is_the_renewal_invoice_with_the_usage_so_far(cb):
+    plan, calls, first = _metered_on_jan20(cb, "sub-m", ("150", ts(2024, 1, 10)), ("50", ts(2024, 1, 19)))
     before = _trace(cb)
 
     estimate = cb.Estimate.renewal_estimate("sub-m").estimate
@@ -141,6 +147,9 @@ def test_create_estimates_are_the_first_invoice(cb):
     assert (new.invoice_estimate.total, new.invoice_estimate.amount_due) == (3500, 3500)
     assert (new.subscription_estimate.status, new.subscription_estimate.next_billing_at) == ("active", FEB01)
     assert new.subscription_estimate.id is None  # none was given
+    # The customer is only imagined: no id of it is shown.
+    assert new.invoice_estimate.customer_id is None
+    assert {line.customer_id for line in new.invoice_estimate.line_items} == {None}
     for_customer = cb.Estimate.create_sub_item_for_customer_estimate("cust", {
         "subscription": {"id": "sub-c"}, "subscription_items": items}).estimate
     assert for_customer.subscription_estimate.id == "sub-c"
@@ -220,13 +229,7 @@ def test_update_estimate_is_the_real_change(cb):
 
 
 def test_cancel_estimate_is_the_real_cancellation(cb):
-    _afresh(cb, JAN01)
-    plan, calls = _metered_catalog(cb)
-    _customer(cb)
-    cb.Subscription.create_with_items("cust", {"id": "sub-x", "subscription_items": [
-        {"item_price_id": plan}, {"item_price_id": calls}]})
-    _travel(cb, JAN20)
-    _usage(cb, "sub-x", calls, "100", ts(2024, 1, 12))
+    _, calls, _ = _metered_on_jan20(cb, "sub-x", ("100", ts(2024, 1, 12)))
     before = _trace(cb)
 
     now = {"cancel_option": "immediately", "credit_option_for_current_term_charges": "prorate"}
@@ -333,13 +336,7 @@ def test_term_end_advance_and_regenerate_estimates_are_the_real_operations(cb):
 
 
 def test_pause_and_resume_estimates_are_the_real_operations(cb):
-    _afresh(cb, JAN01)
-    plan, calls = _metered_catalog(cb)
-    _customer(cb)
-    cb.Subscription.create_with_items("cust", {"id": "sub-p", "subscription_items": [
-        {"item_price_id": plan}, {"item_price_id": calls}]})
-    _travel(cb, JAN20)
-    _usage(cb, "sub-p", calls, "100", ts(2024, 1, 15))
+    plan, calls, _ = _metered_on_jan20(cb, "sub-p", ("100", ts(2024, 1, 15)))
     before = _trace(cb)
 
     # Paused now with the usage so far invoiced: 100 * 2 = 200.

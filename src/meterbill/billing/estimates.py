@@ -210,8 +210,16 @@ def create_subscription(session: Session, site: Site, form: dict[str, Any]) -> d
         customer_form.update(parse(EstimateCustomer, form["customer"]).model_dump(exclude_none=True))
     if "billing_address" in form:
         customer_form["billing_address"] = form["billing_address"]
-    return _change(session, site, lambda: subscriptions.create_with_items(
+    body = _change(session, site, lambda: subscriptions.create_with_items(
         session, site, customers.create(session, site, customer_form).id, sub_form), sub_id_given="id" in sub_form)
+    # The rehearsal's customer never exists: its id is no one's.
+    for key in ("invoice_estimate", "next_invoice_estimate"):
+        if key in body:
+            estimate = {k: v for k, v in body[key].items() if k != "customer_id"}
+            estimate["line_items"] = [{k: v for k, v in line.items() if k != "customer_id"}
+                                      for line in estimate["line_items"]]
+            body[key] = estimate
+    return body
 
 
 def create_subscription_for_customer(session: Session, site: Site, customer_id: str,
