@@ -79,9 +79,15 @@ def render_invoice(invoice: Invoice) -> dict[str, Any]:
         "price_type": wire.get("price_type", "tax_exclusive"), "currency_code": invoice.currency_code,
         "sub_total": wire["sub_total"], "total": wire["total"], "credits_applied": invoice.credits_applied,
         "amount_paid": invoice.amount_paid, "amount_due": due, "round_off_amount": 0,
-        "customer_id": invoice.customer_id, "line_items": invoice.line_items, "taxes": [], "line_item_taxes": [],
-        "discounts": [], "line_item_discounts": [], "line_item_tiers": [], "line_item_credits": [],
+        "customer_id": invoice.customer_id, "line_items": _unnumbered(invoice.line_items),
+        "taxes": [], "line_item_taxes": [], "discounts": [], "line_item_discounts": [], "line_item_tiers": [],
+        "line_item_credits": [],
     }
+
+
+def _unnumbered(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lines without the ids they were given in the rehearsal: those lines never exist."""
+    return [{k: v for k, v in line.items() if k != "id"} for line in lines]
 
 
 def render_credit_note(note: CreditNote) -> dict[str, Any]:
@@ -90,7 +96,8 @@ def render_credit_note(note: CreditNote) -> dict[str, Any]:
         "object": "credit_note_estimate", "type": note.type, "price_type": wire["price_type"],
         "currency_code": note.currency_code, "sub_total": wire["sub_total"], "total": wire["total"],
         "amount_allocated": note.amount_allocated, "amount_available": wire["amount_available"],
-        "round_off_amount": 0, "customer_id": note.customer_id, "line_items": note.data.get("line_items", []),
+        "round_off_amount": 0, "customer_id": note.customer_id,
+        "line_items": _unnumbered(note.data.get("line_items", [])),
         "taxes": [], "line_item_taxes": [], "discounts": [], "line_item_discounts": [], "line_item_tiers": [],
     }
     if note.reference_invoice_id:
