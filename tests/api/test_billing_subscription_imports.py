@@ -129,3 +129,39 @@ def test_move_override_billing_profile_and_advance_schedules(cb):
 
     assert cb.Subscription.retrieve_advance_invoice_schedule("sub").advance_invoice_schedules == []
     assert _error(cb.Subscription.retrieve_advance_invoice_schedule, "nope").http_status_code == 404
+
+
+def test_operations_not_offered_are_refused_by_name(cb):
+    _afresh(cb, JAN01)
+    plan = _plan(cb)
+    _customer(cb)
+    cb.Subscription.create_with_items("cust", {"id": "sub", "subscription_items": [{"item_price_id": plan}]})
+    before = cb.Subscription.retrieve("sub").subscription.resource_version
+    catalog_1 = [
+        (cb.Subscription.create, ({"plan_id": "basic"},), "create_with_items"),
+        (cb.Subscription.import_subscription, ({"plan_id": "basic", "status": "active"},), "import_for_items"),
+        (cb.Subscription.create_for_customer, ("cust", {"plan_id": "basic"}), "create_with_items"),
+        (cb.Subscription.import_for_customer, ("cust", {"plan_id": "basic", "status": "active"}), "import_for_items"),
+        (cb.Subscription.update, ("sub", {"plan_id": "basic"}), "update_for_items"),
+        (cb.Subscription.cancel, ("sub", {}), "cancel_for_items"),
+        (cb.Subscription.charge_addon_at_term_end, ("sub", {"addon_id": "x"}), "add_charge_at_term_end"),
+    ]
+    for call, args, instead in catalog_1:
+        err = _error(call, *args)
+        assert (err.http_status_code, err.api_error_code) == (400, "api_restricted"), call
+        assert instead in err.json_obj["message"]
+    not_offered = [
+        (cb.Subscription.edit_advance_invoice_schedule, ("sub", {"terms_to_charge": 1})),
+        (cb.Subscription.remove_advance_invoice_schedule, ("sub", {})),
+        (cb.Subscription.import_unbilled_charges, ("sub", {"unbilled_charges": [{"amount": 100, "date_from": JAN01,
+                                                                                 "date_to": JAN01}]})),
+        (cb.Subscription.import_contract_term, ("sub", {})),
+    ]
+    for call, args in not_offered:
+        err = _error(call, *args)
+        assert (err.http_status_code, err.api_error_code) == (400, "operation_not_supported"), call
+    # Coupons are not modelled: removing all of them changes nothing; a named one is not applied.
+    assert cb.Subscription.remove_coupons("sub").subscription.resource_version == before
+    err = _error(cb.Subscription.remove_coupons, "sub", {"coupon_ids": ["SAVE10"]})
+    assert (err.http_status_code, err.param) == (400, "coupon_ids[0]")
+    assert cb.Subscription.retrieve("sub").subscription.resource_version == before

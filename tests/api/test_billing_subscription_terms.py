@@ -126,6 +126,10 @@ def test_scheduled_changes_retrieved_and_removed(cb):
     assert [i.item_price_id for i in removed.subscription_items] == [basic]
     err = _error(cb.Subscription.remove_scheduled_changes, "sub")
     assert err.http_status_code == 409
+    # A scheduled cancellation removed in the same way: the subscription renews.
+    assert cb.Subscription.cancel_for_items("sub", {"end_of_term": True}).subscription.status == "non_renewing"
+    kept = cb.Subscription.remove_scheduled_cancellation("sub").subscription
+    assert (kept.status, kept.cancelled_at, kept.next_billing_at) == ("active", None, FEB01)
     _travel(cb, ts(2024, 2, 2))
     assert _lines(_invoices(cb, "sub")[-1]) == [("plan_item_price", basic, 1, 1000, FEB01, ts(2024, 3, 1))]
     assert [e.event_type for e in _events(cb, ["subscription_scheduled_changes_removed"])] == [

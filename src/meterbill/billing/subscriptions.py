@@ -61,11 +61,11 @@ class SubscriptionItemParams(Params):
     charge_on_option: Literal["immediately", "on_event"] | None = None
 
 
-class CreateWithItems(Params):
+class SubscriptionAttributes(Params):
+    """What a new subscription keeps as given, whether created or imported."""
+
     id: Id | None = None
     subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
-    start_date: UnixTime | None = None
-    trial_end: UnixTime | None = None
     billing_cycles: int | None = Field(default=None, ge=1)
     net_term_days: int | None = Field(default=None, ge=0, le=365)
     auto_collection: Literal["on", "off"] | None = None
@@ -73,8 +73,13 @@ class CreateWithItems(Params):
     invoice_notes: Text | None = None
     meta_data: MetaData | None = None
     create_pending_invoices: bool | None = None
-    first_invoice_pending: bool | None = None
     auto_close_invoices: bool | None = None
+
+
+class CreateWithItems(SubscriptionAttributes):
+    start_date: UnixTime | None = None
+    trial_end: UnixTime | None = None
+    first_invoice_pending: bool | None = None
     mandatory_items_to_remove: list[Id] | None = None
 
 
@@ -164,9 +169,7 @@ class OverrideBillingProfile(Params):
     payment_source_id: Id | None = None
 
 
-class ImportForItems(Params):
-    id: Id | None = None
-    subscription_items: list[SubscriptionItemParams] = Field(min_length=1, max_length=100)
+class ImportForItems(SubscriptionAttributes):
     status: Literal["future", "in_trial", "active", "non_renewing", "paused", "cancelled"]
     start_date: UnixTime | None = None
     trial_start: UnixTime | None = None
@@ -179,15 +182,11 @@ class ImportForItems(Params):
     pause_date: UnixTime | None = None
     resume_date: UnixTime | None = None
     create_current_term_invoice: bool = False
-    billing_cycles: int | None = Field(default=None, ge=1)
-    net_term_days: int | None = Field(default=None, ge=0, le=365)
-    auto_collection: Literal["on", "off"] | None = None
-    po_number: Text | None = None
-    invoice_notes: Text | None = None
-    meta_data: MetaData | None = None
     cancel_reason_code: Text | None = None
-    create_pending_invoices: bool | None = None
-    auto_close_invoices: bool | None = None
+
+
+class RemoveCoupons(Params):
+    coupon_ids: list[Id] | None = None
 
 
 class Resume(Params):
@@ -676,7 +675,7 @@ def _change_with_term_reset(session: Session, site: Site, sub: Subscription, new
     sub.billing_anchor, sub.term_index = at, 0
     new_term = term_bounds(at, sub.billing_period_unit, sub.billing_period, 0)
     sub.current_term_start, sub.current_term_end = new_term
-    sub.next_action_at = new_term[1] if sub.status == "active" else min(new_term[1], sub.cancelled_at or new_term[1])
+    sub.next_action_at = _due(sub)
     lines = usage + _recurring_lines(session, site, sub, new_items, *new_term, new_term)
     invoice = _invoice(session, site, sub, lines, at, pending=False, period=new_term)
     return Outcome(invoice=invoice, credit_notes=notes)
@@ -718,7 +717,7 @@ def _schedule_cancel(session: Session, site: Site, sub: Subscription, at: dateti
         Subscription, Outcome]:
     sub.status = "non_renewing"
     sub.cancelled_at = at
-    sub.next_action_at = min(at, sub.current_term_end) if sub.current_term_end else at
+    sub.next_action_at = _due(sub)
     sub.data = {**sub.data, "cancel_schedule_created_at": unix(now)}
     records.touch(sub, now)
     events.record_event(session, site, "subscription_cancellation_scheduled", now, content(session, site, sub))
@@ -731,7 +730,8 @@ def remove_scheduled_cancellation(session: Session, site: Site, sub_id: str, for
     if sub.status != "non_renewing":
         raise InvalidState(f"Subscription {sub_id} has no scheduled cancellation")
     now = records.site_clock(site).now()
-    sub.status, sub.cancelled_at, sub.next_action_at = "active", None, sub.current_term_end
+    sub.status, sub.cancelled_at = "active", None
+    sub.next_action_at = _due(sub)
     records.touch(sub, now)
     events.record_event(session, site, "subscription_scheduled_cancellation_removed", now,
                         content(session, site, sub))
@@ -811,16 +811,18 @@ def _pause(session: Session, site: Site, sub: Subscription, at: datetime, *, inv
         Invoice | None):
     """The pause takes effect. The usage of the term so far is invoiced when the term is over
     or when asked (`unbilled_charges_handling=invoice`); otherwise it waits for the
-    resumption's invoice, or the renewal when the subscription resumes within its term."""
+    resumption's invoice, or the renewal when the subscription resumes within its term.
+    A subscription created with `create_pending_invoices` always gets its pending invoice
+    here: usage billed elsewhere (pushed by the connector from m3ter) for the stretch the
+    pause ends lands on it, as on a cancellation's."""
     term = _term(sub)
-    bill = at >= term[1] or invoice_unbilled
+    bill = at >= term[1] or invoice_unbilled or bool(sub.data.get("create_pending_invoices"))
     lines = _usage_lines(session, site, sub, term[0], min(at, term[1])) + _term_end_charges(sub) if bill else []
     sub.status = "paused"
     sub.data = {**sub.data, "pause_date": unix(at)}
     sub.next_action_at = _due(sub)
     records.touch(sub, at)
-    # With pending invoices the invoice is raised even empty: usage billed elsewhere (pushed by
-    # the connector from m3ter) needs an invoice for the stretch that the pause ended.
+    # With pending invoices it is raised even empty, for the usage billed elsewhere.
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub),
                        period=(term[0], min(at, term[1]))) if bill else None
     events.record_event(session, site, "subscription_paused", at, content(session, site, sub, invoice))
@@ -1212,6 +1214,17 @@ def import_for_items(session: Session, site: Site, customer_id: str, form: dict[
         invoice = _invoice(session, site, sub, lines, now, pending=False, first=True, period=(term_start, term_end))
     events.record_event(session, site, "subscription_created", now, content(session, site, sub, invoice, customer))
     return sub, Outcome(invoice=invoice)
+
+
+def remove_coupons(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """Coupons are not modelled, so a subscription has none: removing all of them changes
+    nothing, and a named one is not applied."""
+    sub = get(session, site, sub_id)
+    params = parse(RemoveCoupons, form)
+    if params.coupon_ids:
+        raise InvalidInput(f"coupon_ids[0] : coupon {params.coupon_ids[0]} is not applied to this subscription",
+                           param="coupon_ids[0]")
+    return sub
 
 
 def advance_invoice_schedules(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> list[Any]:

@@ -16,9 +16,14 @@ class OperationNotSupported(errors.InvalidInput):
     """A Chargebee operation this server does not offer."""
 
 
+class CatalogRestricted(OperationNotSupported):
+    """A Product Catalog 1.0 operation (plans, addons): refused as Chargebee refuses it on a 2.0 site."""
+
+
 # domain error -> (HTTP status, api_error_code, error type). Chargebee omits `type`
 # on authentication failures, and the SDK then raises its base APIError.
 _ERROR_CODES: dict[type[errors.DomainError], tuple[int, str, str | None]] = {
+    CatalogRestricted: (400, "api_restricted", "invalid_request"),
     OperationNotSupported: (400, "operation_not_supported", "invalid_request"),
     errors.NotFound: (404, "resource_not_found", "invalid_request"),
     errors.InvalidInput: (400, "param_wrong_value", "invalid_request"),

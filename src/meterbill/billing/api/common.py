@@ -106,7 +106,6 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
 # these routes `POST /customers/merge` would reach `POST /customers/{id}` as customer "merge".
 UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
     "customers": [("POST", "move", "customer.move"), ("POST", "merge", "customer.merge")],
-    "subscriptions": [("POST", "import_subscription", "subscription.import_subscription")],
     "invoices": [
         ("POST", "charge", "invoice.charge"), ("POST", "charge_addon", "invoice.charge_addon"),
         ("POST", "create_for_charge_item", "invoice.create_for_charge_item"),

@@ -8,10 +8,10 @@ from fastapi.responses import JSONResponse
 from meterbill.billing import customers, invoices, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.models import Customer
+from meterbill.billing.wire import CatalogRestricted, OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "subscriptions")
 refuse_unsupported(router, "usages")
 
 
@@ -76,6 +76,11 @@ def _subscription_change(path: str, summary: str, operation) -> None:
     router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["POST"], summary=summary)
 
 
+def _subscription_action(path: str, summary: str, operation) -> None:
+    """POST /subscriptions/{id}/<path>: the operation returns the subscription alone."""
+    _subscription_change(path, summary, lambda s, site, sub_id, form: (operation(s, site, sub_id, form), None))
+
+
 _subscription_change("update_for_items", "Change a subscription's items", subscriptions.update_for_items)
 _subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.cancel_for_items)
 _subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
@@ -83,30 +88,12 @@ _subscription_change("pause", "Pause a subscription now or at a date", subscript
 _subscription_change("change_term_end", "Move the current term's end", subscriptions.change_term_end)
 _subscription_change("charge_future_renewals", "Invoice the next renewals now", subscriptions.charge_future_renewals)
 _subscription_change("resume", "Resume a paused subscription now or at a date", subscriptions.resume)
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_cancellation", summary="Keep a subscription renewing")
-async def remove_scheduled_cancellation(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_cancellation(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_pause", summary="Keep a subscription from pausing")
-async def remove_scheduled_pause(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_pause(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_resumption", summary="Keep a paused subscription paused")
-async def remove_scheduled_resumption(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_resumption(s, site, sub_id, form)))
-
-
-@router.post("/subscriptions/{sub_id}/remove_scheduled_changes", summary="Drop the changes scheduled for term end")
-async def remove_scheduled_changes(sub_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: _body(
-        s, site, subscriptions.remove_scheduled_changes(s, site, sub_id, form)))
+for _action, _summary in (("remove_scheduled_cancellation", "Keep a subscription renewing"),
+                         ("remove_scheduled_pause", "Keep a subscription from pausing"),
+                         ("remove_scheduled_resumption", "Keep a paused subscription paused"),
+                         ("remove_coupons", "Remove coupons (none: not modelled)"),
+                         ("remove_scheduled_changes", "Drop the changes scheduled for term end")):
+    _subscription_action(_action, _summary, getattr(subscriptions, _action))
 
 
 @router.get("/subscriptions/{sub_id}/retrieve_with_scheduled_changes",
@@ -129,22 +116,21 @@ async def delete_subscription(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, run)
 
 
-@router.get("/subscriptions/{sub_id}/discounts", summary="A subscription's discounts (none: not modelled)")
-async def list_discounts(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        subscriptions.none_listed(s, site, sub_id, form, subscriptions.DISCOUNTS)
-        return listing([], None)
+def _none_listed(path: str, summary: str, operation) -> None:
+    """GET /subscriptions/{id}/<path>: a list of what is not modelled, so always empty."""
 
-    return await handle(request, run)
+    async def endpoint(sub_id: str, request: Request) -> JSONResponse:
+        def run(s, site, form):
+            subscriptions.none_listed(s, site, sub_id, form, operation)
+            return listing([], None)
+
+        return await handle(request, run)
+
+    router.add_api_route(f"/subscriptions/{{sub_id}}/{path}", endpoint, methods=["GET"], summary=summary)
 
 
-@router.get("/subscriptions/{sub_id}/contract_terms", summary="A subscription's contract terms (none: not modelled)")
-async def contract_terms_for_subscription(sub_id: str, request: Request) -> JSONResponse:
-    def run(s, site, form):
-        subscriptions.none_listed(s, site, sub_id, form, subscriptions.CONTRACT_TERMS)
-        return listing([], None)
-
-    return await handle(request, run)
+_none_listed("discounts", "A subscription's discounts (none: not modelled)", subscriptions.DISCOUNTS)
+_none_listed("contract_terms", "A subscription's contract terms (none: not modelled)", subscriptions.CONTRACT_TERMS)
 
 
 @router.post("/subscriptions/{sub_id}/add_charge_at_term_end", summary="Charge once on the term's closing invoice")
@@ -215,3 +201,35 @@ async def subscriptions_for_customer(customer_id: str, request: Request) -> JSON
         return listing([{"subscription": subscriptions.render(s, site, sub)} for sub in rows], offset)
 
     return await handle(request, run)
+
+
+def _refused(method: str, path: str, error: Exception) -> None:
+    async def endpoint(request: Request) -> JSONResponse:
+        def run(s, site, form):
+            raise error
+
+        return await handle(request, run)
+
+    router.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+
+
+# Operations on one subscription that this server does not offer, answered by name.
+for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_unbilled_charges",
+                   "import_contract_term"):
+    _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
+        f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
+
+# Product Catalog 1.0 (plan and addon) operations, with the 2.0 operation to use instead.
+for _method, _path, _operation, _instead in (
+        # Before POST /subscriptions/{sub_id}, which would take "import_subscription" for an id.
+        ("POST", "/subscriptions/import_subscription", "import_subscription", "import_for_items"),
+        ("POST", "/subscriptions", "create", "create_with_items"),
+        ("POST", "/customers/{customer_id}/subscriptions", "create_for_customer", "create_with_items"),
+        ("POST", "/customers/{customer_id}/import_subscription", "import_for_customer", "import_for_items"),
+        ("POST", "/subscriptions/{sub_id}", "update", "update_for_items"),
+        ("POST", "/subscriptions/{sub_id}/cancel", "cancel", "cancel_for_items"),
+        ("POST", "/subscriptions/{sub_id}/charge_addon_at_term_end", "charge_addon_at_term_end",
+         "add_charge_at_term_end")):
+    _refused(_method, _path, CatalogRestricted(
+        f"subscription.{_operation} belongs to Product Catalog 1.0; this site uses Product Catalog 2.0: "
+        f"use subscription.{_instead}"))
