@@ -394,10 +394,13 @@ def payment_schedules(session: Session, site: Site, form: dict[str, Any]) -> dic
 
 _ITEMS_ONLY = "this site uses item-based subscriptions (product catalog 2.0): use {} instead"
 # Estimates this server refuses, by name and with what to do: (method, path, operation, why).
+# Gifts are not offered (operation_not_supported).
 REFUSED = (
     ("POST", "estimates/gift_subscription_for_items", "gift_subscription_for_items",
      "gifting subscriptions is not supported by this server"),
-    # Chargebee's older catalog (plans and addons).
+)
+# Product Catalog 1.0 (plans and addons): refused as Chargebee refuses them on a 2.0 site (api_restricted).
+CATALOG_1 = (
     ("POST", "estimates/create_subscription", "create_subscription",
      _ITEMS_ONLY.format("estimate.create_sub_item_estimate")),
     ("GET", "customers/{customer_id}/create_subscription_estimate", "create_sub_for_customer_estimate",
@@ -407,6 +410,6 @@ REFUSED = (
     ("POST", "subscriptions/{sub_id}/cancel_subscription_estimate", "cancel_subscription",
      _ITEMS_ONLY.format("estimate.cancel_subscription_for_items")),
     ("POST", "estimates/gift_subscription", "gift_subscription",
-     "gifting subscriptions is not supported by this server"),
+     _ITEMS_ONLY.format("estimate.gift_subscription_for_items")),
     ("POST", "estimates/create_invoice", "create_invoice", _ITEMS_ONLY.format("estimate.create_invoice_for_items")),
 )

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import estimates
 from meterbill.billing.api.common import envelope, handle
 from meterbill.billing.models import Site
-from meterbill.billing.wire import OperationNotSupported
+from meterbill.billing.wire import CatalogRestricted, OperationNotSupported
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
 
@@ -88,10 +88,10 @@ async def payment_schedules(request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: _answer(estimates.payment_schedules(s, site, form)))
 
 
-def _refused(method: str, path: str, operation: str, message: str) -> None:
+def _refused(method: str, path: str, operation: str, message: str, error: type[OperationNotSupported]) -> None:
     async def endpoint(request: Request) -> JSONResponse:
         def run(s, site, form):
-            raise OperationNotSupported(f"estimate.{operation}: {message}")
+            raise error(f"estimate.{operation}: {message}")
 
         return await handle(request, run)
 
@@ -99,4 +99,6 @@ def _refused(method: str, path: str, operation: str, message: str) -> None:
 
 
 for _refusal in estimates.REFUSED:
-    _refused(*_refusal)
+    _refused(*_refusal, OperationNotSupported)
+for _refusal in estimates.CATALOG_1:
+    _refused(*_refusal, CatalogRestricted)
