@@ -28,6 +28,7 @@ from meterbill.billing import sites as billing_sites
 from meterbill.billing import wire as billing_wire
 from meterbill.billing.api import catalog as billing_catalog_api
 from meterbill.billing.api import customers as billing_customers_api
+from meterbill.billing.api import estimates as billing_estimates_api
 from meterbill.billing.api import events as billing_events_api
 from meterbill.billing.api import incompatible as billing_incompatible_api
 from meterbill.billing.api import invoices as billing_invoices_api
@@ -134,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(billing_subscriptions_api.router)
     app.include_router(billing_invoices_api.router)
     app.include_router(billing_promotional_credits_api.router)
+    app.include_router(billing_estimates_api.router)
     app.include_router(billing_events_api.router)
     app.include_router(metering_config_api.router)
     app.include_router(metering_measurements_api.router)

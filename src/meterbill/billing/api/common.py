@@ -30,7 +30,9 @@ MAX_FORM_BYTES = 1_000_000
 Operation = Callable[[Session, Site, dict[str, Any]], dict[str, Any]]
 
 
-async def handle(request: Request, operation: Operation) -> JSONResponse:
+async def handle(request: Request, operation: Operation, *, rehearses: bool = False) -> JSONResponse:
+    """`rehearses`: the operation writes in a savepoint it rolls back (an estimate), so even a GET
+    needs a writer's transaction (SQLite's read transactions cannot take the write lock safely)."""
     runtime: Runtime = request.app.state.runtime
     api_key = _api_key(request)
     form = parse_form(await _pairs(request))
@@ -39,7 +41,7 @@ async def handle(request: Request, operation: Operation) -> JSONResponse:
         raise InvalidInput("chargebee-idempotency-key must be 1 to 100 characters", param=IDEMPOTENCY_HEADER)
     fingerprint = hashlib.sha256(f"{request.method} {request.url.path} {sorted(form.items())!r}".encode()).hexdigest()
 
-    scope = runtime.db.read if request.method == "GET" else runtime.db.transaction
+    scope = runtime.db.read if request.method == "GET" and not rehearses else runtime.db.transaction
 
     def work() -> tuple[dict[str, Any], bool]:
         with scope() as session:
