@@ -7,7 +7,8 @@ import re
 
 import httpx
 
-from tests.api.test_connector import Story, wait_for
+from tests.api.test_connector import Story, ts, wait_for
+from tests.conftest import chargebee_client, m3ter_client
 
 
 def console(server, api_key: str) -> tuple[httpx.Client, str]:
@@ -65,6 +66,54 @@ def test_console_needs_a_session_and_keeps_sites_apart(server, tenant):
     (mapping,) = victim.m3.external_mappings.list_by_external_entity(
         "team-usd", system="Chargebee", external_table="ItemPrice").data
     assert mapping.m3ter_id == victim.pro.id
+
+
+def page_text(html: str) -> str:
+    """The page's words without its markup, one space apart: a table row reads as its cells in order."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_customer_page_shows_the_accounts_balances_and_commitments(server, tenant):
+    story = Story(server, tenant)
+    story.cb.Subscription.create_with_items("cust_1", {"id": "sub_1",
+                                                       "subscription_items": [{"item_price_id": "basic-usd"}]})
+    wait_for(story.account_plans)
+    (account,) = story.m3.accounts.list(codes=["cust_1"]).data
+    top_up = story.m3.transaction_types.create(name="Top-up", code="topup")
+    balance = story.m3.balances.create(account_id=account.id, code="credit", currency="USD", name="Prepaid credit",
+                                       start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+    story.m3.balances.transactions.create(balance.id, amount=1250.00, transaction_type_id=top_up.id,
+                                          description="Wire transfer", transaction_date="2024-01-03T09:00:00Z")
+    # From February: the January bill draws on the balance, never on the commitment.
+    commitment = story.m3.commitments.create(account_id=account.id, amount=600.00, currency="USD",
+                                             start_date="2024-02-01", end_date="2025-02-01")
+    story.usage("u1", "2024-01-05T10:00:00Z", 1600)
+    story.cb.TimeMachine.travel_forward("delorean", {"destination_time": ts(2024, 2, 1, 0, 0, 1)})
+    (bill,) = story.bill("2024-02-01")
+    assert bill.status == "PENDING"  # its drawdown counts only in "after pending"
+
+    owner, _ = console(server, tenant["billing_api_key"])
+    page = owner.get("/console/customers/cust_1")
+    assert page.status_code == 200
+    text = page_text(page.text)
+    # 1600 requests on Basic: 1000 x 0.01 + 600 x 0.005 = 13.00 drawn by the pending bill;
+    # 1,250.00 paid in, 1,250.00 left after approved bills (none), 1,250.00 - 13.00 = 1,237.00 after pending.
+    assert ("Prepaid credit credit 1 Jan \u2013 31 Dec 2024 1,250.00 USD 0.00 USD 1,250.00 USD 13.00 USD 1,237.00 USD"
+            in text)
+    assert "Date Type Description Amount 3 Jan 2024 Top-up Wire transfer 1,250.00 USD" in text
+    # Nothing drew on the commitment yet: 600.00 committed for 1 Feb 2024 to 31 Jan 2025 (end exclusive).
+    assert (f"{commitment.id} 1 Feb 2024 \u2013 31 Jan 2025 600.00 USD 0.00 USD 600.00 USD 0.00 USD 600.00 USD"
+            in text)
+
+    # Another site with its own customer cust_1 and m3ter account cust_1 sees none of it.
+    other = server.create_tenant("console-prepaid-other")
+    chargebee_client(server, other["billing_api_key"]).Customer.create({"id": "cust_1", "first_name": "Eve"})
+    m3ter_client(server, other).accounts.create(code="cust_1", name="Eve", email_address="eve@example.com",
+                                                currency="USD")
+    seen = page_text(console(server, other["billing_api_key"])[0].get("/console/customers/cust_1").text)
+    assert "Account Eve (code cust_1" in seen
+    assert "No balances. " in seen and "No commitments. " in seen
+    assert "Prepaid credit" not in seen and "1,237.00" not in seen and commitment.id not in seen
 
 
 def test_root_leads_to_the_console_and_errors_look_like_errors(server, tenant):

@@ -24,6 +24,7 @@ from meterbill.console.web import COOKIE, SESSION_SECONDS, ConsoleDep, checked_f
 from meterbill.core.db import must_get, utcnow
 from meterbill.core.errors import AuthenticationFailed, DomainError, InvalidState, NotFound
 from meterbill.metering import bills as metering_bills
+from meterbill.metering import prepaid
 from meterbill.metering.billstatus import BillStatus
 from meterbill.metering.config import all_of, find_by_key
 from meterbill.metering.models import Bill, BillLineItem, ConfigEntity
@@ -165,6 +166,7 @@ def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Re
         account_plans = all_of(db, console.org_id, "account_plan", accountId=account.id) if account else []
         plans = {p.id: p.document for p in db.scalars(select(ConfigEntity).where(
             ConfigEntity.id.in_([ap.document.get("planId") for ap in account_plans])))}
+        balances, commitments = prepaid.statements(db, console.org_id, account.id) if account else ([], [])
         return render(
             request, "customer.html", console, title=f"Customer {customer_id}", page="customers", customer=customer,
             subscriptions=db.scalars(select(Subscription).where(
@@ -172,7 +174,7 @@ def customer_page(customer_id: str, request: Request, console: ConsoleDep) -> Re
             invoices=db.scalars(select(Invoice).where(
                 Invoice.site_id == console.site_id, Invoice.customer_id == customer_id, Invoice.deleted.is_(False),
             ).order_by(Invoice.date.desc())).all(),
-            account=account, plans=plans,
+            account=account, plans=plans, balances=balances, commitments=commitments,
             account_plans=sorted(account_plans, key=lambda ap: ap.document.get("startDate", "")))
 
 

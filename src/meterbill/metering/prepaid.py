@@ -212,10 +212,14 @@ COMMITMENTS = Resource("commitment", "commitments", "commitment", schemas.Commit
 # --- rendering and listing -----------------------------------------------------------------------
 
 
+def _balance_standing(session: Session, entity: ConfigEntity) -> Standing:
+    return standing(session, entity.organization_id, entity,
+                    _paid_in(session, entity.organization_id, [entity.id])[entity.id])
+
+
 def render_balance(session: Session, entity: ConfigEntity) -> dict[str, Any]:
     wire = config.render(entity, BALANCES)
-    money = standing(session, entity.organization_id, entity, _paid_in(session, entity.organization_id,
-                                                                        [entity.id])[entity.id])
+    money = _balance_standing(session, entity)
     wire["amount"] = money.remaining
     wire["meterbill"] = money.wire()
     return wire
@@ -227,6 +231,49 @@ def render_commitment(session: Session, entity: ConfigEntity) -> dict[str, Any]:
     wire["amountSpent"] = money.approved
     wire["meterbill"] = money.wire()
     return wire
+
+
+class TransactionLine(NamedTuple):
+    """One balance transaction as a reader sees it: its type by name."""
+
+    date: datetime
+    type_name: str | None
+    description: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One balance or commitment of an account as the console shows it: its term (end exclusive),
+    its money, and (a balance) its transactions, those made through the API and by its schedules,
+    oldest first."""
+
+    entity: ConfigEntity
+    currency: str
+    start: datetime
+    end: datetime
+    money: Standing
+    transactions: list[TransactionLine]
+
+
+def statements(session: Session, org_id: str, account_id: str) -> tuple[list[Statement], list[Statement]]:
+    """The account's balances and its commitments, each in start order."""
+    type_names = {e.id: e.document.get("name") for e in config.all_of(session, org_id, "transaction_type")}
+    balances = []
+    for entity in config.all_of(session, org_id, "balance", accountId=account_id):
+        lines = sorted((TransactionLine(schemas.utc_timestamp(t["transactionDate"]),
+                                        type_names.get(t.get("transactionTypeId") or ""),
+                                        t.get("description") or "", Decimal(str(t["amount"])))
+                        for t in _transactions(session, org_id, entity.id)), key=lambda line: line.date)
+        balances.append(Statement(entity, entity.document["currency"],
+                                  schemas.utc_timestamp(entity.document["startDate"]), _term_end(entity),
+                                  _balance_standing(session, entity), lines))
+    commitments = [Statement(entity, entity.document["currency"], schemas.utc_timestamp(entity.document["startDate"]),
+                             _term_end(entity),
+                             standing(session, org_id, entity, Decimal(str(entity.document["amount"]))), [])
+                   for entity in config.all_of(session, org_id, "commitment", accountId=account_id)]
+    return (sorted(balances, key=lambda s: (s.start, s.entity.id)),
+            sorted(commitments, key=lambda s: (s.start, s.entity.id)))
 
 
 def _effective_end(entity: ConfigEntity) -> datetime:
