@@ -62,6 +62,14 @@ def _add(cb: chargebee.Chargebee, amount: int, **extra: Any) -> Any:
     return cb.PromotionalCredit.add({"customer_id": "cust", "amount": amount, "description": "Welcome", **extra})
 
 
+def _refundable_note(cb: chargebee.Chargebee, invoice: Any, paid: int, total: int) -> Any:
+    """A credit note with its whole total available for later invoices: a refundable one against the
+    invoice, once `paid` (an adjustment note is spent on its own unpaid invoice, as in Chargebee)."""
+    cb.Invoice.record_payment(invoice.id, {"transaction": {"amount": paid, "payment_method": "cash"}})
+    return cb.CreditNote.create({"reference_invoice_id": invoice.id, "type": "refundable", "total": total,
+                                 "reason_code": "other"}).credit_note
+
+
 def _promotional_discount(invoice: Any) -> list[tuple[str, int]]:
     return [(d.entity_type, d.amount) for d in invoice.discounts or []]
 
@@ -210,9 +218,7 @@ def test_credits_in_another_currency_are_not_taken(cb):
 
 
 def test_promotional_credits_come_before_credit_notes(cb):
-    earlier = _invoice(cb, 2000)
-    note = cb.CreditNote.create({"reference_invoice_id": earlier.id, "type": "adjustment", "total": 1500,
-                                 "reason_code": "other"}).credit_note
+    note = _refundable_note(cb, _invoice(cb, 2000), 2000, 1500)
     _add(cb, 1000)
     invoice = _invoice(cb, 2000)
     # 2000 - 1000 promotional = 1000 total; the credit note's 1500 then covers 1000 of it.
@@ -243,9 +249,8 @@ def test_a_replayed_add_is_stored_once(cb):
 
 def test_apply_credits_lets_credit_notes_pay_an_invoice_already_posted(cb):
     earlier = _invoice(cb, 2000)
-    later = _invoice(cb, 3000)
-    note = cb.CreditNote.create({"reference_invoice_id": earlier.id, "type": "adjustment", "total": 1500,
-                                 "reason_code": "other"}).credit_note
+    later = _invoice(cb, 3000)  # closed before the note exists, so it took nothing of it
+    note = _refundable_note(cb, earlier, 2000, 1500)
     with pytest.raises(chargebee.InvalidRequestError) as other:
         cb.Invoice.apply_credits(later.id, {"credit_notes": [{"id": "CN-999"}]})
     assert other.value.http_status_code == 404
@@ -259,7 +264,7 @@ def test_apply_credits_lets_credit_notes_pay_an_invoice_already_posted(cb):
         cb.Invoice.apply_credits(later.id, {"credit_notes": [{"id": note.id}]})
     assert spent.value.param == "credit_notes[id][0]"
     with pytest.raises(chargebee.InvalidRequestError) as none_left:
-        cb.Invoice.apply_credits(earlier.id)
+        cb.Invoice.apply_credits(later.id)
     assert none_left.value.param == "credit_notes"
     assert cb.Invoice.retrieve(later.id).invoice.amount_due == 1500  # the refusals changed nothing
 
@@ -267,10 +272,9 @@ def test_apply_credits_lets_credit_notes_pay_an_invoice_already_posted(cb):
 def test_apply_credits_with_no_note_named_takes_all_oldest_first(cb):
     source = _invoice(cb, 5000)
     target = _invoice(cb, 1200)
-    first = cb.CreditNote.create({"reference_invoice_id": source.id, "type": "adjustment", "total": 1000,
-                                  "reason_code": "other"}).credit_note
-    second = cb.CreditNote.create({"reference_invoice_id": source.id, "type": "adjustment", "total": 1000,
-                                   "reason_code": "other"}).credit_note
+    first = _refundable_note(cb, source, 5000, 1000)
+    second = cb.CreditNote.create({"reference_invoice_id": source.id, "type": "refundable", "total": 1000,
+                                   "reason_code": "other"}).credit_note  # 2000 of the 5000 paid given back
     paid = cb.Invoice.apply_credits(target.id).invoice
     # 1200: 1000 from the first note, 200 from the second.
     assert [(c.cn_id, c.applied_amount) for c in paid.applied_credits] == [(first.id, 1000), (second.id, 200)]

@@ -28,8 +28,15 @@ def _invoice(cb, amount: int, customer: str = "cust_1"):
     }).invoice
 
 
+def _paid_invoice(cb, amount: int, customer: str = "cust_1"):
+    invoice = _invoice(cb, amount, customer)
+    return cb.Invoice.record_payment(invoice.id, {"transaction": {"amount": amount, "payment_method": "cash"}}).invoice
+
+
 def _note(cb, invoice_id: str, total: int, **extra):
-    return cb.CreditNote.create({"reference_invoice_id": invoice_id, "type": "adjustment", "total": total,
+    """A refundable credit note against a paid invoice: its whole total stays available (refunds, later
+    invoices). An adjustment note would not do: as in Chargebee, it is spent on its own unpaid invoice."""
+    return cb.CreditNote.create({"reference_invoice_id": invoice_id, "type": "refundable", "total": total,
                                  "reason_code": "other", **extra}).credit_note
 
 
@@ -41,7 +48,7 @@ def _refused(call, *args, status: int = 409):
 
 
 def test_a_credit_note_pdf_is_a_signed_link_to_the_note(cb, tmp_path):
-    invoice = _invoice(cb, 4200)
+    invoice = _paid_invoice(cb, 4200)
     note = _note(cb, invoice.id, 1234)
     download = cb.CreditNote.pdf(note.id, {"disposition_type": "inline"}).download
     assert download.mime_type == "application/pdf" and download.valid_till > time.time()
@@ -61,7 +68,7 @@ def test_a_credit_note_pdf_is_a_signed_link_to_the_note(cb, tmp_path):
 
 
 def test_refunds_pay_out_a_credit_notes_balance(cb):
-    invoice = _invoice(cb, 5000)
+    invoice = _paid_invoice(cb, 5000)
     note = _note(cb, invoice.id, 800)
     first = cb.CreditNote.refund(note.id, {"refund_amount": 300, "customer_notes": "partial",
                                            "refund_reason_code": "goodwill"})
@@ -103,16 +110,16 @@ def test_refundable_credit_notes_are_held_to_what_was_paid(cb):
 
 
 def test_delete_update_and_a_customers_credit_notes(cb):
-    invoice = _invoice(cb, 3000)
+    invoice = _paid_invoice(cb, 3000)  # 500 + 700 given back of the 3000 paid
     spare = _note(cb, invoice.id, 500)
     used = _note(cb, invoice.id, 700)
-    other = _note(cb, _invoice(cb, 900, customer="cust_2").id, 200)
+    other = _note(cb, _paid_invoice(cb, 900, customer="cust_2").id, 200)
     updated = cb.CreditNote.update(spare.id, {"comment": "checked"}).credit_note
     assert updated.resource_version > spare.resource_version
     listed = cb.CreditNote.credit_notes_for_customer("cust_1").list
     assert sorted(e.credit_note.id for e in listed) == sorted([spare.id, used.id])
     assert [e.credit_note.id for e in cb.CreditNote.credit_notes_for_customer("cust_2").list] == [other.id]
-    # The next invoice (1000) takes both notes: spare (older) 500, then used 500 of its 700.
+    # Deleted, spare gives nothing: the next invoice (1000) takes used's 700 alone.
     cb.CreditNote.delete(spare.id, {"comment": "not needed"})
     nxt = _invoice(cb, 1000)
     assert nxt.credits_applied == 700  # the deleted note gave nothing; used gave its 700, 300 still due

@@ -68,8 +68,11 @@ def test_a_write_off_closes_the_invoice_with_amount_adjusted_and_voiding_its_not
 
 
 def test_voiding_a_credit_note_takes_back_the_credits_it_gave_an_invoice(cb):
+    # A refundable note on a paid invoice keeps its 1200 for later invoices (an adjustment note would be
+    # spent at once on its own unpaid invoice, as in Chargebee).
     first = _invoice(cb, 5000)
-    note = cb.CreditNote.create({"reference_invoice_id": first.id, "type": "adjustment", "total": 1200,
+    _pay(cb, first.id, 5000)
+    note = cb.CreditNote.create({"reference_invoice_id": first.id, "type": "refundable", "total": 1200,
                                  "reason_code": "waiver"}).credit_note
     # The next invoice (1000) takes 1000 of the note's 1200: paid by credits; 300 more takes the other 200.
     second = _invoice(cb, 1000)
