@@ -140,8 +140,8 @@ def test_a_handler_outliving_the_lease_keeps_its_message_while_its_worker_lives(
             session.execute(text(PROBE_TABLE_DDL))
             enqueue(session, "test.probe", {"key": "slow", "sleep": 3})
         workers = [_start_worker(env, tmp_path) for _ in range(2)]
-        try:
-            assert _wait_for(lambda: not _pending_probe_leases(db), timeout=30)
+        try:  # 90 s: the two workers start (imports) on a busy machine first
+            assert _wait_for(lambda: not _pending_probe_leases(db), timeout=90)
         finally:
             for worker in workers:
                 worker.terminate()
