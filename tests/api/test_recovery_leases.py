@@ -84,7 +84,7 @@ def test_bill_job_killed_mid_run_completes_soon_after_restart(slow_server):
         assert (money(bill.bill_total), bill.bill_job_id) == (BILL_TOTAL, job_id)
 
 
-ROWS = 5000  # five batches of 1000
+ROWS = 10000  # ten batches of 1000, each at least 1 s: room for a stop, a restart and a kill mid-file
 
 
 def _file() -> bytes:
