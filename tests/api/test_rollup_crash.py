@@ -286,7 +286,8 @@ def test_rollup_worker_killed_mid_pass_changes_no_total(new_database_url, tmp_pa
             by_day = hand_totals(sent)
             expected = expected_answers(by_day)
             assert len(by_day) == len(ACCOUNTS) * DAYS
-            assert usage_answers(m3, meter.id) == expected
+            # Read at once: the usage query (checked after the restart, before the redelivered pass)
+            # can take longer on a busy machine than the pass's remaining delay.
             with read_only(server.database_url) as conn:
                 before, highest = read_mark(conn), read_max_id(conn)
             assert highest == sent
