@@ -20,7 +20,9 @@ inserted: keys first, then rows, each one insert (one part: all or nothing), and
 crash between the two is repaired before the next lookup or write. Exact on every read, with no
 FINAL or read-time dedupe to pay (ClickHouse's merges never have to catch up), whenever
 one process writes the store: always with chDB (only one process can open its folder),
-and with a server as long as one API process ingests. Several processes writing one
+and with a server as long as one API process ingests. On chDB a Bloom filter of the stored
+keys (`_KeyFilter`) answers for the keys it has never seen, so a batch of new uids looks up
+only its filter's positives (about 1 %) instead of reading a granule per key in every part. Several processes writing one
 server could each find a uid new in the same instant and both store it: a server
 deployment keeps ingest in one process until that is lifted. In a unit of work
 `ingest` answers from the same lookup made at once, without the lock; the write at
