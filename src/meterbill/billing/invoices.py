@@ -451,7 +451,8 @@ class LinePeriod(Params):
 
 
 class AddCharge(Params):
-    amount: int = Field(ge=-10**15, le=10**15)
+    # Chargebee takes no negative charge (a credit is a credit note), nor an empty one.
+    amount: int = Field(ge=1, le=10**15)
     description: Text
     line_item: LinePeriod | None = None
     comment: Text | None = None
