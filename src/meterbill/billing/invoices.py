@@ -391,6 +391,12 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     if amount > carried:
         raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} still carries ({carried} of its "
                            f"total {invoice.total} after {credited} already credited)", param="total")
+    # As Chargebee: an adjustment reduces what an unpaid invoice still asks for; what was paid comes back
+    # only through a refundable credit note.
+    if params.type == "adjustment" and amount > (due := amount_due(invoice)):
+        raise InvalidInput(f"total : an adjustment credit note reduces what invoice {invoice.id} still asks for "
+                           f"({due}, status {invoice.status}), not {amount}; give back payments with a "
+                           f"refundable credit note", param="total")
     if params.type == "refundable" and amount > (limit := refundable(session, site, invoice)):
         raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} can refund ({limit}: paid "
                            f"{invoice.amount_paid}, refunded {refunded(session, site, invoice)})", param="total")

@@ -22,8 +22,8 @@ FINAL or read-time dedupe to pay (ClickHouse's merges never have to catch up), w
 one process writes the store: always with chDB (only one process can open its folder),
 and with a server as long as one API process ingests. On chDB a Bloom filter of the stored
 keys (`_KeyFilter`) answers for the keys it has never seen, so a batch of new uids looks up
-only its filter's positives (about 1 %) instead of reading a granule per key in every part. Several processes writing one
-server could each find a uid new in the same instant and both store it: a server
+only its filter's positives (about 1 %) instead of reading a granule per key in every part.
+Several processes writing one server could each find a uid new in the same instant and both store it: a server
 deployment keeps ingest in one process until that is lifted. In a unit of work
 `ingest` answers from the same lookup made at once, without the lock; the write at
 commit decides again (against the keys this process wrote since, or a new lookup), so
