@@ -9,7 +9,13 @@ Money by hand. The subscription is on Pro: 50.00 a month in advance (5000 cents)
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
+
+import chargebee
+import httpx
+import m3ter
+import pytest
 
 from tests.api.test_connector import Story, ts, wait_for
 from tests.api.test_console_isolation import console, page_text
@@ -54,6 +60,20 @@ def invoice_now(story: Story, invoice):
     return story.cb.Invoice.retrieve(invoice.id).invoice
 
 
+def replay_everything(server, story: Story) -> None:
+    """Deliver every event to the connector's endpoint again and reconcile every subscription."""
+    (endpoint,) = [e.webhook_endpoint for e in story.cb.WebhookEndpoint.list().list]
+    api = httpx.Client(base_url=f"{server.base_url}/api/v2", auth=story.auth, timeout=30)
+    resent = api.post(f"/webhook_endpoints/{endpoint.id}/resend")
+    assert resent.status_code == 200 and resent.json()["resent"] > 0, resent.text
+    wait_for(lambda: all(not api.get(f"/webhook_endpoints/{endpoint.id}/deliveries",
+                                 params={"status": status}).json()["list"]
+                          for status in ("scheduled", "re_scheduled")), timeout=60)
+    assert httpx.post(story.connector + "/sync", auth=story.auth).json()["queued"] is True
+    wait_for(lambda: not [e for e in story.sync_log() if e["state"] in ("retrying", "waiting")])
+    time.sleep(3)  # a poll of m3ter's bill events and a retry later
+
+
 def by_type(bill) -> dict[str, list[Decimal]]:
     lines: dict[str, list[Decimal]] = {}
     for line in bill.line_items:
@@ -79,6 +99,9 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
     assert consumed.balance_id == balance.id
     assert (bill.status, money(bill.bill_total)) == ("APPROVED", Decimal("50.00"))  # 150.00 - 100.00
     assert money(story.m3.balances.retrieve(balance.id).amount) == 0  # 100.00 - 100.00
+    summary = story.m3.balances.transactions.summary(balance.id)
+    assert (money(summary.total_credit_amount), money(summary.total_debit_amount),
+            money(summary.balance_consumed)) == (Decimal("100.00"), 0, Decimal("100.00"))
 
     (note,) = credit_notes_of(story, invoice)
     invoice = invoice_now(story, invoice)
@@ -95,6 +118,22 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
         (f"Prepaid balance consumed (bill {bill.id})", 10000)]
     assert [(c.cn_id, c.cn_total) for c in invoice.adjustment_credit_notes] == [(note.id, 10000)]
     assert (invoice.amount_adjusted, invoice.amount_due) == (10000, FEE + 5000)  # 10000 cents due
+    (logged,) = [e for e in story.sync_log() if e["action"] == "credit_bill"]
+    assert (logged["status"], logged["chargebee_id"]) == ("ok", invoice.id)
+    assert f"credit note {note.id} of 100.00 (Prepaid balance consumed) against invoice {invoice.id}" in (
+        logged["message"])
+
+    # Bad input is refused in the contract's shape and changes nothing: the balance, now at 0.00 and
+    # without overdraft, takes no debit; a balance in another currency than the account's plan (USD).
+    with pytest.raises(m3ter.BadRequestError) as overdraft:
+        story.m3.balances.transactions.create(balance.id, amount=-0.01, transaction_type_id=payment.id)
+    assert "overdraft" in overdraft.value.body["message"]
+    assert [money(t.amount) for t in story.m3.balances.transactions.list(balance.id)] == [Decimal("100.00")]
+    with pytest.raises(m3ter.BadRequestError) as currency:
+        story.m3.balances.create(account_id=account.id, code="euro", currency="EUR", name="Euro credit",
+                                 start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+    assert "USD" in currency.value.body["message"]
+    assert [b.id for b in story.m3.balances.list(account_id=account.id)] == [balance.id]
 
     # February: nothing left on the balance, the 30.00 of usage is billed in full.
     story.usage("feb", "2024-02-10T00:00:00Z", 7500)
@@ -114,6 +153,19 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
     assert [(d.entity_type, d.amount) for d in march.discounts] == [("promotional_credits", 2000)]
     assert (march.total, march.amount_due) == (FEE + 3000 - 2000, FEE + 1000)  # 6000 cents
     assert story.cb.Customer.retrieve("cust_1").customer.promotional_credits == 0
+    with pytest.raises(chargebee.InvalidRequestError) as too_much:  # nothing left to deduct
+        story.cb.PromotionalCredit.deduct({"customer_id": "cust_1", "amount": 1, "description": "Too much"})
+    assert (too_much.value.api_error_code, too_much.value.param) == ("param_wrong_value", "amount")
+    assert story.cb.Customer.retrieve("cust_1").customer.promotional_credits == 0
+
+    # Every write is idempotent: every event delivered to the connector once more, and every subscription
+    # reconciled again, change nothing.
+    settled = [(i.id, i.total, i.amount_due) for i in story.invoices()]
+    replay_everything(server, story)
+    assert [(i.id, i.total, i.amount_due) for i in story.invoices()] == settled
+    assert [n.credit_note.id for n in story.cb.CreditNote.list({"customer_id": {"is": "cust_1"}}).list] == [note.id]
+    assert len(story.account_plans()) == 1
+    assert money(story.m3.balances.retrieve(balance.id).amount) == 0
 
     # The console's customer page: the balance paid in 100.00, drawn 100.00 by January's approved bill.
     owner, _ = console(server, tenant["billing_api_key"])
@@ -145,8 +197,17 @@ def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(se
     (note,) = credit_notes_of(story, january)
     assert (note.total, note.create_reason_code) == (12000, "Prepaid commitment consumed")
     january = invoice_now(story, january)
-    assert sorted(line.amount for line in january.line_items) == [FEE, 12000, 30000]
+    assert [(line.entity_id, line.description, line.amount) for line in january.line_items] == [
+        ("pro-usd", "Pro", FEE), ("calls-usd", "API calls", 12000),
+        (None, "Commitment fee (commitment fee)", 30000)]
     assert (january.total, january.amount_due) == (FEE + 30000 + 12000, FEE + 30000)  # 35000 cents
+
+    # A second commitment overlapping the first (March to May) is refused and changes nothing.
+    with pytest.raises(m3ter.BadRequestError) as overlap:
+        story.m3.commitments.create(account_id=account.id, amount=50.00, currency="USD",
+                                    start_date="2024-03-01", end_date="2024-06-01")
+    assert commitment.id in overlap.value.body["message"]
+    assert [c.id for c in story.m3.commitments.list(account_id=account.id)] == [commitment.id]
 
     # February: 120.00 more, all covered (60.00 of the 300.00 left): the bill is 0.00.
     story.usage("feb", "2024-02-10T00:00:00Z", 30000)
@@ -169,6 +230,13 @@ def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(se
     (note,) = credit_notes_of(story, march)
     assert (note.total, note.create_reason_code) == (6000, "Prepaid commitment consumed")
     march = invoice_now(story, march)
-    assert sorted(line.amount for line in march.line_items) == [300, FEE, 9000]
+    assert [(line.entity_id, line.description, line.amount) for line in march.line_items] == [
+        ("pro-usd", "Pro", FEE), ("calls-usd", "API calls", 9000),
+        (None, "Overage surcharge 10% (overage surcharge)", 300)]
     assert (march.total, march.amount_due) == (FEE + 9000 + 300, FEE + 3300)  # 8300 cents
     assert money(story.m3.commitments.retrieve(commitment.id).amount_spent) == Decimal("300.00")
+    # The console's customer page: 300.00 committed for January to March, all of it spent.
+    owner, _ = console(server, tenant["billing_api_key"])
+    text = page_text(owner.get("/console/customers/cust_1").text)
+    assert (f"{commitment.id} 1 Jan – 31 Mar 2024 300.00 USD 300.00 USD 0.00 USD 0.00 USD 0.00 USD"
+            in text)
