@@ -18,6 +18,7 @@ import m3ter
 import pytest
 
 from tests.api.test_connector import Story, ts, wait_for
+from tests.api.test_connector_corrections import recalculate, settled_at
 from tests.api.test_console_isolation import console, page_text
 from tests.api.test_metering_billing import lines_of_type, money
 
@@ -137,9 +138,9 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
 
     # February: nothing left on the balance, the 30.00 of usage is billed in full.
     story.usage("feb", "2024-02-10T00:00:00Z", 7500)
-    february, bill = month_end(story, 3)
-    assert by_type(bill) == {"USAGE": [Decimal("30.00")]}
-    assert money(bill.bill_total) == Decimal("30.00")
+    february, february_bill = month_end(story, 3)
+    assert by_type(february_bill) == {"USAGE": [Decimal("30.00")]}
+    assert money(february_bill.bill_total) == Decimal("30.00")
     assert (february.total, february.amount_due) == (FEE + 3000, FEE + 3000)  # 8000 cents
     assert money(story.m3.balances.retrieve(balance.id).amount) == 0
 
@@ -147,8 +148,8 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
     added = story.cb.PromotionalCredit.add({"customer_id": "cust_1", "amount": 2000, "description": "Welcome"})
     assert added.customer.promotional_credits == 2000
     story.usage("mar", "2024-03-10T00:00:00Z", 7500)
-    march, bill = month_end(story, 4)
-    assert money(bill.bill_total) == Decimal("30.00")
+    march, march_bill = month_end(story, 4)
+    assert money(march_bill.bill_total) == Decimal("30.00")
     assert march.sub_total == FEE + 3000
     assert [(d.entity_type, d.amount) for d in march.discounts] == [("promotional_credits", 2000)]
     assert (march.total, march.amount_due) == (FEE + 3000 - 2000, FEE + 1000)  # 6000 cents
@@ -176,6 +177,26 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
     page = owner.get(f"/console/invoices/{invoice.id}").text
     assert re.search(r'id="amount-due">100.00 USD<', page)
     assert "Adjusted by credit notes \u2212100.00 USD" in page_text(page.replace("&minus;", "\u2212"))
+
+    # A top-up of 40.00 and February's approved bill recalculated: it now draws 30.00 of it, so its
+    # total falls from 30.00 to 0.00 and, approved again, the connector credits the 30.00 against the
+    # invoice that carried it (an adjustment credit note), January's 100.00 drawn once still.
+    story.m3.balances.transactions.create(balance.id, amount=40.00, transaction_type_id=payment.id,
+                                          description="Top-up", transaction_date="2024-04-02T00:00:00Z")
+    recalculated = recalculate(story, february_bill.id)
+    assert by_type(recalculated) == {"USAGE": [Decimal("30.00")], "BALANCE_CONSUMED": [Decimal("-30.00")]}
+    assert money(recalculated.bill_total) == 0
+    assert by_type(story.m3.bills.retrieve(id=bill.id)) == {"USAGE": [Decimal("150.00")],
+                                                           "BALANCE_CONSUMED": [Decimal("-100.00")]}
+    story.m3.bills.approve(bill_ids=[february_bill.id])
+    # Charged for usage 150.00 + 30.00 + 30.00, credited 100.00 + 30.00: the bills' 50.00 + 0.00 + 30.00.
+    settled_at(story, 8000)
+    (correction,) = story.cb.CreditNote.list({"reference_invoice_id": {"is": february.id}}).list
+    assert (correction.credit_note.type, correction.credit_note.total) == ("adjustment", 3000)
+    february = invoice_now(story, february)
+    assert (february.total, february.amount_adjusted, february.amount_due) == (FEE + 3000, 3000, FEE)
+    standing = story.m3.balances.retrieve(balance.id)
+    assert money(standing.amount) == Decimal("10.00")  # 140.00 paid in - 100.00 - 30.00
 
 
 def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(server, tenant):
