@@ -57,6 +57,17 @@ def credit_notes_of(story: Story, invoice) -> list:
     return wait_for(issued)
 
 
+def covered(story: Story, invoice):
+    """(the one credit note the connector issued against the invoice, the invoice as it is then)."""
+    (note,) = credit_notes_of(story, invoice)
+    return note, invoice_now(story, invoice)
+
+
+def described(invoice) -> list[tuple[str | None, str, int]]:
+    """The invoice's lines as a reader sees them: item price, description, amount."""
+    return [(line.entity_id, line.description, line.amount) for line in invoice.line_items]
+
+
 def invoice_now(story: Story, invoice):
     return story.cb.Invoice.retrieve(invoice.id).invoice
 
@@ -104,8 +115,7 @@ def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_
     assert (money(summary.total_credit_amount), money(summary.total_debit_amount),
             money(summary.balance_consumed)) == (Decimal("100.00"), 0, Decimal("100.00"))
 
-    (note,) = credit_notes_of(story, invoice)
-    invoice = invoice_now(story, invoice)
+    note, invoice = covered(story, invoice)
     # What a reader of the invoice sees: February's fee in advance and January's 150.00 of usage, gross ...
     assert [(line.entity_id, line.amount, line.date_from, line.date_to) for line in invoice.line_items] == [
         ("pro-usd", FEE, ts(2024, 2, 1), ts(2024, 3, 1)), ("calls-usd", 15000, ts(2024, 1, 1), ts(2024, 2, 1))]
@@ -215,12 +225,10 @@ def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(se
     assert by_type(bill) == {"COMMITMENT_FEE": [Decimal("300.00")], "USAGE": [Decimal("120.00")],
                              "COMMITMENT_CONSUMED": [Decimal("-120.00")]}
     assert money(bill.bill_total) == Decimal("300.00")  # 300.00 + 120.00 - 120.00
-    (note,) = credit_notes_of(story, january)
+    note, january = covered(story, january)
     assert (note.total, note.create_reason_code) == (12000, "Prepaid commitment consumed")
-    january = invoice_now(story, january)
-    assert [(line.entity_id, line.description, line.amount) for line in january.line_items] == [
-        ("pro-usd", "Pro", FEE), ("calls-usd", "API calls", 12000),
-        (None, "Commitment fee", 30000)]
+    assert described(january) == [("pro-usd", "Pro", FEE), ("calls-usd", "API calls", 12000),
+                                  (None, "Commitment fee", 30000)]
     assert (january.total, january.amount_due) == (FEE + 30000 + 12000, FEE + 30000)  # 35000 cents
 
     # A second commitment overlapping the first (March to May) is refused and changes nothing.
@@ -237,9 +245,8 @@ def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(se
     february, bill = month_end(story, 3)
     assert by_type(bill) == {"USAGE": [Decimal("120.00")], "COMMITMENT_CONSUMED": [Decimal("-120.00")]}
     assert money(bill.bill_total) == 0
-    (note,) = credit_notes_of(story, february)
+    note, february = covered(story, february)
     assert note.total == 12000
-    february = invoice_now(story, february)
     assert (february.sub_total, february.total) == (FEE + 12000, FEE + 12000 - 2000)
     assert (february.amount_adjusted, february.amount_due) == (12000, FEE - 2000)  # 3000 cents
 
@@ -251,12 +258,10 @@ def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(se
     (surcharge,) = lines_of_type(bill, "OVERAGE_SURCHARGE")
     assert (money(surcharge.quantity), surcharge.commitment_id) == (Decimal("30.00"), commitment.id)
     assert money(bill.bill_total) == Decimal("33.00")  # 90.00 - 60.00 + 3.00
-    (note,) = credit_notes_of(story, march)
+    note, march = covered(story, march)
     assert (note.total, note.create_reason_code) == (6000, "Prepaid commitment consumed")
-    march = invoice_now(story, march)
-    assert [(line.entity_id, line.description, line.amount) for line in march.line_items] == [
-        ("pro-usd", "Pro", FEE), ("calls-usd", "API calls", 9000),
-        (None, "Overage surcharge 10%", 300)]
+    assert described(march) == [("pro-usd", "Pro", FEE), ("calls-usd", "API calls", 9000),
+                                (None, "Overage surcharge 10%", 300)]
     assert (march.total, march.amount_due) == (FEE + 9000 + 300, FEE + 3300)  # 8300 cents
     assert money(story.m3.commitments.retrieve(commitment.id).amount_spent) == Decimal("300.00")
     # The console's customer page: 300.00 committed for January to March, all of it spent.
