@@ -576,7 +576,7 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
                     invoice["id"], item_price_id=charge_item, quantity=quantity, unit_price=unit,
                     currency=bill.currency, date_from=start, date_to=end, key=key)
             else:
-                description = f"{line.description} ({line.line_item_type.replace('_', ' ').lower()})"
+                description = charge_description(line.description, line.line_item_type)
                 updated = run.chargebee.add_charge(invoice["id"], amount=amount, description=description,
                                                    date_from=start, date_to=end, key=key)
         except Refused as exc:
@@ -594,6 +594,13 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
              f"bill {bill_id} pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
              chargebee_id=invoice["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
     _record_first_push(run, bill, invoice["id"], gross, credits)
+
+
+def charge_description(description: str, line_type: str) -> str:
+    """A described charge's text: the bill line's description and, unless it already says so, its type
+    ("Minimum spend", not "Minimum spend (minimum spend)")."""
+    kind = line_type.replace("_", " ").lower()
+    return description if kind in description.lower() else f"{description} ({kind})"
 
 
 def line_amounts(bill: Any) -> list[tuple[Any, int]]:
