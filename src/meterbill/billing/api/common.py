@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.billing import sites
+from meterbill.billing import emails, sites
 from meterbill.billing.models import IdempotentResponse, Site
 from meterbill.billing.wire import OperationNotSupported, parse_form
 from meterbill.core.db import utcnow
@@ -129,6 +129,13 @@ def refusal(error: type[DomainError], message: str) -> Callable[[Request], Await
         return await handle(request, run)
 
     return endpoint
+
+
+def mailer(request: Request) -> emails.Mailer:
+    """How this process sends billing emails, from its settings."""
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    return emails.Mailer(settings.smtp_url, settings.smtp_from, runtime.vault, settings.base_url())
 
 
 def envelope(**resources: Any) -> dict[str, Any]:
