@@ -54,7 +54,7 @@ ROUTE_MISSING = "is not available on this server"  # the message of both APIs' f
 
 CHARGEBEE_CORE = ("Customer", "ItemFamily", "Item", "ItemPrice", "Subscription", "Usage", "Invoice", "CreditNote",
                   "Event", "WebhookEndpoint", "TimeMachine")
-CHARGEBEE_EXTRA = ("Estimate", "PromotionalCredit")
+CHARGEBEE_EXTRA = ("Estimate", "PromotionalCredit", "PaymentScheduleScheme", "EmailLog")
 # In the order they are swept: what a bill's lines need before the bill is approved and locked,
 # and bill jobs (a recalculation replaces the lines) last.
 M3TER_CORE = ("products", "meters", "aggregations", "compound_aggregations", "plan_templates", "plans", "pricings",
@@ -336,6 +336,12 @@ def chargebee_calls(world: World) -> dict[str, tuple[tuple[Any, ...], dict[str, 
         "PromotionalCredit.deduct": ((), {"customer_id": customer, "amount": 100, "description": "Used"}),
         "PromotionalCredit.set": ((), {"customer_id": customer, "amount": 300, "description": "Set"}),
         "PromotionalCredit.retrieve": ((created("PromotionalCredit", MADE_UP_ID),), None),
+        # payment schedule scheme, email log
+        "PaymentScheduleScheme.create": ((), {"name": f"Split {new}", "number_of_schedules": 2,
+                                              "period_unit": "month"}),
+        "PaymentScheduleScheme.retrieve": ((created("PaymentScheduleScheme", MADE_UP_ID),), None),
+        "PaymentScheduleScheme.delete": ((created("PaymentScheduleScheme", MADE_UP_ID),), None),
+        "EmailLog.email_logs_for_customer": ((customer,), {"limit": 5}),
     }
     return calls
 

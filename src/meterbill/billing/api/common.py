@@ -138,6 +138,17 @@ def mailer(request: Request) -> emails.Mailer:
     return emails.Mailer(settings.smtp_url, settings.smtp_from, runtime.vault, settings.base_url())
 
 
+def email_route(router: APIRouter, path: str, send: Callable[..., Any], summary: str) -> None:
+    """POST `path` (naming `{resource_id}`): `send` queues an email about that resource; the answer
+    lists its log."""
+    async def endpoint(resource_id: str, request: Request) -> JSONResponse:
+        sender = mailer(request)
+        return await handle(request, lambda s, site, form: {"email_logs": [emails.render_log(
+            send(s, site, resource_id, form, sender))]})
+
+    router.add_api_route(path, endpoint, methods=["POST"], summary=summary)
+
+
 def envelope(**resources: Any) -> dict[str, Any]:
     """Only the keys that have a value: the SDK crashes on an explicit null envelope."""
     return {name: value for name, value in resources.items() if value is not None}

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from meterbill.billing import contacts, customer_merge, customer_payments, customers, emails, hierarchy
-from meterbill.billing.api.common import envelope, handle, listing, mailer
+from meterbill.billing.api.common import email_route, envelope, handle, listing
 from meterbill.billing.models import Customer, Site
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -112,11 +112,8 @@ async def collect_payment(customer_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: customer_payments.collect_payment(s, site, customer_id, form))
 
 
-@router.post("/customers/{customer_id}/send_payment_request", summary="Email the customer what it owes")
-async def send_payment_request(customer_id: str, request: Request) -> JSONResponse:
-    sender = mailer(request)
-    return await handle(request, lambda s, site, form: {"email_logs": [emails.render_log(
-        emails.send_payment_request(s, site, customer_id, form, sender))]})
+email_route(router, "/customers/{resource_id}/send_payment_request", emails.send_payment_request,
+            "Email the customer what it owes")
 
 
 @router.get("/customers/{customer_id}/email_logs", summary="The emails sent to a customer")

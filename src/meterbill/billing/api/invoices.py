@@ -20,7 +20,7 @@ from meterbill.billing import (
     records,
     subscriptions,
 )
-from meterbill.billing.api.common import envelope, handle, listing, mailer, refuse_unsupported
+from meterbill.billing.api.common import email_route, envelope, handle, listing, refuse_unsupported
 from meterbill.billing.invoice_documents import Kind
 from meterbill.billing.models import CreditNote, Invoice
 
@@ -143,18 +143,9 @@ async def invoice_payment_schedules(invoice_id: str, request: Request) -> JSONRe
         "payment_schedules": payment_schedules.schedules_of(s, site, invoice_id, form)})
 
 
-@router.post("/invoices/{invoice_id}/send_email", summary="Email the invoice to its customer")
-async def send_invoice_email(invoice_id: str, request: Request) -> JSONResponse:
-    sender = mailer(request)
-    return await handle(request, lambda s, site, form: {"email_logs": [emails.render_log(
-        emails.send_invoice(s, site, invoice_id, form, sender))]})
-
-
-@router.post("/credit_notes/{note_id}/send_email", summary="Email the credit note to its customer")
-async def send_credit_note_email(note_id: str, request: Request) -> JSONResponse:
-    sender = mailer(request)
-    return await handle(request, lambda s, site, form: {"email_logs": [emails.render_log(
-        emails.send_credit_note(s, site, note_id, form, sender))]})
+email_route(router, "/invoices/{resource_id}/send_email", emails.send_invoice, "Email the invoice to its customer")
+email_route(router, "/credit_notes/{resource_id}/send_email", emails.send_credit_note,
+            "Email the credit note to its customer")
 
 
 async def _download_link(request: Request, kind: Kind, document_id: str) -> JSONResponse:
