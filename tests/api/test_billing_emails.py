@@ -15,7 +15,7 @@ import pytest
 
 from tests.api.test_billing_subscriptions import _afresh, _customer, _error, ts
 from tests.conftest import chargebee_client, unique_name
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, base_env, meterbill
 from tests.support.smtp_sink import SmtpSink
 
 JAN01 = ts(2024, 1, 1)
@@ -126,3 +126,12 @@ def test_without_an_smtp_server_emails_are_refused_by_name(server, tenant):
         assert f"{operation} needs an SMTP server to send email: set METERBILL_SMTP_URL" in str(err)
     assert _logs(cb, "cust") == []
     assert _error(cb.Invoice.send_email, "nope").http_status_code == 404
+
+
+def test_an_smtp_url_of_another_scheme_is_refused_at_start_without_its_password(tmp_path) -> None:
+    env = base_env(f"sqlite:///{tmp_path / 'main.db'}", METERBILL_SMTP_URL="ftp://billing:hunter2@mail.example.com")
+    result = meterbill("db", "upgrade", env=env, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "METERBILL_SMTP_URL: expected smtp://" in result.stderr and "ftp://billing:***@mail.example.com" in \
+        result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
