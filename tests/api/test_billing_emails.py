@@ -122,7 +122,7 @@ def test_without_an_smtp_server_emails_are_refused_by_name(server, tenant):
                                  (cb.CreditNote.send_email, note.id, "credit_note.send_email"),
                                  (cb.Customer.send_payment_request, "cust", "customer.send_payment_request")]:
         err = _error(call, arg)
-        assert (err.http_status_code, err.api_error_code) == (400, "operation_not_supported")
+        assert (err.http_status_code, err.api_error_code) == (400, "configuration_incompatible")
         assert f"{operation} needs an SMTP server to send email: set METERBILL_SMTP_URL" in str(err)
     assert _logs(cb, "cust") == []
     assert _error(cb.Invoice.send_email, "nope").http_status_code == 404

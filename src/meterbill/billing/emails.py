@@ -6,13 +6,16 @@ and a signed link to its PDF) and stores it as an email log in the request's tra
 an outbox message; the outbox worker hands it to the SMTP server named by METERBILL_SMTP_URL and
 marks it sent. So an email is queued exactly when the request succeeds, survives a restart, and
 is retried while the SMTP server refuses it. Without METERBILL_SMTP_URL no email could leave, so
-the operations are refused and nothing is stored: nothing pretends to have been sent.
+the operations are refused (configuration_incompatible, naming the setting) and nothing is stored:
+nothing pretends to have been sent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +27,7 @@ from meterbill.billing.invoice_pdf import money
 from meterbill.billing.invoicestatus import InvoiceStatus
 from meterbill.billing.models import CreditNote, Customer, EmailLog, Invoice, Site
 from meterbill.billing.params import Filter, FilterType, ListOperation, Params, parse, parse_list, unix
-from meterbill.billing.wire import OperationNotSupported
+from meterbill.billing.wire import ConfigurationIncompatible
 from meterbill.core import mail
 from meterbill.core.db import must_get
 from meterbill.core.errors import InvalidState
@@ -35,7 +38,13 @@ EMAIL_TOPIC = "billing.email"
 SETTING = "METERBILL_SMTP_URL"
 # An emailed link is read later than one fetched by the API: it lasts 30 days, not an hour.
 LINK_SECONDS = 30 * 86400
-QUEUED, SENT = "queued", "sent"
+
+
+class EmailStatus(StrEnum):
+    """An email log's status: stored and waiting for the worker, then handed to the SMTP server."""
+
+    QUEUED = "queued"
+    SENT = "sent"
 
 
 @dataclass(frozen=True)
@@ -102,8 +111,9 @@ def send_payment_request(session: Session, site: Site, customer_id: str, form: d
 
 def _recipient(session: Session, site: Site, customer_id: str, operation: str, mailer: Mailer) -> Customer:
     if mailer.smtp_url is None:
-        raise OperationNotSupported(f"{operation} needs an SMTP server to send email: set {SETTING} "
-                                    "(e.g. smtp://host:25) on this server")
+        # Chargebee's answer for a feature not enabled on the site: the operation is there, once configured.
+        raise ConfigurationIncompatible(f"{operation} needs an SMTP server to send email: set {SETTING} "
+                                        "(e.g. smtp://host:25) on this server")
     customer = must_get(session, Customer, (site.id, customer_id))
     if not customer.email:
         raise InvalidState(f"Customer {customer.id} has no email address; give it one with customer.update "
@@ -117,14 +127,14 @@ def _link(session: Session, site: Site, kind: Kind, document_id: str, mailer: Ma
     return str(link["download_url"])
 
 
-def _day(moment: Any) -> str:
+def _day(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d}"
 
 
 def _queue(session: Session, site: Site, customer: Customer, template: str, subject: str, body: list[str],
            mailer: Mailer) -> EmailLog:
     now = records.site_clock(site).now()
-    log = EmailLog(site_id=site.id, id=records.new_resource_id(), customer_id=customer.id, status=QUEUED,
+    log = EmailLog(site_id=site.id, id=records.new_resource_id(), customer_id=customer.id, status=EmailStatus.QUEUED,
                    data={"template_name": template, "from_address": mailer.sender, "to_address": customer.email,
                          "subject": subject, "body": "\n".join(body) + "\n"}, resource_version=0)
     records.touch(log, now, created=True)
@@ -163,7 +173,7 @@ def deliver(delivery: Delivery) -> None:
     key = (delivery.payload["site_id"], delivery.payload["email_log_id"])
     with delivery.db.read() as session:
         log = session.get(EmailLog, key)
-        if log is None or log.status == SENT:  # wiped by a fresh start, or sent before a crash
+        if log is None or log.status == EmailStatus.SENT:  # wiped by a fresh start, or sent before a crash
             return
         message = _message(log)
     smtp_url = delivery.context["settings"].smtp_url
@@ -175,7 +185,7 @@ def deliver(delivery: Delivery) -> None:
         site = session.get(Site, key[0])
         if log is not None and site is not None:
             now = records.site_clock(site).now()
-            log.status, log.sent_on = SENT, now
+            log.status, log.sent_on = EmailStatus.SENT, now
             records.touch(log, now)
 
 
