@@ -56,15 +56,15 @@ def _document(session: Session, site: Site, kind: Kind, document_id: str) -> byt
 
 
 def download_link(session: Session, site: Site, document_id: str, form: dict[str, Any], *, vault: Vault,
-                  base_url: str, kind: Kind = "invoice") -> dict[str, Any]:
-    """Chargebee's `download` resource for the document's PDF."""
+                  base_url: str, kind: Kind = "invoice", ttl_seconds: int = LINK_SECONDS) -> dict[str, Any]:
+    """Chargebee's `download` resource for the document's PDF, valid `ttl_seconds`."""
     params = parse(PdfParams, form)
     if kind == "invoice":
         document_id = invoices.get(session, site, document_id).id
     else:
         document_id = records.get(session, CreditNote, site, document_id, "Credit note").id
     token = vault.sign_token({"purpose": f"{kind}_pdf", "site_id": site.id, f"{kind}_id": document_id,
-                              "disposition": params.disposition_type}, LINK_SECONDS)
+                              "disposition": params.disposition_type}, ttl_seconds)
     claims = vault.verify_token(token)  # its own expiry, to the second
     assert claims is not None  # just signed with this vault's key
     path = f"{_ROUTES[kind]}/{quote(document_id, safe='')}"
