@@ -21,15 +21,16 @@ from typing import Any
 import msgspec
 import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import utcnow
+from meterbill.core.db import Database, utcnow
 from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
 from meterbill.metering.config import document_body
 from meterbill.metering.models import ConfigEntity
-from meterbill.metering.store import NewMeasurement, store_for
+from meterbill.metering.store import NewMeasurement, outside_store, store_for
 
 MAX_MEASUREMENTS = 1000
 MAX_BODY_BYTES = 512_000
@@ -334,19 +335,59 @@ def _accept(item: _Wire, meters: Mapping[str, MeterSchema]) -> ParsedMeasurement
     return ParsedMeasurement(uid, meter, account, ts, ets, dimensions, micros)
 
 
+def submit(db: Database, org_id: str, body: bytes) -> int:
+    """The API's ingest: a request body's measurements, validated and stored (durably, before this
+    returns) or refused whole; how many were new.
+
+    The work is arranged so that concurrent requests do not queue on each other where they need not:
+
+    - measurements in the main database, PostgreSQL: one transaction (writers do not wait on each other);
+    - SQLite: validation reads in a transaction of its own first, so the database's single write lock
+      is not held while the batch is parsed;
+    - measurements outside the main database (ClickHouse): the main database is only read (meters,
+      accounts) and written for new skeleton accounts, committed first, and the batch then goes to the
+      store outside any main-database transaction, so that concurrent batches meet in the store's
+      grouped writes instead of one by one behind SQLite's write lock. Skeleton accounts' ids follow
+      from their codes, so a crash between the two commits leaves at worst an account without
+      measurements, which the client's resend uses.
+    """
+    store = outside_store()
+    if store is not None:
+        with db.read() as session:
+            batch = decode_batch(session, org_id, body)
+            codes = {m.account_code for m in batch}
+            accounts = _known_account_ids(session, org_id, codes)
+        if len(accounts) < len(codes):
+            try:
+                with db.transaction() as session:
+                    accounts = _account_ids(session, org_id, codes)
+            except IntegrityError:  # a concurrent batch created one of them first (same id): take it
+                with db.read() as session:
+                    accounts = _known_account_ids(session, org_id, codes)
+        return store.bind(None).ingest(org_id, _new_measurements(batch, accounts)).stored
+    if db.dialect == "postgresql":
+        with db.transaction() as session:
+            return store_batch(session, org_id, decode_batch(session, org_id, body))
+    with db.read() as session:
+        batch = decode_batch(session, org_id, body)
+    with db.transaction() as session:
+        return store_batch(session, org_id, batch)
+
+
 def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement]) -> int:
-    """Store what is new in the measurement store; returns how many measurements were new.
+    """Store what is new in the measurement store, in this unit of work; returns how many
+    measurements were new.
 
     Unknown account codes become skeleton accounts in the same transaction, so a batch's
     accounts and measurements are committed together.
     """
     accounts = _account_ids(session, org_id, {m.account_code for m in batch})
-    outcome = store_for(session).ingest(org_id, [
-        NewMeasurement(uid=m.uid, meter_id=m.meter.id, account_id=accounts[m.account_code], ts=m.ts, ets=m.ets,
-                       dimensions=m.dimensions, micros=m.micros)
-        for m in batch
-    ])
-    return outcome.stored
+    return store_for(session).ingest(org_id, _new_measurements(batch, accounts)).stored
+
+
+def _new_measurements(batch: Sequence[ParsedMeasurement], accounts: Mapping[str, str]) -> list[NewMeasurement]:
+    return [NewMeasurement(uid=m.uid, meter_id=m.meter.id, account_id=accounts[m.account_code], ts=m.ts, ets=m.ets,
+                           dimensions=m.dimensions, micros=m.micros) for m in batch]
 
 
 # Skeleton accounts' ids follow from (organization, code). With a measurement store outside the
@@ -360,9 +401,9 @@ def skeleton_account_id(org_id: str, code: str) -> str:
     return str(uuid.uuid5(_SKELETON_NAMESPACE, f"{org_id}/{code}"))
 
 
-def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
-    """Account ids by code; unknown codes get a skeleton account, as m3ter does."""
-    found: dict[str, str] = {
+def _known_account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
+    """The ids of the accounts these codes name, by code (unknown codes left out)."""
+    return {
         code: account_id
         for code, account_id in session.execute(
             select(ConfigEntity.unique_key, ConfigEntity.id).where(
@@ -373,6 +414,11 @@ def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, st
         )
         if code is not None  # matched by the IN, so always; narrows the nullable column's type
     }
+
+
+def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
+    """Account ids by code; unknown codes get a skeleton account, as m3ter does."""
+    found = _known_account_ids(session, org_id, codes)
     now = utcnow()
     for code in sorted(codes - set(found)):
         entity = ConfigEntity(

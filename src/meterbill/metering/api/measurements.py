@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.core.errors import PayloadTooLarge
-from meterbill.core.runtime import Runtime, RuntimeDep
+from meterbill.core.runtime import RuntimeDep
 from meterbill.metering import ingest
 from meterbill.metering.auth import CallerDep
 
@@ -61,23 +61,9 @@ _REQUEST_BODY = {
 @router.post("/measurements", response_model=SubmitResult, openapi_extra=_REQUEST_BODY)
 async def submit_measurements(request: Request, response: Response, caller: CallerDep, runtime: RuntimeDep) -> Any:
     body = await _read_limited(request)
-    new = await run_in_threadpool(_store, runtime, caller.org_id, body)
+    new = await run_in_threadpool(ingest.submit, runtime.db, caller.org_id, body)
     response.headers[ingest.NEW_MEASUREMENTS_HEADER] = str(new)
     return SubmitResult()
-
-
-def _store(runtime: Runtime, org_id: str, body: bytes) -> int:
-    # The insert is one transaction, committed (durable) before we answer; a refused batch
-    # changes nothing. On SQLite, validation reads in a transaction of its own first, so the
-    # database's single write lock is not held while the batch is parsed; PostgreSQL's writers
-    # do not wait on each other, so there one transaction saves a round of BEGIN and COMMIT.
-    if runtime.db.dialect == "postgresql":
-        with runtime.db.transaction() as session:
-            return ingest.store_batch(session, org_id, ingest.decode_batch(session, org_id, body))
-    with runtime.db.read() as session:
-        batch = ingest.decode_batch(session, org_id, body)
-    with runtime.db.transaction() as session:
-        return ingest.store_batch(session, org_id, batch)
 
 
 async def _read_limited(request: Request) -> bytes:

@@ -273,6 +273,11 @@ def release() -> None:
         store.close()
 
 
+def outside_store() -> OpenStore | None:
+    """The process's measurement store when it is not the main database (ClickHouse), else None."""
+    return _configured
+
+
 def store_for(session: Session) -> MeasurementStore:
     """The organization-wide measurement store, bound to this unit of work."""
     configured = _configured
