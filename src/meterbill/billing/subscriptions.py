@@ -1380,11 +1380,11 @@ def render(session: Session, site: Site, sub: Subscription,
             wire_item["unit_price"] = int(item_price.price.to_integral_value())
         items.append({k: v for k, v in wire_item.items() if v is not None})
     active = sub.status in ("active", "in_trial")
-    outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied - Invoice.amount_adjusted
     due = session.execute(
-        select(func.count(), func.sum(outstanding), func.min(Invoice.date))
+        select(func.count(), func.sum(invoices.OUTSTANDING_SQL), func.min(Invoice.date))
         .where(Invoice.site_id == site.id, Invoice.subscription_id == sub.id,
-               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE)), Invoice.deleted.is_(False))
+               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE, invoices.NOT_PAID)),
+               Invoice.deleted.is_(False))
     ).one()
     wire = {
         "auto_collection": "on", "channel": "web", "deleted": False,

@@ -17,6 +17,7 @@ from meterbill.billing import (
     invoices,
     records,
     subscriptions,
+    tax_withheld,
 )
 from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
 from meterbill.billing.invoice_documents import Kind
@@ -91,6 +92,9 @@ INVOICE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "collect_payment": (invoice_operations.collect_payment, "Collect what is due (recorded; no gateway)"),
     "apply_payments": (invoice_operations.apply_payments, "Apply the customer's excess payments"),
     "remove_payment": (invoice_operations.remove_payment, "Unlink a recorded payment"),
+    "remove_credit_note": (credit_notes.remove_credit_note, "Undo a credit note's allocation to the invoice"),
+    "record_tax_withheld": (tax_withheld.record, "Record tax the customer withheld (settles like a payment)"),
+    "remove_tax_withheld": (tax_withheld.remove, "Remove recorded tax withheld"),
     "refund": (invoice_operations.refund, "Refund an invoice's payments"),
     "record_refund": (invoice_operations.record_refund, "Record a refund made elsewhere"),
     "write_off": (invoice_operations.write_off, "Write off what is left to pay"),
@@ -109,6 +113,7 @@ CREDIT_NOTE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "void": (credit_notes.void, "Void a credit note (its allocations are taken back)"),
     "update": (credit_notes.update, "Update a credit note (a comment)"),
     "delete": (credit_notes.delete, "Delete a credit note that gave nothing yet"),
+    "remove_tax_withheld_refund": (tax_withheld.remove_refund, "Undo a refund of tax withheld"),
 }
 
 
