@@ -167,8 +167,7 @@ def _refund_note(session: Session, site: Site, invoice: Invoice, amount: int | N
                     now, now, subscription_id=invoice.subscription_id)], settle=pay_out)
     extra = {"create_reason_code": reason.create_reason_code if reason else None, "customer_notes": customer_notes}
     note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
-    invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
-                                                            invoices.credit_note_summary(note)]}
+    invoices.list_issued(invoice, note)
     _changed(session, site, invoice)
     if transaction is not None:
         events.record_event(session, site, "payment_refunded", now, {

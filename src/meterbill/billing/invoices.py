@@ -236,13 +236,18 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime,
         allocation = min(outstanding(invoice), available(note))
         if allocation <= 0:
             continue
-        invoice.credits_applied += allocation
-        _allocate(note, invoice, allocation, at)
-        invoice.data = {**invoice.data, "applied_credits": [
-            *invoice.data.get("applied_credits", []),
-            {"cn_id": note.id, "applied_amount": allocation, "applied_at": unix(at),
-             "cn_reason_code": note.data.get("reason_code"), "cn_date": unix(note.created_at),
-             "cn_status": note.status}]}
+        apply_credit(note, invoice, allocation, at)
+
+
+def apply_credit(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Part of a credit note pays the invoice like a payment (`credits_applied`, `applied_credits`)."""
+    invoice.credits_applied += amount
+    _allocate(note, invoice, amount, at)
+    invoice.data = {**invoice.data, "applied_credits": [
+        *invoice.data.get("applied_credits", []),
+        {"cn_id": note.id, "applied_amount": amount, "applied_at": unix(at),
+         "cn_reason_code": note.data.get("reason_code"), "cn_date": unix(note.created_at),
+         "cn_status": note.status}]}
 
 
 # `outstanding` in SQL, for filters and sums over many invoices.
@@ -274,8 +279,24 @@ def _adjust(invoice: Invoice, note: CreditNote, at: datetime) -> None:
     stays on the note for the customer's later invoices."""
     amount = min(note.total, max(0, outstanding(invoice))) if invoice.status in (POSTED, PAYMENT_DUE, NOT_PAID) else 0
     if amount:
-        invoice.amount_adjusted += amount
-        _allocate(note, invoice, amount, at)
+        adjust_by(note, invoice, amount, at)
+    list_adjustment(invoice, note, at)
+
+
+def adjust_by(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Part of an adjustment credit note reduces its own invoice (`amount_adjusted`)."""
+    invoice.amount_adjusted += amount
+    _allocate(note, invoice, amount, at)
+
+
+def list_issued(invoice: Invoice, note: CreditNote) -> None:
+    """The invoice lists a refundable credit note raised against it."""
+    invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
+                                                            credit_note_summary(note)]}
+
+
+def list_adjustment(invoice: Invoice, note: CreditNote, at: datetime) -> None:
+    """The invoice lists an adjustment credit note raised against it, and is settled again."""
     invoice.data = {**invoice.data, "adjustment_credit_notes": [*invoice.data.get("adjustment_credit_notes", []),
                                                                 credit_note_summary(note)]}
     settle(invoice, at)
@@ -418,8 +439,7 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     extra = {"create_reason_code": params.create_reason_code, "customer_notes": params.customer_notes}
     note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
     if params.type == "refundable":
-        invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
-                                                                credit_note_summary(note)]}
+        list_issued(invoice, note)
         records.touch(invoice, now)
     else:
         _adjust(invoice, note, now)

@@ -105,8 +105,6 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
 # (from chargebee 3.29.0's operations.py). Each is answered "not supported" by name; without
 # these routes `POST /customers/merge` would reach `POST /customers/{id}` as customer "merge".
 UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
-    "invoices": [("POST", "import_invoice", "invoice.import_invoice")],
-    "credit_notes": [("POST", "import_credit_note", "credit_note.import_credit_note")],
     "usages": [("POST", "pdf", "usage.pdf")],
 }
 

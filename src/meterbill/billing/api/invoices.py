@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meterbill.billing import (
     credit_notes,
+    document_imports,
     invoice_documents,
     invoice_lists,
     invoice_operations,
@@ -19,13 +20,11 @@ from meterbill.billing import (
     subscriptions,
     tax_withheld,
 )
-from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
+from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.invoice_documents import Kind
 from meterbill.billing.models import CreditNote, Invoice
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "invoices")
-refuse_unsupported(router, "credit_notes")
 
 @router.get("/invoices", summary="List invoices")
 async def list_invoices(request: Request) -> JSONResponse:
@@ -53,6 +52,12 @@ async def create_for_charge_item(request: Request) -> JSONResponse:
 async def charge(request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
         invoices.charge(s, site, form))))
+
+
+@router.post("/invoices/import_invoice", summary="Import an invoice made by another billing system")
+async def import_invoice(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        document_imports.import_invoice(s, site, form))))
 
 
 @router.get("/invoices/payment_reference_numbers", summary="Payment reference numbers (none are issued here)")
@@ -182,6 +187,12 @@ async def credit_note_pdf(note_id: str, request: Request) -> JSONResponse:
 @router.get("/credit_notes/{note_id}/pdf/download", include_in_schema=False)
 async def download_credit_note_pdf(note_id: str, token: str, request: Request) -> Response:
     return await _download(request, "credit_note", note_id, token)
+
+
+@router.post("/credit_notes/import_credit_note", summary="Import a credit note made by another billing system")
+async def import_credit_note(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
+        document_imports.import_credit_note(s, site, form))))
 
 
 @router.get("/credit_notes", summary="List credit notes")
