@@ -195,6 +195,18 @@ async def import_credit_note(request: Request) -> JSONResponse:
         document_imports.import_credit_note(s, site, form))))
 
 
+@router.post("/usages/pdf", summary="A temporary download link for the PDF of the usages an invoice billed")
+async def usages_pdf(request: Request) -> JSONResponse:
+    runtime = request.app.state.runtime
+    return await handle(request, lambda s, site, form: envelope(download=invoice_documents.usages_download_link(
+        s, site, form, vault=runtime.vault, base_url=runtime.settings.base_url())))
+
+
+@router.get("/invoices/{invoice_id}/usages_pdf/download", include_in_schema=False)
+async def download_usages_pdf(invoice_id: str, token: str, request: Request) -> Response:
+    return await _download(request, "usages", invoice_id, token)
+
+
 @router.get("/credit_notes", summary="List credit notes")
 async def list_credit_notes(request: Request) -> JSONResponse:
     def run(s, site, form):

@@ -6,13 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from meterbill.billing import customers, invoices, subscriptions, usages
-from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
+from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import Customer
 from meterbill.billing.wire import OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "usages")
 
 
 def _body(session, site, sub, outcome=None):
