@@ -15,13 +15,13 @@ linked credit notes) is refused by name rather than dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, invoice_operations, invoices, records
@@ -33,6 +33,15 @@ from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text,
 from meterbill.core.errors import Duplicate, InvalidInput
 from meterbill.core.money import exact_minor_units, whole_minor_units
 
+
+def _not_set(value: Any) -> Any:
+    if value:
+        raise ValueError("only false or 0 is supported by this server: the feature is not modelled")
+    return value
+
+
+# A flag or an amount for something not modelled here: accepted off, refused on.
+Unmodelled = AfterValidator(_not_set)
 TAX_SLOTS = range(1, 11)  # line_items[tax1_name] .. line_items[tax10_name]
 PaymentMethod = Literal["cash", "check", "bank_transfer", "other", "custom", "chargeback", "card", "ach_credit",
                         "sepa_credit", "paypal_express_checkout", "amazon_payments", "direct_debit",
@@ -41,18 +50,43 @@ ITEM_PRICE_TYPES = {"plan_item_price": "plan", "addon_item_price": "addon", "cha
 Amount = Annotated[int, Field(ge=-10**15, le=10**15)]
 
 
-class ImportLine(Params):
-    id: Id | None = None
-    date_from: UnixTime | None = None
-    date_to: UnixTime | None = None
-    subscription_id: Id | None = None
-    description: Text
+class PricedLine(Params):
+    """A charge as another system priced it: an amount, or a unit amount times a quantity (1 when not
+    given), in minor units or as decimals; when both are given they must agree."""
+
     unit_amount: Amount | None = None
     quantity: int | None = Field(default=None, ge=0, le=10**9)
     amount: Amount | None = None
     unit_amount_in_decimal: DecimalText | None = None
     quantity_in_decimal: DecimalText | None = None
     amount_in_decimal: DecimalText | None = None
+
+    def priced(self, currency: str, name: Callable[[str], str]) -> tuple[Decimal, Decimal | None, Decimal]:
+        """(quantity, unit amount, amount) in minor units; `name` spells a field's parameter for refusals."""
+        quantity = (self.quantity_in_decimal if self.quantity_in_decimal is not None
+                    else Decimal(self.quantity if self.quantity is not None else 1))
+        unit = (exact_minor_units(self.unit_amount_in_decimal, currency) if self.unit_amount_in_decimal is not None
+                else Decimal(self.unit_amount) if self.unit_amount is not None else None)
+        amount = (exact_minor_units(self.amount_in_decimal, currency) if self.amount_in_decimal is not None
+                  else Decimal(self.amount) if self.amount is not None else None)
+        if amount is None:
+            if unit is None:
+                raise InvalidInput(f"{name('amount')} : give the amount or the unit amount", param=name("amount"))
+            return quantity, unit, Decimal(whole_minor_units(unit * quantity))
+        if amount != amount.to_integral_value():
+            raise InvalidInput(f"{name('amount')} : must be whole minor units", param=name("amount"))
+        if unit is not None and whole_minor_units(unit * quantity) != amount:
+            raise InvalidInput(f"{name('amount')} : {amount} is not the quantity {quantity} times the unit amount "
+                               f"{unit}", param=name("amount"))
+        return quantity, unit, amount
+
+
+class ImportLine(PricedLine):
+    id: Id | None = None
+    date_from: UnixTime | None = None
+    date_to: UnixTime | None = None
+    subscription_id: Id | None = None
+    description: Text
     entity_type: Literal["adhoc", "plan_item_price", "addon_item_price", "charge_item_price"] = "adhoc"
     entity_id: Id | None = None
     is_partial_tax_applied: bool | None = None
@@ -145,7 +179,7 @@ class ImportInvoice(Params):
     due_date: UnixTime | None = None
     net_term_days: int = Field(default=0, ge=0, le=365)
     has_advance_charges: bool = False
-    use_for_proration: Literal[False] = False
+    use_for_proration: Annotated[bool, Unmodelled] = False
     paid_at: UnixTime | None = None
     line_items: list[InvoiceImportLine] = Field(min_length=1)
     discounts: list[ImportDiscount] = Field(default_factory=list)
@@ -220,6 +254,20 @@ def import_invoice(session: Session, site: Site, form: dict[str, Any]) -> Invoic
     return invoice
 
 
+def check_entity(session: Session, site: Site, entity_type: str, entity_id: str | None, currency: str,
+                 param: str) -> None:
+    """A line's item price, when it names one: of the line's type, in the document's currency."""
+    if entity_type == "adhoc":
+        return
+    kind = ITEM_PRICE_TYPES[entity_type]
+    price = session.get(ItemPrice, (site.id, entity_id)) if entity_id else None
+    if price is None or price.item_type != kind:
+        raise InvalidInput(f"{param} : no {kind} item price {entity_id}", param=param)
+    if price.currency_code != currency:
+        raise InvalidInput(f"{param} : item price {entity_id} is in {price.currency_code}, not {currency}",
+                           param=param)
+
+
 def _check_total(total: int, issued: Issued, discounts: Sequence[ImportDiscount], *, tax_added: bool,
                  round_off: int) -> None:
     """The document's total is its lines, less its discounts, plus the tax (unless the prices include
@@ -240,33 +288,13 @@ def _lines(session: Session, site: Site, items: Sequence[ImportLine], date: int,
         def name(field: str, i: int = index) -> str:
             return f"line_items[{field}][{i}]"
 
-        if item.entity_type != "adhoc":
-            price = session.get(ItemPrice, (site.id, item.entity_id)) if item.entity_id else None
-            if price is None or price.item_type != ITEM_PRICE_TYPES[item.entity_type]:
-                raise InvalidInput(f"{name('entity_id')} : no {ITEM_PRICE_TYPES[item.entity_type]} item price "
-                                   f"{item.entity_id}", param=name("entity_id"))
+        check_entity(session, site, item.entity_type, item.entity_id, owner.currency, name("entity_id"))
         if item.subscription_id and item.subscription_id != owner.subscription_id:
             sub = session.get(Subscription, (site.id, item.subscription_id))
             if sub is None or sub.customer_id != owner.customer_id:
                 raise InvalidInput(f"{name('subscription_id')} : no subscription {item.subscription_id} of customer "
                                    f"{owner.customer_id}", param=name("subscription_id"))
-        quantity = (item.quantity_in_decimal if item.quantity_in_decimal is not None
-                    else Decimal(item.quantity if item.quantity is not None else 1))
-        unit = (exact_minor_units(item.unit_amount_in_decimal, owner.currency)
-                if item.unit_amount_in_decimal is not None
-                else Decimal(item.unit_amount) if item.unit_amount is not None else None)
-        amount = (exact_minor_units(item.amount_in_decimal, owner.currency) if item.amount_in_decimal is not None
-                  else Decimal(item.amount) if item.amount is not None else None)
-        if amount is None and unit is None:
-            raise InvalidInput(f"{name('amount')} : give the line's amount or its unit amount", param=name("amount"))
-        if amount is not None and amount != amount.to_integral_value():
-            raise InvalidInput(f"{name('amount')} : must be whole minor units", param=name("amount"))
-        if amount is None:
-            assert unit is not None  # one of the two, checked above
-            amount = Decimal(whole_minor_units(unit * quantity))
-        elif unit is not None and whole_minor_units(unit * quantity) != amount:
-            raise InvalidInput(f"{name('amount')} : {amount} is not the quantity {quantity} times the unit amount "
-                               f"{unit}", param=name("amount"))
+        quantity, unit, amount = item.priced(owner.currency, name)
         start = from_unix(item.date_from) if item.date_from is not None else at
         end = from_unix(item.date_to) if item.date_to is not None else at
         if end < start:

@@ -1068,11 +1068,18 @@ def add_charge_at_term_end(session: Session, site: Site, sub_id: str, form: dict
     end = from_unix(params.date_to) if params.date_to is not None else term[1]
     if end < start:
         raise InvalidInput("date_to : must not be before date_from", param="date_to")
-    charge = {"description": params.description, "amount": format_decimal(amount), "date_from": unix(start),
-              "date_to": unix(end)}
-    sub.data = {**sub.data, "term_end_charges": [*sub.data.get("term_end_charges", []), charge]}
-    records.touch(sub, records.site_clock(site).now())
+    charge_at_term_end(site, sub, Line(params.description, "adhoc", None, Decimal(1), amount, amount, start, end))
     return sub
+
+
+def charge_at_term_end(site: Site, sub: Subscription, *charges: Line) -> None:
+    """Charges for the invoice that closes the current term (renewal, cancellation or pause)."""
+    kept = [{"description": c.description, "entity_type": c.entity_type, "entity_id": c.entity_id,
+             "quantity": format_decimal(c.quantity), "unit_amount": format_decimal(c.unit_amount),
+             "amount": format_decimal(c.amount), "date_from": unix(c.date_from), "date_to": unix(c.date_to)}
+            for c in charges]
+    sub.data = {**sub.data, "term_end_charges": [*sub.data.get("term_end_charges", []), *kept]}
+    records.touch(sub, records.site_clock(site).now())
 
 
 def _term_end_charges(sub: Subscription) -> list[Line]:
@@ -1080,8 +1087,10 @@ def _term_end_charges(sub: Subscription) -> list[Line]:
     charges = sub.data.get("term_end_charges", [])
     if charges:
         sub.data = _without(sub.data, "term_end_charges")
-    return [Line(c["description"], "adhoc", None, Decimal(1), Decimal(c["amount"]), Decimal(c["amount"]),
-                 from_unix(c["date_from"]), from_unix(c["date_to"]), None, sub.id) for c in charges]
+    # Charges kept before they carried an entity and a quantity are ad-hoc amounts.
+    return [Line(c["description"], c.get("entity_type", "adhoc"), c.get("entity_id"), Decimal(c.get("quantity", 1)),
+                 Decimal(c.get("unit_amount", c["amount"])), Decimal(c["amount"]), from_unix(c["date_from"]),
+                 from_unix(c["date_to"]), None, sub.id) for c in charges]
 
 
 def regenerate_invoice(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Invoice:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from meterbill.billing import customers, invoices, subscriptions, usages
+from meterbill.billing import customers, invoices, subscription_imports, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import Customer
 from meterbill.billing.wire import OperationNotSupported
@@ -202,6 +202,13 @@ async def subscriptions_for_customer(customer_id: str, request: Request) -> JSON
     return await handle(request, run)
 
 
+@router.post("/subscriptions/{sub_id}/import_unbilled_charges",
+             summary="Import charges another system had not invoiced: billed at the current term's end")
+async def import_unbilled_charges(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "unbilled_charges": subscription_imports.import_unbilled_charges(s, site, sub_id, form)})
+
+
 def _refused(method: str, path: str, error: Exception) -> None:
     async def endpoint(request: Request) -> JSONResponse:
         def run(s, site, form):
@@ -213,7 +220,6 @@ def _refused(method: str, path: str, error: Exception) -> None:
 
 
 # Operations on one subscription that this server does not offer, answered by name.
-for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_unbilled_charges",
-                   "import_contract_term"):
+for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_contract_term"):
     _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
         f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
