@@ -153,7 +153,6 @@ def test_operations_not_offered_are_refused_by_name(cb):
     not_offered = [
         (cb.Subscription.edit_advance_invoice_schedule, ("sub", {"terms_to_charge": 1})),
         (cb.Subscription.remove_advance_invoice_schedule, ("sub", {})),
-        (cb.Subscription.import_contract_term, ("sub", {})),
     ]
     for call, args in not_offered:
         err = _error(call, *args)

@@ -87,3 +87,46 @@ def test_a_bad_unbilled_charge_is_refused_and_nothing_is_billed(cb, charge, para
     renewal = next(e.invoice for e in cb.Invoice.invoices_for_subscription("sub_1").list
                    if e.invoice.date == _ts(2024, 2, 1))
     assert renewal.total == 1000  # the good charge beside the bad one was not kept either
+
+
+def test_imported_contract_terms_are_kept_and_listed(cb):
+    cb.TimeMachine.travel_forward("delorean", {"destination_time": _ts(2024, 1, 15)})
+    past = cb.Subscription.import_contract_term("sub_1", {"contract_term": {
+        "id": "ct-2023", "contract_start": _ts(2023, 1, 1), "contract_end": _ts(2024, 1, 1), "status": "completed",
+        "total_contract_value": 12000, "action_at_term_end": "renew", "billing_cycle": 12}}).contract_term
+    assert (past.id, past.status, past.total_contract_value, past.subscription_id) == (
+        "ct-2023", "completed", 12000, "sub_1")
+    # A running term of 12 monthly cycles from Jan 1 2024 ends Jan 1 2025.
+    running = cb.Subscription.import_contract_term("sub_1", {"contract_term": {
+        "contract_start": _ts(2024, 1, 1), "billing_cycle": 12, "total_amount_raised": 1000,
+        "action_at_term_end": "evergreen"}}).contract_term
+    assert (running.status, running.contract_end, running.billing_cycle, running.total_contract_value) == (
+        "active", _ts(2025, 1, 1), 12, 1000)
+    assert cb.Subscription.retrieve("sub_1").subscription.contract_term.id == running.id
+    listed = cb.Subscription.contract_terms_for_subscription("sub_1", {"sort_by[asc]": "created_at"}).list
+    assert [e.contract_term.id for e in listed] == ["ct-2023", running.id]
+    # Refused, nothing kept: an overlapping term, a second running one, a past one still running.
+    for term, param in (
+        ({"contract_start": _ts(2023, 6, 1), "contract_end": _ts(2023, 12, 1), "status": "completed"},
+         "contract_term[contract_start]"),
+        ({"contract_start": _ts(2022, 1, 1), "contract_end": _ts(2024, 6, 1), "status": "terminated"},
+         "contract_term[status]"),
+        ({"contract_start": _ts(2022, 1, 1), "status": "completed"}, "contract_term[billing_cycle]"),
+    ):
+        assert _refused(cb.Subscription.import_contract_term, "sub_1", {"contract_term": term}).param == param
+    assert len(cb.Subscription.contract_terms_for_subscription("sub_1").list) == 2
+
+
+def test_a_contract_ending_in_cancellation_cancels_the_subscription_at_its_end(cb):
+    cb.TimeMachine.travel_forward("delorean", {"destination_time": _ts(2024, 1, 10)})
+    # Ending beyond the current billing term (Jan 1 - Feb 1), cancel cannot be honoured: refused.
+    err = _refused(cb.Subscription.import_contract_term, "sub_1", {"contract_term": {
+        "contract_start": _ts(2023, 2, 1), "contract_end": _ts(2024, 3, 1), "action_at_term_end": "cancel"}})
+    assert err.param == "contract_term[action_at_term_end]"
+    assert cb.Subscription.retrieve("sub_1").subscription.status == "active"
+    cb.Subscription.import_contract_term("sub_1", {"contract_term": {
+        "contract_start": _ts(2023, 2, 1), "contract_end": _ts(2024, 2, 1), "action_at_term_end": "cancel"}})
+    assert cb.Subscription.retrieve("sub_1").subscription.status == "non_renewing"
+    cb.TimeMachine.travel_forward("delorean", {"destination_time": _ts(2024, 2, 2)})
+    sub = cb.Subscription.retrieve("sub_1").subscription
+    assert (sub.status, sub.cancelled_at) == ("cancelled", _ts(2024, 2, 1))

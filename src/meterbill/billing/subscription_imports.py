@@ -1,6 +1,12 @@
-"""subscription.import_unbilled_charges: charges another billing system recorded for a subscription
-but had not invoiced yet. They are billed here on the invoice that closes the subscription's
-current term (renewal, cancellation or pause), with charges added by add_charge_at_term_end.
+"""What another billing system knew of a subscription, brought in:
+
+- import_unbilled_charges: charges it recorded but had not invoiced yet. They are billed here on
+  the invoice that closes the subscription's current term (renewal, cancellation or pause), with
+  charges added by add_charge_at_term_end.
+- import_contract_term: a contract term, running or past, kept on the subscription (its
+  `contract_term` while it runs, and contract_terms_for_subscription). A running term that ends
+  in cancellation schedules the subscription's cancellation at the contract's end; the other
+  actions (renew, renew_once, evergreen) keep it renewing, as it does anyway.
 """
 
 from __future__ import annotations
@@ -10,11 +16,23 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from meterbill.billing import records, subscriptions
+from meterbill.billing import events, records, subscriptions
 from meterbill.billing.document_imports import PricedLine, Unmodelled, check_entity
 from meterbill.billing.invoices import Line
 from meterbill.billing.models import ItemPrice, Site, Subscription
-from meterbill.billing.params import Id, Params, Text, UnixTime, from_unix, parse, unix
+from meterbill.billing.params import (
+    Id,
+    MinorAmount,
+    Params,
+    Text,
+    UnixTime,
+    from_unix,
+    page_of,
+    parse,
+    parse_list,
+    unix,
+)
+from meterbill.core.clock import add_periods
 from meterbill.core.errors import InvalidInput, InvalidState
 from meterbill.core.money import format_decimal, from_minor_units
 
@@ -86,3 +104,102 @@ def _render(sub: Subscription, line: Line, charge_id: str | None) -> dict[str, A
         "created_at": now, "updated_at": now, "is_advance_charge": False, "deleted": False,
     }
     return {k: v for k, v in wire.items() if v is not None}
+
+
+# --- contract terms --------------------------------------------------------------------------------------
+
+
+class ContractTerm(Params):
+    id: Id | None = None
+    created_at: UnixTime | None = None
+    contract_start: UnixTime
+    contract_end: UnixTime | None = None
+    status: Literal["active", "completed", "cancelled", "terminated"] = "active"
+    total_amount_raised: MinorAmount | None = None
+    total_amount_raised_before_tax: MinorAmount | None = None
+    total_contract_value: MinorAmount | None = None
+    total_contract_value_before_tax: MinorAmount | None = None
+    billing_cycle: int | None = Field(default=None, ge=1, le=100)
+    action_at_term_end: Literal["renew", "evergreen", "cancel", "renew_once"] = "renew"
+    cancellation_cutoff_period: int | None = Field(default=None, ge=0, le=365)
+
+
+class ImportContractTerm(Params):
+    contract_term: ContractTerm
+    contract_term_billing_cycle_on_renewal: int | None = Field(default=None, ge=1, le=100)
+
+
+def import_contract_term(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> dict[str, Any]:
+    """subscription.import_contract_term: the term, checked against the subscription's other terms (no
+    overlap, one running at most, a running one covering now) and its status."""
+    sub = subscriptions.get(session, site, sub_id, for_update=True)
+    params = parse(ImportContractTerm, form)
+    term = params.contract_term
+    start = from_unix(term.contract_start)
+    if term.contract_end is not None:
+        end = from_unix(term.contract_end)
+    elif term.billing_cycle is not None:
+        end = add_periods(start, sub.billing_period_unit, sub.billing_period * term.billing_cycle)
+    else:
+        raise InvalidInput("contract_term[billing_cycle] : give the contract's billing cycles or its end",
+                           param="contract_term[billing_cycle]")
+    if end <= start:
+        raise InvalidInput("contract_term[contract_end] : must be after contract_start",
+                           param="contract_term[contract_end]")
+    renewing = term.action_at_term_end in ("renew", "renew_once")
+    if params.contract_term_billing_cycle_on_renewal is not None and not renewing:
+        raise InvalidInput("contract_term_billing_cycle_on_renewal : only for a term that renews",
+                           param="contract_term_billing_cycle_on_renewal")
+    now = records.site_clock(site).now()
+    terms = sub.data.get("contract_terms", [])
+    if term.status == "active":
+        if sub.status not in subscriptions.LIVE:
+            raise InvalidState(f"Subscription {sub.id} is {sub.status}; a running contract term needs a live one")
+        if not start <= now < end:
+            raise InvalidInput("contract_term[status] : an active contract term runs now; this one does not",
+                               param="contract_term[status]")
+    elif end > now:
+        raise InvalidInput(f"contract_term[status] : a {term.status} contract term has ended; this one has not",
+                           param="contract_term[status]")
+    overlapping = next((t for t in terms if unix(start) < t["contract_end"] and t["contract_start"] < unix(end)), None)
+    if overlapping is not None:
+        raise InvalidInput(f"contract_term[contract_start] : overlaps contract term {overlapping['id']}",
+                           param="contract_term[contract_start]")
+    term_id = term.id or "ct_" + records.new_resource_id()
+    if any(t["id"] == term_id for t in terms):
+        raise InvalidInput(f"contract_term[id] : the subscription has a contract term {term_id}",
+                           param="contract_term[id]")
+    if term.status == "active" and term.action_at_term_end == "cancel":
+        if sub.current_term_end is None or end > sub.current_term_end:
+            raise InvalidInput("contract_term[action_at_term_end] : cancel is honoured for a contract ending within "
+                               "the current billing term only", param="contract_term[action_at_term_end]")
+        subscriptions.schedule_cancel(session, site, sub, end, now)
+    wire = {
+        "id": term_id, "object": "contract_term", "status": term.status, "contract_start": unix(start),
+        "contract_end": unix(end), "billing_cycle": term.billing_cycle, "action_at_term_end": term.action_at_term_end,
+        "total_contract_value": (term.total_contract_value if term.total_contract_value is not None
+                                 else term.total_amount_raised or 0),
+        "total_contract_value_before_tax": term.total_contract_value_before_tax,
+        "total_amount_raised": term.total_amount_raised, "total_amount_raised_before_tax":
+            term.total_amount_raised_before_tax, "cancellation_cutoff_period": term.cancellation_cutoff_period,
+        "created_at": term.created_at if term.created_at is not None else unix(now), "subscription_id": sub.id,
+    }
+    wire = {k: v for k, v in wire.items() if v is not None}
+    sub.data = {**sub.data, "contract_terms": [*terms, wire],
+                **({"contract_term_billing_cycle_on_renewal": params.contract_term_billing_cycle_on_renewal}
+                   if params.contract_term_billing_cycle_on_renewal is not None else {})}
+    records.touch(sub, now)
+    events.record_event(session, site, "contract_term_created", now, {"contract_term": wire,
+                                                                     **subscriptions.content(session, site, sub)})
+    return wire
+
+
+def contract_terms(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[
+        list[dict[str, Any]], str | None]:
+    """contract_terms_for_subscription: newest first unless sorted by created_at."""
+    sub = subscriptions.get(session, site, sub_id)
+    query = parse_list(subscriptions.CONTRACT_TERMS, form)
+    ascending = query.sort[1] if query.sort else False
+    ordered = sorted(sub.data.get("contract_terms", []), key=lambda t: (t["created_at"], t["id"]),
+                     reverse=not ascending)
+    return page_of(ordered, form)

@@ -718,7 +718,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
     if params.cancel_reason_code:
         sub.data = {**sub.data, "cancel_reason_code": params.cancel_reason_code}
     if option in ("end_of_term", "end_of_billing_term") and sub.status in ("active", "non_renewing"):
-        return _schedule_cancel(session, site, sub, _term(sub)[1], now)
+        return schedule_cancel(session, site, sub, _term(sub)[1], now)
     if option == "specific_date":
         if params.cancel_at is None:
             raise InvalidInput("cancel_at : is required with cancel_option specific_date", param="cancel_at")
@@ -728,7 +728,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
         if cancel_at > now:
             if sub.current_term_end is not None and cancel_at > sub.current_term_end:
                 raise InvalidInput("cancel_at : must be within the current term", param="cancel_at")
-            return _schedule_cancel(session, site, sub, cancel_at, now)
+            return schedule_cancel(session, site, sub, cancel_at, now)
     if sub.status == "future":
         sub.status, sub.cancelled_at, sub.next_action_at = "cancelled", now, None
         records.touch(sub, now)
@@ -739,7 +739,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
     return sub, Outcome(invoice=invoice, credit_notes=notes)
 
 
-def _schedule_cancel(session: Session, site: Site, sub: Subscription, at: datetime, now: datetime) -> tuple[
+def schedule_cancel(session: Session, site: Site, sub: Subscription, at: datetime, now: datetime) -> tuple[
         Subscription, Outcome]:
     sub.status = "non_renewing"
     sub.cancelled_at = at
@@ -1361,7 +1361,7 @@ def list_for_customer(
 
 # What the engine keeps in `data` for itself: items of scheduled changes, terms already
 # invoiced in advance, charges waiting for the term's end.
-_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges")
+_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges", "contract_terms")
 
 
 def render(session: Session, site: Site, sub: Subscription,
@@ -1410,6 +1410,8 @@ def render(session: Session, site: Site, sub: Subscription,
         "create_pending_invoices": bool(sub.data.get("create_pending_invoices", False)),
         "due_invoices_count": due[0], "total_dues": int(due[1] or 0) if due[0] else None,
         "due_since": unix(due[2]) if due[0] else None,
+        # The contract term running now (import_contract_term); past ones are listed apart.
+        "contract_term": next((t for t in sub.data.get("contract_terms", []) if t["status"] == "active"), None),
     }
     return {k: v for k, v in wire.items() if v is not None}
 

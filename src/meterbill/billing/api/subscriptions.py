@@ -129,7 +129,21 @@ def _none_listed(path: str, summary: str, operation) -> None:
 
 
 _none_listed("discounts", "A subscription's discounts (none: not modelled)", subscriptions.DISCOUNTS)
-_none_listed("contract_terms", "A subscription's contract terms (none: not modelled)", subscriptions.CONTRACT_TERMS)
+
+
+@router.get("/subscriptions/{sub_id}/contract_terms", summary="A subscription's contract terms")
+async def contract_terms_for_subscription(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = subscription_imports.contract_terms(s, site, sub_id, form)
+        return listing([{"contract_term": term} for term in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/import_contract_term", summary="Import a contract term, running or past")
+async def import_contract_term(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "contract_term": subscription_imports.import_contract_term(s, site, sub_id, form)})
 
 
 @router.post("/subscriptions/{sub_id}/add_charge_at_term_end", summary="Charge once on the term's closing invoice")
@@ -220,6 +234,6 @@ def _refused(method: str, path: str, error: Exception) -> None:
 
 
 # Operations on one subscription that this server does not offer, answered by name.
-for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule", "import_contract_term"):
+for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule"):
     _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
         f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
