@@ -121,6 +121,8 @@ def test_a_refund_beyond_the_payments_gives_back_the_tax_withheld(cb):
     assert (note.total, note.amount_refunded, note.status) == (4800, 4800, "refunded")
     tax_refunds = note.raw_data["linked_tax_withheld_refunds"]
     assert [r["amount"] for r in tax_refunds] == [300]
+    event = cb.Event.list({"event_type": {"is": "tax_withheld_refunded"}}).list[0].event
+    assert event.content["tax_withheld"]["amount"] == 300
     # The tax withheld cannot go while a refund of it stands; nothing changes.
     assert _refused(cb.Invoice.remove_tax_withheld, invoice.id, {"tax_withheld": {"id": tax_id}},
                     status=409).api_error_code == "invalid_state_for_request"

@@ -53,6 +53,8 @@ def test_imported_unbilled_charges_are_billed_at_the_terms_end(cb):
         ("uc-1", "charge_item_price", 2, 1250, 2500, "Setup"), (imported[1].id, "adhoc", 1, 735, 735,
                                                                  "Overage (legacy)")]
     assert all(c.subscription_id == "sub_1" and c.currency_code == "USD" for c in imported)
+    event = cb.Event.list({"event_type": {"is": "unbilled_charges_created"}}).list[0].event
+    assert [c["amount"] for c in event.content["unbilled_charges"]] == [2500, 735]
     cb.TimeMachine.travel_forward("delorean", {"destination_time": _ts(2024, 2, 2)})
     renewal = next(e.invoice for e in cb.Invoice.invoices_for_subscription("sub_1").list
                    if e.invoice.date == _ts(2024, 2, 1))
@@ -129,4 +131,6 @@ def test_a_contract_ending_in_cancellation_cancels_the_subscription_at_its_end(c
     assert cb.Subscription.retrieve("sub_1").subscription.status == "non_renewing"
     cb.TimeMachine.travel_forward("delorean", {"destination_time": _ts(2024, 2, 2)})
     sub = cb.Subscription.retrieve("sub_1").subscription
-    assert (sub.status, sub.cancelled_at) == ("cancelled", _ts(2024, 2, 1))
+    assert (sub.status, sub.cancelled_at, sub.contract_term) == ("cancelled", _ts(2024, 2, 1), None)
+    assert [e.contract_term.status for e in cb.Subscription.contract_terms_for_subscription("sub_1").list] == [
+        "completed"]

@@ -173,6 +173,10 @@ def _refund_note(session: Session, site: Site, invoice: Invoice, amount: int | N
         events.record_event(session, site, "payment_refunded", now, {
             "transaction": transaction, "invoice": invoices.render(invoice),
             "credit_note": invoices.render_credit_note(note)})
+    if from_tax:
+        events.record_event(session, site, "tax_withheld_refunded", now, {
+            "tax_withheld": note.data["linked_tax_withheld_refunds"][-1], "invoice": invoices.render(invoice),
+            "credit_note": invoices.render_credit_note(note)})
     return note, transaction
 
 

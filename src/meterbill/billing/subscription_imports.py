@@ -86,7 +86,9 @@ def import_unbilled_charges(session: Session, site: Site, sub_id: str, form: dic
                           unit if unit is not None else amount / (quantity or 1), amount,
                           from_unix(charge.date_from), from_unix(charge.date_to), subscription_id=sub.id))
     subscriptions.charge_at_term_end(site, sub, *lines)
-    return [_render(sub, line, charge.id) for line, charge in zip(lines, params.unbilled_charges, strict=True)]
+    charges = [_render(sub, line, charge.id) for line, charge in zip(lines, params.unbilled_charges, strict=True)]
+    events.record_event(session, site, "unbilled_charges_created", sub.updated_at, {"unbilled_charges": charges})
+    return charges
 
 
 def _render(sub: Subscription, line: Line, charge_id: str | None) -> dict[str, Any]:
@@ -200,6 +202,14 @@ def contract_terms(session: Session, site: Site, sub_id: str, form: dict[str, An
     sub = subscriptions.get(session, site, sub_id)
     query = parse_list(subscriptions.CONTRACT_TERMS, form)
     ascending = query.sort[1] if query.sort else False
+    now = int(records.site_clock(site).now().timestamp())
     ordered = sorted(sub.data.get("contract_terms", []), key=lambda t: (t["created_at"], t["id"]),
                      reverse=not ascending)
-    return page_of(ordered, form)
+    return page_of([as_of(term, now) for term in ordered], form)
+
+
+def as_of(term: dict[str, Any], now: int) -> dict[str, Any]:
+    """A kept term as it stands at `now`: a running term whose contract has ended is completed."""
+    if term["status"] == "active" and term["contract_end"] <= now:
+        return {**term, "status": "completed"}
+    return term

@@ -1411,7 +1411,8 @@ def render(session: Session, site: Site, sub: Subscription,
         "due_invoices_count": due[0], "total_dues": int(due[1] or 0) if due[0] else None,
         "due_since": unix(due[2]) if due[0] else None,
         # The contract term running now (import_contract_term); past ones are listed apart.
-        "contract_term": next((t for t in sub.data.get("contract_terms", []) if t["status"] == "active"), None),
+        "contract_term": next((t for t in sub.data.get("contract_terms", []) if t["status"] == "active"
+                               and t["contract_end"] > unix(records.site_clock(site).now())), None),
     }
     return {k: v for k, v in wire.items() if v is not None}
 
