@@ -112,6 +112,9 @@ def test_an_imported_voided_invoice_owes_nothing(cb):
     ({"customer_id": "nobody"}, None),
     ({"write_off_amount": 10}, "write_off_amount"),
     ({"line_items": []}, "line_items"),
+    ({"currency_code": "XXX"}, "currency_code"),
+    ({"line_items": [{"description": "Huge", "amount_in_decimal": "1e30"}]}, "line_items[amount_in_decimal][0]"),
+    ({"line_items": [{"description": "Tax", "amount": 10, "tax1_name": "VAT", "tax1_amount": -1}]}, "line_items[0]"),
 ])
 def test_a_bad_import_is_refused_and_nothing_changes(cb, change, param):
     body = {**_paid_invoice(int(time.time()) - 40 * DAY), **change}

@@ -31,7 +31,7 @@ from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceStatus
 from meterbill.billing.models import CreditNote, Invoice, ItemPrice, Site, Subscription
 from meterbill.billing.params import DecimalText, Id, MinorAmount, Params, Text, UnixTime, from_unix, parse
 from meterbill.core.errors import Duplicate, InvalidInput
-from meterbill.core.money import exact_minor_units, whole_minor_units
+from meterbill.core.money import UnknownCurrency, exact_minor_units, exponent, whole_minor_units
 
 
 def _not_set(value: Any) -> Any:
@@ -42,6 +42,19 @@ def _not_set(value: Any) -> Any:
 
 # A flag or an amount for something not modelled here: accepted off, refused on.
 Unmodelled = AfterValidator(_not_set)
+
+
+def _known_currency(code: str) -> str:
+    try:
+        exponent(code)
+    except UnknownCurrency:
+        raise ValueError("unknown currency") from None
+    return code
+
+
+CurrencyCode = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
+# Imported amounts in major units (decimals), bounded so that quantity x unit amount stays exact.
+MajorAmount = Annotated[DecimalText, Field(ge=-10**12, le=10**12)]
 TAX_SLOTS = range(1, 11)  # line_items[tax1_name] .. line_items[tax10_name]
 PaymentMethod = Literal["cash", "check", "bank_transfer", "other", "custom", "chargeback", "card", "ach_credit",
                         "sepa_credit", "paypal_express_checkout", "amazon_payments", "direct_debit",
@@ -57,9 +70,9 @@ class PricedLine(Params):
     unit_amount: Amount | None = None
     quantity: int | None = Field(default=None, ge=0, le=10**9)
     amount: Amount | None = None
-    unit_amount_in_decimal: DecimalText | None = None
-    quantity_in_decimal: DecimalText | None = None
-    amount_in_decimal: DecimalText | None = None
+    unit_amount_in_decimal: MajorAmount | None = None
+    quantity_in_decimal: Annotated[DecimalText, Field(ge=0, le=10**9)] | None = None
+    amount_in_decimal: MajorAmount | None = None
 
     def priced(self, currency: str, name: Callable[[str], str]) -> tuple[Decimal, Decimal | None, Decimal]:
         """(quantity, unit amount, amount) in minor units; `name` spells a field's parameter for refusals."""
@@ -110,9 +123,12 @@ class ImportLine(PricedLine):
             if name is None or amount is None:
                 raise ValueError(f"tax{slot}_name and tax{slot}_amount go together")
             try:
-                taxes.append((str(name), int(amount)))
+                tax = int(amount)
             except ValueError:
                 raise ValueError(f"tax{slot}_amount must be an integer") from None
+            if not 0 <= tax <= 10**15:
+                raise ValueError(f"tax{slot}_amount must be between 0 and 10^15")
+            taxes.append((str(name), tax))
         values["line_taxes"] = taxes
         return values
 
@@ -162,7 +178,7 @@ class ImportNote(Params):
 
 class ImportInvoice(Params):
     id: Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_\-.~@/]+$")]
-    currency_code: Annotated[str, Field(min_length=3, max_length=3)] | None = None
+    currency_code: CurrencyCode | None = None
     customer_id: Id | None = None
     subscription_id: Id | None = None
     po_number: Text | None = None
@@ -431,7 +447,7 @@ class ImportCreditNote(Params):
     subscription_id: Id | None = None
     reference_invoice_id: Id
     type: Literal["adjustment", "refundable"]
-    currency_code: Annotated[str, Field(min_length=3, max_length=3)] | None = None
+    currency_code: CurrencyCode | None = None
     create_reason_code: Text
     date: UnixTime
     status: Literal["adjusted", "refunded", "refund_due", "voided"] | None = None
