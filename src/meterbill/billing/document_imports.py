@@ -477,6 +477,9 @@ def import_credit_note(session: Session, site: Site, form: dict[str, Any]) -> Cr
     if session.get(CreditNote, (site.id, params.id)) is not None:
         raise Duplicate(f"id : a credit note {params.id} already exists", param="id")
     reference = invoices.get(session, site, params.reference_invoice_id, for_update=True)
+    if reference.status == InvoiceStatus.PENDING:
+        raise InvalidInput(f"reference_invoice_id : invoice {reference.id} is pending; credit notes are raised "
+                           "against closed invoices", param="reference_invoice_id")
     owner = invoices.owner_of(session, site, params.customer_id or reference.customer_id, params.subscription_id,
                               params.currency_code or reference.currency_code)
     for name, mine, theirs in (("customer_id", owner.customer_id, reference.customer_id),

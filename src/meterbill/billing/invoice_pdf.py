@@ -27,8 +27,10 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TRANSLITERATIONS = str.maketrans({"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i",
                                    "ŀ": "l", "Ŀ": "L", "ŧ": "t", "Ŧ": "T", "\u2212": "-"})
 _STATUS_LABELS = {"pending": "Pending", "posted": "Posted", "payment_due": "Payment due", "paid": "Paid",
-                  "voided": "Voided", "refund_due": "Refund due", "adjusted": "Adjusted", "refunded": "Refunded"}
-_STATUS_COLOURS = {"paid": (22, 128, 61), "payment_due": (185, 28, 28), "voided": (107, 114, 128)}
+                  "not_paid": "Not paid", "voided": "Voided", "refund_due": "Refund due", "adjusted": "Adjusted",
+                  "refunded": "Refunded"}
+_STATUS_COLOURS = {"paid": (22, 128, 61), "payment_due": (185, 28, 28), "not_paid": (185, 28, 28),
+                   "voided": (107, 114, 128)}
 _INK, _MUTED, _RULE, _BAND = (17, 24, 39), (107, 114, 128), (209, 213, 219), (243, 244, 246)
 
 

@@ -66,7 +66,7 @@ def import_unbilled_charges(session: Session, site: Site, sub_id: str, form: dic
                                param=refused)
     sub = subscriptions.get(session, site, sub_id, for_update=True)
     params = parse(ImportUnbilledCharges, form)
-    if sub.status not in ("active", "non_renewing", "in_trial"):
+    if sub.status not in ("active", "non_renewing"):
         raise InvalidState(f"Subscription {sub.id} is {sub.status}; unbilled charges need a term to be billed with")
     lines = []
     for index, charge in enumerate(params.unbilled_charges):
