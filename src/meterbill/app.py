@@ -32,6 +32,7 @@ from meterbill.billing.api import estimates as billing_estimates_api
 from meterbill.billing.api import events as billing_events_api
 from meterbill.billing.api import incompatible as billing_incompatible_api
 from meterbill.billing.api import invoices as billing_invoices_api
+from meterbill.billing.api import payment_schedules as billing_payment_schedules_api
 from meterbill.billing.api import promotional_credits as billing_promotional_credits_api
 from meterbill.billing.api import subscriptions as billing_subscriptions_api
 from meterbill.billing.events import WEBHOOK_TOPIC
@@ -134,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(billing_catalog_api.router)
     app.include_router(billing_subscriptions_api.router)
     app.include_router(billing_invoices_api.router)
+    app.include_router(billing_payment_schedules_api.router)
     app.include_router(billing_promotional_credits_api.router)
     app.include_router(billing_estimates_api.router)
     app.include_router(billing_events_api.router)

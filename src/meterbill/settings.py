@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 # The measurement stores METERBILL_MEASUREMENT_STORE may name besides the main database (unset).
 CLICKHOUSE_SCHEMES = ("clickhouse", "clickhouses")
 CHDB_SCHEME = "chdb"
+# The SMTP servers METERBILL_SMTP_URL may name: plain (STARTTLS when the server offers it) or TLS from the start.
+SMTP_SCHEMES = ("smtp", "smtps")
 
 
 class Settings(BaseSettings):
@@ -58,6 +60,12 @@ class Settings(BaseSettings):
     # Where measurements live: unset = the main database; a ClickHouse server or an embedded chDB
     # folder otherwise (see `measurement_store_url`). Holds a password: never in a repr or a log.
     measurement_store: str | None = Field(default=None, repr=False)
+    # Where billing emails (invoice.send_email, credit_note.send_email, customer.send_payment_request)
+    # go out: smtp://[USER:PASSWORD@]HOST[:PORT] (smtps:// for TLS). Unset: those operations are
+    # refused, since no email could be sent. Holds a password: never in a repr or a log.
+    smtp_url: str | None = Field(default=None, repr=False)
+    # The From address of those emails.
+    smtp_from: str = "billing@localhost"
 
     @field_validator("measurement_store")
     @classmethod
@@ -73,6 +81,17 @@ class Settings(BaseSettings):
         raise PydanticCustomError("measurement_store", "expected clickhouse://USER:PASSWORD@HOST:8123/DATABASE, "
                                   "clickhouses://... (TLS) or chdb:///ABSOLUTE/PATH, or unset for the main "
                                   "database; got {url}", {"url": masked_url(value)})
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_server(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme in SMTP_SCHEMES and parts.hostname:
+            return value
+        raise PydanticCustomError("smtp_url", "expected smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://..., "
+                                  "or unset to send no email; got {url}", {"url": masked_url(value)})
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

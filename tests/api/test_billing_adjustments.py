@@ -76,3 +76,29 @@ def test_a_credit_note_against_a_pending_invoice_is_refused(cb):
         "charges": [{"amount": 500, "description": "Later"}]}).invoice
     with pytest.raises(chargebee.InvalidRequestError, match="pending"):
         cb.CreditNote.create({"reference_invoice_id": pending.id, "type": "adjustment", "total": 100})
+
+
+def test_an_adjustment_reduces_only_what_is_still_due_and_payments_come_back_refundable(cb):
+    # As Chargebee: an adjustment credit note is for what an invoice still asks for; what was paid
+    # comes back through a refundable one.
+    invoice = cb.Invoice.create_for_charge_items_and_charges({
+        "customer_id": "cust_1", "currency_code": "USD", "charges": [{"amount": 2000, "description": "Work"}],
+    }).invoice
+    cb.Invoice.record_payment(invoice.id, {"transaction": {"amount": 1200, "payment_method": "bank_transfer"}})
+    # 2000 − 1200 paid = 800 still due: 801 is refused, and nothing changes.
+    message = refusal(cb.CreditNote.create, {"reference_invoice_id": invoice.id, "type": "adjustment",
+                                             "total": 801, "reason_code": "other"})
+    assert "801" in message and "(800" in message and "refundable" in message
+    assert cb.Invoice.retrieve(invoice.id).invoice.amount_due == 800
+    assert cb.CreditNote.list({"reference_invoice_id": {"is": invoice.id}}).list == []
+    adjusted = cb.CreditNote.create({"reference_invoice_id": invoice.id, "type": "adjustment", "total": 800,
+                                     "reason_code": "other"}).credit_note
+    assert adjusted.total == 800
+    settled = cb.Invoice.retrieve(invoice.id).invoice
+    assert (settled.status, settled.amount_due, settled.amount_adjusted) == ("paid", 0, 800)
+    # Paid in full now: no adjustment is left to make, the payment comes back as a refundable note.
+    assert "refundable" in refusal(cb.CreditNote.create, {"reference_invoice_id": invoice.id, "type": "adjustment",
+                                                          "total": 100, "reason_code": "other"})
+    refund = cb.CreditNote.create({"reference_invoice_id": invoice.id, "type": "refundable", "total": 500,
+                                   "reason_code": "other"}).credit_note
+    assert (refund.type, refund.total, refund.amount_available) == ("refundable", 500, 500)

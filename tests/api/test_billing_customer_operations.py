@@ -211,7 +211,7 @@ def test_gateway_operations_answer_as_chargebee_does_without_a_gateway(cb):
     assert err.param == "payment_source_id"
     assert _refused(cb.Customer.collect_payment, "c1", {"amount": -1}).param == "amount"
     err = _refused(cb.Customer.send_payment_request, "c1")
-    assert (err.api_error_code, "send_payment_request" in str(err)) == ("operation_not_supported", True)
+    assert (err.api_error_code, "send_payment_request" in str(err)) == ("configuration_incompatible", True)
     err = _refused(cb.Customer.assign_payment_role, "c1", {"payment_source_id": "pm_1", "role": "primary"})
     assert (err.http_status_code, err.param) == (404, "payment_source_id")
 

@@ -282,8 +282,8 @@ def test_upcoming_invoices_and_one_off_invoice_estimates(cb):
         "charges": one_off["charges"]}).invoice
     assert (_lines(real), real.total) == (_lines(estimate), 750)
 
-    assert cb.Estimate.payment_schedules({"scheme_id": "any", "amount": 1000}).estimate \
-        .payment_schedule_estimates == []
+    err = _error(cb.Estimate.payment_schedules, {"scheme_id": "any", "amount": 1000})
+    assert (err.http_status_code, err.param) == (404, "scheme_id")  # estimated in test_billing_payment_schedules
     err = _error(cb.Estimate.gift_subscription_for_items, {
         "gifter": {"customer_id": "cust", "signature": "x"},
         "gift_receiver": {"customer_id": "cust", "first_name": "A", "last_name": "B", "email": "a@example.com"},
@@ -318,7 +318,7 @@ def test_term_end_advance_and_regenerate_estimates_are_the_real_operations(cb):
     assert _lines(ahead.invoice_estimate) == [("plan_item_price", basic, 1, 1000, FEB01, MAR01),
                                               ("plan_item_price", basic, 1, 1000, MAR01, APR01)]
     err = _error(cb.Estimate.advance_invoice_estimate, "sub-a", {"schedule_type": "specific_dates"})
-    assert (err.http_status_code, err.param) == (400, "schedule_type")
+    assert (err.http_status_code, err.param) == (400, "specific_dates_schedule[date][0]")
     assert _trace(cb) == before
 
     real_term = cb.Subscription.change_term_end("sub-t", longer)

@@ -103,7 +103,7 @@ def test_term_end_moves_renewals_ahead_and_charges_at_term_end(cb):
         err = _error(cb.Subscription.change_term_end, "sub", params)
         assert (err.http_status_code, err.param) == (400, param)
     err = _error(cb.Subscription.charge_future_renewals, "sub", {"schedule_type": "fixed_intervals"})
-    assert (err.http_status_code, err.param) == (400, "schedule_type")
+    assert (err.http_status_code, err.param) == (400, "fixed_interval_schedule[days_before_renewal]")
 
 
 def test_scheduled_changes_retrieved_and_removed(cb):

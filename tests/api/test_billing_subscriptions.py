@@ -220,6 +220,11 @@ def test_metered_plan_story(cb):
     assert len(added) == 1
     assert (added[0].entity_type, added[0].quantity, added[0].unit_amount, added[0].amount) == (
         "charge_item_price", 3, 250, 750)
+    # A negative or empty ad-hoc charge is refused by name (a credit is a credit note), and nothing changes.
+    for amount in (-500, 0):
+        err = _error(cb.Invoice.add_charge, renewal.id, {"amount": amount, "description": "Goodwill"})
+        assert (err.http_status_code, err.api_error_code, err.param) == (400, "param_wrong_value", "amount")
+    assert cb.Invoice.retrieve(renewal.id).invoice.total == 4500
     after_charge = cb.Invoice.add_charge(renewal.id, {"amount": 1234, "description": "Support hours"}).invoice
     assert after_charge.status == "pending"
     assert after_charge.total == 5734  # 4500 + 1234 = 5734

@@ -3,15 +3,16 @@
     uv run python -m tests.sweep.sdk_sweep [--markdown FILE] [--all] [--database-url URL]
 
 Starts `meterbill serve` on a fresh database (SQLite, or a new database on the PostgreSQL server
-`--database-url` names), creates a tenant, builds a small world through the SDKs (catalog,
-customer, subscription, invoice; m3ter product, meter, plan, account, bill), then calls each
-operation once with a plausible request and classifies the answer:
+`--database-url` names), with METERBILL_SMTP_URL pointing at an SMTP receiver of its own (billing
+emails are refused, "not enabled", on a server without it), creates a tenant, builds a small
+world through the SDKs (catalog, customer, subscription, invoice; m3ter product, meter, plan,
+account, bill), then calls each operation once with a plausible request and classifies the answer:
 
 - served: a 2xx the SDK parsed, or a domain error (400 naming a parameter, 404 for an id, 409)
   that shows the operation exists;
 - not enabled: `configuration_incompatible`, what Chargebee answers a Product Catalog 2.0 site
   for an operation of the old plan/addon catalog, and a site without e-invoicing for those
-  operations;
+  operations (and meterbill without an SMTP server, for its emails);
 - not served: `operation_not_supported`, 501, or a 404 for a route this server does not have;
 - broken: a 5xx, or an answer the SDK could not parse (any other exception).
 
@@ -46,6 +47,7 @@ from chargebee.api_error import APIError as ChargebeeError
 from m3ter._resource import SyncAPIResource
 
 from tests.support.server import ServerProcess, create_database, drop_database
+from tests.support.smtp_sink import SmtpSink
 
 SERVED, NOT_ENABLED, NOT_SERVED, BROKEN = "served", "not enabled", "not served", "broken"
 NOT_SWEPT = "not swept"  # the SDK refused the sweep's made-up arguments before sending anything
@@ -54,7 +56,7 @@ ROUTE_MISSING = "is not available on this server"  # the message of both APIs' f
 
 CHARGEBEE_CORE = ("Customer", "ItemFamily", "Item", "ItemPrice", "Subscription", "Usage", "Invoice", "CreditNote",
                   "Event", "WebhookEndpoint", "TimeMachine")
-CHARGEBEE_EXTRA = ("Estimate", "PromotionalCredit")
+CHARGEBEE_EXTRA = ("Estimate", "PromotionalCredit", "PaymentScheduleScheme", "EmailLog")
 # In the order they are swept: what a bill's lines need before the bill is approved and locked,
 # and bill jobs (a recalculation replaces the lines) last.
 M3TER_CORE = ("products", "meters", "aggregations", "compound_aggregations", "plan_templates", "plans", "pricings",
@@ -336,6 +338,12 @@ def chargebee_calls(world: World) -> dict[str, tuple[tuple[Any, ...], dict[str, 
         "PromotionalCredit.deduct": ((), {"customer_id": customer, "amount": 100, "description": "Used"}),
         "PromotionalCredit.set": ((), {"customer_id": customer, "amount": 300, "description": "Set"}),
         "PromotionalCredit.retrieve": ((created("PromotionalCredit", MADE_UP_ID),), None),
+        # payment schedule scheme, email log
+        "PaymentScheduleScheme.create": ((), {"name": f"Split {new}", "number_of_schedules": 2,
+                                              "period_unit": "month"}),
+        "PaymentScheduleScheme.retrieve": ((created("PaymentScheduleScheme", MADE_UP_ID),), None),
+        "PaymentScheduleScheme.delete": ((created("PaymentScheduleScheme", MADE_UP_ID),), None),
+        "EmailLog.email_logs_for_customer": ((customer,), {"limit": 5}),
     }
     return calls
 
@@ -700,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="meterbill-sweep-"))
     database_url = create_database(args.database_url, workdir, prefix="meterbill_sweep")
-    server = ServerProcess(database_url=database_url, workdir=workdir)
+    mail = SmtpSink()
+    mail.start()
+    server = ServerProcess(database_url=database_url, workdir=workdir, extra_env={"METERBILL_SMTP_URL": mail.url})
     for attempt in range(3):  # a busy machine can take longer than start()'s 60 s to import and migrate
         try:
             server.start()
@@ -732,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(("m3ter other resources", sweep_m3ter(mt, tuple(dict.fromkeys(r[0] for r in others)))))
     finally:
         server.stop()
+        mail.stop()
         drop_database(database_url)
     texts, markdowns = zip(*(report(title, results) for title, results in sections), strict=True)
     print("\n\n".join(texts))

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterbill.connector.models import BillPush, PushedDocument
-from meterbill.connector.sync import carried, credit_label, split_lines
+from meterbill.connector.sync import carried, charge_description, credit_label, split_lines
 
 TYPES = ("STANDING_CHARGE", "USAGE", "MINIMUM_SPEND", "CREDIT_MEMO", "BALANCE_CONSUMED", "COMMITMENT_CONSUMED")
 
@@ -51,3 +51,9 @@ def test_charges_less_credits_are_the_bill_total(amounts):
     gross, credits = split_lines([(line(t), amount) for t, amount in amounts])
     assert gross - sum(credits.values()) == sum(amount for _, amount in amounts)
     assert gross >= 0 and all(credit > 0 for credit in credits.values())
+
+
+def test_a_described_charge_names_its_line_type_once():
+    assert charge_description("Commitment fee", "COMMITMENT_FEE") == "Commitment fee"
+    assert charge_description("Overage surcharge 10%", "OVERAGE_SURCHARGE") == "Overage surcharge 10%"
+    assert charge_description("Platform access", "STANDING_CHARGE") == "Platform access (standing charge)"

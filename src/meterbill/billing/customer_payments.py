@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing import customers, events, records
 from meterbill.billing.models import Customer, Site
 from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
-from meterbill.billing.wire import OperationNotSupported, PaymentMethodNotPresent
+from meterbill.billing.wire import PaymentMethodNotPresent
 from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.money import is_known_currency
 
@@ -97,13 +97,6 @@ def collect_payment(session: Session, site: Site, customer_id: str, form: dict[s
     raise PaymentMethodNotPresent(
         f"Customer {customer_id} cannot be charged: {held} and this site has no payment gateway; "
         "record payments received with invoice.record_payment or customer.record_excess_payment")
-
-
-def send_payment_request(session: Session, site: Site, customer_id: str, form: dict[str, Any]) -> NoReturn:
-    records.get(session, Customer, site, customer_id, "Customer")
-    customers.no_parameters(form)
-    raise OperationNotSupported("customer.send_payment_request is not supported by this server: it sends no "
-                                "email")
 
 
 class AssignPaymentRole(Params):

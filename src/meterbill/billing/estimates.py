@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field
 from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, invoices, records, subscriptions
+from meterbill.billing import payment_schedules as payment_schedules_service
 from meterbill.billing.models import CreditNote, Customer, Invoice, Site, Subscription, Usage
-from meterbill.billing.params import Id, Params, UnixTime, parse, unix
+from meterbill.billing.params import Id, Params, parse, unix
 from meterbill.billing.wire import OperationNotSupported
 from meterbill.core.errors import InvalidInput, InvalidState
 
@@ -376,20 +376,10 @@ def create_invoice(session: Session, site: Site, form: dict[str, Any]) -> dict[s
     return rehearse(session, run)
 
 
-class PaymentSchedules(Params):
-    scheme_id: Id
-    amount: int | None = Field(default=None, ge=0)
-    invoice_id: Id | None = None
-    payment_schedule_start_date: UnixTime | None = None
-
-
 def payment_schedules(session: Session, site: Site, form: dict[str, Any]) -> dict[str, Any]:
-    """POST /estimates/payment_schedules: no payment schedule schemes exist here, so no invoice is
-    split into instalments and the estimate lists none."""
-    params = parse(PaymentSchedules, form)
-    if params.invoice_id is not None:
-        invoices.get(session, site, params.invoice_id)
-    return {**_estimate(session, site), "payment_schedule_estimates": []}
+    """POST /estimates/payment_schedules: the instalments a scheme would split an amount into."""
+    return {**_estimate(session, site), "payment_schedule_estimates": payment_schedules_service.estimate(
+        session, site, form)}
 
 
 # Estimates this server refuses, by name and with what to do: (method, path, operation, why).

@@ -44,10 +44,12 @@ EVENT_TYPES = (
     "subscription_paused", "subscription_pause_scheduled", "subscription_scheduled_pause_removed",
     "subscription_resumed", "subscription_resumption_scheduled", "subscription_scheduled_resumption_removed",
     "subscription_scheduled_changes_removed", "subscription_deleted", "subscription_moved_out",
-    "subscription_moved_in",
+    "subscription_moved_in", "subscription_advance_invoice_schedule_added",
+    "subscription_advance_invoice_schedule_updated", "subscription_advance_invoice_schedule_removed",
     "invoice_generated", "invoice_updated", "invoice_deleted", "pending_invoice_created", "pending_invoice_updated",
     "credit_note_created", "credit_note_updated", "credit_note_deleted", "payment_succeeded", "payment_refunded",
     "promotional_credits_added", "promotional_credits_deducted",
+    "payment_schedule_scheme_created", "payment_schedule_scheme_deleted", "payment_schedules_created",
     "item_family_created", "item_created", "item_price_created",
 )
 

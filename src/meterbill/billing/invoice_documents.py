@@ -80,14 +80,14 @@ def _document(session: Session, site: Site, kind: Kind, document_id: str) -> byt
 
 
 def download_link(session: Session, site: Site, document_id: str, form: dict[str, Any], *, vault: Vault,
-                  base_url: str, kind: Kind = "invoice") -> dict[str, Any]:
-    """Chargebee's `download` resource for the document's PDF."""
+                  base_url: str, kind: Kind = "invoice", ttl_seconds: int = LINK_SECONDS) -> dict[str, Any]:
+    """Chargebee's `download` resource for the document's PDF, valid `ttl_seconds`."""
     params = parse(PdfParams, form)
     if kind == "invoice":
         document_id = invoices.get(session, site, document_id).id
     else:
         document_id = records.get(session, CreditNote, site, document_id, "Credit note").id
-    return _signed_link(site, kind, document_id, params.disposition_type, vault, base_url)
+    return _signed_link(site, kind, document_id, params.disposition_type, vault, base_url, ttl_seconds)
 
 
 def usages_download_link(session: Session, site: Site, form: dict[str, Any], *, vault: Vault,
@@ -95,13 +95,13 @@ def usages_download_link(session: Session, site: Site, form: dict[str, Any], *, 
     """usage.pdf: the `download` resource for the PDF of the usages an invoice (`invoice[id]`) billed."""
     params = parse(UsagesPdfParams, form)
     invoice_id = invoices.get(session, site, params.invoice.id).id
-    return _signed_link(site, "usages", invoice_id, params.disposition_type, vault, base_url)
+    return _signed_link(site, "usages", invoice_id, params.disposition_type, vault, base_url, LINK_SECONDS)
 
 
 def _signed_link(site: Site, kind: Kind, document_id: str, disposition: Disposition, vault: Vault,
-                 base_url: str) -> dict[str, Any]:
+                 base_url: str, ttl_seconds: int) -> dict[str, Any]:
     token = vault.sign_token({"purpose": f"{kind}_pdf", "site_id": site.id, f"{kind}_id": document_id,
-                              "disposition": disposition}, LINK_SECONDS)
+                              "disposition": disposition}, ttl_seconds)
     claims = vault.verify_token(token)  # its own expiry, to the second
     assert claims is not None  # just signed with this vault's key
     path = _ROUTES[kind].format(id=quote(document_id, safe=""))

@@ -383,13 +383,3 @@ def delete(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) 
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_deleted", now, {"invoice": invoices.render(invoice)})
     return invoice
-
-
-# --- lists that are always empty here --------------------------------------------------------------------
-
-
-def payment_schedules(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> list[dict[str, Any]]:
-    """Payment schedules (instalments) are not offered, so an invoice has none."""
-    invoices.get(session, site, invoice_id)
-    parse(Params, form)  # the operation takes no parameters
-    return []

@@ -430,6 +430,12 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     if amount > carried:
         raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} still carries ({carried} of its "
                            f"total {invoice.total} after {credited} already credited)", param="total")
+    # As Chargebee: an adjustment reduces what an unpaid invoice still asks for; what was paid comes back
+    # only through a refundable credit note.
+    if params.type == "adjustment" and amount > (due := amount_due(invoice)):
+        raise InvalidInput(f"total : an adjustment credit note reduces what invoice {invoice.id} still asks for "
+                           f"({due}, status {invoice.status}), not {amount}; give back payments with a "
+                           f"refundable credit note", param="total")
     if params.type == "refundable" and amount > (limit := refundable(session, site, invoice)):
         raise InvalidInput(f"total : {amount} is more than invoice {invoice.id} can refund ({limit}: paid "
                            f"{invoice.amount_paid}, refunded {refunded(session, site, invoice)})", param="total")
@@ -489,7 +495,8 @@ class LinePeriod(Params):
 
 
 class AddCharge(Params):
-    amount: int = Field(ge=-10**15, le=10**15)
+    # Chargebee takes no negative charge (a credit is a credit note), nor an empty one.
+    amount: int = Field(ge=1, le=10**15)
     description: Text
     line_item: LinePeriod | None = None
     comment: Text | None = None

@@ -57,6 +57,7 @@ class InvoiceAction(StrEnum):
     VOID = "voided"
     DUNNING = "dunned"  # stop, pause and resume dunning
     UPDATE_DETAILS = "given new details"
+    SCHEDULE_PAYMENTS = "split into payment schedules"  # apply_payment_schedule_scheme
     DELETE = "deleted"
 
 
@@ -73,6 +74,8 @@ ALLOWED_FROM: dict[InvoiceAction, frozenset[InvoiceStatus]] = {
     InvoiceAction.WRITE_OFF: _OPEN,
     InvoiceAction.VOID: _OPEN | {InvoiceStatus.PENDING},
     InvoiceAction.DUNNING: _OPEN,
+    # Chargebee splits only invoices whose payment is due.
+    InvoiceAction.SCHEDULE_PAYMENTS: frozenset({InvoiceStatus.PAYMENT_DUE}),
     InvoiceAction.UPDATE_DETAILS: frozenset(InvoiceStatus),
     InvoiceAction.DELETE: frozenset(InvoiceStatus),
 }

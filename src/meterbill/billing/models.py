@@ -207,6 +207,37 @@ class PromotionalCredit(BillingRecord, Base):
     )
 
 
+class PaymentScheduleScheme(BillingRecord, Base):
+    """How invoices are split into instalments (count, spacing, shares); kept in `data` as on the wire."""
+
+    __tablename__ = "billing_payment_schedule_schemes"
+
+
+class PaymentSchedule(BillingRecord, Base):
+    """An invoice's instalments, made by applying a scheme: their dates and amounts in `data`."""
+
+    __tablename__ = "billing_payment_schedules"
+
+    invoice_id: Mapped[str] = mapped_column(String(100))
+    scheme_id: Mapped[str] = mapped_column(String(100))
+
+    # One schedule per invoice.
+    __table_args__ = (Index("ix_billing_payment_schedules_invoice", "site_id", "invoice_id", unique=True),)
+
+
+class EmailLog(BillingRecord, Base):
+    """An email the site sent (or is sending) to a customer: the rendered message in `data`, kept
+    until the outbox worker has handed it to the SMTP server and marked it sent."""
+
+    __tablename__ = "billing_email_logs"
+
+    customer_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))  # queued, sent
+    sent_on: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_billing_email_logs_customer", "site_id", "customer_id", "created_at"),)
+
+
 class BillingEvent(Base):
     __tablename__ = "billing_events"
 

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, case, exists, false, func, literal, null, 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.orm import Session
 
-from meterbill.billing import customers, events, invoices, records
+from meterbill.billing import advance_schedules, customers, events, invoices, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoices import Line
 from meterbill.billing.invoicestatus import InvoiceAction
@@ -137,11 +137,8 @@ class ChangeTermEnd(Params):
     invoice_immediately: bool | None = None
 
 
-class ChargeFutureRenewals(Params):
-    terms_to_charge: int = Field(default=1, ge=1, le=100)
+class ChargeFutureRenewals(advance_schedules.ScheduleParams):
     invoice_immediately: bool | None = None
-    # Advance invoice schedules (specific_dates, fixed_intervals) are not modelled.
-    schedule_type: Literal["immediate"] | None = None
 
 
 class AddChargeAtTermEnd(Params):
@@ -472,6 +469,8 @@ def _due(sub: Subscription) -> datetime | None:
     pause, a scheduled cancellation or a scheduled resumption, whichever comes first."""
     if sub.status in ("active", "non_renewing"):
         moments = [sub.current_term_end, _scheduled(sub, "pause_date")]
+        if sub.status == "active" and (run := _advance_run(sub)) is not None:
+            moments.append(run.at)
     elif sub.status == "paused":
         moments = [_scheduled(sub, "resume_date")]
     else:
@@ -514,7 +513,6 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
     sub.term_index += 1
     term = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, sub.term_index)
     sub.current_term_start, sub.current_term_end = term
-    sub.next_action_at = _due(sub)
     records.touch(sub, at)
     advance = int(sub.data.get("advance_terms", 0))
     if advance:  # this term was invoiced ahead by charge_future_renewals
@@ -522,6 +520,8 @@ def _renew(session: Session, site: Site, sub: Subscription, at: datetime) -> Non
         recurring = []
     else:
         recurring = _recurring_lines(session, site, sub, sub.items, *term, term)
+    # After the terms ahead are counted down: an advance invoice schedule runs from them.
+    sub.next_action_at = _due(sub)
     lines = usage + _term_end_charges(sub) + recurring
     invoice = _invoice(session, site, sub, lines, at, pending=_pending_invoices(sub), period=ended)
     events.record_event(session, site, "subscription_renewed", at, content(session, site, sub, invoice, customer))
@@ -545,7 +545,7 @@ def _cancel(session: Session, site: Site, sub: Subscription, at: datetime, *, cr
     sub.status = "cancelled"
     sub.cancelled_at = at
     sub.next_action_at = None
-    sub.data = _without(sub.data, "pause_date", "resume_date")
+    sub.data = _without(sub.data, "pause_date", "resume_date", advance_schedules.KEY)
     if term:
         sub.current_term_end = min(at, term[1])
     records.touch(sub, at)
@@ -576,6 +576,8 @@ def advance_subscription(session: Session, site: Site, sub: Subscription, until:
             _resume(session, site, sub, at)
         elif sub.status in ("active", "non_renewing") and (pause := _scheduled(sub, "pause_date")) and pause <= at:
             _pause(session, site, sub, at, invoice_unbilled=False)
+        elif sub.status == "active" and (run := _advance_run(sub)) is not None and run.at <= at:
+            _run_advance_schedule(session, site, sub, run)
         elif sub.status in ("active", "non_renewing"):
             _renew(session, site, sub, at)
         else:
@@ -789,8 +791,9 @@ def pause(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tu
                            "can be paused")
     if "scheduled_items" in sub.data:
         raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them before pausing it")
-    if sub.data.get("advance_terms"):
-        raise InvalidState(f"Subscription {sub_id} has renewals invoiced in advance; it cannot be paused")
+    if sub.data.get("advance_terms") or advance_schedules.KEY in sub.data:
+        raise InvalidState(f"Subscription {sub_id} has renewals invoiced in advance or an advance invoice "
+                           "schedule; it cannot be paused")
     now = records.site_clock(site).now()
     term = _term(sub)
     option = params.pause_option
@@ -1024,31 +1027,113 @@ def remove_scheduled_changes(session: Session, site: Site, sub_id: str, form: di
 
 def charge_future_renewals(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> tuple[
         Subscription, Outcome]:
-    """Invoice the next `terms_to_charge` renewals now; those renewals then invoice no
-    recurring charges (usage in arrears still is)."""
+    """Invoice the next `terms_to_charge` renewals now (those renewals then invoice no recurring
+    charges; usage in arrears still is), or, with `schedule_type` specific_dates or
+    fixed_intervals, set up a schedule that invoices them ahead later (`advance_schedules`)."""
     sub = get(session, site, sub_id, for_update=True)
     params = parse(ChargeFutureRenewals, form)
     _invoiced_now(params.invoice_immediately)
-    if sub.status != "active" or _scheduled(sub, "pause_date") is not None:
-        raise InvalidState(f"Subscription {sub_id} is {sub.status}; only active subscriptions without a scheduled "
-                           "pause can be charged ahead")
-    if "scheduled_items" in sub.data:
-        raise InvalidState(f"Subscription {sub_id} has scheduled changes; remove them first")
+    _may_invoice_ahead(sub)
     now = records.site_clock(site).now()
-    ahead = int(sub.data.get("advance_terms", 0))
-    first = sub.term_index + 1 + ahead
-    lines: list[Line] = []
-    for index in range(first, first + params.terms_to_charge):
-        grid = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, index)
-        lines += _recurring_lines(session, site, sub, sub.items, *grid, grid)
-    start = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, first)[0]
-    end = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period,
-                      first + params.terms_to_charge - 1)[1]
-    invoice = _invoice(session, site, sub, lines, now, pending=False, period=(start, end)) if lines else None
-    sub.data = {**sub.data, "advance_terms": ahead + params.terms_to_charge}
+    if params.schedule_type in (advance_schedules.SPECIFIC_DATES, advance_schedules.FIXED_INTERVALS):
+        if advance_schedules.KEY in sub.data:
+            raise InvalidState(f"Subscription {sub_id} already has an advance invoice schedule; edit or remove it")
+        schedule = advance_schedules.create(params, now, _upcoming(sub), records.new_resource_id)
+        _set_schedule(session, site, sub, schedule, now, "subscription_advance_invoice_schedule_added")
+        return sub, Outcome()
+    for name in ("specific_dates_schedule", "fixed_interval_schedule"):
+        if getattr(params, name) is not None:
+            raise InvalidInput(f"{name} : applies only with schedule_type specific_dates or fixed_intervals",
+                               param=name)
+    invoice = _charge_ahead(session, site, sub, params.terms_to_charge or 1, now)
     records.touch(sub, now)
     events.record_event(session, site, "subscription_changed", now, content(session, site, sub, invoice))
     return sub, Outcome(invoice=invoice)
+
+
+def _may_invoice_ahead(sub: Subscription) -> None:
+    if sub.status != "active" or _scheduled(sub, "pause_date") is not None:
+        raise InvalidState(f"Subscription {sub.id} is {sub.status}; only active subscriptions without a scheduled "
+                           "pause can be charged ahead")
+    if "scheduled_items" in sub.data:
+        raise InvalidState(f"Subscription {sub.id} has scheduled changes; remove them first")
+
+
+def _charge_ahead(session: Session, site: Site, sub: Subscription, terms: int, at: datetime) -> Invoice | None:
+    """One invoice for the next `terms` renewals not yet invoiced; they then renew without one."""
+    ahead = int(sub.data.get("advance_terms", 0))
+    first = sub.term_index + 1 + ahead
+    lines: list[Line] = []
+    for index in range(first, first + terms):
+        grid = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, index)
+        lines += _recurring_lines(session, site, sub, sub.items, *grid, grid)
+    start = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, first)[0]
+    end = term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, first + terms - 1)[1]
+    invoice = _invoice(session, site, sub, lines, at, pending=False, period=(start, end)) if lines else None
+    sub.data = {**sub.data, "advance_terms": ahead + terms}
+    return invoice
+
+
+def _upcoming(sub: Subscription) -> advance_schedules.Upcoming:
+    """The start of the k-th renewal not yet invoiced, on the subscription's term grid."""
+    first = sub.term_index + 1 + int(sub.data.get("advance_terms", 0))
+    return lambda k: term_bounds(sub.billing_anchor, sub.billing_period_unit, sub.billing_period, first + k)[0]
+
+
+def _advance_run(sub: Subscription) -> advance_schedules.Run | None:
+    return advance_schedules.next_run(sub.data.get(advance_schedules.KEY), _upcoming(sub))
+
+
+def _run_advance_schedule(session: Session, site: Site, sub: Subscription, run: advance_schedules.Run) -> None:
+    """The schedule's due run: the renewals invoiced ahead as charge_future_renewals would."""
+    invoice = _charge_ahead(session, site, sub, run.terms, run.at)
+    schedule = advance_schedules.after(sub.data[advance_schedules.KEY], run, _upcoming(sub))
+    sub.data = {**_without(sub.data, advance_schedules.KEY),
+                **({advance_schedules.KEY: schedule} if schedule is not None else {})}
+    sub.next_action_at = _due(sub)
+    records.touch(sub, run.at)
+    events.record_event(session, site, "subscription_changed", run.at, content(session, site, sub, invoice))
+
+
+def _set_schedule(session: Session, site: Site, sub: Subscription, schedule: dict[str, Any] | None, now: datetime,
+                  event_type: str) -> None:
+    sub.data = {**_without(sub.data, advance_schedules.KEY),
+                **({advance_schedules.KEY: schedule} if schedule is not None else {})}
+    sub.next_action_at = _due(sub)
+    records.touch(sub, now)
+    events.record_event(session, site, event_type, now, {
+        **content(session, site, sub), "advance_invoice_schedules": advance_schedules.render(schedule)})
+
+
+def edit_advance_invoice_schedule(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(advance_schedules.ScheduleParams, form)
+    _may_invoice_ahead(sub)
+    now = records.site_clock(site).now()
+    schedule = advance_schedules.edit(sub.data.get(advance_schedules.KEY), params, now, _upcoming(sub),
+                                      records.new_resource_id)
+    _set_schedule(session, site, sub, schedule, now, "subscription_advance_invoice_schedule_updated")
+    return sub
+
+
+def remove_advance_invoice_schedule(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
+    """The whole schedule, or the specific dates named; renewals already invoiced ahead stay so."""
+    sub = get(session, site, sub_id, for_update=True)
+    params = parse(advance_schedules.RemoveParams, form)
+    schedule = advance_schedules.remove(sub.data.get(advance_schedules.KEY), params)
+    _set_schedule(session, site, sub, schedule, records.site_clock(site).now(),
+                  "subscription_advance_invoice_schedule_removed")
+    return sub
+
+
+def advance_invoice_schedules(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> list[Any]:
+    sub = get(session, site, sub_id)
+    parse(Params, form)
+    return schedules_of(sub)
+
+
+def schedules_of(sub: Subscription) -> list[dict[str, Any]]:
+    return advance_schedules.render(sub.data.get(advance_schedules.KEY))
 
 
 def add_charge_at_term_end(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Subscription:
@@ -1262,14 +1347,6 @@ def remove_coupons(session: Session, site: Site, sub_id: str, form: dict[str, An
     return sub
 
 
-def advance_invoice_schedules(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> list[Any]:
-    """None: schedules (specific dates, fixed intervals) are not modelled; charge_future_renewals
-    invoices at once instead."""
-    get(session, site, sub_id)
-    parse(Params, form)
-    return []
-
-
 # Discounts and contract terms are not modelled: every subscription has none.
 DISCOUNTS = ListOperation()
 CONTRACT_TERMS = ListOperation(sortable={"created_at": Subscription.created_at})
@@ -1360,8 +1437,9 @@ def list_for_customer(
 
 
 # What the engine keeps in `data` for itself: items of scheduled changes, terms already
-# invoiced in advance, charges waiting for the term's end.
-_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges", "contract_terms")
+# invoiced in advance, charges waiting for the term's end, the advance invoice schedule, imported
+# contract terms (rendered as `contract_term` while one runs).
+_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges", advance_schedules.KEY, "contract_terms")
 
 
 def render(session: Session, site: Site, sub: Subscription,

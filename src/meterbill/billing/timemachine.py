@@ -13,8 +13,10 @@ from meterbill.billing.models import (
     BillingEvent,
     CreditNote,
     Customer,
+    EmailLog,
     IdempotentResponse,
     Invoice,
+    PaymentSchedule,
     PromotionalCredit,
     Site,
     Subscription,
@@ -46,8 +48,9 @@ def start_afresh(session: Session, site: Site, name: str, form: dict[str, Any]) 
     check_name(site, name)
     params = parse(StartAfresh, form)
     genesis = from_unix(params.genesis_time) if params.genesis_time is not None else records.site_clock(site).now()
-    for model in (Usage, Invoice, CreditNote, PromotionalCredit, Subscription, Customer, BillingEvent,
-                  IdempotentResponse):
+    # Payment schedules go with their invoices; schemes, like the catalog, are configuration and stay.
+    for model in (Usage, PaymentSchedule, Invoice, CreditNote, PromotionalCredit, EmailLog, Subscription, Customer,
+                  BillingEvent, IdempotentResponse):
         session.execute(delete(model).where(model.site_id == site.id))
     site.time_machine_genesis = genesis
     site.time_machine_time = genesis

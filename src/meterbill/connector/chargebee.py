@@ -102,14 +102,19 @@ class ChargebeePort:
             return self.client.Invoice.create_for_charge_items_and_charges(
                 params, headers={KEY_HEADER: key}).invoice.raw_data
 
-    def adjustment_credit_note(
-        self, invoice_id: str, *, amount: int, description: str, date_from: int, date_to: int, key: str,
+    def credit_note(
+        self, invoice: dict[str, Any], *, amount: int, description: str, date_from: int, date_to: int, key: str,
         reason: str,
     ) -> dict[str, Any]:
-        """An adjustment credit note of `amount` (minor units) against a closed invoice, `reason` its
-        `create_reason_code` (what a reader of the invoice's credit notes sees it for)."""
+        """A credit note of `amount` (minor units) against a closed invoice, `reason` its `create_reason_code`
+        (what a reader of the invoice's credit notes sees it for). An adjustment while nothing of the invoice
+        is paid; once something is (Chargebee adjusts only what is still due, and gives back payments through
+        a refundable note, whose credit goes to the customer's next invoices), a refundable one. Decided by
+        `amount_paid`, which no credit note changes: a retry after a crash sends the same request again,
+        so the idempotency key answers it with the note already issued."""
+        kind = "refundable" if int(invoice.get("amount_paid") or 0) > 0 else "adjustment"
         params: dict[str, Any] = {
-            "reference_invoice_id": invoice_id, "type": "adjustment", "reason_code": "other",
+            "reference_invoice_id": invoice["id"], "type": kind, "reason_code": "other",
             "create_reason_code": reason, "total": amount,
             "line_items": [{"amount": amount, "description": description, "date_from": date_from,
                             "date_to": date_to, "entity_type": "adhoc"}],

@@ -576,7 +576,7 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
                     invoice["id"], item_price_id=charge_item, quantity=quantity, unit_price=unit,
                     currency=bill.currency, date_from=start, date_to=end, key=key)
             else:
-                description = f"{line.description} ({line.line_item_type.replace('_', ' ').lower()})"
+                description = charge_description(line.description, line.line_item_type)
                 updated = run.chargebee.add_charge(invoice["id"], amount=amount, description=description,
                                                    date_from=start, date_to=end, key=key)
         except Refused as exc:
@@ -594,6 +594,13 @@ def push(run: Run, bill_id: str, close_after: bool, earlier: list[BillPush]) -> 
              f"bill {bill_id} pushed to invoice {invoice['id']}" + (" and closed" if close_after else ""),
              chargebee_id=invoice["id"], m3ter_id=bill_id, key=synclog.action_key(*retry))
     _record_first_push(run, bill, invoice["id"], gross, credits)
+
+
+def charge_description(description: str, line_type: str) -> str:
+    """A described charge's text: the bill line's description and, unless it already says so, its type
+    ("Minimum spend", not "Minimum spend (minimum spend)")."""
+    kind = line_type.replace("_", " ").lower()
+    return description if kind in description.lower() else f"{description} ({kind})"
 
 
 def line_amounts(bill: Any) -> list[tuple[Any, int]]:
@@ -665,8 +672,9 @@ def credit_bill(delivery: Delivery) -> None:
 
 
 def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
-    """Adjustment credit notes for owed credits, each keyed by (bill, version, line type) so a replay
-    issues it once. Raises WaitingForInvoice while an invoice they go against is still pending."""
+    """Credit notes for owed credits (`ChargebeePort.credit_note` says of which type), each keyed by
+    (bill, version, line type) so a replay issues it once. Raises WaitingForInvoice while an invoice
+    they go against is still pending."""
     retry = (CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id})
     owed = ", ".join(f"{_major(p.amount, bill.currency)} {bill.currency} {credit_label(p.line_type or '')}"
                      for p in due)
@@ -680,9 +688,9 @@ def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
     for push_ in due:
         label = credit_label(push_.line_type or "")
         try:
-            note = run.chargebee.adjustment_credit_note(
-                push_.invoice_id, amount=push_.amount, description=f"{label} (bill {bill.id})", date_from=start,
-                date_to=end, key=push_.document_id, reason=label)
+            note = run.chargebee.credit_note(
+                run.chargebee.invoice(push_.invoice_id), amount=push_.amount, description=f"{label} (bill {bill.id})",
+                date_from=start, date_to=end, key=push_.document_id, reason=label)
         except Refused as exc:
             run.note("credit_bill", SyncStatus.ERROR, f"bill {bill.id}: Chargebee refused the credit note for "
                      f"{label} ({_major(push_.amount, bill.currency)} {bill.currency}) against invoice "
@@ -783,9 +791,9 @@ def _push_difference(run: Run, bill: Any, customer_id: str, close_after: bool, b
                                     f"{invoice_id} once it is closed", chargebee_id=invoice_id, m3ter_id=bill.id)
     notes = []
     for invoice_id, amount in credits:
-        note = run.chargebee.adjustment_credit_note(invoice_id, amount=amount, description=description,
-                                                    date_from=start, date_to=end, key=f"{key}-{invoice_id}",
-                                                    reason="bill corrected")
+        note = run.chargebee.credit_note(run.chargebee.invoice(invoice_id), amount=amount, description=description,
+                                         date_from=start, date_to=end, key=f"{key}-{invoice_id}",
+                                         reason="bill corrected")
         run.pushes.append(_pushed(run, bill, PushedDocument.CREDIT_NOTE, note["id"], invoice_id, amount))
         notes.append(f"credit note {note['id']} of {_major(amount, bill.currency)} against invoice {invoice_id}")
     run.note("bill_correction", SyncStatus.OK, f"bill {bill.id} version {bill.version}: {money}; "

@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.billing import sites
+from meterbill.billing import emails, sites
 from meterbill.billing.models import IdempotentResponse, Site
 from meterbill.billing.wire import parse_form
 from meterbill.core.db import utcnow
@@ -110,6 +110,24 @@ def refusal(error: type[DomainError], message: str) -> Callable[[Request], Await
         return await handle(request, run)
 
     return endpoint
+
+
+def mailer(request: Request) -> emails.Mailer:
+    """How this process sends billing emails, from its settings."""
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    return emails.Mailer(settings.smtp_url, settings.smtp_from, runtime.vault, settings.base_url())
+
+
+def email_route(router: APIRouter, path: str, send: Callable[..., Any], summary: str) -> None:
+    """POST `path` (naming `{resource_id}`): `send` queues an email about that resource; the answer
+    lists its log."""
+    async def endpoint(resource_id: str, request: Request) -> JSONResponse:
+        sender = mailer(request)
+        return await handle(request, lambda s, site, form: {"email_logs": [emails.render_log(
+            send(s, site, resource_id, form, sender))]})
+
+    router.add_api_route(path, endpoint, methods=["POST"], summary=summary)
 
 
 def envelope(**resources: Any) -> dict[str, Any]:

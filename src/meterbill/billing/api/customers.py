@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from meterbill.billing import contacts, customer_merge, customer_payments, customers, hierarchy
-from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing import contacts, customer_merge, customer_payments, customers, emails, hierarchy
+from meterbill.billing.api.common import email_route, envelope, handle, listing
 from meterbill.billing.models import Customer, Site
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -112,10 +112,17 @@ async def collect_payment(customer_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: customer_payments.collect_payment(s, site, customer_id, form))
 
 
-@router.post("/customers/{customer_id}/send_payment_request", summary="Send a payment request (refused: no email)")
-async def send_payment_request(customer_id: str, request: Request) -> JSONResponse:
-    return await handle(request, lambda s, site, form: customer_payments.send_payment_request(
-        s, site, customer_id, form))
+email_route(router, "/customers/{resource_id}/send_payment_request", emails.send_payment_request,
+            "Email the customer what it owes")
+
+
+@router.get("/customers/{customer_id}/email_logs", summary="The emails sent to a customer")
+async def email_logs(customer_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = emails.logs_for_customer(s, site, customer_id, form)
+        return listing([{"email_log": emails.render_log(r)} for r in rows], offset)
+
+    return await handle(request, run)
 
 
 @router.post("/customers/{customer_id}/assign_payment_role", summary="Assign a payment source's role")

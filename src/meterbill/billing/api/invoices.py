@@ -12,15 +12,17 @@ from starlette.concurrency import run_in_threadpool
 from meterbill.billing import (
     credit_notes,
     document_imports,
+    emails,
     invoice_documents,
     invoice_lists,
     invoice_operations,
     invoices,
+    payment_schedules,
     records,
     subscriptions,
     tax_withheld,
 )
-from meterbill.billing.api.common import envelope, handle, listing
+from meterbill.billing.api.common import email_route, envelope, handle, listing
 from meterbill.billing.invoice_documents import Kind
 from meterbill.billing.models import CreditNote, Invoice
 
@@ -110,6 +112,7 @@ INVOICE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "resume_dunning": (invoice_operations.resume_dunning, "Resume paused dunning"),
     "update_details": (invoice_operations.update_details, "Change an invoice's addresses, VAT and PO numbers"),
     "delete": (invoice_operations.delete, "Delete an invoice nothing was settled against"),
+    "apply_payment_schedule_scheme": (payment_schedules.apply_scheme, "Split what is due into instalments"),
 }
 # POST /credit_notes/{note_id}/<operation>.
 CREDIT_NOTE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
@@ -144,10 +147,15 @@ for _name, (_operation, _summary) in CREDIT_NOTE_OPERATIONS.items():
     _credit_note_operation(_name, _operation, _summary)
 
 
-@router.get("/invoices/{invoice_id}/payment_schedules", summary="An invoice's payment schedules (none here)")
-async def payment_schedules(invoice_id: str, request: Request) -> JSONResponse:
+@router.get("/invoices/{invoice_id}/payment_schedules", summary="An invoice's payment schedules (instalments)")
+async def invoice_payment_schedules(invoice_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: {
-        "payment_schedules": invoice_operations.payment_schedules(s, site, invoice_id, form)})
+        "payment_schedules": payment_schedules.schedules_of(s, site, invoice_id, form)})
+
+
+email_route(router, "/invoices/{resource_id}/send_email", emails.send_invoice, "Email the invoice to its customer")
+email_route(router, "/credit_notes/{resource_id}/send_email", emails.send_credit_note,
+            "Email the credit note to its customer")
 
 
 async def _download_link(request: Request, kind: Kind, document_id: str) -> JSONResponse:

@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse
 from meterbill.billing import customers, invoices, subscription_imports, subscriptions, usages
 from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import Customer
-from meterbill.billing.wire import OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
@@ -85,7 +84,6 @@ _subscription_change("cancel_for_items", "Cancel a subscription", subscriptions.
 _subscription_change("reactivate", "Reactivate a cancelled subscription", subscriptions.reactivate)
 _subscription_change("pause", "Pause a subscription now or at a date", subscriptions.pause)
 _subscription_change("change_term_end", "Move the current term's end", subscriptions.change_term_end)
-_subscription_change("charge_future_renewals", "Invoice the next renewals now", subscriptions.charge_future_renewals)
 _subscription_change("resume", "Resume a paused subscription now or at a date", subscriptions.resume)
 for _action, _summary in (("remove_scheduled_cancellation", "Keep a subscription renewing"),
                          ("remove_scheduled_pause", "Keep a subscription from pausing"),
@@ -173,8 +171,35 @@ async def override_billing_profile(sub_id: str, request: Request) -> JSONRespons
         s, site, subscriptions.override_billing_profile(s, site, sub_id, form))))
 
 
-@router.get("/subscriptions/{sub_id}/retrieve_advance_invoice_schedule",
-            summary="A subscription's advance invoice schedules (none: not modelled)")
+@router.post("/subscriptions/{sub_id}/charge_future_renewals",
+             summary="Invoice the next renewals now, or schedule advance invoices")
+async def charge_future_renewals(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub, outcome = subscriptions.charge_future_renewals(s, site, sub_id, form)
+        return {**_body(s, site, sub, outcome),
+                **envelope(advance_invoice_schedules=subscriptions.schedules_of(sub) or None)}
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/edit_advance_invoice_schedule", summary="Change the advance invoice schedule")
+async def edit_advance_invoice_schedule(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {"advance_invoice_schedules": subscriptions.schedules_of(
+        subscriptions.edit_advance_invoice_schedule(s, site, sub_id, form))})
+
+
+@router.post("/subscriptions/{sub_id}/remove_advance_invoice_schedule",
+             summary="Remove the advance invoice schedule, or some of its dates")
+async def remove_advance_invoice_schedule(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        sub = subscriptions.remove_advance_invoice_schedule(s, site, sub_id, form)
+        return envelope(subscription=subscriptions.render(s, site, sub),
+                        advance_invoice_schedules=subscriptions.schedules_of(sub) or None)
+
+    return await handle(request, run)
+
+
+@router.get("/subscriptions/{sub_id}/retrieve_advance_invoice_schedule", summary="The advance invoice schedule")
 async def retrieve_advance_invoice_schedule(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: {
         "advance_invoice_schedules": subscriptions.advance_invoice_schedules(s, site, sub_id, form)})
@@ -221,19 +246,3 @@ async def subscriptions_for_customer(customer_id: str, request: Request) -> JSON
 async def import_unbilled_charges(sub_id: str, request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: {
         "unbilled_charges": subscription_imports.import_unbilled_charges(s, site, sub_id, form)})
-
-
-def _refused(method: str, path: str, error: Exception) -> None:
-    async def endpoint(request: Request) -> JSONResponse:
-        def run(s, site, form):
-            raise error
-
-        return await handle(request, run)
-
-    router.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
-
-
-# Operations on one subscription that this server does not offer, answered by name.
-for _operation in ("edit_advance_invoice_schedule", "remove_advance_invoice_schedule"):
-    _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
-        f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))

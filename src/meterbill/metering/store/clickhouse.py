@@ -20,8 +20,10 @@ inserted: keys first, then rows, each one insert (one part: all or nothing), and
 crash between the two is repaired before the next lookup or write. Exact on every read, with no
 FINAL or read-time dedupe to pay (ClickHouse's merges never have to catch up), whenever
 one process writes the store: always with chDB (only one process can open its folder),
-and with a server as long as one API process ingests. Several processes writing one
-server could each find a uid new in the same instant and both store it: a server
+and with a server as long as one API process ingests. On chDB a Bloom filter of the stored
+keys (`_KeyFilter`) answers for the keys it has never seen, so a batch of new uids looks up
+only its filter's positives (about 1 %) instead of reading a granule per key in every part.
+Several processes writing one server could each find a uid new in the same instant and both store it: a server
 deployment keeps ingest in one process until that is lifted. In a unit of work
 `ingest` answers from the same lookup made at once, without the lock; the write at
 commit decides again (against the keys this process wrote since, or a new lookup), so
@@ -91,6 +93,64 @@ _BUCKET_START = {TimeBucket.HOUR: "toStartOfHour(ts)", TimeBucket.DAY: "toStartO
                  TimeBucket.WEEK: "toStartOfWeek(ts, 1)", TimeBucket.MONTH: "toStartOfMonth(ts)"}
 
 
+class _KeyFilter:
+    """A Bloom filter of the stored uid keys, for a store that only this process writes (chDB).
+
+    Ingest's usual measurement is new, and proving it new in `uids` costs a lookup that reads a
+    granule per key in every part (tens of ms a batch, growing with the parts); a key the filter
+    has never seen is new for certain, so only the filter's positives (replays, and about 1 %
+    false positives) are looked up. It can only say "maybe" wrongly, never "no": every key goes
+    in once its rows are on disk, under the write lock, before the write's generation ends
+    (see `ClickHouseStore._write`), and the filter is built from the table, so a key stored
+    before a restart is in it. Bits are never cleared; a key whose rows a crash lost stays a
+    "maybe", which the lookup then answers. Sized for twice the keys stored when it is built (at
+    least 2^20), at 10 to 20 bits a key (a false positive rate under 1 %): 2.5 to 5 MB per
+    million keys stored. Once that many keys are in, it is built again from the table.
+
+    Keys are already uniformly random (SHA-256), so the positions are double hashing of
+    their two 64-bit halves: lo + i·hi for i < 7, modulo the size (a power of two)."""
+
+    _HASHES = 7
+
+    def __init__(self, capacity: int) -> None:
+        import numpy  # with chDB always installed (chdb requires pandas)
+
+        self.np = numpy
+        self.capacity = capacity
+        self.keys = 0
+        self.mask = numpy.uint64((1 << max(23, (capacity * 10 - 1).bit_length())) - 1)
+        self.bits = numpy.zeros((int(self.mask) + 1) // 8, dtype=numpy.uint8)
+        self._steps = numpy.arange(self._HASHES, dtype=numpy.uint64)
+
+    def _positions(self, halves: Any) -> Any:
+        lo, hi = halves[:, :1], halves[:, 1:]
+        with self.np.errstate(over="ignore"):  # modulo 2^64, then the mask
+            return (lo + self._steps * hi) & self.mask
+
+    def _halves(self, keys: Sequence[int]) -> Any:
+        halves = self.np.empty((len(keys), 2), dtype=self.np.uint64)
+        halves[:, 0] = [key & 0xFFFFFFFFFFFFFFFF for key in keys]
+        halves[:, 1] = [key >> 64 for key in keys]
+        return halves
+
+    def add_halves(self, halves: Any) -> None:
+        positions = self._positions(halves)
+        self.np.bitwise_or.at(self.bits, positions >> 3, self.np.left_shift(1, positions & 7).astype(self.np.uint8))
+        self.keys += len(halves)
+
+    def add(self, keys: Sequence[int]) -> None:
+        if keys:
+            self.add_halves(self._halves(keys))
+
+    def maybe_stored(self, keys: Sequence[int]) -> list[int]:
+        """The keys that may be stored (the others are not)."""
+        if not keys:
+            return []
+        positions = self._positions(self._halves(keys))
+        present = ((self.bits[positions >> 3] >> (positions & 7).astype(self.np.uint8)) & 1).all(axis=1)
+        return [key for key, maybe in zip(keys, present.tolist(), strict=True) if maybe]
+
+
 class _Pending:
     """Measurements waiting for a write, by uid key (the first of each), and the store's
     generation when they were last all found new, if they were (see `ClickHouseStore.write`)."""
@@ -117,8 +177,12 @@ class ClickHouseStore:
     own, opened as needed: a chDB client runs one statement at a time, so the lookups of
     batches waiting to be written run beside the write in progress instead of behind it."""
 
-    def __init__(self, connect: Callable[[], Any], database: str) -> None:
+    def __init__(self, connect: Callable[[], Any], database: str, *, exclusive: bool = False) -> None:
         self.connect = connect
+        # Only this process writes the store (chDB): a filter of the stored keys can stand in for
+        # most lookups (see `_KeyFilter`). Built with the first repair, under the write lock.
+        self.exclusive = exclusive
+        self._filter: _KeyFilter | None = None
         self.client = connect()
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._readers: list[Any] = []
@@ -146,7 +210,7 @@ class ClickHouseStore:
                 raise ValueError(f"a chDB store is chdb:///ABSOLUTE/PATH, not {url!r}")
             database = _database(parse_qs(parts.query).get("database", ["meterbill"])[0])
             return cls(lambda: clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS),
-                       database)
+                       database, exclusive=True)
         if parts.scheme not in ("clickhouse", "clickhouses"):
             raise ValueError(f"a ClickHouse store's URL starts chdb://, clickhouse:// or clickhouses://, not {url!r}")
         secure = parts.scheme == "clickhouses"
@@ -200,6 +264,9 @@ class ClickHouseStore:
     def stored_keys(self, keys: Iterable[int]) -> set[int]:
         """Which of these uid keys (`_key`) are stored."""
         asked = sorted(set(keys))
+        key_filter = self._filter
+        if key_filter is not None:
+            asked = key_filter.maybe_stored(asked)
         if not asked:
             return set()
         # The array as its text: clickhouse-connect's formatting of a thousand numbers one by one
@@ -288,6 +355,8 @@ class ClickHouseStore:
             self.client.insert(context=into_uids)
             into_table.data = columns
             self.client.insert(context=into_table)
+            if self._filter is not None:
+                self._filter.add(keys)
         except BaseException:
             self._next_batch = None  # whatever half was written, the next write repairs it first
             self._written.clear()  # and then only a lookup can say what is stored
@@ -296,6 +365,8 @@ class ClickHouseStore:
             self.generation += 1
         self._written.append(set(keys))
         self._next_batch += 1
+        if self._filter is not None and self._filter.keys > self._filter.capacity:
+            self._filter = self._build_filter()
 
     def _recover(self) -> int:
         """Remove the keys of a batch whose rows never arrived (one key per row otherwise);
@@ -308,7 +379,20 @@ class ClickHouseStore:
             self.client.command(
                 f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_KEY_SQL} FROM {self.table})",
                 settings={"mutations_sync": 2})
+        if self.exclusive:
+            self._filter = self._build_filter()
         return (int(last) >> _SEQ_BITS) + 1
+
+    def _build_filter(self) -> _KeyFilter:
+        """A filter of every key in `uids`, with room for as many again (under the write lock)."""
+        (count,) = self.client.query(f"SELECT count() FROM {self.uids}").result_rows[0]
+        built = _KeyFilter(max(1 << 20, 2 * int(count)))
+        halves = self.client.query_np(
+            f"SELECT toUInt64(bitAnd(key, toUInt128('{0xFFFFFFFFFFFFFFFF}'))), toUInt64(bitShiftRight(key, 64))"
+            f" FROM {self.uids}")
+        for offset in range(0, len(halves), 1 << 20):  # a million keys' positions at a time: 56 MB
+            built.add_halves(halves[offset:offset + (1 << 20)])
+        return built
 
 
 @event.listens_for(Session, "before_commit")

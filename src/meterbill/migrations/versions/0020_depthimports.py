@@ -1,7 +1,7 @@
 """billing invoices: tax withheld by the customer (record_tax_withheld), settling the invoice like a payment
 
 Revision ID: 0020_depthimports
-Revises: 0019_subscriptions
+Revises: 0020_depthschedules
 Create Date: 2026-12-07 03:50:00.000000
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0020_depthimports'
-down_revision = '0019_subscriptions'
+down_revision = '0020_depthschedules'
 branch_labels = None
 depends_on = None
 
