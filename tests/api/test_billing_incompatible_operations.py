@@ -1,4 +1,4 @@
-"""Operations of Chargebee's older plan/addon catalog, and e-invoicing and tax-withholding ones,
+"""Operations of Chargebee's older plan/addon catalog, and e-invoicing ones,
 answer through the SDK what Chargebee answers a Product Catalog 2.0 site without those features:
 a 400 `configuration_incompatible` "This API operation is not enabled for this site", pointing at
 the Product Catalog 2.0 operation where there is one, and nothing changes."""
@@ -63,12 +63,6 @@ CALLS: list[tuple[str, Callable[[chargebee.Chargebee], Any], str | None]] = [
     ("credit_note.download_einvoice", lambda cb: cb.CreditNote.download_einvoice("CN-1"), None),
     ("credit_note.send_einvoice", lambda cb: cb.CreditNote.send_einvoice("CN-1"), None),
     ("credit_note.resend_einvoice", lambda cb: cb.CreditNote.resend_einvoice("CN-1"), None),
-    ("invoice.record_tax_withheld", lambda cb: cb.Invoice.record_tax_withheld("1", {"tax_withheld": {"amount": 1}}),
-     None),
-    ("invoice.remove_tax_withheld",
-     lambda cb: cb.Invoice.remove_tax_withheld("1", {"tax_withheld": {"id": "tw"}}), None),
-    ("credit_note.remove_tax_withheld_refund",
-     lambda cb: cb.CreditNote.remove_tax_withheld_refund("CN-1", {"tax_withheld": {"id": "tw"}}), None),
 ]
 
 

@@ -332,7 +332,9 @@ SERVED_LITERALS = {("POST", "/invoices/create_for_charge_items_and_charges"): "c
                    ("POST", "/invoices/charge"): "description",
                    ("POST", "/invoices/create_for_charge_item"): "item_price",
                    ("GET", "/invoices/payment_reference_numbers"): None,
-                   ("POST", "/customers/merge"): "from_customer_id", ("POST", "/customers/move"): "id_at_from_site"}
+                   ("POST", "/customers/merge"): "from_customer_id", ("POST", "/customers/move"): "id_at_from_site",
+                   ("POST", "/invoices/import_invoice"): "id", ("POST", "/credit_notes/import_credit_note"): "id",
+                   ("POST", "/usages/pdf"): "invoice"}
 # Literal operations of Product Catalog 1.0: refused as Chargebee refuses them on a 2.0 site.
 CATALOG_1_LITERALS = {("POST", "/invoices/charge_addon"), ("POST", "/subscriptions/import_subscription")}
 

@@ -150,16 +150,6 @@ def test_operations_not_offered_are_refused_by_name(cb):
         err = _error(call, *args)
         assert (err.http_status_code, err.api_error_code) == (400, "configuration_incompatible"), call
         assert instead in err.json_obj["message"]
-    not_offered = [
-        (cb.Subscription.edit_advance_invoice_schedule, ("sub", {"terms_to_charge": 1})),
-        (cb.Subscription.remove_advance_invoice_schedule, ("sub", {})),
-        (cb.Subscription.import_unbilled_charges, ("sub", {"unbilled_charges": [{"amount": 100, "date_from": JAN01,
-                                                                                 "date_to": JAN01}]})),
-        (cb.Subscription.import_contract_term, ("sub", {})),
-    ]
-    for call, args in not_offered:
-        err = _error(call, *args)
-        assert (err.http_status_code, err.api_error_code) == (400, "operation_not_supported"), call
     # Coupons are not modelled: removing all of them changes nothing; a named one is not applied.
     assert cb.Subscription.remove_coupons("sub").subscription.resource_version == before
     err = _error(cb.Subscription.remove_coupons, "sub", {"coupon_ids": ["SAVE10"]})

@@ -11,8 +11,8 @@ account, bill), then calls each operation once with a plausible request and clas
 - served: a 2xx the SDK parsed, or a domain error (400 naming a parameter, 404 for an id, 409)
   that shows the operation exists;
 - not enabled: `configuration_incompatible`, what Chargebee answers a Product Catalog 2.0 site
-  for an operation of the old plan/addon catalog, and a site without e-invoicing or tax
-  withholding for those operations (and meterbill without an SMTP server, for its emails);
+  for an operation of the old plan/addon catalog, and a site without e-invoicing for those
+  operations (and meterbill without an SMTP server, for its emails);
 - not served: `operation_not_supported`, 501, or a 404 for a route this server does not have;
 - broken: a 5xx, or an answer the SDK could not parse (any other exception).
 

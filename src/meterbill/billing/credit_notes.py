@@ -5,14 +5,15 @@ Its statuses are in invoicestatus.py.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from meterbill.billing import events, invoice_lists, invoices, records
 from meterbill.billing.invoice_operations import PaymentMethod, record_payout
-from meterbill.billing.invoicestatus import CreditNoteStatus
-from meterbill.billing.models import CreditNote, Customer, Site
+from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceAction
+from meterbill.billing.models import CreditNote, Customer, Invoice, Site
 from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
 
@@ -46,26 +47,65 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
     now = records.site_clock(site).now()
     for allocation in note.data.get("allocations", []):
         invoice = invoices.get(session, site, allocation["invoice_id"], for_update=True)
-        amount = int(allocation["allocated_amount"])
-        adjusted = any(entry["cn_id"] == note.id for entry in invoice.data.get("adjustment_credit_notes", []))
-        if adjusted:
-            invoice.amount_adjusted -= amount
-            if note.data.get("reason_code") == "write_off":
-                invoice.data = {**invoice.data, "write_off_amount": invoice.data.get("write_off_amount", 0) - amount}
-            invoice.data = {**invoice.data, "adjustment_credit_notes": [
-                {**entry, "cn_status": CreditNoteStatus.VOIDED} if entry["cn_id"] == note.id else entry
-                for entry in invoice.data["adjustment_credit_notes"]]}
-        else:
-            invoice.credits_applied -= amount
-            invoice.data = {**invoice.data, "applied_credits": [
-                entry for entry in invoice.data.get("applied_credits", []) if entry.get("cn_id") != note.id]}
-        invoices.settle(invoice, now)
-        records.touch(invoice, now)
-        events.record_event(session, site, "invoice_updated", now, {"invoice": invoices.render(invoice)})
+        _take_back(session, site, note, invoice, int(allocation["allocated_amount"]), now,
+                   CreditNoteStatus.VOIDED)
     note.status = CreditNoteStatus.VOIDED
     note.amount_allocated = 0
     note.data = {**note.data, "allocations": [], "voided_at": unix(now)}
     return _changed(session, site, note)
+
+
+def _take_back(session: Session, site: Site, note: CreditNote, invoice: Invoice, amount: int, now: datetime,
+               listed_as: CreditNoteStatus) -> None:
+    """What the note gave the invoice is given back: `credits_applied` (or, for an adjustment against
+    the invoice or a write-off, `amount_adjusted`) falls by `amount` and the invoice asks for it again.
+    An adjustment note stays listed on its invoice (`listed_as` its new status)."""
+    adjusted = any(entry["cn_id"] == note.id for entry in invoice.data.get("adjustment_credit_notes", []))
+    if adjusted:
+        invoice.amount_adjusted -= amount
+        if note.data.get("reason_code") == "write_off":
+            invoice.data = {**invoice.data, "write_off_amount": invoice.data.get("write_off_amount", 0) - amount}
+        invoice.data = {**invoice.data, "adjustment_credit_notes": [
+            {**entry, "cn_status": listed_as} if entry["cn_id"] == note.id else entry
+            for entry in invoice.data["adjustment_credit_notes"]]}
+    else:
+        invoice.credits_applied -= amount
+        invoice.data = {**invoice.data, "applied_credits": [
+            entry for entry in invoice.data.get("applied_credits", []) if entry.get("cn_id") != note.id]}
+    invoices.settle(invoice, now)
+    records.touch(invoice, now)
+    events.record_event(session, site, "invoice_updated", now, {"invoice": invoices.render(invoice)})
+
+
+class CreditNoteId(Params):
+    id: Id
+
+
+class RemoveCreditNote(Params):
+    credit_note: CreditNoteId
+
+
+def remove_credit_note(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> tuple[
+        Invoice, CreditNote]:
+    """invoice.remove_credit_note: undo the note's allocation to this invoice. The invoice asks for the
+    allocated amount again; the note gets it back as available credit (`refund_due`), for refunds or
+    other invoices."""
+    invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.REMOVE_CREDIT_NOTE)
+    note_id = parse(RemoveCreditNote, form).credit_note.id
+    note = records.get(session, CreditNote, site, note_id, "Credit note", for_update=True)
+    if note.status == CreditNoteStatus.VOIDED:
+        raise InvalidState(f"Credit note {note.id} is voided; it gives invoice {invoice.id} nothing to remove")
+    allocations = note.data.get("allocations", [])
+    amount = sum(int(entry["allocated_amount"]) for entry in allocations if entry["invoice_id"] == invoice.id)
+    if amount == 0:
+        raise InvalidInput(f"credit_note[id] : credit note {note.id} is not applied to invoice {invoice.id}",
+                           param="credit_note[id]")
+    now = records.site_clock(site).now()
+    note.amount_allocated -= amount
+    note.status = CreditNoteStatus.REFUND_DUE
+    note.data = {**note.data, "allocations": [entry for entry in allocations if entry["invoice_id"] != invoice.id]}
+    _take_back(session, site, note, invoice, amount, now, CreditNoteStatus.REFUND_DUE)
+    return invoice, _changed(session, site, note)
 
 
 class CreditNoteRefund(Params):

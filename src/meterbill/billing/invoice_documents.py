@@ -1,5 +1,6 @@
-"""Invoice and credit note PDFs: a site's document rendered for print, and the signed, expiring
-download links that `POST /invoices/{id}/pdf` and `POST /credit_notes/{id}/pdf` answer with.
+"""Invoice and credit note PDFs, and an invoice's usage report: a site's document rendered for print,
+and the signed, expiring download links that `POST /invoices/{id}/pdf`, `POST /credit_notes/{id}/pdf`
+and `POST /usages/pdf` answer with.
 
 A link works without an API key, like Chargebee's S3 links, because its token is signed
 with the instance's token key and names the site, the document and the disposition; it
@@ -12,12 +13,13 @@ import re
 from typing import Any, Literal
 from urllib.parse import quote
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meterbill.billing import customers, invoices, records
-from meterbill.billing.invoice_pdf import render_credit_note_pdf, render_invoice_pdf
-from meterbill.billing.models import CreditNote, Customer, Site
-from meterbill.billing.params import Params, parse
+from meterbill.billing import customers, invoices, records, usages
+from meterbill.billing.invoice_pdf import render_credit_note_pdf, render_invoice_pdf, render_usages_pdf
+from meterbill.billing.models import CreditNote, Customer, Site, Usage
+from meterbill.billing.params import Id, Params, parse
 from meterbill.core.errors import Forbidden, NotFound
 from meterbill.core.security import Vault
 
@@ -28,13 +30,22 @@ Disposition = Literal["attachment", "inline"]
 # Which document a link opens: its route segment and how a token names it. Tokens from the same
 # key also serve as console sessions and metering bearer tokens; the purpose claim (which none
 # of those carry) keeps each kind from being accepted as another, and an invoice link as a credit note's.
-Kind = Literal["invoice", "credit_note"]
-_ROUTES: dict[Kind, str] = {"invoice": "invoices", "credit_note": "credit_notes"}
-_LABELS: dict[Kind, str] = {"invoice": "Invoice", "credit_note": "Credit note"}
+Kind = Literal["invoice", "credit_note", "usages"]
+_ROUTES: dict[Kind, str] = {"invoice": "invoices/{id}/pdf", "credit_note": "credit_notes/{id}/pdf",
+                            "usages": "invoices/{id}/usages_pdf"}
+_LABELS: dict[Kind, str] = {"invoice": "Invoice", "credit_note": "Credit note", "usages": "Invoice"}
 
 
 class PdfParams(Params):
     disposition_type: Disposition = "attachment"
+
+
+class InvoiceRef(Params):
+    id: Id
+
+
+class UsagesPdfParams(PdfParams):
+    invoice: InvoiceRef
 
 
 def invoice_pdf(session: Session, site: Site, invoice_id: str) -> bytes:
@@ -51,8 +62,21 @@ def credit_note_pdf(session: Session, site: Site, note_id: str) -> bytes:
                                   seller=site.id)
 
 
+def usages_pdf(session: Session, site: Site, invoice_id: str) -> bytes:
+    """The usages the invoice billed, oldest first."""
+    invoice = invoices.get(session, site, invoice_id)
+    billed = session.scalars(select(Usage).where(Usage.site_id == site.id, Usage.invoice_id == invoice.id)
+                             .order_by(Usage.usage_date, Usage.id))
+    customer = session.get(Customer, (site.id, invoice.customer_id))
+    return render_usages_pdf(invoices.render(invoice), [usages.render(u) for u in billed],
+                             customers.render(customer) if customer else None, seller=site.id)
+
+
+_DOCUMENTS = {"invoice": invoice_pdf, "credit_note": credit_note_pdf, "usages": usages_pdf}
+
+
 def _document(session: Session, site: Site, kind: Kind, document_id: str) -> bytes:
-    return invoice_pdf(session, site, document_id) if kind == "invoice" else credit_note_pdf(session, site, document_id)
+    return _DOCUMENTS[kind](session, site, document_id)
 
 
 def download_link(session: Session, site: Site, document_id: str, form: dict[str, Any], *, vault: Vault,
@@ -63,13 +87,26 @@ def download_link(session: Session, site: Site, document_id: str, form: dict[str
         document_id = invoices.get(session, site, document_id).id
     else:
         document_id = records.get(session, CreditNote, site, document_id, "Credit note").id
+    return _signed_link(site, kind, document_id, params.disposition_type, vault, base_url, ttl_seconds)
+
+
+def usages_download_link(session: Session, site: Site, form: dict[str, Any], *, vault: Vault,
+                         base_url: str) -> dict[str, Any]:
+    """usage.pdf: the `download` resource for the PDF of the usages an invoice (`invoice[id]`) billed."""
+    params = parse(UsagesPdfParams, form)
+    invoice_id = invoices.get(session, site, params.invoice.id).id
+    return _signed_link(site, "usages", invoice_id, params.disposition_type, vault, base_url, LINK_SECONDS)
+
+
+def _signed_link(site: Site, kind: Kind, document_id: str, disposition: Disposition, vault: Vault,
+                 base_url: str, ttl_seconds: int) -> dict[str, Any]:
     token = vault.sign_token({"purpose": f"{kind}_pdf", "site_id": site.id, f"{kind}_id": document_id,
-                              "disposition": params.disposition_type}, ttl_seconds)
+                              "disposition": disposition}, ttl_seconds)
     claims = vault.verify_token(token)  # its own expiry, to the second
     assert claims is not None  # just signed with this vault's key
-    path = f"{_ROUTES[kind]}/{quote(document_id, safe='')}"
+    path = _ROUTES[kind].format(id=quote(document_id, safe=""))
     return {"object": "download", "mime_type": MIME_TYPE, "valid_till": claims["exp"],
-            "download_url": f"{base_url}/api/v2/{path}/pdf/download?token={token}"}
+            "download_url": f"{base_url}/api/v2/{path}/download?token={token}"}
 
 
 def redeem(session: Session, vault: Vault, document_id: str, token: str,

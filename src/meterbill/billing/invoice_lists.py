@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, case, literal, null
 from sqlalchemy.orm import Session
 
 from meterbill.billing import records
-from meterbill.billing.invoices import PENDING, VOIDED
+from meterbill.billing.invoices import OUTSTANDING_SQL, PENDING, VOIDED
 from meterbill.billing.models import CreditNote, Invoice, Site
 from meterbill.billing.params import Filter, FilterType, ListOperation, Term, page_window, parse_list
 from meterbill.core.errors import InvalidInput
@@ -26,9 +26,8 @@ def _unix(model: Any, key: str) -> Filter:
     return Filter(_TIME, model.data[key].as_integer(), unix=True)
 
 
-_outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied - Invoice.amount_adjusted
 # As invoices.render reports it: nothing is due on a pending or voided invoice, never below zero.
-_amount_due = case((Invoice.status.in_((PENDING, VOIDED)), 0), (_outstanding > 0, _outstanding), else_=0)
+_amount_due = case((Invoice.status.in_((PENDING, VOIDED)), 0), (OUTSTANDING_SQL > 0, OUTSTANDING_SQL), else_=0)
 
 
 def _paid_on_or_after(at: datetime) -> ColumnElement[bool]:

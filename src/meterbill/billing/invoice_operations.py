@@ -13,7 +13,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, invoices, records
+from meterbill.billing import events, invoices, records, tax_withheld
 from meterbill.billing.customers import BillingAddress
 from meterbill.billing.invoices import Line
 from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceAction, spent_status
@@ -109,7 +109,9 @@ def refund(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) 
     method = payments[-1].get("payment_method", "other") if payments else "other"
     note, transaction = _refund_note(session, site, invoice, params.refund_amount, "refund_amount",
                                      params.credit_note, params.customer_notes, method=method)
-    assert transaction is not None  # a refund always pays out
+    if transaction is None:
+        raise InvalidState(f"Invoice {invoice.id} has only tax withheld left to refund; record its refund with "
+                           "record_refund")
     return invoice, transaction, note
 
 
@@ -140,13 +142,17 @@ def _refund_note(session: Session, site: Site, invoice: Invoice, amount: int | N
     if not 0 < amount <= available:
         raise InvalidInput(f"{param} : must be between 1 and the refundable amount ({available})", param=param)
     now = records.site_clock(site).now()
-    transaction = None if method is None else invoices.transaction(
-        invoice, "refund", amount, method, refunded_at or now, reference_number=reference_number)
+    # Payments first, then the tax withheld (its refund is listed on the note, not a transaction).
+    from_payments, from_tax = (0, 0) if method is None else tax_withheld.split_refund(session, site, invoice, amount)
+    transaction = None if method is None or not from_payments else invoices.transaction(
+        invoice, "refund", from_payments, method, refunded_at or now, reference_number=reference_number)
 
     def pay_out(note: CreditNote) -> None:
+        if from_tax:
+            tax_withheld.record_refund(note, from_tax, refunded_at or now, reference_number)
         if transaction is None:
             return
-        transaction["linked_credit_notes"] = [{"cn_id": note.id, "applied_amount": note.total,
+        transaction["linked_credit_notes"] = [{"cn_id": note.id, "applied_amount": from_payments,
                                                "applied_at": unix(now), "cn_total": note.total,
                                                "cn_reason_code": note.data.get("reason_code"),
                                                "cn_date": unix(note.created_at), "cn_status": CreditNoteStatus.REFUNDED,
@@ -161,12 +167,15 @@ def _refund_note(session: Session, site: Site, invoice: Invoice, amount: int | N
                     now, now, subscription_id=invoice.subscription_id)], settle=pay_out)
     extra = {"create_reason_code": reason.create_reason_code if reason else None, "customer_notes": customer_notes}
     note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
-    invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
-                                                            invoices.credit_note_summary(note)]}
+    invoices.list_issued(invoice, note)
     _changed(session, site, invoice)
     if transaction is not None:
         events.record_event(session, site, "payment_refunded", now, {
             "transaction": transaction, "invoice": invoices.render(invoice),
+            "credit_note": invoices.render_credit_note(note)})
+    if from_tax:
+        events.record_event(session, site, "tax_withheld_refunded", now, {
+            "tax_withheld": note.data["linked_tax_withheld_refunds"][-1], "invoice": invoices.render(invoice),
             "credit_note": invoices.render_credit_note(note)})
     return note, transaction
 
@@ -361,7 +370,7 @@ def delete(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) 
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.DELETE)
     parse(Comment, form)
     settled = {"payments": invoice.amount_paid, "credits applied": invoice.credits_applied,
-               "adjustments": invoice.amount_adjusted,
+               "adjustments": invoice.amount_adjusted, "tax withheld": invoice.tax_withheld,
                "credit notes": invoices.credited_against(session, site, invoice)}
     blocking = [f"{name} of {amount}" for name, amount in settled.items() if amount]
     if blocking:

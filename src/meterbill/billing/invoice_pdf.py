@@ -1,5 +1,6 @@
-"""A printable A4 invoice as PDF bytes: a pure function of the invoice and customer as the
-Chargebee API renders them (integer minor units, unix seconds), no database.
+"""A printable A4 invoice (and credit note, and an invoice's usage report) as PDF bytes: a pure
+function of the documents as the Chargebee API renders them (integer minor units, unix seconds),
+no database.
 
 Only the PDF core fonts are used, so nothing is bundled; they cover Windows-1252, and
 customer-provided text outside it is transliterated where Unicode allows (Ł → L, é stays)
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,10 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _TRANSLITERATIONS = str.maketrans({"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i",
                                    "ŀ": "l", "Ŀ": "L", "ŧ": "t", "Ŧ": "T", "\u2212": "-"})
 _STATUS_LABELS = {"pending": "Pending", "posted": "Posted", "payment_due": "Payment due", "paid": "Paid",
-                  "voided": "Voided", "refund_due": "Refund due", "adjusted": "Adjusted", "refunded": "Refunded"}
-_STATUS_COLOURS = {"paid": (22, 128, 61), "payment_due": (185, 28, 28), "voided": (107, 114, 128)}
+                  "not_paid": "Not paid", "voided": "Voided", "refund_due": "Refund due", "adjusted": "Adjusted",
+                  "refunded": "Refunded"}
+_STATUS_COLOURS = {"paid": (22, 128, 61), "payment_due": (185, 28, 28), "not_paid": (185, 28, 28),
+                   "voided": (107, 114, 128)}
 _INK, _MUTED, _RULE, _BAND = (17, 24, 39), (107, 114, 128), (209, 213, 219), (243, 244, 246)
 
 
@@ -136,13 +139,16 @@ def customer_lines(customer: Mapping[str, Any] | None, customer_id: str) -> list
 def totals(invoice: Mapping[str, Any]) -> list[tuple[str, int]]:
     """The summary rows under the lines; rows that do not apply to this invoice are left out."""
     discounts = sum(int(d.get("amount", 0)) for d in invoice.get("discounts") or [])
+    withheld = sum(int(w.get("amount", 0)) for w in invoice.get("linked_taxes_withheld") or [])
     rows: list[tuple[str, int] | None] = [
         ("Subtotal", int(invoice.get("sub_total", 0))),
         ("Discounts", -discounts) if discounts else None,
         ("Tax", int(invoice["tax"])) if invoice.get("tax") else None,
+        ("Round-off", int(invoice["round_off_amount"])) if invoice.get("round_off_amount") else None,
         ("Total", int(invoice.get("total", 0))),
         ("Credits applied", -int(invoice.get("credits_applied", 0))),
         ("Adjustments", -int(invoice["amount_adjusted"])) if invoice.get("amount_adjusted") else None,
+        ("Tax withheld", -withheld) if withheld else None,
         ("Amount paid", -int(invoice.get("amount_paid", 0))),
         ("Amount due", int(invoice.get("amount_due", 0))),
     ]
@@ -182,17 +188,38 @@ def credit_note_totals(note: Mapping[str, Any]) -> list[tuple[str, int]]:
 
 def render_invoice_pdf(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
     """The invoice as a PDF; the same input always gives the same bytes (dated by the invoice)."""
-    return _render(invoice, customer, seller=seller, title="Invoice", due=True, totals_rows=totals(invoice))
+    return _render(invoice, customer, seller=seller, title="Invoice", due=True,
+                   body=_priced(invoice, totals(invoice)))
 
 
 def render_credit_note_pdf(note: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
     """A credit note as a PDF, laid out as its invoice is, with the note's own totals."""
     return _render(note, customer, seller=seller, title="Credit note", due=False,
-                   totals_rows=credit_note_totals(note))
+                   body=_priced(note, credit_note_totals(note)))
+
+
+def render_usages_pdf(invoice: Mapping[str, Any], usages: Sequence[Mapping[str, Any]],
+                      customer: Mapping[str, Any] | None, *, seller: str) -> bytes:
+    """The usages an invoice billed (usage.pdf), headed as the invoice is: one row per usage, oldest first."""
+    def body(pdf: FPDF) -> None:
+        _usages_table(pdf, usages)
+
+    return _render(invoice, customer, seller=seller, title="Usages", due=False, body=body, number_label="Invoice")
+
+
+def _priced(document: Mapping[str, Any], totals_rows: list[tuple[str, int]]) -> Callable[[FPDF], None]:
+    """The body of an invoice or credit note: its lines, then its totals."""
+    def body(pdf: FPDF) -> None:
+        currency = str(document["currency_code"])
+        _lines_table(pdf, document.get("line_items") or [], currency)
+        pdf.ln(4)
+        _totals(pdf, totals_rows, currency)
+
+    return body
 
 
 def _render(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, seller: str, title: str, due: bool,
-            totals_rows: list[tuple[str, int]]) -> bytes:
+            body: Callable[[FPDF], None], number_label: str | None = None) -> bytes:
     currency = str(invoice["currency_code"])
     number = printable(invoice["id"])
     seller_text = printable(seller)
@@ -221,7 +248,7 @@ def _render(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, s
     left_bottom = pdf.get_y()
     pdf.set_y(top)
     status = str(invoice.get("status", ""))
-    details = [(f"{title} number", number), ("Issued", day(invoice.get("date"))),
+    details = [(f"{number_label or title} number", number), ("Issued", day(invoice.get("date"))),
                *([("Due", day(invoice.get("due_date")))] if due else []),
                ("Status", _STATUS_LABELS.get(status, status)), ("Currency", currency)]
     if invoice.get("reference_invoice_id"):
@@ -231,9 +258,7 @@ def _render(invoice: Mapping[str, Any], customer: Mapping[str, Any] | None, *, s
     _details(pdf, details, status, x=pdf.l_margin + width * 0.58, w=width * 0.42)
     pdf.set_y(max(left_bottom, pdf.get_y()) + 8)
 
-    _lines_table(pdf, invoice.get("line_items") or [], currency)
-    pdf.ln(4)
-    _totals(pdf, totals_rows, currency)
+    body(pdf)
 
     notes = [printable(n.get("note", "")) for n in invoice.get("notes") or [] if n.get("note")]
     if notes:
@@ -288,6 +313,25 @@ def _lines_table(pdf: FPDF, lines: list[Mapping[str, Any]], currency: str) -> No
             ))
         if not lines:
             table.row(("No charges", "", "", "", ""))
+
+
+def _usages_table(pdf: FPDF, usages: Sequence[Mapping[str, Any]]) -> None:
+    from fpdf.fonts import FontFace
+
+    pdf.set_font("Helvetica", size=9)
+    pdf.set_draw_color(*_RULE)
+    with pdf.table(
+        col_widths=(30, 52, 30, 62), width=pdf.epw, line_height=5, padding=(2, 1.5),
+        text_align=("LEFT", "LEFT", "RIGHT", "LEFT"), v_align="TOP",
+        borders_layout="HORIZONTAL_LINES", headings_style=FontFace(emphasis="BOLD", fill_color=_BAND),
+    ) as table:
+        table.row(("Date", "Item price", "Quantity", "Note"))
+        for usage in usages:
+            table.row((day(usage.get("usage_date")), printable(usage.get("item_price_id") or ""),
+                       _number(Decimal(str(usage.get("quantity") or "0")).normalize()),
+                       printable(usage.get("note") or "")))
+        if not usages:
+            table.row(("No usages", "", "", ""))
 
 
 def _totals(pdf: FPDF, rows: list[tuple[str, int]], currency: str) -> None:

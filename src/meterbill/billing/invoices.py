@@ -47,6 +47,7 @@ from meterbill.core.money import exact_minor_units, format_decimal, from_minor_u
 
 PENDING, POSTED, PAYMENT_DUE, PAID, VOIDED = (InvoiceStatus.PENDING, InvoiceStatus.POSTED, InvoiceStatus.PAYMENT_DUE,
                                               InvoiceStatus.PAID, InvoiceStatus.VOIDED)
+NOT_PAID = InvoiceStatus.NOT_PAID
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,18 @@ def next_document_number(session: Session, site: Site, document_type: DocumentTy
     return session.execute(taken).scalar_one()
 
 
+def reserve_document_number(session: Session, site: Site, document_type: DocumentType, number: int) -> None:
+    """An imported document took `number`: the counter moves past it, so no later document is given it."""
+    records.lock_site(session, site)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert if postgres else sqlite.insert
+    # SQLite's two-argument max() is PostgreSQL's greatest().
+    larger = (func.greatest if postgres else func.max)(DocumentCounter.last_number, number)
+    first = insert(DocumentCounter).values(site_id=site.id, document_type=document_type.value, last_number=number)
+    session.execute(first.on_conflict_do_update(
+        index_elements=[DocumentCounter.site_id, DocumentCounter.document_type], set_={"last_number": larger}))
+
+
 def create_invoice(
     session: Session, site: Site, *, customer_id: str, subscription_id: str | None, currency: str, lines: list[Line],
     at: datetime, pending: bool, recurring: bool, first_invoice: bool = False,
@@ -162,7 +175,7 @@ def amount_due(invoice: Invoice) -> int:
     if invoice.status in (PENDING, VOIDED):
         return 0
     return invoice_totals([invoice.total], amount_paid=invoice.amount_paid, credits_applied=invoice.credits_applied,
-                          amount_adjusted=invoice.amount_adjusted).amount_due
+                          amount_adjusted=invoice.amount_adjusted, tax_withheld=invoice.tax_withheld).amount_due
 
 
 def set_status(invoice: Invoice, status: InvoiceStatus) -> None:
@@ -172,9 +185,9 @@ def set_status(invoice: Invoice, status: InvoiceStatus) -> None:
 
 def settle(invoice: Invoice, at: datetime) -> None:
     """After a closed invoice's balance changed: paid when nothing is left to pay, else due again."""
-    if invoice.status not in (POSTED, PAYMENT_DUE, PAID):
+    if invoice.status not in (POSTED, PAYMENT_DUE, NOT_PAID, PAID):
         return
-    set_status(invoice, settled_status(amount_due(invoice), int(invoice.data.get("net_term_days", 0))))
+    set_status(invoice, settled_status(amount_due(invoice), int(invoice.data.get("net_term_days", 0)), invoice.status))
     if invoice.status == PAID:
         invoice.data = {**invoice.data, "paid_at": invoice.data.get("paid_at") or unix(at)}
     else:
@@ -223,19 +236,30 @@ def _apply_credits(session: Session, site: Site, invoice: Invoice, at: datetime,
         allocation = min(outstanding(invoice), available(note))
         if allocation <= 0:
             continue
-        invoice.credits_applied += allocation
-        _allocate(note, invoice, allocation, at)
-        invoice.data = {**invoice.data, "applied_credits": [
-            *invoice.data.get("applied_credits", []),
-            {"cn_id": note.id, "applied_amount": allocation, "applied_at": unix(at),
-             "cn_reason_code": note.data.get("reason_code"), "cn_date": unix(note.created_at),
-             "cn_status": note.status}]}
+        apply_credit(note, invoice, allocation, at)
+
+
+def apply_credit(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Part of a credit note pays the invoice like a payment (`credits_applied`, `applied_credits`)."""
+    invoice.credits_applied += amount
+    _allocate(note, invoice, amount, at)
+    invoice.data = {**invoice.data, "applied_credits": [
+        *invoice.data.get("applied_credits", []),
+        {"cn_id": note.id, "applied_amount": amount, "applied_at": unix(at),
+         "cn_reason_code": note.data.get("reason_code"), "cn_date": unix(note.created_at),
+         "cn_status": note.status}]}
+
+
+# `outstanding` in SQL, for filters and sums over many invoices.
+OUTSTANDING_SQL = (Invoice.total - Invoice.amount_paid - Invoice.credits_applied - Invoice.amount_adjusted
+                   - Invoice.tax_withheld)
 
 
 def outstanding(invoice: Invoice) -> int:
     """What an invoice asks for before its status says so (`amount_due` is this once it is closed,
-    never below zero): its total less payments, credits applied and adjustments."""
-    return invoice.total - invoice.amount_paid - invoice.credits_applied - invoice.amount_adjusted
+    never below zero): its total less payments, credits applied, adjustments and tax withheld."""
+    return (invoice.total - invoice.amount_paid - invoice.credits_applied - invoice.amount_adjusted
+            - invoice.tax_withheld)
 
 
 def _allocate(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
@@ -253,10 +277,26 @@ def _adjust(invoice: Invoice, note: CreditNote, at: datetime) -> None:
     """An adjustment credit note reduces what its own invoice still asks for, as in Chargebee
     (`amount_adjusted`, `adjustment_credit_notes`); what the invoice no longer owes (it was paid)
     stays on the note for the customer's later invoices."""
-    amount = min(note.total, max(0, outstanding(invoice))) if invoice.status in (POSTED, PAYMENT_DUE) else 0
+    amount = min(note.total, max(0, outstanding(invoice))) if invoice.status in (POSTED, PAYMENT_DUE, NOT_PAID) else 0
     if amount:
-        invoice.amount_adjusted += amount
-        _allocate(note, invoice, amount, at)
+        adjust_by(note, invoice, amount, at)
+    list_adjustment(invoice, note, at)
+
+
+def adjust_by(note: CreditNote, invoice: Invoice, amount: int, at: datetime) -> None:
+    """Part of an adjustment credit note reduces its own invoice (`amount_adjusted`)."""
+    invoice.amount_adjusted += amount
+    _allocate(note, invoice, amount, at)
+
+
+def list_issued(invoice: Invoice, note: CreditNote) -> None:
+    """The invoice lists a refundable credit note raised against it."""
+    invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
+                                                            credit_note_summary(note)]}
+
+
+def list_adjustment(invoice: Invoice, note: CreditNote, at: datetime) -> None:
+    """The invoice lists an adjustment credit note raised against it, and is settled again."""
     invoice.data = {**invoice.data, "adjustment_credit_notes": [*invoice.data.get("adjustment_credit_notes", []),
                                                                 credit_note_summary(note)]}
     settle(invoice, at)
@@ -277,8 +317,7 @@ def apply_credits(session: Session, site: Site, invoice_id: str, form: dict[str,
     customer's with a balance, oldest first) pay what the invoice still asks for."""
     invoice = get(session, site, invoice_id)
     params = parse(ApplyCredits, form)
-    if invoice.status not in (POSTED, PAYMENT_DUE):
-        raise InvalidState(f"Invoice {invoice_id} is {invoice.status}; credits are applied to posted or due invoices")
+    require(invoice.id, invoice.status, InvoiceAction.RECORD_PAYMENT)
     named = [ref.id for ref in params.credit_notes]
     for index, note_id in enumerate(named):
         param = f"credit_notes[id][{index}]"
@@ -406,8 +445,7 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
     extra = {"create_reason_code": params.create_reason_code, "customer_notes": params.customer_notes}
     note.data = {**note.data, **{k: v for k, v in extra.items() if v}}
     if params.type == "refundable":
-        invoice.data = {**invoice.data, "issued_credit_notes": [*invoice.data.get("issued_credit_notes", []),
-                                                                credit_note_summary(note)]}
+        list_issued(invoice, note)
         records.touch(invoice, now)
     else:
         _adjust(invoice, note, now)
@@ -430,9 +468,9 @@ def refunded(session: Session, site: Site, invoice: Invoice) -> int:
 
 
 def refundable(session: Session, site: Site, invoice: Invoice) -> int:
-    """What can still be refunded: paid and not yet refunded, and never more than the invoice still
-    carries after the credit notes raised against it."""
-    return max(0, min(invoice.amount_paid - refunded(session, site, invoice),
+    """What can still be refunded: paid (or withheld as tax) and not yet refunded, and never more than
+    the invoice still carries after the credit notes raised against it."""
+    return max(0, min(invoice.amount_paid + invoice.tax_withheld - refunded(session, site, invoice),
                       invoice.total - credited_against(session, site, invoice)))
 
 
@@ -552,7 +590,7 @@ class Owner:
     currency: str
 
 
-def _owner(session: Session, site: Site, customer_id: str | None, subscription_id: str | None,
+def owner_of(session: Session, site: Site, customer_id: str | None, subscription_id: str | None,
            currency_code: str | None) -> Owner:
     subscription = (records.get(session, Subscription, site, subscription_id, "Subscription")
                     if subscription_id else None)
@@ -580,7 +618,7 @@ def create_for_charge_items_and_charges(session: Session, site: Site, form: dict
     """A one-off invoice of charge items and ad-hoc charges, for a customer or a subscription; posted
     at once unless `create_pending_invoice` (then closed like any pending invoice)."""
     params = parse(CreateForCharges, form)
-    owner = _owner(session, site, params.customer_id, params.subscription_id, params.currency_code)
+    owner = owner_of(session, site, params.customer_id, params.subscription_id, params.currency_code)
     currency, sub_id = owner.currency, owner.subscription_id
     if not params.item_prices and not params.charges:
         raise InvalidInput("item_prices or charges : at least one is required", param="charges")
@@ -612,7 +650,7 @@ def create_for_charge_item(session: Session, site: Site, form: dict[str, Any]) -
     """A posted invoice for one charge item price, in the item price's currency (or the subscription's)."""
     params = parse(CreateForChargeItem, form)
     item_price = records.get(session, ItemPrice, site, params.item_price.item_price_id, "Item price")
-    owner = _owner(session, site, params.customer_id, params.subscription_id, None if params.subscription_id
+    owner = owner_of(session, site, params.customer_id, params.subscription_id, None if params.subscription_id
                    else item_price.currency_code)
     at = _invoice_date(site, params.invoice_date)
     start, end = _period(params.item_price.date_from, params.item_price.date_to, at, "item_price")
@@ -637,7 +675,7 @@ class Charge(Params):
 def charge(session: Session, site: Site, form: dict[str, Any]) -> Invoice:
     """A posted invoice for one ad-hoc charge (`amount` in minor units or `amount_in_decimal`)."""
     params = parse(Charge, form)
-    owner = _owner(session, site, params.customer_id, params.subscription_id, params.currency_code)
+    owner = owner_of(session, site, params.customer_id, params.subscription_id, params.currency_code)
     if params.amount is not None and params.amount_in_decimal is None:
         amount = Decimal(params.amount)
     elif params.amount_in_decimal is not None and params.amount is None:
@@ -822,9 +860,9 @@ class VoidParams(Params):
 def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
     invoice = for_action(session, site, invoice_id, InvoiceAction.VOID)
     params = parse(VoidParams, form)
-    if invoice.amount_paid > 0:
-        raise InvalidState(f"Invoice {invoice_id} has payments of {invoice.amount_paid}; only unpaid invoices can "
-                           "be voided (remove the payments first)")
+    if invoice.amount_paid > 0 or invoice.tax_withheld > 0:
+        raise InvalidState(f"Invoice {invoice_id} has payments of {invoice.amount_paid} and tax withheld of "
+                           f"{invoice.tax_withheld}; only unpaid invoices can be voided (remove them first)")
     now = records.site_clock(site).now()
     set_status(invoice, VOIDED)
     invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
@@ -834,16 +872,19 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
     return invoice
 
 
+# Marks an invoice brought in by import_invoice (not rendered: private keys start with "_").
+IMPORTED = "_imported"
+
+
 def render(invoice: Invoice) -> dict[str, Any]:
     due = amount_due(invoice)
     wire = {
         "exchange_rate": 1.0, "write_off_amount": 0, "tax": 0,
         "term_finalized": invoice.status != PENDING, "is_gifted": False, "has_advance_charges": False,
-        **{k: v for k, v in invoice.data.items() if v is not None},
+        **{k: v for k, v in invoice.data.items() if v is not None and not k.startswith("_")},
         "id": invoice.id, "object": "invoice", "customer_id": invoice.customer_id, "status": invoice.status,
         "currency_code": invoice.currency_code, "date": unix(invoice.date),
-        # Discounts (promotional credits) come off the sub-total; `total` is what is left.
-        "sub_total": invoice.total + sum(int(d["amount"]) for d in invoice.data.get("discounts", [])),
+        "sub_total": sub_total(invoice),
         "total": invoice.total, "amount_paid": invoice.amount_paid, "credits_applied": invoice.credits_applied,
         "amount_adjusted": invoice.amount_adjusted, "deleted": invoice.deleted,
         "amount_due": due, "amount_to_collect": due, "line_items": invoice.line_items,
@@ -852,6 +893,15 @@ def render(invoice: Invoice) -> dict[str, Any]:
     if invoice.subscription_id:
         wire["subscription_id"] = invoice.subscription_id
     return wire
+
+
+def sub_total(invoice: Invoice) -> int:
+    """The lines' sum: discounts (promotional credits, an imported invoice's) come off it, tax added to
+    a tax-exclusive one and the round-off give `total`."""
+    data = invoice.data
+    added_tax = int(data.get("tax", 0)) if data.get("price_type", "tax_exclusive") == "tax_exclusive" else 0
+    return (invoice.total + sum(int(d["amount"]) for d in data.get("discounts", [])) - added_tax
+            - int(data.get("round_off_amount", 0)))
 
 
 def render_credit_note(note: CreditNote) -> dict[str, Any]:

@@ -5,7 +5,8 @@ note's statuses.
 A pending invoice still takes charges; closing it posts it (`posted` while net terms run,
 `payment_due` without them, `paid` when nothing is left to pay). Payments, credits,
 write-offs and their reversals move a closed invoice between `posted`/`payment_due` and
-`paid`; voiding is final.
+`paid`; voiding is final. `not_paid` (collection given up) only arrives with an imported
+invoice; it stays so until it is paid.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ class InvoiceStatus(StrEnum):
     POSTED = "posted"
     PAYMENT_DUE = "payment_due"
     PAID = "paid"
+    NOT_PAID = "not_paid"
     VOIDED = "voided"
 
 
-_OPEN = frozenset({InvoiceStatus.POSTED, InvoiceStatus.PAYMENT_DUE})
+_OPEN = frozenset({InvoiceStatus.POSTED, InvoiceStatus.PAYMENT_DUE, InvoiceStatus.NOT_PAID})
 _CLOSED = _OPEN | {InvoiceStatus.PAID}
 
 # Every status change an invoice can make; anything else is a bug, not a request to refuse.
@@ -32,6 +34,7 @@ TRANSITIONS: dict[InvoiceStatus, frozenset[InvoiceStatus]] = {
                                       InvoiceStatus.VOIDED}),
     InvoiceStatus.POSTED: frozenset({InvoiceStatus.PAYMENT_DUE, InvoiceStatus.PAID, InvoiceStatus.VOIDED}),
     InvoiceStatus.PAYMENT_DUE: frozenset({InvoiceStatus.POSTED, InvoiceStatus.PAID, InvoiceStatus.VOIDED}),
+    InvoiceStatus.NOT_PAID: frozenset({InvoiceStatus.PAID, InvoiceStatus.VOIDED}),
     # A payment removed or a credit note voided gives a paid invoice something to pay again.
     InvoiceStatus.PAID: frozenset({InvoiceStatus.POSTED, InvoiceStatus.PAYMENT_DUE}),
     InvoiceStatus.VOIDED: frozenset(),
@@ -46,6 +49,9 @@ class InvoiceAction(StrEnum):
     CREDIT = "credited with a credit note"
     RECORD_PAYMENT = "paid"  # record_payment, collect_payment, apply_payments
     REMOVE_PAYMENT = "cleared of a payment"
+    REMOVE_CREDIT_NOTE = "cleared of a credit note"
+    WITHHOLD_TAX = "given tax withheld"  # record_tax_withheld
+    REMOVE_TAX_WITHHELD = "cleared of tax withheld"
     REFUND = "refunded"
     WRITE_OFF = "written off"
     VOID = "voided"
@@ -61,6 +67,9 @@ ALLOWED_FROM: dict[InvoiceAction, frozenset[InvoiceStatus]] = {
     InvoiceAction.CREDIT: _CLOSED,
     InvoiceAction.RECORD_PAYMENT: _OPEN,
     InvoiceAction.REMOVE_PAYMENT: _CLOSED,
+    InvoiceAction.REMOVE_CREDIT_NOTE: _CLOSED,
+    InvoiceAction.WITHHOLD_TAX: _OPEN,
+    InvoiceAction.REMOVE_TAX_WITHHELD: _CLOSED,
     InvoiceAction.REFUND: _CLOSED,
     InvoiceAction.WRITE_OFF: _OPEN,
     InvoiceAction.VOID: _OPEN | {InvoiceStatus.PENDING},
@@ -80,10 +89,12 @@ def require(invoice_id: str, status: str, action: InvoiceAction) -> None:
         raise InvalidState(f"Invoice {invoice_id} is {status}; only {wanted} invoices can be {action.value}")
 
 
-def settled_status(amount_due: int, net_term_days: int) -> InvoiceStatus:
-    """The status of a closed invoice once its balance changes."""
+def settled_status(amount_due: int, net_term_days: int, current: str | None = None) -> InvoiceStatus:
+    """The status of a closed invoice once its balance changes; a `not_paid` one stays so until paid."""
     if amount_due <= 0:
         return InvoiceStatus.PAID
+    if current == InvoiceStatus.NOT_PAID:
+        return InvoiceStatus.NOT_PAID
     return InvoiceStatus.POSTED if net_term_days > 0 else InvoiceStatus.PAYMENT_DUE
 
 

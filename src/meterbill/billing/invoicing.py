@@ -80,11 +80,13 @@ class InvoiceTotals:
 
 
 def invoice_totals(line_amounts: Sequence[int], *, amount_paid: int = 0, credits_applied: int = 0,
-                   amount_adjusted: int = 0) -> InvoiceTotals:
+                   amount_adjusted: int = 0, tax_withheld: int = 0) -> InvoiceTotals:
     """Taxes are zero for now, so total == sub_total; what is due never goes below zero.
-    `amount_adjusted` is what write-offs settled without a payment."""
+    `amount_adjusted` is what write-offs settled without a payment, `tax_withheld` what the
+    customer withheld as tax (paid to its tax authority instead)."""
     sub_total = sum(line_amounts)
-    return InvoiceTotals(sub_total, sub_total, max(0, sub_total - amount_paid - credits_applied - amount_adjusted))
+    settled = amount_paid + credits_applied + amount_adjusted + tax_withheld
+    return InvoiceTotals(sub_total, sub_total, max(0, sub_total - settled))
 
 
 def spread(amount: int, line_amounts: Sequence[int]) -> list[int]:

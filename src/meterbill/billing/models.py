@@ -165,6 +165,8 @@ class Invoice(BillingRecord, Base):
     credits_applied: Mapped[int] = mapped_column(BigInteger, default=0)
     # Write-offs: adjustment credit notes settled against this invoice, not credits it can reuse.
     amount_adjusted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Tax the customer withheld and paid to its tax authority: it settles the invoice like a payment.
+    tax_withheld: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     deleted: Mapped[bool] = mapped_column(default=False, server_default=false())
     line_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument, default=list)
 

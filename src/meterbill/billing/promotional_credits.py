@@ -222,7 +222,9 @@ def _may_have_credits(session: Session, site: Site, invoice: Invoice) -> bool:
 
 
 def restore_from_invoice(session: Session, site: Site, invoice: Invoice, at: datetime) -> None:
-    """A voided invoice gives back the promotional credits it took."""
+    """A voided invoice gives back the promotional credits it took (an imported one took none of ours)."""
+    if invoice.data.get("_imported"):
+        return
     amount = sum(int(d["amount"]) for d in invoice.data.get("discounts", []) if d["entity_type"] == DISCOUNT_TYPE)
     if amount <= 0:
         return

@@ -720,7 +720,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
     if params.cancel_reason_code:
         sub.data = {**sub.data, "cancel_reason_code": params.cancel_reason_code}
     if option in ("end_of_term", "end_of_billing_term") and sub.status in ("active", "non_renewing"):
-        return _schedule_cancel(session, site, sub, _term(sub)[1], now)
+        return schedule_cancel(session, site, sub, _term(sub)[1], now)
     if option == "specific_date":
         if params.cancel_at is None:
             raise InvalidInput("cancel_at : is required with cancel_option specific_date", param="cancel_at")
@@ -730,7 +730,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
         if cancel_at > now:
             if sub.current_term_end is not None and cancel_at > sub.current_term_end:
                 raise InvalidInput("cancel_at : must be within the current term", param="cancel_at")
-            return _schedule_cancel(session, site, sub, cancel_at, now)
+            return schedule_cancel(session, site, sub, cancel_at, now)
     if sub.status == "future":
         sub.status, sub.cancelled_at, sub.next_action_at = "cancelled", now, None
         records.touch(sub, now)
@@ -741,7 +741,7 @@ def cancel_for_items(session: Session, site: Site, sub_id: str, form: dict[str, 
     return sub, Outcome(invoice=invoice, credit_notes=notes)
 
 
-def _schedule_cancel(session: Session, site: Site, sub: Subscription, at: datetime, now: datetime) -> tuple[
+def schedule_cancel(session: Session, site: Site, sub: Subscription, at: datetime, now: datetime) -> tuple[
         Subscription, Outcome]:
     sub.status = "non_renewing"
     sub.cancelled_at = at
@@ -1153,11 +1153,18 @@ def add_charge_at_term_end(session: Session, site: Site, sub_id: str, form: dict
     end = from_unix(params.date_to) if params.date_to is not None else term[1]
     if end < start:
         raise InvalidInput("date_to : must not be before date_from", param="date_to")
-    charge = {"description": params.description, "amount": format_decimal(amount), "date_from": unix(start),
-              "date_to": unix(end)}
-    sub.data = {**sub.data, "term_end_charges": [*sub.data.get("term_end_charges", []), charge]}
-    records.touch(sub, records.site_clock(site).now())
+    charge_at_term_end(site, sub, Line(params.description, "adhoc", None, Decimal(1), amount, amount, start, end))
     return sub
+
+
+def charge_at_term_end(site: Site, sub: Subscription, *charges: Line) -> None:
+    """Charges for the invoice that closes the current term (renewal, cancellation or pause)."""
+    kept = [{"description": c.description, "entity_type": c.entity_type, "entity_id": c.entity_id,
+             "quantity": format_decimal(c.quantity), "unit_amount": format_decimal(c.unit_amount),
+             "amount": format_decimal(c.amount), "date_from": unix(c.date_from), "date_to": unix(c.date_to)}
+            for c in charges]
+    sub.data = {**sub.data, "term_end_charges": [*sub.data.get("term_end_charges", []), *kept]}
+    records.touch(sub, records.site_clock(site).now())
 
 
 def _term_end_charges(sub: Subscription) -> list[Line]:
@@ -1165,8 +1172,10 @@ def _term_end_charges(sub: Subscription) -> list[Line]:
     charges = sub.data.get("term_end_charges", [])
     if charges:
         sub.data = _without(sub.data, "term_end_charges")
-    return [Line(c["description"], "adhoc", None, Decimal(1), Decimal(c["amount"]), Decimal(c["amount"]),
-                 from_unix(c["date_from"]), from_unix(c["date_to"]), None, sub.id) for c in charges]
+    # Charges kept before they carried an entity and a quantity are ad-hoc amounts.
+    return [Line(c["description"], c.get("entity_type", "adhoc"), c.get("entity_id"), Decimal(c.get("quantity", 1)),
+                 Decimal(c.get("unit_amount", c["amount"])), Decimal(c["amount"]), from_unix(c["date_from"]),
+                 from_unix(c["date_to"]), None, sub.id) for c in charges]
 
 
 def regenerate_invoice(session: Session, site: Site, sub_id: str, form: dict[str, Any]) -> Invoice:
@@ -1428,8 +1437,9 @@ def list_for_customer(
 
 
 # What the engine keeps in `data` for itself: items of scheduled changes, terms already
-# invoiced in advance, charges waiting for the term's end, the advance invoice schedule.
-_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges", advance_schedules.KEY)
+# invoiced in advance, charges waiting for the term's end, the advance invoice schedule, imported
+# contract terms (rendered as `contract_term` while one runs).
+_PRIVATE = ("scheduled_items", "advance_terms", "term_end_charges", advance_schedules.KEY, "contract_terms")
 
 
 def render(session: Session, site: Site, sub: Subscription,
@@ -1457,11 +1467,11 @@ def render(session: Session, site: Site, sub: Subscription,
             wire_item["unit_price"] = int(item_price.price.to_integral_value())
         items.append({k: v for k, v in wire_item.items() if v is not None})
     active = sub.status in ("active", "in_trial")
-    outstanding = Invoice.total - Invoice.amount_paid - Invoice.credits_applied - Invoice.amount_adjusted
     due = session.execute(
-        select(func.count(), func.sum(outstanding), func.min(Invoice.date))
+        select(func.count(), func.sum(invoices.OUTSTANDING_SQL), func.min(Invoice.date))
         .where(Invoice.site_id == site.id, Invoice.subscription_id == sub.id,
-               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE)), Invoice.deleted.is_(False))
+               Invoice.status.in_((invoices.POSTED, invoices.PAYMENT_DUE, invoices.NOT_PAID)),
+               Invoice.deleted.is_(False))
     ).one()
     wire = {
         "auto_collection": "on", "channel": "web", "deleted": False,
@@ -1478,6 +1488,9 @@ def render(session: Session, site: Site, sub: Subscription,
         "create_pending_invoices": bool(sub.data.get("create_pending_invoices", False)),
         "due_invoices_count": due[0], "total_dues": int(due[1] or 0) if due[0] else None,
         "due_since": unix(due[2]) if due[0] else None,
+        # The contract term running now (import_contract_term); past ones are listed apart.
+        "contract_term": next((t for t in sub.data.get("contract_terms", []) if t["status"] == "active"
+                               and t["contract_end"] > unix(records.site_clock(site).now())), None),
     }
     return {k: v for k, v in wire.items() if v is not None}
 

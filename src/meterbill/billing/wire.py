@@ -22,7 +22,7 @@ class PaymentMethodNotPresent(errors.InvalidInput):
 
 class ConfigurationIncompatible(errors.InvalidInput):
     """An operation the site's configuration does not allow: Product Catalog 1.0 operations on a
-    Product Catalog 2.0 site, and features (e-invoicing, tax withholding) not enabled on it."""
+    Product Catalog 2.0 site, and features (e-invoicing) not enabled on it."""
 
 
 # domain error -> (HTTP status, api_error_code, error type). Chargebee omits `type`

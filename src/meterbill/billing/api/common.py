@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meterbill.billing import emails, sites
 from meterbill.billing.models import IdempotentResponse, Site
-from meterbill.billing.wire import OperationNotSupported, parse_form
+from meterbill.billing.wire import parse_form
 from meterbill.core.db import utcnow
 from meterbill.core.errors import AuthenticationFailed, DomainError, InvalidInput, PayloadTooLarge
 from meterbill.core.runtime import Runtime
@@ -99,25 +99,6 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
         return parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=False, max_num_fields=2000)
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("the request body must be form-encoded") from None
-
-
-# SDK operations this server does not offer whose path is a literal under a resource it serves
-# (from chargebee 3.29.0's operations.py). Each is answered "not supported" by name; without
-# these routes `POST /customers/merge` would reach `POST /customers/{id}` as customer "merge".
-UNSUPPORTED: dict[str, list[tuple[str, str, str]]] = {
-    "invoices": [("POST", "import_invoice", "invoice.import_invoice")],
-    "credit_notes": [("POST", "import_credit_note", "credit_note.import_credit_note")],
-    "usages": [("POST", "pdf", "usage.pdf")],
-}
-
-
-def refuse_unsupported(router: APIRouter, resource: str) -> None:
-    """Register the resource's unsupported literal operations; call before its `{id}` routes."""
-    for method, literal, operation in UNSUPPORTED[resource]:
-        path = f"/{resource}/{literal}"
-        name = f"{operation} ({method} /api/v2{path})"
-        router.add_api_route(path, refusal(OperationNotSupported, f"{name} is not supported by this server"),
-                             methods=[method], include_in_schema=False)
 
 
 def refusal(error: type[DomainError], message: str) -> Callable[[Request], Awaitable[JSONResponse]]:

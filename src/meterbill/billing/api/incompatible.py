@@ -2,8 +2,8 @@
 
 Sites here are Product Catalog 2.0 sites (items and item prices). Chargebee refuses the
 operations of the older plan/addon catalog on such a site with "This API operation is not
-enabled for this site", and refuses e-invoicing and tax-withholding operations on a site where
-those features are not enabled, which is every site here. The same answer, with a pointer to
+enabled for this site", and refuses e-invoicing operations on a site where that feature is not
+enabled, which is every site here. The same answer, with a pointer to
 the Product Catalog 2.0 operation where there is one, so code written for either catalog learns
 which it talks to."""
 
@@ -48,10 +48,6 @@ OPERATIONS: tuple[tuple[str, str, str, str, str | None], ...] = (
     *((method, f"/{collection}/{{id}}/{action}", f"{resource}.{action}", "e-invoicing", None)
       for collection, resource in (("invoices", "invoice"), ("credit_notes", "credit_note"))
       for method, action in (("GET", "download_einvoice"), ("POST", "send_einvoice"), ("POST", "resend_einvoice"))),
-    ("POST", "/invoices/{id}/record_tax_withheld", "invoice.record_tax_withheld", "tax withholding", None),
-    ("POST", "/invoices/{id}/remove_tax_withheld", "invoice.remove_tax_withheld", "tax withholding", None),
-    ("POST", "/credit_notes/{id}/remove_tax_withheld_refund", "credit_note.remove_tax_withheld_refund",
-     "tax withholding", None),
 )
 
 

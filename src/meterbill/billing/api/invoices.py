@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meterbill.billing import (
     credit_notes,
+    document_imports,
     emails,
     invoice_documents,
     invoice_lists,
@@ -19,14 +20,13 @@ from meterbill.billing import (
     payment_schedules,
     records,
     subscriptions,
+    tax_withheld,
 )
-from meterbill.billing.api.common import email_route, envelope, handle, listing, refuse_unsupported
+from meterbill.billing.api.common import email_route, envelope, handle, listing
 from meterbill.billing.invoice_documents import Kind
 from meterbill.billing.models import CreditNote, Invoice
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "invoices")
-refuse_unsupported(router, "credit_notes")
 
 @router.get("/invoices", summary="List invoices")
 async def list_invoices(request: Request) -> JSONResponse:
@@ -54,6 +54,12 @@ async def create_for_charge_item(request: Request) -> JSONResponse:
 async def charge(request: Request) -> JSONResponse:
     return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
         invoices.charge(s, site, form))))
+
+
+@router.post("/invoices/import_invoice", summary="Import an invoice made by another billing system")
+async def import_invoice(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(invoice=invoices.render(
+        document_imports.import_invoice(s, site, form))))
 
 
 @router.get("/invoices/payment_reference_numbers", summary="Payment reference numbers (none are issued here)")
@@ -93,6 +99,9 @@ INVOICE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "collect_payment": (invoice_operations.collect_payment, "Collect what is due (recorded; no gateway)"),
     "apply_payments": (invoice_operations.apply_payments, "Apply the customer's excess payments"),
     "remove_payment": (invoice_operations.remove_payment, "Unlink a recorded payment"),
+    "remove_credit_note": (credit_notes.remove_credit_note, "Undo a credit note's allocation to the invoice"),
+    "record_tax_withheld": (tax_withheld.record, "Record tax the customer withheld (settles like a payment)"),
+    "remove_tax_withheld": (tax_withheld.remove, "Remove recorded tax withheld"),
     "refund": (invoice_operations.refund, "Refund an invoice's payments"),
     "record_refund": (invoice_operations.record_refund, "Record a refund made elsewhere"),
     "write_off": (invoice_operations.write_off, "Write off what is left to pay"),
@@ -112,6 +121,7 @@ CREDIT_NOTE_OPERATIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "void": (credit_notes.void, "Void a credit note (its allocations are taken back)"),
     "update": (credit_notes.update, "Update a credit note (a comment)"),
     "delete": (credit_notes.delete, "Delete a credit note that gave nothing yet"),
+    "remove_tax_withheld_refund": (tax_withheld.remove_refund, "Undo a refund of tax withheld"),
 }
 
 
@@ -185,6 +195,24 @@ async def credit_note_pdf(note_id: str, request: Request) -> JSONResponse:
 @router.get("/credit_notes/{note_id}/pdf/download", include_in_schema=False)
 async def download_credit_note_pdf(note_id: str, token: str, request: Request) -> Response:
     return await _download(request, "credit_note", note_id, token)
+
+
+@router.post("/credit_notes/import_credit_note", summary="Import a credit note made by another billing system")
+async def import_credit_note(request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: envelope(credit_note=invoices.render_credit_note(
+        document_imports.import_credit_note(s, site, form))))
+
+
+@router.post("/usages/pdf", summary="A temporary download link for the PDF of the usages an invoice billed")
+async def usages_pdf(request: Request) -> JSONResponse:
+    runtime = request.app.state.runtime
+    return await handle(request, lambda s, site, form: envelope(download=invoice_documents.usages_download_link(
+        s, site, form, vault=runtime.vault, base_url=runtime.settings.base_url())))
+
+
+@router.get("/invoices/{invoice_id}/usages_pdf/download", include_in_schema=False)
+async def download_usages_pdf(invoice_id: str, token: str, request: Request) -> Response:
+    return await _download(request, "usages", invoice_id, token)
 
 
 @router.get("/credit_notes", summary="List credit notes")

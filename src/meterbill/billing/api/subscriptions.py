@@ -5,14 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from meterbill.billing import customers, invoices, subscriptions, usages
-from meterbill.billing.api.common import envelope, handle, listing, refuse_unsupported
+from meterbill.billing import customers, invoices, subscription_imports, subscriptions, usages
+from meterbill.billing.api.common import envelope, handle, listing
 from meterbill.billing.models import Customer
-from meterbill.billing.wire import OperationNotSupported
 from meterbill.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v2", tags=["billing"])
-refuse_unsupported(router, "usages")
 
 
 def _body(session, site, sub, outcome=None):
@@ -129,7 +127,21 @@ def _none_listed(path: str, summary: str, operation) -> None:
 
 
 _none_listed("discounts", "A subscription's discounts (none: not modelled)", subscriptions.DISCOUNTS)
-_none_listed("contract_terms", "A subscription's contract terms (none: not modelled)", subscriptions.CONTRACT_TERMS)
+
+
+@router.get("/subscriptions/{sub_id}/contract_terms", summary="A subscription's contract terms")
+async def contract_terms_for_subscription(sub_id: str, request: Request) -> JSONResponse:
+    def run(s, site, form):
+        rows, offset = subscription_imports.contract_terms(s, site, sub_id, form)
+        return listing([{"contract_term": term} for term in rows], offset)
+
+    return await handle(request, run)
+
+
+@router.post("/subscriptions/{sub_id}/import_contract_term", summary="Import a contract term, running or past")
+async def import_contract_term(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "contract_term": subscription_imports.import_contract_term(s, site, sub_id, form)})
 
 
 @router.post("/subscriptions/{sub_id}/add_charge_at_term_end", summary="Charge once on the term's closing invoice")
@@ -229,17 +241,8 @@ async def subscriptions_for_customer(customer_id: str, request: Request) -> JSON
     return await handle(request, run)
 
 
-def _refused(method: str, path: str, error: Exception) -> None:
-    async def endpoint(request: Request) -> JSONResponse:
-        def run(s, site, form):
-            raise error
-
-        return await handle(request, run)
-
-    router.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
-
-
-# Operations on one subscription that this server does not offer, answered by name.
-for _operation in ("import_unbilled_charges", "import_contract_term"):
-    _refused("POST", f"/subscriptions/{{sub_id}}/{_operation}", OperationNotSupported(
-        f"subscription.{_operation} (POST /api/v2/subscriptions/{{id}}/{_operation}) is not supported by this server"))
+@router.post("/subscriptions/{sub_id}/import_unbilled_charges",
+             summary="Import charges another system had not invoiced: billed at the current term's end")
+async def import_unbilled_charges(sub_id: str, request: Request) -> JSONResponse:
+    return await handle(request, lambda s, site, form: {
+        "unbilled_charges": subscription_imports.import_unbilled_charges(s, site, sub_id, form)})
