@@ -386,8 +386,9 @@ def store_batch(session: Session, org_id: str, batch: Sequence[ParsedMeasurement
 
 
 def _new_measurements(batch: Sequence[ParsedMeasurement], accounts: Mapping[str, str]) -> list[NewMeasurement]:
-    return [NewMeasurement(uid=m.uid, meter_id=m.meter.id, account_id=accounts[m.account_code], ts=m.ts, ets=m.ets,
-                           dimensions=m.dimensions, micros=m.micros) for m in batch]
+    # Positional (uid, meter, account, ts, ets, dimensions, micros): a named tuple's keywords cost a third more.
+    return [NewMeasurement(m.uid, m.meter.id, accounts[m.account_code], m.ts, m.ets, m.dimensions, m.micros)
+            for m in batch]
 
 
 # Skeleton accounts' ids follow from (organization, code). With a measurement store outside the
