@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.progress import ProgressColumn
 from rich.text import Text
 
-from meterbill.core.db import upgrade
 from meterbill.core.errors import DomainError
 from meterbill.settings import Settings
 
@@ -96,6 +95,7 @@ def _settings(database_url: str | None = None, **overrides: object) -> Settings:
 
 
 def _runtime(settings: Settings):
+    from meterbill.core.db import upgrade
     from meterbill.core.observability import configure_logging
     from meterbill.core.runtime import Runtime
 
@@ -212,6 +212,7 @@ def _one_process_store(settings: Settings, what: str) -> None:
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Apply every pending migration, to the main database and to the measurement store if it is another."""
+    from meterbill.core.db import upgrade
     from meterbill.metering.store import open_store
     from meterbill.settings import masked_url
 

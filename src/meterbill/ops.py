@@ -21,7 +21,7 @@ import httpx
 import m3ter
 
 from meterbill.cli_errors import USAGE, CliError
-from meterbill.metering.ingest import NEW_MEASUREMENTS_HEADER, NUMERIC_CATEGORIES, TEXT_CATEGORIES
+from meterbill.metering.measurement_fields import NEW_MEASUREMENTS_HEADER, NUMERIC_CATEGORIES, TEXT_CATEGORIES
 
 
 @dataclass

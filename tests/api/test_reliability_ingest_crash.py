@@ -10,8 +10,9 @@ its measurements are written to chDB when the batch's transaction on the main da
 commits, keys before rows (see store/clickhouse.py), and a restart repairs a write cut
 between the two.
 
-The default run kills the server 20 times; METERBILL_INGEST_KILLS=100 is the bigger
-variant. METERBILL_INGEST_SEED replays a run's random kill points and batch sizes."""
+The default suite kills the server 8 times per store, --run-slow 20 times;
+METERBILL_INGEST_KILLS=100 runs that many instead (the bigger variant).
+METERBILL_INGEST_SEED replays a run's random kill points and batch sizes."""
 
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ from tests.conftest import m3ter_client
 from tests.support.forked_server import ForkedServerProcess
 from tests.support.server import needs_chdb
 
-KILLS = int(os.environ.get("METERBILL_INGEST_KILLS", "20"))
+# Kills per run: the default suite's, --run-slow's (both replaced by METERBILL_INGEST_KILLS when set).
+KILLS_SET = os.environ.get("METERBILL_INGEST_KILLS")
+KILLS = [pytest.param(int(KILLS_SET), id=f"{KILLS_SET}-kills")] if KILLS_SET else [
+    pytest.param(8, id="8-kills"), pytest.param(20, id="20-kills", marks=pytest.mark.slow)]
 SEED = int(os.environ.get("METERBILL_INGEST_SEED", str(random.randrange(1_000_000))))
 CLIENTS = 4
 ACCOUNTS = ["acme", "globex", "initech"]
@@ -167,9 +171,10 @@ def _api_totals(client, meter_id: str) -> tuple[Decimal, Decimal]:
     return rows.get("COUNT", Decimal(0)), rows.get("SUM", Decimal(0))
 
 
-@pytest.mark.timeout(max(300, 15 * KILLS))
+@pytest.mark.timeout(max(300, 15 * max(p.values[0] for p in KILLS)))
+@pytest.mark.parametrize("kills", KILLS)
 @pytest.mark.parametrize("store", ["main-database", pytest.param("chdb", marks=needs_chdb)])
-def test_ingest_survives_kill_9_at_random_moments(store, new_database_url, tmp_path_factory):
+def test_ingest_survives_kill_9_at_random_moments(store, kills, new_database_url, tmp_path_factory):
     rng = random.Random(SEED)
     workdir = tmp_path_factory.mktemp("ingest-crash")
     store_url = f"chdb://{workdir / 'chdb'}" if store == "chdb" else None
@@ -196,7 +201,7 @@ def test_ingest_survives_kill_9_at_random_moments(store, new_database_url, tmp_p
             client.start()
 
         accepted_before = 0
-        for _ in range(KILLS):
+        for _ in range(kills):
             if rng.random() < 0.2:  # right after startup, mostly before the first commit
                 time.sleep(rng.uniform(0.0, 0.15))
             else:  # mid-stream: once batches get through again, with requests in flight
@@ -244,7 +249,7 @@ def test_ingest_survives_kill_9_at_random_moments(store, new_database_url, tmp_p
         wrong_rows += [(uid, stored[uid], batch.attempts) for uid, requests in zip(batch.uids, batch.requests,
                                                                                    strict=True)
                        if uid in stored and stored[uid] != (1, 1, requests * 1_000_000)]
-    print(f"seed {SEED}: {KILLS} kills in {time.monotonic() - started:.1f}s; {len(batches)} batches "
+    print(f"seed {SEED}: {kills} kills in {time.monotonic() - started:.1f}s; {len(batches)} batches "
           f"({dict(outcomes)}), {sum(len(b.uids) for b in batches)} measurements sent, {len(stored)} stored; "
           f"batches stored whole {whole['present']}, absent {whole['absent']}, partly {len(partial)}; "
           f"accepted between kills: {', '.join(kill_log)}; stored without their skeleton account: "
@@ -259,7 +264,7 @@ def test_ingest_survives_kill_9_at_random_moments(store, new_database_url, tmp_p
     assert set(stored) <= set(sent)
     assert value_rows == len(stored)  # one numeric field per measurement, none lost or added
     assert len(skeletons) == whole["present"] + len(orphaned)
-    assert outcomes["accepted"] >= KILLS // 2  # the clients got through between the kills
+    assert outcomes["accepted"] >= kills // 2  # the clients got through between the kills
     # Through the API too (whole days, so from the daily rollup ingest keeps in the same transaction):
     # every stored measurement counted once, and summed once.
     assert count == len(stored)

@@ -1026,12 +1026,7 @@ aggregations = st.one_of(
 )
 
 
-# Each example is a few transactions: shrink one failure, without the explain phase's extra runs.
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], report_multiple_bugs=False,
-          phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
-@given(history=histories(), period=periods(), asked=aggregations, segmented=st.booleans(),
-       accounts=st.none() | st.lists(st.sampled_from(H_ACCOUNTS), min_size=1, max_size=2, unique=True))
-def test_the_store_agrees_with_a_plain_python_aggregation(
+def _agrees_with_a_plain_python_aggregation(
         adapter: StoreUnderTest, history: History, period: tuple[datetime, datetime],
         asked: tuple[str, Aggregation], segmented: bool, accounts: list[str] | None) -> None:
     org, (start, end), (field, function) = new_org(), period, asked
@@ -1064,6 +1059,22 @@ def test_the_store_agrees_with_a_plain_python_aggregation(
                 start=start, end=end,
             ) == model_aggregate(stored, start, end, accounts or H_ACCOUNTS, field, function, segmented)
         adapter.run_background_work()
+
+
+def _hypothesis_test(examples: int) -> Any:
+    """The check above as a hypothesis test of `examples` examples. Each example is a few transactions:
+    shrink one failure, without the explain phase's extra runs."""
+    return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                    report_multiple_bugs=False, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])(
+        given(history=histories(), period=periods(), asked=aggregations, segmented=st.booleans(),
+              accounts=st.none() | st.lists(st.sampled_from(H_ACCOUNTS), min_size=1, max_size=2, unique=True))(
+            _agrees_with_a_plain_python_aggregation))
+
+
+# 30 examples per adapter in the default suite (the chDB adapter's examples cost the most of the conformance
+# suite); the full 100 with --run-slow.
+test_the_store_agrees_with_a_plain_python_aggregation = _hypothesis_test(30)
+test_the_store_agrees_with_a_plain_python_aggregation_at_full_size = pytest.mark.slow(_hypothesis_test(100))
 
 
 def _by_field(found: dict[tuple[Any, ...], Totals]) -> dict[tuple[str, str], dict[tuple[str, str], Totals]]:

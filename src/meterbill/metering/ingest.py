@@ -29,6 +29,7 @@ from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
 from meterbill.metering.config import document_body
+from meterbill.metering.measurement_fields import NUMERIC_CATEGORIES, TEXT_CATEGORIES
 from meterbill.metering.models import ConfigEntity
 from meterbill.metering.store import NewMeasurement, outside_store, store_for
 
@@ -38,15 +39,10 @@ MICROS = Decimal(1_000_000)
 MICROS_PER_UNIT = 1_000_000
 MAX_ABS_VALUE = Decimal("1e12")
 MAX_ABS_INT = 10**12
-TEXT_CATEGORIES = ("who", "where", "what", "other", "metadata")
-NUMERIC_CATEGORIES = ("measure", "income", "cost")
 _CATEGORIES = (*TEXT_CATEGORIES, *NUMERIC_CATEGORIES)
 ALLOWED_KEYS = frozenset({"uid", "meter", "account", "ts", "ets", *TEXT_CATEGORIES, *NUMERIC_CATEGORIES})
 _NONE: frozenset[str] = frozenset()
 SKELETON_EMAIL = "unknown@skeleton.invalid"
-# A meterbill extension beside m3ter's `{"result": "accepted"}` (the SDK reads only the
-# body): how many of the batch's measurements were new, the rest being replayed uids.
-NEW_MEASUREMENTS_HEADER = "x-meterbill-new-measurements"
 
 
 @dataclass(frozen=True)
