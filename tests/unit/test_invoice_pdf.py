@@ -34,8 +34,8 @@ def _invoice(lines: list[dict[str, Any]], *, status: str = "payment_due", curren
     invoice = Invoice(
         site_id="acme", id="1042", customer_id="cust_1", subscription_id="sub_1", status=status,
         currency_code=currency, date=FEB_1, line_items=lines, total=sum(line["amount"] for line in lines),
-        amount_paid=amount_paid, credits_applied=credits_applied, amount_adjusted=0, deleted=False, updated_at=FEB_1,
-        resource_version=1,
+        amount_paid=amount_paid, credits_applied=credits_applied, amount_adjusted=0, tax_withheld=0, deleted=False,
+        updated_at=FEB_1, resource_version=1,
         data={"price_type": "tax_exclusive", **({"due_date": unix(FEB_15)} if status != "pending" else {}), **data},
     )
     return invoices.render(invoice)
