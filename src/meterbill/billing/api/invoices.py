@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -172,8 +172,15 @@ async def _download(request: Request, kind: Kind, document_id: str, token: str) 
             return invoice_documents.redeem(session, runtime.vault, document_id, token, kind)
 
     document, disposition = await run_in_threadpool(work)
-    return Response(document, media_type=invoice_documents.MIME_TYPE,
-                    headers=invoice_documents.pdf_headers(document_id, disposition, kind))
+    return Response(document, media_type=invoice_documents.mime_type(kind),
+                    headers=invoice_documents.download_headers(document_id, disposition, kind))
+
+
+async def _einvoice_downloads(request: Request, document: Literal["invoice", "credit_note"],
+                              document_id: str) -> JSONResponse:
+    runtime = request.app.state.runtime
+    return await handle(request, lambda s, site, form: {"downloads": invoice_documents.einvoice_downloads(
+        s, site, document, document_id, form, vault=runtime.vault, base_url=runtime.settings.base_url())})
 
 
 @router.post("/invoices/{invoice_id}/pdf", summary="A temporary download link for an invoice's PDF")
@@ -195,6 +202,28 @@ async def credit_note_pdf(note_id: str, request: Request) -> JSONResponse:
 @router.get("/credit_notes/{note_id}/pdf/download", include_in_schema=False)
 async def download_credit_note_pdf(note_id: str, token: str, request: Request) -> Response:
     return await _download(request, "credit_note", note_id, token)
+
+
+@router.get("/invoices/{invoice_id}/download_einvoice",
+            summary="Download links for a closed invoice's e-invoice (UBL XML) and PDF")
+async def invoice_download_einvoice(invoice_id: str, request: Request) -> JSONResponse:
+    return await _einvoice_downloads(request, "invoice", invoice_id)
+
+
+@router.get("/invoices/{invoice_id}/einvoice/download", include_in_schema=False)
+async def download_invoice_einvoice(invoice_id: str, token: str, request: Request) -> Response:
+    return await _download(request, "invoice_einvoice", invoice_id, token)
+
+
+@router.get("/credit_notes/{note_id}/download_einvoice",
+            summary="Download links for a credit note's e-invoice (UBL XML) and PDF")
+async def credit_note_download_einvoice(note_id: str, request: Request) -> JSONResponse:
+    return await _einvoice_downloads(request, "credit_note", note_id)
+
+
+@router.get("/credit_notes/{note_id}/einvoice/download", include_in_schema=False)
+async def download_credit_note_einvoice(note_id: str, token: str, request: Request) -> Response:
+    return await _download(request, "credit_note_einvoice", note_id, token)
 
 
 @router.post("/credit_notes/import_credit_note", summary="Import a credit note made by another billing system")
