@@ -142,9 +142,13 @@ def _signed_link(site: Site, kind: Kind, document_id: str, disposition: Disposit
                               "disposition": disposition}, ttl_seconds)
     claims = vault.verify_token(token)  # its own expiry, to the second
     assert claims is not None  # just signed with this vault's key
-    path = _ROUTES[kind].format(id=quote(document_id, safe=""))
     return {"object": "download", "mime_type": mime_type(kind), "valid_till": claims["exp"],
-            "download_url": f"{base_url}/api/v2/{path}/download?token={token}"}
+            "download_url": f"{base_url}/api/v2/{link_path(kind, quote(document_id, safe=''))}?token={token}"}
+
+
+def link_path(kind: Kind, document_id: str) -> str:
+    """Where a link of this kind is redeemed, under /api/v2: `{document_id}` there is the route's parameter."""
+    return _ROUTES[kind].format(id=document_id) + "/download"
 
 
 def redeem(session: Session, vault: Vault, document_id: str, token: str,

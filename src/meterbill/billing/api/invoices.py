@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -183,25 +183,27 @@ async def _einvoice_downloads(request: Request, document: Literal["invoice", "cr
         s, site, document, document_id, form, vault=runtime.vault, base_url=runtime.settings.base_url())})
 
 
+def _download_target(kind: Kind) -> None:
+    async def endpoint(document_id: str, token: str, request: Request) -> Response:
+        return await _download(request, kind, document_id, token)
+
+    router.add_api_route(f"/{invoice_documents.link_path(kind, '{document_id}')}", endpoint, methods=["GET"],
+                         include_in_schema=False, name=f"download_{kind}")
+
+
+# The targets of the download links: the signed token stands in for the API key.
+for _kind in get_args(Kind):
+    _download_target(_kind)
+
+
 @router.post("/invoices/{invoice_id}/pdf", summary="A temporary download link for an invoice's PDF")
 async def invoice_pdf(invoice_id: str, request: Request) -> JSONResponse:
     return await _download_link(request, "invoice", invoice_id)
 
 
-# The targets of the download links: the signed token stands in for the API key.
-@router.get("/invoices/{invoice_id}/pdf/download", include_in_schema=False)
-async def download_invoice_pdf(invoice_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "invoice", invoice_id, token)
-
-
 @router.post("/credit_notes/{note_id}/pdf", summary="A temporary download link for a credit note's PDF")
 async def credit_note_pdf(note_id: str, request: Request) -> JSONResponse:
     return await _download_link(request, "credit_note", note_id)
-
-
-@router.get("/credit_notes/{note_id}/pdf/download", include_in_schema=False)
-async def download_credit_note_pdf(note_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "credit_note", note_id, token)
 
 
 @router.get("/invoices/{invoice_id}/download_einvoice",
@@ -210,20 +212,10 @@ async def invoice_download_einvoice(invoice_id: str, request: Request) -> JSONRe
     return await _einvoice_downloads(request, "invoice", invoice_id)
 
 
-@router.get("/invoices/{invoice_id}/einvoice/download", include_in_schema=False)
-async def download_invoice_einvoice(invoice_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "invoice_einvoice", invoice_id, token)
-
-
 @router.get("/credit_notes/{note_id}/download_einvoice",
             summary="Download links for a credit note's e-invoice (UBL XML) and PDF")
 async def credit_note_download_einvoice(note_id: str, request: Request) -> JSONResponse:
     return await _einvoice_downloads(request, "credit_note", note_id)
-
-
-@router.get("/credit_notes/{note_id}/einvoice/download", include_in_schema=False)
-async def download_credit_note_einvoice(note_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "credit_note_einvoice", note_id, token)
 
 
 @router.post("/credit_notes/import_credit_note", summary="Import a credit note made by another billing system")
@@ -237,11 +229,6 @@ async def usages_pdf(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     return await handle(request, lambda s, site, form: envelope(download=invoice_documents.usages_download_link(
         s, site, form, vault=runtime.vault, base_url=runtime.settings.base_url())))
-
-
-@router.get("/invoices/{invoice_id}/usages_pdf/download", include_in_schema=False)
-async def download_usages_pdf(invoice_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "usages", invoice_id, token)
 
 
 @router.get("/credit_notes", summary="List credit notes")
