@@ -186,3 +186,36 @@ def test_einvoice_links_are_refused_when_expired_tampered_or_moved(server, site)
     with pytest.raises(chargebee.APIError) as err:
         stranger.Invoice.download_einvoice(invoice_id)
     assert err.value.http_status_code == 404
+
+
+def test_an_imported_taxed_invoice_keeps_its_tax_discount_and_round_off(server, site):
+    cb, _ = site
+    when = GENESIS - 40 * 86400
+    invoice = cb.Invoice.import_invoice({
+        "id": "LEGACY-7", "customer_id": "ada", "currency_code": "USD", "date": when, "total": 6649,
+        "round_off": -1, "status": "paid",
+        "line_items": [
+            {"id": "l1", "description": "Seats", "quantity": 3, "unit_amount": 1500, "amount": 4500,
+             "tax1_name": "VAT", "tax1_amount": 450},
+            {"id": "l2", "description": "Setup", "amount": 2000, "tax1_name": "VAT", "tax1_amount": 200}],
+        "taxes": [{"name": "VAT", "rate": 10.0, "amount": 650}],
+        "discounts": [{"entity_type": "document_level_discount", "amount": 500, "description": "Loyalty"}],
+        "payments": [{"amount": 6649, "payment_method": "bank_transfer", "date": when}],
+    }).invoice
+    root = _xml(cb.Invoice.download_einvoice(invoice.id).downloads[0].download_url)
+    # Lines 45.00 + 20.00 = 65.00, less the 5.00 discount = 60.00 before tax; 10 % VAT 4.50 + 2.00 = 6.50;
+    # 66.50 with tax, rounded off by -0.01 to the 66.49 total, all of it paid.
+    assert _amount(root, "cac:TaxTotal/cbc:TaxAmount") == ("6.50", "USD")
+    assert _amount(root, "cac:TaxTotal/cac:TaxSubtotal/cbc:TaxableAmount") == ("60.00", "USD")
+    assert _text(root, "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:ID") == "S"
+    assert _text(root, "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:Percent") == "10.0"
+    monetary = root.find("cac:LegalMonetaryTotal", NS)
+    assert monetary is not None
+    assert {element.tag.split("}")[1]: element.text for element in monetary} == {
+        "LineExtensionAmount": "65.00", "TaxExclusiveAmount": "60.00", "TaxInclusiveAmount": "66.50",
+        "AllowanceTotalAmount": "5.00", "PrepaidAmount": "66.49", "PayableRoundingAmount": "-0.01",
+        "PayableAmount": "0.00"}
+    lines = root.findall("cac:InvoiceLine", NS)
+    assert [(_text(line, "cbc:ID"), _text(line, "cbc:InvoicedQuantity"), _text(line, "cac:Price/cbc:PriceAmount"),
+             _text(line, "cac:Item/cac:ClassifiedTaxCategory/cbc:Percent")) for line in lines] == [
+        ("l1", "3", "15.00", "10.0"), ("l2", "1", "20.00", "10.0")]

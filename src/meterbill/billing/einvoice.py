@@ -3,20 +3,20 @@ Billing 3.0, a pure function of the documents as the Chargebee API renders them 
 units, unix seconds), no database; `invoice_documents` serves them behind signed links.
 
 Amounts are the document's own minor units shown in major units through `core.money`, so the
-XML's totals are the API's totals to the last digit. Without tax configuration on a site, a
-document without tax is "not subject to VAT" (category O); one carrying tax is standard rated (S).
+XML's totals are the API's totals to the last digit. A document without tax is "not subject to
+VAT" (category O); one carrying tax (an imported invoice's) is broken down by its lines' rates:
+standard rated (S) with the percent, untaxed lines zero rated (Z).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-from meterbill.billing.invoice_pdf import line_quantity, line_unit_amount
 from meterbill.core.money import format_decimal, from_minor_units
 
 MIME_TYPE = "application/xml"
@@ -85,16 +85,24 @@ def _document(kind: DocumentType, doc: Mapping[str, Any], customer: Mapping[str,
     total = int(doc.get("total", 0))
     tax_inclusive = total - round_off
     tax_exclusive = tax_inclusive - tax
-    category = "S" if tax else "O"
+    rate_of = _line_rates(doc, taxed=bool(tax))
+    groups: dict[Decimal | None, list[int]] = {}  # rate (None: not subject to VAT) -> [taxable, tax]
+    for line in lines:
+        group = groups.setdefault(rate_of(line), [0, 0])
+        group[0] += int(line.get("amount", 0))
+        group[1] += int(line.get("tax_amount", 0))
+    if len(groups) <= 1:  # one rate: the document's own figures, after its discounts
+        groups = {next(iter(groups), None): [tax_exclusive, tax]}
 
     tax_total = _child(root, "TaxTotal", _CAC)
     _amount(tax_total, "TaxAmount", tax, currency)
-    subtotal = _child(tax_total, "TaxSubtotal", _CAC)
-    _amount(subtotal, "TaxableAmount", tax_exclusive, currency)
-    _amount(subtotal, "TaxAmount", tax, currency)
-    tax_category = _tax_category(subtotal, "TaxCategory", category)
-    if category == "O":
-        _text(tax_category, "TaxExemptionReason", "Not subject to VAT")
+    for rate, (taxable, taxed) in groups.items():
+        subtotal = _child(tax_total, "TaxSubtotal", _CAC)
+        _amount(subtotal, "TaxableAmount", taxable, currency)
+        _amount(subtotal, "TaxAmount", taxed, currency)
+        tax_category = _tax_category(subtotal, "TaxCategory", rate)
+        if rate is None:
+            _text(tax_category, "TaxExemptionReason", "Not subject to VAT")
 
     monetary = _child(root, "LegalMonetaryTotal", _CAC)
     _amount(monetary, "LineExtensionAmount", line_total, currency)
@@ -108,28 +116,28 @@ def _document(kind: DocumentType, doc: Mapping[str, Any], customer: Mapping[str,
     _amount(monetary, "PayableAmount", total - prepaid, currency)
 
     for number, line in enumerate(lines, start=1):
-        _line(root, names, number, line, currency, category)
+        _line(root, names, number, line, currency, rate_of(line))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 def _line(root: ET.Element, names: Mapping[str, str], number: int, line: Mapping[str, Any], currency: str,
-          category: str) -> None:
+          rate: Decimal | None) -> None:
     amount = int(line.get("amount", 0))
     element = _child(root, names["line"], _CAC)
     _text(element, "ID", line.get("id") or number)
-    # An ad-hoc charge is an amount and a description: one unit at that amount.
-    quantity = line_quantity(line)
-    unit_price = line_unit_amount(line, currency)  # exact: a machine reads it, not a person
-    _text(element, names["quantity"], format_decimal(quantity if quantity is not None else Decimal(1)),
-          unitCode=_UNIT)
+    # The wire's quantity and exact unit price (an ad-hoc charge's are 1 and its amount); the PDF
+    # hides those of ad-hoc charges from people, a machine reading this wants them.
+    quantity = Decimal(str(line.get("quantity_in_decimal") or line.get("quantity") or 1))
+    text = str(line.get("unit_amount_in_decimal") or "")
+    unit_price = Decimal(text) if text else from_minor_units(int(line.get("unit_amount", amount)), currency)
+    _text(element, names["quantity"], format_decimal(quantity), unitCode=_UNIT)
     _amount(element, "LineExtensionAmount", amount, currency)
     item = _child(element, "Item", _CAC)
     _text(item, "Name", line.get("description") or line.get("entity_id") or f"Line {number}")
-    _tax_category(item, "ClassifiedTaxCategory", category)
+    _tax_category(item, "ClassifiedTaxCategory", rate)
     price = _child(element, "Price", _CAC)
-    _text(price, "PriceAmount", format_decimal(unit_price if unit_price is not None
-                                               else from_minor_units(amount, currency)), currencyID=currency)
+    _text(price, "PriceAmount", format_decimal(unit_price), currencyID=currency)
 
 
 def _customer(root: ET.Element, customer: Mapping[str, Any] | None, customer_id: str) -> None:
@@ -163,9 +171,23 @@ def _party(holder: ET.Element, name: str, address: Mapping[str, Any] | None, vat
         _text(_child(party, "Contact", _CAC), "Name", contact)
 
 
-def _tax_category(parent: ET.Element, tag: str, category: str) -> ET.Element:
+def _line_rates(doc: Mapping[str, Any], *, taxed: bool) -> Callable[[Mapping[str, Any]], Decimal | None]:
+    """A line's VAT rate in percent (a line taxed twice carries the rates' sum; an untaxed line of a
+    taxed document 0); none for every line of a document without tax."""
+    rates: dict[str, Decimal] = {}
+    for tax in doc.get("line_item_taxes") or []:
+        line_id = str(tax.get("line_item_id"))
+        # The wire's rate is a JSON number: its decimal text, never float arithmetic.
+        rates[line_id] = rates.get(line_id, Decimal(0)) + Decimal(str(tax.get("tax_rate", 0)))
+    return lambda line: rates.get(str(line.get("id")), Decimal(0)) if taxed else None
+
+
+def _tax_category(parent: ET.Element, tag: str, rate: Decimal | None) -> ET.Element:
+    """Category O (not subject to VAT) without a rate; S (standard) with its percent, Z at 0 %."""
     element = _child(parent, tag, _CAC)
-    _text(element, "ID", category)
+    _text(element, "ID", "O" if rate is None else "S" if rate else "Z")
+    if rate is not None:
+        _text(element, "Percent", format_decimal(rate))
     _text(_child(element, "TaxScheme", _CAC), "ID", "VAT")
     return element
 

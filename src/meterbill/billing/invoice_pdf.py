@@ -89,18 +89,13 @@ def line_quantity(line: Mapping[str, Any]) -> Decimal | None:
     return Decimal(text) if text else Decimal(int(line.get("quantity") or 0))
 
 
-def line_unit_amount(line: Mapping[str, Any], currency: str) -> Decimal | None:
-    """A line's exact unit price (major units), none where it shows no quantity."""
+def line_unit_price(line: Mapping[str, Any], currency: str) -> Decimal | None:
+    """The unit price a line shows (major units), none where it shows no quantity."""
     if line_quantity(line) is None:
         return None
     text = str(line.get("unit_amount_in_decimal") or "")
-    return Decimal(text) if text else from_minor_units(int(line.get("unit_amount") or 0), currency)
-
-
-def line_unit_price(line: Mapping[str, Any], currency: str) -> Decimal | None:
-    """The unit price a line shows (major units), none where it shows no quantity."""
-    value = line_unit_amount(line, currency)
-    return None if value is None else shown_unit_price(value, currency)
+    value = Decimal(text) if text else from_minor_units(int(line.get("unit_amount") or 0), currency)
+    return shown_unit_price(value, currency)
 
 
 def day(unix_seconds: int | None) -> str:
