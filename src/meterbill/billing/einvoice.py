@@ -130,7 +130,9 @@ def _line(root: ET.Element, names: Mapping[str, str], number: int, line: Mapping
     # hides those of ad-hoc charges from people, a machine reading this wants them.
     quantity = Decimal(str(line.get("quantity_in_decimal") or line.get("quantity") or 1))
     text = str(line.get("unit_amount_in_decimal") or "")
-    unit_price = Decimal(text) if text else from_minor_units(int(line.get("unit_amount", amount)), currency)
+    unit_amount = line.get("unit_amount")
+    unit_price = Decimal(text) if text else from_minor_units(int(amount if unit_amount is None else unit_amount),
+                                                             currency)
     _text(element, names["quantity"], format_decimal(quantity), unitCode=_UNIT)
     _amount(element, "LineExtensionAmount", amount, currency)
     item = _child(element, "Item", _CAC)

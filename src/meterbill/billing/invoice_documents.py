@@ -153,7 +153,7 @@ def link_path(kind: Kind, document_id: str) -> str:
 
 def redeem(session: Session, vault: Vault, document_id: str, token: str,
            kind: Kind = "invoice") -> tuple[bytes, Disposition]:
-    """The PDF a download link stands for, checked against the document named in its URL."""
+    """The document (PDF or e-invoice) a download link stands for, checked against the one named in its URL."""
     claims = vault.verify_token(token)
     if (not claims or claims.get("purpose") != _purpose(kind) or claims.get(f"{kind}_id") != document_id
             or not isinstance(claims.get("site_id"), str) or claims.get("disposition") not in ("attachment", "inline")):
