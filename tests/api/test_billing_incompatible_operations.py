@@ -57,10 +57,8 @@ CALLS: list[tuple[str, Callable[[chargebee.Chargebee], Any], str | None]] = [
         "subscription": {"plan_id": "basic"}}), "estimate.gift_subscription_for_items"),
     ("estimate.create_invoice", lambda cb: cb.Estimate.create_invoice({"invoice": {"customer_id": "cust"}}),
      "estimate.create_invoice_for_items"),
-    ("invoice.download_einvoice", lambda cb: cb.Invoice.download_einvoice("1"), None),
     ("invoice.send_einvoice", lambda cb: cb.Invoice.send_einvoice("1"), None),
     ("invoice.resend_einvoice", lambda cb: cb.Invoice.resend_einvoice("1"), None),
-    ("credit_note.download_einvoice", lambda cb: cb.CreditNote.download_einvoice("CN-1"), None),
     ("credit_note.send_einvoice", lambda cb: cb.CreditNote.send_einvoice("CN-1"), None),
     ("credit_note.resend_einvoice", lambda cb: cb.CreditNote.resend_einvoice("CN-1"), None),
 ]

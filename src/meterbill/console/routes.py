@@ -274,4 +274,4 @@ def invoice_pdf(invoice_id: str, request: Request, console: ConsoleDep) -> Respo
             return redirect("/console/invoices", error="No such invoice")
         document = invoice_documents.invoice_pdf(db, must_get(db, Site, console.site_id), invoice_id)
     return Response(document, media_type=invoice_documents.MIME_TYPE,
-                    headers=invoice_documents.pdf_headers(invoice_id, "attachment"))
+                    headers=invoice_documents.download_headers(invoice_id, "attachment"))

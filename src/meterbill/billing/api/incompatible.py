@@ -2,8 +2,8 @@
 
 Sites here are Product Catalog 2.0 sites (items and item prices). Chargebee refuses the
 operations of the older plan/addon catalog on such a site with "This API operation is not
-enabled for this site", and refuses e-invoicing operations on a site where that feature is not
-enabled, which is every site here. The same answer, with a pointer to
+enabled for this site", and refuses sending e-invoices on a site not connected to an e-invoicing
+network (Peppol), which is every site here. The same answer, with a pointer to
 the Product Catalog 2.0 operation where there is one, so code written for either catalog learns
 which it talks to."""
 
@@ -45,9 +45,10 @@ OPERATIONS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("POST", "/estimates/gift_subscription", "estimate.gift_subscription", CATALOG_1,
      "estimate.gift_subscription_for_items"),
     ("POST", "/estimates/create_invoice", "estimate.create_invoice", CATALOG_1, "estimate.create_invoice_for_items"),
-    *((method, f"/{collection}/{{id}}/{action}", f"{resource}.{action}", "e-invoicing", None)
+    # Sending needs a Peppol access point; download_einvoice is served (invoice_documents).
+    *(("POST", f"/{collection}/{{id}}/{action}", f"{resource}.{action}", "e-invoicing", None)
       for collection, resource in (("invoices", "invoice"), ("credit_notes", "credit_note"))
-      for method, action in (("GET", "download_einvoice"), ("POST", "send_einvoice"), ("POST", "resend_einvoice"))),
+      for action in ("send_einvoice", "resend_einvoice")),
 )
 
 

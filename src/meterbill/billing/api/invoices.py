@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -172,8 +172,28 @@ async def _download(request: Request, kind: Kind, document_id: str, token: str) 
             return invoice_documents.redeem(session, runtime.vault, document_id, token, kind)
 
     document, disposition = await run_in_threadpool(work)
-    return Response(document, media_type=invoice_documents.MIME_TYPE,
-                    headers=invoice_documents.pdf_headers(document_id, disposition, kind))
+    return Response(document, media_type=invoice_documents.mime_type(kind),
+                    headers=invoice_documents.download_headers(document_id, disposition, kind))
+
+
+async def _einvoice_downloads(request: Request, document: Literal["invoice", "credit_note"],
+                              document_id: str) -> JSONResponse:
+    runtime = request.app.state.runtime
+    return await handle(request, lambda s, site, form: {"downloads": invoice_documents.einvoice_downloads(
+        s, site, document, document_id, form, vault=runtime.vault, base_url=runtime.settings.base_url())})
+
+
+def _download_target(kind: Kind) -> None:
+    async def endpoint(document_id: str, token: str, request: Request) -> Response:
+        return await _download(request, kind, document_id, token)
+
+    router.add_api_route(f"/{invoice_documents.link_path(kind, '{document_id}')}", endpoint, methods=["GET"],
+                         include_in_schema=False, name=f"download_{kind}")
+
+
+# The targets of the download links: the signed token stands in for the API key.
+for _kind in get_args(Kind):
+    _download_target(_kind)
 
 
 @router.post("/invoices/{invoice_id}/pdf", summary="A temporary download link for an invoice's PDF")
@@ -181,20 +201,21 @@ async def invoice_pdf(invoice_id: str, request: Request) -> JSONResponse:
     return await _download_link(request, "invoice", invoice_id)
 
 
-# The targets of the download links: the signed token stands in for the API key.
-@router.get("/invoices/{invoice_id}/pdf/download", include_in_schema=False)
-async def download_invoice_pdf(invoice_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "invoice", invoice_id, token)
-
-
 @router.post("/credit_notes/{note_id}/pdf", summary="A temporary download link for a credit note's PDF")
 async def credit_note_pdf(note_id: str, request: Request) -> JSONResponse:
     return await _download_link(request, "credit_note", note_id)
 
 
-@router.get("/credit_notes/{note_id}/pdf/download", include_in_schema=False)
-async def download_credit_note_pdf(note_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "credit_note", note_id, token)
+@router.get("/invoices/{invoice_id}/download_einvoice",
+            summary="Download links for a closed invoice's e-invoice (UBL XML) and PDF")
+async def invoice_download_einvoice(invoice_id: str, request: Request) -> JSONResponse:
+    return await _einvoice_downloads(request, "invoice", invoice_id)
+
+
+@router.get("/credit_notes/{note_id}/download_einvoice",
+            summary="Download links for a credit note's e-invoice (UBL XML) and PDF")
+async def credit_note_download_einvoice(note_id: str, request: Request) -> JSONResponse:
+    return await _einvoice_downloads(request, "credit_note", note_id)
 
 
 @router.post("/credit_notes/import_credit_note", summary="Import a credit note made by another billing system")
@@ -208,11 +229,6 @@ async def usages_pdf(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     return await handle(request, lambda s, site, form: envelope(download=invoice_documents.usages_download_link(
         s, site, form, vault=runtime.vault, base_url=runtime.settings.base_url())))
-
-
-@router.get("/invoices/{invoice_id}/usages_pdf/download", include_in_schema=False)
-async def download_usages_pdf(invoice_id: str, token: str, request: Request) -> Response:
-    return await _download(request, "usages", invoice_id, token)
 
 
 @router.get("/credit_notes", summary="List credit notes")
