@@ -82,6 +82,8 @@ def _billing_resources(server, tenant: dict[str, str]) -> dict[str, str]:
     ids["event"] = cb.Event.list({"limit": 1}).list[0].event.id
     ids["promotional_credit"] = cb.PromotionalCredit.add({
         "customer_id": ids["customer"], "amount": 500, "description": "Goodwill"}).promotional_credit.id
+    ids["payment_schedule_scheme"] = cb.PaymentScheduleScheme.create({
+        "name": "Three months", "number_of_schedules": 3, "period_unit": "month"}).payment_schedule_scheme.id
     ids["endpoint"] = cb.WebhookEndpoint.create({
         "name": "Audit", "url": "http://127.0.0.1:9/audit", "basic_auth_username": "audit",
         "basic_auth_password": ENDPOINT_PASSWORD, "enabled_events": ["customer_created"]}).webhook_endpoint.id
@@ -164,6 +166,9 @@ BILLING_PARAMS = {
     ("invoices", "invoice_id"): "invoice", ("credit_notes", "note_id"): "credit_note",
     ("events", "event_id"): "event", ("webhook_endpoints", "endpoint_id"): "endpoint",
     ("mappings", "item_price_id"): "basic_price", ("promotional_credits", "credit_id"): "promotional_credit",
+    ("payment_schedule_schemes", "scheme_id"): "payment_schedule_scheme",
+    ("customers", "resource_id"): "customer", ("invoices", "resource_id"): "invoice",
+    ("credit_notes", "resource_id"): "credit_note",
 }
 FIXED_PARAMS = {"system": "Chargebee", "externalTable": "Customer", "entity": "Account", "name": "delorean"}
 
@@ -262,9 +267,10 @@ def a_snapshot(world: World) -> dict[str, Any]:
     snapshot = {}
     for method, path in world.routes:
         # Events and connector status move by themselves (webhook delivery, polling); an estimate is
-        # computed afresh at each call (its created_at is the moment it was asked), never stored.
+        # computed afresh at each call (its created_at is the moment it was asked), never stored, and so
+        # is an e-invoice download's signed link (its expiry counts from the call).
         if method != "GET" or "{" not in path or "/events" in path or path.startswith("/connector") \
-                or path.endswith("_estimate"):
+                or path.endswith(("_estimate", "/download_einvoice")):
             continue
         url = fill(path, world.ids, world.a["org_id"])
         headers = {"Authorization": f"Bearer {token}"} if family_of(url) == "metering" else None
