@@ -678,8 +678,11 @@ def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
     retry = (CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id})
     owed = ", ".join(f"{_major(p.amount, bill.currency)} {bill.currency} {credit_label(p.line_type or '')}"
                      for p in due)
-    for invoice_id in dict.fromkeys(p.invoice_id for p in due):
-        if run.chargebee.invoice(invoice_id)["status"] == "pending":
+    # Read once: a credit note changes neither an invoice's status check below nor its `amount_paid`.
+    invoices = {invoice_id: run.chargebee.invoice(invoice_id)
+                for invoice_id in dict.fromkeys(p.invoice_id for p in due)}
+    for invoice_id, invoice in invoices.items():
+        if invoice["status"] == "pending":
             raise WaitingForInvoice(f"bill {bill.id}: credit notes ({owed}) wait for invoice {invoice_id} to close "
                                     f"(by its renewal, or `invoice.close`); issued as soon as it is",
                                     chargebee_id=invoice_id, m3ter_id=bill.id)
@@ -689,7 +692,7 @@ def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
         label = credit_label(push_.line_type or "")
         try:
             note = run.chargebee.credit_note(
-                run.chargebee.invoice(push_.invoice_id), amount=push_.amount, description=f"{label} (bill {bill.id})",
+                invoices[push_.invoice_id], amount=push_.amount, description=f"{label} (bill {bill.id})",
                 date_from=start, date_to=end, key=push_.document_id, reason=label)
         except Refused as exc:
             run.note("credit_bill", SyncStatus.ERROR, f"bill {bill.id}: Chargebee refused the credit note for "
@@ -785,13 +788,14 @@ def _push_difference(run: Run, bill: Any, customer_id: str, close_after: bool, b
                  m3ter_id=bill.id, key=retry_key)
         return
     credits = credits_for(before - after, by_invoice)
-    for invoice_id, _ in credits:
-        if run.chargebee.invoice(invoice_id)["status"] == "pending":
+    invoices = {invoice_id: run.chargebee.invoice(invoice_id) for invoice_id, _ in credits}  # read once, as in `credit`
+    for invoice_id, invoice in invoices.items():
+        if invoice["status"] == "pending":
             raise WaitingForInvoice(f"bill {bill.id} version {bill.version} ({money}) is credited against invoice "
                                     f"{invoice_id} once it is closed", chargebee_id=invoice_id, m3ter_id=bill.id)
     notes = []
     for invoice_id, amount in credits:
-        note = run.chargebee.credit_note(run.chargebee.invoice(invoice_id), amount=amount, description=description,
+        note = run.chargebee.credit_note(invoices[invoice_id], amount=amount, description=description,
                                          date_from=start, date_to=end, key=f"{key}-{invoice_id}",
                                          reason="bill corrected")
         run.pushes.append(_pushed(run, bill, PushedDocument.CREDIT_NOTE, note["id"], invoice_id, amount))
