@@ -89,9 +89,10 @@ def test_approve_a_bill_and_see_the_invoice_it_became(page, server, tenant, arti
     wait_for(invoice_link, timeout=15).click()
     page.wait_for_url("**/console/invoices/*")
 
-    def closed():  # the link appears as the push starts; the connector closes the invoice once every line is on
+    def closed():  # the link appears as the push starts; the connector closes the invoice once every line is on,
+        # and records the push (which the invoice's bill table shows) in its own commit just after the close.
         page.reload()
-        return "Payment due" in page.locator("h1").inner_text()
+        return "Payment due" in page.locator("h1").inner_text() and page.locator("#invoice-bills a").count()
 
     wait_for(closed, timeout=15)
     page.screenshot(path=str(artifacts / "invoice-from-bill.png"), full_page=True)
