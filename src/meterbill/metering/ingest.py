@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import Database, utcnow
+from meterbill.core.db import Database, one_of, utcnow
 from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
@@ -149,7 +149,7 @@ def _meters_by_code(session: Session, org_id: str, codes: set[str]) -> dict[str,
     while True:
         versions = [(code, (id_, version)) for code, id_, version in session.execute(
             select(ConfigEntity.unique_key, ConfigEntity.id, ConfigEntity.version).where(
-                *in_org, ConfigEntity.unique_key.in_(codes)))
+                *in_org, one_of(session, ConfigEntity.unique_key, codes)))
             if code is not None]  # matched by the IN, so never None; narrows the nullable column's type
         missing = [key[0] for _, key in versions if key not in _meter_schemas]
         if not missing:
@@ -406,7 +406,7 @@ def _known_account_ids(session: Session, org_id: str, codes: set[str]) -> dict[s
             select(ConfigEntity.unique_key, ConfigEntity.id).where(
                 ConfigEntity.organization_id == org_id,
                 ConfigEntity.kind == "account",
-                ConfigEntity.unique_key.in_(codes),
+                one_of(session, ConfigEntity.unique_key, codes),
             )
         )
         if code is not None  # matched by the IN, so always; narrows the nullable column's type
