@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -77,3 +79,28 @@ def test_text_with_nul_and_out_of_range_derived_values_are_400_naming_the_field(
             client.usage.submit(measurements=[good, {**good, **bad}])
         assert field in str(err.value.body), err.value.body
     assert list(client.accounts.list(codes=[account])) == []
+
+
+def test_concurrent_batches_naming_the_same_new_accounts_are_all_accepted(server, tenant):
+    """Batches in flight at once that name the same unknown account codes each try to create the same
+    skeleton accounts: every batch is accepted, each account exists once, and every measurement counts."""
+    client = m3ter_client(server, tenant)
+    meter = client.meters.create(code=f"m_{secrets.token_hex(3)}", name="Calls", derived_fields=[],
+                                 data_fields=[{"category": "MEASURE", "code": "calls", "name": "Calls"}])
+    prefix = f"new-{secrets.token_hex(3)}"
+    codes = [f"{prefix}-{n}" for n in range(20)]
+    batches = [[{"uid": f"{prefix}-b{b}-{code}", "meter": meter.code, "account": code, "ts": "2024-03-02T10:00:00Z",
+                 "measure": {"calls": 1}} for code in codes] for b in range(12)]
+    barrier = threading.Barrier(len(batches))
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        own = m3ter_client(server, tenant)  # a connection per thread, so the requests really overlap
+        barrier.wait()
+        own.usage.submit(measurements=batch)
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        list(pool.map(send, batches))  # re-raises a refused batch (a 500 included)
+    accounts = [a.code for a in client.accounts.list(page_size=200) if a.code.startswith(prefix)]
+    assert sorted(accounts) == sorted(codes)
+    march = {"start_date": "2024-03-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"}
+    assert sums(client, meter.id, "calls", **march) == {code: Decimal(12) for code in codes}

@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 import orjson
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from meterbill.core.db import Database, one_of, utcnow
@@ -354,12 +355,8 @@ def submit(db: Database, org_id: str, body: bytes) -> int:
             codes = {m.account_code for m in batch}
             accounts = _known_account_ids(session, org_id, codes)
         if len(accounts) < len(codes):
-            try:
-                with db.transaction() as session:
-                    accounts = _account_ids(session, org_id, codes)
-            except IntegrityError:  # a concurrent batch created one of them first (same id): take it
-                with db.read() as session:
-                    accounts = _known_account_ids(session, org_id, codes)
+            with db.transaction() as session:
+                accounts = _account_ids(session, org_id, codes)
         return store.bind(None).ingest(org_id, _new_measurements(batch, accounts)).stored
     if db.dialect == "postgresql":
         with db.transaction() as session:
@@ -414,16 +411,21 @@ def _known_account_ids(session: Session, org_id: str, codes: set[str]) -> dict[s
 
 
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:
-    """Account ids by code; unknown codes get a skeleton account, as m3ter does."""
+    """Account ids by code; unknown codes get a skeleton account, as m3ter does.
+
+    Concurrent batches often name the same new codes: each inserts the skeletons it lacks with
+    `ON CONFLICT DO NOTHING`, which waits for a concurrent transaction creating the same row and
+    then leaves that row be, so the look-up after it finds every account, whoever created it (an
+    account the API created under that code in the meantime included)."""
     found = _known_account_ids(session, org_id, codes)
+    missing = codes - set(found)
+    if not missing:
+        return found
     now = utcnow()
-    for code in sorted(codes - set(found)):
-        entity = ConfigEntity(
-            id=skeleton_account_id(org_id, code), organization_id=org_id, kind="account", unique_key=code, version=1,
-            document={"code": code, "name": code, "emailAddress": SKELETON_EMAIL},
-            created_by="ingest", last_modified_by="ingest", created_at=now, modified_at=now,
-        )
-        session.add(entity)
-        found[code] = entity.id
-    session.flush()
-    return found
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(ConfigEntity).values([{
+        "id": skeleton_account_id(org_id, code), "organization_id": org_id, "kind": "account", "unique_key": code,
+        "version": 1, "document": {"code": code, "name": code, "emailAddress": SKELETON_EMAIL},
+        "created_by": "ingest", "last_modified_by": "ingest", "created_at": now, "modified_at": now,
+    } for code in sorted(missing)]).on_conflict_do_nothing())
+    return found | _known_account_ids(session, org_id, missing)
