@@ -111,6 +111,26 @@ def test_documents_and_payment_requests_arrive_by_email(mail_server, sink):
     assert len(sink.received) == 3
 
 
+def test_an_email_the_smtp_server_refuses_is_logged_failed_with_its_answer(mail_server, sink):
+    tenant = mail_server.create_tenant(unique_name())
+    cb = chargebee_client(mail_server, tenant["billing_api_key"])
+    _afresh(cb, JAN01)
+    cb.Customer.create({"id": "gone", "first_name": "Gone", "email": "gone@refused.example.com"})
+    invoice = _charge(cb, "gone", 700)
+    received = len(sink.received)
+    (log,) = cb.Invoice.send_email(invoice).email_logs
+    assert log.status == "queued"
+    deadline = time.monotonic() + 30
+    while (row := cb.EmailLog.email_logs_for_customer("gone").list[0].email_log).status == "queued":
+        assert time.monotonic() < deadline, "the refused email was never settled"
+        time.sleep(0.2)
+    # A 5xx is final: not retried for a day, but failed at once with what the server said.
+    assert (row.id, row.status, row.sent_on) == (log.id, "failed", None)
+    assert row.error_message == ("refused by the SMTP server: gone@refused.example.com: 550 5.1.1 no such "
+                                 "mailbox")
+    assert len(sink.received) == received
+
+
 def test_without_an_smtp_server_emails_are_refused_by_name(server, tenant):
     cb = chargebee_client(server, tenant["billing_api_key"])
     _afresh(cb, JAN01)

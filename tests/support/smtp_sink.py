@@ -1,5 +1,6 @@
 """A tiny SMTP receiver for the tests: it speaks enough of RFC 5321 (EHLO/HELO, MAIL, RCPT, DATA,
-RSET, NOOP, QUIT) for smtplib and keeps every message it accepts, with its envelope."""
+RSET, NOOP, QUIT) for smtplib and keeps every message it accepts, with its envelope. Recipients
+at refused.example.com are refused for good (550), as a server refuses a mailbox that does not exist."""
 
 from __future__ import annotations
 
@@ -52,7 +53,11 @@ class SmtpSink:
                         sender, recipients = command.split(":", 1)[1].strip(" <>"), []
                         self.reply("250 OK")
                     elif verb == "RCPT":
-                        recipients.append(command.split(":", 1)[1].strip(" <>"))
+                        recipient = command.split(":", 1)[1].strip(" <>")
+                        if recipient.endswith("@refused.example.com"):  # a mailbox that does not exist
+                            self.reply("550 5.1.1 no such mailbox")
+                            continue
+                        recipients.append(recipient)
                         self.reply("250 OK")
                     elif verb == "DATA":
                         self.reply("354 end with <CRLF>.<CRLF>")

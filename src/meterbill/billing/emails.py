@@ -5,7 +5,10 @@ An operation renders the message (subject, and a body with the document's number
 and a signed link to its PDF) and stores it as an email log in the request's transaction, with
 an outbox message; the outbox worker hands it to the SMTP server named by METERBILL_SMTP_URL and
 marks it sent. So an email is queued exactly when the request succeeds, survives a restart, and
-is retried while the SMTP server refuses it. Without METERBILL_SMTP_URL no email could leave, so
+is retried while the SMTP server cannot take it (`RETRY_DELAYS`). An email the server refuses for good
+(a 5xx for its sender, recipient or content), or one still unsent when the retries run out, is
+marked `failed` with the server's answer as its `error_message`: the email log says what happened
+to every email. Without METERBILL_SMTP_URL no email could leave, so
 the operations are refused (configuration_incompatible, naming the setting) and nothing is stored:
 nothing pretends to have been sent.
 """
@@ -13,9 +16,10 @@ nothing pretends to have been sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from enum import StrEnum
+from smtplib import SMTPRecipientsRefused, SMTPResponseException
 from typing import Any
 
 from sqlalchemy import select
@@ -41,10 +45,16 @@ LINK_SECONDS = 30 * 86400
 
 
 class EmailStatus(StrEnum):
-    """An email log's status: stored and waiting for the worker, then handed to the SMTP server."""
+    """An email log's status: stored and waiting for the worker (`queued`), then handed to the SMTP
+    server (`sent`) or given up on (`failed`, with the reason)."""
 
     QUEUED = "queued"
     SENT = "sent"
+    FAILED = "failed"
+
+
+# Retries while the SMTP server is unreachable or answers 4xx (busy, greylisting): about a day in all.
+RETRY_DELAYS = tuple(timedelta(minutes=m) for m in (1, 5, 15, 60, 240, 720))
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,7 @@ def render_log(log: EmailLog) -> dict[str, Any]:
     wire = {"id": log.id, "object": "email_log", "template_name": log.data["template_name"],
             "from_address": log.data["from_address"], "to_address": log.data["to_address"],
             "subject": log.data["subject"], "status": log.status, "sent_on": unix(log.sent_on),
-            "customer_id": log.customer_id, "site_id": log.site_id}
+            "customer_id": log.customer_id, "site_id": log.site_id, "error_message": log.data.get("error_message")}
     return {k: v for k, v in wire.items() if v is not None}
 
 
@@ -166,26 +176,63 @@ def logs_for_customer(session: Session, site: Site, customer_id: str, form: dict
     return records.page(session, EmailLog, site, parse_list(LIST, form), EmailLog.customer_id == customer_id)
 
 
-@handles(EMAIL_TOPIC)
+@handles(EMAIL_TOPIC, retry_delays=RETRY_DELAYS)
 def deliver(delivery: Delivery) -> None:
     """Hand the stored message to the SMTP server, then mark it sent. A crash between the two sends it
     again on retry, with the same Message-ID, so the duplicate is recognisable."""
     key = (delivery.payload["site_id"], delivery.payload["email_log_id"])
     with delivery.db.read() as session:
         log = session.get(EmailLog, key)
-        if log is None or log.status == EmailStatus.SENT:  # wiped by a fresh start, or sent before a crash
+        if log is None or log.status != EmailStatus.QUEUED:  # wiped by a fresh start, or settled before a crash
             return
         message = _message(log)
     smtp_url = delivery.context["settings"].smtp_url
-    if not smtp_url:
-        raise RuntimeError(f"{SETTING} is not set on this worker: the email cannot be sent")
-    mail.send(smtp_url, message)
+    try:
+        if not smtp_url:
+            raise RuntimeError(f"{SETTING} is not set on this worker: the email cannot be sent")
+        mail.send(smtp_url, message)
+    except Exception as exc:
+        permanent = _refused_for_good(exc)
+        if not permanent and delivery.attempts < len(RETRY_DELAYS):
+            raise  # the outbox tries again later
+        _settle(delivery, key, EmailStatus.FAILED, error=_reason(exc, permanent))
+        return
+    _settle(delivery, key, EmailStatus.SENT)
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """The SMTP server answered 5xx (a refused sender, recipient or message): sending again is refused again."""
+    if isinstance(exc, SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, SMTPResponseException) and exc.smtp_code >= 500
+
+
+def _reason(exc: Exception, permanent: bool) -> str:
+    if isinstance(exc, SMTPRecipientsRefused):
+        detail = "; ".join(f"{rcpt}: {code} {_said(text)}" for rcpt, (code, text) in exc.recipients.items())
+    elif isinstance(exc, SMTPResponseException):
+        detail = f"{exc.smtp_code} {_said(exc.smtp_error)}"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    when = "refused by the SMTP server" if permanent else f"not sent after {len(RETRY_DELAYS) + 1} attempts"
+    return f"{when}: {detail}"[:500]
+
+
+def _said(text: bytes | str) -> str:
+    return text if isinstance(text, str) else text.decode(errors="replace")
+
+
+def _settle(delivery: Delivery, key: tuple[str, str], status: EmailStatus, error: str | None = None) -> None:
     with delivery.commit() as session:
         log = session.get(EmailLog, key)
         site = session.get(Site, key[0])
         if log is not None and site is not None:
             now = records.site_clock(site).now()
-            log.status, log.sent_on = EmailStatus.SENT, now
+            log.status = status
+            if status == EmailStatus.SENT:
+                log.sent_on = now
+            else:
+                log.data = {**log.data, "error_message": error}
             records.touch(log, now)
 
 

@@ -227,12 +227,13 @@ class PaymentSchedule(BillingRecord, Base):
 
 class EmailLog(BillingRecord, Base):
     """An email the site sent (or is sending) to a customer: the rendered message in `data`, kept
-    until the outbox worker has handed it to the SMTP server and marked it sent."""
+    until the outbox worker has handed it to the SMTP server and marked it sent (or failed, with the
+    server's answer as `data["error_message"]`)."""
 
     __tablename__ = "billing_email_logs"
 
     customer_id: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(20))  # queued, sent
+    status: Mapped[str] = mapped_column(String(20))  # emails.EmailStatus: queued, sent, failed
     sent_on: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_billing_email_logs_customer", "site_id", "customer_id", "created_at"),)
