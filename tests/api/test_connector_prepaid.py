@@ -269,3 +269,64 @@ def test_commitment_runs_out_with_overage_and_surcharge_through_the_connector(se
     text = page_text(owner.get("/console/customers/cust_1").text)
     assert (f"{commitment.id} 1 Jan – 31 Mar 2024 300.00 USD 300.00 USD 0.00 USD 0.00 USD 0.00 USD"
             in text)
+
+
+def test_promotional_credits_the_balance_leaves_unused_go_back_to_the_customer(server, tenant):
+    """The invoice takes promotional credits when it closes, before the drawdown's credit note can go
+    against it: what it took for the part the balance covers is given back as promotional credits."""
+    story = Story(server, tenant)
+    account = subscribe(story)
+    payment = story.m3.transaction_types.create(name="Payment", code="payment")
+    balance = story.m3.balances.create(account_id=account.id, code="credit", currency="USD", name="API credit",
+                                       start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+    story.m3.balances.transactions.create(balance.id, amount=100.00, transaction_type_id=payment.id,
+                                          transaction_date="2024-01-01T00:00:00Z")
+    story.cb.PromotionalCredit.add({"customer_id": "cust_1", "amount": 15000, "description": "Launch"})
+
+    def promotional_credits() -> int:
+        return story.cb.Customer.retrieve("cust_1").customer.promotional_credits
+
+    # January: 150.00 of usage, 100.00 of it from the balance. The invoice (50.00 fee + 150.00) took all
+    # 150.00 of promotional credits on close; the balance covers 100.00, so the credits were needed for
+    # the other 100.00 only: 50.00 go back, and the credit note is 100.00 - 50.00 = 50.00.
+    story.usage("jan", "2024-01-10T00:00:00Z", 37500)
+    invoice, bill = month_end(story, 2)
+    assert by_type(bill) == {"USAGE": [Decimal("150.00")], "BALANCE_CONSUMED": [Decimal("-100.00")]}
+    note, invoice = covered(story, invoice)
+    assert (note.type, note.total, note.create_reason_code) == ("adjustment", 5000, "Prepaid balance consumed")
+    assert [(d.entity_type, d.amount) for d in invoice.discounts] == [("promotional_credits", 15000)]
+    assert (invoice.sub_total, invoice.total) == (FEE + 15000, FEE + 15000 - 15000)
+    assert (invoice.amount_adjusted, invoice.amount_due, invoice.status) == (5000, 0, "paid")
+    assert wait_for(lambda: promotional_credits() == 5000)
+    (logged,) = [e for e in story.sync_log() if e["action"] == "credit_bill"]
+    assert logged["status"] == "ok" and (f"50.00 of promotional credits given back to customer cust_1 (Prepaid "
+                                         f"balance consumed: invoice {invoice.id} had taken them for it)"
+                                         in logged["message"])
+
+    # February: 30.00 of usage, all from a 40.00 top-up. The invoice (50.00 + 30.00) takes the 50.00 of
+    # promotional credits left, which the 50.00 the balance leaves needs whole: nothing goes back.
+    story.m3.balances.transactions.create(balance.id, amount=40.00, transaction_type_id=payment.id,
+                                          transaction_date="2024-02-02T00:00:00Z")
+    story.usage("feb", "2024-02-10T00:00:00Z", 7500)
+    february, _ = month_end(story, 3)
+    note, february = covered(story, february)
+    assert note.total == 3000
+    assert (february.total, february.amount_adjusted, february.amount_due) == (FEE + 3000 - 5000, 3000, 0)
+    assert promotional_credits() == 0
+
+    # March: 300.00 of promotional credits; 30.00 of usage, 10.00 of it from the balance's last 10.00.
+    # The invoice (80.00) takes 80.00 of them and is paid on close; the balance's 10.00 leaves 70.00 for
+    # them, so 10.00 go back and no credit note is needed: 300.00 - 80.00 + 10.00 = 230.00 left.
+    story.cb.PromotionalCredit.add({"customer_id": "cust_1", "amount": 30000, "description": "Goodwill"})
+    story.usage("mar", "2024-03-10T00:00:00Z", 7500)
+    march, bill = month_end(story, 4)
+    assert by_type(bill) == {"USAGE": [Decimal("30.00")], "BALANCE_CONSUMED": [Decimal("-10.00")]}
+    assert (march.total, march.status) == (0, "paid")
+    assert wait_for(lambda: promotional_credits() == 23000)
+    assert story.cb.CreditNote.list({"reference_invoice_id": {"is": march.id}}).list == []
+
+    # Replays change nothing: no credit given back twice.
+    replay_everything(server, story)
+    assert promotional_credits() == 23000
+    assert [n.credit_note.total for n in story.cb.CreditNote.list({"customer_id": {"is": "cust_1"}}).list] == [
+        3000, 5000]

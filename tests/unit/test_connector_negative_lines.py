@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meterbill.connector.models import BillPush, PushedDocument
-from meterbill.connector.sync import carried, charge_description, credit_label, split_lines
+from meterbill.connector.sync import carried, charge_description, credit_label, promotional_give_backs, split_lines
 
 TYPES = ("STANDING_CHARGE", "USAGE", "MINIMUM_SPEND", "CREDIT_MEMO", "BALANCE_CONSUMED", "COMMITMENT_CONSUMED")
 
@@ -57,3 +57,42 @@ def test_a_described_charge_names_its_line_type_once():
     assert charge_description("Commitment fee", "COMMITMENT_FEE") == "Commitment fee"
     assert charge_description("Overage surcharge 10%", "OVERAGE_SURCHARGE") == "Overage surcharge 10%"
     assert charge_description("Platform access", "STANDING_CHARGE") == "Platform access (standing charge)"
+
+
+def invoice(total: int, promotional: int) -> dict:
+    """A closed invoice whose promotional credits took `promotional` off its lines, leaving `total`."""
+    return {"total": total, "discounts": [{"entity_type": "promotional_credits", "amount": promotional}]
+            if promotional else []}
+
+
+def test_promotional_credits_the_balance_leaves_room_for_stay_taken():
+    # 200.00 of lines, 50.00 of promotional credits taken (total 150.00), a 100.00 drawdown: the 100.00
+    # the balance leaves needs all 50.00.
+    assert promotional_give_backs(invoice(15000, 5000), {"BALANCE_CONSUMED": 10000}) == {"BALANCE_CONSUMED": 0}
+
+
+def test_promotional_credits_beyond_what_the_balance_leaves_go_back():
+    # 200.00 of lines, 150.00 taken (total 50.00), a 100.00 drawdown leaves 100.00: 50.00 go back.
+    assert promotional_give_backs(invoice(5000, 15000), {"BALANCE_CONSUMED": 10000}) == {"BALANCE_CONSUMED": 5000}
+    # All 200.00 taken (total 0): the whole 100.00 drawdown goes back, none of it as a credit note.
+    assert promotional_give_backs(invoice(0, 20000), {"BALANCE_CONSUMED": 10000}) == {"BALANCE_CONSUMED": 10000}
+
+
+def test_give_backs_fill_the_line_types_in_name_order_and_never_exceed_what_was_taken():
+    # Total 10.00 after 30.00 taken; 25.00 + 20.00 owed: 35.00 beyond the total, but only 30.00 was taken.
+    assert promotional_give_backs(invoice(1000, 3000), {"COMMITMENT_CONSUMED": 2000, "BALANCE_CONSUMED": 2500}) == {
+        "BALANCE_CONSUMED": 2500, "COMMITMENT_CONSUMED": 500}
+    assert promotional_give_backs(invoice(1000, 0), {"BALANCE_CONSUMED": 2500}) == {"BALANCE_CONSUMED": 0}
+
+
+@given(lines=st.integers(1, 10**7), taken=st.integers(0, 10**7), owed=st.integers(1, 10**7))
+def test_what_the_customer_ends_up_paying_and_keeping_is_as_if_the_balance_came_first(lines, taken, owed):
+    """The balance covers `owed` of the lines first, promotional credits (as many as were taken, which the
+    invoice capped at its lines) the rest: after the give-back and the credit note, the customer owes and
+    keeps exactly that, whenever the drawdown fits the lines."""
+    taken, owed = min(taken, lines), min(owed, lines)
+    back = promotional_give_backs(invoice(lines - taken, taken), {"BALANCE_CONSUMED": owed})["BALANCE_CONSUMED"]
+    due_after = lines - taken - (owed - back)
+    assert 0 <= back <= min(taken, owed) and due_after >= 0
+    assert due_after == max(0, lines - owed - taken)  # the balance first, then the promotional credits
+    assert taken - back == min(taken, lines - owed)  # the promotional credits spent on this invoice

@@ -122,6 +122,14 @@ class ChargebeePort:
         with _refusals():
             return self.client.CreditNote.create(params, headers={KEY_HEADER: key}).credit_note.raw_data
 
+    def give_promotional_credits(self, customer_id: str, *, amount: int, currency: str, description: str,
+                                 key: str) -> dict[str, Any]:
+        """Add `amount` (minor units) to the customer's promotional credits in `currency`; the ledger entry."""
+        params: dict[str, Any] = {"customer_id": customer_id, "amount": amount, "currency_code": currency,
+                                  "description": description, "credit_type": "general"}
+        with _refusals():
+            return self.client.PromotionalCredit.add(params, headers={KEY_HEADER: key}).promotional_credit.raw_data
+
     def close_invoice(self, invoice_id: str, *, key: str) -> dict[str, Any]:
         return self.client.Invoice.close(invoice_id, {}, headers={KEY_HEADER: key}).invoice.raw_data
 

@@ -114,6 +114,10 @@ class PushedDocument(StrEnum):
     # against closed invoices); it becomes CREDIT_NOTE when issued. Counted as credited already, so a later
     # correction of the bill computes its difference from what the bill will carry.
     CREDIT_DUE = "credit_due"
+    # Part of a negative line's credit given back to the customer as promotional credits instead: the
+    # invoice had taken them (on close, before the credit note could go against it) for what the prepaid
+    # balance covers (see `sync.promotional_give_backs`).
+    PROMOTIONAL_CREDIT = "promotional_credit"
 
 
 class BillPush(Base):

@@ -35,6 +35,7 @@ def against_invoice(session: Session, integration_id: str | None, invoice_id: st
 
 
 def mark_issued(session: Session, push: BillPush) -> None:
-    """An owed credit note was issued: its row now names the credit note."""
+    """An owed credit was settled: its row now names the credit note (or the promotional credits given
+    back instead), with the amount that document carries."""
     session.execute(update(BillPush).where(BillPush.id == push.id).values(
-        document=PushedDocument.CREDIT_NOTE, document_id=push.document_id))
+        document=push.document, document_id=push.document_id, amount=push.amount))

@@ -644,7 +644,7 @@ def _record_first_push(run: Run, bill: Any, invoice_id: str, gross: int, credits
         return
     run.pushes.extend(due)
     try:
-        credit(run, bill, due)
+        credit(run, bill, due, due)
     except WaitingForInvoice as waiting:
         run.note("credit_bill", SyncStatus.WAITING, str(waiting), chargebee_id=invoice_id, m3ter_id=bill.id,
                  state=SyncState.WAITING, retry=(CREDIT_TOPIC, {"integration_id": run.integration.id,
@@ -660,10 +660,11 @@ def credit_bill(delivery: Delivery) -> None:
     integration_id, bill_id = payload["integration_id"], payload["bill_id"]
     with delivery.db.read() as session:
         run = open_run(session, delivery.context["vault"], integration_id)
-        due = pushes.due_credits(session, integration_id, bill_id)
+        made = pushes.of_bill(session, integration_id, bill_id)
+    due = [push_ for push_ in made if push_.document == PushedDocument.CREDIT_DUE]
     try:
         if due:
-            credit(run, run.m3ter.bill(bill_id), due)
+            credit(run, run.m3ter.bill(bill_id), due, made)
     except Exception as exc:
         _failed(delivery, integration_id, "credit_bill", exc, (CREDIT_TOPIC, payload), m3ter_id=bill_id)
         raise
@@ -671,14 +672,17 @@ def credit_bill(delivery: Delivery) -> None:
         _record(session, run, delivery)
 
 
-def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
+def credit(run: Run, bill: Any, due: list[BillPush], made: list[BillPush]) -> None:
     """Credit notes for owed credits (`ChargebeePort.credit_note` says of which type), each keyed by
-    (bill, version, line type) so a replay issues it once. Raises WaitingForInvoice while an invoice
-    they go against is still pending."""
+    (bill, version, line type) so a replay issues it once; where the invoice took promotional credits
+    for what a prepaid balance covers, that part goes back to the customer as promotional credits
+    (`promotional_give_backs`; `made` is every document of the bill, to know what each version owed).
+    Raises WaitingForInvoice while an invoice they go against is still pending."""
     retry = (CREDIT_TOPIC, {"integration_id": run.integration.id, "bill_id": bill.id})
     owed = ", ".join(f"{_major(p.amount, bill.currency)} {bill.currency} {credit_label(p.line_type or '')}"
                      for p in due)
-    # Read once: a credit note changes neither an invoice's status check below nor its `amount_paid`.
+    # Read once: a credit note changes neither an invoice's status check below nor its `amount_paid`,
+    # its `total` or its discounts (what the give-backs are computed from).
     invoices = {invoice_id: run.chargebee.invoice(invoice_id)
                 for invoice_id in dict.fromkeys(p.invoice_id for p in due)}
     for invoice_id, invoice in invoices.items():
@@ -687,25 +691,76 @@ def credit(run: Run, bill: Any, due: list[BillPush]) -> None:
                                     f"(by its renewal, or `invoice.close`); issued as soon as it is",
                                     chargebee_id=invoice_id, m3ter_id=bill.id)
     start, end = int(bill.start_date_time_utc.timestamp()), int(bill.end_date_time_utc.timestamp())
+    # Before the loop, which changes the rows' amounts as it settles them.
+    backs = {push_.id: promotional_give_backs(invoices[push_.invoice_id], owed_per_line_type(made, push_))
+             .get(push_.line_type or "", 0) for push_ in due}
     notes = []
     for push_ in due:
         label = credit_label(push_.line_type or "")
+        invoice, back = invoices[push_.invoice_id], backs[push_.id]
+        given = note = None
         try:
-            note = run.chargebee.credit_note(
-                invoices[push_.invoice_id], amount=push_.amount, description=f"{label} (bill {bill.id})",
-                date_from=start, date_to=end, key=push_.document_id, reason=label)
+            if back:
+                given = run.chargebee.give_promotional_credits(
+                    invoice["customer_id"], amount=back, currency=bill.currency, key=f"{push_.document_id}-promo",
+                    description=f"{label} (bill {bill.id}): given back, invoice {push_.invoice_id} had taken it")
+            if push_.amount > back:
+                note = run.chargebee.credit_note(
+                    invoice, amount=push_.amount - back, description=f"{label} (bill {bill.id})",
+                    date_from=start, date_to=end, key=push_.document_id, reason=label)
         except Refused as exc:
             run.note("credit_bill", SyncStatus.ERROR, f"bill {bill.id}: Chargebee refused the credit note for "
                      f"{label} ({_major(push_.amount, bill.currency)} {bill.currency}) against invoice "
                      f"{push_.invoice_id}: {exc}; fix it, then retry", chargebee_id=push_.invoice_id,
                      m3ter_id=bill.id, retry=retry, state=SyncState.OPEN)
             return
-        push_.document, push_.document_id = PushedDocument.CREDIT_NOTE, note["id"]
+        if note is not None:
+            push_.document, push_.document_id = PushedDocument.CREDIT_NOTE, note["id"]
+            push_.amount -= back
+            notes.append(f"credit note {note['id']} of {_major(push_.amount, bill.currency)} ({label}) against "
+                         f"invoice {push_.invoice_id}")
+        if given is not None:
+            notes.append(f"{_major(back, bill.currency)} of promotional credits given back to customer "
+                         f"{invoice['customer_id']} ({label}: invoice {push_.invoice_id} had taken them for it)")
+            if note is None:
+                push_.document, push_.document_id = PushedDocument.PROMOTIONAL_CREDIT, given["id"]
+            else:
+                run.pushes.append(_pushed(run, bill, PushedDocument.PROMOTIONAL_CREDIT, given["id"], push_.invoice_id,
+                                          back, line_type=push_.line_type))
         run.issued.append(push_)
-        notes.append(f"credit note {note['id']} of {_major(push_.amount, bill.currency)} ({label}) against invoice "
-                     f"{push_.invoice_id}")
     run.note("credit_bill", SyncStatus.OK, f"bill {bill.id}: " + ", ".join(notes), chargebee_id=due[0].invoice_id,
              m3ter_id=bill.id, key=synclog.action_key(*retry))
+
+
+def owed_per_line_type(made: list[BillPush], push_: BillPush) -> dict[str, int]:
+    """What the bill's version of `push_` owed its invoice per negative line type (whether still owed,
+    credited, or given back: a settled credit's rows add up to what was owed)."""
+    owed: dict[str, int] = {}
+    for each in made:
+        if each.line_type and each.bill_version == push_.bill_version and each.invoice_id == push_.invoice_id:
+            owed[each.line_type] = owed.get(each.line_type, 0) + each.amount
+    return owed
+
+
+def promotional_give_backs(invoice: dict[str, Any], owed: dict[str, int]) -> dict[str, int]:
+    """Per negative line type, the part of its credit that goes back to the customer as promotional
+    credits instead of as a credit note.
+
+    An invoice takes the customer's promotional credits when it closes, and only then can the credit
+    notes for a bill's negative lines (a prepaid balance drawn down) go against it: the balance was
+    meant to cover its part first, and the promotional credits at most what is left. So of what the
+    invoice took, whatever went beyond what the balance leaves (the owed credits beyond the invoice's
+    total after promotional credits) is given back, up to what it took; the rest is credited as usual.
+    From the invoice's total and discounts, which no credit note changes, so a retry computes the same.
+    """
+    taken = sum(int(d.get("amount") or 0) for d in invoice.get("discounts") or []
+                if d.get("entity_type") == "promotional_credits")
+    left = min(taken, max(0, sum(owed.values()) - int(invoice["total"])))
+    backs = {}
+    for line_type in sorted(owed):  # a fixed order: each type's share is the same on every retry
+        backs[line_type] = min(owed[line_type], left)
+        left -= backs[line_type]
+    return backs
 
 
 def carried(earlier: list[BillPush]) -> dict[str, int]:

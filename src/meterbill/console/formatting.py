@@ -29,6 +29,7 @@ _LABELS: Mapping[tuple[str, str], str] = {
     ("document", "invoice"): "Charged on invoice",
     ("document", "credit_note"): "Credit note",
     ("document", "credit_due"): "Credit note owed, issued when the invoice closes",
+    ("document", "promotional_credit"): "Promotional credits given back",
 }
 
 Number = Decimal | int | str
