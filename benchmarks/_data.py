@@ -71,6 +71,8 @@ class Dataset:
     account_ids: list[str]
     meter_ids: dict[str, str]
     aggregation_ids: dict[str, str]
+    # The server's METERBILL_MEASUREMENT_STORE (a chDB folder); None: measurements in the main database.
+    measurement_store: str | None = None
 
     @staticmethod
     def save_pair(path: Path, large: Dataset, small: Dataset) -> None:
@@ -83,18 +85,23 @@ class Dataset:
         return cls(**manifest["large"]), cls(**manifest["small"])
 
 
-def build_pair(label: str, template_url: str | None, accounts: int, measurements: int) -> tuple[Dataset, Dataset]:
-    """A new database with two tenants of `accounts` accounts each: M measurements and M/10."""
+def build_pair(label: str, template_url: str | None, accounts: int, measurements: int,
+               measurement_store: str | None = None) -> tuple[Dataset, Dataset]:
+    """A new database with two tenants of `accounts` accounts each: M measurements and M/10 (in the
+    chDB store `measurement_store` if given, loaded once the set-up server has let go of it)."""
     url = create_bench_database(template_url, label)
     server = start_server(url)
     try:
-        small = build(server, accounts, measurements // 10)
-        large = build(server, accounts, measurements)
+        small = build(server, accounts, measurements // 10, measurement_store=measurement_store)
+        large = build(server, accounts, measurements, measurement_store=measurement_store)
     except BaseException:
         server.stop()
         drop_bench_database(url)
         raise
     server.stop()
+    if measurement_store is not None:
+        for dataset in (small, large):
+            load_measurements_chdb(dataset)
     return large, small
 
 
@@ -168,9 +175,11 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def build(server: ServerProcess, accounts: int, measurements: int, log=print) -> Dataset:
+def build(server: ServerProcess, accounts: int, measurements: int, log=print,
+          measurement_store: str | None = None) -> Dataset:
     """A new tenant on `server` with the catalog, `accounts` accounts on the plan, and `measurements`
-    measurements spread evenly over the accounts, the meters and January 2024."""
+    measurements spread evenly over the accounts, the meters and January 2024 (with a chDB
+    `measurement_store`, loaded by `load_measurements_chdb` later)."""
     tenant = server.create_tenant(f"bench-{secrets.token_hex(3)}")
     client = client_for(server, tenant)
     started = time.perf_counter()
@@ -193,8 +202,10 @@ def build(server: ServerProcess, accounts: int, measurements: int, log=print) ->
     client.account_plans.create(account_id=first.id, plan_id=plan.id, start_date="2024-01-01T00:00:00Z")
     account_ids = [first.id, *_clone_accounts(tenant["org_id"], server.database_url, first.id, accounts)]
     log(f"catalog and {accounts:,} accounts with account plans: {time.perf_counter() - started:.1f} s")
-    dataset = Dataset(server.database_url, tenant, accounts, measurements, account_ids, meter_ids, aggregation_ids)
-    load_measurements(dataset, log)
+    dataset = Dataset(server.database_url, tenant, accounts, measurements, account_ids, meter_ids, aggregation_ids,
+                      measurement_store)
+    if measurement_store is None:
+        load_measurements(dataset, log)
     started = time.perf_counter()
     load_lean_table(dataset)
     log(f"the same rows in the lean baseline table {LEAN_TABLE}: {time.perf_counter() - started:.1f} s")
@@ -274,6 +285,33 @@ def load_measurements(dataset: Dataset, log=print) -> None:
     vacuum_analyze(url, "metering_series", "metering_measurements", "metering_usage_days")
     log(f"{dataset.measurements:,} measurements stored in {stored - started:.1f} s, rolled up in "
         f"{rolled_up - stored:.1f} s, vacuumed in {time.perf_counter() - rolled_up:.1f} s")
+
+
+def load_measurements_chdb(dataset: Dataset, log=print) -> None:
+    """The dataset's measurements in its chDB store, as the adapter stores them: the rows (a million per
+    INSERT), then their uid keys computed by chDB from the rows (`_KEY_SQL`, the adapter's own key)."""
+    from meterbill.metering.store.clickhouse import _COLUMNS, _KEY_SQL, ClickHouseStore, _ticks
+
+    assert dataset.measurement_store is not None
+    org_id = dataset.tenant["org_id"]
+    store = ClickHouseStore.open(dataset.measurement_store)
+    try:
+        store.migrate()
+        started = time.perf_counter()
+        (seq,) = store.client.query(f"SELECT count() FROM {store.table}").result_rows[0]  # after the other tenant's
+        generated = rows(dataset)
+        while chunk := list(islice(generated, 1_000_000)):
+            times = {ts: _ticks(datetime.fromisoformat(ts).replace(tzinfo=UTC)) for ts in {row[3] for row in chunk}}
+            columns = [[org_id] * len(chunk), [row[1] for row in chunk], [row[2] for row in chunk],
+                       [times[row[3]] for row in chunk], [None] * len(chunk), [row[0] for row in chunk],
+                       list(range(seq, seq + len(chunk))), [{FIELD: row[4] * MICROS} for row in chunk],
+                       [{}] * len(chunk)]
+            store.client.insert(store.table, columns, column_names=_COLUMNS, column_oriented=True)
+            seq += len(chunk)
+        store.client.command(f"INSERT INTO {store.uids} SELECT {_KEY_SQL} FROM {store.table} WHERE org = '{org_id}'")
+        log(f"{dataset.measurements:,} measurements stored in chDB in {time.perf_counter() - started:.1f} s")
+    finally:
+        store.close()
 
 
 def roll_up_all(url: str) -> None:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -59,7 +61,7 @@ def run_bill_job(dataset: _data.Dataset) -> tuple[float, float, float, str, floa
     status, the job's own duration (dtCreated → dtLastModified, set as it completes) and the
     seconds of its passes as the server logged them."""
     delete_bills(dataset)
-    server = _data.start_server(dataset.database_url, log_level="INFO")
+    server = _data.start_server(dataset.database_url, log_level="INFO", measurement_store=dataset.measurement_store)
     try:
         client = _data.client_for(server, dataset.tenant)
         client.accounts.list(page_size=1)  # first request warms the server's imports
@@ -133,6 +135,8 @@ def main() -> None:
     parser.add_argument("--measurements", type=int, default=None, help="default 10,000,000 (SQLite: 1,000,000)")
     parser.add_argument("--keep", type=Path, help="keep the database and write its manifest here")
     parser.add_argument("--reuse", type=Path, help="bill the database of this manifest instead of loading one")
+    parser.add_argument("--store", choices=("main", "chdb"), default="main", help="chdb: the measurements in a "
+                        "chDB store (a new temporary folder; the catalog, accounts and bills in the main database)")
     parser.add_argument("--runs", type=int, default=5, help="bill runs of the large data set, each followed by "
                         "a baseline run; medians are compared (default 5)")
     args = parser.parse_args()
@@ -142,7 +146,8 @@ def main() -> None:
         postgres = bool(args.database)
         accounts = args.accounts or (10_000 if postgres else 1_000)
         measurements = args.measurements or (10_000_000 if postgres else 1_000_000)
-        large, small = _data.build_pair("billrun", args.database, accounts, measurements)
+        store = f"chdb://{tempfile.mkdtemp(prefix='meterbill-bench-chdb-')}" if args.store == "chdb" else None
+        large, small = _data.build_pair("billrun", args.database, accounts, measurements, measurement_store=store)
     try:
         small_run = run_bill_job(small)
         # Bill run and baseline alternate: on a shared two-core machine the speed of every pass of a
@@ -153,7 +158,8 @@ def main() -> None:
             runs.append(run_bill_job(large))
             baselines.append(baseline(large))
         sums = baselines[0][1]
-        backend = "postgresql" if _data.is_postgres(large.database_url) else "sqlite"
+        backend = ("postgresql" if _data.is_postgres(large.database_url) else "sqlite") + (
+            " + chdb measurement store" if large.measurement_store else "")
         print(f"backend={backend} accounts={large.accounts:,} aggregations=3 (tiered) "
               f"measurements={large.measurements:,}")
         for count, (job_seconds, rss_before, rss_peak, job_status, job_own, job_passes) in (
@@ -181,6 +187,8 @@ def main() -> None:
             print(f"kept {large.database_url}; manifest {args.keep}")
         elif not args.reuse:
             _data.drop_bench_database(large.database_url)
+            if large.measurement_store:
+                shutil.rmtree(large.measurement_store.removeprefix("chdb://"), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,17 @@ def subscribe(story: Story):
     return account
 
 
+def prepaid_balance(story: Story, account):
+    """A USD balance "API credit" for 2024 on the account, paid in 100.00 on 1 January; returns (the
+    "Payment" transaction type, the balance)."""
+    payment = story.m3.transaction_types.create(name="Payment", code="payment")
+    balance = story.m3.balances.create(account_id=account.id, code="credit", currency="USD", name="API credit",
+                                       start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
+    story.m3.balances.transactions.create(balance.id, amount=100.00, transaction_type_id=payment.id,
+                                          description="Prepaid API credit", transaction_date="2024-01-01T00:00:00Z")
+    return payment, balance
+
+
 def month_end(story: Story, month: int):
     """Travel to the 1st of `month` (the renewal raises the pending invoice), bill the month before,
     approve; returns (the invoice once the connector has closed it, the approved bill)."""
@@ -96,11 +107,7 @@ def by_type(bill) -> dict[str, list[Decimal]]:
 def test_balance_covers_usage_on_the_renewal_invoice_and_promotional_credits_on_close(server, tenant):
     story = Story(server, tenant)
     account = subscribe(story)
-    payment = story.m3.transaction_types.create(name="Payment", code="payment")
-    balance = story.m3.balances.create(account_id=account.id, code="credit", currency="USD", name="API credit",
-                                       start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
-    story.m3.balances.transactions.create(balance.id, amount=100.00, transaction_type_id=payment.id,
-                                          description="Prepaid API credit", transaction_date="2024-01-01T00:00:00Z")
+    payment, balance = prepaid_balance(story, account)
     assert money(story.m3.balances.retrieve(balance.id).amount) == Decimal("100.00")
 
     # January: 150.00 of usage, 100.00 of it covered by the balance.
@@ -275,12 +282,7 @@ def test_promotional_credits_the_balance_leaves_unused_go_back_to_the_customer(s
     """The invoice takes promotional credits when it closes, before the drawdown's credit note can go
     against it: what it took for the part the balance covers is given back as promotional credits."""
     story = Story(server, tenant)
-    account = subscribe(story)
-    payment = story.m3.transaction_types.create(name="Payment", code="payment")
-    balance = story.m3.balances.create(account_id=account.id, code="credit", currency="USD", name="API credit",
-                                       start_date="2024-01-01T00:00:00Z", end_date="2025-01-01T00:00:00Z")
-    story.m3.balances.transactions.create(balance.id, amount=100.00, transaction_type_id=payment.id,
-                                          transaction_date="2024-01-01T00:00:00Z")
+    payment, balance = prepaid_balance(story, subscribe(story))
     story.cb.PromotionalCredit.add({"customer_id": "cust_1", "amount": 15000, "description": "Launch"})
 
     def promotional_credits() -> int:
