@@ -413,6 +413,16 @@ def one_of(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any
     return column.in_(list(values))
 
 
+# PostgreSQL's SQLSTATEs for a transaction it aborted so that others can go on: a deadlock it broke,
+# or a serialization failure. The transaction wrote nothing, so running it again is safe.
+_TRANSIENT_STATES = frozenset({"40P01", "40001"})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether the database aborted the transaction only because of concurrent ones (try it again)."""
+    return isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT_STATES
+
+
 def rowcount(result: Result[Any]) -> int:
     """The rows an UPDATE or DELETE matched, or an INSERT ... SELECT inserted.
 

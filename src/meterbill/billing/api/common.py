@@ -8,16 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.billing import emails, sites
 from meterbill.billing.models import IdempotentResponse, Site
 from meterbill.billing.wire import parse_form
-from meterbill.core.db import utcnow
+from meterbill.core.db import transient, utcnow
 from meterbill.core.errors import AuthenticationFailed, DomainError, InvalidInput, PayloadTooLarge
 from meterbill.core.runtime import Runtime
 from meterbill.core.security import parse_basic_auth
@@ -26,6 +27,9 @@ from meterbill.core.wirejson import ExactJSONResponse
 IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
 REPLAYED_HEADER = "chargebee-idempotency-replayed"
 MAX_FORM_BYTES = 1_000_000
+TRANSIENT_ATTEMPTS = 3
+
+log = structlog.get_logger("meterbill.billing")
 
 Operation = Callable[[Session, Site, dict[str, Any]], dict[str, Any]]
 
@@ -60,7 +64,7 @@ async def handle(request: Request, operation: Operation, *, rehearses: bool = Fa
             return body, False
 
     try:
-        body, replayed = await run_in_threadpool(work)
+        body, replayed = await _run(work)
     except IntegrityError:
         if key is None:
             raise
@@ -68,6 +72,20 @@ async def handle(request: Request, operation: Operation, *, rehearses: bool = Fa
         body, replayed = await run_in_threadpool(_replay, runtime, api_key, key)
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return ExactJSONResponse(body, headers=headers)
+
+
+async def _run(work: Callable[[], tuple[dict[str, Any], bool]]) -> tuple[dict[str, Any], bool]:
+    """The request's transaction, run again when PostgreSQL aborted it to break a deadlock with a
+    concurrent one (a worker's, say): it wrote nothing, and the client asked once."""
+    attempt = 1
+    while True:
+        try:
+            return await run_in_threadpool(work)
+        except OperationalError as exc:
+            if attempt == TRANSIENT_ATTEMPTS or not transient(exc):
+                raise
+            log.warning("transaction_retried", attempt=attempt, reason=str(exc.orig).splitlines()[0])
+            attempt += 1
 
 
 def _replay(runtime: Runtime, api_key: str, key: str) -> tuple[dict[str, Any], bool]:
