@@ -328,6 +328,10 @@ def test_merge_moves_invoices_credit_notes_and_balances_to_the_target(cb):
     assert cb.CreditNote.retrieve(note.id).credit_note.customer_id == "keep"
     source = cb.Customer.retrieve("dup").customer
     assert (source.deleted, source.excess_payments, source.payment_method) == (False, 0, None)
+    # Both excess payments moved with their transactions: applied to the moved invoice (2000 - 500 due).
+    applied = cb.Invoice.apply_payments(invoice.id).invoice
+    assert (applied.amount_paid, applied.amount_due, len(applied.linked_payments)) == (700 + 300, 1500 - 1000, 2)
+    assert cb.Customer.retrieve("keep").customer.excess_payments == 0
 
 
 def test_merge_refuses_subscriptions_hierarchies_and_itself(cb):

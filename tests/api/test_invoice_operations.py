@@ -235,7 +235,7 @@ def test_operations_without_a_gateway_or_schedules_answer_plainly(cb):
     assert cb.Invoice.payment_schedules(invoice.id).payment_schedules == []
     assert cb.Invoice.list_payment_reference_numbers({"id": {"is": invoice.id}}).list == []
     err = _refused(cb.Invoice.apply_payments, invoice.id, {"transactions": [{"id": "txn_x", "amount": 10}]})
-    assert "no excess payments" in str(err)
+    assert "no excess payments to apply" in str(err)
     err = _refused(cb.Invoice.void_before_capture, invoice.id)
     assert "no authorized payment" in str(err)
     assert cb.Invoice.retrieve(invoice.id).invoice.status == "payment_due"
@@ -281,3 +281,38 @@ def test_sync_usages_rates_late_usages_onto_the_pending_invoice(cb):
     err = _refused(cb.Usage.create, "sub_m", {"item_price_id": "gb-usd", "quantity": "1",
                                               "usage_date": _ts(2024, 1, 31)}, status=400)
     assert err.param == "usage_date"
+
+
+def test_excess_payments_are_applied_to_invoices_like_payments(cb):
+    def excess(amount: int, reference: str, date: int) -> str:
+        return cb.Customer.record_excess_payment("cust_1", {"transaction": {
+            "amount": amount, "payment_method": "bank_transfer", "reference_number": reference, "date": date}}
+        ).transaction.id
+
+    first, second = excess(2500, "WIRE-1", 1704067200), excess(500, "WIRE-2", 1704153600)
+    assert "_excess_transactions" not in cb.Customer.retrieve("cust_1").customer.raw_data
+
+    # Without names: the oldest first, until nothing is due. 2000 due: 2000 of the 2500.
+    invoice = cb.Invoice.apply_payments(_invoice(cb, 2000).id).invoice
+    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == ("paid", 2000, 0)
+    assert [(p.txn_id, p.applied_amount, p.txn_amount) for p in invoice.linked_payments] == [(first, 2000, 2500)]
+    assert cb.Customer.retrieve("cust_1").customer.excess_payments == 3000 - 2000
+
+    # Named, with an amount: 300 of the second; then the rest of the first (500), then 200 of the second
+    # covers the 1000 due exactly.
+    owed = _invoice(cb, 1000).id
+    invoice = cb.Invoice.apply_payments(owed, {"transactions": [{"id": second, "amount": 300}]}).invoice
+    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == ("payment_due", 300, 700)
+    # Refused, nothing applied: more than its amount unused; an unknown or used-up transaction.
+    for transactions, param in (([{"id": first, "amount": 501}], "transactions[amount][0]"),
+                                ([{"id": first}, {"id": "txn_nope"}], "transactions[id][1]")):
+        err = _refused(cb.Invoice.apply_payments, owed, {"transactions": transactions}, status=400)
+        assert err.param == param
+    assert cb.Customer.retrieve("cust_1").customer.excess_payments == 1000 - 300
+    invoice = cb.Invoice.apply_payments(owed).invoice
+    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == ("paid", 1000, 0)
+    assert [(p.txn_id, p.applied_amount) for p in invoice.linked_payments] == [(second, 300), (first, 500),
+                                                                                (second, 200)]
+    assert cb.Customer.retrieve("cust_1").customer.excess_payments == 0
+    err = _refused(cb.Invoice.apply_payments, _invoice(cb, 100).id)
+    assert "no excess payments to apply" in str(err)

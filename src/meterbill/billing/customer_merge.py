@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, hierarchy, records
+from meterbill.billing.customer_payments import EXCESS_TRANSACTIONS, excess_transactions
 from meterbill.billing.models import CreditNote, Customer, Invoice, Site, Subscription
 from meterbill.billing.params import Id, Params, parse
 from meterbill.core.errors import InvalidInput, InvalidState
@@ -58,8 +59,11 @@ def merge(session: Session, site: Site, form: dict[str, Any]) -> Customer:
     moving = () if "payment_method" in target.data else ("payment_method", "card_status")
     taken: dict[str, Any] = {key: source.data[key] for key in moving if key in source.data}
     target_data = {**target.data, **taken,
-                   "excess_payments": int(target.data.get("excess_payments", 0)) + excess or None}
-    source_data = {key: value for key, value in source.data.items() if key not in taken and key != "excess_payments"}
+                   "excess_payments": int(target.data.get("excess_payments", 0)) + excess or None,
+                   EXCESS_TRANSACTIONS: sorted(excess_transactions(target) + excess_transactions(source),
+                                               key=lambda txn: (txn["date"], txn["id"])) or None}
+    source_data = {key: value for key, value in source.data.items()
+                   if key not in taken and key not in ("excess_payments", EXCESS_TRANSACTIONS)}
     customers.changed(session, site, source, source_data)
     return customers.changed(session, site, target, target_data)
 

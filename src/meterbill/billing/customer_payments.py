@@ -1,4 +1,5 @@
-"""Payments at the customer level: an excess payment recorded as the customer's balance, and
+"""Payments at the customer level: an excess payment recorded as the customer's balance (which
+invoice.apply_payments draws on), and
 the gateway operations (collect a payment, request one by email, payment roles), which need a
 payment gateway or payment sources this server does not have."""
 
@@ -17,6 +18,18 @@ from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.money import is_known_currency
 
 DEFAULT_CURRENCY = "USD"  # as for item prices created without one
+# The customer's excess payments, each with its `amount_unused` (what `excess_payments` adds up), oldest
+# first: invoice.apply_payments takes from them. Kept in the customer's data, not shown on the customer.
+EXCESS_TRANSACTIONS = customers.INTERNAL_EXCESS_TRANSACTIONS
+
+
+def excess_transactions(customer: Customer) -> list[dict[str, Any]]:
+    return list(customer.data.get(EXCESS_TRANSACTIONS, []))
+
+
+def currency_of(customer: Customer) -> str:
+    """The currency of the customer's excess payments."""
+    return str(customer.data.get("preferred_currency_code") or DEFAULT_CURRENCY)
 
 
 class ExcessTransaction(Params):
@@ -42,7 +55,7 @@ def record_excess_payment(session: Session, site: Site, customer_id: str,
     customer = records.get(session, Customer, site, customer_id, "Customer", for_update=True)
     params = parse(RecordExcessPayment, form)
     txn = params.transaction
-    currency = customer.data.get("preferred_currency_code") or DEFAULT_CURRENCY
+    currency = currency_of(customer)
     if txn.currency_code is not None and txn.currency_code.upper() != currency:
         reason = f"the customer is billed in {currency}" if is_known_currency(txn.currency_code) else "unknown"
         raise InvalidInput(f"transaction[currency_code] : {reason}", param="transaction[currency_code]")
@@ -59,7 +72,8 @@ def record_excess_payment(session: Session, site: Site, customer_id: str,
     }
     transaction = {key: value for key, value in transaction.items() if value is not None}
     balance = int(customer.data.get("excess_payments", 0)) + txn.amount
-    customers.changed(session, site, customer, {**customer.data, "excess_payments": balance})
+    customers.changed(session, site, customer, {**customer.data, "excess_payments": balance,
+                                                EXCESS_TRANSACTIONS: [*excess_transactions(customer), transaction]})
     events.record_event(session, site, "payment_succeeded", now,
                         {"transaction": transaction, "customer": customers.render(customer)})
     return customer, transaction

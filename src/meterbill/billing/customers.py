@@ -313,10 +313,14 @@ def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[
     return records.page(session, Customer, site, parse_list(LIST, form))
 
 
+# Kept in a customer's data for the server's own use, never rendered: the excess payments' transactions.
+INTERNAL_EXCESS_TRANSACTIONS = "_excess_transactions"
+
+
 def render(customer: Customer) -> dict[str, Any]:
     return {
         **DEFAULTS,
-        **customer.data,
+        **{key: value for key, value in customer.data.items() if key != INTERNAL_EXCESS_TRANSACTIONS},
         "id": customer.id,
         "object": "customer",
         "deleted": customer.deleted,

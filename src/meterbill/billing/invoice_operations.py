@@ -13,7 +13,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, invoices, records, tax_withheld
+from meterbill.billing import customer_payments, customers, events, invoices, records, tax_withheld
 from meterbill.billing.customers import BillingAddress
 from meterbill.billing.invoices import Line
 from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceAction, spent_status
@@ -204,8 +204,8 @@ class RemovePayment(Params):
 
 def remove_payment(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> tuple[
         Invoice, dict[str, Any]]:
-    """Unlink a recorded payment: the invoice asks for that amount again. Excess payments are not
-    modelled, so the removed payment is not kept as the customer's credit."""
+    """Unlink a recorded payment: the invoice asks for that amount again. The removed payment is not
+    kept as the customer's excess payment (Chargebee would keep it as one): record that separately."""
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.REMOVE_PAYMENT)
     txn_id = parse(RemovePayment, form).transaction.id
     payments = invoice.data.get("linked_payments", [])
@@ -271,10 +271,50 @@ class ApplyPayments(Params):
 
 
 def apply_payments(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
+    """The customer's excess payments applied to the invoice like payments: the named transactions
+    (each in full, or `amount` of it), or without names all of them, oldest first, until nothing is due."""
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.RECORD_PAYMENT)
-    parse(ApplyPayments, form)
-    raise InvalidState(f"Customer {invoice.customer_id} has no excess payments to apply: this server keeps no "
-                       "excess payments; record the payment on the invoice with record_payment")
+    params = parse(ApplyPayments, form)
+    customer = records.get(session, Customer, site, invoice.customer_id, "Customer", for_update=True)
+    pool = {txn["id"]: dict(txn) for txn in customer_payments.excess_transactions(customer)}
+    if not any(txn["amount_unused"] for txn in pool.values()):
+        raise InvalidState(f"Customer {customer.id} has no excess payments to apply (record them with "
+                           "customer.record_excess_payment)")
+    currency = customer_payments.currency_of(customer)
+    if currency != invoice.currency_code:
+        raise InvalidState(f"Customer {customer.id}'s excess payments are in {currency}, invoice {invoice.id} in "
+                           f"{invoice.currency_code}")
+    due = invoices.amount_due(invoice)
+    if params.transactions:
+        chosen = []
+        for index, named in enumerate(params.transactions):
+            txn = pool.get(named.id or "")
+            if txn is None or not txn["amount_unused"]:
+                raise InvalidInput(f"transactions[id][{index}] : {named.id} is not an excess payment of customer "
+                                   f"{customer.id} with an amount unused", param=f"transactions[id][{index}]")
+            amount = named.amount if named.amount is not None else min(txn["amount_unused"], due)
+            if not 0 < amount <= min(txn["amount_unused"], due):
+                raise InvalidInput(f"transactions[amount][{index}] : must be between 1 and the smaller of its amount "
+                                   f"unused ({txn['amount_unused']}) and what is due ({due})",
+                                   param=f"transactions[amount][{index}]")
+            chosen.append((txn, amount))
+            due -= amount
+    else:
+        chosen = []
+        for txn in pool.values():
+            amount = min(txn["amount_unused"], due)
+            if amount:
+                chosen.append((txn, amount))
+                due -= amount
+    now = records.site_clock(site).now()
+    for txn, amount in chosen:
+        invoices.link_payment(invoice, txn, amount, now, settled_at=now)
+        txn["amount_unused"] -= amount
+    applied = sum(amount for _, amount in chosen)
+    customers.changed(session, site, customer, {
+        **customer.data, "excess_payments": int(customer.data.get("excess_payments", 0)) - applied,
+        customer_payments.EXCESS_TRANSACTIONS: list(pool.values())})
+    return _changed(session, site, invoice)
 
 
 def void_before_capture(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:

@@ -837,19 +837,26 @@ def pay(session: Session, site: Site, invoice: Invoice, amount: int | None, paym
     payment["linked_invoices"] = [{"invoice_id": invoice.id, "applied_amount": amount, "applied_at": unix(now),
                                    "invoice_date": unix(invoice.date), "invoice_total": invoice.total,
                                    "invoice_status": str(invoice.status)}]
+    link_payment(invoice, payment, amount, now, settled_at=paid_at)
+    records.touch(invoice, now)
+    events.record_event(session, site, "payment_succeeded", now, {"transaction": payment, "invoice": render(invoice)})
+    return payment
+
+
+def link_payment(invoice: Invoice, payment: dict[str, Any], amount: int, now: datetime, *,
+                 settled_at: datetime) -> None:
+    """`amount` of the transaction `payment` applied to the invoice (`linked_payments`); once nothing is
+    due, it is paid as of `settled_at`."""
     invoice.amount_paid += amount
     invoice.data = {**invoice.data, "linked_payments": [
         *invoice.data.get("linked_payments", []),
         {"txn_id": payment["id"], "applied_amount": amount, "applied_at": unix(now), "txn_status": "success",
-         "txn_date": unix(paid_at), "txn_amount": amount, "payment_method": payment_method,
-         **({"reference_number": reference_number} if reference_number else {})},
+         "txn_date": payment["date"], "txn_amount": payment["amount"], "payment_method": payment["payment_method"],
+         **({"reference_number": payment["reference_number"]} if payment.get("reference_number") else {})},
     ]}
     if amount_due(invoice) == 0:
-        invoice.data = {**invoice.data, "paid_at": unix(paid_at)}
-        settle(invoice, paid_at)
-    records.touch(invoice, now)
-    events.record_event(session, site, "payment_succeeded", now, {"transaction": payment, "invoice": render(invoice)})
-    return payment
+        invoice.data = {**invoice.data, "paid_at": unix(settled_at)}
+        settle(invoice, settled_at)
 
 
 class VoidParams(Params):
