@@ -15,11 +15,6 @@ def of_bill(session: Session, integration_id: str | None, bill_id: str) -> list[
         BillPush.integration_id == integration_id, BillPush.bill_id == bill_id).order_by(BillPush.at, BillPush.id)))
 
 
-def due_credits(session: Session, integration_id: str, bill_id: str) -> list[BillPush]:
-    """Credit notes owed for the bill's negative lines and not issued yet."""
-    return [push for push in of_bill(session, integration_id, bill_id) if push.document == PushedDocument.CREDIT_DUE]
-
-
 def bills_owing_credit(session: Session, integration_id: str, invoice_id: str) -> list[str]:
     """The bills that owe a credit note against the invoice (issued once it is closed)."""
     return list(session.scalars(select(BillPush.bill_id).where(

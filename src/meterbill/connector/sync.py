@@ -661,7 +661,7 @@ def credit_bill(delivery: Delivery) -> None:
     with delivery.db.read() as session:
         run = open_run(session, delivery.context["vault"], integration_id)
         made = pushes.of_bill(session, integration_id, bill_id)
-    due = [push_ for push_ in made if push_.document == PushedDocument.CREDIT_DUE]
+    due = [push_ for push_ in made if push_.document == PushedDocument.CREDIT_DUE]  # owed, not issued yet
     try:
         if due:
             credit(run, run.m3ter.bill(bill_id), due, made)
