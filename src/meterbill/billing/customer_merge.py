@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.billing import customers, hierarchy, records
-from meterbill.billing.customer_payments import EXCESS_TRANSACTIONS, excess_transactions
+from meterbill.billing.customer_payments import excess_transactions
+from meterbill.billing.customers import EXCESS_TRANSACTIONS
 from meterbill.billing.models import CreditNote, Customer, Invoice, Site, Subscription
 from meterbill.billing.params import Id, Params, parse
 from meterbill.core.errors import InvalidInput, InvalidState

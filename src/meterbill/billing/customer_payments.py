@@ -18,13 +18,10 @@ from meterbill.core.errors import InvalidInput, NotFound
 from meterbill.core.money import is_known_currency
 
 DEFAULT_CURRENCY = "USD"  # as for item prices created without one
-# The customer's excess payments, each with its `amount_unused` (what `excess_payments` adds up), oldest
-# first: invoice.apply_payments takes from them. Kept in the customer's data, not shown on the customer.
-EXCESS_TRANSACTIONS = customers.INTERNAL_EXCESS_TRANSACTIONS
 
 
 def excess_transactions(customer: Customer) -> list[dict[str, Any]]:
-    return list(customer.data.get(EXCESS_TRANSACTIONS, []))
+    return list(customer.data.get(customers.EXCESS_TRANSACTIONS, []))
 
 
 def currency_of(customer: Customer) -> str:
@@ -73,7 +70,8 @@ def record_excess_payment(session: Session, site: Site, customer_id: str,
     transaction = {key: value for key, value in transaction.items() if value is not None}
     balance = int(customer.data.get("excess_payments", 0)) + txn.amount
     customers.changed(session, site, customer, {**customer.data, "excess_payments": balance,
-                                                EXCESS_TRANSACTIONS: [*excess_transactions(customer), transaction]})
+                                                customers.EXCESS_TRANSACTIONS: [*excess_transactions(customer),
+                                                                                transaction]})
     events.record_event(session, site, "payment_succeeded", now,
                         {"transaction": transaction, "customer": customers.render(customer)})
     return customer, transaction

@@ -313,14 +313,15 @@ def list_page(session: Session, site: Site, form: dict[str, Any]) -> tuple[list[
     return records.page(session, Customer, site, parse_list(LIST, form))
 
 
-# Kept in a customer's data for the server's own use, never rendered: the excess payments' transactions.
-INTERNAL_EXCESS_TRANSACTIONS = "_excess_transactions"
+# In a customer's data for the server's own use, never rendered: the excess payments' transactions, each
+# with its `amount_unused` (what `excess_payments` adds up), oldest first; invoice.apply_payments takes from them.
+EXCESS_TRANSACTIONS = "_excess_transactions"
 
 
 def render(customer: Customer) -> dict[str, Any]:
     return {
         **DEFAULTS,
-        **{key: value for key, value in customer.data.items() if key != INTERNAL_EXCESS_TRANSACTIONS},
+        **{key: value for key, value in customer.data.items() if key != EXCESS_TRANSACTIONS},
         "id": customer.id,
         "object": "customer",
         "deleted": customer.deleted,

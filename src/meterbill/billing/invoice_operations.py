@@ -313,7 +313,7 @@ def apply_payments(session: Session, site: Site, invoice_id: str, form: dict[str
     applied = sum(amount for _, amount in chosen)
     customers.changed(session, site, customer, {
         **customer.data, "excess_payments": int(customer.data.get("excess_payments", 0)) - applied,
-        customer_payments.EXCESS_TRANSACTIONS: list(pool.values())})
+        customers.EXCESS_TRANSACTIONS: list(pool.values())})
     return _changed(session, site, invoice)
 
 
