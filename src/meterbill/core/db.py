@@ -41,7 +41,7 @@ from sqlalchemy import (
     insert,
     text,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
 from sqlalchemy.types import DateTime, TypeDecorator
@@ -411,6 +411,14 @@ def one_of(session: Session, column: ColumnElement[Any] | QueryableAttribute[Any
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
     return column.in_(list(values))
+
+
+def insert_new(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> None:
+    """INSERT the rows but those a stored row already holds a unique key of (`ON CONFLICT DO NOTHING`,
+    in each dialect's own syntax). On PostgreSQL a row a concurrent transaction is inserting waits for
+    it, then is left out if that one commits: read the keys back to learn whose row stands."""
+    dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(dialect_insert(table).values(rows).on_conflict_do_nothing())
 
 
 # PostgreSQL's SQLSTATEs for a transaction it aborted so that others can go on: a deadlock it broke,

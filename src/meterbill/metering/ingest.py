@@ -21,11 +21,9 @@ from typing import Any
 import msgspec
 import orjson
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import Database, one_of, utcnow
+from meterbill.core.db import Database, insert_new, one_of, utcnow
 from meterbill.core.errors import InvalidInput
 from meterbill.metering import schemas
 from meterbill.metering.calculations import CalculationError, Expression, evaluate, parse
@@ -422,10 +420,9 @@ def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, st
     if not missing:
         return found
     now = utcnow()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(ConfigEntity).values([{
+    insert_new(session, ConfigEntity, [{
         "id": skeleton_account_id(org_id, code), "organization_id": org_id, "kind": "account", "unique_key": code,
         "version": 1, "document": {"code": code, "name": code, "emailAddress": SKELETON_EMAIL},
         "created_by": "ingest", "last_modified_by": "ingest", "created_at": now, "modified_at": now,
-    } for code in sorted(missing)]).on_conflict_do_nothing())
+    } for code in sorted(missing)])
     return found | _known_account_ids(session, org_id, missing)

@@ -25,11 +25,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, Text, bindparam, cast, event, select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import Database, in_lists, upgrade
+from meterbill.core.db import Database, in_lists, insert_new, upgrade
 from meterbill.metering.store import (
     MICROS,
     Aggregation,
@@ -116,9 +114,8 @@ class SqlMeasurementStore:
         missing = sorted(pairs - set(found))
         if not missing:
             return found
-        insert = pg_insert if self.postgres else sqlite_insert
-        rows = [{"organization_id": org_id, "meter_id": meter, "account_id": account} for meter, account in missing]
-        self.session.execute(insert(MeasurementSeries).values(rows).on_conflict_do_nothing())
+        insert_new(self.session, MeasurementSeries, [
+            {"organization_id": org_id, "meter_id": meter, "account_id": account} for meter, account in missing])
         new: dict[tuple[str, str, str], int] = {}
         for offset in range(0, len(missing), 400):
             chunk = missing[offset:offset + 400]
