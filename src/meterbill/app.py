@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,7 +44,7 @@ from meterbill.console import web as console_web
 from meterbill.core import errors
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
-from meterbill.core.runtime import Runtime
+from meterbill.core.runtime import Runtime, settle_collector
 from meterbill.metering import api as metering_api
 from meterbill.metering import auth as metering_auth
 from meterbill.metering import wire as metering_wire
@@ -109,10 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
                    for i, w in enumerate(workers)]
         for thread in threads:
             thread.start()
-        # Everything built so far (modules, routes, models, the SDK-shaped schemas) lives as long
-        # as the process: out of the collector's way, so its full passes, which requests with
-        # thousands of objects (an ingest batch) trigger, scan only what requests create.
-        gc.freeze()
+        settle_collector()
         log.info("meterbill_started", version=__version__, database=runtime.db.dialect)
         yield
         for worker in workers:

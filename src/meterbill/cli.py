@@ -182,6 +182,7 @@ def _seed_demo(base: str, credentials) -> None:
 def worker(database_url: DatabaseUrl = None) -> None:
     """Drain the outbox (webhooks, connector calls, bill runs) until stopped."""
     from meterbill.app import build_worker
+    from meterbill.core.runtime import settle_collector
     from meterbill.metering import store
 
     settings = _settings(database_url)
@@ -191,6 +192,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: outbox_worker.stop())
     signal.signal(signal.SIGINT, lambda *_: outbox_worker.stop())
     store.configure(settings.measurement_store)
+    settle_collector()
     try:
         outbox_worker.run_forever()
     finally:

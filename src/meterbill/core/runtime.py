@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -24,6 +25,24 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         secret = load_instance_secret(settings.secret_key, settings.secret_key_file)
         return cls(settings=settings, db=Database(settings.database_url), vault=Vault(secret))
+
+
+# Collections of the youngest generation per this many new container objects (Python's default: 700).
+# A bill run keeps hundreds of thousands of objects alive until it writes them (terms, priced bands,
+# line rows), and at the default each of them was scanned again and again by full collections that
+# found almost nothing to free: at 10,000 accounts the collector took 0.76 s of a 4.3 s job. At this
+# threshold it took none of it, and the garbage cycles a process can hold between two collections
+# stay bounded (at most this many objects).
+YOUNG_GENERATION_THRESHOLD = 100_000
+
+
+def settle_collector() -> None:
+    """Once a long-running process (the server, `meterbill worker`) has started: everything built so
+    far (modules, routes, models, the SDK-shaped schemas) lives as long as the process, so it is moved
+    out of the collector's way, and the collector runs less often (see YOUNG_GENERATION_THRESHOLD)."""
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
 
 
 def get_runtime(request: Request) -> Runtime:
