@@ -341,22 +341,30 @@ class SqlMeasurementStore:
             if g.kind == GroupKind.ACCOUNT:
                 outer.append("s.account_id")
             else:
-                outer.append(f"p.t{time_index}")
+                outer.append(f"a.t{time_index}")
                 time_index += 1
         assert time_index == time_count and all(g.kind in (GroupKind.ACCOUNT, GroupKind.TIME) for g in groups)
         selected = "".join(f"{column}, " for column in outer)
         union = " UNION ALL ".join(parts)
+        # Grouped twice: first by series (an integer) where the rows are, so that only one row per
+        # series, time bucket and field meets the join to the series; then by the groups asked. Joined
+        # first, PostgreSQL sorted a month of ten thousand accounts' days (930,000 rows) on disk to
+        # merge them with the series and then grouped them by text ids: 1.26 s, against 0.4 s.
+        times = "".join(f"p.t{i}, " for i in range(time_count))
+        partial = (f"SELECT p.series_id, {times}p.field, SUM(p.units) AS units, SUM(p.micros) AS micros,"
+                   f" MIN(p.smallest) AS smallest, MAX(p.largest) AS largest, SUM(p.count) AS count"
+                   f" FROM ({union}) p GROUP BY p.series_id, {times}p.field")
         # Meters and fields are filtered apart (each by its index): a field of one meter asked may
         # bring the same field of another meter asked, which the callers above drop.
-        sql = (f"SELECT {selected}s.meter_id, p.field, SUM(p.units), SUM(p.micros), MIN(p.smallest),"
-               f" MAX(p.largest), SUM(p.count){{rank}} FROM ({union}) p JOIN s ON s.id = p.series_id"
-               f" GROUP BY {selected}s.meter_id, p.field")
+        sql = (f"SELECT {selected}s.meter_id, a.field, SUM(a.units), SUM(a.micros), MIN(a.smallest),"
+               f" MAX(a.largest), SUM(a.count){{rank}} FROM ({partial}) a JOIN s ON s.id = a.series_id"
+               f" GROUP BY {selected}s.meter_id, a.field")
         if per_field_limit is None:
             return f"WITH {series} {sql.format(rank='')}", params
         # At most `per_field_limit` groups of each field, whatever the others have.
         order = ", ".join(outer) or "s.meter_id"
         params["per_field_limit"] = per_field_limit
-        ranked = sql.format(rank=f", ROW_NUMBER() OVER (PARTITION BY s.meter_id, p.field ORDER BY {order}) AS rank")
+        ranked = sql.format(rank=f", ROW_NUMBER() OVER (PARTITION BY s.meter_id, a.field ORDER BY {order}) AS rank")
         return f"WITH {series} SELECT * FROM ({ranked}) ranked WHERE rank <= :per_field_limit", params
 
     def _series_rows(self, org_id: str, request: SeriesRequest,
