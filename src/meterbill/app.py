@@ -26,6 +26,7 @@ from meterbill.billing import renewals
 from meterbill.billing import sites as billing_sites
 from meterbill.billing import wire as billing_wire
 from meterbill.billing.api import catalog as billing_catalog_api
+from meterbill.billing.api import comments as billing_comments_api
 from meterbill.billing.api import customers as billing_customers_api
 from meterbill.billing.api import estimates as billing_estimates_api
 from meterbill.billing.api import events as billing_events_api
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(billing_subscriptions_api.router)
     app.include_router(billing_invoices_api.router)
     app.include_router(billing_payment_schedules_api.router)
+    app.include_router(billing_comments_api.router)
     app.include_router(billing_promotional_credits_api.router)
     app.include_router(billing_estimates_api.router)
     app.include_router(billing_events_api.router)

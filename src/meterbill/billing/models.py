@@ -239,6 +239,23 @@ class EmailLog(BillingRecord, Base):
     __table_args__ = (Index("ix_billing_email_logs_customer", "site_id", "customer_id", "created_at"),)
 
 
+class Comment(BillingRecord, Base):
+    """An internal note on a customer, subscription, invoice, credit note or catalog entry: given to
+    comments.create, or as the `comment` of an operation on that entity. `data` holds `notes` and
+    `added_by`; `sequence` (the site's event counter) orders comments made at one frozen instant."""
+
+    __tablename__ = "billing_comments"
+
+    entity_type: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(100))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_billing_comments_entity", "site_id", "entity_type", "entity_id", "sequence"),
+        Index("ix_billing_comments_sequence", "site_id", "sequence"),
+    )
+
+
 class BillingEvent(Base):
     __tablename__ = "billing_events"
 

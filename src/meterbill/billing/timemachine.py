@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from meterbill.billing import records, subscriptions
+from meterbill.billing import comments, records, subscriptions
 from meterbill.billing.models import (
     BillingEvent,
     CreditNote,
@@ -52,6 +52,7 @@ def start_afresh(session: Session, site: Site, name: str, form: dict[str, Any]) 
     for model in (Usage, PaymentSchedule, Invoice, CreditNote, PromotionalCredit, EmailLog, Subscription, Customer,
                   BillingEvent, IdempotentResponse):
         session.execute(delete(model).where(model.site_id == site.id))
+    comments.forget_customers(session, site)
     site.time_machine_genesis = genesis
     site.time_machine_time = genesis
     site.time_travel_status = "succeeded"
