@@ -10,16 +10,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, invoice_lists, invoices, records
+from meterbill.billing import comments, events, invoice_lists, invoices, records
+from meterbill.billing.comments import Commented
 from meterbill.billing.invoice_operations import PaymentMethod, record_payout
 from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceAction
 from meterbill.billing.models import CreditNote, Customer, Invoice, Site
 from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.core.errors import InvalidInput, InvalidState
-
-
-class Comment(Params):
-    comment: Text | None = None
 
 
 def get(session: Session, site: Site, note_id: str) -> CreditNote:
@@ -38,7 +35,7 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
     invoice's `credits_applied` (or, for an adjustment against it or a write-off, `amount_adjusted`)
     falls by its allocation and the invoice asks for that amount again."""
     note = get(session, site, note_id)
-    parse(Comment, form)
+    comment = parse(Commented, form).comment
     if note.status == CreditNoteStatus.VOIDED:
         raise InvalidState(f"Credit note {note.id} is already voided")
     if note.amount_refunded:
@@ -52,6 +49,7 @@ def void(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> Cr
     note.status = CreditNoteStatus.VOIDED
     note.amount_allocated = 0
     note.data = {**note.data, "allocations": [], "voided_at": unix(now)}
+    comments.add(session, site, "credit_note", note.id, comment)
     return _changed(session, site, note)
 
 
@@ -141,9 +139,11 @@ def record_refund(session: Session, site: Site, note_id: str, form: dict[str, An
     """A refund of the credit note's balance made outside this server."""
     params = parse(CreditNoteRecordRefund, form)
     given = params.transaction
-    return _pay_out(session, site, note_id, given.amount, "transaction[amount]", given.payment_method,
-                    reason=params.refund_reason_code, reference_number=given.reference_number,
-                    refunded_at=given.date)
+    note, transaction = _pay_out(session, site, note_id, given.amount, "transaction[amount]", given.payment_method,
+                                 reason=params.refund_reason_code, reference_number=given.reference_number,
+                                 refunded_at=given.date)
+    comments.add(session, site, "credit_note", note.id, params.comment)
+    return note, transaction
 
 
 def _pay_out(session: Session, site: Site, note_id: str, amount: int | None, param: str, method: str, *,
@@ -178,18 +178,19 @@ def _pay_out(session: Session, site: Site, note_id: str, amount: int | None, par
 def delete(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> CreditNote:
     """Delete a credit note that gave nothing yet (a voided one, or one with its whole balance)."""
     note = get(session, site, note_id)
-    parse(Comment, form)
+    comment = parse(Commented, form).comment
     if note.amount_allocated or note.amount_refunded:
         raise InvalidState(f"Credit note {note.id} has allocations of {note.amount_allocated} and refunds of "
                            f"{note.amount_refunded}; void it first")
     note.deleted = True
+    comments.add(session, site, "credit_note", note.id, comment)
     return _changed(session, site, note, "credit_note_deleted")
 
 
 def update(session: Session, site: Site, note_id: str, form: dict[str, Any]) -> CreditNote:
-    """Chargebee's update takes only a comment; comments are not kept here, so nothing else changes."""
+    """Chargebee's update takes only a comment: it is added to the note's comments."""
     note = get(session, site, note_id)
-    parse(Comment, form)
+    comments.add(session, site, "credit_note", note.id, parse(Commented, form).comment)
     return _changed(session, site, note)
 
 

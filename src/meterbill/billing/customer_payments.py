@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from meterbill.billing import customers, events, records
+from meterbill.billing import comments, customers, events, records
 from meterbill.billing.models import Customer, Site
 from meterbill.billing.params import Id, MinorAmount, Params, Text, UnixTime, from_unix, parse, unix
 from meterbill.billing.wire import PaymentMethodNotPresent
@@ -72,6 +72,7 @@ def record_excess_payment(session: Session, site: Site, customer_id: str,
     customers.changed(session, site, customer, {**customer.data, "excess_payments": balance,
                                                 customers.EXCESS_TRANSACTIONS: [*excess_transactions(customer),
                                                                                 transaction]})
+    comments.add(session, site, "customer", customer.id, params.comment)
     events.record_event(session, site, "payment_succeeded", now,
                         {"transaction": transaction, "customer": customers.render(customer)})
     return customer, transaction

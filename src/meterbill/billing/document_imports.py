@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, invoice_operations, invoices, records
+from meterbill.billing import comments, events, invoice_operations, invoices, records
 from meterbill.billing.customers import BillingAddress
 from meterbill.billing.invoices import DocumentType, Line
 from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceStatus
@@ -257,6 +257,7 @@ def import_invoice(session: Session, site: Site, form: dict[str, Any]) -> Invoic
     records.touch(invoice, now, created=True)
     session.add(invoice)
     session.flush()
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     if pending:
         events.record_event(session, site, "pending_invoice_created", now, {"invoice": invoices.render(invoice)})
         return invoice

@@ -13,7 +13,8 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meterbill.billing import customer_payments, customers, events, invoices, records, tax_withheld
+from meterbill.billing import comments, customer_payments, customers, events, invoices, records, tax_withheld
+from meterbill.billing.comments import Commented
 from meterbill.billing.customers import BillingAddress
 from meterbill.billing.invoices import Line
 from meterbill.billing.invoicestatus import CreditNoteStatus, InvoiceAction, spent_status
@@ -26,10 +27,6 @@ ReasonCode = Literal["write_off", "subscription_change", "subscription_cancellat
                      "order_cancellation", "waiver", "other", "fraudulent"]
 PaymentMethod = Literal["cash", "check", "bank_transfer", "other", "custom", "chargeback", "card", "ach_credit",
                         "sepa_credit"]
-
-
-class Comment(Params):
-    comment: Text | None = None
 
 
 def _changed(session: Session, site: Site, invoice: Invoice) -> Invoice:
@@ -46,7 +43,7 @@ def write_off(session: Session, site: Site, invoice_id: str, form: dict[str, Any
     """Settle what is left to pay without a payment: an adjustment credit note (reason `write_off`)
     allocated to the invoice, which is then paid with the amount in `amount_adjusted`."""
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.WRITE_OFF)
-    parse(Comment, form)
+    comment = parse(Commented, form).comment
     due = invoices.amount_due(invoice)
     now = records.site_clock(site).now()
 
@@ -67,6 +64,7 @@ def write_off(session: Session, site: Site, invoice_id: str, form: dict[str, Any
                     "adjustment_credit_notes": [*invoice.data.get("adjustment_credit_notes", []),
                                                 invoices.credit_note_summary(note)]}
     invoices.settle(invoice, now)
+    comments.add(session, site, "invoice", invoice.id, comment)
     return _changed(session, site, invoice), note
 
 
@@ -112,6 +110,7 @@ def refund(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) 
     if transaction is None:
         raise InvalidState(f"Invoice {invoice.id} has only tax withheld left to refund; record its refund with "
                            "record_refund")
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return invoice, transaction, note
 
 
@@ -127,6 +126,7 @@ def record_refund(session: Session, site: Site, invoice_id: str, form: dict[str,
         params.customer_notes, method=given.payment_method if given else None,
         reference_number=given.reference_number if given else None,
         refunded_at=from_unix(given.date) if given else None)
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return invoice, transaction, note
 
 
@@ -257,6 +257,7 @@ def collect_payment(session: Session, site: Site, invoice_id: str, form: dict[st
     on_record = ((customer.data if customer else {}).get("payment_method") or {}).get("type")
     method = on_record if isinstance(on_record, str) and on_record in _METHODS else "other"
     transaction = invoices.pay(session, site, invoice, params.amount, method, param="amount")
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return invoice, transaction
 
 
@@ -314,6 +315,7 @@ def apply_payments(session: Session, site: Site, invoice_id: str, form: dict[str
     customers.changed(session, site, customer, {
         **customer.data, "excess_payments": int(customer.data.get("excess_payments", 0)) - applied,
         customers.EXCESS_TRANSACTIONS: list(pool.values())})
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return _changed(session, site, invoice)
 
 
@@ -340,11 +342,12 @@ class PauseDunning(Params):
 
 def stop_dunning(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.DUNNING)
-    parse(Comment, form)
+    comment = parse(Commented, form).comment
     if invoice.data.get("dunning_status") == "stopped":
         raise InvalidState(f"Invoice {invoice.id}'s dunning is already stopped")
     invoice.data = {**{k: v for k, v in invoice.data.items() if k != "expected_payment_date"},
                     "dunning_status": "stopped"}
+    comments.add(session, site, "invoice", invoice.id, comment)
     return _changed(session, site, invoice)
 
 
@@ -357,15 +360,17 @@ def pause_dunning(session: Session, site: Site, invoice_id: str, form: dict[str,
     if from_unix(params.expected_payment_date) <= records.site_clock(site).now():
         raise InvalidInput("expected_payment_date : must be in the future", param="expected_payment_date")
     invoice.data = {**invoice.data, "expected_payment_date": params.expected_payment_date}
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return _changed(session, site, invoice)
 
 
 def resume_dunning(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.DUNNING)
-    parse(Comment, form)
+    comment = parse(Commented, form).comment
     if "expected_payment_date" not in invoice.data:
         raise InvalidState(f"Invoice {invoice.id}'s dunning is not paused")
     invoice.data = {k: v for k, v in invoice.data.items() if k != "expected_payment_date"}
+    comments.add(session, site, "invoice", invoice.id, comment)
     return _changed(session, site, invoice)
 
 
@@ -401,6 +406,7 @@ def update_details(session: Session, site: Site, invoice_id: str, form: dict[str
         if getattr(params, name) is not None:
             changes[name] = getattr(params, name)
     invoice.data = {**invoice.data, **changes}
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return _changed(session, site, invoice)
 
 
@@ -408,7 +414,7 @@ def delete(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) 
     """Delete an invoice nothing was settled against (payments, credits, write-offs and credit notes
     must be removed or voided first). Its usages are no longer invoiced."""
     invoice = invoices.for_action(session, site, invoice_id, InvoiceAction.DELETE)
-    parse(Comment, form)
+    comment = parse(Commented, form).comment
     settled = {"payments": invoice.amount_paid, "credits applied": invoice.credits_applied,
                "adjustments": invoice.amount_adjusted, "tax withheld": invoice.tax_withheld,
                "credit notes": invoices.credited_against(session, site, invoice)}
@@ -422,4 +428,5 @@ def delete(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) 
     now = records.site_clock(site).now()
     records.touch(invoice, now)
     events.record_event(session, site, "invoice_deleted", now, {"invoice": invoices.render(invoice)})
+    comments.add(session, site, "invoice", invoice.id, comment)
     return invoice

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from meterbill.billing import events, promotional_credits, records
+from meterbill.billing import comments, events, promotional_credits, records
 from meterbill.billing.catalog import tiers_of
 from meterbill.billing.invoicestatus import (
     CreditNoteStatus,
@@ -335,6 +335,7 @@ def apply_credits(session: Session, site: Site, invoice_id: str, form: dict[str,
                            param="credit_notes")
     settle(invoice, now)
     records.touch(invoice, now)
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
     return invoice
 
@@ -449,6 +450,7 @@ def create_adjustment(session: Session, site: Site, form: dict[str, Any]) -> Cre
         records.touch(invoice, now)
     else:
         _adjust(invoice, note, now)
+    comments.add(session, site, "credit_note", note.id, params.comment)
     return note
 
 
@@ -509,6 +511,7 @@ def add_charge(session: Session, site: Site, invoice_id: str, form: dict[str, An
     start, end = _line_dates(invoice, params.line_item, site)
     line = Line(params.description, "adhoc", None, Decimal(1), Decimal(params.amount), Decimal(params.amount),
                 start, end, subscription_id=invoice.subscription_id)
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return _add_line(session, site, invoice, line)
 
 
@@ -530,10 +533,12 @@ class AddChargeItem(Params):
 
 def add_charge_item(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> Invoice:
     invoice = _pending(session, site, invoice_id)
-    params = parse(AddChargeItem, form).item_price
+    given = parse(AddChargeItem, form)
+    params = given.item_price
     start, end = _line_dates(invoice, LinePeriod(date_from=params.date_from, date_to=params.date_to), site)
     line = _charge_item_line(session, site, params, invoice.currency_code, invoice.subscription_id, start, end,
                              param="item_price")
+    comments.add(session, site, "invoice", invoice.id, given.comment)
     return _add_line(session, site, invoice, line)
 
 
@@ -775,6 +780,7 @@ def close(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -
     if params.invoice_note:
         invoice.data = {**invoice.data, "notes": [{"note": params.invoice_note}]}
     _post(session, site, invoice, now)
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     return invoice
 
 
@@ -801,11 +807,13 @@ class RecordPayment(Params):
 
 def record_payment(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) -> tuple[Invoice, dict]:
     invoice = for_action(session, site, invoice_id, InvoiceAction.RECORD_PAYMENT)
-    params = parse(RecordPayment, form).transaction
+    given = parse(RecordPayment, form)
+    params = given.transaction
     transaction = pay(session, site, invoice, params.amount, params.payment_method, param="transaction[amount]",
                       reference_number=params.reference_number,
                       paid_at=from_unix(params.date) if params.date is not None else None,
                       status=params.status or "success")
+    comments.add(session, site, "invoice", invoice.id, given.comment)
     return invoice, transaction
 
 
@@ -875,6 +883,7 @@ def void(session: Session, site: Site, invoice_id: str, form: dict[str, Any]) ->
     invoice.data = {**invoice.data, "voided_at": unix(now), "void_reason_code": params.void_reason_code}
     promotional_credits.restore_from_invoice(session, site, invoice, now)
     records.touch(invoice, now)
+    comments.add(session, site, "invoice", invoice.id, params.comment)
     events.record_event(session, site, "invoice_updated", now, {"invoice": render(invoice)})
     return invoice
 
