@@ -145,3 +145,18 @@ def test_one_site_never_sees_another_sites_comments(server, cb):
     assert [e.comment.id for e in cb.Comment.list().list] == [mine.id]
     assert cb.Comment.retrieve(mine.id).comment.notes == "Mine"
     assert _refused(cb.Comment.retrieve, theirs.id, status=404).param == "id"
+
+
+def test_starting_afresh_drops_the_comments_on_customers_and_keeps_the_catalogs(cb):
+    cb.ItemFamily.create({"id": "fam", "name": "Family"})
+    cb.Item.create({"id": "calls", "name": "API calls", "type": "charge", "item_family_id": "fam"})
+    on_item = cb.Comment.create({"entity_type": "charge_item", "entity_id": "calls", "notes": "Priced yearly"}).comment
+    cb.Comment.create({"entity_type": "customer", "entity_id": "cust_1", "notes": "VIP"})
+    # A typed entity must be of that type.
+    assert _refused(cb.Comment.create, {"entity_type": "plan_item", "entity_id": "calls", "notes": "x"}).param == (
+        "entity_id")
+    cb.TimeMachine.start_afresh("delorean", {"genesis_time": 1704067200})  # 2024-01-01
+    assert [e.comment.id for e in cb.Comment.list().list] == [on_item.id]
+    made = cb.Comment.create({"entity_type": "item", "entity_id": "calls", "notes": "Frozen clock"}).comment
+    assert made.created_at == 1704067200
+    assert [e.comment.notes for e in cb.Comment.list({"entity_id": "calls"}).list] == ["Frozen clock", "Priced yearly"]
