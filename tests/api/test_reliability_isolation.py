@@ -84,6 +84,8 @@ def _billing_resources(server, tenant: dict[str, str]) -> dict[str, str]:
         "customer_id": ids["customer"], "amount": 500, "description": "Goodwill"}).promotional_credit.id
     ids["payment_schedule_scheme"] = cb.PaymentScheduleScheme.create({
         "name": "Three months", "number_of_schedules": 3, "period_unit": "month"}).payment_schedule_scheme.id
+    ids["comment"] = cb.Comment.create({"entity_type": "customer", "entity_id": ids["customer"],
+                                        "notes": "Called about the downgrade"}).comment.id
     ids["endpoint"] = cb.WebhookEndpoint.create({
         "name": "Audit", "url": "http://127.0.0.1:9/audit", "basic_auth_username": "audit",
         "basic_auth_password": ENDPOINT_PASSWORD, "enabled_events": ["customer_created"]}).webhook_endpoint.id
@@ -166,7 +168,7 @@ BILLING_PARAMS = {
     ("invoices", "invoice_id"): "invoice", ("credit_notes", "note_id"): "credit_note",
     ("events", "event_id"): "event", ("webhook_endpoints", "endpoint_id"): "endpoint",
     ("mappings", "item_price_id"): "basic_price", ("promotional_credits", "credit_id"): "promotional_credit",
-    ("payment_schedule_schemes", "scheme_id"): "payment_schedule_scheme",
+    ("payment_schedule_schemes", "scheme_id"): "payment_schedule_scheme", ("comments", "comment_id"): "comment",
     ("customers", "resource_id"): "customer", ("invoices", "resource_id"): "invoice",
     ("credit_notes", "resource_id"): "credit_note",
 }
