@@ -9,6 +9,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client, unique_name
+from tests.support.refusals import chargebee_refusal, invoice_for_charge
 
 
 @pytest.fixture
@@ -19,9 +20,7 @@ def cb(server, tenant) -> chargebee.Chargebee:
 
 
 def _invoice(cb, amount: int):
-    return cb.Invoice.create_for_charge_items_and_charges({
-        "customer_id": "cust_1", "currency_code": "USD",
-        "charges": [{"amount": amount, "description": "Work"}]}).invoice
+    return invoice_for_charge(cb, "cust_1", amount)
 
 
 def _notes(cb, entity_type: str, entity_id: str) -> list[str]:
@@ -29,11 +28,7 @@ def _notes(cb, entity_type: str, entity_id: str) -> list[str]:
     return [entry.comment.notes for entry in found]
 
 
-def _refused(call, *args, status: int = 400) -> chargebee.APIError:
-    with pytest.raises(chargebee.APIError) as err:
-        call(*args)
-    assert err.value.http_status_code == status, str(err.value)
-    return err.value
+_refused = chargebee_refusal
 
 
 def test_a_comment_is_created_retrieved_listed_and_deleted(cb):

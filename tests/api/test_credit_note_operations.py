@@ -4,6 +4,7 @@ Amounts in cents, computed by hand."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import chargebee
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import chargebee_client
 from tests.support.pdf_pages import read_pages
+from tests.support.refusals import chargebee_refusal
 
 
 @pytest.fixture
@@ -40,11 +42,7 @@ def _note(cb, invoice_id: str, total: int, **extra):
                                  "reason_code": "other", **extra}).credit_note
 
 
-def _refused(call, *args, status: int = 409):
-    with pytest.raises(chargebee.APIError) as err:
-        call(*args)
-    assert err.value.http_status_code == status, str(err.value)
-    return err.value
+_refused = functools.partial(chargebee_refusal, status=409)
 
 
 def test_a_credit_note_pdf_is_a_signed_link_to_the_note(cb, tmp_path):

@@ -10,6 +10,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client
+from tests.support.refusals import chargebee_refusal, invoice_for_charge
 
 
 @pytest.fixture
@@ -20,16 +21,10 @@ def cb(server, tenant) -> chargebee.Chargebee:
 
 
 def _invoice(cb, amount: int):
-    return cb.Invoice.create_for_charge_items_and_charges({
-        "customer_id": "cust_1", "currency_code": "USD", "charges": [{"amount": amount, "description": "Work"}],
-    }).invoice
+    return invoice_for_charge(cb, "cust_1", amount)
 
 
-def _refused(call, *args, status: int = 400):
-    with pytest.raises(chargebee.APIError) as err:
-        call(*args)
-    assert err.value.http_status_code == status, str(err.value)
-    return err.value
+_refused = chargebee_refusal
 
 
 def test_removing_an_adjustment_credit_note_makes_the_invoice_ask_for_it_again(cb):

@@ -10,6 +10,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client
+from tests.support.refusals import chargebee_refusal
 
 DAY = 86400
 
@@ -21,11 +22,7 @@ def cb(server, tenant) -> chargebee.Chargebee:
     return client
 
 
-def _refused(call, *args, status: int = 400):
-    with pytest.raises(chargebee.APIError) as err:
-        call(*args)
-    assert err.value.http_status_code == status, str(err.value)
-    return err.value
+_refused = chargebee_refusal
 
 
 def _paid_invoice(when: int) -> dict:

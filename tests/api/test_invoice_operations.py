@@ -4,6 +4,7 @@ through the official chargebee SDK against the live server. Amounts in cents, co
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client
+from tests.support.refusals import chargebee_refusal
 
 
 @pytest.fixture
@@ -35,11 +37,7 @@ def _pay(cb, invoice_id: str, amount: int):
     return cb.Invoice.record_payment(invoice_id, {"transaction": {"amount": amount, "payment_method": "bank_transfer"}})
 
 
-def _refused(call, *args, status: int = 409):
-    with pytest.raises(chargebee.APIError) as err:
-        call(*args)
-    assert err.value.http_status_code == status, str(err.value)
-    return err.value
+_refused = functools.partial(chargebee_refusal, status=409)
 
 
 def test_a_write_off_closes_the_invoice_with_amount_adjusted_and_voiding_its_note_reopens_it(cb):

@@ -9,6 +9,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client
+from tests.support.refusals import chargebee_refusal
 
 
 def _ts(year: int, month: int, day: int) -> int:
@@ -34,11 +35,7 @@ def cb(server, tenant) -> chargebee.Chargebee:
     return client
 
 
-def _refused(call, *args, status: int = 400):
-    with pytest.raises(chargebee.APIError) as err:
-        call(*args)
-    assert err.value.http_status_code == status, str(err.value)
-    return err.value
+_refused = chargebee_refusal
 
 
 def test_imported_unbilled_charges_are_billed_at_the_terms_end(cb):
