@@ -56,7 +56,7 @@ ROUTE_MISSING = "is not available on this server"  # the message of both APIs' f
 
 CHARGEBEE_CORE = ("Customer", "ItemFamily", "Item", "ItemPrice", "Subscription", "Usage", "Invoice", "CreditNote",
                   "Event", "WebhookEndpoint", "TimeMachine")
-CHARGEBEE_EXTRA = ("Estimate", "PromotionalCredit", "PaymentScheduleScheme", "EmailLog")
+CHARGEBEE_EXTRA = ("Estimate", "PromotionalCredit", "PaymentScheduleScheme", "EmailLog", "Comment")
 # In the order they are swept: what a bill's lines need before the bill is approved and locked,
 # and bill jobs (a recalculation replaces the lines) last.
 M3TER_CORE = ("products", "meters", "aggregations", "compound_aggregations", "plan_templates", "plans", "pricings",
@@ -344,6 +344,11 @@ def chargebee_calls(world: World) -> dict[str, tuple[tuple[Any, ...], dict[str, 
         "PaymentScheduleScheme.retrieve": ((created("PaymentScheduleScheme", MADE_UP_ID),), None),
         "PaymentScheduleScheme.delete": ((created("PaymentScheduleScheme", MADE_UP_ID),), None),
         "EmailLog.email_logs_for_customer": ((customer,), {"limit": 5}),
+        # comment
+        "Comment.create": ((), {"entity_type": "invoice", "entity_id": inv, "notes": "Swept"}),
+        "Comment.retrieve": ((created("Comment", MADE_UP_ID),), None),
+        "Comment.list": ((), {"entity_type": "invoice", "entity_id": inv, "limit": 5}),
+        "Comment.delete": ((created("Comment", MADE_UP_ID),), None),
     }
     return calls
 
@@ -730,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
                                         and hasattr(getattr(cb, name), "env")}))
         sections = [
             ("chargebee billing core", sweep_chargebee(cb, CHARGEBEE_CORE)),
-            ("chargebee estimate and promotional credit", sweep_chargebee(cb, CHARGEBEE_EXTRA)),
+            ("chargebee estimate, promotional credit and comment", sweep_chargebee(cb, CHARGEBEE_EXTRA)),
             ("m3ter metering core", sweep_m3ter(mt, M3TER_CORE)),
             ("m3ter credit and debit reasons, webhooks", sweep_m3ter(mt, M3TER_EXTRA)),
         ]
