@@ -9,7 +9,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client, unique_name
-from tests.support.refusals import chargebee_refusal, invoice_for_charge
+from tests.support.chargebee_calls import chargebee_refusal, invoice_for_charge
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import chargebee_client
+from tests.support.chargebee_calls import chargebee_refusal
 from tests.support.pdf_pages import read_pages
-from tests.support.refusals import chargebee_refusal
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client
-from tests.support.refusals import chargebee_refusal
+from tests.support.chargebee_calls import chargebee_refusal
 
 DAY = 86400
 

@@ -9,7 +9,7 @@ import chargebee
 import pytest
 
 from tests.conftest import chargebee_client
-from tests.support.refusals import chargebee_refusal
+from tests.support.chargebee_calls import chargebee_refusal
 
 
 def _ts(year: int, month: int, day: int) -> int:

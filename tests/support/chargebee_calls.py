@@ -1,4 +1,4 @@
-"""What a refused SDK call raised, checked for its HTTP status (the many API tests that refuse things)."""
+"""Chargebee SDK calls many API tests share: a call the server must refuse, and an invoice of one charge."""
 
 from __future__ import annotations
 
