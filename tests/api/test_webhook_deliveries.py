@@ -32,16 +32,19 @@ SHORT_SCHEDULE = [0.5, 0.5, 1.0]  # three retries: not Chargebee's seven
 
 
 class Switchable(Receiver):
-    """Answers 503 while `down`, and 500 to the first attempt of the events of the customers `flaky` names."""
+    """Answers 503 while `down`, and 500 to the first attempt of the events of the customers `flaky` names;
+    takes `slow` seconds over each answer."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down = False
         self.flaky: set[str] = set()
+        self.slow = 0.0
         self._tried: set[str] = set()
         self._switch = threading.Lock()
 
     def _decide(self, authorization: str | None, body: bytes) -> int:
+        time.sleep(self.slow)
         event = json.loads(body)
         with self._switch:
             if self.down:
@@ -168,6 +171,26 @@ def test_outage_longer_than_the_schedule_ends_failed_and_resend_delivers_every_e
     assert unknown.returncode == 1
     assert "Traceback" not in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
     assert "ev_nope" in unknown.stderr
+
+
+def test_a_delivery_that_waited_behind_successes_longer_than_the_schedule_still_gets_its_retries(
+        short_server, receiver):
+    """Only waiting on a failing endpoint uses up a delivery's retry window: behind a line of deliveries
+    that succeed (a slow receiver), the last one, failing its first attempt, is retried and delivered."""
+    tenant = short_server.create_tenant(unique_name())
+    cb = chargebee_client(short_server, tenant["billing_api_key"])
+    endpoint = _endpoint(cb, receiver, enabled_events=["customer_created"]).id
+    customers = [unique_name("cust") for _ in range(8)]
+    receiver.slow = 0.5  # seven answers in line: 3.5 s, longer than the 2 s schedule
+    receiver.flaky = {customers[-1]}
+    for customer in customers:
+        cb.Customer.create({"id": customer, "first_name": "Ada"})
+    event_ids = _events_of(cb, "customer_created", customers)
+
+    wait_until(lambda: _statuses(cb, event_ids[-1])[1].get(endpoint) not in ("scheduled", "re_scheduled"), 60,
+               "the last delivery to end")
+    assert [d.succeeded for d in receiver.of(event_ids[-1])] == [False, True]
+    assert all(_statuses(cb, e)[1][endpoint] == "succeeded" for e in event_ids)
 
 
 @pytest.fixture(scope="module")

@@ -163,9 +163,12 @@ def deliver(delivery: Delivery) -> None:
     log.warning("webhook_delivery_failed", event_id=payload["event_id"], endpoint_id=payload["endpoint_id"],
                 url=attempt.url, reason=reason, attempt=delivery.attempts + 1)
     schedule = retry_schedule(delivery.context.get("settings"))
-    # A delivery that waited behind an earlier one spent its retry window waiting: once that has
-    # passed, one attempt is all it gets, so an outage longer than the schedule ends every delivery.
-    waited_out = payload.get("after_wait") and utcnow() - attempt.scheduled_at >= sum(schedule, timedelta())
+    # A delivery that waited behind one that failed for good spent its retry window waiting on a
+    # failing endpoint: once that window has passed, one attempt is all it gets, so an outage longer
+    # than the schedule ends every delivery. Waiting behind deliveries that succeeded (a long line
+    # to a healthy endpoint) costs it nothing: it gets its whole schedule.
+    waited_out = (payload.get("behind_failure")
+                  and utcnow() - attempt.scheduled_at >= sum(schedule, timedelta()))
     if delivery.attempts >= len(schedule) or waited_out:
         # Ended here rather than left to the outbox's dead letter, so it ends `failed`, whatever
         # the schedule's length, and the next delivery to the endpoint goes.

@@ -112,7 +112,7 @@ def _end(session: Session, delivery: WebhookDelivery, status: WebhookStatus, rea
     if following is not None and following.waiting:
         following.waiting = False
         following.token = _token()
-        _enqueue(session, following, after_wait=True)
+        _enqueue(session, following, after_wait=True, behind_failure=status == WebhookStatus.FAILED)
 
 
 def _attempted(delivery: WebhookDelivery, reason: str | None) -> None:
@@ -160,10 +160,13 @@ def _token() -> str:
     return str(uuid.uuid4())
 
 
-def _enqueue(session: Session, delivery: WebhookDelivery, *, after_wait: bool) -> None:
+def _enqueue(session: Session, delivery: WebhookDelivery, *, after_wait: bool,
+             behind_failure: bool = False) -> None:
+    """`behind_failure`: handed over by a delivery that failed for good, so the endpoint has been
+    failing for a whole retry schedule while this one waited (see `events.deliver`)."""
     enqueue(session, TOPIC, {"site_id": delivery.site_id, "event_id": delivery.event_id,
                              "endpoint_id": delivery.endpoint_id, "token": delivery.token,
-                             "after_wait": after_wait})
+                             "after_wait": after_wait, "behind_failure": behind_failure})
 
 
 # --- seeing and resending ------------------------------------------------------------------------
