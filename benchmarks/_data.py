@@ -18,6 +18,7 @@ then the store's own roll-up builds `metering_usage_days`, as the server's worke
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -173,6 +174,31 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(server_pids: Iterable[int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process (the clients), the given servers, and
+    every process of the machine named `postgres` (the database's backends and its own workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def of(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # a backend that ended in between
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    postgres += of(int(entry.name))
+            except OSError:
+                continue
+    mine = os.times()
+    return {"clients": mine.user + mine.system, "server": sum(of(pid) for pid in server_pids),
+            "postgres": postgres}
 
 
 def build(server: ServerProcess, accounts: int, measurements: int, log=print,

@@ -66,6 +66,7 @@ class HttpRun:
     stored: int
     peak_rss_mb: list[float]
     roll_up_lag: float
+    cpu_ms_per_batch: dict[str, float]
 
 
 @dataclass
@@ -80,17 +81,23 @@ def run_http(servers: list[_data.ServerProcess], tenant: dict[str, str], batches
     urls = [f"{server.base_url}/organizations/{tenant['org_id']}/measurements" for server in servers]
     # Bodies are encoded before the clock starts: the client's own JSON work is not the server's cost.
     bodies = [orjson.dumps({"measurements": batch}) for batch in batches]
+    pids = [s.process.pid for s in servers]
+    before = _data.cpu_seconds(pids)
     seconds, latencies = _data.post_batches(urls, token, bodies, clients)
+    after = _data.cpu_seconds(pids)
+    # CPU per batch of 1000, by whom: what the machine's cores went to (a backend that ended in
+    # between is left out of the database's share).
+    cpu = {who: (after[who] - before[who]) * 1000 / len(batches) for who in after}
     peak = [_data.peak_rss_mb(s.process.pid) for s in servers]
     if "METERBILL_MEASUREMENT_STORE" in servers[0].extra_env:
-        return HttpRun(seconds, latencies, -1, peak, 0.0)  # counted once the server is stopped (see run_pair)
+        return HttpRun(seconds, latencies, -1, peak, 0.0, cpu)  # counted once the server is stopped (see run_pair)
     lag = _data.wait_rolled_up(servers[0].database_url)
     url = servers[0].database_url
     with _data.connect(url) as conn:
         (stored,) = conn.execute(_data.sql(
             "SELECT count(*) FROM metering_measurements m JOIN metering_series s ON s.id = m.series_id"
             " WHERE s.organization_id = ? AND m.uid LIKE ?", url), (tenant["org_id"], "http-%")).fetchone()
-    return HttpRun(seconds, latencies, stored, peak, lag)
+    return HttpRun(seconds, latencies, stored, peak, lag, cpu)
 
 
 def lean_rows(org_id: str, meter_id: str, account_ids: dict[str, str], batch: list[dict],
@@ -272,7 +279,8 @@ def main() -> None:
               f"http {rate:,.0f}/s ({http.seconds:.1f} s, request p50 "
               f"{_data.percentile(http.latencies, 0.5) * 1000:.0f} ms, p99 "
               f"{_data.percentile(http.latencies, 0.99) * 1000:.0f} ms, stored {http.stored:,}, server peak RSS "
-              f"{' + '.join(f'{mb:.0f}' for mb in http.peak_rss_mb)} MB, {roll_up}); "
+              f"{' + '.join(f'{mb:.0f}' for mb in http.peak_rss_mb)} MB, {roll_up}; CPU ms per batch: "
+              f"{', '.join(f'{who} {ms:.1f}' for who, ms in http.cpu_ms_per_batch.items())}); "
               f"baseline {base_rate:,.0f}/s ({base.seconds:.1f} s, stored "
               f"{base.stored:,}); ratio {rate / base_rate:.2f}", flush=True)
     rate, base_rate = statistics.median(rates), statistics.median(base_rates)

@@ -127,6 +127,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     _install_error_handlers(app)
 
+    # Ingest first: routes are matched in order, and it takes most requests by far (matching it
+    # behind the hundreds of billing routes cost 7 % of the API process's time in the ingest benchmark).
+    app.include_router(metering_measurements_api.router)
     app.include_router(metering_auth.router)
     app.include_router(billing_customers_api.router)
     app.include_router(billing_catalog_api.router)
@@ -138,7 +141,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(billing_estimates_api.router)
     app.include_router(billing_events_api.router)
     app.include_router(metering_config_api.router)
-    app.include_router(metering_measurements_api.router)
     app.include_router(metering_bills_api.router)
     app.include_router(metering_manual_lines_api.router)
     app.include_router(metering_prepaid_api.router)

@@ -81,6 +81,36 @@ def test_text_with_nul_and_out_of_range_derived_values_are_400_naming_the_field(
     assert list(client.accounts.list(codes=[account])) == []
 
 
+def test_an_account_created_under_a_new_code_while_a_batch_naming_it_is_in_flight_gets_its_measurements(
+        server, tenant):
+    """The batch was validated while its account code was unknown (naming the skeleton account it
+    would create); the API created an account under that code before the batch was stored: the
+    measurements go to that account, and no second account has the code. Driven through ingest's
+    two steps against the live server's database, so the account lands exactly in between."""
+    from meterbill.core.db import Database
+    from meterbill.metering import ingest
+
+    client = m3ter_client(server, tenant)
+    meter = client.meters.create(code=f"m_{secrets.token_hex(3)}", name="Calls", derived_fields=[],
+                                 data_fields=[{"category": "MEASURE", "code": "calls", "name": "Calls"}])
+    code = f"late-{secrets.token_hex(3)}"
+    body = json.dumps({"measurements": [{"uid": f"{code}-1", "meter": meter.code, "account": code,
+                                         "ts": "2024-03-02T10:00:00Z", "measure": {"calls": 3}}]}).encode()
+    database = Database(server.database_url)
+    try:
+        with database.read() as session:
+            batch = ingest.decode_batch(session, tenant["org_id"], body)
+        assert batch.new_accounts == {code: ingest.skeleton_account_id(tenant["org_id"], code)}
+        account = client.accounts.create(code=code, name="Late", email_address="late@example.com")
+        with database.transaction() as session:
+            assert ingest.store_decoded(session, tenant["org_id"], body, batch) == 1
+    finally:
+        database.dispose()
+    assert [a.id for a in client.accounts.list(codes=[code])] == [account.id]
+    march = {"start_date": "2024-03-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"}
+    assert sums(client, meter.id, "calls", **march) == {code: Decimal(3)}
+
+
 def test_concurrent_batches_naming_the_same_new_accounts_are_all_accepted(server, tenant):
     """Batches in flight at once that name the same unknown account codes each try to create the same
     skeleton accounts: every batch is accepted, each account exists once, and every measurement counts."""
