@@ -112,17 +112,19 @@ def serve(
     demo: Annotated[bool, typer.Option("--demo", help="Create the demo tenant and print its credentials.")] = False,
 ) -> None:
     """Migrate the database and serve both APIs, the console and the outbox worker on one port."""
-    import uvicorn
-
-    from meterbill.app import create_app
-    from meterbill.tenants import demo_tenant
-
     settings = _settings(database_url, host=host, port=port)
     if not settings.embedded_worker:
         _one_process_store(settings, "`meterbill serve` with METERBILL_EMBEDDED_WORKER=false (no worker could run "
                                      "beside it)")
     # Bound before any credentials are minted: a busy port must not cost a set of valid keys.
     listener = _listen(settings.host, settings.port)
+    # Imported once the settings and the port are known good: a refused start answers at once, not
+    # after the seconds the whole application takes to import.
+    import uvicorn
+
+    from meterbill.app import create_app
+    from meterbill.tenants import demo_tenant
+
     runtime = _runtime(settings)
     base = settings.base_url()
     if demo:
@@ -181,12 +183,12 @@ def _seed_demo(base: str, credentials) -> None:
 @app.command()
 def worker(database_url: DatabaseUrl = None) -> None:
     """Drain the outbox (webhooks, connector calls, bill runs) until stopped."""
-    from meterbill.app import build_worker
+    settings = _settings(database_url)
+    _one_process_store(settings, "`meterbill worker`")
+    from meterbill.app import build_worker  # once the settings are known good (see `serve`)
     from meterbill.core.runtime import settle_collector
     from meterbill.metering import store
 
-    settings = _settings(database_url)
-    _one_process_store(settings, "`meterbill worker`")
     runtime = _runtime(settings)
     outbox_worker = build_worker(runtime)
     signal.signal(signal.SIGTERM, lambda *_: outbox_worker.stop())
