@@ -442,15 +442,18 @@ def post_batches(urls: list[str], token: str, bodies: list[bytes], clients: int)
 
 
 def wait_rolled_up(url: str, timeout: float = 180) -> float:
-    """Wait until the server's worker has rolled up every stored measurement; the seconds waited."""
+    """Wait until the server's worker has expanded every landed batch and rolled up every stored
+    measurement; the seconds waited."""
     started = time.perf_counter()
     with connect(url) as conn:
         while True:
-            mark, highest = conn.execute("SELECT (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1),"
-                                         " (SELECT COALESCE(MAX(id), 0) FROM metering_measurements)").fetchone()
+            mark, highest, landed = conn.execute(
+                "SELECT (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1),"
+                " (SELECT COALESCE(MAX(id), 0) FROM metering_measurements),"
+                " (SELECT count(*) FROM metering_landed_batches)").fetchone()
             conn.commit()
             # A replayed uid takes a sequence number without a row, so the mark may pass the last id.
-            if mark >= highest:
+            if mark >= highest and landed == 0:
                 return time.perf_counter() - started
             if time.perf_counter() - started > timeout:
                 raise TimeoutError(f"roll-up at id {mark:,} of {highest:,} after {timeout} s")

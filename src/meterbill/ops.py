@@ -21,7 +21,12 @@ import httpx
 import m3ter
 
 from meterbill.cli_errors import USAGE, CliError
-from meterbill.metering.measurement_fields import NEW_MEASUREMENTS_HEADER, NUMERIC_CATEGORIES, TEXT_CATEGORIES
+from meterbill.metering.measurement_fields import (
+    COUNT_NEW_HEADER,
+    NEW_MEASUREMENTS_HEADER,
+    NUMERIC_CATEGORIES,
+    TEXT_CATEGORIES,
+)
 
 
 @dataclass
@@ -311,7 +316,7 @@ def _post_with_retries(
     for attempt in range(8):
         try:
             response = client.post(url, json={"measurements": measurements},
-                                   headers={"Authorization": f"Bearer {token}"})
+                                   headers={"Authorization": f"Bearer {token}", COUNT_NEW_HEADER: "true"})
         except httpx.TransportError:
             response = None
         if response is not None and response.status_code < 500 and response.status_code != 429:

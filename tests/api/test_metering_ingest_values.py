@@ -103,7 +103,7 @@ def test_an_account_created_under_a_new_code_while_a_batch_naming_it_is_in_fligh
         assert batch.new_accounts == {code: ingest.skeleton_account_id(tenant["org_id"], code)}
         account = client.accounts.create(code=code, name="Late", email_address="late@example.com")
         with database.transaction() as session:
-            assert ingest.store_decoded(session, tenant["org_id"], body, batch) == 1
+            assert ingest.store_decoded(session, tenant["org_id"], body, batch, count_new=True) == 1
     finally:
         database.dispose()
     assert [a.id for a in client.accounts.list(codes=[code])] == [account.id]

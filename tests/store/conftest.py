@@ -51,7 +51,8 @@ class SqlStore:
             yield SqlMeasurementStore(session)
 
     def run_background_work(self) -> None:
-        # As the roll-up worker does: one transaction per pass, until a pass says nothing remains.
+        # As the roll-up worker does: one transaction per pass (each expanding landed batches first),
+        # until a pass says nothing remains.
         while True:
             with self.database.transaction() as session:
                 more = roll_up(session)

@@ -159,6 +159,53 @@ def test_uid_is_stored_once_per_organization_and_the_first_one_wins(adapter: Sto
         adapter.run_background_work()
 
 
+def test_a_landed_batch_counts_at_once_and_is_deduplicated_as_an_ingested_one(adapter: StoreUnderTest) -> None:
+    """`land` (the API's ingest) acknowledges a batch that every read counts from then on, before any
+    background work, with the same dedupe as `ingest`: a uid already stored, or landed before, or
+    repeated in the batch, counts once, the first time it came."""
+    org = new_org()
+    assert ingest(adapter, org, [m("u1", "2024-01-10 10:00", calls="1")]) == IngestOutcome(1, 0)
+    with adapter.unit() as store:
+        new = store.land(org, [m("u2", "2024-01-10 11:00", calls="2"), m("u1", "2024-01-10 12:00", calls="100"),
+                               m("u3", "2024-01-11 09:00", account=A2, calls="3"),
+                               m("u3", "2024-01-11 10:00", account=A2, calls="300")])
+        assert new in (None, 2)  # None: the store deduplicates later
+    with adapter.unit() as store:
+        new = store.land(org, [m("u2", "2024-01-12 11:00", calls="20"), m("u4", "2024-01-12 12:00", calls="4")])
+        assert new in (None, 1)
+    with pytest.raises(Abandon), adapter.unit() as store:
+        store.land(org, [m("u5", "2024-01-12 13:00", calls="5")])
+        raise Abandon
+    for state in ("not run", "run"):
+        with adapter.unit() as store:
+            assert store.period_totals(org, account_ids=None, fields=[(CALLS, "calls")], start=at("2024-01-01"),
+                                       end=at("2024-02-01")) == {
+                (A1, CALLS, "calls"): totals("7", "1", "4", 3), (A2, CALLS, "calls"): totals("3", "3", "3", 1),
+            }, f"background work: {state}"
+            assert calls_sum(store, org, "2024-01-12", "2024-01-13") == {A1: {(): D("4")}}
+        assert ingest(adapter, org, [m("u4", "2024-01-12 12:00", calls="40")]) == IngestOutcome(0, 1)
+        adapter.run_background_work()
+
+
+def test_a_landed_batch_is_counted_by_each_kind_of_read(adapter: StoreUnderTest) -> None:
+    org = new_org()
+    with adapter.unit() as store:
+        store.land(org, [m("l1", "2024-01-10 10:00", account=A2, calls="2.5")])
+    with adapter.unit() as store:
+        assert store.has_measurements(org, account_id=A2) is True
+    with adapter.unit() as store:
+        assert calls_sum(store, org, "2024-01-01", "2024-02-01", accounts=[A2]) == {A2: {(): D("2.5")}}
+    with adapter.unit() as store:
+        found = store.totals_series(org, fields=[(CALLS, "calls")], start=at("2024-01-01"), end=at("2024-02-01"),
+                                    account_ids=None, groups=[Group(GroupKind.ACCOUNT)], limit=10)
+        assert keyed_series(found) == {(CALLS, "calls"): {(A2,): totals("2.5", "2.5", "2.5", 1)}}
+    with adapter.unit() as store:
+        request = SeriesRequest(meter_id=CALLS, field="calls", numeric=True, function=Aggregation.SUM,
+                                start=at("2024-01-01"), end=at("2024-02-01"), account_ids=[A2],
+                                groups=[Group(GroupKind.ACCOUNT)])
+        assert keyed(store.series(org, request)) == {(A2,): D("2.5")}
+
+
 def test_same_uid_in_two_organizations_is_two_measurements(adapter: StoreUnderTest) -> None:
     one, two = new_org(), new_org()
     assert ingest(adapter, one, [m("shared", "2024-01-10 10:00", calls="1.5")]) == IngestOutcome(1, 0)

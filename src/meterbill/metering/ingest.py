@@ -364,13 +364,15 @@ def _accept(item: _Wire, meters: Mapping[str, MeterSchema], accounts: Mapping[st
     return NewMeasurement(uid, meter.id, account, ts, ets, dimensions, micros)
 
 
-def submit(db: Database, org_id: str, body: bytes) -> int:
-    """The API's ingest: a request body's measurements, validated and stored (durably, before this
-    returns) or refused whole; how many were new.
+def submit(db: Database, org_id: str, body: bytes, count_new: bool = False) -> int | None:
+    """The API's ingest: a request body's measurements, validated and acknowledged (durably, before
+    this returns) or refused whole; how many were new, if known (see `MeasurementStore.land`; with
+    `count_new`, always: the batch is then stored and deduplicated at once).
 
     The work is arranged so that concurrent requests do not queue on each other where they need not:
 
-    - measurements in the main database, PostgreSQL: one transaction (writers do not wait on each other);
+    - measurements in the main database, PostgreSQL: one transaction (writers do not wait on each other)
+      that lands the batch whole;
     - SQLite: validation reads in a transaction of its own first, so the database's single write lock
       is not held while the batch is parsed;
     - measurements outside the main database (ClickHouse): the main database is only read (meters,
@@ -390,18 +392,20 @@ def submit(db: Database, org_id: str, body: bytes) -> int:
         return store.bind(None).ingest(org_id, batch.measurements).stored
     if db.dialect == "postgresql":
         with db.transaction() as session:
-            return store_decoded(session, org_id, body, decode_batch(session, org_id, body))
+            return store_decoded(session, org_id, body, decode_batch(session, org_id, body), count_new)
     with db.read() as session:
         batch = decode_batch(session, org_id, body)
     with db.transaction() as session:
-        return store_decoded(session, org_id, body, batch)
+        return store_decoded(session, org_id, body, batch, count_new)
 
 
-def store_decoded(session: Session, org_id: str, body: bytes, batch: DecodedBatch) -> int:
-    """Store a decoded body's measurements in the measurement store, in this unit of work, with the
-    skeleton accounts they name; returns how many measurements were new."""
+def store_decoded(session: Session, org_id: str, body: bytes, batch: DecodedBatch,
+                  count_new: bool = False) -> int | None:
+    """Acknowledge a decoded body's measurements in the measurement store, in this unit of work, with
+    the skeleton accounts they name; how many measurements were new, if known (always with `count_new`)."""
     batch = _with_new_accounts(session, org_id, body, batch)
-    return store_for(session).ingest(org_id, batch.measurements).stored
+    store = store_for(session)
+    return store.ingest(org_id, batch.measurements).stored if count_new else store.land(org_id, batch.measurements)
 
 
 def _with_new_accounts(session: Session, org_id: str, body: bytes, batch: DecodedBatch) -> DecodedBatch:

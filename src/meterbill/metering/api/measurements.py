@@ -12,7 +12,7 @@ from meterbill.core.errors import PayloadTooLarge
 from meterbill.core.runtime import RuntimeDep
 from meterbill.metering import ingest
 from meterbill.metering.auth import CallerDep
-from meterbill.metering.measurement_fields import NEW_MEASUREMENTS_HEADER
+from meterbill.metering.measurement_fields import COUNT_NEW_HEADER, NEW_MEASUREMENTS_HEADER
 
 router = APIRouter(prefix="/organizations/{orgId}", tags=["metering"])
 
@@ -62,8 +62,10 @@ _REQUEST_BODY = {
 @router.post("/measurements", response_model=SubmitResult, openapi_extra=_REQUEST_BODY)
 async def submit_measurements(request: Request, response: Response, caller: CallerDep, runtime: RuntimeDep) -> Any:
     body = await _read_limited(request)
-    new = await run_in_threadpool(ingest.submit, runtime.db, caller.org_id, body)
-    response.headers[NEW_MEASUREMENTS_HEADER] = str(new)
+    count_new = request.headers.get(COUNT_NEW_HEADER, "").lower() == "true"
+    new = await run_in_threadpool(ingest.submit, runtime.db, caller.org_id, body, count_new)
+    if new is not None:
+        response.headers[NEW_MEASUREMENTS_HEADER] = str(new)
     return SubmitResult()
 
 

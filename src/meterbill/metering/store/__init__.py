@@ -7,7 +7,8 @@ contract. The contract, which `tests/store/test_conformance.py` holds every adap
 
 - `ingest` stores a batch all-or-nothing and durably before it returns; a uid is stored
   once per organization (a replay, in the same batch or a later one, is a duplicate and
-  changes nothing).
+  changes nothing). `land` acknowledges a batch the same way, but may leave the dedupe for
+  later (and then cannot say how many measurements were new).
 - Every read is over start <= ts < end, exact (numeric fields are integers in millionths
   of their unit, summed as integers), and counts every measurement `ingest` acknowledged
   before the read began, whatever background work (rollups) has or has not done yet.
@@ -146,6 +147,12 @@ class MeasurementStore(Protocol):
 
     def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
         """Store what is new, all or nothing, durably once the unit of work commits."""
+        ...
+
+    def land(self, org_id: str, batch: Sequence[NewMeasurement]) -> int | None:
+        """Acknowledge a batch (the API's ingest): durable once the unit of work commits, and counted by
+        every read from then on, as `ingest` is. A store may defer the dedupe and the indexing to later
+        (PostgreSQL does): how many measurements were new, or None when that is decided later."""
         ...
 
     def period_totals(

@@ -447,6 +447,9 @@ class ClickHouseMeasurements:
         pending.checked = generation if pending.checked is None else min(pending.checked, generation)
         return IngestOutcome(len(new) - len(known), len(batch) - len(new) + len(known))
 
+    def land(self, org_id: str, batch: Sequence[NewMeasurement]) -> int | None:
+        return self.ingest(org_id, batch).stored
+
     # -- reads ---------------------------------------------------------------------------------
 
     def _rows(self, sql: str, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:

@@ -6,6 +6,12 @@ DO NOTHING`, in the caller's transaction. Nothing else is written to acknowledge
 (a new series row the first time an account uses a meter aside): the daily rollup is
 built afterwards from what was committed (`sql_rollup`).
 
+The API's ingest on PostgreSQL goes further (`land`): the batch's document is stored whole, one row
+in `metering_landed_batches`, and acknowledged; `settle` expands landed batches into measurements
+(the same INSERT), in the background before each roll-up pass, and for an organization before any
+read of it, so every read still counts every acknowledged measurement. Acknowledging then costs
+PostgreSQL one row instead of a thousand rows and their three index entries each.
+
 Reads: aggregation runs in SQL over exact integers. A total over whole UTC days adds the
 rolled-up days to the measurements above the roll-up mark in those days (the tail the
 roll-up has not reached), and the ragged ends of the range come from the measurements
@@ -40,7 +46,14 @@ from meterbill.metering.store import (
     Totals,
     from_micros,
 )
-from meterbill.metering.store.sql_rollup import INGEST_LOCK_KEY, schedule_roll_up, watermark
+from meterbill.metering.store.sql_rollup import (
+    INGEST_LOCK_KEY,
+    INSERT_COLUMNS,
+    row_postgres,
+    schedule_roll_up,
+    settle,
+    watermark,
+)
 from meterbill.metering.store.sql_tables import MeasurementSeries, StoredMeasurement
 
 # Series ids by (organization, meter, account), per engine. Only ids of committed rows enter it
@@ -84,17 +97,14 @@ class SqlMeasurementStore:
     def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
         if not batch:
             return IngestOutcome(0, 0)
-        series = self._series_ids(org_id, {(m.meter_id, m.account_id) for m in batch})
-        # Rows as arrays, not objects: a third of the JSON to write and to parse.
         cursor = self.session.connection().connection.cursor()
         try:
             if self.postgres:
-                document = orjson.dumps([(series[m.meter_id, m.account_id], m.ts, m.ets, m.uid, m.micros or None,
-                                          m.dimensions or None) for m in batch]).decode()
                 cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
-                cursor.execute(_INSERT_POSTGRES, {"org": org_id, "batch": document})
+                cursor.execute(_INSERT_POSTGRES, {"org": org_id, "batch": self._document(org_id, batch)})
                 (stored,) = cursor.fetchone() or (0,)  # the statement always answers one row
             else:
+                series = self._series_ids(org_id, {(m.meter_id, m.account_id) for m in batch})
                 document = orjson.dumps([
                     (series[m.meter_id, m.account_id], sqlite_time(m.ts), None if m.ets is None else sqlite_time(m.ets),
                      m.uid, m.micros or None, m.dimensions or None, uid_key(org_id, m.uid)) for m in batch]).decode()
@@ -104,6 +114,33 @@ class SqlMeasurementStore:
             cursor.close()
         schedule_roll_up(self.session)
         return IngestOutcome(stored, len(batch) - stored)
+
+    def land(self, org_id: str, batch: Sequence[NewMeasurement]) -> int | None:
+        if not self.postgres:  # one writer at a time: landing would only add a step
+            return self.ingest(org_id, batch).stored
+        if batch:
+            cursor = self.session.connection().connection.cursor()
+            try:
+                cursor.execute("INSERT INTO metering_landed_batches (organization_id, document) VALUES (%s, %s)",
+                               (org_id, self._document(org_id, batch)))
+            finally:
+                cursor.close()
+            schedule_roll_up(self.session)
+        return None
+
+    def _document(self, org_id: str, batch: Sequence[NewMeasurement]) -> str:
+        """The batch's rows as PostgreSQL's INSERT takes them: arrays, not objects, a third of the JSON
+        to write and to parse."""
+        series = self._series_ids(org_id, {(m.meter_id, m.account_id) for m in batch})
+        return orjson.dumps([(series[m.meter_id, m.account_id], m.ts, m.ets, m.uid, m.micros or None,
+                              m.dimensions or None) for m in batch]).decode()
+
+    def _settled(self, org_id: str | None) -> None:
+        """Before a read: the organization's landed batches (every organization's with None) expanded."""
+        if self.postgres:
+            engine = self.session.get_bind()
+            assert isinstance(engine, Engine)
+            settle(engine, org_id)
 
     def _series_ids(self, org_id: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
         engine = self.session.get_bind()
@@ -132,6 +169,7 @@ class SqlMeasurementStore:
     # -- reads ---------------------------------------------------------------------------------
 
     def has_measurements(self, org_id: str, *, meter_id: str | None = None, account_id: str | None = None) -> bool:
+        self._settled(org_id)
         series = select(MeasurementSeries.id).where(MeasurementSeries.organization_id == org_id)
         if meter_id is not None:
             series = series.where(MeasurementSeries.meter_id == meter_id)
@@ -145,6 +183,7 @@ class SqlMeasurementStore:
         self, org_id: str, *, account_ids: Sequence[str] | None, fields: Sequence[tuple[str, str]],
         start: datetime, end: datetime,
     ) -> dict[tuple[str, str, str], Totals]:
+        self._settled(org_id)
         if self.postgres:
             # One group per account and field: with the default 4 MB, PostgreSQL sorts ten thousand
             # accounts' days on disk to group them instead of hashing them in memory. No JIT: a
@@ -167,6 +206,7 @@ class SqlMeasurementStore:
         self, org_id: str, *, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
         account_ids: Sequence[str] | None, groups: Sequence[Group], limit: int,
     ) -> dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]]:
+        self._settled(org_id)
         sql, params = self._totals_sql(org_id, fields=fields, start=start, end=end, account_ids=account_ids,
                                        groups=groups, per_field_limit=limit + 1)
         found: dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]] = {}
@@ -200,6 +240,7 @@ class SqlMeasurementStore:
         # In id order, the cursor the last id passed, and never past the roll-up's watermark: below it no
         # transaction can still commit, so a later scan from a cursor never misses a row committed late.
         # (Above it, a batch that took lower ids than one already committed may still be in flight.)
+        self._settled(None)
         last = int(after) if after is not None else 0
         through = watermark(self.session)
         while last < through:
@@ -227,6 +268,7 @@ class SqlMeasurementStore:
         return [], None
 
     def census(self) -> dict[str, tuple[int, dict[tuple[str, str], int]]]:
+        self._settled(None)
         counts = self._run("SELECT s.organization_id, COUNT(*) FROM metering_measurements m"
                            " JOIN metering_series s ON s.id = m.series_id GROUP BY s.organization_id", {})
         found: dict[str, tuple[int, dict[tuple[str, str], int]]] = {org: (int(n), {}) for org, n in counts}
@@ -370,6 +412,7 @@ class SqlMeasurementStore:
     def _series_rows(self, org_id: str, request: SeriesRequest,
                      limit: int | None) -> list[tuple[tuple[str | None, ...], Decimal]]:
         """One aggregation over the measurements themselves (no rollup), grouped and filtered."""
+        self._settled(org_id)
         params: dict[str, Any] = {"start": request.start, "end": request.end, "field": request.field}
         series = self._series_cte(org_id, [request.meter_id], request.account_ids, params)
         value = self._number("m.measures", ":field") if request.numeric else "(m.dimensions ->> :field)"
@@ -438,15 +481,12 @@ class SqlDatabaseStore:
         self.database.dispose()
 
 
-_INSERT_COLUMNS = "series_id, ts, ets, uid_key, uid, measures, dimensions"
-# The uid key (see sql_tables and `uid_key`) is computed here, by PostgreSQL's C, not in the API process.
-# An empty object was sent as JSON null, stored as SQL NULL.
+
+
 _INSERT_POSTGRES = f"""
 WITH new AS (
-    INSERT INTO metering_measurements ({_INSERT_COLUMNS})
-    SELECT (e ->> 0)::integer, (e ->> 1)::timestamptz, (e ->> 2)::timestamptz,
-           encode(substring(sha256(convert_to(%(org)s || (e ->> 3), 'UTF8')) FROM 1 FOR 16), 'hex')::uuid,
-           e ->> 3, NULLIF(e -> 4, 'null')::json, NULLIF(e -> 5, 'null')::json
+    INSERT INTO metering_measurements ({INSERT_COLUMNS})
+    SELECT {row_postgres("%(org)s")}
     FROM jsonb_array_elements(%(batch)s::jsonb) AS e
     ON CONFLICT (uid_key) DO NOTHING
     RETURNING 1
@@ -456,7 +496,7 @@ SELECT count(*) FROM new
 # `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert clause, not a join constraint.
 # `->>` of an object is its JSON text, of a JSON null an SQL NULL.
 _INSERT_SQLITE = f"""
-INSERT INTO metering_measurements ({_INSERT_COLUMNS})
+INSERT INTO metering_measurements ({INSERT_COLUMNS})
 SELECT b.value ->> 0, b.value ->> 1, b.value ->> 2, b.value ->> 6, b.value ->> 3, b.value ->> 4, b.value ->> 5
 FROM json_each(?) AS b WHERE true
 ON CONFLICT (uid_key) DO NOTHING

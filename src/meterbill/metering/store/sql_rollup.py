@@ -1,4 +1,6 @@
-"""The daily rollup of the SQL measurement store, built in the background.
+"""The SQL measurement store's background work: the daily rollup, and (PostgreSQL) expanding
+the batches the API acknowledged whole into measurements (`settle`, also run by every reader for
+its organization before it reads, and by every roll-up pass first).
 
 Ingest writes measurements and nothing else. A roll-up pass folds the measurements with ids
 between the mark (`metering_rollup_marks.rolled_through`) and a watermark into
@@ -21,7 +23,7 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from meterbill.core.outbox import Delivery, enqueue, handles
@@ -61,8 +63,13 @@ def _roll_up_message(delivery: Delivery) -> None:
 
 def roll_up(session: Session, pass_size: int = PASS_SIZE) -> bool:
     """Fold the measurements above the mark, up to the watermark (at most `pass_size` of them),
-    into the daily rollup; returns whether more remain."""
+    into the daily rollup, once every landed batch is expanded (on a connection of its own, before
+    this session's transaction takes anything); returns whether more remain."""
     postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        settle(engine)
     lock = " FOR UPDATE" if postgres else ""  # concurrent passes take turns; SQLite has one writer anyway
     mark = int(session.execute(text(f"SELECT rolled_through FROM metering_rollup_marks WHERE id = 1{lock}"))
                .scalar_one())
@@ -106,3 +113,64 @@ def watermark(session: Session) -> int:
     finally:
         session.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": INGEST_LOCK_KEY})
     return int(last) if called else int(last) - 1
+
+
+# -- landed batches (see `sql.SqlMeasurementStore.land`) ---------------------------------------------
+
+INSERT_COLUMNS = "series_id, ts, ets, uid_key, uid, measures, dimensions"
+
+
+def row_postgres(org: str) -> str:
+    """A measurement's columns from its array `e` in a batch's document. The uid key (see sql_tables
+    and `uid_key`) is computed here, by PostgreSQL's C, not in the API process. An empty object was
+    sent as JSON null, stored as SQL NULL."""
+    return f"""(e ->> 0)::integer, (e ->> 1)::timestamptz, (e ->> 2)::timestamptz,
+           encode(substring(sha256(convert_to({org} || (e ->> 3), 'UTF8')) FROM 1 FOR 16), 'hex')::uuid,
+           e ->> 3, NULLIF(e -> 4, 'null')::json, NULLIF(e -> 5, 'null')::json"""
+
+
+# The oldest landed batches (of one organization, or of all), taken and expanded in landing order, each
+# batch's measurements in their order: the first of a uid is the one stored, as if each had been
+# inserted when it landed. Rows a concurrent settle holds are waited for, then found gone.
+_SETTLE = f"""
+WITH taken AS (
+    DELETE FROM metering_landed_batches WHERE id IN (
+        SELECT id FROM metering_landed_batches WHERE %(org)s::text IS NULL OR organization_id = %(org)s
+        ORDER BY id LIMIT %(batches)s FOR UPDATE)
+    RETURNING id, organization_id, document
+)
+INSERT INTO metering_measurements ({INSERT_COLUMNS})
+SELECT {row_postgres("b.organization_id")}
+FROM taken b, jsonb_array_elements(b.document::jsonb) WITH ORDINALITY AS r(e, n)
+ORDER BY b.id, r.n
+ON CONFLICT (uid_key) DO NOTHING
+"""
+# Batches per settle transaction: a backlog is expanded in steps that each commit.
+SETTLE_BATCHES = 100
+
+
+def settle(engine: Engine, org_id: str | None = None) -> None:
+    """Expand the landed batches of an organization (of every one with None) into measurements, on a
+    connection of its own, committing every `SETTLE_BATCHES`; returns once none of them is left. A
+    reader calls it first, so it counts every batch acknowledged before it began, expanded by whoever.
+
+    The expansion inserts measurements as ingest does, under the ingest lock held shared (see
+    `watermark`). Lock waits are bounded: a caller whose own open transaction holds what
+    the expansion needs (an uncommitted measurement of a uid a landed batch also has) gets an error
+    instead of waiting for itself."""
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        try:
+            while True:
+                cursor.execute("SELECT EXISTS (SELECT 1 FROM metering_landed_batches"
+                               " WHERE %(org)s::text IS NULL OR organization_id = %(org)s)", {"org": org_id})
+                row = cursor.fetchone()
+                if not (row and row[0]):
+                    connection.connection.commit()
+                    return
+                cursor.execute("SET LOCAL lock_timeout = '30s'")
+                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
+                cursor.execute(_SETTLE, {"org": org_id, "batches": SETTLE_BATCHES})
+                connection.connection.commit()
+        finally:
+            cursor.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.core.db import Base, JSONText, UTCDateTime
@@ -97,3 +97,18 @@ class RollupMark(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rolled_through: Mapped[int] = mapped_column(BigInteger)
+
+
+class LandedBatch(Base):
+    """A batch PostgreSQL acknowledged and `sql.settle` has not yet expanded into measurements: its
+    rows as ingest's JSON document, kept whole (one row, one index entry, no per-measurement work
+    before the answer). Readers expand their organization's batches before they read."""
+
+    __tablename__ = "metering_landed_batches"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(36))
+    document: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_metering_landed_batches_org", "organization_id", "id"),)
