@@ -37,7 +37,8 @@ BATCH = 1000
 CLIENTS = 8
 REGIONS = ("eu-west", "eu-central", "us-east", "us-west", "ap-south")
 TIERS = ("free", "standard", "premium")
-STORE_TABLES = ("metering_measurements", "metering_series", "metering_usage_days", "metering_rollup_marks")
+STORE_TABLES = ("metering_measurements", "metering_series", "metering_usage_days", "metering_rollup_marks",
+                "metering_landed_batches")
 LEAN_TABLE = "bench_lean_footprint"
 
 
