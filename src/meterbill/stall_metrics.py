@@ -25,6 +25,7 @@ from meterbill.core.db import Database, utcnow
 from meterbill.metering import fileuploads
 from meterbill.metering.billrun import ACTIVE_JOB_STATUSES
 from meterbill.metering.models import BillJob, FileUploadJob
+from meterbill.metering.store.sql_rollup import landed_backlog
 
 log = structlog.get_logger("meterbill.metrics")
 
@@ -101,15 +102,16 @@ class StallCollector(Collector):
                 backlog = outbox_backlog(session, now)
                 jobs = unfinished_jobs(session)
                 failures = failed_webhook_deliveries(session)
+                landed = landed_backlog(session)
         except SQLAlchemyError as exc:
             # The process's own metrics are still worth serving while the database is away.
             log.warning("stall_metrics_unavailable", error=f"{type(exc).__name__}: {exc}")
             return []
-        return list(_families(now, backlog, jobs, failures))
+        return list(_families(now, backlog, jobs, failures, landed))
 
 
 def _families(now: datetime, backlog: list[TopicBacklog], jobs: list[UnfinishedJobs],
-              failures: list[EndpointFailures]) -> Iterator[Metric]:
+              failures: list[EndpointFailures], landed: int) -> Iterator[Metric]:
     pending = GaugeMetricFamily("meterbill_outbox_pending_messages",
                                 "Outbox messages due and not yet done (waiting for or in a worker's hands)",
                                 labels=["topic"])
@@ -132,7 +134,11 @@ def _families(now: datetime, backlog: list[TopicBacklog], jobs: list[UnfinishedJ
                                labels=["site", "endpoint"])
     for endpoint in failures:
         failed.add_metric([endpoint.site_id, endpoint.endpoint_id], endpoint.failed)
-    yield from (pending, oldest, count, age, failed)
+    batches = GaugeMetricFamily("meterbill_measurement_batches_landed",
+                                "Measurement batches acknowledged whole (PostgreSQL) and not yet expanded into rows; "
+                                "every read expands its organization's first, so a growing figure means slower reads")
+    batches.add_metric([], landed)
+    yield from (pending, oldest, count, age, failed, batches)
 
 
 def _age(now: datetime, since: datetime | None) -> float:

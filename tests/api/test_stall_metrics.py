@@ -1,5 +1,6 @@
 """/metrics shows stalls: the outbox backlog and its oldest due message per topic, unfinished bill and
-file-upload jobs and their age, and failed webhook deliveries per endpoint, scraped over HTTP."""
+file-upload jobs and their age, failed webhook deliveries per endpoint, and measurement batches waiting
+to be expanded, scraped over HTTP."""
 
 from __future__ import annotations
 
@@ -71,6 +72,23 @@ def test_backlog_and_unfinished_jobs_with_their_age(idle_server):
     later = scrape(idle_server)
     assert value(later, "meterbill_jobs_oldest_unfinished_age_seconds", kind="bill", status="PENDING") \
         > value(samples, "meterbill_jobs_oldest_unfinished_age_seconds", kind="bill", status="PENDING")
+
+
+def test_landed_batches_waiting_for_expansion(idle_server):
+    """PostgreSQL acknowledges a batch once it is stored whole; with no worker, it waits until a read
+    of its organization expands it. SQLite stores the rows in the request: nothing ever waits."""
+    tenant = idle_server.create_tenant(unique_name("landed"))
+    m3 = m3ter_client(idle_server, tenant)
+    meter = m3.meters.create(code="calls", name="Calls", derived_fields=[],
+                             data_fields=[{"category": "MEASURE", "code": "n", "name": "N"}])
+    for batch in range(2):
+        m3.usage.submit(measurements=[{"uid": f"b{batch}", "meter": meter.code, "account": "acct",
+                                       "ts": "2024-01-01T00:00:00Z", "measure": {"n": 1}}])
+    postgres = idle_server.database_url.startswith("postgresql")
+    assert value(scrape(idle_server), "meterbill_measurement_batches_landed") == (2 if postgres else 0)
+    m3.usage.query(start_date="2024-01-01T00:00:00Z", end_date="2024-02-01T00:00:00Z",
+                   aggregations=[{"meterId": meter.id, "fieldCode": "n", "fieldType": "MEASURE", "function": "SUM"}])
+    assert value(scrape(idle_server), "meterbill_measurement_batches_landed") == 0
 
 
 @pytest.fixture

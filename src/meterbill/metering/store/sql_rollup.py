@@ -174,3 +174,8 @@ def settle(engine: Engine, org_id: str | None = None) -> None:
                 connection.connection.commit()
         finally:
             cursor.close()
+
+
+def landed_backlog(session: Session) -> int:
+    """How many acknowledged batches wait to be expanded (PostgreSQL; always 0 on SQLite)."""
+    return int(session.execute(text("SELECT count(*) FROM metering_landed_batches")).scalar_one())
