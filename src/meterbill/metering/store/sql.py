@@ -136,13 +136,19 @@ class SqlMeasurementStore:
                               m.dimensions or None) for m in batch]).decode()
 
     def _settled(self, org_id: str | None) -> None:
-        """Before a read: the organization's landed batches (every organization's with None) expanded.
-        Asked in the reader's own transaction first (one index probe), so a read with nothing waiting
-        costs no second connection."""
-        if self.postgres and self.session.execute(_ANY_LANDED, {"org": org_id}).scalar():
+        """Before the unit of work's first read of an organization (of all, with None): its landed
+        batches expanded, so the unit counts every batch acknowledged before it began reading. Asked in
+        the reader's own transaction first (one index probe): nothing waiting costs no second connection."""
+        if not self.postgres:
+            return
+        done: set[str | None] = self.session.info.setdefault(_SETTLED_FOR, set())
+        if org_id in done or None in done:
+            return
+        if self.session.execute(_ANY_LANDED, {"org": org_id}).scalar():
             engine = self.session.get_bind()
             assert isinstance(engine, Engine)
             settle(engine, org_id)
+        done.add(org_id)
 
     def _series_ids(self, org_id: str, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
         engine = self.session.get_bind()
@@ -505,6 +511,7 @@ ON CONFLICT (uid_key) DO NOTHING
 """
 
 
+_SETTLED_FOR = "meterbill.landed_batches_settled_for"  # session.info: organizations settled in this unit of work
 _ANY_LANDED = text("SELECT EXISTS (SELECT 1 FROM metering_landed_batches"
                    " WHERE CAST(:org AS text) IS NULL OR organization_id = :org)")
 
