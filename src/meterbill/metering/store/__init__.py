@@ -151,8 +151,9 @@ class MeasurementStore(Protocol):
 
     def land(self, org_id: str, batch: Sequence[NewMeasurement]) -> int | None:
         """Acknowledge a batch (the API's ingest): durable once the unit of work commits, and counted by
-        every read of a unit of work that begins reading after that (not by reads in its own unit). A store may defer the dedupe and the indexing to later
-        (PostgreSQL does): how many measurements were new, or None when that is decided later."""
+        every read of a unit of work that begins reading after that (not by reads in its own unit). A
+        store may defer the dedupe and the indexing to later (PostgreSQL does): how many measurements
+        were new, or None when that is decided later."""
         ...
 
     def period_totals(
