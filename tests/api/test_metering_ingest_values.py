@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import m3ter
 import pytest
 
@@ -109,6 +110,31 @@ def test_an_account_created_under_a_new_code_while_a_batch_naming_it_is_in_fligh
     assert [a.id for a in client.accounts.list(codes=[code])] == [account.id]
     march = {"start_date": "2024-03-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"}
     assert sums(client, meter.id, "calls", **march) == {code: Decimal(3)}
+
+
+def test_the_count_of_new_measurements_is_answered_when_asked_and_a_bad_ask_is_refused_by_name(server, tenant):
+    """`x-meterbill-count-new: true` gets `x-meterbill-new-measurements` on every database (PostgreSQL
+    otherwise deduplicates after the answer); any value but true or false is refused, storing nothing."""
+    from tests.api.test_metering_uploads_and_usage import bearer_token
+
+    client = m3ter_client(server, tenant)
+    meter = client.meters.create(code=f"m_{secrets.token_hex(3)}", name="Calls", derived_fields=[],
+                                 data_fields=[{"category": "MEASURE", "code": "calls", "name": "Calls"}])
+    account = f"count-{secrets.token_hex(3)}"
+    url = f"{server.base_url}/organizations/{tenant['org_id']}/measurements"
+    body = {"measurements": [{"uid": f"{account}-{n}", "meter": meter.code, "account": account,
+                              "ts": "2024-03-02T10:00:00Z", "measure": {"calls": 1}} for n in range(3)]}
+    auth = {"Authorization": f"Bearer {bearer_token(server, tenant)}"}
+
+    refused = httpx.post(url, json=body, headers={**auth, "x-meterbill-count-new": "yes"})
+    assert refused.status_code == 400 and "x-meterbill-count-new" in refused.json()["message"]
+    march = {"start_date": "2024-03-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"}
+    assert sums(client, meter.id, "calls", **march) == {}
+    counted = httpx.post(url, json=body, headers={**auth, "x-meterbill-count-new": "true"})
+    assert counted.status_code == 200 and counted.headers["x-meterbill-new-measurements"] == "3"
+    again = httpx.post(url, json=body, headers={**auth, "x-meterbill-count-new": "TRUE"})
+    assert again.headers["x-meterbill-new-measurements"] == "0"
+    assert sums(client, meter.id, "calls", **march) == {account: Decimal(3)}
 
 
 def test_concurrent_batches_naming_the_same_new_accounts_are_all_accepted(server, tenant):

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from meterbill.metering.store.sql import settle
+from meterbill.metering.store.sql_rollup import settle
 from tests.conftest import unique_name
 
 GENESIS = 1_709_251_200  # 2024-03-01 00:00 UTC

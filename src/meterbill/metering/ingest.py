@@ -30,7 +30,7 @@ from meterbill.metering.calculations import CalculationError, Expression, evalua
 from meterbill.metering.config import document_body
 from meterbill.metering.measurement_fields import NUMERIC_CATEGORIES, TEXT_CATEGORIES
 from meterbill.metering.models import ConfigEntity
-from meterbill.metering.store import NewMeasurement, outside_store, store_for
+from meterbill.metering.store import MeasurementStore, NewMeasurement, outside_store, store_for
 
 MAX_MEASUREMENTS = 1000
 MAX_BODY_BYTES = 512_000
@@ -389,7 +389,7 @@ def submit(db: Database, org_id: str, body: bytes, count_new: bool = False) -> i
         if batch.new_accounts:
             with db.transaction() as session:
                 batch = _with_new_accounts(session, org_id, body, batch)
-        return store.bind(None).ingest(org_id, batch.measurements).stored
+        return _acknowledge(store.bind(None), org_id, batch, count_new)
     if db.dialect == "postgresql":
         with db.transaction() as session:
             return store_decoded(session, org_id, body, decode_batch(session, org_id, body), count_new)
@@ -403,8 +403,11 @@ def store_decoded(session: Session, org_id: str, body: bytes, batch: DecodedBatc
                   count_new: bool = False) -> int | None:
     """Acknowledge a decoded body's measurements in the measurement store, in this unit of work, with
     the skeleton accounts they name; how many measurements were new, if known (always with `count_new`)."""
-    batch = _with_new_accounts(session, org_id, body, batch)
-    store = store_for(session)
+    return _acknowledge(store_for(session), org_id, _with_new_accounts(session, org_id, body, batch), count_new)
+
+
+def _acknowledge(store: MeasurementStore, org_id: str, batch: DecodedBatch, count_new: bool) -> int | None:
+    """Landed (the store may deduplicate later), or with `count_new` stored and deduplicated at once."""
     return store.ingest(org_id, batch.measurements).stored if count_new else store.land(org_id, batch.measurements)
 
 

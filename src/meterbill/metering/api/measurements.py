@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.core.errors import PayloadTooLarge
+from meterbill.core.errors import InvalidInput, PayloadTooLarge
 from meterbill.core.runtime import RuntimeDep
 from meterbill.metering import ingest
 from meterbill.metering.auth import CallerDep
@@ -62,11 +62,18 @@ _REQUEST_BODY = {
 @router.post("/measurements", response_model=SubmitResult, openapi_extra=_REQUEST_BODY)
 async def submit_measurements(request: Request, response: Response, caller: CallerDep, runtime: RuntimeDep) -> Any:
     body = await _read_limited(request)
-    count_new = request.headers.get(COUNT_NEW_HEADER, "").lower() == "true"
-    new = await run_in_threadpool(ingest.submit, runtime.db, caller.org_id, body, count_new)
+    new = await run_in_threadpool(ingest.submit, runtime.db, caller.org_id, body, _count_new(request))
     if new is not None:
         response.headers[NEW_MEASUREMENTS_HEADER] = str(new)
     return SubmitResult()
+
+
+def _count_new(request: Request) -> bool:
+    """The extension header asking for the count of new measurements: read as sent, or refused by name."""
+    asked = request.headers.get(COUNT_NEW_HEADER, "false").lower()
+    if asked not in ("true", "false"):
+        raise InvalidInput(f"header {COUNT_NEW_HEADER} must be true or false", param=COUNT_NEW_HEADER)
+    return asked == "true"
 
 
 async def _read_limited(request: Request) -> bytes:

@@ -49,6 +49,7 @@ from meterbill.metering.store import (
 from meterbill.metering.store.sql_rollup import (
     INGEST_LOCK_KEY,
     INSERT_COLUMNS,
+    any_landed,
     row_postgres,
     schedule_roll_up,
     settle,
@@ -144,7 +145,7 @@ class SqlMeasurementStore:
         done: set[str | None] = self.session.info.setdefault(_SETTLED_FOR, set())
         if org_id in done or None in done:
             return
-        if self.session.execute(_ANY_LANDED, {"org": org_id}).scalar():
+        if any_landed(self.session, org_id):
             engine = self.session.get_bind()
             assert isinstance(engine, Engine)
             settle(engine, org_id)
@@ -489,8 +490,6 @@ class SqlDatabaseStore:
         self.database.dispose()
 
 
-
-
 _INSERT_POSTGRES = f"""
 WITH new AS (
     INSERT INTO metering_measurements ({INSERT_COLUMNS})
@@ -512,8 +511,6 @@ ON CONFLICT (uid_key) DO NOTHING
 
 
 _SETTLED_FOR = "meterbill.landed_batches_settled_for"  # session.info: organizations settled in this unit of work
-_ANY_LANDED = text("SELECT EXISTS (SELECT 1 FROM metering_landed_batches"
-                   " WHERE CAST(:org AS text) IS NULL OR organization_id = :org)")
 
 
 def _chunks(account_ids: Sequence[str] | None) -> Iterable[Sequence[str] | None]:

@@ -23,7 +23,7 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from meterbill.core.outbox import Delivery, enqueue, handles
@@ -65,10 +65,10 @@ def roll_up(session: Session, pass_size: int = PASS_SIZE) -> bool:
     """Fold the measurements above the mark, up to the watermark (at most `pass_size` of them),
     into the daily rollup, once every landed batch is expanded (on a connection of its own, before
     this session's transaction takes anything); returns whether more remain."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    postgres = engine.dialect.name == "postgresql"
     if postgres:
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
         settle(engine)
     lock = " FOR UPDATE" if postgres else ""  # concurrent passes take turns; SQLite has one writer anyway
     mark = int(session.execute(text(f"SELECT rolled_through FROM metering_rollup_marks WHERE id = 1{lock}"))
@@ -149,6 +149,15 @@ ON CONFLICT (uid_key) DO NOTHING
 SETTLE_BATCHES = 100
 
 
+_ANY_LANDED = text("SELECT EXISTS (SELECT 1 FROM metering_landed_batches"
+                   " WHERE CAST(:org AS text) IS NULL OR organization_id = :org)")
+
+
+def any_landed(executor: Session | Connection, org_id: str | None) -> bool:
+    """Whether batches of the organization (of any, with None) wait to be expanded: one index probe."""
+    return bool(executor.execute(_ANY_LANDED, {"org": org_id}).scalar())
+
+
 def settle(engine: Engine, org_id: str | None = None) -> None:
     """Expand the landed batches of an organization (of every one with None) into measurements, on a
     connection of its own, committing every `SETTLE_BATCHES`; returns once none of them is left. A
@@ -159,21 +168,13 @@ def settle(engine: Engine, org_id: str | None = None) -> None:
     the expansion needs (an uncommitted measurement of a uid a landed batch also has) gets an error
     instead of waiting for itself."""
     with engine.connect() as connection:
-        cursor = connection.connection.cursor()
-        try:
-            while True:
-                cursor.execute("SELECT EXISTS (SELECT 1 FROM metering_landed_batches"
-                               " WHERE %(org)s::text IS NULL OR organization_id = %(org)s)", {"org": org_id})
-                row = cursor.fetchone()
-                if not (row and row[0]):
-                    connection.connection.commit()
+        while True:
+            with connection.begin():
+                if not any_landed(connection, org_id):
                     return
-                cursor.execute("SET LOCAL lock_timeout = '30s'")
-                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
-                cursor.execute(_SETTLE, {"org": org_id, "batches": SETTLE_BATCHES})
-                connection.connection.commit()
-        finally:
-            cursor.close()
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '30s'")
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%(key)s)", {"key": INGEST_LOCK_KEY})
+                connection.exec_driver_sql(_SETTLE, {"org": org_id, "batches": SETTLE_BATCHES})
 
 
 def landed_backlog(session: Session) -> int:
