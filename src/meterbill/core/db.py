@@ -216,13 +216,8 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # Usage buckets and the daily rollup are UTC days, whatever the server's own time zone.
-    # Custom plans always: psycopg prepares a statement at its fifth run on a connection, and
-    # PostgreSQL may then plan it once for any values, blind to what the store's reads pass as
-    # values on purpose (the roll-up mark that tells it the tail is small, the accounts asked):
-    # one account's month went from 0.9 ms to 4.4 ms. Preparing still saves the parsing.
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         connect_args={"options": "-c timezone=UTC -c plan_cache_mode=force_custom_plan"},
-                         **json_options)
+                         connect_args={"options": "-c timezone=UTC"}, **json_options)
 
 
 EXCLUSIVE_WAIT_SECONDS = 120.0

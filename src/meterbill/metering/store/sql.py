@@ -324,7 +324,10 @@ class SqlMeasurementStore:
     def _mark_hint(self) -> int:
         """The roll-up mark as this transaction sees it now. Statements compare ids with it as a
         literal, so the planner knows the tail is small, and with the mark read again in the
-        statement, which is what makes the result exact (the mark only grows)."""
+        statement, which is what makes the result exact (the mark only grows). A literal in the
+        text, not a parameter: psycopg prepares a statement at its fifth run on a connection and
+        PostgreSQL may then plan it once for any parameters, blind to the tail (one account's month
+        took 4.4 ms planned so, 0.25 ms with the literal)."""
         return int(self.session.execute(text("SELECT rolled_through FROM metering_rollup_marks WHERE id = 1"))
                    .scalar_one_or_none() or 0)
 
@@ -369,7 +372,7 @@ class SqlMeasurementStore:
             params.update(start=start, end=end)
             parts.append(raw("m.ts >= :start AND m.ts < :end"))
         else:
-            params.update(start=start, end=end, first_day=first_day, last_day=last_day, hint=self._mark_hint())
+            params.update(start=start, end=end, first_day=first_day, last_day=last_day)
             keys = "".join(f"{key} AS t{i}, " for i, key in enumerate(time_keys("d.day")))
             # For some accounts, their series' days by the primary key (the organization's series
             # only, so no organization column to read: on PostgreSQL the key holds every column read,
@@ -381,7 +384,8 @@ class SqlMeasurementStore:
                 f"SELECT d.series_id, {keys}d.field, d.total_units AS units, d.total_micros AS micros, d.smallest,"
                 f" d.largest, d.count FROM metering_usage_days d WHERE {whose}"
                 " AND d.field IN :fields AND d.day >= :first_day AND d.day < :last_day")
-            parts.append(raw("m.id > :hint AND m.id > (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1)"
+            parts.append(raw(f"m.id > {self._mark_hint():d}"
+                             " AND m.id > (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1)"
                              " AND m.ts >= :first_day AND m.ts < :last_day"))
             if start < first_day:
                 parts.append(raw("m.ts >= :start AND m.ts < :first_day"))
