@@ -181,6 +181,7 @@ def run_chdb_side(folder: str, org_id: str, meter_id: str, account_ids: dict[str
     from meterbill.metering.store.clickhouse import ClickHouseStore
 
     served = ClickHouseStore.open(f"chdb://{folder}")
+    served.settle()  # the batches the server left landed, stored as its next read would (untimed)
     http.stored = int(served.query(f"SELECT count() FROM {served.table} WHERE org = {{org:String}} AND "
                                    "startsWith(uid, 'http-')", {"org": org_id})[0][0])
     served.close()

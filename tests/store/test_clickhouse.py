@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from meterbill.metering.store import IngestOutcome, NewMeasurement
-from meterbill.metering.store.clickhouse import ClickHouseStore
+from meterbill.metering.store.clickhouse import _COLUMNS, _EXPAND_AT, _STAGE_SQL, ClickHouseStore
+from meterbill.metering.store.clickhouse_schema import MIGRATIONS
 from tests.store.conftest import ClickHouseUnderTest, open_chdb, open_clickhouse_server
 
 JANUARY = datetime(2024, 1, 1, tzinfo=UTC)
@@ -40,7 +41,7 @@ def test_migrate_applies_each_version_once(store: ClickHouseStore) -> None:
     assert store.migrate() == []
     assert store.migrate() == []
     (versions,) = store.client.query(f"SELECT count() FROM `{store.database}`.schema_versions").result_rows[0]
-    assert versions == 1
+    assert versions == len(MIGRATIONS)
 
 
 @pytest.mark.parametrize("in_a_unit", [False, True], ids=["written-at-ingest", "in-a-unit-of-work"])
@@ -136,3 +137,99 @@ def test_a_uid_stored_between_a_units_ingest_and_its_commit_is_not_stored_again(
         for n in range(writes_between):
             store.bind(None).ingest(org, [m(f"other-{n}", 4, account="acct-2", calls=0)])
     assert store.bind(None).census() == {org: (2 + writes_between, {("meter-calls", "calls"): 5 + 1_000_000})}
+
+
+def _landed(store: ClickHouseStore) -> int:
+    return int(store.client.query(f"SELECT count() FROM {store.landed}").result_rows[0][0])
+
+
+def _calls(store: ClickHouseStore, org: str) -> dict[str, int]:
+    """Each account's sum of calls in millionths (a read: it expands what is landed first)."""
+    found = store.bind(None).period_totals(org, account_ids=None, fields=[("meter-calls", "calls")],
+                                           start=JANUARY, end=JANUARY + timedelta(days=31))
+    return {account: t.total for (account, _, _), t in found.items()}
+
+
+def test_landed_batches_are_deduplicated_in_landing_order_and_counted_by_the_next_read(
+        store: ClickHouseStore) -> None:
+    """chDB lands the API's batches as they come and stores them later, in SQL: the first of a uid
+    still wins, whether the other came in the same batch, an earlier landed batch, or was stored
+    before; and a read counts every batch landed before it, each uid once."""
+    if not store.exclusive:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    writer = store.bind(None)
+    assert writer.ingest(org, [m("stored", 1, calls=1_000_000)]) == IngestOutcome(1, 0)
+    assert writer.land(org, [m("a", 2, calls=2_000_000), m("a", 3, calls=50_000_000),
+                             m("stored", 4, calls=60_000_000), m("b", 5, account="acct-2", calls=3_000_007)]) is None
+    assert writer.land(org, [m("b", 6, account="acct-2", calls=70_000_000), m("c", 7, calls=4_000_000,
+                                                                             dims={"region": "eu", "é": "ü\"x"})]) \
+        is None
+    assert _landed(store) == 2
+    # By hand: stored 1 + a 2 + c 4 for acct-1; b 3.000007 for acct-2.
+    assert _calls(store, org) == {"acct-1": 7_000_000, "acct-2": 3_000_007}
+    assert _landed(store) == 0
+    # Stored with their own times, dimensions and order (scan pages in ingest order).
+    rows, _ = writer.scan(after=None, limit=10)
+    assert [(o, x.uid, x.ts, x.dimensions, x.micros) for o, x in rows] == [
+        (org, "stored", JANUARY + timedelta(minutes=1, microseconds=7), {}, {"calls": 1_000_000}),
+        (org, "a", JANUARY + timedelta(minutes=2, microseconds=7), {}, {"calls": 2_000_000}),
+        (org, "b", JANUARY + timedelta(minutes=5, microseconds=7), {}, {"calls": 3_000_007}),
+        (org, "c", JANUARY + timedelta(minutes=7, microseconds=7), {"region": "eu", "é": "ü\"x"},
+         {"calls": 4_000_000}),
+    ]
+    # A replay of a landed uid, landed or ingested, is a replay.
+    assert writer.ingest(org, [m("a", 9, calls=9)]) == IngestOutcome(0, 1)
+    writer.land(org, [m("c", 9, calls=9), m("d", 10, calls=5_000_000)])
+    assert _calls(store, org) == {"acct-1": 12_000_000, "acct-2": 3_000_007}
+
+
+def test_an_ingest_after_a_landing_finds_the_landed_uids_stored(store: ClickHouseStore) -> None:
+    """A batch stored at once (the CLI asks for its count) after a landed one that holds the same uid:
+    the landed one came first and wins, and the count says so."""
+    if not store.exclusive:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    store.bind(None).land(org, [m("x", 1, calls=1_000_000)])
+    assert store.bind(None).ingest(org, [m("x", 2, calls=5_000_000), m("y", 3, calls=2_000_000)]) == \
+        IngestOutcome(1, 1)
+    assert _calls(store, org) == {"acct-1": 3_000_000}
+
+
+def test_enough_landed_batches_are_stored_by_the_landing_that_finds_them(store: ClickHouseStore) -> None:
+    if not store.exclusive:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    for batch in range(_EXPAND_AT):
+        store.bind(None).land(org, [m(f"u{batch}-{i}", i) for i in range(3)])
+    assert _landed(store) == 0  # the hundredth landing stored them all
+    assert int(store.client.query(f"SELECT count() FROM {store.table}").result_rows[0][0]) == 3 * _EXPAND_AT
+
+
+@pytest.mark.parametrize("cut", ["after landing", "after the keys", "after the rows"])
+def test_a_crash_during_an_expansion_loses_and_doubles_nothing(store: ClickHouseStore, cut: str) -> None:
+    """The process dies with batches landed (acknowledged) and their expansion not begun, cut
+    between its two inserts, or done but the landed epoch not yet dropped: a new process stores
+    each landed measurement once, and a replay stays a replay."""
+    if not store.exclusive:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    writer = store.bind(None)
+    writer.ingest(org, [m("before", 1, calls=1_000_000)])
+    writer.land(org, [m("l1", 2, calls=2_000_000), m("before", 3, calls=9)])
+    writer.land(org, [m("l2", 4, account="acct-2", calls=3_000_000)])
+    if cut != "after landing":  # what `_expand` does, up to the cut
+        store.client.command(_STAGE_SQL.format(staged=store.staged, landed=store.landed, uids=store.uids),
+                             parameters={"epoch": store._epoch})
+        store.client.command(f"INSERT INTO {store.uids} (key) SELECT key FROM {store.staged}")
+        if cut == "after the rows":
+            columns = ", ".join(_COLUMNS)
+            store.client.command(f"INSERT INTO {store.table} ({columns}) SELECT {columns} FROM {store.staged}")
+        store.client.command(f"TRUNCATE TABLE {store.staged}")  # a Memory table: gone with the process
+    again = ClickHouseStore(store.connect, store.database, exclusive=store.exclusive)
+    # Its first read counts them (by hand: before 1 + l1 2 for acct-1, l2 3 for acct-2).
+    assert _calls(again, org) == {"acct-1": 3_000_000, "acct-2": 3_000_000}
+    assert again.bind(None).ingest(org, [m("l1", 5, calls=9), m("l3", 6, calls=4_000_000)]) == IngestOutcome(1, 1)
+    assert again.bind(None).census() == {org: (4, {("meter-calls", "calls"): 10_000_000})}
+    assert _landed(again) == 0
+    again.close()

@@ -32,6 +32,13 @@ reverse; the store repairs that before its first write (see `ClickHouseStore._re
 
 Both: `fsync_after_insert` and `fsync_part_directory`, so an insert returns once its part
 is on disk (an acknowledged batch survives a power cut, not only `kill -9`).
+
+Since 0002, for a store only this process writes (chDB): `landed`, the API's batches as
+acknowledged, one row each (its number, organization, and rows as one JSON document),
+partitioned by the expansion epoch it landed in, so that an expansion drops what it expanded
+as whole partitions; and `staged`, a Memory table where an expansion holds the rows it found
+new between its two inserts (emptied at a restart, as it should be: `landed` still holds them).
+See `clickhouse.ClickHouseStore.land`.
 """
 
 from __future__ import annotations
@@ -56,5 +63,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         """CREATE TABLE IF NOT EXISTS {db}.uids (key UInt128 CODEC(NONE))
         ENGINE = MergeTree ORDER BY key
         SETTINGS index_granularity = 128, fsync_after_insert = 1, fsync_part_directory = 1""",
+    ]),
+    ("0002_landed", [
+        """CREATE TABLE IF NOT EXISTS {db}.landed (
+            epoch UInt64,
+            batch UInt64,
+            org String,
+            rows String CODEC(NONE)
+        ) ENGINE = MergeTree
+        PARTITION BY epoch ORDER BY batch
+        SETTINGS fsync_after_insert = 1, fsync_part_directory = 1""",
+        """CREATE TABLE IF NOT EXISTS {db}.staged (
+            org String, meter String, account String, ts DateTime64(6, 'UTC'), ets Nullable(DateTime64(6, 'UTC')),
+            uid String, seq UInt64, measures Map(String, Int64), dimensions Map(String, String), key UInt128
+        ) ENGINE = Memory""",
     ]),
 ]
