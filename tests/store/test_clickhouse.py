@@ -233,3 +233,21 @@ def test_a_crash_during_an_expansion_loses_and_doubles_nothing(store: ClickHouse
     assert again.bind(None).census() == {org: (4, {("meter-calls", "calls"): 10_000_000})}
     assert _landed(again) == 0
     again.close()
+
+
+def test_a_landing_is_acknowledged_even_when_the_expansion_it_starts_fails(store: ClickHouseStore) -> None:
+    """The landing that finds enough batches waiting stores them; should that fail, its own batch is
+    still landed and acknowledged (its client would only send it again), and the next read stores
+    every landed batch once the store works again."""
+    if not store.exclusive:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    for batch in range(_EXPAND_AT - 1):
+        store.bind(None).land(org, [m(f"u{batch}", batch)])
+    staged = store.client.query(f"SHOW CREATE TABLE {store.staged}").result_rows[0][0]
+    store.client.command(f"DROP TABLE {store.staged}")
+    assert store.bind(None).land(org, [m("last", 200)]) is None  # no error: landed
+    assert _landed(store) == _EXPAND_AT
+    store.client.command(staged)
+    assert _calls(store, org) == {"acct-1": (_EXPAND_AT) * 1_000_000}
+    assert _landed(store) == 0

@@ -73,6 +73,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
+import structlog
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -90,6 +91,8 @@ from meterbill.metering.store import (
     from_micros,
 )
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+
+log = structlog.get_logger("meterbill.metering.store.clickhouse")
 
 _PENDING = "meterbill.clickhouse_pending"
 # A uid's key in SQL: the first 128 bits of SHA-256(organization id ‖ uid), read big-endian (as `ingest` computes it).
@@ -376,6 +379,10 @@ class ClickHouseStore:
         if self._unexpanded >= _EXPAND_AT and self._write_lock.acquire(blocking=False):
             try:
                 self._expand()
+            except Exception as exc:  # this batch is acknowledged whatever happens here
+                # Landed and on disk: the next read or write stores it, and fails in its turn if the
+                # expansion still does. Failing this request would only have its client send it again.
+                log.warning("landed_batches_not_yet_stored", error=type(exc).__name__, unexpanded=self._unexpanded)
             finally:
                 self._write_lock.release()
 
