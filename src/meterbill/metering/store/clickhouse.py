@@ -459,12 +459,12 @@ class ClickHouseStore:
             epochs = [int(row[0]) for row in self.client.query(
                 f"SELECT DISTINCT epoch FROM {self.landed} WHERE epoch <= {{through:UInt64}} ORDER BY epoch",
                 parameters={"through": through}).result_rows]
+            columns = ", ".join(_COLUMNS)
             for epoch in epochs:
                 self.client.command(f"TRUNCATE TABLE {self.staged}")
                 self.client.command(_STAGE_SQL.format(staged=self.staged, landed=self.landed, uids=self.uids),
                                     parameters={"epoch": epoch})
                 self.client.command(f"INSERT INTO {self.uids} (key) SELECT key FROM {self.staged}")
-                columns = ", ".join(_COLUMNS)
                 self.client.command(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {self.staged}")
                 if self._filter is not None:
                     halves = self.client.query_np(f"SELECT {_KEY_HALVES} FROM {self.staged}")
@@ -603,7 +603,11 @@ class ClickHouseMeasurements:
     def ingest(self, org_id: str, batch: Sequence[NewMeasurement]) -> IngestOutcome:
         if not batch:
             return IngestOutcome(0, 0)
-        self.store.settle()  # a uid landed but not yet expanded is stored already
+        # A uid landed but not yet expanded is stored already. (Settling repairs first: keys without
+        # rows, from a write cut by kill -9 or failed, would pass for stored in the lookup below, and
+        # the batch would be acknowledged as replays and never stored; the crash test on chDB found
+        # this when the lookup ran before the first write of a restarted process.)
+        self.store.settle()
         keyed: dict[int, tuple[str, NewMeasurement]] = {}
         # A uid's key: `sql.uid_key` as a number (without its hex text, which ingest would pay for).
         prefix, sha256 = org_id.encode(), hashlib.sha256
@@ -612,10 +616,6 @@ class ClickHouseMeasurements:
         if self.session is None:
             stored = self.store.write(_Pending(keyed))
             return IngestOutcome(stored, len(batch) - stored)
-        # Keys without rows (a write cut by kill -9, or failed) would pass for stored here, and the
-        # batch would be acknowledged as replays and never stored: the crash test on chDB found this
-        # when the lookup ran before the first write of a restarted process, which is what repaired.
-        self.store.repair()
         # Held until the unit commits, the first of each uid in the unit, less those stored now.
         pending: _Pending = self.session.info.setdefault(_PENDING, {}).setdefault(self.store, _Pending())
         new = {key: row for key, row in keyed.items() if key not in pending.rows}
