@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from meterbill.metering.store import IngestOutcome, NewMeasurement
-from meterbill.metering.store.clickhouse import _COLUMNS, _EXPAND_AT, _STAGE_SQL, ClickHouseStore
+from meterbill.metering.store.clickhouse import _COLUMNS, _EXPAND_AT, _STAGE_SQL, ClickHouseStore, _log_source
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+from meterbill.metering.store.landing_log import LandingLog
 from tests.store.conftest import ClickHouseUnderTest, open_chdb, open_clickhouse_server
 
 JANUARY = datetime(2024, 1, 1, tzinfo=UTC)
@@ -56,7 +57,7 @@ def test_a_crash_between_the_keys_and_the_rows_loses_no_replay(store: ClickHouse
     store.client.insert(store.uids, [[store_key(org, x.uid) for x in lost]], column_names=["key"], column_oriented=True)
     # A new process: it repairs the store before its first lookup (on chDB, before it builds its
     # filter of the stored keys, which must then not hold the lost keys).
-    again = ClickHouseStore(store.connect, store.database, exclusive=store.exclusive)
+    again = _reopened(store)
     if in_a_unit:
         with Session() as session, session.begin():
             assert again.bind(session).ingest(org, [*lost, m("kept", 4)]) == IngestOutcome(2, 1)
@@ -74,7 +75,7 @@ def test_a_new_process_knows_every_uid_stored_before_it(store: ClickHouseStore) 
     org = str(uuid.uuid4())
     stored = [m(f"before-{i}", i, account=f"acct-{i % 3}") for i in range(50)]
     assert store.bind(None).ingest(org, stored) == IngestOutcome(50, 0)
-    again = ClickHouseStore(store.connect, store.database, exclusive=store.exclusive)
+    again = _reopened(store)
     with Session() as session, session.begin():
         assert again.bind(session).ingest(org, [*stored[:20], m("after-1", 60)]) == IngestOutcome(1, 20)
     assert again.bind(None).ingest(org, [*stored[20:], m("after-1", 60), m("after-2", 61)]) == IngestOutcome(1, 31)
@@ -139,8 +140,16 @@ def test_a_uid_stored_between_a_units_ingest_and_its_commit_is_not_stored_again(
     assert store.bind(None).census() == {org: (2 + writes_between, {("meter-calls", "calls"): 5 + 1_000_000})}
 
 
+def _reopened(store: ClickHouseStore) -> ClickHouseStore:
+    """The store as a new process opens it (its landing log read afresh)."""
+    landing = None if store.landing is None else LandingLog(store.landing.folder)
+    return ClickHouseStore(store.connect, store.database, landing=landing)
+
+
 def _landed(store: ClickHouseStore) -> int:
-    return int(store.client.query(f"SELECT count() FROM {store.landed}").result_rows[0][0])
+    """Batches in the landing log (one line each)."""
+    assert store.landing is not None
+    return sum(path.read_bytes().count(b"\n") for path in store.landing.folder.glob("*.jsonl"))
 
 
 def _calls(store: ClickHouseStore, org: str) -> dict[str, int]:
@@ -219,14 +228,15 @@ def test_a_crash_during_an_expansion_loses_and_doubles_nothing(store: ClickHouse
     writer.land(org, [m("l1", 2, calls=2_000_000), m("before", 3, calls=9)])
     writer.land(org, [m("l2", 4, account="acct-2", calls=3_000_000)])
     if cut != "after landing":  # what `_expand` does, up to the cut
-        store.client.command(_STAGE_SQL.format(staged=store.staged, landed=store.landed, uids=store.uids),
-                             parameters={"epoch": store._epoch})
+        assert store.landing is not None
+        landed = _log_source(store.landing.path(store._epoch))
+        store.client.command(_STAGE_SQL.format(staged=store.staged, landed=landed, uids=store.uids))
         store.client.command(f"INSERT INTO {store.uids} (key) SELECT key FROM {store.staged}")
         if cut == "after the rows":
             columns = ", ".join(_COLUMNS)
             store.client.command(f"INSERT INTO {store.table} ({columns}) SELECT {columns} FROM {store.staged}")
         store.client.command(f"TRUNCATE TABLE {store.staged}")  # a Memory table: gone with the process
-    again = ClickHouseStore(store.connect, store.database, exclusive=store.exclusive)
+    again = _reopened(store)
     # Its first read counts them (by hand: before 1 + l1 2 for acct-1, l2 3 for acct-2).
     assert _calls(again, org) == {"acct-1": 3_000_000, "acct-2": 3_000_000}
     assert again.bind(None).ingest(org, [m("l1", 5, calls=9), m("l3", 6, calls=4_000_000)]) == IngestOutcome(1, 1)
@@ -251,3 +261,37 @@ def test_a_landing_is_acknowledged_even_when_the_expansion_it_starts_fails(store
     store.client.command(staged)
     assert _calls(store, org) == {"acct-1": (_EXPAND_AT) * 1_000_000}
     assert _landed(store) == 0
+
+
+def test_a_torn_landing_is_cut_and_every_whole_one_stored(store: ClickHouseStore) -> None:
+    """A crash in the middle of an append leaves part of a line (its batch never acknowledged): a new
+    process cuts it off, stores every whole line, and lands after it."""
+    if store.landing is None:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    store.bind(None).land(org, [m("whole", 1, calls=2_000_000)])
+    path = store.landing.path(store._epoch)
+    with path.open("ab") as file:
+        file.write(b'[99,"' + org.encode() + b'",[["torn",')
+    again = _reopened(store)
+    again.bind(None).land(org, [m("after", 2, calls=3_000_000)])
+    assert _calls(again, org) == {"acct-1": 5_000_000}  # by hand: whole 2 + after 3
+    assert _landed(again) == 0
+    again.close()
+
+
+def test_batches_an_earlier_version_left_in_its_landed_table_are_stored(store: ClickHouseStore) -> None:
+    """Version 0002 of the store landed batches in the table `landed`: a process of this version moves
+    what it finds there into its landing log and stores it, before anything landed after it."""
+    if store.landing is None:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    store.bind(None).ingest(org, [m("first", 1, calls=1_000_000)])
+    row = '[["old","meter-calls","acct-1","2024-01-01T00:05:00Z",null,{},{"calls":4000000}],' \
+          '["old","meter-calls","acct-1","2024-01-01T00:06:00Z",null,{},{"calls":9}]]'
+    store.client.insert(store.landed, [[0, 1000, org, row]], column_names=["epoch", "batch", "org", "rows"])
+    again = _reopened(store)
+    again.bind(None).land(org, [m("old", 7, calls=8), m("new", 8, calls=2_000_000)])
+    assert _calls(again, org) == {"acct-1": 7_000_000}  # by hand: first 1 + old 4 + new 2
+    assert int(again.client.query(f"SELECT count() FROM {again.landed}").result_rows[0][0]) == 0
+    again.close()

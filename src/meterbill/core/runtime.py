@@ -45,7 +45,9 @@ def settle_collector() -> None:
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain function dependency on a pool thread, a hop (and a wait for the GIL)
+    # per request for an attribute read.
     return request.app.state.runtime
 
 

@@ -37,9 +37,10 @@ benchmarks/clickhouse_store.py, 1M measurements) 16,138 measurements/s from one 
 and 24,087/s from 8, against 346,766/s for one INSERT of the same rows in the same run.
 
 Landing (chDB, the API's path: `land` outside a unit of work): a batch is acknowledged once
-its rows are on disk as one JSON document in `landed`, and ClickHouse itself deduplicates
-and stores landed batches later, 100 at a time, with one `INSERT … SELECT` per table
-(`ClickHouseStore._expand`). Python then spends nothing per measurement past validation
+its rows are on disk as one JSON document in the store's landing log (`landing_log`: a file
+appended and flushed, one flush for the batches landing together), and ClickHouse itself
+reads the log, deduplicates and stores landed batches later, 100 at a time, with one
+`INSERT … SELECT` per table (`ClickHouseStore._expand`). Python then spends nothing per measurement past validation
 (the grouped write above cost more in Python per measurement than the whole request
 otherwise, with a GIL that one process shares with HTTP), and ClickHouse writes one part
 per table for 100,000 measurements instead of a hundred. Every read, and every other
@@ -69,6 +70,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -77,6 +79,7 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from meterbill.core.grouping import JobT, Waiting, run_grouped
 from meterbill.metering.store import (
     MICROS,
     Aggregation,
@@ -91,6 +94,7 @@ from meterbill.metering.store import (
     from_micros,
 )
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+from meterbill.metering.store.landing_log import LandingLog, Segment
 
 log = structlog.get_logger("meterbill.metering.store.clickhouse")
 
@@ -116,9 +120,10 @@ _LANDED_ROW = ("Array(Tuple(String, String, String, String, Nullable(String), Ma
 _SETTINGS = {"async_insert": 0, "session_timezone": "UTC"}
 _BUCKET_START = {TimeBucket.HOUR: "toStartOfHour(ts)", TimeBucket.DAY: "toStartOfDay(ts)",
                  TimeBucket.WEEK: "toStartOfWeek(ts, 1)", TimeBucket.MONTH: "toStartOfMonth(ts)"}
-# An expansion's rows (`ClickHouseStore._expand`): one epoch's landed batches, in landing order, the
-# first of each uid key, less the keys stored (looked up for the epoch's keys only: by the primary
-# key, not a read of every key). Each row's place in the ingest order is its batch's and its index's.
+# An expansion's rows (`ClickHouseStore._expand`): one epoch's landed batches (`{landed}`, a source of
+# (batch, org, rows): the epoch's landing-log file), in landing order, the first of each uid key, less
+# the keys stored (looked up for the epoch's keys only: by the primary key, not a read of every key).
+# Each row's place in the ingest order is its batch's and its index's.
 _STAGE_SQL = f"""INSERT INTO {{staged}}
 SELECT org, r.2, r.3, parseDateTime64BestEffort(r.4, 6, 'UTC'), parseDateTime64BestEffortOrNull(r.5, 6, 'UTC'),
        r.1, bitOr(bitShiftLeft(batch, {_SEQ_BITS}), n - 1), r.7, r.6, key
@@ -126,14 +131,19 @@ FROM (
     SELECT batch, org, r, n, {_KEY_SQL.replace("uid", "r.1")} AS key
     FROM {{landed}} ARRAY JOIN JSONExtract(rows, '{_LANDED_ROW}') AS r,
                                arrayEnumerate(JSONExtract(rows, '{_LANDED_ROW}')) AS n
-    WHERE epoch = {{{{epoch:UInt64}}}}
     ORDER BY batch, n
     LIMIT 1 BY key
 )
 WHERE key NOT IN (
     SELECT key FROM {{uids}} WHERE key IN (
         SELECT {_KEY_SQL.replace("uid", "JSONExtractString(e, 1)")}
-        FROM {{landed}} ARRAY JOIN JSONExtractArrayRaw(rows) AS e WHERE epoch = {{{{epoch:UInt64}}}}))"""
+        FROM {{landed}} ARRAY JOIN JSONExtractArrayRaw(rows) AS e))"""
+
+
+def _log_source(path: Path) -> str:
+    """A landing-log file as the table `_STAGE_SQL` reads (see `landing_log`)."""
+    quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return f"file('{quoted}', 'JSONCompactEachRow', 'batch UInt64, org String, rows String')"
 
 
 class _KeyFilter:
@@ -203,15 +213,7 @@ class _Pending:
         self.checked = checked
 
 
-class _Waiting:
-    """One caller's work waiting for a grouped write (`ClickHouseStore._grouped`), and its answer."""
-
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-
-class _Job(_Waiting):
+class _Job(Waiting):
     """Measurements waiting for a write (`ClickHouseStore.write`), and how many it stored."""
 
     def __init__(self, pending: _Pending) -> None:
@@ -220,10 +222,10 @@ class _Job(_Waiting):
         self.stored = 0
 
 
-class _Landing(_Waiting):
+class _Landing(Waiting):
     """A batch waiting to land (`ClickHouseStore.land`): its organization and its rows' document."""
 
-    def __init__(self, org_id: str, document: str) -> None:
+    def __init__(self, org_id: str, document: bytes) -> None:
         super().__init__()
         self.org_id = org_id
         self.document = document
@@ -236,11 +238,13 @@ class ClickHouseStore:
     own, opened as needed: a chDB client runs one statement at a time, so the lookups of
     batches waiting to be written run beside the write in progress instead of behind it."""
 
-    def __init__(self, connect: Callable[[], Any], database: str, *, exclusive: bool = False) -> None:
+    def __init__(self, connect: Callable[[], Any], database: str, *, landing: LandingLog | None = None) -> None:
         self.connect = connect
         # Only this process writes the store (chDB): a filter of the stored keys can stand in for
         # most lookups (see `_KeyFilter`). Built with the first repair, under the write lock.
-        self.exclusive = exclusive
+        self.exclusive = landing is not None
+        # Where the API's batches land before ClickHouse stores them (see `land`).
+        self.landing = landing
         self._filter: _KeyFilter | None = None
         self.client = connect()
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -272,7 +276,6 @@ class ClickHouseStore:
         self.generation = 0
         self._written: deque[set[int]] = deque(maxlen=_WRITES_REMEMBERED)
         self._inserts: tuple[Any, Any] | None = None
-        self._land_insert: Any = None
 
     @classmethod
     def open(cls, url: str) -> ClickHouseStore:
@@ -284,7 +287,7 @@ class ClickHouseStore:
                 raise ValueError(f"a chDB store is chdb:///ABSOLUTE/PATH, not {url!r}")
             database = _database(parse_qs(parts.query).get("database", ["meterbill"])[0])
             return cls(lambda: clickhouse_connect.get_client(dsn=f"chdb://{parts.path}", settings=_SETTINGS),
-                       database, exclusive=True)
+                       database, landing=LandingLog(Path(parts.path) / "landing" / database))
         if parts.scheme not in ("clickhouse", "clickhouses"):
             raise ValueError(f"a ClickHouse store's URL starts chdb://, clickhouse:// or clickhouses://, not {url!r}")
         secure = parts.scheme == "clickhouses"
@@ -319,6 +322,8 @@ class ClickHouseStore:
     def close(self) -> None:
         for client in [self.client, *self._readers]:
             client.close()
+        if self.landing is not None:
+            self.landing.close()
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
         """A read's rows, on an idle client."""
@@ -363,17 +368,18 @@ class ClickHouseStore:
         self._grouped(job, self._queue, self._write_lock, self._write)
         return job.stored
 
-    def land(self, org_id: str, document: str) -> None:
+    def land(self, org_id: str, document: bytes) -> None:
         """Acknowledge a batch once it is on disk as it came, for a store only this process writes:
-        its rows (see `ClickHouseMeasurements.land`) as one row of `landed`, batches waiting at the same
-        time in one insert. Deduplicating and storing them in `uids` and `measurements` (`_expand`)
-        is ClickHouse's work, in SQL, later: once `_EXPAND_AT` batches wait (by the landing that finds
-        them so), before any read, before any other write, and after a restart. The API's answer then
-        costs one small part instead of two, and no Python per measurement past the validation.
+        its rows (see `ClickHouseMeasurements.land`) as one line of the landing log, the batches
+        waiting at the same time in one append and one flush. Deduplicating and storing them in
+        `uids` and `measurements` (`_expand`) is ClickHouse's work, in SQL, later: once `_EXPAND_AT`
+        batches wait (by the landing that finds them so), before any read, before any other write,
+        and after a restart. The API's answer then costs a flush of a file instead of two parts, and
+        no Python per measurement past the validation.
 
         Landing and expanding take different locks: batches land while an expansion runs. An
-        expansion first moves landings on to a new epoch (`landed`'s partition), then stores the
-        epochs before it in order, then drops them whole."""
+        expansion first moves landings on to a new epoch (the log's next file), then stores the
+        epochs before it in order, then removes their files."""
         self.repair()
         self._grouped(_Landing(org_id, document), self._landings, self._land_lock, self._land)
         if self._unexpanded >= _EXPAND_AT and self._write_lock.acquire(blocking=False):
@@ -393,27 +399,10 @@ class ClickHouseStore:
             with self._write_lock:
                 self._expand()
 
-    def _grouped(self, job: _Waiting, queue: list[Any], lock: threading.Lock,
-                 run: Callable[[list[Any]], None]) -> None:
-        """Group commit: the thread that takes `lock` runs every job queued by then in one step, while
-        the others wait for its answer. Under load a step costs about as much for eight jobs as for one."""
-        with self._queue_lock:
-            queue.append(job)
-        with lock:
-            if not job.done.is_set():
-                with self._queue_lock:
-                    jobs = queue[:]
-                    queue.clear()
-                try:
-                    run(jobs)
-                except BaseException as exc:
-                    for each in jobs:
-                        each.error = exc
-                finally:
-                    for each in jobs:
-                        each.done.set()
-        if job.error is not None:
-            raise job.error
+    def _grouped(self, job: JobT, queue: list[JobT], lock: threading.Lock,
+                 run: Callable[[list[JobT]], None]) -> None:
+        """Group commit (`core.grouping`): under load a step costs about as much for eight jobs as for one."""
+        run_grouped(job, queue, lock, self._queue_lock, run)
 
     def repair(self) -> None:
         """Remove what a write cut between its two inserts left (by a crash, or a failure in this
@@ -432,45 +421,41 @@ class ClickHouseStore:
             return first
 
     def _land(self, landings: Sequence[_Landing]) -> None:
-        if self._land_insert is None:  # the table's column types, asked once
-            self._land_insert = self.client.create_insert_context(
-                self.landed, column_names=["epoch", "batch", "org", "rows"], column_oriented=True)
+        assert self.landing is not None  # `ClickHouseMeasurements.land` lands only in an exclusive store
         first = self._take_batches(len(landings))
-        self._land_insert.data = [[self._epoch] * len(landings), list(range(first, first + len(landings))),
-                                  [each.org_id for each in landings], [each.document for each in landings]]
-        self.client.insert(context=self._land_insert)
+        self.landing.append(self._epoch, b"".join(
+            b"[%d,%b,%b]\n" % (first + index, orjson.dumps(each.org_id), each.document)
+            for index, each in enumerate(landings)))
         with self._queue_lock:
             self._unexpanded += len(landings)
 
     def _expand(self) -> None:
         """Store the landed batches (under the write lock), epoch by epoch, each as one write: the first
         of each uid in landing order, less those stored, keys first then rows (as `_write` does, so a
-        crash between the two is repaired the same way), through `staged`; then drop the epoch."""
+        crash between the two is repaired the same way), through `staged`; then remove the epoch's file."""
         if self._repair_due:
             self._recover()
         if not self._unexpanded:
             return
+        assert self.landing is not None  # batches land only in an exclusive store
         with self._land_lock:  # later landings go to the next epoch; these are all that is counted now
             through = self._epoch
             self._epoch += 1
             with self._queue_lock:
                 count = self._unexpanded
         try:
-            epochs = [int(row[0]) for row in self.client.query(
-                f"SELECT DISTINCT epoch FROM {self.landed} WHERE epoch <= {{through:UInt64}} ORDER BY epoch",
-                parameters={"through": through}).result_rows]
             columns = ", ".join(_COLUMNS)
-            for epoch in epochs:
+            for epoch in self.landing.epochs(through):
                 self.client.command(f"TRUNCATE TABLE {self.staged}")
-                self.client.command(_STAGE_SQL.format(staged=self.staged, landed=self.landed, uids=self.uids),
-                                    parameters={"epoch": epoch})
+                self.client.command(_STAGE_SQL.format(
+                    staged=self.staged, landed=_log_source(self.landing.path(epoch)), uids=self.uids))
                 self.client.command(f"INSERT INTO {self.uids} (key) SELECT key FROM {self.staged}")
                 self.client.command(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {self.staged}")
                 if self._filter is not None:
                     halves = self.client.query_np(f"SELECT {_KEY_HALVES} FROM {self.staged}")
                     if len(halves):
                         self._filter.add_halves(halves)
-                self.client.command(f"ALTER TABLE {self.landed} DROP PARTITION {epoch:d}")
+                self.landing.remove(epoch)
         except BaseException:
             self._repair_due = True  # whatever half was written, the next write repairs it first
             raise
@@ -547,8 +532,7 @@ class ClickHouseStore:
         next batch number and, at first, what is landed (under the write lock)."""
         (keys,), (rows, last) = (self.client.query(f"SELECT count() FROM {self.uids}").result_rows[0],
                                  self.client.query(f"SELECT count(), max(seq) FROM {self.table}").result_rows[0])
-        landed, last_landed, last_epoch = self.client.query(
-            f"SELECT count(), max(batch), max(epoch) FROM {self.landed}").result_rows[0]
+        segments = [] if self.landing is None else self._recover_landings()
         if keys != rows:
             self.generation += 1
             self._written.clear()
@@ -558,12 +542,31 @@ class ClickHouseStore:
         if self.exclusive:
             self._filter = self._build_filter()
         with self._land_lock, self._queue_lock:
-            if self._next_batch is None:  # landings counted since are in the table too after this
-                self._unexpanded = int(landed)
-                self._epoch = int(last_epoch) + 1
+            if self._next_batch is None:  # landings counted since are in the log too after this
+                self._unexpanded = sum(segment.batches for segment in segments)
+                self._epoch = max((segment.epoch + 1 for segment in segments), default=0)
             # Never back: a landing may have taken numbers since these were read.
-            self._next_batch = max(self._next_batch or 0, (int(last) >> _SEQ_BITS) + 1, int(last_landed) + 1)
+            self._next_batch = max(self._next_batch or 0, (int(last) >> _SEQ_BITS) + 1,
+                                   *(segment.last_batch + 1 for segment in segments))
         self._repair_due = False
+
+    def _recover_landings(self) -> list[Segment]:
+        """The landing log's epochs, each cut back to its whole lines; at first, with the batches an
+        earlier version of this store left in its `landed` table (migration 0002) moved into the log."""
+        assert self.landing is not None
+        segments = self.landing.recover()
+        if self._next_batch is None:
+            legacy = self.client.query(f"SELECT batch, org, rows FROM {self.landed} ORDER BY epoch, batch").result_rows
+            if legacy:
+                # Before the log's own epochs, in their order. Moved twice if a crash comes before the
+                # table is emptied: the expansion stores the first of each uid once anyway.
+                epoch = min((segment.epoch for segment in segments), default=1) - 1
+                self.landing.append(epoch, b"".join(b"[%d,%b,%b]\n" % (batch, orjson.dumps(org), rows.encode())
+                                                    for batch, org, rows in legacy))
+                self.landing.close()
+                self.client.command(f"TRUNCATE TABLE {self.landed}")
+                segments = self.landing.recover()
+        return segments
 
     def _build_filter(self) -> _KeyFilter:
         """A filter of every key in `uids`, with room for as many again (under the write lock)."""
@@ -632,7 +635,7 @@ class ClickHouseMeasurements:
             return self.ingest(org_id, batch).stored
         if batch:
             # Tuples: orjson writes them, datetimes included, in C (a named tuple it would refuse).
-            self.store.land(org_id, orjson.dumps([tuple(m) for m in batch], option=orjson.OPT_UTC_Z).decode())
+            self.store.land(org_id, orjson.dumps([tuple(m) for m in batch], option=orjson.OPT_UTC_Z))
         return None
 
     # -- reads ---------------------------------------------------------------------------------
