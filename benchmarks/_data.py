@@ -197,8 +197,30 @@ def cpu_seconds(server_pids: Iterable[int]) -> dict[str, float]:
             except OSError:
                 continue
     mine = os.times()
+    server_pids = list(server_pids)
     return {"clients": mine.user + mine.system, "server": sum(of(pid) for pid in server_pids),
+            "server interpreter threads": sum(_interpreter_seconds(pid, tick) for pid in server_pids),
             "postgres": postgres}
+
+
+def _interpreter_seconds(pid: int, tick: int) -> float:
+    """CPU seconds of a server's threads that run Python (the OS names them after the process, where
+    chDB's and other engines' threads carry names of their own): an upper bound of what its one GIL
+    allows at most once per second of wall time."""
+    total = 0.0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            if (task / "comm").read_text().strip() != "python":
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def build(server: ServerProcess, accounts: int, measurements: int, log=print,

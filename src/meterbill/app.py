@@ -43,6 +43,7 @@ from meterbill.console import routes as console_routes
 from meterbill.console import usage as console_usage
 from meterbill.console import web as console_web
 from meterbill.core import errors
+from meterbill.core.fastlane import FastLane
 from meterbill.core.observability import RequestContextMiddleware, api_family, configure_logging
 from meterbill.core.outbox import OutboxWorker, load_plugins
 from meterbill.core.runtime import Runtime, settle_collector
@@ -124,7 +125,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.runtime = runtime
     app.state.site_of_billing_key = billing_sites.site_id_of_key  # the connector's routes check site keys
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(FastLane, routes=metering_measurements_api.FAST_ROUTES, handlers=app.exception_handlers)
+    app.add_middleware(RequestContextMiddleware)  # added last: outside the fast lane
     _install_error_handlers(app)
 
     # Ingest first: routes are matched in order, and it takes most requests by far (matching it

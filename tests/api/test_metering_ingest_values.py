@@ -16,6 +16,7 @@ import httpx
 import m3ter
 import pytest
 
+from tests.api.test_metering_uploads_and_usage import bearer_token
 from tests.conftest import m3ter_client
 
 
@@ -115,8 +116,6 @@ def test_an_account_created_under_a_new_code_while_a_batch_naming_it_is_in_fligh
 def test_the_count_of_new_measurements_is_answered_when_asked_and_a_bad_ask_is_refused_by_name(server, tenant):
     """`x-meterbill-count-new: true` gets `x-meterbill-new-measurements` on every database (PostgreSQL
     otherwise deduplicates after the answer); any value but true or false is refused, storing nothing."""
-    from tests.api.test_metering_uploads_and_usage import bearer_token
-
     client = m3ter_client(server, tenant)
     meter = client.meters.create(code=f"m_{secrets.token_hex(3)}", name="Calls", derived_fields=[],
                                  data_fields=[{"category": "MEASURE", "code": "calls", "name": "Calls"}])
@@ -160,3 +159,31 @@ def test_concurrent_batches_naming_the_same_new_accounts_are_all_accepted(server
     assert sorted(accounts) == sorted(codes)
     march = {"start_date": "2024-03-01T00:00:00Z", "end_date": "2024-04-01T00:00:00Z"}
     assert sums(client, meter.id, "calls", **march) == {code: Decimal(12) for code in codes}
+
+
+def test_the_ingest_route_answers_and_refuses_as_every_metering_route_does(server, tenant):
+    """The ingest route is served in a lane of its own, outside the framework's per-request layers
+    (`core.fastlane`): its answers, refusals and request ids must still be those of the API."""
+    org, other_tenant = tenant["org_id"], server.create_tenant(f"other-{secrets.token_hex(3)}")
+    client = m3ter_client(server, tenant)
+    meter = client.meters.create(code=f"m_{secrets.token_hex(3)}", name="Calls", derived_fields=[],
+                                 data_fields=[{"category": "MEASURE", "code": "calls", "name": "Calls"}])
+    url = f"{server.base_url}/organizations/{org}/measurements"
+    token = bearer_token(server, tenant)
+    sent = {"measurements": [{"uid": "lane-1", "meter": meter.code, "account": "lane-acct",
+                              "ts": "2024-05-01T00:00:00Z", "measure": {"calls": 3}}]}
+    accepted = httpx.post(url, json=sent, headers={"Authorization": f"Bearer {token}", "X-Request-Id": "lane-42"})
+    assert (accepted.status_code, accepted.json(), accepted.headers["x-request-id"]) == \
+        (200, {"result": "accepted"}, "lane-42")
+    assert accepted.headers["content-type"] == "application/json"
+
+    # Each refusal as the meters route (served by the framework) words the same one.
+    meters = f"{server.base_url}/organizations/{org}/meters"
+    for headers in ({}, {"Authorization": "Bearer forged.token"},
+                    {"Authorization": f"Bearer {bearer_token(server, other_tenant)}"}):
+        refused, framework = httpx.post(url, json=sent, headers=headers), httpx.get(meters, headers=headers)
+        assert refused.status_code in (401, 403)
+        assert (refused.status_code, refused.json()) == (framework.status_code, framework.json())
+    bad = httpx.post(url, json={"measurements": [{**sent["measurements"][0], "measure": {"calls": "x"}}]},
+                     headers={"Authorization": f"Bearer {token}"})
+    assert bad.status_code == 400 and "measurements[0].measure.calls" in bad.text

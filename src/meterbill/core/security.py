@@ -89,7 +89,8 @@ class Vault:
         return claims
 
     def _sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._signing_key, payload, hashlib.sha256).digest()
+        # The one-shot digest in C: `hmac.new` builds its object in Python, a tenth of a metering request.
+        return hmac.digest(self._signing_key, payload, "sha256")
 
 
 @dataclass(frozen=True)

@@ -267,8 +267,37 @@ class DecodedBatch:
     new_accounts: Mapping[str, str]
 
 
-def decode_batch(session: Session, org_id: str, body: bytes) -> DecodedBatch:
-    """The request body's measurements, validated.
+class _Codes:
+    """The meters and accounts read by code in one read of the main database, kept for the bodies validated
+    in it together (`_decode_each`): each code is looked up once, not once per body. Codes found absent
+    are asked again (a body naming them takes the slow path anyway, or creates the accounts)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._meters: dict[tuple[str, str], MeterSchema] = {}
+        self._accounts: dict[tuple[str, str], str] = {}
+
+    def meters(self, org_id: str, codes: set[str]) -> dict[str, MeterSchema]:
+        missing = {code for code in codes if (org_id, code) not in self._meters}
+        if missing:
+            self._meters.update(((org_id, code), meter)
+                                for code, meter in _meters_by_code(self.session, org_id, missing).items())
+        return {code: meter for code in codes if (meter := self._meters.get((org_id, code))) is not None}
+
+    def account_ids_to_be(self, org_id: str, codes: set[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """Account ids by code, reading only: the known accounts' ids, and for unknown codes the ids of the
+        skeleton accounts storing the batch will create (returned apart too)."""
+        missing = {code for code in codes if (org_id, code) not in self._accounts}
+        if missing:
+            self._accounts.update(((org_id, code), account_id)
+                                  for code, account_id in _known_account_ids(self.session, org_id, missing).items())
+        known = {code: account_id for code in codes if (account_id := self._accounts.get((org_id, code))) is not None}
+        new = {code: skeleton_account_id(org_id, code) for code in codes if code not in known}
+        return known | new, new
+
+
+def decode_batch(session: Session, org_id: str, body: bytes, codes: _Codes | None = None) -> DecodedBatch:
+    """The request body's measurements, validated (`codes`: what the same read already looked up).
 
     Ingest's hot path: msgspec decodes the body and checks its shape and types in one pass of
     C, then each measurement gets only the checks that need its meter, and becomes what the store
@@ -276,6 +305,7 @@ def decode_batch(session: Session, org_id: str, body: bytes) -> DecodedBatch:
     bad value) goes through `parse_batch`, which holds the rules too and words the error, so a
     refusal reads the same either way.
     """
+    codes = codes or _Codes(session)
     try:
         # JSON writes NUL only as \u0000: a body without it has no NUL in any text, which the fast path
         # then needs to check nowhere (PostgreSQL text cannot hold NUL: the slow path refuses it by name).
@@ -283,9 +313,9 @@ def decode_batch(session: Session, org_id: str, body: bytes) -> DecodedBatch:
     except msgspec.DecodeError:
         items = []
     if 1 <= len(items) <= MAX_MEASUREMENTS:
-        meters = _meters_by_code(session, org_id, {item.meter for item in items})
+        meters = codes.meters(org_id, {item.meter for item in items})
         # Codes too long for an account code are left for `_accept` to refuse.
-        accounts, new = _account_ids_to_be(session, org_id, {
+        accounts, new = codes.account_ids_to_be(org_id, {
             item.account for item in items if 1 <= len(item.account) <= 200})
         try:
             return DecodedBatch([_accept(item, meters, accounts) for item in items], new)
@@ -296,7 +326,7 @@ def decode_batch(session: Session, org_id: str, body: bytes) -> DecodedBatch:
     except orjson.JSONDecodeError:
         raise InvalidInput("request body is not valid JSON") from None
     parsed = parse_batch(session, org_id, payload)
-    accounts, new = _account_ids_to_be(session, org_id, {m.account_code for m in parsed})
+    accounts, new = codes.account_ids_to_be(org_id, {m.account_code for m in parsed})
     return DecodedBatch(_new_measurements(parsed, accounts), new)
 
 
@@ -432,10 +462,11 @@ def _decode_in_turn(db: Database, org_id: str, body: bytes) -> DecodedBatch:
 def _decode_each(jobs: list[_Decoding]) -> None:
     for db in {id(job.db): job.db for job in jobs}.values():
         with db.read() as session:
+            codes = _Codes(session)
             for job in jobs:
                 if job.db is db:
                     try:
-                        job.batch = decode_batch(session, job.org_id, job.body)
+                        job.batch = decode_batch(session, job.org_id, job.body, codes)
                     except InvalidInput as exc:  # this body's refusal; the others go on
                         job.error = exc
 
@@ -504,14 +535,6 @@ def _known_account_ids(session: Session, org_id: str, codes: set[str]) -> dict[s
         )
         if code is not None  # matched by the IN, so always; narrows the nullable column's type
     }
-
-
-def _account_ids_to_be(session: Session, org_id: str, codes: set[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Account ids by code, reading only: the known accounts' ids, and for unknown codes the ids of the
-    skeleton accounts storing the batch will create (returned apart too)."""
-    known = _known_account_ids(session, org_id, codes)
-    new = {code: skeleton_account_id(org_id, code) for code in codes if code not in known}
-    return known | new, new
 
 
 def _account_ids(session: Session, org_id: str, codes: set[str]) -> dict[str, str]:

@@ -33,12 +33,12 @@ reverse; the store repairs that before its first write (see `ClickHouseStore._re
 Both: `fsync_after_insert` and `fsync_part_directory`, so an insert returns once its part
 is on disk (an acknowledged batch survives a power cut, not only `kill -9`).
 
-Since 0002, for a store only this process writes (chDB): `landed`, the API's batches as
-acknowledged, one row each (its number, organization, and rows as one JSON document),
-partitioned by the expansion epoch it landed in, so that an expansion drops what it expanded
-as whole partitions; and `staged`, a Memory table where an expansion holds the rows it found
-new between its two inserts (emptied at a restart, as it should be: `landed` still holds them).
-See `clickhouse.ClickHouseStore.land`.
+Since 0002, for a store only this process writes (chDB): `staged`, a Memory table where an
+expansion of landed batches holds the rows it found new between its two inserts (emptied at a
+restart, as it should be: the landing log still holds them; see `clickhouse.ClickHouseStore.land`).
+And `landed`, where the API's batches landed, one row each, until the landing log
+(`landing_log`: files, an append and a flush instead of an insert) took its place; a process
+moves what an earlier version left there into the log at its first repair, so it stays empty.
 """
 
 from __future__ import annotations

@@ -77,7 +77,10 @@ class LandingLog:
 
     def recover(self) -> list[Segment]:
         """Every epoch's file, oldest first, each cut back to its whole lines."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True)
+            for made in (self.folder.parent, self.folder.parent.parent):  # `landing/` and its database's folder
+                _sync_directory(made)
         segments = []
         for path in sorted(self.folder.glob(f"*{_SUFFIX}")):
             data = path.read_bytes()
