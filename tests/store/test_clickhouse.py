@@ -6,6 +6,7 @@ METERBILL_TEST_CLICKHOUSE_URL."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -205,13 +206,20 @@ def test_an_ingest_after_a_landing_finds_the_landed_uids_stored(store: ClickHous
     assert _calls(store, org) == {"acct-1": 3_000_000}
 
 
-def test_enough_landed_batches_are_stored_by_the_landing_that_finds_them(store: ClickHouseStore) -> None:
+def test_enough_landed_batches_are_stored_without_a_read(store: ClickHouseStore) -> None:
+    """The hundredth landing wakes the store's expander, which stores them all (no read or write asks)."""
     if not store.exclusive:
         pytest.skip("a store other processes may write stores each batch at once")
     org = str(uuid.uuid4())
-    for batch in range(_EXPAND_AT):
+    for batch in range(_EXPAND_AT - 1):
         store.bind(None).land(org, [m(f"u{batch}-{i}", i) for i in range(3)])
-    assert _landed(store) == 0  # the hundredth landing stored them all
+    time.sleep(0.5)
+    assert _landed(store) == _EXPAND_AT - 1  # not yet enough
+    store.bind(None).land(org, [m(f"last-{i}", i) for i in range(3)])
+    deadline = time.monotonic() + 60
+    while _landed(store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _landed(store) == 0
     assert int(store.client.query(f"SELECT count() FROM {store.table}").result_rows[0][0]) == 3 * _EXPAND_AT
 
 
@@ -246,7 +254,7 @@ def test_a_crash_during_an_expansion_loses_and_doubles_nothing(store: ClickHouse
 
 
 def test_a_landing_is_acknowledged_even_when_the_expansion_it_starts_fails(store: ClickHouseStore) -> None:
-    """The landing that finds enough batches waiting stores them; should that fail, its own batch is
+    """The landing that finds enough batches waiting has them stored; should that fail, its own batch is
     still landed and acknowledged (its client would only send it again), and the next read stores
     every landed batch once the store works again."""
     if not store.exclusive:

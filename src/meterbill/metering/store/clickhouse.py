@@ -109,7 +109,7 @@ _SEQ_BITS = 24
 # without a lookup (a few MB at most: a write is a few batches).
 _WRITES_REMEMBERED = 64
 _COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "dimensions"]
-# Landed batches a landing expands at once when that many wait (see `ClickHouseStore.land`): an
+# Landed batches the store's expander stores once that many wait (see `ClickHouseStore.land`): an
 # expansion of 100,000 measurements is one part per table instead of a hundred.
 _EXPAND_AT = 100
 # A landed batch's rows as `ClickHouseMeasurements.land` writes them: NewMeasurement's fields in order
@@ -271,6 +271,10 @@ class ClickHouseStore:
         # stored yet: while any, a read expands them first.
         self._epoch = 0
         self._unexpanded = 0
+        # Started by the first landing that finds `_EXPAND_AT` batches waiting, woken by each such landing.
+        self._expander: threading.Thread | None = None
+        self._expansion_due = threading.Event()
+        self._closing = False
         # Counts the writes (and repairs) of this process; `_written` holds the keys of the last
         # writes, the newest last, one set per generation up to now (cleared when a write fails).
         self.generation = 0
@@ -320,6 +324,10 @@ class ClickHouseStore:
         return ClickHouseMeasurements(self, session)
 
     def close(self) -> None:
+        self._closing = True
+        if self._expander is not None:
+            self._expansion_due.set()
+            self._expander.join()
         for client in [self.client, *self._readers]:
             client.close()
         if self.landing is not None:
@@ -373,24 +381,43 @@ class ClickHouseStore:
         its rows (see `ClickHouseMeasurements.land`) as one line of the landing log, the batches
         waiting at the same time in one append and one flush. Deduplicating and storing them in
         `uids` and `measurements` (`_expand`) is ClickHouse's work, in SQL, later: once `_EXPAND_AT`
-        batches wait (by the landing that finds them so), before any read, before any other write,
-        and after a restart. The API's answer then costs a flush of a file instead of two parts, and
-        no Python per measurement past the validation.
+        batches wait (by the store's expander thread, which the landing that finds them so wakes: no
+        request waits for an expansion), before any read, before any other write, and after a
+        restart. The API's answer then costs a flush of a file instead of two parts, and no Python
+        per measurement past the validation.
 
         Landing and expanding take different locks: batches land while an expansion runs. An
         expansion first moves landings on to a new epoch (the log's next file), then stores the
         epochs before it in order, then removes their files."""
         self.repair()
         self._grouped(_Landing(org_id, document), self._landings, self._land_lock, self._land)
-        if self._unexpanded >= _EXPAND_AT and self._write_lock.acquire(blocking=False):
+        if self._unexpanded >= _EXPAND_AT:
+            self._wake_expander()
+
+    def _wake_expander(self) -> None:
+        if self._expander is None:
+            with self._queue_lock:
+                if self._expander is None:
+                    self._expander = threading.Thread(target=self._expand_when_due, name="chdb-expander",
+                                                      daemon=True)
+                    self._expander.start()
+        self._expansion_due.set()
+
+    def _expand_when_due(self) -> None:
+        """The expander thread: stores what is landed whenever a landing finds enough waiting, until `close`.
+        (In the request that found them, an expansion held its answer for up to a second.)"""
+        while True:
+            self._expansion_due.wait()
+            self._expansion_due.clear()
+            if self._closing:
+                return
             try:
-                self._expand()
-            except Exception as exc:  # this batch is acknowledged whatever happens here
-                # Landed and on disk: the next read or write stores it, and fails in its turn if the
-                # expansion still does. Failing this request would only have its client send it again.
+                with self._write_lock:
+                    self._expand()
+            except Exception as exc:
+                # Landed and on disk: the next landing past the threshold tries again, and the next read or
+                # write stores it (and fails in its turn if the expansion still does).
                 log.warning("landed_batches_not_yet_stored", error=type(exc).__name__, unexpanded=self._unexpanded)
-            finally:
-                self._write_lock.release()
 
     def settle(self) -> None:
         """Every batch landed so far stored (before a read: it then counts every acknowledged batch)."""
