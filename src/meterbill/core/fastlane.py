@@ -3,9 +3,10 @@
 FastAPI takes a request through several layers of its own before and after the endpoint (exception
 wrappers, an exit stack, route matching against hundreds of routes, dependency resolution, the
 response model). On the ingest route, the one a busy deployment calls thousands of times a second,
-those layers cost the event loop 3 ms of a request's 7.5 ms of interpreter time, in a process whose
-one GIL is the ingest limit. A `FastLane` route's endpoint is the one FastAPI declares (documentation,
-405 for other methods), called directly: matched by method and path, given the `Request` and its path
+in a process whose one GIL is the ingest limit, skipping them took HTTP ingest into chDB from 126,642
+to 146,760 measurements a second (a request now costs the interpreter about 0.4 ms besides its
+validation). A `FastLane` route's endpoint is the one FastAPI declares (for the documentation and for
+other methods' answers), called directly: matched by method and path, given the `Request` and its path
 parameters, its exceptions rendered by the app's own exception handlers, so an answer or a refusal is
 byte for byte what the framework would send. It sits inside the request-context middleware: request
 ids, logs and metrics are the same.
