@@ -180,25 +180,12 @@ def cpu_seconds(server_pids: Iterable[int]) -> dict[str, float]:
     """CPU seconds (user + system) used so far by this process (the clients), the given servers, and
     every process of the machine named `postgres` (the database's backends and its own workers)."""
     tick = os.sysconf("SC_CLK_TCK")
-
-    def of(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # a backend that ended in between
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / tick
-
-    postgres = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    postgres += of(int(entry.name))
-            except OSError:
-                continue
+    postgres = sum(_stat_seconds(entry, tick) for entry in Path("/proc").iterdir()
+                   if entry.name.isdigit() and _named(entry, "postgres"))
     mine = os.times()
     server_pids = list(server_pids)
-    return {"clients": mine.user + mine.system, "server": sum(of(pid) for pid in server_pids),
+    return {"clients": mine.user + mine.system,
+            "server": sum(_stat_seconds(Path(f"/proc/{pid}"), tick) for pid in server_pids),
             "server interpreter threads": sum(_interpreter_seconds(pid, tick) for pid in server_pids),
             "postgres": postgres}
 
@@ -207,20 +194,28 @@ def _interpreter_seconds(pid: int, tick: int) -> float:
     """CPU seconds of a server's threads that run Python (the OS names them after the process, where
     chDB's and other engines' threads carry names of their own): an upper bound of what its one GIL
     allows at most once per second of wall time."""
-    total = 0.0
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return 0.0
-    for task in tasks:
-        try:
-            if (task / "comm").read_text().strip() != "python":
-                continue
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(_stat_seconds(task, tick) for task in tasks if _named(task, "python"))
+
+
+def _named(entry: Path, name: str) -> bool:
+    """Whether a /proc process or thread has this name (False once it has ended)."""
+    try:
+        return (entry / "comm").read_text().strip() == name
+    except OSError:
+        return False
+
+
+def _stat_seconds(entry: Path, tick: int) -> float:
+    """A /proc process's or thread's CPU seconds, user + system (0 once it has ended)."""
+    try:
+        fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick
 
 
 def build(server: ServerProcess, accounts: int, measurements: int, log=print,
