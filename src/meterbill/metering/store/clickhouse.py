@@ -92,6 +92,7 @@ from meterbill.metering.store import (
     TimeBucket,
     Totals,
     from_micros,
+    landing_log,
 )
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
 from meterbill.metering.store.landing_log import LandingLog, Segment
@@ -451,8 +452,7 @@ class ClickHouseStore:
         assert self.landing is not None  # `ClickHouseMeasurements.land` lands only in an exclusive store
         first = self._take_batches(len(landings))
         self.landing.append(self._epoch, b"".join(
-            b"[%d,%b,%b]\n" % (first + index, orjson.dumps(each.org_id), each.document)
-            for index, each in enumerate(landings)))
+            landing_log.line(first + index, each.org_id, each.document) for index, each in enumerate(landings)))
         with self._queue_lock:
             self._unexpanded += len(landings)
 
@@ -588,7 +588,7 @@ class ClickHouseStore:
                 # Before the log's own epochs, in their order. Moved twice if a crash comes before the
                 # table is emptied: the expansion stores the first of each uid once anyway.
                 epoch = min((segment.epoch for segment in segments), default=1) - 1
-                self.landing.append(epoch, b"".join(b"[%d,%b,%b]\n" % (batch, orjson.dumps(org), rows.encode())
+                self.landing.append(epoch, b"".join(landing_log.line(batch, org, rows.encode())
                                                     for batch, org, rows in legacy))
                 self.landing.close()
                 self.client.command(f"TRUNCATE TABLE {self.landed}")

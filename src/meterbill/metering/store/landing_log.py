@@ -38,6 +38,11 @@ class Segment:
     last_batch: int
 
 
+def line(batch: int, org_id: str, rows: bytes) -> bytes:
+    """A batch's line: its number, its organization, and its rows' JSON document as it is."""
+    return b"[%d,%b,%b]\n" % (batch, orjson.dumps(org_id), rows)
+
+
 def _whole_lines(data: bytes) -> tuple[int, int, int]:
     """(bytes of the whole lines at the start, how many, the highest batch number): a line is whole when
     it ends in a newline and reads as [number, text, array]."""
