@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from sqlalchemy.orm import Session
 
-from meterbill.metering.store import IngestOutcome, NewMeasurement
+from meterbill.metering.store import EncodedBatch, IngestOutcome, NewMeasurement
 from meterbill.metering.store.clickhouse import _COLUMNS, _EXPAND_AT, _STAGE_SQL, ClickHouseStore, _log_source
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS
 from meterbill.metering.store.landing_log import LandingLog
@@ -303,3 +304,58 @@ def test_batches_an_earlier_version_left_in_its_landed_table_are_stored(store: C
     assert _calls(again, org) == {"acct-1": 7_000_000}  # by hand: first 1 + old 4 + new 2
     assert int(again.client.query(f"SELECT count() FROM {again.landed}").result_rows[0][0]) == 0
     again.close()
+
+
+def test_a_landing_log_an_earlier_version_wrote_is_rewritten_and_stored(store: ClickHouseStore) -> None:
+    """Before landed lines named their meters, a line was [batch, org, rows] with rows as arrays: a process
+    of this version rewrites such a file at its first repair and stores its batches in their order."""
+    if store.landing is None:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    store.bind(None).land(org, [m("first", 1, calls=1_000_000)])
+    store.settle()
+    epoch = store._epoch
+    store.landing.append(epoch, (
+        b'[1000,"' + org.encode() + b'",[["old","meter-calls","acct-1","2024-01-01T00:05:00.000007Z",null,'
+        b'{"region":"eu"},{"calls":4000000}],["old","meter-calls","acct-1","2024-01-01T00:06:00Z",null,{},{"calls":9}]]]\n'
+        b'[1001,"' + org.encode() + b'",[["older","meter-calls","acct-2","2024-01-01T00:07:00Z",'
+        b'"2024-01-01T00:08:00Z",{},{"calls":5000000}]]]\n'))
+    store.landing.close()
+    again = _reopened(store)
+    again.bind(None).land(org, [m("old", 7, calls=8), m("new", 8, calls=2_000_000)])
+    # By hand: acct-1 first 1 + old 4 + new 2; acct-2 older 5.
+    assert _calls(again, org) == {"acct-1": 7_000_000, "acct-2": 5_000_000}
+    rows = {m.uid: m for o, m in again.bind(None).scan(after=None, limit=10_000)[0] if o == org}
+    assert rows["old"].dimensions == {"region": "eu"}
+    assert rows["old"].ts == JANUARY + timedelta(minutes=5, microseconds=7)
+    assert rows["older"].ets == JANUARY + timedelta(minutes=8)
+    assert _landed(again) == 0
+    again.close()
+
+
+def test_an_encoded_batch_lands_as_the_typed_decoder_wrote_it(store: ClickHouseStore) -> None:
+    """Ingest's typed decoder hands over the API's JSON with account ids put in (`EncodedBatch`): times with
+    any offset, or none (UTC), fields in their categories, numbers in units; stored as ingest would store
+    them from Python, and deduplicated with the rest in landing order."""
+    landing = store.bind(None).encoded_landing()
+    if landing is None:
+        pytest.skip("a store other processes may write stores each batch at once")
+    org = str(uuid.uuid4())
+    store.bind(None).land(org, [m("python", 1, calls=3_000_000)])
+    landing.land_encoded(org, EncodedBatch(orjson.dumps([
+        {"meter": "calls", "account": "acct-1", "ts": "2024-01-01T01:02:00+01:00", "uid": "offset",
+         "measure": {"calls": 2}, "who": {"region": "eu"}, "what": {"model": "large"}},
+        {"meter": "calls", "account": "acct-2", "ts": "2024-01-01T00:03:00.000500", "ets": "2024-01-01T00:04:00Z",
+         "uid": "naive", "income": {"calls": -4}, "cost": {"extra": 10**12}},
+        {"meter": "calls", "account": "acct-1", "ts": "2024-01-01T00:05:00Z", "uid": "python", "measure": {"calls": 7}},
+        {"meter": "calls", "account": "acct-1", "ts": "2024-01-01T00:06:00Z", "uid": "offset", "measure": {"calls": 9}},
+    ]), {"calls": "meter-calls"}))
+    # By hand: acct-1 python 3 + offset 2 (the later "python" and "offset" are replays); acct-2 naive -4.
+    assert _calls(store, org) == {"acct-1": 5_000_000, "acct-2": -4_000_000}
+    rows = {m.uid: m for o, m in store.bind(None).scan(after=None, limit=10_000)[0] if o == org}
+    assert rows["offset"] == NewMeasurement("offset", "meter-calls", "acct-1", JANUARY + timedelta(minutes=2), None,
+                                            {"region": "eu", "model": "large"}, {"calls": 2_000_000})
+    assert rows["naive"] == NewMeasurement("naive", "meter-calls", "acct-2",
+                                           JANUARY + timedelta(minutes=3, microseconds=500),
+                                           JANUARY + timedelta(minutes=4), {},
+                                           {"calls": -4_000_000, "extra": 10**18})

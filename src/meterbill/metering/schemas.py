@@ -24,9 +24,10 @@ FIELD_CODE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,79}$"
 
 
 def utc_timestamp(value: object) -> datetime:
-    """ISO 8601 text (with or without offset, or a bare date) to an aware UTC datetime."""
+    """ISO 8601 text (with or without offset, or a bare date) to an aware UTC datetime. The separator
+    and the zone may be lower case (`t`, `z`), as RFC 3339 allows."""
     if isinstance(value, str):
-        text = value.strip()
+        text = value.strip().upper()
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:

@@ -71,6 +71,27 @@ class NewMeasurement(NamedTuple):
     micros: Mapping[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A validated batch as JSON, for a store that takes it whole (`MeasurementStore.encoded_landing`):
+    what ingest's typed decoder checked and wrote again in C, with no Python per measurement.
+
+    `rows` is a JSON array of measurement objects: `uid`; `meter`, a code that `meters` maps to the
+    meter's id; `account`, the account's id; `ts` and optionally `ets`, RFC 3339 text (an offset,
+    `Z`, or none: UTC); text fields by category (`who`, `where`, `what`, `other`, `metadata`, or all
+    in `dimensions`) and numeric fields by category (`measure`, `income`, `cost`: integers in the
+    field's unit) or in `micros` (integers in millionths)."""
+
+    rows: bytes
+    meters: Mapping[str, str]
+
+
+class EncodedLanding(Protocol):
+    """A store's landing of `EncodedBatch`es: acknowledged as `MeasurementStore.land` acknowledges a batch."""
+
+    def land_encoded(self, org_id: str, batch: EncodedBatch) -> None: ...
+
+
 class IngestOutcome(NamedTuple):
     stored: int
     duplicates: int
@@ -154,6 +175,11 @@ class MeasurementStore(Protocol):
         every read of a unit of work that begins reading after that (not by reads in its own unit). A
         store may defer the dedupe and the indexing to later (PostgreSQL does): how many measurements
         were new, or None when that is decided later."""
+        ...
+
+    def encoded_landing(self) -> EncodedLanding | None:
+        """Where this unit of work can land `EncodedBatch`es instead, if it can: ingest then hands over
+        the batch as its typed decoder wrote it (a chDB store's landing log takes that JSON as it is)."""
         ...
 
     def period_totals(

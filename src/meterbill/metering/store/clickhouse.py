@@ -83,6 +83,8 @@ from meterbill.core.grouping import JobT, Waiting, run_grouped
 from meterbill.metering.store import (
     MICROS,
     Aggregation,
+    EncodedBatch,
+    EncodedLanding,
     Group,
     GroupKind,
     IngestOutcome,
@@ -113,38 +115,65 @@ _COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "d
 # Landed batches the store's expander stores once that many wait (see `ClickHouseStore.land`): an
 # expansion of 100,000 measurements is one part per table instead of a hundred.
 _EXPAND_AT = 100
-# A landed batch's rows as `ClickHouseMeasurements.land` writes them: NewMeasurement's fields in order
-# (uid, meter, account, ts, ets, dimensions, measures), times as RFC 3339 text in UTC.
-_LANDED_ROW = ("Array(Tuple(String, String, String, String, Nullable(String), Map(String, String),"
-               " Map(String, Int64)))")
+# A landed batch's rows as ClickHouse reads them from the log (see `store.EncodedBatch`): objects whose absent
+# members read as empty. A row has its text fields in their categories (ingest's typed decoder writes them so)
+# or in `dimensions`, and its numbers in their categories, in units, or in `micros` (`_landed_rows` writes those).
+_TEXT = "Map(String, String)"
+_UNITS = "Map(String, Int64)"
+_LANDED_ROWS = (f"Array(Tuple(uid String, meter String, account String, ts String, ets Nullable(String),"
+                f" who {_TEXT}, `where` {_TEXT}, what {_TEXT}, other {_TEXT}, metadata {_TEXT}, dimensions {_TEXT},"
+                f" measure {_UNITS}, income {_UNITS}, cost {_UNITS}, micros {_UNITS}))")
 # Every client call runs with these: synchronous inserts (acknowledged once on disk) and UTC.
 _SETTINGS = {"async_insert": 0, "session_timezone": "UTC"}
 _BUCKET_START = {TimeBucket.HOUR: "toStartOfHour(ts)", TimeBucket.DAY: "toStartOfDay(ts)",
                  TimeBucket.WEEK: "toStartOfWeek(ts, 1)", TimeBucket.MONTH: "toStartOfMonth(ts)"}
 # An expansion's rows (`ClickHouseStore._expand`): one epoch's landed batches (`{landed}`, a source of
-# (batch, org, rows): the epoch's landing-log file), in landing order, the first of each uid key, less
+# (batch, org, rows, meters): the epoch's landing-log file), in landing order, the first of each uid key, less
 # the keys stored (looked up for the epoch's keys only: by the primary key, not a read of every key).
-# Each row's place in the ingest order is its batch's and its index's.
+# Each row's place in the ingest order is its batch's and its index's. A row's columns are computed before
+# the sort, which then moves them and not the landed row's fifteen members.
 _STAGE_SQL = f"""INSERT INTO {{staged}}
-SELECT org, r.2, r.3, parseDateTime64BestEffort(r.4, 6, 'UTC'), parseDateTime64BestEffortOrNull(r.5, 6, 'UTC'),
-       r.1, bitOr(bitShiftLeft(batch, {_SEQ_BITS}), n - 1), r.7, r.6, key
-FROM (
-    SELECT batch, org, r, n, {_KEY_SQL.replace("uid", "r.1")} AS key
-    FROM {{landed}} ARRAY JOIN JSONExtract(rows, '{_LANDED_ROW}') AS r,
-                               arrayEnumerate(JSONExtract(rows, '{_LANDED_ROW}')) AS n
-    ORDER BY batch, n
+SELECT * FROM (
+    SELECT org, meters[r.meter], r.account, parseDateTime64BestEffort(r.ts, 6, 'UTC'),
+           parseDateTime64BestEffortOrNull(r.ets, 6, 'UTC'), r.uid,
+           bitOr(bitShiftLeft(batch, {_SEQ_BITS}), n - 1) AS seq,
+           mapConcat(r.micros,
+                     mapApply((field, units) -> (field, units * {MICROS}), mapConcat(r.measure, r.income, r.cost))),
+           mapConcat(r.dimensions, r.who, r.`where`, r.what, r.other, r.metadata),
+           {_KEY_SQL.replace("uid", "r.uid")} AS key
+    FROM {{landed}} ARRAY JOIN rows AS r, arrayEnumerate(rows) AS n
+    ORDER BY seq
     LIMIT 1 BY key
 )
 WHERE key NOT IN (
-    SELECT key FROM {{uids}} WHERE key IN (
-        SELECT {_KEY_SQL.replace("uid", "JSONExtractString(e, 1)")}
-        FROM {{landed}} ARRAY JOIN JSONExtractArrayRaw(rows) AS e))"""
+    SELECT key FROM {{uids}}
+    WHERE key IN (SELECT {_KEY_SQL.replace("uid", "r.uid")} FROM {{landed}} ARRAY JOIN rows AS r))"""
 
 
 def _log_source(path: Path) -> str:
     """A landing-log file as the table `_STAGE_SQL` reads (see `landing_log`)."""
     quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
-    return f"file('{quoted}', 'JSONCompactEachRow', 'batch UInt64, org String, rows String')"
+    return f"file('{quoted}', 'JSONCompactEachRow', 'batch UInt64, org String, rows {_LANDED_ROWS}, meters {_TEXT}')"
+
+
+def _landed_rows(batch: Sequence[NewMeasurement]) -> tuple[bytes, bytes]:
+    """Validated measurements as a landed batch's rows and meters (see `store.EncodedBatch`): ids as they
+    are (each meter id its own code), times in UTC, text fields in `dimensions`, numbers in `micros`."""
+    rows = orjson.dumps([{"uid": m.uid, "meter": m.meter_id, "account": m.account_id, "ts": m.ts, "ets": m.ets,
+                          "dimensions": m.dimensions, "micros": m.micros} for m in batch], option=orjson.OPT_UTC_Z)
+    return rows, orjson.dumps({m.meter_id: m.meter_id for m in batch})
+
+
+def _line_of_today(batch: int, org_id: str, rows: list[Any], meters: dict[str, str] | None) -> bytes:
+    """A landing-log line as this version writes it, from one read by `landing_log.read_line`: a line written
+    before the meters element came (`meters` None) has rows of (uid, meter id, account id, ts, ets, dimensions,
+    micros), times as RFC 3339 text in UTC, which become today's objects, each meter id its own code."""
+    if meters is not None:
+        return landing_log.line(batch, org_id, orjson.dumps(rows), orjson.dumps(meters))
+    return landing_log.line(batch, org_id, orjson.dumps([
+        {"uid": uid, "meter": meter, "account": account, "ts": ts, "ets": ets, "dimensions": dimensions,
+         "micros": micros} for uid, meter, account, ts, ets, dimensions, micros in rows]),
+        orjson.dumps({row[1]: row[1] for row in rows}))
 
 
 class _KeyFilter:
@@ -224,12 +253,13 @@ class _Job(Waiting):
 
 
 class _Landing(Waiting):
-    """A batch waiting to land (`ClickHouseStore.land`): its organization and its rows' document."""
+    """A batch waiting to land (`ClickHouseStore.land`): its organization, its rows and its meters, as JSON."""
 
-    def __init__(self, org_id: str, document: bytes) -> None:
+    def __init__(self, org_id: str, rows: bytes, meters: bytes) -> None:
         super().__init__()
         self.org_id = org_id
-        self.document = document
+        self.rows = rows
+        self.meters = meters
 
 
 class ClickHouseStore:
@@ -377,9 +407,9 @@ class ClickHouseStore:
         self._grouped(job, self._queue, self._write_lock, self._write)
         return job.stored
 
-    def land(self, org_id: str, document: bytes) -> None:
+    def land(self, org_id: str, rows: bytes, meters: bytes) -> None:
         """Acknowledge a batch once it is on disk as it came, for a store only this process writes:
-        its rows (see `ClickHouseMeasurements.land`) as one line of the landing log, the batches
+        its rows and meters (see `store.EncodedBatch`) as one line of the landing log, the batches
         waiting at the same time in one append and one flush. Deduplicating and storing them in
         `uids` and `measurements` (`_expand`) is ClickHouse's work, in SQL, later: once `_EXPAND_AT`
         batches wait (by the store's expander thread, which the landing that finds them so wakes: no
@@ -391,7 +421,7 @@ class ClickHouseStore:
         expansion first moves landings on to a new epoch (the log's next file), then stores the
         epochs before it in order, then removes their files."""
         self.repair()
-        self._grouped(_Landing(org_id, document), self._landings, self._land_lock, self._land)
+        self._grouped(_Landing(org_id, rows, meters), self._landings, self._land_lock, self._land)
         if self._unexpanded >= _EXPAND_AT:
             self._wake_expander()
 
@@ -451,8 +481,8 @@ class ClickHouseStore:
     def _land(self, landings: Sequence[_Landing]) -> None:
         assert self.landing is not None  # `ClickHouseMeasurements.land` lands only in an exclusive store
         first = self._take_batches(len(landings))
-        self.landing.append(self._epoch, b"".join(
-            landing_log.line(first + index, each.org_id, each.document) for index, each in enumerate(landings)))
+        self.landing.append(self._epoch, b"".join(landing_log.line(first + index, each.org_id, each.rows, each.meters)
+                                                  for index, each in enumerate(landings)))
         with self._queue_lock:
             self._unexpanded += len(landings)
 
@@ -582,13 +612,18 @@ class ClickHouseStore:
         earlier version of this store left in its `landed` table (migration 0002) moved into the log."""
         assert self.landing is not None
         segments = self.landing.recover()
+        for segment in segments:
+            if segment.legacy:
+                # Rewritten whole (a crash leaves the old file or the new one): its lines as today's.
+                self.landing.replace(segment.epoch, b"".join(
+                    _line_of_today(*landing_log.read_line(text)) for text in segment.path.read_bytes().splitlines()))
         if self._next_batch is None:
             legacy = self.client.query(f"SELECT batch, org, rows FROM {self.landed} ORDER BY epoch, batch").result_rows
             if legacy:
                 # Before the log's own epochs, in their order. Moved twice if a crash comes before the
                 # table is emptied: the expansion stores the first of each uid once anyway.
                 epoch = min((segment.epoch for segment in segments), default=1) - 1
-                self.landing.append(epoch, b"".join(landing_log.line(batch, org, rows.encode())
+                self.landing.append(epoch, b"".join(_line_of_today(batch, org, orjson.loads(rows), None)
                                                     for batch, org, rows in legacy))
                 self.landing.close()
                 self.client.command(f"TRUNCATE TABLE {self.landed}")
@@ -658,12 +693,17 @@ class ClickHouseMeasurements:
     def land(self, org_id: str, batch: Sequence[NewMeasurement]) -> int | None:
         # Landed whole where only this process writes (chDB) and nothing waits for a unit's commit;
         # otherwise (a server, which other processes may write too) stored at once.
-        if not self.store.exclusive or self.session is not None:
+        if self.encoded_landing() is None:
             return self.ingest(org_id, batch).stored
         if batch:
-            # Tuples: orjson writes them, datetimes included, in C (a named tuple it would refuse).
-            self.store.land(org_id, orjson.dumps([tuple(m) for m in batch], option=orjson.OPT_UTC_Z))
+            self.store.land(org_id, *_landed_rows(batch))
         return None
+
+    def encoded_landing(self) -> EncodedLanding | None:
+        return self if self.store.exclusive and self.session is None else None
+
+    def land_encoded(self, org_id: str, batch: EncodedBatch) -> None:
+        self.store.land(org_id, batch.rows, orjson.dumps(batch.meters))
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -9,8 +9,11 @@ measurement again.
 
 One file per epoch (`{epoch:012d}.jsonl`): an expansion moves landings on to the next epoch, stores
 the epochs before it, and removes their files. One line per batch, as ClickHouse's
-`JSONCompactEachRow` reads it: `[batch number, organization, rows]`, the rows being the JSON
-document `ClickHouseMeasurements.land` made (orjson writes no raw newline: a line is a batch).
+`JSONCompactEachRow` reads it: `[batch number, organization, rows, meters]`, the rows being the JSON
+array the store's landing made and `meters` the meters' ids by the codes the rows name (see
+`store.EncodedBatch`). JSON encoders write no raw newline: a line is a batch. (A log written before
+the `meters` element came has lines of three elements and rows of another shape: `Segment.legacy`,
+which the store rewrites at its first repair, before anything reads them.)
 
 A crash can cut the last write short: `recover` cuts every file back to its last whole line
 (those lines' batches were never acknowledged unless flushed, and a flushed line is whole), and a
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -36,27 +40,39 @@ class Segment:
     path: Path
     batches: int
     last_batch: int
+    legacy: bool = False  # holds lines without the meters element
 
 
-def line(batch: int, org_id: str, rows: bytes) -> bytes:
-    """A batch's line: its number, its organization, and its rows' JSON document as it is."""
-    return b"[%d,%b,%b]\n" % (batch, orjson.dumps(org_id), rows)
+def line(batch: int, org_id: str, rows: bytes, meters: bytes) -> bytes:
+    """A batch's line: its number, its organization, its rows' JSON array and its meters' JSON object, as they are."""
+    return b"[%d,%b,%b,%b]\n" % (batch, orjson.dumps(org_id), rows, meters)
 
 
-def _whole_lines(data: bytes) -> tuple[int, int, int]:
-    """(bytes of the whole lines at the start, how many, the highest batch number): a line is whole when
-    it ends in a newline and reads as [number, text, array]."""
+def read_line(text: bytes) -> tuple[int, str, list[Any], dict[str, str] | None]:
+    """A line's (batch number, organization, rows, meters: None in a legacy line); ValueError if it is not one."""
+    try:
+        batch, org, rows, *meters = orjson.loads(text)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        raise ValueError("not a landing-log line") from None
+    if (type(batch) is not int or not isinstance(org, str) or not isinstance(rows, list) or len(meters) > 1
+            or (meters and not isinstance(meters[0], dict))):
+        raise ValueError("not a landing-log line")
+    return batch, org, rows, meters[0] if meters else None
+
+
+def _whole_lines(data: bytes) -> tuple[int, int, int, bool]:
+    """(bytes of the whole lines at the start, how many, the highest batch number, whether any is legacy):
+    a line is whole when it ends in a newline and reads as one (`read_line`)."""
     size = count = 0
     last = -1
+    legacy = False
     while (end := data.find(b"\n", size)) >= 0:
         try:
-            batch, org, rows = orjson.loads(data[size:end])
-        except (orjson.JSONDecodeError, ValueError, TypeError):
+            batch, _, _, meters = read_line(data[size:end])
+        except ValueError:
             break
-        if type(batch) is not int or not isinstance(org, str) or not isinstance(rows, list):
-            break
-        size, count, last = end + 1, count + 1, max(last, batch)
-    return size, count, last
+        size, count, last, legacy = end + 1, count + 1, max(last, batch), legacy or meters is None
+    return size, count, last, legacy
 
 
 def _sync_directory(folder: Path) -> None:
@@ -89,12 +105,12 @@ class LandingLog:
         segments = []
         for path in sorted(self.folder.glob(f"*{_SUFFIX}")):
             data = path.read_bytes()
-            size, count, last = _whole_lines(data)
+            size, count, last, legacy = _whole_lines(data)
             if size < len(data):
                 with path.open("r+b") as file:
                     file.truncate(size)
                     os.fsync(file.fileno())
-            segments.append(Segment(int(path.stem), path, count, last))
+            segments.append(Segment(int(path.stem), path, count, last, legacy))
         return segments
 
     def epochs(self, through: int) -> list[int]:
@@ -119,6 +135,20 @@ class LandingLog:
         except BaseException:
             os.ftruncate(self._fd, start)  # a later line must not follow a torn one
             raise
+
+    def replace(self, epoch: int, lines: bytes) -> None:
+        """The epoch's file holding these lines instead, durably: a new file written and flushed, then
+        renamed over the old one (a crash leaves one or the other whole)."""
+        if self._fd_epoch == epoch:
+            self.close()
+        target = self.path(epoch)
+        written = target.with_name(target.name + ".new")  # not a log file: `recover` and `epochs` skip it
+        with written.open("wb") as file:
+            file.write(lines)
+            file.flush()
+            os.fsync(file.fileno())
+        written.replace(target)
+        _sync_directory(self.folder)
 
     def remove(self, epoch: int) -> None:
         """Forget an epoch whose batches are stored."""
