@@ -23,10 +23,10 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 import orjson
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from meterbill.core.db import Database, insert_new, one_of, utcnow
+from meterbill.core.db import Database, bound_values, in_bound, insert_new, one_of, utcnow
 from meterbill.core.errors import InvalidInput
 from meterbill.core.grouping import Waiting, run_grouped
 from meterbill.metering import schemas
@@ -270,6 +270,19 @@ class DecodedBatch:
     new_accounts: Mapping[str, str]
 
 
+# Meters' and accounts' ids (and meters' versions) by code, for an organization: one statement per dialect,
+# built once (see `in_bound`).
+_BY_CODE: dict[str, Select[str, str | None, str, int]] = {}
+
+
+def _by_code_statement(dialect: str) -> Select[str, str | None, str, int]:
+    entity = ConfigEntity
+    return select(entity.kind, entity.unique_key, entity.id, entity.version).where(
+        entity.organization_id == bindparam("org"),
+        or_(and_(entity.kind == "meter", in_bound(dialect, entity.unique_key, "meters")),
+            and_(entity.kind == "account", in_bound(dialect, entity.unique_key, "accounts"))))
+
+
 class _Codes:
     """The meters and accounts read by code in one read of the main database, kept for the bodies validated
     in it together (`_decode_each`): each code is looked up once, not once per body. Codes found absent
@@ -279,6 +292,27 @@ class _Codes:
         self.session = session
         self._meters: dict[tuple[str, str], MeterSchema] = {}
         self._accounts: dict[tuple[str, str], str] = {}
+
+    def look_up(self, org_id: str, meters: set[str], accounts: set[str]) -> None:
+        """The meters and accounts of these codes not yet looked up, in one statement (see `_BY_CODE`): a
+        meter whose document is cached at the version read needs nothing more."""
+        meters = {code for code in meters if (org_id, code) not in self._meters}
+        accounts = {code for code in accounts if (org_id, code) not in self._accounts}
+        if not meters and not accounts:
+            return
+        dialect = self.session.get_bind().dialect.name
+        statement = _BY_CODE.get(dialect)
+        if statement is None:
+            statement = _BY_CODE[dialect] = _by_code_statement(dialect)
+        found = self.session.connection().execute(statement, {
+            "org": org_id, "meters": bound_values(dialect, meters), "accounts": bound_values(dialect, accounts)})
+        for kind, code, entity_id, version in found:
+            if code is None:  # matched by code, so never; narrows the nullable column's type
+                continue
+            if kind == "account":
+                self._accounts[org_id, code] = entity_id
+            elif (schema := _meter_schemas.get((entity_id, version))) is not None:
+                self._meters[org_id, code] = schema  # otherwise `meters` reads the document
 
     def meters(self, org_id: str, codes: set[str]) -> dict[str, MeterSchema]:
         missing = {code for code in codes if (org_id, code) not in self._meters}
@@ -324,10 +358,12 @@ def decode_batch(session: Session, org_id: str, body: bytes, codes: _Codes | Non
     except msgspec.DecodeError:
         items = []
     if 1 <= len(items) <= MAX_MEASUREMENTS:
-        meters = codes.meters(org_id, {item.meter for item in items})
+        meter_codes = {item.meter for item in items}
         # Codes too long for an account code are left for `_accept` to refuse.
-        accounts, new = codes.account_ids_to_be(org_id, {
-            item.account for item in items if 1 <= len(item.account) <= 200})
+        account_codes = {item.account for item in items if 1 <= len(item.account) <= 200}
+        codes.look_up(org_id, meter_codes, account_codes)
+        meters = codes.meters(org_id, meter_codes)
+        accounts, new = codes.account_ids_to_be(org_id, account_codes)
         try:
             accepted = DecodedBatch([_accept(item, meters, accounts) for item in items], new)
         except (_Refused, InvalidInput):
@@ -446,10 +482,12 @@ def _typed_batch(org_id: str, body: bytes, codes: _Codes) -> DecodedBatch | None
     if _NoMeter in kinds:
         return None
     named = {decoder.codes[kind] for kind in kinds}
+    account_codes = {item.account for item in items}
+    codes.look_up(org_id, named, account_codes)
     current = codes.meters(org_id, named)
     if any(current.get(code) is not decoder.meters[code] for code in named):
         return None  # changed since the decoder was made: the other paths learn them as they are now
-    accounts, new = codes.account_ids_to_be(org_id, {item.account for item in items})
+    accounts, new = codes.account_ids_to_be(org_id, account_codes)
     for item in items:
         if item.ts.year not in _SAFE_YEARS or (item.ets is not None and item.ets.year not in _SAFE_YEARS):
             return None
