@@ -22,7 +22,7 @@ import pytest
 
 from tests.api.test_metering_uploads_and_usage import bearer_token
 from tests.conftest import m3ter_client, unique_name
-from tests.support.server import ServerProcess, needs_chdb
+from tests.support.server import ServerProcess, chdb_server, needs_chdb
 
 pytestmark = needs_chdb
 
@@ -72,14 +72,8 @@ def typed_batches(server: ServerProcess) -> float:
 
 @pytest.fixture(scope="module")
 def sides(server: ServerProcess, new_database_url, tmp_path_factory) -> Iterator[tuple[Side, Side]]:
-    workdir = tmp_path_factory.mktemp("typed-chdb")
-    on_chdb = ServerProcess(database_url=new_database_url(), workdir=workdir,
-                            extra_env={"METERBILL_MEASUREMENT_STORE": f"chdb://{workdir / 'chdb'}"})
-    on_chdb.start()
-    try:
+    with chdb_server(new_database_url(), tmp_path_factory.mktemp("typed-chdb")) as on_chdb:
         yield Side(server), Side(on_chdb)
-    finally:
-        on_chdb.stop()
 
 
 def both(sides: tuple[Side, Side], body: bytes | dict[str, Any]) -> tuple[int, Any]:

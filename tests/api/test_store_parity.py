@@ -27,7 +27,7 @@ import pytest
 from tests.api.test_metering_billing import money, run_bill_job, submit, usage_line
 from tests.api.test_metering_uploads_and_usage import query_rows
 from tests.conftest import m3ter_client, unique_name
-from tests.support.server import ServerProcess, needs_chdb
+from tests.support.server import ServerProcess, chdb_server, needs_chdb
 
 pytestmark = needs_chdb
 
@@ -179,14 +179,8 @@ def load(server: ServerProcess) -> World:
 @pytest.fixture(scope="module")
 def worlds(server: ServerProcess, new_database_url, tmp_path_factory) -> Iterator[tuple[World, World]]:
     """The session's server (its default store) and one server on a chDB store, for the module."""
-    workdir = tmp_path_factory.mktemp("parity-chdb")
-    on_chdb = ServerProcess(database_url=new_database_url(), workdir=workdir,
-                            extra_env={"METERBILL_MEASUREMENT_STORE": f"chdb://{workdir / 'chdb'}"})
-    on_chdb.start()
-    try:
+    with chdb_server(new_database_url(), tmp_path_factory.mktemp("parity-chdb")) as on_chdb:
         yield load(server), load(on_chdb)
-    finally:
-        on_chdb.stop()
 
 
 def bills(world: World) -> dict[str, list[Any]]:

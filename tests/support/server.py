@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,15 @@ class ServerProcess:
                          public_url=self.base_url)
             )
         return create_tenant(self._runtime, name).as_json()
+
+
+@contextmanager
+def chdb_server(database_url: str, workdir: Path) -> Iterator[ServerProcess]:
+    """A running server on `database_url` whose measurement store is a chDB folder in `workdir`."""
+    server = ServerProcess(database_url=database_url, workdir=workdir,
+                           extra_env={"METERBILL_MEASUREMENT_STORE": f"chdb://{workdir / 'chdb'}"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
