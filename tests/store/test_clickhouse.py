@@ -364,9 +364,10 @@ def test_an_encoded_batch_lands_as_the_typed_decoder_wrote_it(store: ClickHouseS
 
 
 def test_the_key_filter_is_built_aside_and_misses_no_key_stored_meanwhile(store: ClickHouseStore) -> None:
-    """A new process's filter of stored uid keys is built by a thread of its own (at 11 million keys it held
-    the first read for 7.9 s); keys stored while it is built are in it when it takes over, and until then
-    every key is looked up, so a replay is a replay all along."""
+    """A new process's filter of stored uid keys is built by a thread of its own, which the first lookup starts
+    (built in the first repair, it held a first read, which does not need it, for 7.9 s at 11 million keys);
+    keys stored while it is built are in it when it takes over, and until then every key is looked up, so a
+    replay is a replay all along."""
     if store.landing is None:
         pytest.skip("only a store this process alone writes keeps a filter")
     org = str(uuid.uuid4())

@@ -287,7 +287,7 @@ class ClickHouseStore:
         self.connect = connect
         # Only this process writes the store (chDB): a filter of the stored keys can stand in for
         # most lookups (see `_KeyFilter`). Built by a thread of its own (`_build_filter`), which the first
-        # repair starts; until it is in place, every key is looked up.
+        # lookup starts; until it is in place, every key is looked up.
         self.exclusive = landing is not None
         # Where the API's batches land before ClickHouse stores them (see `land`).
         self.landing = landing
@@ -296,6 +296,7 @@ class ClickHouseStore:
         # of their halves each), for it to take before it is put in place (under the write lock).
         self._filter_pending: list[Any] | None = None
         self._filter_builder: threading.Thread | None = None
+        self._filter_lock = threading.Lock()  # held to start a build
         self.client = connect()
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._readers: list[Any] = []
@@ -406,6 +407,8 @@ class ClickHouseStore:
         key_filter = self._filter
         if key_filter is not None:
             asked = key_filter.maybe_stored(asked)
+        elif self.exclusive:
+            self._start_filter_build()
         if not asked:
             return set()
         # The array as its text: clickhouse-connect's formatting of a thousand numbers one by one
@@ -612,8 +615,6 @@ class ClickHouseStore:
             self.client.command(
                 f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_KEY_SQL} FROM {self.table})",
                 settings={"mutations_sync": 2})
-        if self.exclusive and self._filter is None:
-            self._start_filter_build()
         with self._land_lock, self._queue_lock:
             if self._next_batch is None:  # landings counted since are in the log too after this
                 self._unexpanded = sum(segment.batches for segment in segments)
@@ -657,14 +658,18 @@ class ClickHouseStore:
             self._start_filter_build()
 
     def _start_filter_build(self) -> None:
-        """Have a filter of every stored key built by a thread of its own, unless one is (under the write lock).
-        Built in the first repair it held up a new process's first read or write: seven random bit writes
-        a key, 7.9 s at 11 million keys; meanwhile keys are looked up (or the full filter asked)."""
-        if self._filter_pending is not None or self._closing:
-            return
-        self._filter_pending = []
-        self._filter_builder = threading.Thread(target=self._build_filter, name="chdb-key-filter", daemon=True)
-        self._filter_builder.start()
+        """Have a filter of every stored key built by a thread of its own, unless one is, or one in place is not
+        full. Built in the first repair it held up a new process's first read or write
+        (7.9 s at 11 million keys), and reads and landings do not need it; meanwhile keys are looked up (or the
+        full filter asked). Keys stored from now on go to `_filter_pending` too: a write in progress notes its
+        keys after this, and the build reads the table after this."""
+        with self._filter_lock:
+            if self._filter_pending is not None or self._closing or (
+                    self._filter is not None and self._filter.keys <= self._filter.capacity):
+                return
+            self._filter_pending = []
+            self._filter_builder = threading.Thread(target=self._build_filter, name="chdb-key-filter", daemon=True)
+            self._filter_builder.start()
 
     def _build_filter(self) -> None:
         """The filter builder: every key in `uids`, with room for as many again, then the keys stored since
