@@ -60,7 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     reused = _data.Dataset.load_pair(args.reuse)[0] if args.reuse else None
     url = reused.database_url if reused else _data.create_bench_database(args.database, "usage")
-    server = _data.start_server(url)
+    # A kept data set whose measurements are in chDB is served with that store.
+    server = _data.start_server(url, measurement_store=reused.measurement_store if reused else None)
     try:
         postgres = _data.is_postgres(url)
         dataset = reused or _data.build(server, args.accounts or (10_000 if postgres else 1_000),
