@@ -586,12 +586,12 @@ def submit(db: Database, org_id: str, body: bytes, count_new: bool = False) -> i
     """
     store = outside_store()
     if store is not None:
-        encoded = not count_new and store.bind(None).encoded_landing() is not None
-        batch = _decode_in_turn(db, org_id, body, encoded)
+        bound = store.bind(None)
+        batch = _decode_in_turn(db, org_id, body, not count_new and bound.encoded_landing() is not None)
         if batch.new_accounts:
             with db.transaction() as session:
                 batch = _with_new_accounts(session, org_id, body, batch)
-        return _acknowledge(store.bind(None), org_id, batch, count_new)
+        return _acknowledge(bound, org_id, batch, count_new)
     if db.dialect == "postgresql":
         with db.transaction() as session:
             return store_decoded(session, org_id, body, decode_batch(session, org_id, body), count_new)

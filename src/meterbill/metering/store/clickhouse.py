@@ -23,7 +23,7 @@ one process writes the store: always with chDB (only one process can open its fo
 and with a server as long as one API process ingests. On chDB a Bloom filter of the stored
 keys (`_KeyFilter`) answers for the keys it has never seen, so a batch of new uids looks up
 only its filter's positives (about 1 %) instead of reading a granule per key in every part
-(built by a thread of its own when a process starts: until then keys are looked up).
+(built by a thread of its own, which a process's first lookup starts: until then keys are looked up).
 Several processes writing one server could each find a uid new in the same instant and both store it: a server
 deployment keeps ingest in one process until that is lifted. In a unit of work
 `ingest` answers from the same lookup made at once, without the lock; the write at
@@ -171,10 +171,8 @@ def _line_of_today(batch: int, org_id: str, rows: list[Any], meters: dict[str, s
     micros), times as RFC 3339 text in UTC, which become today's objects, each meter id its own code."""
     if meters is not None:
         return landing_log.line(batch, org_id, orjson.dumps(rows), orjson.dumps(meters))
-    return landing_log.line(batch, org_id, orjson.dumps([
-        {"uid": uid, "meter": meter, "account": account, "ts": ts, "ets": ets, "dimensions": dimensions,
-         "micros": micros} for uid, meter, account, ts, ets, dimensions, micros in rows]),
-        orjson.dumps({row[1]: row[1] for row in rows}))
+    # The arrays are NewMeasurement's fields in order (times as text, which orjson writes as they are).
+    return landing_log.line(batch, org_id, *_landed_rows([NewMeasurement(*row) for row in rows]))
 
 
 class _KeyFilter:
@@ -189,8 +187,8 @@ class _KeyFilter:
     while it was built, so a key stored before a restart is in it. Bits are never cleared; a key
     whose rows a crash lost stays a "maybe", which the lookup then answers. Sized for twice the keys
     stored when it is built (at least 2^20), at 10 to 20 bits a key: 2.5 to 5 MB per million keys
-    stored. Once that many keys are in, it is built again from
-    the table (the full one answering meanwhile).
+    stored. Once that many keys are in, it is built again from the table (the full one answering
+    meanwhile).
 
     Blocked: a key's seven bits are in one 64-bit word, the word chosen by the key's low half and
     the bits by seven 6-bit slices of its high half (keys are uniformly random: SHA-256). One
