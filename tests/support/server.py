@@ -107,23 +107,49 @@ class ServerProcess:
         return base_env(self.database_url, METERBILL_PUBLIC_URL=self.base_url, **self.extra_env)
 
     def start(self) -> None:
+        """Start the server and wait until it answers. A first start whose port another process took
+        meanwhile (`free_port` frees it before the server binds it) moves to a new port."""
+        first = self.process is None
+        for _ in range(3):
+            if self._start_once():
+                return
+            if not first:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"server could not listen on its port:\n{self.log_path.read_text()[-4000:]}")
+
+    def _start_once(self) -> bool:
+        """Whether this process came up; False when its port was taken. Only our own process's
+        line in the log counts: a healthy answer on the port may be another test's server."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._spawn()
+        listening = f"meterbill listening on {self.base_url} "
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self._alive():
+                since = self.log_path.read_bytes()[offset:].decode(errors="replace")
+                if "cannot listen on" in since:
+                    return False
+                raise RuntimeError(f"server exited early:\n{since[-4000:]}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200 and \
+                        listening in self.log_path.read_bytes()[offset:].decode(errors="replace"):
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()  # the caller never gets to stop a server that failed to start: no orphan left behind
+        raise RuntimeError("server did not become healthy in 60 s")
+
+    def _spawn(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "meterbill.cli", "serve", "--port", str(self.port)],
             env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()  # the caller never gets to stop a server that failed to start: no orphan left behind
-        raise RuntimeError("server did not become healthy in 60 s")
+
+    def _alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
