@@ -17,9 +17,9 @@ import orjson
 import pytest
 from sqlalchemy.orm import Session
 
-from meterbill.metering.store import EncodedBatch, IngestOutcome, NewMeasurement
+from meterbill.metering.store import EncodedBatch, IngestOutcome, NewMeasurement, Totals
 from meterbill.metering.store.clickhouse import _COLUMNS, _EXPAND_AT, _STAGE_SQL, ClickHouseStore, _log_source
-from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SORTING_KEY
 from meterbill.metering.store.landing_log import LandingLog
 from tests.store.conftest import ClickHouseUnderTest, open_chdb, open_clickhouse_server
 
@@ -47,6 +47,79 @@ def test_migrate_applies_each_version_once(store: ClickHouseStore) -> None:
     assert store.migrate() == []
     (versions,) = store.client.query(f"SELECT count() FROM `{store.database}`.schema_versions").result_rows[0]
     assert versions == len(MIGRATIONS)
+
+
+def _as_before_0003(store: ClickHouseStore) -> None:
+    """The store as version 0002 left it: `measurements` sorted by meter first (0001's table), no days."""
+    db = f"`{store.database}`"
+    for statement in (f"DROP VIEW {db}.days_of_measurements", f"DROP TABLE {db}.days", f"DROP TABLE {db}.measurements",
+                      MIGRATIONS[0][1][0].format(db=db),  # type: ignore[union-attr]
+                      f"ALTER TABLE {db}.schema_versions DELETE WHERE version >= '0003' SETTINGS mutations_sync = 1"):
+        store.client.command(statement)
+
+
+def _sorting_key_and_tables(store: ClickHouseStore) -> tuple[str, list[str]]:
+    rows = store.client.query("SELECT name, sorting_key FROM system.tables WHERE database = {d:String}"
+                              " AND name LIKE 'measurements%' ORDER BY name", parameters={"d": store.database})
+    keys = dict(rows.result_rows)
+    return keys["measurements"], sorted(keys)
+
+
+@pytest.mark.parametrize("cut", [None, "before-the-swap", "after-the-swap"])
+def test_0003_sorts_every_measurement_by_account_and_a_cut_run_completes(store: ClickHouseStore,
+                                                                         cut: str | None) -> None:
+    """0003 rewrites `measurements` sorted by (org, account, ts): every row is kept, ingest order
+    included, also when a run was cut before the tables were swapped (a partial copy is left) or
+    after (rows stored during the copy are still only in the old table)."""
+    _as_before_0003(store)
+    org = str(uuid.uuid4())
+    writer = store.bind(None)
+    writer.ingest(org, [m(f"u{i}", i, account=f"acct-{i % 4}", calls=i, dims={"region": f"r{i % 2}"})
+                        for i in range(300)])
+    writer.ingest(org, [m("late", 400, account="acct-9", calls=7)])
+    db = f"`{store.database}`"
+    old = f"{db}.measurements_0003"
+    if cut == "before-the-swap":  # a copy of some rows, in the new layout, never swapped in
+        store.client.command(f"CREATE TABLE {old} AS {db}.measurements ENGINE = MergeTree ORDER BY ({SORTING_KEY})")
+        store.client.command(f"INSERT INTO {old} SELECT * FROM {db}.measurements LIMIT 10")
+    elif cut == "after-the-swap":  # swapped in without the batch stored during the copy (the last one)
+        store.client.command(f"CREATE TABLE {old} AS {db}.measurements ENGINE = MergeTree ORDER BY ({SORTING_KEY})")
+        store.client.command(f"INSERT INTO {old} SELECT * FROM {db}.measurements WHERE uid != 'late'")
+        store.client.command(f"EXCHANGE TABLES {db}.measurements AND {old}")
+    assert store.migrate() == ["0003_sorted_by_account", "0004_days"]
+    assert _sorting_key_and_tables(store) == (SORTING_KEY, ["measurements"])
+    census = {org: (301, {("meter-calls", "calls"): sum(range(300)) + 7})}
+    assert writer.census() == census
+    # 0004 folded every measurement into its day: a month's totals come from there.
+    assert _calls(store, org) == {"acct-0": sum(range(0, 300, 4)), "acct-1": sum(range(1, 300, 4)),
+                                  "acct-2": sum(range(2, 300, 4)), "acct-3": sum(range(3, 300, 4)), "acct-9": 7}
+    assert [x.uid for _, x in writer.scan(after=None, limit=400)[0] if _ == org] == \
+        [f"u{i}" for i in range(300)] + ["late"]
+    assert writer.ingest(org, [m("u5", 1), m("new", 2)]) == IngestOutcome(1, 1)  # the uids index is the same
+    assert store.migrate() == []
+
+
+def test_days_lost_to_a_cut_after_the_rows_are_folded_again_by_the_next_process(store: ClickHouseStore) -> None:
+    """A write's days reach `days` after its rows, by the view: a crash between the two leaves the last
+    writes' rows without days. The next process folds what is above the days' mark, once."""
+    org = str(uuid.uuid4())
+    writer = store.bind(None)
+    writer.ingest(org, [m("a", 1, calls=5), m("b", 60 * 24 * 3, calls=7)])  # January 1st and 4th
+    writer.ingest(org, [m("c", 2, account="acct-2", calls=11), m("d", 60 * 24 * 40, calls=13)])  # and February 10th
+    # The second write's days lost (it alone wrote those accounts' and days' rows, so none merged with the first's).
+    store.client.command(f"ALTER TABLE {store.days} DELETE WHERE account = 'acct-2' OR day = '2024-02-10'"
+                         " SETTINGS mutations_sync = 2")
+    again = _reopened(store)
+    month = {"start": JANUARY, "end": JANUARY + timedelta(days=31)}
+    assert again.bind(None).period_totals(org, account_ids=None, fields=[("meter-calls", "calls")], **month) == {
+        ("acct-1", "meter-calls", "calls"): Totals(12, 5, 7, 2), ("acct-2", "meter-calls", "calls"): Totals(11, 11, 11, 1)}
+    assert again.bind(None).period_totals(org, account_ids=["acct-1"], fields=[("meter-calls", "calls")],
+                                          start=JANUARY, end=JANUARY + timedelta(days=60)) == {
+        ("acct-1", "meter-calls", "calls"): Totals(25, 5, 13, 3)}
+    (folded,) = again.client.query(f"SELECT sum(count) FROM {store.days} WHERE org = {{o:String}}",
+                                   parameters={"o": org}).result_rows[0]
+    assert folded == 4  # each measurement once
+    again.close()
 
 
 @pytest.mark.parametrize("in_a_unit", [False, True], ids=["written-at-ingest", "in-a-unit-of-work"])

@@ -30,13 +30,12 @@ from meterbill.metering.store import (
 
 def query_usage(session: Session, org_id: str, query: schemas.UsageQueryBody) -> tuple[list[dict[str, Any]], bool]:
     """One row per aggregation and group, and whether rows were left out (over `limit`)."""
-    accounts = {
-        e.id: e.unique_key
-        for e in session.scalars(
-            select(ConfigEntity).where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == "account")
-            .where(ConfigEntity.id.in_(query.account_ids) if query.account_ids else true())
-        )
-    }
+    # Account codes are only written into rows grouped by account.
+    accounts: dict[str, str | None] = dict(session.execute(
+        select(ConfigEntity.id, ConfigEntity.unique_key)
+        .where(ConfigEntity.organization_id == org_id, ConfigEntity.kind == "account")
+        .where(ConfigEntity.id.in_(query.account_ids) if query.account_ids else true())
+    ).tuples().all()) if any(group.group_type == "ACCOUNT" for group in query.groups or []) else {}
     store = store_for(session)
     wanted = [a for a in query.aggregations if not query.meter_ids or a.meter_id in query.meter_ids]
     together = [a for a in wanted if _from_totals(query, a)]

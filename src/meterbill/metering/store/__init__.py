@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple, Protocol
@@ -117,6 +117,17 @@ class Totals:
 
 def from_micros(micros: int) -> Decimal:
     return Decimal(micros) / _MICROS
+
+
+def day_floor(moment: datetime) -> datetime:
+    """The start of the moment's UTC day: where a store's daily totals begin."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def day_ceiling(moment: datetime) -> datetime:
+    """The first UTC midnight at or after the moment."""
+    floor = day_floor(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
 
 
 Segment = tuple[str | None, ...]

@@ -94,10 +94,12 @@ from meterbill.metering.store import (
     SeriesRequest,
     TimeBucket,
     Totals,
+    day_ceiling,
+    day_floor,
     from_micros,
     landing_log,
 )
-from meterbill.metering.store.clickhouse_schema import MIGRATIONS
+from meterbill.metering.store.clickhouse_schema import MIGRATIONS, fold_days
 from meterbill.metering.store.landing_log import LandingLog, Segment
 
 log = structlog.get_logger("meterbill.metering.store.clickhouse")
@@ -126,8 +128,9 @@ _LANDED_ROWS = (f"Array(Tuple(uid String, meter String, account String, ts Strin
                 f" measure {_UNITS}, income {_UNITS}, cost {_UNITS}, micros {_UNITS}))")
 # Every client call runs with these: synchronous inserts (acknowledged once on disk) and UTC.
 _SETTINGS = {"async_insert": 0, "session_timezone": "UTC"}
-_BUCKET_START = {TimeBucket.HOUR: "toStartOfHour(ts)", TimeBucket.DAY: "toStartOfDay(ts)",
-                 TimeBucket.WEEK: "toStartOfWeek(ts, 1)", TimeBucket.MONTH: "toStartOfMonth(ts)"}
+# A bucket's start from a time column `{t}` (DateTime64, or a day's Date32: never hourly).
+_BUCKET_START = {TimeBucket.HOUR: "toStartOfHour({t})", TimeBucket.DAY: "toStartOfDay({t})",
+                 TimeBucket.WEEK: "toStartOfWeek({t}, 1)", TimeBucket.MONTH: "toStartOfMonth({t})"}
 # An expansion's rows (`ClickHouseStore._expand`): one epoch's landed batches (`{landed}`, a source of
 # (batch, org, rows, meters): the epoch's landing-log file), in landing order, the first of each uid key, less
 # the keys stored (looked up for the epoch's keys only: by the primary key, not a read of every key).
@@ -303,6 +306,7 @@ class ClickHouseStore:
         self.uids = f"`{database}`.uids"
         self.landed = f"`{database}`.landed"
         self.staged = f"`{database}`.staged"
+        self.days = f"`{database}`.days"
         # Held around each write's dedupe check and insert, and each expansion of landed batches, so
         # they are one step for this process. Taken before `_land_lock` when both are held.
         self._write_lock = threading.Lock()
@@ -363,8 +367,11 @@ class ClickHouseStore:
             for version, statements in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in statements:
-                    self.client.command(statement.format(db=f"`{self.database}`"))
+                for step in statements:
+                    if isinstance(step, str):
+                        self.client.command(step.format(db=f"`{self.database}`"))
+                    else:
+                        step(self.client, self.database)
                 self.client.insert(versions, [[version]], column_names=["version"])
                 applied.append(version)
             return applied
@@ -620,6 +627,8 @@ class ClickHouseStore:
             # Never back: a landing may have taken numbers since these were read.
             self._next_batch = max(self._next_batch or 0, (int(last) >> _SEQ_BITS) + 1,
                                    *(segment.last_batch + 1 for segment in segments))
+        if rows:
+            fold_days(self.client, self.database)
         self._repair_due = False
 
     def _recover_landings(self) -> list[Segment]:
@@ -716,6 +725,7 @@ class ClickHouseMeasurements:
         self.store = store
         self.session = session
         self.table = store.table
+        self.days = store.days
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -788,24 +798,51 @@ class ClickHouseMeasurements:
         self, org_id: str, *, fields: Sequence[tuple[str, str]], start: datetime, end: datetime,
         account_ids: Sequence[str] | None, groups: Sequence[Group], limit: int | None,
     ) -> dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]]:
+        """Whole UTC days from `days`, a day's part at either end from the measurements (all of them from
+        the measurements when an hourly bucket needs each one's time)."""
         assert all(g.kind in (GroupKind.ACCOUNT, GroupKind.TIME) for g in groups)
         params = _range(org_id, start, end, account_ids)
         params.update(meters=sorted({meter for meter, _ in fields}), fields=sorted({name for _, name in fields}))
-        keys = [_group_key(g, index, params) for index, g in enumerate(groups)]
-        selected = "".join(f"{key} AS g{i}, " for i, key in enumerate(keys))
-        names = "".join(f"g{i}, " for i in range(len(keys)))
+        hourly = any(g.kind == GroupKind.TIME and g.bucket == TimeBucket.HOUR for g in groups)
+        first_day, last_day = day_ceiling(start), day_floor(end)
+        if hourly or first_day >= last_day:
+            ranges, days = [(start, end)], None
+        else:
+            ranges = [(start, first_day)] if start < first_day else []
+            ranges += [(last_day, end)] if last_day < end else []
+            days = (first_day, last_day)
+        names = "".join(f"g{i}, " for i in range(len(groups)))
+        sources = []
+        for index, (since, until) in enumerate(ranges):
+            params[f"since{index}"], params[f"until{index}"] = since.astimezone(UTC), until.astimezone(UTC)
+            keys = "".join(f"{_group_key(g, i, params, 'ts')} AS g{i}, " for i, g in enumerate(groups))
+            sources.append(
+                f"SELECT {keys}meter, field, sum(toInt128(value)) AS total, min(value) AS smallest,"
+                f" max(value) AS largest, count() AS count"
+                f" FROM {self.table} ARRAY JOIN mapKeys(measures) AS field, mapValues(measures) AS value"
+                f" WHERE {_where(account_ids, f'since{index}', f'until{index}')}"
+                f" AND meter IN {{meters:Array(String)}} AND field IN {{fields:Array(String)}}"
+                f" GROUP BY {names}meter, field")
+        if days is not None:
+            params["first_day"], params["last_day"] = days[0].date(), days[1].date()
+            keys = "".join(f"{_group_key(g, i, params, 'day')} AS g{i}, " for i, g in enumerate(groups))
+            accounts = "" if account_ids is None else " AND account IN {accounts:Array(String)}"
+            sources.append(
+                f"SELECT {keys}meter, field, sum(total) AS total, min(smallest) AS smallest, max(largest) AS largest,"
+                f" sum(count) AS count FROM {self.days} WHERE org = {{org:String}}{accounts}"
+                " AND day >= {first_day:Date32} AND day < {last_day:Date32}"
+                " AND meter IN {meters:Array(String)} AND field IN {fields:Array(String)}"
+                f" GROUP BY {names}meter, field")
         # Meters and fields are filtered apart: a field of one meter asked may bring the same
         # field of another meter asked, dropped below.
-        sql = (f"SELECT {selected}meter, field, sum(toInt128(value)), min(value), max(value), count()"
-               f" FROM {self.table} ARRAY JOIN mapKeys(measures) AS field, mapValues(measures) AS value"
-               f" WHERE {_where(account_ids)} AND meter IN {{meters:Array(String)}}"
-               " AND field IN {fields:Array(String)}"
-               f" GROUP BY {names}meter, field")
+        sql = sources[0] if len(sources) == 1 else (
+            f"SELECT {names}meter, field, sum(total), min(smallest), max(largest), sum(count)"
+            f" FROM ({' UNION ALL '.join(sources)}) GROUP BY {names}meter, field")
         if limit is not None:
             sql += f" ORDER BY {names}meter, field LIMIT {int(limit) + 1} BY meter, field"
         asked = set(fields)
         found: dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]] = {}
-        width = len(keys)
+        width = len(groups)
         for row in self._rows(sql, params):
             meter, name = row[width], row[width + 1]
             if (meter, name) in asked:
@@ -903,17 +940,19 @@ def _range(org_id: str, start: datetime, end: datetime, account_ids: Sequence[st
     return params
 
 
-def _where(account_ids: Sequence[str] | None) -> str:
+def _where(account_ids: Sequence[str] | None, start: str = "start", end: str = "end") -> str:
+    """The organization's measurements (of these accounts) from the parameter `start` to `end`."""
     accounts = "" if account_ids is None else " AND account IN {accounts:Array(String)}"
     return ("org = {org:String}" + accounts +
-            " AND ts >= {start:DateTime64(6, 'UTC')} AND ts < {end:DateTime64(6, 'UTC')}")
+            f" AND ts >= {{{start}:DateTime64(6, 'UTC')}} AND ts < {{{end}:DateTime64(6, 'UTC')}}")
 
 
-def _group_key(group: Group, index: int, params: dict[str, Any]) -> str:
+def _group_key(group: Group, index: int, params: dict[str, Any], time: str = "ts") -> str:
+    """A group's key over rows whose time is the column `time` (`ts`, or a `days` row's `day`)."""
     if group.kind == GroupKind.ACCOUNT:
         return "account"
     if group.kind == GroupKind.TIME:
-        start = _BUCKET_START[group.bucket or TimeBucket.DAY]
+        start = _BUCKET_START[group.bucket or TimeBucket.DAY].format(t=time)
         return f"formatDateTime(toDateTime({start}, 'UTC'), '%Y-%m-%dT%H:%i:%SZ', 'UTC')"
     params[f"g{index}"] = group.field
     return f"if(mapContains(dimensions, {{g{index}:String}}), dimensions[{{g{index}:String}}], NULL)"

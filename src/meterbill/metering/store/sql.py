@@ -25,7 +25,7 @@ import hashlib
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +45,8 @@ from meterbill.metering.store import (
     SeriesRequest,
     TimeBucket,
     Totals,
+    day_ceiling,
+    day_floor,
     from_micros,
 )
 from meterbill.metering.store.sql_rollup import (
@@ -356,7 +358,7 @@ class SqlMeasurementStore:
         params: dict[str, Any] = {"fields": sorted({name for _, name in fields})}
         series = self._series_cte(org_id, (meter for meter, _ in fields), account_ids, params)
         hourly = any(g.kind == GroupKind.TIME and g.bucket == TimeBucket.HOUR for g in groups)
-        first_day, last_day = _day_ceiling(start), _day_floor(end)
+        first_day, last_day = day_ceiling(start), day_floor(end)
         raw_field = "f.key"
         raw_value = "f.value::bigint" if self.postgres else "f.value"
         each = "json_each_text(m.measures)" if self.postgres else "json_each(m.measures)"
@@ -545,10 +547,3 @@ def _value(function: Aggregation, numeric: bool, raw: Sequence[Any]) -> Decimal:
     return from_micros(int(raw[0]))
 
 
-def _day_floor(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _day_ceiling(moment: datetime) -> datetime:
-    floor = _day_floor(moment)
-    return floor if floor == moment else floor + timedelta(days=1)
