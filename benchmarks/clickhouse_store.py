@@ -63,7 +63,7 @@ def footprint(store: ClickHouseStore, count: int) -> str:
     """Bytes on disk per measurement, in all and per table."""
     found = dict(store.client.query(
         "SELECT table, sum(bytes_on_disk) FROM system.parts WHERE active AND database = {db:String}"
-        " AND table IN ('measurements', 'uids') GROUP BY table", parameters={"db": store.database}).result_rows)
+        " AND table IN ('measurements', 'uids', 'days') GROUP BY table", parameters={"db": store.database}).result_rows)
     return (f"{sum(found.values()) / count:.1f} = "
             + " + ".join(f"{table} {int(size) / count:.1f}" for table, size in sorted(found.items())))
 

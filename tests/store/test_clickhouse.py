@@ -112,7 +112,8 @@ def test_days_lost_to_a_cut_after_the_rows_are_folded_again_by_the_next_process(
     again = _reopened(store)
     month = {"start": JANUARY, "end": JANUARY + timedelta(days=31)}
     assert again.bind(None).period_totals(org, account_ids=None, fields=[("meter-calls", "calls")], **month) == {
-        ("acct-1", "meter-calls", "calls"): Totals(12, 5, 7, 2), ("acct-2", "meter-calls", "calls"): Totals(11, 11, 11, 1)}
+        ("acct-1", "meter-calls", "calls"): Totals(12, 5, 7, 2),
+        ("acct-2", "meter-calls", "calls"): Totals(11, 11, 11, 1)}
     assert again.bind(None).period_totals(org, account_ids=["acct-1"], fields=[("meter-calls", "calls")],
                                           start=JANUARY, end=JANUARY + timedelta(days=60)) == {
         ("acct-1", "meter-calls", "calls"): Totals(25, 5, 13, 3)}

@@ -50,12 +50,13 @@ of a uid still wins in ingest order. A crash leaves landed batches on disk; the 
 process stores them (its repair first removes the keys of an expansion cut between its
 two inserts, as for a write).
 
-Reads are plain aggregations over exact integers (Int128 sums), straight from the rows:
-no rollup. The sort key makes one account-month a few granules (usage query p50 5.8 ms,
-p99 6.9 ms at 10M measurements), and a bill run's read of every account's month one
-scan of the organization's range (1.1-1.3 s at 10M here, about the SQL store's usage
-pass). `run_background_work` has nothing to finish (the conformance suite's opener merges
-the parts, to check reads after merges too).
+Reads are aggregations over exact integers (Int128 sums). Totals of whole UTC days come from
+`days` (see clickhouse_schema), which the insert of the rows feeds in the same statement: no
+rollup pass to wait for, and no tail above a mark to add. The rest (a day's part at either end
+of a period, hourly buckets, dimensions, LATEST, UNIQUE) comes from the rows, sorted by
+(organization, account, ts) so that one account-month is one key range of a few granules.
+`run_background_work` has nothing to finish (the conformance suite's opener merges the parts,
+to check reads after merges too).
 
 `scan` pages in `seq` order, which is commit order in a process (batch numbers are
 taken under the write lock), with (organization, uid) breaking ties; `census` sums in
@@ -99,7 +100,7 @@ from meterbill.metering.store import (
     from_micros,
     landing_log,
 )
-from meterbill.metering.store.clickhouse_schema import MIGRATIONS, fold_days
+from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SEQ_BITS, fold_days
 from meterbill.metering.store.landing_log import LandingLog, Segment
 
 log = structlog.get_logger("meterbill.metering.store.clickhouse")
@@ -109,8 +110,6 @@ _PENDING = "meterbill.clickhouse_pending"
 _KEY_SQL = "reinterpretAsUInt128(reverse(substring(SHA256(concat(org, uid)), 1, 16)))"
 # A key's two 64-bit halves, low first, as `_KeyFilter` takes them.
 _KEY_HALVES = f"toUInt64(bitAnd(key, toUInt128('{0xFFFFFFFFFFFFFFFF}'))), toUInt64(bitShiftRight(key, 64))"
-# A row's place in the ingest order: its batch's number above these bits, its index in the batch below.
-_SEQ_BITS = 24
 # How many writes' keys a process keeps, to recheck units that ingested up to that many writes ago
 # without a lookup (a few MB at most: a write is a few batches).
 _WRITES_REMEMBERED = 64
@@ -140,7 +139,7 @@ _STAGE_SQL = f"""INSERT INTO {{staged}}
 SELECT * FROM (
     SELECT org, meters[r.meter], r.account, parseDateTime64BestEffort(r.ts, 6, 'UTC'),
            parseDateTime64BestEffortOrNull(r.ets, 6, 'UTC'), r.uid,
-           bitOr(bitShiftLeft(batch, {_SEQ_BITS}), n - 1) AS seq,
+           bitOr(bitShiftLeft(batch, {SEQ_BITS}), n - 1) AS seq,
            mapConcat(r.micros,
                      mapApply((field, units) -> (field, units * {MICROS}), mapConcat(r.measure, r.income, r.cost))),
            mapConcat(r.dimensions, r.who, r.`where`, r.what, r.other, r.metadata),
@@ -579,7 +578,7 @@ class ClickHouseStore:
                     new.append(row)
         if not keys:
             return
-        base = self._take_batches(1) << _SEQ_BITS
+        base = self._take_batches(1) << SEQ_BITS
         # Column by column (one comprehension each costs a third of appending row by row).
         # Times as DateTime64(6)'s own ticks: clickhouse-connect writes integers as they are, and converts
         # datetimes through several calls each, which cost more than the rest of a row.
@@ -625,7 +624,7 @@ class ClickHouseStore:
                 self._unexpanded = sum(segment.batches for segment in segments)
                 self._epoch = max((segment.epoch + 1 for segment in segments), default=0)
             # Never back: a landing may have taken numbers since these were read.
-            self._next_batch = max(self._next_batch or 0, (int(last) >> _SEQ_BITS) + 1,
+            self._next_batch = max(self._next_batch or 0, (int(last) >> SEQ_BITS) + 1,
                                    *(segment.last_batch + 1 for segment in segments))
         if rows:
             fold_days(self.client, self.database)

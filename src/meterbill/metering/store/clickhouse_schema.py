@@ -1,6 +1,6 @@
 """The ClickHouse measurement store's tables, as versioned migrations (see `clickhouse.ClickHouseStore.migrate`).
 
-Two tables.
+Three tables.
 
 `measurements`, one row per measurement:
 
@@ -31,7 +31,15 @@ for 1000 scattered uids it chose the table (55 ms a batch at 1M measurements, ag
 it holds keys of rows that never arrived (a batch never acknowledged), never the
 reverse; the store repairs that before its first write (see `ClickHouseStore._recover`).
 
-Both: `fsync_after_insert` and `fsync_part_directory`, so an insert returns once its part
+`days` (since 0004), each numeric field's totals per account, meter and UTC day (sum, min, max,
+count), which answer a usage query or a bill run over whole days without reading the measurements
+(see `ClickHouseMeasurements.totals_series`). An AggregatingMergeTree: a write adds rows, merges
+combine them, and every read sums them again, so it is exact before any merge. Fed by the view
+`days_of_measurements` in the statement that inserts the rows, as an insert of its own; each row
+carries the largest batch number it holds, the mark below which every batch is folded, and a
+crash between the two inserts is repaired by folding what is above it (`fold_days`).
+
+All three: `fsync_after_insert` and `fsync_part_directory`, so an insert returns once its part
 is on disk (an acknowledged batch survives a power cut, not only `kill -9`).
 
 Since 0002, for a store only this process writes (chDB): `staged`, a Memory table where an
@@ -53,12 +61,12 @@ SORTING_KEY = "org, account, ts"
 _MEASUREMENTS = """CREATE TABLE IF NOT EXISTS {table} (
     org LowCardinality(String),
     meter LowCardinality(String),
-    account String CODEC(ZSTD(1)),
+    account String CODEC(ZSTD(3)),
     ts DateTime64(6, 'UTC') CODEC(DoubleDelta, ZSTD(1)),
     ets Nullable(DateTime64(6, 'UTC')) CODEC(ZSTD(1)),
     uid String CODEC(ZSTD(3)),
     seq UInt64 CODEC(T64, ZSTD(1)),
-    measures Map(LowCardinality(String), Int64) CODEC(ZSTD(1)),
+    measures Map(LowCardinality(String), Int64) CODEC(ZSTD(3)),
     dimensions Map(LowCardinality(String), LowCardinality(String)) CODEC(ZSTD(1))
 ) ENGINE = MergeTree
 ORDER BY ({key})
@@ -100,12 +108,15 @@ def _sort_by_account(client: Any, database: str) -> None:
     client.command(f"DROP TABLE {old}")
 
 
+# A row's `seq` is its batch's number above these bits, its index in the batch below.
+SEQ_BITS = 24
 # A stored measurement's numeric fields, one row each, summed into its UTC day: what `days` holds (see
 # `fold_days`); `{source}` is a table of measurements' rows.
-DAY_TOTALS = """SELECT org, account, toDate32(ts) AS day, meter, field, sum(toInt128(value)) AS total,
-    min(value) AS smallest, max(value) AS largest, count() AS count, max(seq) AS seq
-FROM {source} ARRAY JOIN mapKeys(measures) AS field, mapValues(measures) AS value
-GROUP BY org, account, day, meter, field"""
+DAY_TOTALS = ("SELECT org, account, toDate32(ts) AS day, meter, field, sum(toInt128(value)) AS total,"
+              " min(value) AS smallest, max(value) AS largest, count() AS count,"
+              f" max(bitShiftRight(seq, {SEQ_BITS})) AS batch"
+              " FROM {source} ARRAY JOIN mapKeys(measures) AS field, mapValues(measures) AS value"
+              " GROUP BY org, account, day, meter, field")
 # Measurements folded into `days` per statement by `fold_days`: its insert is one part (all or nothing).
 _FOLD_STEP = 5_000_000
 _ONE_PART = {"min_insert_block_size_rows": 1 << 62, "min_insert_block_size_bytes": 1 << 62,
@@ -113,25 +124,29 @@ _ONE_PART = {"min_insert_block_size_rows": 1 << 62, "min_insert_block_size_bytes
 
 
 def fold_days(client: Any, database: str) -> None:
-    """Fold the measurements above the mark into `days` (the mark: the largest `seq` in `days`).
+    """Fold the measurements of batches above the mark into `days` (the mark: the largest `batch` there).
 
     A write's rows reach `days` through the view on `measurements`, in the same statement but as
     an insert of its own after the rows' part: a crash (or a failure) between the two leaves rows the
-    days lack, always the last rows written. Each step here is one insert of at most `_FOLD_STEP`
-    measurements in `seq` order, squashed into one part, so the mark never passes a row not folded."""
+    days lack, always those of the last batches written (a batch's rows are written together, batches
+    in order). Each step here is one insert of the measurements of whole batches, about `_FOLD_STEP`
+    of them, squashed into one part, so the mark never passes a batch not folded."""
     db = f"`{database}`"
+    batch = f"bitShiftRight(seq, {SEQ_BITS})"
+    (days, mark) = client.query(f"SELECT count(), max(batch) FROM {db}.days").result_rows[0]
+    after = int(mark) if days else -1
     while True:
-        (days, mark) = client.query(f"SELECT count(), max(seq) FROM {db}.days").result_rows[0]
-        above = f"seq > {int(mark)}" if days else "1"
         (count, through) = client.query(
-            f"SELECT count(), max(seq) FROM (SELECT seq FROM {db}.measurements WHERE {above}"
-            f" ORDER BY seq LIMIT {_FOLD_STEP})").result_rows[0]
+            f"SELECT count(), max(b) FROM (SELECT {batch} AS b FROM {db}.measurements WHERE {batch} > {after}"
+            f" ORDER BY b LIMIT {_FOLD_STEP})").result_rows[0]
         if not count:
             return
         client.command(f"INSERT INTO {db}.days " + DAY_TOTALS.format(
-            source=f"(SELECT * FROM {db}.measurements WHERE {above} AND seq <= {int(through)})"), settings=_ONE_PART)
+            source=f"(SELECT * FROM {db}.measurements WHERE {batch} > {after} AND {batch} <= {int(through)})"),
+            settings=_ONE_PART)
         if count < _FOLD_STEP:
             return
+        after = int(through)
 
 
 # (version, steps): applied in order, each step idempotent, the version recorded last. A step is a
@@ -174,15 +189,15 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     ("0004_days", [
         """CREATE TABLE IF NOT EXISTS {db}.days (
             org LowCardinality(String),
-            account String CODEC(ZSTD(1)),
+            account String CODEC(ZSTD(3)),
             day Date32 CODEC(DoubleDelta, ZSTD(1)),
             meter LowCardinality(String),
             field LowCardinality(String),
-            total SimpleAggregateFunction(sum, Int128) CODEC(ZSTD(1)),
-            smallest SimpleAggregateFunction(min, Int64) CODEC(ZSTD(1)),
-            largest SimpleAggregateFunction(max, Int64) CODEC(ZSTD(1)),
+            total SimpleAggregateFunction(sum, Int128) CODEC(ZSTD(3)),
+            smallest SimpleAggregateFunction(min, Int64) CODEC(ZSTD(3)),
+            largest SimpleAggregateFunction(max, Int64) CODEC(ZSTD(3)),
             count SimpleAggregateFunction(sum, UInt64) CODEC(T64, ZSTD(1)),
-            seq SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1))
+            batch SimpleAggregateFunction(max, UInt64) CODEC(T64, ZSTD(1))
         ) ENGINE = AggregatingMergeTree
         ORDER BY (org, account, day, meter, field)
         SETTINGS index_granularity = 1024, fsync_after_insert = 1, fsync_part_directory = 1""",
