@@ -837,7 +837,8 @@ class ClickHouseMeasurements:
         sql = sources[0] if len(sources) == 1 else (
             f"SELECT {names}meter, field, sum(total), min(smallest), max(largest), sum(count)"
             f" FROM ({' UNION ALL '.join(sources)}) GROUP BY {names}meter, field")
-        if limit is not None:
+        most = _most_groups(groups, start, end, account_ids)
+        if limit is not None and (most is None or most > limit):  # else the limit cannot be reached
             sql += f" ORDER BY {names}meter, field LIMIT {int(limit) + 1} BY meter, field"
         asked = set(fields)
         found: dict[tuple[str, str], list[tuple[tuple[str, ...], Totals]]] = {}
@@ -944,6 +945,28 @@ def _where(account_ids: Sequence[str] | None, start: str = "start", end: str = "
     accounts = "" if account_ids is None else " AND account IN {accounts:Array(String)}"
     return ("org = {org:String}" + accounts +
             f" AND ts >= {{{start}:DateTime64(6, 'UTC')}} AND ts < {{{end}:DateTime64(6, 'UTC')}}")
+
+
+_BUCKET_LENGTH = {TimeBucket.HOUR: timedelta(hours=1), TimeBucket.DAY: timedelta(days=1),
+                  TimeBucket.WEEK: timedelta(days=7), TimeBucket.MONTH: timedelta(days=28)}
+
+
+def _most_groups(groups: Sequence[Group], start: datetime, end: datetime,
+                 account_ids: Sequence[str] | None) -> int | None:
+    """At most how many groups (rows per field) `groups` make of the period, or None if unbounded
+    (grouped by account, every account of the organization). A bucket started before the period
+    and one ending after it count too; a month is taken as 28 days, a bound from above."""
+    most = 1
+    for group in groups:
+        if group.kind == GroupKind.ACCOUNT:
+            if account_ids is None:
+                return None
+            most *= len(account_ids)
+        elif group.kind == GroupKind.TIME:
+            most *= (end - start) // _BUCKET_LENGTH[group.bucket or TimeBucket.DAY] + 2
+        else:
+            return None
+    return most
 
 
 def _group_key(group: Group, index: int, params: dict[str, Any], time: str = "ts") -> str:
