@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from meterbill.metering.store import Aggregation, Group, GroupKind, NewMeasurement, SeriesRequest
-from meterbill.metering.store.clickhouse import _COLUMNS, ClickHouseStore
+from meterbill.metering.store.clickhouse import _COLUMNS, ClickHouseStore, uid_values
 
 MONTH_START = datetime(2024, 1, 1, tzinfo=UTC)
 MONTH_END = datetime(2024, 2, 1, tzinfo=UTC)
@@ -74,8 +74,8 @@ def bulk_insert(store: ClickHouseStore, org_id: str, rows: list[NewMeasurement])
     began = time.perf_counter()
     columns: list[list[object]] = [[] for _ in _COLUMNS]
     for index, m in enumerate(rows):
-        for column, value in zip(columns, (org_id, m.meter_id, m.account_id, m.ts, m.ets, m.uid, index, m.micros,
-                                           m.dimensions), strict=True):
+        for column, value in zip(columns, (org_id, m.meter_id, m.account_id, m.ts, m.ets, *uid_values(m.uid), index,
+                                           m.micros, m.dimensions), strict=True):
             column.append(value)
     store.client.insert(store.table, columns, column_names=_COLUMNS, column_oriented=True)
     return time.perf_counter() - began
@@ -100,8 +100,10 @@ def main() -> None:
     lines = Path(folder) / "rows.jsonl"
     with lines.open("wb") as out:
         for index, m in enumerate(rows):
+            text, canonical = uid_values(m.uid)
             out.write(orjson.dumps({"org": ORG, "meter": m.meter_id, "account": m.account_id,
-                                    "ts": m.ts.strftime("%Y-%m-%d %H:%M:%S.%f"), "uid": m.uid, "seq": index,
+                                    "ts": m.ts.strftime("%Y-%m-%d %H:%M:%S.%f"), "uid": text,
+                                    "uuid": canonical or str(uuid.UUID(int=0)), "seq": index,
                                     "measures": m.micros, "dimensions": m.dimensions}) + b"\n")
     bulk.client.command(f"TRUNCATE TABLE {bulk.table}")
     began = time.perf_counter()

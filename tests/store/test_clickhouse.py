@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from meterbill.metering.store import EncodedBatch, IngestOutcome, NewMeasurement, Totals
-from meterbill.metering.store.clickhouse import _COLUMNS, _EXPAND_AT, _STAGE_SQL, ClickHouseStore, _log_source
+from meterbill.metering.store.clickhouse import _EXPAND_AT, _FROM_STAGED, _STAGE_SQL, ClickHouseStore, _log_source
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SORTING_KEY
 from meterbill.metering.store.landing_log import LandingLog
 from tests.store.conftest import ClickHouseUnderTest, open_chdb, open_clickhouse_server
@@ -65,6 +65,14 @@ def _sorting_key_and_tables(store: ClickHouseStore) -> tuple[str, list[str]]:
     return keys["measurements"], sorted(keys)
 
 
+def _stored_as_before_0005(store: ClickHouseStore, org: str, rows: list[NewMeasurement]) -> None:
+    """Measurements as a version before 0005 stored them (every uid as text), one batch each; their keys first."""
+    store.client.insert(store.uids, [[store_key(org, x.uid)] for x in rows], column_names=["key"])
+    store.client.insert(store.table, [[org, x.meter_id, x.account_id, x.ts, x.ets, x.uid, batch << 24, x.micros,
+                                       x.dimensions] for batch, x in enumerate(rows)],
+                        column_names=["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "dimensions"])
+
+
 @pytest.mark.parametrize("cut", [None, "before-the-swap", "after-the-swap"])
 def test_0003_sorts_every_measurement_by_account_and_a_cut_run_completes(store: ClickHouseStore,
                                                                          cut: str | None) -> None:
@@ -74,9 +82,8 @@ def test_0003_sorts_every_measurement_by_account_and_a_cut_run_completes(store: 
     _as_before_0003(store)
     org = str(uuid.uuid4())
     writer = store.bind(None)
-    writer.ingest(org, [m(f"u{i}", i, account=f"acct-{i % 4}", calls=i, dims={"region": f"r{i % 2}"})
-                        for i in range(300)])
-    writer.ingest(org, [m("late", 400, account="acct-9", calls=7)])
+    _stored_as_before_0005(store, org, [m(f"u{i}", i, account=f"acct-{i % 4}", calls=i, dims={"region": f"r{i % 2}"})
+                                        for i in range(300)] + [m("late", 400, account="acct-9", calls=7)])
     db = f"`{store.database}`"
     old = f"{db}.measurements_0003"
     if cut == "before-the-swap":  # a copy of some rows, in the new layout, never swapped in
@@ -86,7 +93,7 @@ def test_0003_sorts_every_measurement_by_account_and_a_cut_run_completes(store: 
         store.client.command(f"CREATE TABLE {old} AS {db}.measurements ENGINE = MergeTree ORDER BY ({SORTING_KEY})")
         store.client.command(f"INSERT INTO {old} SELECT * FROM {db}.measurements WHERE uid != 'late'")
         store.client.command(f"EXCHANGE TABLES {db}.measurements AND {old}")
-    assert store.migrate() == ["0003_sorted_by_account", "0004_days"]
+    assert store.migrate() == ["0003_sorted_by_account", "0004_days", "0005_uuid_uids"]
     assert _sorting_key_and_tables(store) == (SORTING_KEY, ["measurements"])
     census = {org: (301, {("meter-calls", "calls"): sum(range(300)) + 7})}
     assert writer.census() == census
@@ -97,6 +104,50 @@ def test_0003_sorts_every_measurement_by_account_and_a_cut_run_completes(store: 
         [f"u{i}" for i in range(300)] + ["late"]
     assert writer.ingest(org, [m("u5", 1), m("new", 2)]) == IngestOutcome(1, 1)  # the uids index is the same
     assert store.migrate() == []
+
+
+# uids of each kind: canonical UUIDs (the zero one too), and texts that only look like one.
+_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+_ZERO = "00000000-0000-0000-0000-000000000000"
+_NOT_CANONICAL = [_UUID.upper(), "{0f8fad5b-d9cb-469f-a165-70867728950f}", _UUID.replace("-", ""), "order-17"]
+
+
+def _uid_columns(store: ClickHouseStore, org: str) -> list[tuple[str, str]]:
+    """Each row's `uid` column and its `uuid` column's text, in ingest order."""
+    return [tuple(row) for row in store.client.query(
+        f"SELECT uid, toString(uuid) FROM {store.table} WHERE org = {{o:String}} ORDER BY seq",
+        parameters={"o": org}).result_rows]
+
+
+def test_0005_keeps_uids_that_are_uuids_in_16_bytes_and_reads_every_uid_as_it_came(store: ClickHouseStore) -> None:
+    """0005 moves the uids stored as text that are canonical UUIDs into `uuid` (16 bytes) and leaves any other
+    as it is; reads, copies and dedupe see each uid as it came, and every write path splits new uids the same way."""
+    org = str(uuid.uuid4())
+    db = f"`{store.database}`"
+    store.client.command(f"ALTER TABLE {db}.measurements DROP COLUMN uuid")
+    store.client.command(f"ALTER TABLE {db}.schema_versions DELETE WHERE version >= '0005' SETTINGS mutations_sync = 1")
+    before = [_UUID, _ZERO, *_NOT_CANONICAL]
+    _stored_as_before_0005(store, org, [m(uid, i) for i, uid in enumerate(before)])
+    assert store.migrate() == ["0005_uuid_uids"]
+    assert store.migrate() == []
+    split_before = [("", _UUID), ("", _ZERO), *((uid, _ZERO) for uid in _NOT_CANONICAL)]
+    assert _uid_columns(store, org) == split_before
+    writer = _reopened(store)
+    assert [x.uid for o, x in writer.bind(None).scan(after=None, limit=100)[0] if o == org] == before
+    assert writer.bind(None).ingest(org, [m(uid, 50) for uid in before]) == IngestOutcome(0, len(before))
+    # New uids, by a write (and on chDB by a landing, which an expansion stores): split as 0005 split the old ones.
+    written, split = [str(uuid.uuid4()), "order-18"], []
+    assert writer.bind(None).ingest(org, [m(uid, 60) for uid in written]) == IngestOutcome(2, 0)
+    split = [("", written[0]), ("order-18", _ZERO)]
+    if writer.exclusive:
+        landed = [str(uuid.uuid4()), "Order-19"]
+        writer.bind(None).land(org, [m(uid, 70) for uid in landed])
+        writer.settle()
+        written += landed
+        split += [("", landed[0]), ("Order-19", _ZERO)]
+    assert _uid_columns(writer, org) == split_before + split
+    assert [x.uid for o, x in writer.bind(None).scan(after=None, limit=100)[0] if o == org] == before + written
+    writer.close()
 
 
 def test_days_lost_to_a_cut_after_the_rows_are_folded_again_by_the_next_process(store: ClickHouseStore) -> None:
@@ -318,8 +369,7 @@ def test_a_crash_during_an_expansion_loses_and_doubles_nothing(store: ClickHouse
         store.client.command(_STAGE_SQL.format(staged=store.staged, landed=landed, uids=store.uids))
         store.client.command(f"INSERT INTO {store.uids} (key) SELECT key FROM {store.staged}")
         if cut == "after the rows":
-            columns = ", ".join(_COLUMNS)
-            store.client.command(f"INSERT INTO {store.table} ({columns}) SELECT {columns} FROM {store.staged}")
+            store.client.command(_FROM_STAGED.format(table=store.table, staged=store.staged))
         store.client.command(f"TRUNCATE TABLE {store.staged}")  # a Memory table: gone with the process
     again = _reopened(store)
     # Its first read counts them (by hand: before 1 + l1 2 for acct-1, l2 3 for acct-2).

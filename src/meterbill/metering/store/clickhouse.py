@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -100,20 +101,35 @@ from meterbill.metering.store import (
     from_micros,
     landing_log,
 )
-from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SEQ_BITS, fold_days
+from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SEQ_BITS, STORED_UID, fold_days, uid_columns
 from meterbill.metering.store.landing_log import LandingLog, Segment
 
 log = structlog.get_logger("meterbill.metering.store.clickhouse")
 
 _PENDING = "meterbill.clickhouse_pending"
-# A uid's key in SQL: the first 128 bits of SHA-256(organization id ‖ uid), read big-endian (as `ingest` computes it).
-_KEY_SQL = "reinterpretAsUInt128(reverse(substring(SHA256(concat(org, uid)), 1, 16)))"
+
+
+def _key_sql(uid: str) -> str:
+    """A uid's key in SQL, from the SQL of its text: the first 128 bits of SHA-256(organization id ‖ uid), read
+    big-endian (as `ingest` computes it)."""
+    return f"reinterpretAsUInt128(reverse(substring(SHA256(concat(org, {uid})), 1, 16)))"
+
+
 # A key's two 64-bit halves, low first, as `_KeyFilter` takes them.
 _KEY_HALVES = f"toUInt64(bitAnd(key, toUInt128('{0xFFFFFFFFFFFFFFFF}'))), toUInt64(bitShiftRight(key, 64))"
 # How many writes' keys a process keeps, to recheck units that ingested up to that many writes ago
 # without a lookup (a few MB at most: a write is a few batches).
 _WRITES_REMEMBERED = 64
-_COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "seq", "measures", "dimensions"]
+_COLUMNS = ["org", "meter", "account", "ts", "ets", "uid", "uuid", "seq", "measures", "dimensions"]
+# A lowercase canonical UUID's text: stored in `uuid` (see clickhouse_schema's `uid_columns`).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def uid_values(uid: str) -> tuple[str, str]:
+    """A uid's `uid` and `uuid` columns as clickhouse-connect writes them (a UUID as its text, zero as '')."""
+    return ("", uid) if _CANONICAL_UUID.fullmatch(uid) else (uid, "")
+
+
 # Landed batches the store's expander stores once that many wait (see `ClickHouseStore.land`): an
 # expansion of 100,000 measurements is one part per table instead of a hundred.
 _EXPAND_AT = 100
@@ -143,14 +159,17 @@ SELECT * FROM (
            mapConcat(r.micros,
                      mapApply((field, units) -> (field, units * {MICROS}), mapConcat(r.measure, r.income, r.cost))),
            mapConcat(r.dimensions, r.who, r.`where`, r.what, r.other, r.metadata),
-           {_KEY_SQL.replace("uid", "r.uid")} AS key
+           {_key_sql("r.uid")} AS key
     FROM {{landed}} ARRAY JOIN rows AS r, arrayEnumerate(rows) AS n
     ORDER BY seq
     LIMIT 1 BY key
 )
 WHERE key NOT IN (
     SELECT key FROM {{uids}}
-    WHERE key IN (SELECT {_KEY_SQL.replace("uid", "r.uid")} FROM {{landed}} ARRAY JOIN rows AS r))"""
+    WHERE key IN (SELECT {_key_sql("r.uid")} FROM {{landed}} ARRAY JOIN rows AS r))"""
+# The staged rows into `measurements` (`{table}`, `{staged}`): each uid into its two columns.
+_FROM_STAGED = (f"INSERT INTO {{table}} ({', '.join(_COLUMNS)}) SELECT org, meter, account, ts, ets,"
+                f" {', '.join(uid_columns('uid'))}, seq, measures, dimensions FROM {{staged}}")
 
 
 def _log_source(path: Path) -> str:
@@ -406,7 +425,7 @@ class ClickHouseStore:
     # -- writes --------------------------------------------------------------------------------
 
     def stored_keys(self, keys: Iterable[int]) -> set[int]:
-        """Which of these uid keys (see `_KEY_SQL`) are stored."""
+        """Which of these uid keys (see `_key_sql`) are stored."""
         asked = sorted(set(keys))
         key_filter = self._filter
         if key_filter is not None:
@@ -529,13 +548,12 @@ class ClickHouseStore:
             with self._queue_lock:
                 count = self._unexpanded
         try:
-            columns = ", ".join(_COLUMNS)
             for epoch in self.landing.epochs(through):
                 self.client.command(f"TRUNCATE TABLE {self.staged}")
                 self.client.command(_STAGE_SQL.format(
                     staged=self.staged, landed=_log_source(self.landing.path(epoch)), uids=self.uids))
                 self.client.command(f"INSERT INTO {self.uids} (key) SELECT key FROM {self.staged}")
-                self.client.command(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {self.staged}")
+                self.client.command(_FROM_STAGED.format(table=self.table, staged=self.staged))
                 if self._filter is not None or self._filter_pending is not None:
                     halves = self.client.query_np(f"SELECT {_KEY_HALVES} FROM {self.staged}")
                     if len(halves):
@@ -582,9 +600,10 @@ class ClickHouseStore:
         # Column by column (one comprehension each costs a third of appending row by row).
         # Times as DateTime64(6)'s own ticks: clickhouse-connect writes integers as they are, and converts
         # datetimes through several calls each, which cost more than the rest of a row.
+        uids = [uid_values(m.uid) for _, m in new]
         columns = [[org_id for org_id, _ in new], [m.meter_id for _, m in new], [m.account_id for _, m in new],
                    [_ticks(m.ts) for _, m in new], [None if m.ets is None else _ticks(m.ets) for _, m in new],
-                   [m.uid for _, m in new],
+                   [text for text, _ in uids], [canonical for _, canonical in uids],
                    list(range(base, base + len(new))), [m.micros for _, m in new], [m.dimensions for _, m in new]]
         if self._inserts is None:  # each table's column types, asked once
             self._inserts = (
@@ -617,7 +636,7 @@ class ClickHouseStore:
             self.generation += 1
             self._written.clear()
             self.client.command(
-                f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_KEY_SQL} FROM {self.table})",
+                f"ALTER TABLE {self.uids} DELETE WHERE key NOT IN (SELECT {_key_sql(STORED_UID)} FROM {self.table})",
                 settings={"mutations_sync": 2})
         with self._land_lock, self._queue_lock:
             if self._next_batch is None:  # landings counted since are in the log too after this
@@ -910,9 +929,9 @@ class ClickHouseMeasurements:
         if after is not None:
             seq, org, uid = after.split(":", 2)
             params.update(seq=int(seq), org=org, uid=uid)
-            where = " WHERE (seq, org, uid) > ({seq:UInt64}, {org:String}, {uid:String})"
-        rows = self._rows(f"SELECT seq, org, uid, meter, account, ts, ets, measures, dimensions FROM {self.table}"
-                          f"{where} ORDER BY seq, org, uid LIMIT {int(limit)}", params)
+            where = f" WHERE (seq, org, {STORED_UID}) > ({{seq:UInt64}}, {{org:String}}, {{uid:String}})"
+        rows = self._rows(f"SELECT seq, org, {STORED_UID} AS text, meter, account, ts, ets, measures, dimensions"
+                          f" FROM {self.table}{where} ORDER BY seq, org, text LIMIT {int(limit)}", params)
         found = [(org, NewMeasurement(uid=uid, meter_id=meter, account_id=account, ts=_utc(ts),
                                       ets=None if ets is None else _utc(ets), dimensions=dict(dimensions),
                                       micros={name: int(v) for name, v in measures.items()}))
