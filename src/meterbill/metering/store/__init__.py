@@ -119,17 +119,6 @@ def from_micros(micros: int) -> Decimal:
     return Decimal(micros) / _MICROS
 
 
-def day_floor(moment: datetime) -> datetime:
-    """The start of the moment's UTC day: where a store's daily totals begin."""
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def day_ceiling(moment: datetime) -> datetime:
-    """The first UTC midnight at or after the moment."""
-    floor = day_floor(moment)
-    return floor if floor == moment else floor + timedelta(days=1)
-
-
 Segment = tuple[str | None, ...]
 
 
@@ -154,6 +143,31 @@ class Group:
     kind: GroupKind
     field: str | None = None
     bucket: TimeBucket | None = None
+
+
+def _day_floor(moment: datetime) -> datetime:
+    """The start of the moment's UTC day."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class DaySplit(NamedTuple):
+    """Where a store reads totals over a period from (see `split_by_day`)."""
+
+    raw: list[tuple[datetime, datetime]]  # ranges [since, until) read from the measurements
+    days: tuple[datetime, datetime] | None  # whole UTC days [first, last) read from the daily totals
+
+
+def split_by_day(start: datetime, end: datetime, groups: Sequence[Group]) -> DaySplit:
+    """How totals over start <= ts < end grouped by `groups` are read: the whole UTC days inside from a
+    store's daily totals, and a day's part at either end from the measurements; all of it from the
+    measurements when an hourly bucket needs each measurement's time, or when no whole day is inside."""
+    floor = _day_floor(start)
+    first_day = floor if floor == start else floor + timedelta(days=1)
+    last_day = _day_floor(end)
+    if first_day >= last_day or any(g.kind == GroupKind.TIME and g.bucket == TimeBucket.HOUR for g in groups):
+        return DaySplit([(start, end)], None)
+    return DaySplit([(since, until) for since, until in ((start, first_day), (last_day, end)) if since < until],
+                    (first_day, last_day))
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,10 +96,9 @@ from meterbill.metering.store import (
     SeriesRequest,
     TimeBucket,
     Totals,
-    day_ceiling,
-    day_floor,
     from_micros,
     landing_log,
+    split_by_day,
 )
 from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SEQ_BITS, STORED_UID, fold_days, uid_columns
 from meterbill.metering.store.landing_log import LandingLog, Segment
@@ -646,7 +645,7 @@ class ClickHouseStore:
             self._next_batch = max(self._next_batch or 0, (int(last) >> SEQ_BITS) + 1,
                                    *(segment.last_batch + 1 for segment in segments))
         if rows:
-            fold_days(self.client, self.database)
+            fold_days(self.client, self.database, int(last) >> SEQ_BITS)
         self._repair_due = False
 
     def _recover_landings(self) -> list[Segment]:
@@ -821,17 +820,10 @@ class ClickHouseMeasurements:
         assert all(g.kind in (GroupKind.ACCOUNT, GroupKind.TIME) for g in groups)
         params = _range(org_id, start, end, account_ids)
         params.update(meters=sorted({meter for meter, _ in fields}), fields=sorted({name for _, name in fields}))
-        hourly = any(g.kind == GroupKind.TIME and g.bucket == TimeBucket.HOUR for g in groups)
-        first_day, last_day = day_ceiling(start), day_floor(end)
-        if hourly or first_day >= last_day:
-            ranges, days = [(start, end)], None
-        else:
-            ranges = [(start, first_day)] if start < first_day else []
-            ranges += [(last_day, end)] if last_day < end else []
-            days = (first_day, last_day)
+        split = split_by_day(start, end, groups)
         names = "".join(f"g{i}, " for i in range(len(groups)))
         sources = []
-        for index, (since, until) in enumerate(ranges):
+        for index, (since, until) in enumerate(split.raw):
             params[f"since{index}"], params[f"until{index}"] = since.astimezone(UTC), until.astimezone(UTC)
             keys = "".join(f"{_group_key(g, i, params, 'ts')} AS g{i}, " for i, g in enumerate(groups))
             sources.append(
@@ -841,8 +833,8 @@ class ClickHouseMeasurements:
                 f" WHERE {_where(account_ids, f'since{index}', f'until{index}')}"
                 f" AND meter IN {{meters:Array(String)}} AND field IN {{fields:Array(String)}}"
                 f" GROUP BY {names}meter, field")
-        if days is not None:
-            params["first_day"], params["last_day"] = days[0].date(), days[1].date()
+        if split.days is not None:
+            params["first_day"], params["last_day"] = split.days[0].date(), split.days[1].date()
             keys = "".join(f"{_group_key(g, i, params, 'day')} AS g{i}, " for i, g in enumerate(groups))
             accounts = "" if account_ids is None else " AND account IN {accounts:Array(String)}"
             sources.append(

@@ -45,9 +45,8 @@ from meterbill.metering.store import (
     SeriesRequest,
     TimeBucket,
     Totals,
-    day_ceiling,
-    day_floor,
     from_micros,
+    split_by_day,
 )
 from meterbill.metering.store.sql_rollup import (
     INGEST_LOCK_KEY,
@@ -357,8 +356,7 @@ class SqlMeasurementStore:
         and the tail above the mark, unless an hourly bucket needs every measurement's time."""
         params: dict[str, Any] = {"fields": sorted({name for _, name in fields})}
         series = self._series_cte(org_id, (meter for meter, _ in fields), account_ids, params)
-        hourly = any(g.kind == GroupKind.TIME and g.bucket == TimeBucket.HOUR for g in groups)
-        first_day, last_day = day_ceiling(start), day_floor(end)
+        split = split_by_day(start, end, groups)
         raw_field = "f.key"
         raw_value = "f.value::bigint" if self.postgres else "f.value"
         each = "json_each_text(m.measures)" if self.postgres else "json_each(m.measures)"
@@ -374,11 +372,11 @@ class SqlMeasurementStore:
                     f" WHERE m.series_id IN (SELECT id FROM s) AND {raw_field} IN :fields AND {condition}")
 
         parts = []
-        if hourly or first_day >= last_day:
-            params.update(start=start, end=end)
-            parts.append(raw("m.ts >= :start AND m.ts < :end"))
-        else:
-            params.update(start=start, end=end, first_day=first_day, last_day=last_day)
+        for index, (since, until) in enumerate(split.raw):
+            params[f"since{index}"], params[f"until{index}"] = since, until
+            parts.append(raw(f"m.ts >= :since{index} AND m.ts < :until{index}"))
+        if split.days is not None:
+            params["first_day"], params["last_day"] = split.days
             keys = "".join(f"{key} AS t{i}, " for i, key in enumerate(time_keys("d.day")))
             # On PostgreSQL, the series' days by the primary key, which holds every column read here
             # (migration 0023: an index-only scan, in key order; the organization's series only, so no
@@ -395,10 +393,6 @@ class SqlMeasurementStore:
             parts.append(raw(f"m.id > {self._mark_hint():d}"
                              " AND m.id > (SELECT rolled_through FROM metering_rollup_marks WHERE id = 1)"
                              " AND m.ts >= :first_day AND m.ts < :last_day"))
-            if start < first_day:
-                parts.append(raw("m.ts >= :start AND m.ts < :first_day"))
-            if last_day < end:
-                parts.append(raw("m.ts >= :last_day AND m.ts < :end"))
         time_count = sum(1 for g in groups if g.kind == GroupKind.TIME)
         outer: list[str] = []
         time_index = 0
