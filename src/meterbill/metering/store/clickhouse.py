@@ -100,7 +100,14 @@ from meterbill.metering.store import (
     landing_log,
     split_by_day,
 )
-from meterbill.metering.store.clickhouse_schema import MIGRATIONS, SEQ_BITS, STORED_UID, fold_days, uid_columns
+from meterbill.metering.store.clickhouse_schema import (
+    MIGRATIONS,
+    ONE_PART,
+    SEQ_BITS,
+    STORED_UID,
+    fold_days,
+    uid_columns,
+)
 from meterbill.metering.store.landing_log import LandingLog, Segment
 
 log = structlog.get_logger("meterbill.metering.store.clickhouse")
@@ -551,8 +558,9 @@ class ClickHouseStore:
                 self.client.command(f"TRUNCATE TABLE {self.staged}")
                 self.client.command(_STAGE_SQL.format(
                     staged=self.staged, landed=_log_source(self.landing.path(epoch)), uids=self.uids))
-                self.client.command(f"INSERT INTO {self.uids} (key) SELECT key FROM {self.staged}")
-                self.client.command(_FROM_STAGED.format(table=self.table, staged=self.staged))
+                # One part each, as a write's (see `fold_days`, which needs a batch's rows in one part).
+                self.client.command(f"INSERT INTO {self.uids} (key) SELECT key FROM {self.staged}", settings=ONE_PART)
+                self.client.command(_FROM_STAGED.format(table=self.table, staged=self.staged), settings=ONE_PART)
                 if self._filter is not None or self._filter_pending is not None:
                     halves = self.client.query_np(f"SELECT {_KEY_HALVES} FROM {self.staged}")
                     if len(halves):
@@ -604,10 +612,12 @@ class ClickHouseStore:
                    [_ticks(m.ts) for _, m in new], [None if m.ets is None else _ticks(m.ets) for _, m in new],
                    [text for text, _ in uids], [canonical for _, canonical in uids],
                    list(range(base, base + len(new))), [m.micros for _, m in new], [m.dimensions for _, m in new]]
-        if self._inserts is None:  # each table's column types, asked once
+        if self._inserts is None:  # each table's column types, asked once; a write in one part whatever its size
             self._inserts = (
-                self.client.create_insert_context(self.uids, column_names=["key"], column_oriented=True),
-                self.client.create_insert_context(self.table, column_names=_COLUMNS, column_oriented=True))
+                self.client.create_insert_context(self.uids, column_names=["key"], column_oriented=True,
+                                                  settings=ONE_PART),
+                self.client.create_insert_context(self.table, column_names=_COLUMNS, column_oriented=True,
+                                                  settings=ONE_PART))
         into_uids, into_table = self._inserts
         try:
             # Keys first: a crash between the two inserts leaves keys without rows, which

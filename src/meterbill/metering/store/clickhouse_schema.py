@@ -133,7 +133,9 @@ DAY_TOTALS = ("SELECT org, account, toDate32(ts) AS day, meter, field, sum(toInt
               " GROUP BY org, account, day, meter, field")
 # Measurements folded into `days` per statement by `fold_days`: its insert is one part (all or nothing).
 _FOLD_STEP = 5_000_000
-_ONE_PART = {"min_insert_block_size_rows": 1 << 62, "min_insert_block_size_bytes": 1 << 62,
+# An INSERT … SELECT's settings that make it one part whatever its size (by default ClickHouse cuts one of
+# more than about a million rows into parts, each written as it fills: not all or nothing).
+ONE_PART = {"min_insert_block_size_rows": 1 << 62, "min_insert_block_size_bytes": 1 << 62,
              "max_insert_block_size": 1 << 62}
 
 
@@ -161,7 +163,7 @@ def fold_days(client: Any, database: str, last_batch: int | None = None) -> None
             return
         client.command(f"INSERT INTO {db}.days " + DAY_TOTALS.format(
             source=f"(SELECT * FROM {db}.measurements WHERE {batch} > {after} AND {batch} <= {int(through)})"),
-            settings=_ONE_PART)
+            settings=ONE_PART)
         if count < _FOLD_STEP:
             return
         after = int(through)
