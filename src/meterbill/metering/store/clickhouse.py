@@ -147,6 +147,8 @@ _UNITS = "Map(String, Int64)"
 _LANDED_ROWS = (f"Array(Tuple(uid String, meter String, account String, ts String, ets Nullable(String),"
                 f" who {_TEXT}, `where` {_TEXT}, what {_TEXT}, other {_TEXT}, metadata {_TEXT}, dimensions {_TEXT},"
                 f" measure {_UNITS}, income {_UNITS}, cost {_UNITS}, micros {_UNITS}))")
+# How long a server's client waits for a migration's statement, in seconds (a day: see `open`).
+_MIGRATION_WAIT = 24 * 3600
 # Every client call runs with these: synchronous inserts (acknowledged once on disk) and UTC.
 _SETTINGS = {"async_insert": 0, "session_timezone": "UTC"}
 # A bucket's start from a time column `{t}` (DateTime64, or a day's Date32: never hourly).
@@ -308,8 +310,11 @@ class ClickHouseStore:
     own, opened as needed: a chDB client runs one statement at a time, so the lookups of
     batches waiting to be written run beside the write in progress instead of behind it."""
 
-    def __init__(self, connect: Callable[[], Any], database: str, *, landing: LandingLog | None = None) -> None:
+    def __init__(self, connect: Callable[[], Any], database: str, *, landing: LandingLog | None = None,
+                 connect_for_migrations: Callable[[], Any] | None = None) -> None:
         self.connect = connect
+        # A server's client for `migrate`, which waits as long as a statement takes (None: the write client's).
+        self._connect_for_migrations = connect_for_migrations
         # Only this process writes the store (chDB): a filter of the stored keys can stand in for
         # most lookups (see `_KeyFilter`). Built by a thread of its own (`_build_filter`), which the first
         # lookup starts; until it is in place, every key is looked up.
@@ -373,32 +378,43 @@ class ClickHouseStore:
             raise ValueError(f"a ClickHouse store's URL starts chdb://, clickhouse:// or clickhouses://, not {url!r}")
         secure = parts.scheme == "clickhouses"
         database = _database(parts.path.strip("/") or "default")
-        return cls(lambda: clickhouse_connect.get_client(
-            host=parts.hostname or "localhost", port=parts.port or (8443 if secure else 8123),
-            username=unquote(parts.username or "default"), password=unquote(parts.password or ""), secure=secure,
-            # A session id would make the server refuse a second query while one runs: no sessions.
-            autogenerate_session_id=False, settings=_SETTINGS), database)
+
+        def connect(send_receive_timeout: int = 300) -> Any:  # clickhouse-connect's default
+            return clickhouse_connect.get_client(
+                host=parts.hostname or "localhost", port=parts.port or (8443 if secure else 8123),
+                username=unquote(parts.username or "default"), password=unquote(parts.password or ""), secure=secure,
+                # A session id would make the server refuse a second query while one runs: no sessions.
+                autogenerate_session_id=False, settings=_SETTINGS, send_receive_timeout=send_receive_timeout)
+
+        # A migration's statement may rewrite a table (0003's copy, 0005's mutation): about a second per million
+        # rows, past clickhouse-connect's 300 s wait for an answer at a few hundred million.
+        return cls(connect, database, connect_for_migrations=lambda: connect(send_receive_timeout=_MIGRATION_WAIT))
 
     def migrate(self) -> list[str]:
         """Create or bring up to date this store's tables; the versions applied now."""
         versions = f"`{self.database}`.schema_versions"
-        with self._write_lock:
-            self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-            self.client.command(f"CREATE TABLE IF NOT EXISTS {versions} (version String, applied_at"
-                                " DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version")
-            done = {row[0] for row in self.client.query(f"SELECT version FROM {versions}").result_rows}
-            applied = []
-            for version, statements in MIGRATIONS:
-                if version in done:
-                    continue
-                for step in statements:
-                    if isinstance(step, str):
-                        self.client.command(step.format(db=f"`{self.database}`"))
-                    else:
-                        step(self.client, self.database)
-                self.client.insert(versions, [[version]], column_names=["version"])
-                applied.append(version)
-            return applied
+        client = self.client if self._connect_for_migrations is None else self._connect_for_migrations()
+        try:
+            with self._write_lock:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+                client.command(f"CREATE TABLE IF NOT EXISTS {versions} (version String, applied_at"
+                               " DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version")
+                done = {row[0] for row in client.query(f"SELECT version FROM {versions}").result_rows}
+                applied = []
+                for version, statements in MIGRATIONS:
+                    if version in done:
+                        continue
+                    for step in statements:
+                        if isinstance(step, str):
+                            client.command(step.format(db=f"`{self.database}`"))
+                        else:
+                            step(client, self.database)
+                    client.insert(versions, [[version]], column_names=["version"])
+                    applied.append(version)
+                return applied
+        finally:
+            if client is not self.client:
+                client.close()
 
     def bind(self, session: Session | None) -> MeasurementStore:
         return ClickHouseMeasurements(self, session)
