@@ -332,8 +332,9 @@ def load_measurements(dataset: Dataset, log=print) -> None:
 
 def load_measurements_chdb(dataset: Dataset, log=print) -> None:
     """The dataset's measurements in its chDB store, as the adapter stores them: the rows (a million per
-    INSERT), then their uid keys computed by chDB from the rows (`_KEY_SQL`, the adapter's own key)."""
-    from meterbill.metering.store.clickhouse import _COLUMNS, _KEY_SQL, ClickHouseStore, _ticks
+    INSERT), then their uid keys computed by chDB from the rows (`_key_sql`, the adapter's own key)."""
+    from meterbill.metering.store.clickhouse import _COLUMNS, ClickHouseStore, _key_sql, _ticks, uid_values
+    from meterbill.metering.store.clickhouse_schema import STORED_UID
 
     assert dataset.measurement_store is not None
     org_id = dataset.tenant["org_id"]
@@ -345,13 +346,16 @@ def load_measurements_chdb(dataset: Dataset, log=print) -> None:
         generated = rows(dataset)
         while chunk := list(islice(generated, 1_000_000)):
             times = {ts: _ticks(datetime.fromisoformat(ts).replace(tzinfo=UTC)) for ts in {row[3] for row in chunk}}
+            uids = [uid_values(row[0]) for row in chunk]
             columns = [[org_id] * len(chunk), [row[1] for row in chunk], [row[2] for row in chunk],
-                       [times[row[3]] for row in chunk], [None] * len(chunk), [row[0] for row in chunk],
-                       list(range(seq, seq + len(chunk))), [{FIELD: row[4] * MICROS} for row in chunk],
+                       [times[row[3]] for row in chunk], [None] * len(chunk), [text for text, _ in uids],
+                       [canonical for _, canonical in uids], list(range(seq, seq + len(chunk))),
+                       [{FIELD: row[4] * MICROS} for row in chunk],
                        [{}] * len(chunk)]
             store.client.insert(store.table, columns, column_names=_COLUMNS, column_oriented=True)
             seq += len(chunk)
-        store.client.command(f"INSERT INTO {store.uids} SELECT {_KEY_SQL} FROM {store.table} WHERE org = '{org_id}'")
+        store.client.command(f"INSERT INTO {store.uids} SELECT {_key_sql(STORED_UID)} FROM {store.table}"
+                             f" WHERE org = '{org_id}'")
         log(f"{dataset.measurements:,} measurements stored in chDB in {time.perf_counter() - started:.1f} s")
     finally:
         store.close()

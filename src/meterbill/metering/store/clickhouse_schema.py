@@ -136,7 +136,7 @@ _FOLD_STEP = 5_000_000
 # An INSERT … SELECT's settings that make it one part whatever its size (by default ClickHouse cuts one of
 # more than about a million rows into parts, each written as it fills: not all or nothing).
 ONE_PART = {"min_insert_block_size_rows": 1 << 62, "min_insert_block_size_bytes": 1 << 62,
-             "max_insert_block_size": 1 << 62}
+            "max_insert_block_size": 1 << 62}
 
 
 def fold_days(client: Any, database: str, last_batch: int | None = None) -> None:
