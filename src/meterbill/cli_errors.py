@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import m3ter
 import pydantic
-import sqlalchemy.exc
 
 from meterbill.core.errors import DomainError
+
+if TYPE_CHECKING:
+    import sqlalchemy.exc
 
 USAGE = 2  # what click uses for a usage error: the command line itself is wrong
 FAILED = 1
@@ -43,24 +46,31 @@ class Failure:
     exit_code: int = FAILED
 
 
+def _loaded(name: str) -> Any:
+    """A library's module if this process has imported it, else None: none of its exceptions can exist
+    before. (Imported here, the m3ter SDK and SQLAlchemy cost every command most of a second at start.)"""
+    return sys.modules.get(name)
+
+
 def describe(exc: BaseException) -> Failure | None:
     """The one line for a known failure, or None for a bug (which keeps its traceback)."""
+    m3ter, database = _loaded("m3ter"), _loaded("sqlalchemy.exc")
     if isinstance(exc, CliError):
         return Failure(exc.message, exc.exit_code)
     if isinstance(exc, DomainError):
         return Failure(exc.message)
     if isinstance(exc, httpx.HTTPStatusError):
         return _http(exc.response.status_code, _server_message(exc.response.text), str(exc.request.url))
-    if isinstance(exc, m3ter.APIStatusError):
+    if m3ter is not None and isinstance(exc, m3ter.APIStatusError):
         return _http(exc.status_code, _server_message(exc.response.text), str(exc.response.request.url))
-    if isinstance(exc, httpx.TransportError | m3ter.APIConnectionError):
+    if isinstance(exc, httpx.TransportError) or (m3ter is not None and isinstance(exc, m3ter.APIConnectionError)):
         url = _url_of(exc)
         return Failure(f"cannot reach meterbill at {url} ({_reason(exc)}): start it with `meterbill serve`, "
                        "or set METERBILL_URL to where it runs")
-    if isinstance(exc, sqlalchemy.exc.ArgumentError | sqlalchemy.exc.NoSuchModuleError):
+    if database is not None and isinstance(exc, database.ArgumentError | database.NoSuchModuleError):
         return Failure(f"the database URL is not valid ({exc}): set METERBILL_DATABASE_URL or --database-url, "
                        "e.g. sqlite:///./meterbill.db or postgresql+psycopg://USER@HOST:5432/NAME", USAGE)
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+    if database is not None and isinstance(exc, database.DBAPIError):
         return Failure(_database(exc))
     if isinstance(exc, ModuleNotFoundError) and exc.name in ("clickhouse_connect", "chdb"):
         return Failure(f"a ClickHouse measurement store needs the optional {exc.name} package: "

@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 # The measurement stores METERBILL_MEASUREMENT_STORE may name besides the main database (unset).
 CLICKHOUSE_SCHEMES = ("clickhouse", "clickhouses")
@@ -98,6 +97,10 @@ class Settings(BaseSettings):
 
     def sqlite_folder(self) -> Path | None:
         """The folder of the SQLite database file (None for other databases and in-memory SQLite)."""
+        # Imported here: SQLAlchemy's engine costs every CLI command half a second at start, and the
+        # commands that only talk to a server never need it.
+        from sqlalchemy.engine import make_url
+
         url = make_url(self.database_url)
         if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
             return None
